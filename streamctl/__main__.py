@@ -1,0 +1,3 @@
+from streamctl.cli.main import main
+
+main()

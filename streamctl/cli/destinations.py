@@ -1,0 +1,7 @@
+"""`streamctl destinations` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,20 @@
+"""The destination catalog: every destination type streamctl can deliver to."""
+
+from __future__ import annotations
+
+from streamctl.config.model import DestinationConfig
+from streamctl.destinations.base import CatalogEntry, Destination
+
+CATALOG: dict[str, type[Destination]] = {}
+# Registration lines: one per destination module.
+# from streamctl.destinations.webhook import WebhookDestination
+# CATALOG["webhook"] = WebhookDestination
+
+
+def catalog_entry(type_name: str) -> CatalogEntry:
+    return CATALOG[type_name].catalog
+
+
+def create(config: DestinationConfig) -> Destination:
+    """The runtime destination for a `destinations:` entry."""
+    return CATALOG[config.type](config.name, config.config)

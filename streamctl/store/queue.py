@@ -1,0 +1,44 @@
+"""The queue between ingest and processing (SPEC §8).
+
+Ingest appends accepted events; processors claim them, run the pipeline, record the
+outcome and acknowledge. SQLite implements it for one machine; a Redis Streams
+implementation (consumer groups, XAUTOCLAIM for dead workers) replaces it for many
+without touching the pipeline or the destinations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamctl.events import Event
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    id: int  # position in the queue, for ack
+    source: str
+    event: Event
+
+
+class Overloaded(Exception):
+    """The queue is full: the listener answers 429 with Retry-After."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"queue full, retry after {retry_after:g}s")
+
+
+class EventQueue(Protocol):
+    def append(self, source: str, events: Sequence[Event]) -> None:
+        """Store events durably; returns only once they survive a crash. May raise Overloaded."""
+
+    def claim(self, limit: int) -> list[QueuedEvent]:
+        """Up to `limit` appended events not yet acknowledged, oldest first."""
+
+    def ack(self, ids: Sequence[int]) -> None:
+        """These events' outcomes are recorded; never hand them out again."""
+
+    def depth(self) -> int:
+        """Events appended and not yet acknowledged."""
