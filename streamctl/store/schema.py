@@ -1,0 +1,217 @@
+"""The store's schema, as ordered migrations (see docs/store.md for every column).
+
+`schema_version` holds one row: the number of migrations applied. Opening a store
+applies the missing ones in order, each in its own transaction, so a file written
+by an older streamctl upgrades in place and a newer file is refused rather than
+misread. Add a migration by appending a function to `MIGRATIONS`; never edit one
+that has shipped.
+
+Times are Unix seconds (REAL, UTC) so windows are plain comparisons; JSON
+documents (events, payloads) are stored as text.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import sqlite_utils
+
+from streamctl.errors import StoreError
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _create(db: sqlite_utils.Database, name: str, columns: dict[str, type], **options: Any) -> None:
+    # The SQL only: sqlite-utils' Table.create would commit midway through the migration.
+    db.execute(db.create_table_sql(name, columns, **options))
+
+
+def _initial_schema(db: sqlite_utils.Database) -> None:
+    # The ingest queue between the listener and the processor. AUTOINCREMENT: acked
+    # rows are deleted, and an id must never come back once handed out.
+    db.execute(
+        "CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL,"
+        " event TEXT NOT NULL, appended_at REAL NOT NULL)"
+    )
+    _create(
+        db,
+        "events",
+        {
+            "id": int,
+            "source": str,
+            "message_id": str,
+            "received_at": float,
+            "payload": str,
+            "contract_outcome": str,
+            "duplicate": int,
+        },
+        pk="id",
+        not_null={"source", "message_id", "received_at", "payload"},
+        defaults={"duplicate": 0},
+    )
+    _create(
+        db,
+        "deliveries",
+        {
+            "id": int,
+            "event_id": int,
+            "message_id": str,
+            "source": str,
+            "sync": str,
+            "destination": str,
+            "event_type": str,
+            "status": str,
+            "stage": str,
+            "error": str,
+            "user_key": str,
+            "payload": str,
+            "attempts": int,
+            "status_code": int,
+            "response": str,
+            "latency_ms": float,
+            "created_at": float,
+            "first_attempt_at": float,
+            "last_attempt_at": float,
+            "next_attempt_at": float,
+            "finished_at": float,
+            "requeued": int,
+        },
+        pk="id",
+        not_null={"event_id", "message_id", "source", "sync", "status", "stage", "created_at"},
+        defaults={"attempts": 0, "requeued": 0},
+        foreign_keys=[("event_id", "events", "id")],
+    )
+    _create(
+        db,
+        "attempts",
+        {
+            "id": int,
+            "delivery_id": int,
+            "sync": str,
+            "destination": str,
+            "at": float,
+            "status": str,
+            "status_code": int,
+            "latency_ms": float,
+            "error": str,
+            "response": str,
+            "retry_after": float,
+        },
+        pk="id",
+        not_null={"delivery_id", "sync", "at", "status"},
+        foreign_keys=[("delivery_id", "deliveries", "id")],
+    )
+    _create(
+        db,
+        "violations",
+        {
+            "id": int,
+            "event_id": int,
+            "message_id": str,
+            "source": str,
+            "contract": str,
+            "version": str,
+            "event_name": str,
+            "kind": str,
+            "pointer": str,
+            "message": str,
+            "outcome": str,
+            "at": float,
+        },
+        pk="id",
+        not_null={"event_id", "message_id", "source", "contract", "kind", "at"},
+        foreign_keys=[("event_id", "events", "id")],
+    )
+    _create(
+        db,
+        "function_errors",
+        {
+            "id": int,
+            "event_id": int,
+            "message_id": str,
+            "sync": str,
+            "error": str,
+            "traceback": str,
+            "at": float,
+        },
+        pk="id",
+        not_null={"event_id", "message_id", "sync", "at"},
+        foreign_keys=[("event_id", "events", "id")],
+    )
+    statements = [
+        # dedupe (message_id, then source and the 24 h window) and `explain`
+        "CREATE INDEX events_message ON events(message_id)",
+        "CREATE INDEX events_received ON events(received_at)",
+        "CREATE INDEX deliveries_event ON deliveries(event_id)",
+        # status: the funnel of one sync over a window
+        "CREATE INDEX deliveries_sync_created ON deliveries(sync, created_at)",
+        # the delivery engine's work list, tiny because finished rows leave it
+        "CREATE INDEX deliveries_open ON deliveries(sync, id)"
+        " WHERE status IN ('pending', 'retrying')",
+        "CREATE INDEX deliveries_requeued ON deliveries(sync) WHERE requeued = 1",
+        # errors: everything that did not end delivered, filtered or dropped
+        "CREATE INDEX deliveries_problems ON deliveries(sync, created_at)"
+        " WHERE status NOT IN ('delivered', 'filtered', 'dropped', 'pending')",
+        # windowed attempts, failures and latency per sync (status, alerts, top)
+        "CREATE INDEX attempts_sync_at ON attempts(sync, at)",
+        "CREATE INDEX attempts_delivery ON attempts(delivery_id)",
+        "CREATE INDEX violations_message ON violations(message_id)",
+        "CREATE INDEX violations_at ON violations(at)",
+        "CREATE INDEX function_errors_message ON function_errors(message_id)",
+        "CREATE INDEX function_errors_sync_at ON function_errors(sync, at)",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial_schema,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    if not db["schema_version"].exists():
+        return 0
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(
+    db: sqlite_utils.Database, path: str, migrations: tuple[Migration, ...] = MIGRATIONS
+) -> int:
+    """Apply the migrations `db` lacks, each atomically; returns the version reached."""
+    conn = db.conn
+    with _transaction(conn):
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        if db.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+            db.execute("INSERT INTO schema_version (version) VALUES (0)")
+    version = current_version(db)
+    if version > len(migrations):
+        msg = (
+            f"{path}: store schema version {version} is newer than this streamctl "
+            f"understands ({len(migrations)}); upgrade streamctl"
+        )
+        raise StoreError(msg)
+    for number, migration in enumerate(migrations[version:], start=version + 1):
+        try:
+            with _transaction(conn):
+                migration(db)
+                db.execute("UPDATE schema_version SET version = ?", [number])
+        except sqlite3.Error as exc:
+            msg = f"{path}: store migration {number} ({migration.__name__}) failed: {exc}"
+            raise StoreError(msg) from exc
+    return len(migrations)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
