@@ -64,7 +64,7 @@ class SourceConfig:
 class DestinationConfig:
     name: str
     type: str  # a key of streamctl.destinations.registry.CATALOG
-    config: Mapping[str, Any] = EMPTY  # interpolated values, secrets included: never print
+    config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)  # interpolated values, secrets included: never print
     location: Location = Location("streamctl.yaml")
 
 
@@ -91,7 +91,7 @@ class DeliveryPolicy:
 @dataclass(frozen=True)
 class FunctionRef:
     path: Path  # absolute path of functions/NAME.py
-    settings: Mapping[str, Any] = EMPTY
+    settings: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     timeout: float = 5.0  # seconds per batch
 
 
@@ -121,7 +121,7 @@ class SyncConfig:
 class AlertChannel:
     name: str
     type: Literal["slack", "webhook", "pagerduty", "email"]
-    config: Mapping[str, Any] = EMPTY
+    config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class AlertRule:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    channels: Mapping[str, AlertChannel] = EMPTY
+    channels: Mapping[str, AlertChannel] = field(default_factory=lambda: EMPTY)
     rules: tuple[AlertRule, ...] = ()
     interval: float = 30.0  # seconds between evaluations inside `streamctl run`
 
@@ -149,9 +149,9 @@ class Project:
     root: Path
     store_path: Path
     listen: ListenConfig = ListenConfig()
-    sources: Mapping[str, SourceConfig] = EMPTY
-    destinations: Mapping[str, DestinationConfig] = EMPTY
-    contracts: Mapping[str, Contract] = EMPTY
+    sources: Mapping[str, SourceConfig] = field(default_factory=lambda: EMPTY)
+    destinations: Mapping[str, DestinationConfig] = field(default_factory=lambda: EMPTY)
+    contracts: Mapping[str, Contract] = field(default_factory=lambda: EMPTY)
     syncs: tuple[SyncConfig, ...] = ()
     alerts: AlertsConfig = AlertsConfig()
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
