@@ -86,6 +86,9 @@ class Decision:
     traceback: str | None = None
     user_key: str = ""
     event: Event | None = None  # the event as the sync saw it (after its function)
+    # The messageId of the received event this one derives from: differs from
+    # `message_id` when a function split an event or gave it a new id; None: the same.
+    origin_message_id: str | None = None
 
     @property
     def stage(self) -> Stage:
