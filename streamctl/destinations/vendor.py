@@ -1,0 +1,91 @@
+"""Wire-format pieces several vendor destinations share.
+
+    to_epoch_millis("2026-11-26T12:00:00Z")   # 1795694400000
+    to_iso8601(1795694400000)                  # "2026-11-26T12:00:00.000Z"
+    base_url(config, "https://api2.amplitude.com")
+    json_object(response)                      # the response body as a dict, or None
+
+Event timestamps arrive as ISO 8601 strings (Segment spec), but vendors want
+milliseconds since the epoch (Amplitude, Mixpanel) or ISO 8601 again (Braze);
+numbers are accepted too, read as seconds when small enough to be seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+# Below this an epoch number is seconds, above it milliseconds (Mixpanel's own rule
+# of thumb: 1e11 seconds is the year 5138, 1e11 milliseconds is 1973).
+_SECONDS_CEILING = 100_000_000_000
+
+
+class TimestampError(ValueError):
+    """A value that is not an ISO 8601 timestamp nor an epoch number."""
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An aware UTC datetime from an ISO 8601 string or epoch seconds/milliseconds."""
+    if isinstance(value, bool):
+        msg = f"expected a timestamp, got the boolean {value}"
+        raise TimestampError(msg)
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) >= _SECONDS_CEILING else value
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            msg = f"expected an ISO 8601 timestamp, got {value!r}"
+            raise TimestampError(msg) from None
+        # A timestamp without an offset is read as UTC, as Segment's libraries send it.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    msg = f"expected a timestamp, got {type(value).__name__} {value!r}"
+    raise TimestampError(msg)
+
+
+def to_epoch_millis(value: Any) -> int:
+    """Milliseconds since the epoch, as Amplitude's `time` and Mixpanel's `time` want."""
+    return round(parse_timestamp(value).timestamp() * 1000)
+
+
+def to_iso8601(value: Any) -> str:
+    """ISO 8601 in UTC with milliseconds, as Braze's `time` wants."""
+    return parse_timestamp(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def converted_or_kept(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """`convert(value)`, or the value as it is when it is no timestamp: the destination's
+    `check_payload` then refuses it with a message naming the field (a mapping_error)."""
+    try:
+        return convert(value)
+    except TimestampError:
+        return value
+
+
+def base_url(config: Mapping[str, Any], default: str) -> str:
+    """`base_url` from the config (proxies, regions, tests) or the vendor's host, without a trailing slash."""
+    return str(config.get("base_url") or default).rstrip("/")
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is empty, not JSON or not an object."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def int_list(value: Any) -> list[int]:
+    """The integers of a JSON array (indexes in vendor error bodies); anything else is empty."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, int) and not isinstance(item, bool)]
