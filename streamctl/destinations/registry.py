@@ -10,6 +10,16 @@ CATALOG: dict[str, type[Destination]] = {}
 # from streamctl.destinations.webhook import WebhookDestination
 # CATALOG["webhook"] = WebhookDestination
 
+from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
+from streamctl.destinations.braze import BrazeDestination  # noqa: E402
+from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402
+from streamctl.destinations.slack import SlackDestination  # noqa: E402
+
+CATALOG["slack"] = SlackDestination
+CATALOG["amplitude"] = AmplitudeDestination
+CATALOG["mixpanel"] = MixpanelDestination
+CATALOG["braze"] = BrazeDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog
