@@ -70,6 +70,7 @@ class ConfigField:
     secret: bool = False  # never printed: validate, preview, errors, logs, exceptions
     default: Any = None
     description: str = ""
+    project_path: bool = False  # a file path: the loader resolves a relative one against the project root
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,461 @@
+"""Loading a project folder into a compiled, immutable `Project`.
+
+    project = load_project(Path("."))            # raises ConfigError with every problem
+    project, problems = check_project(Path("."))  # for `streamctl validate`: errors and warnings
+
+Reading order: every YAML file is parsed with its node positions and `${ENV}`
+interpolated (`documents`), checked against its JSON Schema (`schema`), then built
+into the dataclasses of `model`, with the semantic checks a schema cannot express:
+references between files, the destination catalog, function files, and the
+compilation of contracts, filters and mappings. Nothing stops at the first problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamctl.config.documents import Document, NodePath, parse_document
+from streamctl.config.model import (
+    AlertChannel,
+    AlertRule,
+    AlertsConfig,
+    DestinationConfig,
+    ListenConfig,
+    Location,
+    Project,
+    SourceConfig,
+    SyncConfig,
+)
+from streamctl.config.schema import SchemaName, check_structure, is_clean, suggest, type_word
+from streamctl.config.secrets import redact, secret_strings
+from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
+from streamctl.config.units import parse_duration
+from streamctl.contracts import Contract, compile_contract
+from streamctl.destinations.base import CatalogEntry
+from streamctl.destinations.registry import CATALOG
+from streamctl.errors import ConfigError, Problem, SpecError
+
+PROJECT_FILE = "streamctl.yaml"
+DEFAULT_STORE = ".streamctl/state.db"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+# Alert channel settings per type (SPEC §7): required keys, optional keys, secret keys.
+CHANNEL_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
+    "slack": (frozenset({"webhook_url"}), frozenset(), frozenset({"webhook_url"})),
+    "webhook": (frozenset({"url"}), frozenset({"headers"}), frozenset({"headers"})),
+    "pagerduty": (frozenset({"routing_key"}), frozenset({"base_url"}), frozenset({"routing_key"})),
+    "email": (
+        frozenset({"host", "from", "to"}),
+        frozenset({"port", "username", "password", "starttls"}),
+        frozenset({"password"}),
+    ),
+}
+WEBHOOK_ONLY_KEYS = ("secret", "signature_header", "event_name")
+
+
+def load_project(
+    root: Path | str, *, env: Mapping[str, str] | None = None, strict: bool = False
+) -> Project:
+    """The compiled project at `root`; raises ConfigError carrying every problem found.
+
+    With `strict`, warnings fail the load too. `env` defaults to `os.environ`."""
+    project, problems = check_project(root, env)
+    failing = [p for p in problems if p.severity == "error" or strict]
+    if project is None or failing:
+        raise ConfigError(failing or problems)
+    return project
+
+
+def check_project(
+    root: Path | str, env: Mapping[str, str] | None = None
+) -> tuple[Project | None, list[Problem]]:
+    """Every problem (errors and warnings) of the project at `root`, sorted by file and line,
+    and the project itself when there is no error. Messages are already redacted."""
+    loader = _ProjectLoader(Path(root).resolve(), os.environ if env is None else env)
+    project = loader.load()
+    return project, loader.sorted_problems()
+
+
+@dataclass
+class _ProjectLoader:
+    root: Path
+    env: Mapping[str, str]
+    problems: list[Problem] = field(default_factory=list)
+    secrets: set[str] = field(default_factory=set)
+    # ("source" | "destination", name) that some sync file names, valid or not
+    sync_references: set[tuple[str, str]] = field(default_factory=set)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def read(self, relative: str, schema: SchemaName) -> tuple[Document, set[NodePath]]:
+        try:
+            text = (self.root / relative).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            doc = Document(relative)
+            doc.problems.append(Problem(relative, 1, 1, f"cannot read file: {exc}"))
+            text = None
+        if text is not None:
+            doc = parse_document(text, relative, self.env)
+        self.problems.extend(doc.problems)
+        self.secrets.update(doc.secrets)
+        if doc.problems and doc.data is None:
+            return doc, {()}
+        structural, broken = check_structure(doc, schema)
+        self.problems.extend(structural)
+        return doc, broken
+
+    def files(self, folder: str) -> list[str]:
+        directory = self.root / folder
+        if not directory.is_dir():
+            return []
+        return sorted(
+            f"{folder}/{p.name}"
+            for p in directory.iterdir()
+            if p.suffix in YAML_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        )
+
+    def sorted_problems(self) -> list[Problem]:
+        unique = {
+            Problem(p.path, p.line, p.column, redact(p.message, self.secrets), p.severity)
+            for p in self.problems
+        }
+        return sorted(unique)
+
+    # -- the whole project -------------------------------------------------------------
+
+    def load(self) -> Project | None:
+        if not (self.root / PROJECT_FILE).is_file():
+            message = f"no {PROJECT_FILE} in {self.root} (create one with `streamctl init`)"
+            self.problems.append(Problem(PROJECT_FILE, 1, 1, message))
+            return None
+        main, broken = self.read(PROJECT_FILE, "streamctl")
+        data = main.data if isinstance(main.data, dict) else {}
+        contracts, contract_files = self.load_contracts()
+        sources = self.sources(main, broken, data.get("sources"), contracts.keys())
+        destinations = self.destinations(main, broken, data.get("destinations"))
+        declared_sources = _names(data.get("sources"))
+        declared_destinations = _names(data.get("destinations"))
+        context = SyncContext(
+            root=self.root,
+            sources=declared_sources,
+            destinations=declared_destinations,
+            catalog_of={
+                name: CATALOG[d.type].catalog
+                for name, d in destinations.items()
+                if d.type in CATALOG
+            },
+        )
+        syncs, sync_names = self.load_syncs(context)
+        alerts = self.alerts(main, broken, data.get("alerts"), sync_names)
+        self.warn_unused(main, data, contract_files)
+        if any(p.severity == "error" for p in self.problems) or alerts is None:
+            return None
+        listen = data.get("listen", {})
+        return Project(
+            root=self.root,
+            store_path=Path(data.get("store", DEFAULT_STORE)),
+            listen=ListenConfig(
+                host=listen.get("host", ListenConfig.host),
+                port=listen.get("port", ListenConfig.port),
+            ),
+            sources=sources,
+            destinations=destinations,
+            contracts=contracts,
+            syncs=tuple(syncs),
+            alerts=alerts,
+            secrets=frozenset(self.secrets),
+            retention_days=float(data.get("retention_days", 30.0)),
+        )
+
+    # -- contracts/*.yaml ----------------------------------------------------------------
+
+    def load_contracts(self) -> tuple[dict[str, Contract], dict[str, Document]]:
+        contracts: dict[str, Contract] = {}
+        declared: dict[str, Document] = {}
+        for relative in self.files("contracts"):
+            doc, broken = self.read(relative, "contract")
+            spec = doc.data if isinstance(doc.data, dict) else {}
+            name: str = spec["name"] if isinstance(spec.get("name"), str) else Path(relative).stem
+            if name in declared:
+                where = ("name",) if "name" in spec else ()
+                message = f"duplicate contract name {name!r} (also {declared[name].path})"
+                self.problems.append(doc.problem(where, message))
+                continue
+            declared[name] = doc
+            if broken:
+                continue
+            try:
+                contracts[name] = compile_contract(spec, name)
+            except SpecError as exc:
+                self.problems.append(doc.problem(exc.path, str(exc)))
+        return contracts, declared
+
+    # -- streamctl.yaml: sources -------------------------------------------------------
+
+    def sources(
+        self, doc: Document, broken: set[NodePath], specs: Any, contracts: Collection[str]
+    ) -> dict[str, SourceConfig]:
+        sources: dict[str, SourceConfig] = {}
+        if not isinstance(specs, dict):
+            return sources
+        key_owner: dict[str, str] = {}
+        for name, spec in specs.items():
+            path: NodePath = ("sources", name)
+            if not is_clean(path, broken):
+                continue
+            source = self.source(doc, path, name, spec, contracts)
+            for i, key in enumerate(source.write_keys):
+                if key in key_owner:
+                    message = f"source {name!r} reuses a write key of source {key_owner[key]!r}"
+                    self.problems.append(doc.problem((*path, "write_keys", i), message))
+                key_owner.setdefault(key, name)
+            sources[name] = source
+        return sources
+
+    def source(
+        self,
+        doc: Document,
+        path: NodePath,
+        name: str,
+        spec: dict[str, Any],
+        contracts: Collection[str],
+    ) -> SourceConfig:
+        kind = spec["type"]
+        contract = spec.get("contract")
+        if contract is not None and contract not in contracts:
+            message = (
+                f"unknown contract {contract!r}{suggest(contract, contracts)}; "
+                f"no contracts/{contract}.yaml declares it"
+            )
+            self.problems.append(doc.problem((*path, "contract"), message))
+        if kind != "webhook":
+            for key in WEBHOOK_ONLY_KEYS:
+                if key in spec:
+                    message = f"{key!r} applies to webhook sources only (this one is {kind})"
+                    self.problems.append(doc.problem((*path, key), message, key=True))
+        elif "write_keys" in spec:
+            message = "webhook sources take no write_keys: they receive POST /webhooks/" + name
+            self.problems.append(doc.problem((*path, "write_keys"), message, key=True))
+        if kind == "http" and not spec.get("write_keys"):
+            message = f"http source {name!r} needs at least one write key (write_keys: [...])"
+            self.problems.append(doc.problem(path, message, key=True))
+        secret = spec.get("secret") or None
+        if secret:
+            self.secrets.update(secret_strings(secret))
+        line, column = doc.position(path, key=True)
+        return SourceConfig(
+            name=name,
+            type=kind,
+            write_keys=tuple(spec.get("write_keys", ())),
+            contract=contract,
+            secret=secret,
+            signature_header=spec.get("signature_header", "X-Signature"),
+            event_name_field=spec.get("event_name", {}).get("field"),
+            location=Location(doc.path, line, column),
+        )
+
+    # -- streamctl.yaml: destinations ------------------------------------------------
+
+    def destinations(
+        self, doc: Document, broken: set[NodePath], specs: Any
+    ) -> dict[str, DestinationConfig]:
+        destinations: dict[str, DestinationConfig] = {}
+        if not isinstance(specs, dict):
+            return destinations
+        for name, spec in specs.items():
+            path: NodePath = ("destinations", name)
+            if not is_clean(path, broken):
+                continue
+            kind = spec["type"]
+            if kind not in CATALOG:
+                message = (
+                    f"unknown destination type {kind!r}{suggest(kind, CATALOG)}; "
+                    "see `streamctl destinations list`"
+                )
+                self.problems.append(doc.problem((*path, "type"), message))
+                continue
+            config = self.destination_config(
+                doc, path, CATALOG[kind].catalog, spec.get("config", {})
+            )
+            line, column = doc.position(path, key=True)
+            destinations[name] = DestinationConfig(
+                name, kind, config, Location(doc.path, line, column)
+            )
+        return destinations
+
+    def destination_config(
+        self, doc: Document, path: NodePath, entry: CatalogEntry, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The config checked against the catalog, with secrets noted and paths made absolute."""
+        fields = {f.name: f for f in entry.config}
+        at: NodePath = (*path, "config")
+        for spec in entry.config:
+            if spec.required and config.get(spec.name) in (None, ""):
+                message = f"the {entry.type} destination needs config key {spec.name!r}"
+                where = at if (*path, "config") in doc.value_positions else (*path, "type")
+                self.problems.append(doc.problem(where, message, key=True))
+        resolved: dict[str, Any] = {}
+        for key, value in config.items():
+            field_spec = fields.get(key)
+            if field_spec is None:
+                message = (
+                    f"unknown config key {key!r} for the {entry.type} destination"
+                    f"{suggest(key, fields)}; it takes: {', '.join(fields) or 'nothing'}"
+                )
+                self.problems.append(doc.problem((*at, key), message, key=True))
+                continue
+            if field_spec.secret:
+                self.secrets.update(secret_strings(value))
+            if value is not None and not matches_json_type(value, field_spec.type):
+                message = f"config key {key!r} must be {field_spec.type}, got {type_word(value)}"
+                self.problems.append(doc.problem((*at, key), message))
+                continue
+            if field_spec.project_path and isinstance(value, str):
+                value = str((self.root / value).resolve())
+            resolved[key] = value
+        return resolved
+
+    # -- syncs/*.yaml ------------------------------------------------------------------
+
+    def load_syncs(self, context: SyncContext) -> tuple[list[SyncConfig], set[str]]:
+        syncs: list[SyncConfig] = []
+        first_file: dict[str, str] = {}
+        for relative in self.files("syncs"):
+            doc, broken = self.read(relative, "sync")
+            name = sync_name(doc)
+            if name in first_file:
+                where: NodePath = (
+                    ("name",) if isinstance(doc.data, dict) and "name" in doc.data else ()
+                )
+                message = f"duplicate sync name {name!r} (also {first_file[name]})"
+                self.problems.append(doc.problem(where, message))
+            first_file.setdefault(name, relative)
+            if isinstance(doc.data, dict):
+                for kind in ("source", "destination"):
+                    if isinstance(doc.data.get(kind), str):
+                        self.sync_references.add((kind, doc.data[kind]))
+            sync, problems = build_sync(doc, broken, context)
+            self.problems.extend(problems)
+            if sync is not None:
+                syncs.append(sync)
+        return syncs, set(first_file)
+
+    # -- streamctl.yaml: alerts --------------------------------------------------------
+
+    def alerts(
+        self, doc: Document, broken: set[NodePath], spec: Any, syncs: Collection[str]
+    ) -> AlertsConfig | None:
+        if not isinstance(spec, dict):
+            return AlertsConfig()
+        channels = self.channels(doc, broken, spec.get("channels"))
+        rules = self.rules(doc, broken, spec.get("rules"), syncs, _names(spec.get("channels")))
+        if channels is None or rules is None:
+            return None
+        interval = spec.get("interval", AlertsConfig.interval)
+        if not is_clean(("alerts", "interval"), broken):
+            return None
+        return AlertsConfig(channels=channels, rules=rules, interval=parse_duration(interval))
+
+    def channels(
+        self, doc: Document, broken: set[NodePath], specs: Any
+    ) -> dict[str, AlertChannel] | None:
+        if not isinstance(specs, dict):
+            return {}
+        channels: dict[str, AlertChannel] = {}
+        for name, spec in specs.items():
+            path: NodePath = ("alerts", "channels", name)
+            if not is_clean(path, broken):
+                return None
+            kind = spec["type"]
+            required, optional, secret = CHANNEL_FIELDS[kind]
+            for key in sorted(required - spec.keys()):
+                message = f"a {kind} alert channel needs {key!r}"
+                self.problems.append(doc.problem(path, message, key=True))
+            for key in sorted(spec.keys() - required - optional - {"type"}):
+                allowed = ", ".join(sorted(required | optional))
+                message = f"{key!r} does not apply to {kind} alert channels (they take: {allowed})"
+                self.problems.append(doc.problem((*path, key), message, key=True))
+            for key in secret & spec.keys():
+                self.secrets.update(secret_strings(spec[key]))
+            config = {k: v for k, v in spec.items() if k != "type"}
+            channels[name] = AlertChannel(name, kind, config)
+        return channels
+
+    def rules(
+        self,
+        doc: Document,
+        broken: set[NodePath],
+        specs: Any,
+        syncs: Collection[str],
+        channels: Collection[str],
+    ) -> tuple[AlertRule, ...] | None:
+        if not isinstance(specs, list):
+            return ()
+        rules: list[AlertRule] = []
+        for index, spec in enumerate(specs):
+            path: NodePath = ("alerts", "rules", index)
+            if not is_clean(path, broken):
+                return None
+            sync = spec.get("sync", "*")
+            if sync != "*" and sync not in syncs:
+                message = (
+                    f"alert rule {spec['name']!r}: unknown sync {sync!r}{suggest(sync, syncs)}"
+                )
+                self.problems.append(doc.problem((*path, "sync"), message))
+            for i, channel in enumerate(spec.get("notify", ())):
+                if channel not in channels:
+                    message = f"alert rule {spec['name']!r}: unknown channel {channel!r}{suggest(channel, channels)}"
+                    self.problems.append(doc.problem((*path, "notify", i), message))
+            if spec["when"] != "no_events" and "above" not in spec and "below" not in spec:
+                message = f"alert rule {spec['name']!r} needs a threshold: 'above' or 'below'"
+                self.problems.append(doc.problem(path, message))
+            line, column = doc.position(path)
+            rules.append(
+                AlertRule(
+                    name=spec["name"],
+                    sync=sync,
+                    when=spec["when"],
+                    above=spec.get("above"),
+                    below=spec.get("below"),
+                    window=parse_duration(spec.get("window", AlertRule.window)),
+                    severity=spec.get("severity", AlertRule.severity),
+                    notify=tuple(spec.get("notify", ())),
+                    location=Location(doc.path, line, column),
+                )
+            )
+        return tuple(rules)
+
+    # -- warnings ------------------------------------------------------------------------
+
+    def warn_unused(
+        self,
+        main: Document,
+        data: dict[str, Any],
+        contract_files: Mapping[str, Document],
+    ) -> None:
+        for kind in ("source", "destination"):
+            for name in _names(data.get(f"{kind}s")):
+                if (kind, name) not in self.sync_references:
+                    consequence = (
+                        ": its events are stored but never delivered" if kind == "source" else ""
+                    )
+                    message = f"{kind} {name!r} is used by no sync{consequence}"
+                    problem = main.problem(
+                        (f"{kind}s", name), message, severity="warning", key=True
+                    )
+                    self.problems.append(problem)
+        sources = data.get("sources")
+        specs = sources.values() if isinstance(sources, dict) else ()
+        used = {spec.get("contract") for spec in specs if isinstance(spec, dict)}
+        for name, doc in contract_files.items():
+            if name not in used:
+                message = f"contract {name!r} is used by no source (set `contract: {name}` on one)"
+                self.problems.append(doc.problem((), message, severity="warning"))
+
+
+def _names(specs: Any) -> list[str]:
+    return list(specs) if isinstance(specs, dict) else []

@@ -1,0 +1,67 @@
+"""Secrets: values that must never be printed, and their redaction.
+
+A project's secrets (`Project.secrets`) are every value that came from the
+environment through `${VAR}`, every destination config field its catalog marks
+`secret`, every webhook source's signing secret and every alert channel credential.
+Anything that prints text derived from a project passes it through `redact` first:
+
+    redact("POST https://hooks.example/T0/abc123 failed", {"abc123"})
+    # 'POST https://hooks.example/T0/*** failed'
+
+Values shorter than `MIN_SECRET_LENGTH` are not treated as secrets: redacting every
+"1" or "on" would garble the output without protecting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+MASK = "***"
+MIN_SECRET_LENGTH = 4
+
+
+def secret_strings(value: Any) -> set[str]:
+    """Every string (and number) inside a secret config value: a token, or a dict of headers."""
+    if isinstance(value, str):
+        return {value} if len(value) >= MIN_SECRET_LENGTH else set()
+    if isinstance(value, bool) or value is None:
+        return set()
+    if isinstance(value, int | float):
+        return secret_strings(str(value))
+    if isinstance(value, dict):
+        return set().union(*(secret_strings(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(secret_strings(v) for v in value))
+    return set()
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret (and its JSON-escaped form) replaced by `***`."""
+    pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH))
+    return text if pattern is None else pattern.sub(MASK, text)
+
+
+def redact_data(value: Any, secrets: Iterable[str]) -> Any:
+    """A copy of JSON-like data with secrets redacted inside every string."""
+    frozen = frozenset(secrets)
+    if isinstance(value, str):
+        return redact(value, frozen)
+    if isinstance(value, dict):
+        return {k: redact_data(v, frozen) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v, frozen) for v in value]
+    return value
+
+
+@lru_cache(maxsize=64)
+def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    forms = set(secrets)
+    forms.update(json.dumps(s)[1:-1] for s in secrets)  # as it appears inside JSON output
+    if not forms:
+        return None
+    # Longest first, so a secret containing another is masked whole.
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))

@@ -1,0 +1,537 @@
+"""Liquid templates of field mappings (SPEC §2 "Templates"), compiled once per sync load.
+
+    template = compile_template("{{ row.properties.total | cast: 'number' }}",
+                                field="price", sync={"name": "s", "source": "web", "destination": "b"})
+    template.render(event)  # -> 12.5 (typed: `cast` ends the only output), or a str
+
+Variables: `row` and `event` (both the whole event) and `sync` (`name`, `source`,
+`destination`). Extra filters: `cast`, `json`, `sha256`.
+
+Two renderers produce the same result:
+
+- the Liquid renderer (python-liquid), used for every template;
+- a fast path for templates made only of text and `{{ path | filter: literal ... }}`
+  outputs, which resolves the path with plain indexing and calls the very same filter
+  functions. It falls back to the Liquid renderer on any exception (a missing key, a
+  filter error), so every edge case (undefined values, `size`/`first`/`last`, error
+  messages) is Liquid's own. tests/test_templates.py renders a corpus both ways.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from liquid import Environment, RenderContext, is_undefined
+from liquid.ast import Node
+from liquid.builtin.content import ContentNode
+from liquid.builtin.expressions.arguments import PositionalArgument
+from liquid.builtin.expressions.filtered import (
+    Filter,
+    FilteredExpression,
+    TernaryFilteredExpression,
+)
+from liquid.builtin.expressions.path import Path
+from liquid.builtin.expressions.primitive import Literal
+from liquid.builtin.output import OutputNode
+from liquid.exceptions import FilterArgumentError, LiquidError
+from liquid.expression import Expression
+from liquid.stringify import to_liquid_string
+from liquid.template import BoundTemplate
+
+from streamctl.config.schema import suggest
+from streamctl.errors import MappingError, SpecError
+from streamctl.events import Event
+from streamctl.mappings.paths import ABSENT
+
+VARIABLES: Final = ("row", "event", "sync")
+CAST_TYPES: Final = ("number", "integer", "string", "boolean", "object", "array")
+VALUE_EXCERPT: Final = 120
+
+Renderer = Callable[[Event], Any]
+
+
+def excerpt(value: Any, limit: int = VALUE_EXCERPT) -> str:
+    """`repr`-like text of a value for error messages, cut to `limit` characters."""
+    if is_undefined(value) or value is ABSENT:
+        return "(missing)"
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the extra filters -------------------------------------------------------------------
+
+
+class CastError(FilterArgumentError):
+    """`cast` could not convert a value; carries the value for the mapping error."""
+
+    def __init__(self, value: Any, target: str, reason: str = "") -> None:
+        self.value = value
+        self.target = target
+        self.reason = reason
+        super().__init__(self.describe(), token=None)
+
+    def describe(self) -> str:
+        because = f" ({self.reason})" if self.reason else ""
+        return f"cannot cast {excerpt(self.value)} to {self.target}{because}"
+
+
+def cast_filter(value: Any, target: Any) -> Any:
+    """`{{ x | cast: 'number' }}`: convert to a JSON type; missing and null pass through."""
+    if is_undefined(value) or value is None:
+        return value
+    caster = _CASTS.get(target)
+    if caster is None:
+        raise FilterArgumentError(
+            f"cast: unknown type {target!r}; expected one of {', '.join(CAST_TYPES)}", token=None
+        )
+    return caster(value)
+
+
+def _cast_number(value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise CastError(value, "number", "booleans are not numbers")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        return _parse_number(value, "number")
+    raise CastError(value, "number")
+
+
+def _parse_number(text: str, target: str) -> int | float:
+    stripped = text.strip()
+    try:
+        return int(stripped)
+    except ValueError:
+        pass
+    try:
+        number = float(stripped)
+    except ValueError:
+        raise CastError(text, target) from None
+    if not math.isfinite(number):
+        raise CastError(text, target, "not a finite number")
+    return number
+
+
+def _cast_integer(value: Any) -> int:
+    number = _cast_number(value) if not isinstance(value, bool) else None
+    if number is None:
+        raise CastError(value, "integer", "booleans are not numbers")
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise CastError(value, "integer", "it has a fractional part; round it first")
+        return int(number)
+    return number
+
+
+def _cast_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return to_liquid_string(value, autoescape=False)
+    return _json_text(value)
+
+
+_BOOLEAN_WORDS: Final = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _cast_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+        return _BOOLEAN_WORDS[value.strip().lower()]
+    raise CastError(value, "boolean", "expected true, false, 1 or 0")
+
+
+def _cast_container(kind: type, target: str) -> Callable[[Any], Any]:
+    def cast(value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        if kind is list and isinstance(value, tuple):
+            return list(value)
+        if isinstance(value, str):
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise CastError(value, target, "not JSON") from None
+            if isinstance(parsed, kind):
+                return parsed
+        raise CastError(value, target)
+
+    return cast
+
+
+_CASTS: Final[dict[str, Callable[[Any], Any]]] = {
+    "number": _cast_number,
+    "integer": _cast_integer,
+    "string": _cast_string,
+    "boolean": _cast_boolean,
+    "object": _cast_container(dict, "object"),
+    "array": _cast_container(list, "array"),
+}
+
+
+def _json_text(value: Any) -> str:
+    if is_undefined(value):
+        value = None
+    try:
+        return orjson.dumps(value, default=_json_default).decode()
+    except TypeError as exc:
+        raise FilterArgumentError(f"json: {exc}", token=None) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple | range):
+        return list(value)
+    if is_undefined(value):
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_filter(value: Any) -> str:
+    """`{{ row.properties | json }}`: the value as compact JSON (missing becomes null)."""
+    return _json_text(value)
+
+
+def sha256_filter(value: Any) -> Any:
+    """`{{ email | downcase | sha256 }}`: hex SHA-256 of the UTF-8 text; missing and null pass
+    through, so a missing identifier never becomes the hash of an empty string."""
+    if is_undefined(value) or value is None:
+        return value
+    text = value if isinstance(value, str) else to_liquid_string(value, autoescape=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_environment() -> Environment:
+    """The Liquid environment of mappings: standard filters plus cast, json and sha256."""
+    env = Environment()
+    env.add_filter("cast", cast_filter)
+    env.add_filter("json", json_filter)
+    env.add_filter("sha256", sha256_filter)
+    return env
+
+
+ENVIRONMENT: Final = make_environment()
+
+
+# -- compiling ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template ready to render per event.
+
+    `typed` is true when `cast` is the last filter of the template's only output: then
+    `render` returns that JSON value (ABSENT when the input was missing) instead of text.
+    `fast` tells whether the plain-Python renderer is used (for tests and benchmarks).
+    """
+
+    source: str
+    field: str
+    typed: bool
+    fast: bool
+    render: Renderer
+
+
+def compile_template(source: str, *, field: str, sync: Mapping[str, str]) -> CompiledTemplate:
+    """Parse and check a template once; raises SpecError for syntax errors, unknown
+    filters, unknown variables and unknown cast types."""
+    if not isinstance(source, str):
+        msg = f"a template must be a string, got {type(source).__name__} {source!r}"
+        raise SpecError(msg)
+    try:
+        template = ENVIRONMENT.from_string(source)
+    except LiquidError as exc:
+        msg = f"invalid Liquid template {source!r}: {exc.message}"
+        raise SpecError(msg) from None
+    _check_template(template, source)
+    globals_ = {"sync": dict(sync)}
+    output = _only_output(template)
+    typed = output is not None and _ends_with_cast(output.expression)
+    slow = (
+        _typed_renderer(template, output, source, field, globals_)
+        if typed and output
+        else _text_renderer(template, source, field, globals_)
+    )
+    fast = _fast_renderer(template, typed, slow, globals_)
+    return CompiledTemplate(source, field, typed, fast is not None, fast or slow)
+
+
+def _check_template(template: BoundTemplate, source: str) -> None:
+    analysis = template.analyze(include_partials=False)
+    for name in analysis.filters:
+        if name not in ENVIRONMENT.filters:
+            msg = f"unknown Liquid filter {name!r}{suggest(name, ENVIRONMENT.filters)} in {source!r}"
+            raise SpecError(msg)
+    for name in analysis.globals:
+        if name not in VARIABLES:
+            msg = (
+                f"unknown template variable {name!r}{suggest(name, VARIABLES)} in {source!r}; "
+                "templates see row, event (both the whole event) and sync"
+            )
+            raise SpecError(msg)
+    for filter_ in _filters_in(template):
+        if filter_.name == "cast":
+            _check_cast_arguments(filter_, source)
+
+
+def _check_cast_arguments(filter_: Filter, source: str) -> None:
+    args = filter_.args
+    if len(args) != 1 or not isinstance(args[0], PositionalArgument):
+        msg = f"cast takes one type, e.g. cast: 'number', in {source!r}"
+        raise SpecError(msg)
+    value = args[0].value
+    if isinstance(value, Literal) and value.value not in CAST_TYPES:
+        target = str(value.value)
+        msg = (
+            f"unknown cast type {value.value!r}{suggest(target, CAST_TYPES)} in {source!r}; "
+            f"expected one of {', '.join(CAST_TYPES)}"
+        )
+        raise SpecError(msg)
+
+
+def _filters_in(template: BoundTemplate) -> Iterable[Filter]:
+    static_context = RenderContext(template)
+
+    def expression_filters(expression: Expression) -> Iterable[Filter]:
+        if isinstance(expression, FilteredExpression | TernaryFilteredExpression):
+            yield from expression.filters or ()
+        if isinstance(expression, TernaryFilteredExpression):
+            yield from expression.tail_filters or ()
+            yield from expression_filters(expression.left)
+        for child in expression.children():
+            yield from expression_filters(child)
+
+    def node_filters(node: Node) -> Iterable[Filter]:
+        for expression in node.expressions():
+            yield from expression_filters(expression)
+        for child in node.children(static_context, include_partials=False):
+            yield from node_filters(child)
+
+    for node in template.nodes:
+        yield from node_filters(node)
+
+
+def _only_output(template: BoundTemplate) -> OutputNode | None:
+    """The template's one output statement when it has nothing else but whitespace."""
+    meaningful = [n for n in template.nodes if not (isinstance(n, ContentNode) and n.blank)]
+    if len(meaningful) == 1 and type(meaningful[0]) is OutputNode:
+        return meaningful[0]
+    return None
+
+
+def _ends_with_cast(expression: Expression) -> bool:
+    if type(expression) is not FilteredExpression or not expression.filters:
+        return False
+    return expression.filters[-1].name == "cast"
+
+
+# -- the Liquid renderers ----------------------------------------------------------------
+
+
+def _text_renderer(
+    template: BoundTemplate, source: str, field: str, globals_: dict[str, Any]
+) -> Renderer:
+    sync = globals_["sync"]
+
+    def render(event: Event) -> str:
+        try:
+            return template.render(row=event, event=event, sync=sync)
+        except Exception as exc:  # a filter's own exception types vary; all are mapping errors
+            raise _render_error(exc, field, source) from None
+
+    return render
+
+
+def _typed_renderer(
+    template: BoundTemplate,
+    output: OutputNode,
+    source: str,
+    field: str,
+    globals_: dict[str, Any],
+) -> Renderer:
+    expression = output.expression
+    context_class = template.context_class
+    make_globals = template.make_globals
+    sync = globals_["sync"]
+
+    def render(event: Event) -> Any:
+        context = context_class(
+            template, globals=make_globals({"row": event, "event": event, "sync": sync})
+        )
+        try:
+            value = expression.evaluate(context)
+        except Exception as exc:
+            raise _render_error(exc, field, source) from None
+        return ABSENT if is_undefined(value) else value
+
+    return render
+
+
+def _render_error(exc: Exception, field: str, source: str) -> MappingError:
+    if isinstance(exc, CastError):
+        msg = f"field {field!r}: {exc.describe()}"
+        return MappingError(msg, field=field)
+    reason = exc.message if isinstance(exc, LiquidError) else f"{type(exc).__name__}: {exc}"
+    msg = f"field {field!r}: template {source!r} failed: {reason}"
+    return MappingError(msg, field=field)
+
+
+# -- the fast path -----------------------------------------------------------------------
+
+_SPECIAL_KEYS: Final = frozenset({"size", "first", "last"})  # Liquid resolves these itself
+
+
+def _fast_renderer(
+    template: BoundTemplate, typed: bool, slow: Renderer, globals_: dict[str, Any]
+) -> Renderer | None:
+    """A plain-Python renderer for text + `{{ path | filter: literal }}` templates, or None.
+
+    Each output becomes a function that walks the path with `obj[key]` (what Liquid's
+    `get_item` does for ordinary keys) and applies the same filter callables; on any
+    exception it hands the event to the Liquid renderer, which yields Liquid's exact
+    result or error.
+    """
+    parts: list[str | Renderer] = []
+    for node in template.nodes:
+        if type(node) is ContentNode:
+            parts.append(node.text)
+            continue
+        if type(node) is not OutputNode:
+            return None
+        evaluate = _fast_expression(node.expression, globals_)
+        if evaluate is None:
+            return None
+        parts.append(evaluate)
+    outputs = [p for p in parts if not isinstance(p, str)]
+    if typed:
+        return _fast_typed(outputs[0], slow)
+    return _fast_text(parts, slow)
+
+
+class _Fallback(Exception):
+    """Raised inside the fast path to defer to Liquid."""
+
+
+def _fast_typed(evaluate: Renderer, slow: Renderer) -> Renderer:
+    def render(event: Event) -> Any:
+        try:
+            return evaluate(event)
+        except Exception:
+            return slow(event)
+
+    return render
+
+
+def _fast_text(parts: list[str | Renderer], slow: Renderer) -> Renderer:
+    if len(parts) == 1 and not isinstance(parts[0], str):
+        evaluate = parts[0]
+
+        def render_one(event: Event) -> Any:
+            try:
+                value = evaluate(event)
+            except Exception:
+                return slow(event)
+            if value.__class__ is str:
+                return value
+            return to_liquid_string(value, autoescape=False)
+
+        return render_one
+
+    fixed = tuple(parts)
+
+    def render(event: Event) -> Any:
+        try:
+            return "".join(
+                part if isinstance(part, str) else to_liquid_string(part(event), autoescape=False)
+                for part in fixed
+            )
+        except Exception:
+            return slow(event)
+
+    return render
+
+
+def _fast_expression(expression: Expression, globals_: dict[str, Any]) -> Renderer | None:
+    if type(expression) is not FilteredExpression or type(expression.left) is not Path:
+        return None
+    segments = expression.left.path
+    root = segments[0]
+    if not isinstance(root, str) or root not in VARIABLES:
+        return None
+    keys: list[str | int] = []
+    for segment in segments[1:]:
+        if not isinstance(segment, str | int) or segment in _SPECIAL_KEYS:
+            return None
+        keys.append(segment)
+    filters: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+    for filter_ in expression.filters or ():
+        compiled = _fast_filter(filter_)
+        if compiled is None:
+            return None
+        filters.append(compiled)
+    resolve = _fast_resolver(root, tuple(keys), globals_)
+    if not filters:
+        return resolve
+    chain = tuple(filters)
+
+    def evaluate(event: Event) -> Any:
+        value = resolve(event)
+        for func, args in chain:
+            value = func(value, *args)
+        return value
+
+    return evaluate
+
+
+def _fast_resolver(root: str, keys: tuple[str | int, ...], globals_: dict[str, Any]) -> Renderer:
+    # Liquid refuses integer indexes into strings (`string_sequences` is off) where
+    # Python would happily index: check for it, and let the fallback produce Liquid's result.
+    def step(value: Any, key: str | int) -> Any:
+        if isinstance(key, int) and isinstance(value, str):
+            raise _Fallback
+        return value[key]
+
+    start: Callable[[Event], Any] = (
+        (lambda event: globals_["sync"]) if root == "sync" else (lambda event: event)
+    )
+    if all(isinstance(k, str) for k in keys) and len(keys) <= 3:
+        if len(keys) == 1:
+            (k1,) = keys
+            return lambda event: start(event)[k1]
+        if len(keys) == 2:
+            k1, k2 = keys
+            return lambda event: start(event)[k1][k2]
+        if len(keys) == 3:
+            k1, k2, k3 = keys
+            return lambda event: start(event)[k1][k2][k3]
+        return start
+
+    def resolve(event: Event) -> Any:
+        return functools.reduce(step, keys, start(event))
+
+    return resolve
+
+
+def _fast_filter(filter_: Filter) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+    func = ENVIRONMENT.filters.get(filter_.name)
+    if func is None or getattr(func, "with_context", False):
+        return None
+    if getattr(func, "with_environment", False):
+        func = functools.partial(func, environment=ENVIRONMENT)
+    args: list[Any] = []
+    for arg in filter_.args:
+        if not isinstance(arg, PositionalArgument) or not isinstance(arg.value, Literal):
+            return None
+        args.append(arg.value.value)
+    return func, tuple(args)
