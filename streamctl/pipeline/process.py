@@ -1,16 +1,43 @@
 """One batch of events through contract -> function -> event types -> mappings, per sync.
 
-TODO(issue 3): implementation.
+    pipeline = Pipeline(project, {name: create(cfg) for name, cfg in project.destinations.items()})
+    for result in pipeline.process("web", normalised_events):
+        result.contract            # ContractResult | None (the source has no contract)
+        result.decisions           # one Decision per sync (and per matched event type / split event)
+
+The pipeline decides and never sends nor stores: the caller records every decision
+and hands the `PENDING` ones to delivery. It is the hot path of `replay`, so the
+per-event work is plain loops over precompiled objects.
+
+Functions see a batch: the events of one `process` call that passed the contract.
+Their output events are tied back to the received event they came from by
+`messageId`: an unchanged id, or a new one that starts with the original followed
+by a separator (`abc-1`, `abc:2`); otherwise to the event before them in the output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from streamctl.config.model import Project
+from streamctl.config.model import EventTypeRule, Project, SyncConfig
+from streamctl.contracts import Contract
 from streamctl.destinations.base import Destination
-from streamctl.events import Event
-from streamctl.pipeline.outcomes import EventResult
+from streamctl.errors import FunctionError, MappingError, UsageError
+from streamctl.events import Event, user_key
+from streamctl.functions import run_function
+from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
+
+SPLIT_SEPARATORS = "-:_./#"
+VIOLATIONS_IN_MESSAGE = 3
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A sync with its destination, resolved once per source."""
+
+    sync: SyncConfig
+    destination: Destination
 
 
 class Pipeline:
@@ -19,9 +46,185 @@ class Pipeline:
     def __init__(self, project: Project, destinations: Mapping[str, Destination]) -> None:
         self.project = project
         self.destinations = destinations
+        self._routes: dict[tuple[str, tuple[str, ...] | None], tuple[_Route, ...]] = {}
 
     def process(
         self, source: str, events: Sequence[Event], syncs: Sequence[str] | None = None
     ) -> list[EventResult]:
         """Decide every sync's outcome for each event (normalised already). `syncs` narrows to those names."""
-        raise NotImplementedError
+        results = [EventResult(str(event.get("messageId", "")), source, event) for event in events]
+        contract = self.contract_of(source)
+        passed: list[tuple[int, Event]] = []
+        blocked: list[int] = []
+        if contract is None:
+            passed = list(enumerate(events))
+        else:
+            for index, result in enumerate(results):
+                checked = contract.check(result.event)
+                result.contract = checked
+                if checked.outcome == "blocked":
+                    blocked.append(index)
+                else:
+                    passed.append((index, checked.event))
+
+        for route in self.routes(source, syncs):
+            sync_name = route.sync.name
+            for index in blocked:
+                result = results[index]
+                assert result.contract is not None
+                result.decisions.append(
+                    Decision(
+                        result.message_id, sync_name, Status.BLOCKED,
+                        error=blocked_message(result.contract), user_key=user_key(result.event),
+                        event=result.event, origin_message_id=result.message_id,
+                    )
+                )  # fmt: skip
+            if route.sync.function is not None:
+                self._run_function(route, passed, results)
+            else:
+                for index, event in passed:
+                    message_id = results[index].message_id
+                    self._route(route, event, results[index].decisions, message_id)
+        return results
+
+    def contract_of(self, source: str) -> Contract | None:
+        config = self.project.sources.get(source)
+        if config is None:
+            known = ", ".join(self.project.sources) or "none"
+            msg = f"unknown source {source!r}; known: {known}"
+            raise UsageError(msg)
+        return self.project.contracts.get(config.contract) if config.contract else None
+
+    def routes(self, source: str, syncs: Sequence[str] | None = None) -> tuple[_Route, ...]:
+        """The syncs reading `source` (narrowed to `syncs`), each with its destination."""
+        key = (source, tuple(syncs) if syncs is not None else None)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        chosen = self.project.syncs_for_source(source)
+        if syncs is not None:
+            known = {s.name for s in self.project.syncs}
+            unknown = [name for name in syncs if name not in known]
+            if unknown:
+                msg = f"unknown sync {unknown[0]!r}; known: {', '.join(sorted(known)) or 'none'}"
+                raise UsageError(msg)
+            chosen = tuple(s for s in chosen if s.name in syncs)
+        routes = tuple(_Route(sync, self._destination(sync)) for sync in chosen)
+        self._routes[key] = routes
+        return routes
+
+    def _destination(self, sync: SyncConfig) -> Destination:
+        destination = self.destinations.get(sync.destination)
+        if destination is None:
+            msg = f"sync {sync.name!r}: destination {sync.destination!r} is not available"
+            raise UsageError(msg)
+        return destination
+
+    def _run_function(
+        self, route: _Route, passed: list[tuple[int, Event]], results: list[EventResult]
+    ) -> None:
+        if not passed:
+            return
+        sync = route.sync
+        assert sync.function is not None
+        try:
+            output = run_function(sync.function, [event for _, event in passed])
+        except FunctionError as exc:
+            for index, event in passed:
+                message_id = results[index].message_id
+                results[index].decisions.append(
+                    Decision(
+                        message_id, sync.name, Status.FUNCTION_ERROR, error=str(exc),
+                        traceback=exc.traceback or None, user_key=user_key(event), event=event,
+                        origin_message_id=message_id,
+                    )
+                )  # fmt: skip
+            return
+
+        by_id = {str(event.get("messageId")): index for index, event in passed}
+        produced: set[int] = set()
+        previous = passed[0][0]
+        for event in output:
+            index = origin_index(str(event["messageId"]), by_id, previous)
+            produced.add(index)
+            previous = index
+            self._route(route, event, results[index].decisions, results[index].message_id)
+        for index, event in passed:
+            if index not in produced:
+                message_id = results[index].message_id
+                results[index].decisions.append(
+                    Decision(
+                        message_id, sync.name, Status.DROPPED, error="the function left the event out",
+                        user_key=user_key(event), event=event, origin_message_id=message_id,
+                    )
+                )  # fmt: skip
+
+    def _route(self, route: _Route, event: Event, decisions: list[Decision], origin: str) -> None:
+        """Event-type selection (match first | all), then mapping, for one event of one sync."""
+        sync = route.sync
+        matched = False
+        for rule in sync.event_types:
+            if rule.filter is not None and not rule.filter(event):
+                continue
+            matched = True
+            decisions.append(self._map(route, rule, event, origin))
+            if sync.match == "first":
+                break
+        if not matched:
+            decisions.append(
+                Decision(
+                    str(event.get("messageId", origin)), sync.name, Status.FILTERED,
+                    error="no event type matched", user_key=user_key(event), event=event,
+                    origin_message_id=origin,
+                )
+            )  # fmt: skip
+
+    def _map(self, route: _Route, rule: EventTypeRule, event: Event, origin: str) -> Decision:
+        message_id = str(event.get("messageId", origin))
+        destination = route.destination
+        event_type = rule.type
+        try:
+            mapped = rule.mapping.apply(event)
+            payload = destination.build_payload(event_type, mapped, event)
+        except MappingError as exc:
+            return Decision(
+                message_id, route.sync.name, Status.MAPPING_ERROR, event_type=event_type,
+                error=str(exc), user_key=user_key(event), event=event, origin_message_id=origin,
+            )  # fmt: skip
+        problem = destination.check_payload(event_type, payload)
+        if problem is not None:
+            return Decision(
+                message_id, route.sync.name, Status.MAPPING_ERROR, event_type=event_type,
+                payload=payload, error=problem, user_key=user_key(event), event=event,
+                origin_message_id=origin,
+            )  # fmt: skip
+        return Decision(
+            message_id, route.sync.name, Status.PENDING, event_type=event_type, payload=payload,
+            user_key=user_key(event), event=event, origin_message_id=origin,
+        )  # fmt: skip
+
+
+def origin_index(message_id: str, by_id: Mapping[str, int], previous: int) -> int:
+    """Which received event a function's output event comes from (see the module docstring)."""
+    found = by_id.get(message_id)
+    if found is not None:
+        return found
+    candidate = message_id
+    while True:
+        cut = max(candidate.rfind(sep) for sep in SPLIT_SEPARATORS)
+        if cut <= 0:
+            return previous
+        candidate = candidate[:cut]
+        found = by_id.get(candidate)
+        if found is not None:
+            return found
+
+
+def blocked_message(contract: ContractResult) -> str:
+    """`blocked by contract 'web': /properties/total: -3 is less than the minimum of 0; ...`"""
+    violations = contract.violations
+    if not violations:
+        return "blocked by the contract"
+    shown = "; ".join(f"{v.pointer or '/'}: {v.message}" for v in violations[:VIOLATIONS_IN_MESSAGE])
+    more = f" (and {len(violations) - VIOLATIONS_IN_MESSAGE} more)" if len(violations) > VIOLATIONS_IN_MESSAGE else ""
+    return f"blocked by contract {violations[0].contract!r}: {shown}{more}"
