@@ -10,6 +10,10 @@ CATALOG: dict[str, type[Destination]] = {}
 # from streamctl.destinations.webhook import WebhookDestination
 # CATALOG["webhook"] = WebhookDestination
 
+from streamctl.destinations.ga4 import GA4Destination  # noqa: E402
+
+CATALOG["ga4"] = GA4Destination
+
 from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
 from streamctl.destinations.braze import BrazeDestination  # noqa: E402
 from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402

@@ -1,0 +1,138 @@
+"""Fake GA4, Iterable, Customer.io and Segment APIs for FakeServer (tests/fakes/http.py).
+
+Each fake checks every request the way its vendor documents it (path, query, auth,
+headers, body shape, limits) and records what it found wrong in `problems`, so a test
+ends with `assert fake.problems == []`. It answers like the vendor: success bodies,
+per-item errors driven by knobs (`invalid_emails`, `bad_ids`, ...), and scripted
+whole-request answers queued with `fail_next` (429 with Retry-After, 5xx, 400).
+
+    fake = FakeIterable(api_key="k")
+    with FakeServer(fake) as server:
+        dest = IterableDestination("it", {"api_key": "k", "base_url": server.url})
+        ...
+    assert fake.problems == []
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.http import Received, Reply
+
+
+class FakeVendor:
+    """The shared machinery: scripted replies, problem log, accepted items."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.accepted: list[Any] = []  # the items the vendor took, in order
+        self.requests: list[Received] = []
+        self._scripted: deque[Reply] = deque()
+        self._lock = threading.Lock()
+
+    def fail_next(self, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1) -> None:
+        """Answer the next `times` requests with this reply (after checking them)."""
+        for _ in range(times):
+            self._scripted.append(Reply(status, body, headers or {}))
+
+    def __call__(self, req: Received) -> Reply:
+        with self._lock:
+            self.requests.append(req)
+            problems = self.check(req)
+            if problems:
+                self.problems.extend(problems)
+                return self.refuse(req, problems)
+            if self._scripted:
+                return self._scripted.popleft()
+            return self.answer(req)
+
+    # -- per vendor -------------------------------------------------------------
+
+    def check(self, req: Received) -> list[str]:
+        raise NotImplementedError
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return Reply(400, {"error": "; ".join(problems)})
+
+    def answer(self, req: Received) -> Reply:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def body(req: Received) -> Any:
+        try:
+            return json.loads(req.body)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def basic_auth(req: Received) -> tuple[str, str] | None:
+        header = req.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user, password
+
+
+def _expect(condition: bool, problem: str, problems: list[str]) -> None:
+    if not condition:
+        problems.append(problem)
+
+
+# -- Google Analytics 4 Measurement Protocol -----------------------------------------
+
+
+class FakeGA4(FakeVendor):
+    """POST /mp/collect?measurement_id&api_secret; one client per request, <= 25 events.
+
+    GA4 answers 204 even to payloads it drops, so the fake answers 204 too and only
+    records the problems.
+    """
+
+    def __init__(self, measurement_id: str, api_secret: str) -> None:
+        super().__init__()
+        self.measurement_id = measurement_id
+        self.api_secret = api_secret
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        url = urlsplit(req.path)
+        query = parse_qs(url.query)
+        _expect(req.method == "POST", f"method {req.method}", problems)
+        _expect(url.path == "/mp/collect", f"path {url.path}", problems)
+        _expect(query.get("measurement_id") == [self.measurement_id], f"measurement_id {query.get('measurement_id')}", problems)
+        _expect(query.get("api_secret") == [self.api_secret], "api_secret missing or wrong", problems)
+        _expect(req.headers.get("content-type", "").startswith("application/json"), "content-type", problems)
+        body = self.body(req)
+        if not isinstance(body, dict):
+            return [*problems, "body is not a JSON object"]
+        _expect(isinstance(body.get("client_id"), str) and body["client_id"] != "", "client_id missing", problems)
+        unknown = set(body) - {"client_id", "user_id", "timestamp_micros", "user_properties", "user_data",
+                               "consent", "non_personalized_ads", "user_location", "ip_override", "device",
+                               "validation_behavior", "events"}  # fmt: skip
+        _expect(not unknown, f"unknown body keys {sorted(unknown)}", problems)
+        events = body.get("events")
+        _expect(isinstance(events, list) and 0 < len(events) <= 25, f"events must hold 1..25 events, got {events!r:.80}", problems)
+        for event in events if isinstance(events, list) else []:
+            _expect(isinstance(event, dict) and isinstance(event.get("name"), str), f"bad event {event!r:.80}", problems)
+            _expect(isinstance(event.get("params", {}), dict), "params must be an object", problems)
+            _expect(set(event) <= {"name", "params", "timestamp_micros"}, f"unknown event keys {sorted(event)}", problems)
+        for name, wrapper in (body.get("user_properties") or {}).items():
+            _expect(isinstance(wrapper, dict) and "value" in wrapper, f"user property {name} not {{value: ...}}", problems)
+        _expect(len(req.body) < 130_000, "body over 130 kB", problems)
+        return problems
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return Reply(204, b"")  # what GA4 does: accepts and drops
+
+    def answer(self, req: Received) -> Reply:
+        body = self.body(req)
+        for event in body["events"]:
+            self.accepted.append({**{k: v for k, v in body.items() if k != "events"}, "event": event})
+        return Reply(204, b"")
