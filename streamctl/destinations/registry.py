@@ -7,12 +7,13 @@ from streamctl.destinations.base import CatalogEntry, Destination
 
 CATALOG: dict[str, type[Destination]] = {}
 # Registration lines: one per destination module.
-# from streamctl.destinations.webhook import WebhookDestination
-# CATALOG["webhook"] = WebhookDestination
+from streamctl.destinations.console import ConsoleDestination  # noqa: E402
+from streamctl.destinations.file import FileDestination  # noqa: E402
+from streamctl.destinations.webhook import WebhookDestination  # noqa: E402
 
-from streamctl.destinations.ga4 import GA4Destination  # noqa: E402
-
-CATALOG["ga4"] = GA4Destination
+CATALOG["webhook"] = WebhookDestination
+CATALOG["file"] = FileDestination
+CATALOG["console"] = ConsoleDestination
 
 from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
 from streamctl.destinations.braze import BrazeDestination  # noqa: E402
