@@ -1,0 +1,418 @@
+"""Alert rules: evaluate, remember the state in SQLite, notify on transitions (SPEC §7).
+
+    evaluator = AlertEvaluator(project, metrics, client)
+    await evaluator.evaluate_once()       # `streamctl alerts check`
+    await evaluator.run_forever()         # inside `streamctl run`, every alerts.interval
+
+A rule is evaluated once per matching sync (`sync: "*"` matches every sync), and
+each (rule, sync) pair has one row in `alert_state`. A channel hears about a pair
+twice: when it starts firing and when it recovers, never once per evaluation; the
+state survives restarts, so a restarted `run` does not page again.
+
+| when | value over the window |
+| --- | --- |
+| `error_rate` | failed attempts / attempts (no attempts: no data, never fires) |
+| `failures` | failed delivery attempts |
+| `archived` | deliveries archived |
+| `latency_p95` | 95th percentile attempt latency, ms (no attempts: no data) |
+| `no_events` | events accepted by the sync's source |
+
+A rule fires while the value is `above` its threshold (strictly greater) or `below`
+it (strictly less). Without either: `no_events` fires below 1, the others above 0.
+
+Notifying never holds evaluation or delivery back: every channel is notified in
+its own task, each try bounded by a timeout and retried with exponential backoff;
+the outcome of every notification is recorded in `alert_notifications`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from streamctl.config.model import AlertRule, Project, SyncConfig
+from streamctl.config.secrets import redact
+from streamctl.errors import StoreError
+from streamctl.monitoring.channels import AlertNotice, Channel, ChannelError, build_channel
+from streamctl.monitoring.source import MetricsSource
+
+log = logging.getLogger(__name__)
+
+Comparison = Literal["above", "below"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    firing INTEGER NOT NULL,
+    since REAL,               -- firing since (epoch s); NULL while not firing
+    value REAL,               -- last value seen; NULL when the window had no data
+    evaluated_at REAL NOT NULL,
+    changed_at REAL NOT NULL, -- last transition (or first evaluation)
+    notified_at REAL,         -- last notification that reached every channel
+    PRIMARY KEY (rule, sync)
+);
+CREATE TABLE IF NOT EXISTS alert_notifications (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL,      -- firing | resolved
+    at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT                -- redacted; NULL when ok
+);
+CREATE INDEX IF NOT EXISTS alert_notifications_rule ON alert_notifications (rule, sync, at);
+"""
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """The remembered state of one rule for one sync."""
+
+    rule: str
+    sync: str
+    firing: bool
+    since: float | None
+    value: float | None
+    evaluated_at: float
+    changed_at: float
+    notified_at: float | None = None
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    rule: str
+    sync: str
+    channel: str
+    state: str
+    at: float
+    ok: bool
+    attempts: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One rule for one sync at one instant; `transition` is set when a channel must hear of it."""
+
+    rule: AlertRule
+    sync: str
+    value: float | None
+    firing: bool
+    since: float | None
+    transition: Literal["firing", "resolved"] | None = None
+
+
+@dataclass(frozen=True)
+class NotifyPolicy:
+    """How hard a channel is tried: `attempts` tries, each within `timeout` seconds."""
+
+    attempts: int = 3
+    timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 10.0
+
+
+class AlertStateStore:
+    """`alert_state` and `alert_notifications` in the project's SQLite file.
+
+    Its own connection (WAL lets it share the file with the store), its own
+    idempotent migration; safe to call from worker threads.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            msg = f"cannot open the alert state in {path}: {exc}"
+            raise StoreError(msg) from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.Error as exc:
+                msg = f"alert state in {self.path}: {exc}"
+                raise StoreError(msg) from exc
+
+    def states(self) -> dict[tuple[str, str], RuleState]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
+                " FROM alert_state"
+            ).fetchall()
+        return {
+            (row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows
+        }
+
+    def save(self, states: Sequence[RuleState]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO alert_state"
+                " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
+                     s.changed_at, s.notified_at)
+                    for s in states
+                ],
+            )
+
+    def mark_notified(self, rule: str, sync: str, at: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE alert_state SET notified_at = ? WHERE rule = ? AND sync = ?",
+                (at, rule, sync),
+            )
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO alert_notifications"
+                " (rule, sync, channel, state, at, ok, attempts, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.rule, record.sync, record.channel, record.state, record.at,
+                 int(record.ok), record.attempts, record.error),
+            )
+
+    def notifications(self, rule: str | None = None) -> list[NotificationRecord]:
+        query = "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
+        args: tuple[str, ...] = ()
+        if rule is not None:
+            query, args = query + " WHERE rule = ?", (rule,)
+        with self._transaction() as db:
+            rows = db.execute(query + " ORDER BY id", args).fetchall()
+        return [NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows]
+
+
+def bounds(rule: AlertRule) -> tuple[Comparison, float]:
+    """The comparison a rule fires on, with the defaults of the module docstring."""
+    if rule.above is not None:
+        return "above", rule.above
+    if rule.below is not None:
+        return "below", rule.below
+    return ("below", 1.0) if rule.when == "no_events" else ("above", 0.0)
+
+
+def is_firing(rule: AlertRule, value: float | None) -> bool:
+    """No data never fires (an idle sync has no error rate); both bounds fire outside them."""
+    if value is None:
+        return False
+    above = rule.above is not None and value > rule.above
+    below = rule.below is not None and value < rule.below
+    if rule.above is None and rule.below is None:
+        comparison, threshold = bounds(rule)
+        return value > threshold if comparison == "above" else value < threshold
+    return above or below
+
+
+def measure(rule: AlertRule, sync: SyncConfig, metrics: MetricsSource, now: float) -> float | None:
+    """The rule's value for one sync over the window ending now."""
+    since = now - rule.window
+    if rule.when == "error_rate":
+        return metrics.attempt_counts(sync.name, since, now).error_rate
+    if rule.when == "failures":
+        return float(metrics.attempt_counts(sync.name, since, now).failed)
+    if rule.when == "archived":
+        return float(metrics.archived_count(sync.name, since, now))
+    if rule.when == "latency_p95":
+        return metrics.latency_p95(sync.name, since, now)
+    return float(metrics.received_count(sync.source, since, now))
+
+
+def matching_syncs(rule: AlertRule, project: Project) -> tuple[SyncConfig, ...]:
+    return tuple(s for s in project.syncs if rule.sync in ("*", s.name))
+
+
+def next_state(
+    rule: AlertRule, sync: str, value: float | None, previous: RuleState | None, now: float
+) -> tuple[RuleState, Evaluation]:
+    """Pure: the new remembered state, and whether this is a transition to announce."""
+    firing = is_firing(rule, value)
+    was_firing = previous is not None and previous.firing
+    transition: Literal["firing", "resolved"] | None = None
+    if firing and not was_firing:
+        transition = "firing"
+    elif was_firing and not firing:
+        transition = "resolved"
+    if previous is None:
+        since = now if firing else None
+        state = RuleState(rule.name, sync, firing, since, value, now, now)
+    elif transition is None:
+        state = replace(previous, value=value, evaluated_at=now)
+    else:
+        since = now if firing else previous.since
+        state = replace(
+            previous, firing=firing, since=since, value=value, evaluated_at=now, changed_at=now
+        )
+    evaluation = Evaluation(rule, sync, value, firing, state.since, transition)
+    if transition == "resolved":
+        state = replace(state, since=None)
+    return state, evaluation
+
+
+def notice_for(evaluation: Evaluation, now: float) -> AlertNotice:
+    assert evaluation.transition is not None
+    rule = evaluation.rule
+    comparison, threshold = bounds(rule)
+    return AlertNotice(
+        rule=rule.name,
+        sync=evaluation.sync,
+        state=evaluation.transition,
+        when=rule.when,
+        value=evaluation.value,
+        comparison=comparison,
+        threshold=threshold,
+        window=rule.window,
+        severity=rule.severity,
+        since=evaluation.since if evaluation.since is not None else now,
+        at=now,
+    )
+
+
+class AlertEvaluator:
+    """Evaluates every rule of a project, keeps their state, notifies on transitions.
+
+    For `streamctl run`: start `run_forever()` as its own asyncio task next to the
+    listener and delivery workers, and cancel it on shutdown. Its store reads run in
+    worker threads and each channel in its own task with timeouts, so neither a slow
+    query nor a dead channel stalls the event loop that delivers events.
+
+        task = asyncio.create_task(AlertEvaluator(project, metrics, client).run_forever())
+
+    `metrics` is any MetricsSource (the store's: `StoreMetrics`); `state` defaults to
+    the alert tables in `project.store_path`.
+    """
+
+    def __init__(
+        self,
+        project: Project,
+        metrics: MetricsSource,
+        client: httpx.AsyncClient,
+        *,
+        state: AlertStateStore | None = None,
+        policy: NotifyPolicy = NotifyPolicy(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.project = project
+        self.metrics = metrics
+        self.client = client
+        self.state = state or AlertStateStore(project.store_path)
+        self.policy = policy
+        self.clock = clock
+        self.channels: dict[str, Channel] = {
+            name: build_channel(config, client, timeout=policy.timeout)
+            for name, config in project.alerts.channels.items()
+        }
+
+    async def run_forever(self, interval: float | None = None) -> None:
+        """Evaluate every `interval` seconds (default `alerts.interval`) until cancelled."""
+        period = interval if interval is not None else self.project.alerts.interval
+        while True:
+            try:
+                await self.evaluate_once()
+            except Exception:  # one bad evaluation must not end alerting for the run
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(period)
+
+    async def evaluate_once(self) -> list[Evaluation]:
+        """Evaluate every rule for every matching sync; notify transitions; return them all."""
+        now = self.clock()
+        evaluations = await asyncio.to_thread(self._evaluate, now)
+        transitions = [e for e in evaluations if e.transition is not None]
+        await asyncio.gather(*(self._announce(e, now) for e in transitions))
+        return evaluations
+
+    def _evaluate(self, now: float) -> list[Evaluation]:
+        previous = self.state.states()
+        states: list[RuleState] = []
+        evaluations: list[Evaluation] = []
+        for rule in self.project.alerts.rules:
+            for sync in matching_syncs(rule, self.project):
+                value = measure(rule, sync, self.metrics, now)
+                state, evaluation = next_state(
+                    rule, sync.name, value, previous.get((rule.name, sync.name)), now
+                )
+                states.append(state)
+                evaluations.append(evaluation)
+        self.state.save(states)
+        return evaluations
+
+    async def _announce(self, evaluation: Evaluation, now: float) -> None:
+        notice = notice_for(evaluation, now)
+        results = await asyncio.gather(
+            *(self._notify(name, notice) for name in evaluation.rule.notify)
+        )
+        if all(results):
+            await asyncio.to_thread(self.state.mark_notified, notice.rule, notice.sync, now)
+
+    async def _notify(self, channel_name: str, notice: AlertNotice) -> bool:
+        """Try one channel with retries; record the outcome; never raise."""
+        attempts, error = 0, None
+        channel = self.channels.get(channel_name)
+        if channel is None:
+            error = f"unknown channel {channel_name!r}"
+        else:
+            try:
+                async for attempt in self._retrying():
+                    with attempt:
+                        attempts += 1
+                        async with asyncio.timeout(self.policy.timeout):
+                            await channel.send(notice)
+            except TimeoutError:
+                error = f"{channel.type} channel {channel_name!r}: timed out"
+            except Exception as exc:
+                error = str(exc)
+        if error is not None:
+            error = redact(error, self.project.secrets)
+            log.warning("alert %r for %s: %s", notice.rule, notice.sync, error)
+        record = NotificationRecord(
+            notice.rule, notice.sync, channel_name, notice.state, notice.at,
+            error is None, attempts, error,
+        )
+        await asyncio.to_thread(self.state.record_notification, record)
+        return error is None
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=wait_exponential(
+                multiplier=self.policy.backoff_initial, max=self.policy.backoff_max
+            ),
+            retry=retry_if_exception(_worth_retrying),
+            reraise=True,
+        )
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, ChannelError):
+        return exc.retryable
+    return isinstance(exc, TimeoutError | OSError)

@@ -1,0 +1,331 @@
+"""Alert channels: where a rule's firing and recovery notices go (SPEC §7).
+
+    channel = build_channel(project.alerts.channels["oncall"], client)
+    await channel.send(notice)          # raises ChannelError; the caller retries
+
+| type | sends |
+| --- | --- |
+| `slack` | incoming webhook: `text` plus an attachment coloured by severity |
+| `webhook` | `POST url` with `headers`; the body is `AlertNotice.as_json()` |
+| `pagerduty` | Events API v2 `POST {base_url}/v2/enqueue`, trigger/resolve, stable `dedup_key` |
+| `email` | SMTP, STARTTLS and login (`smtplib`, in a worker thread) |
+
+Credentials (webhook URLs, routing keys, passwords, header values) never reach an
+error message: errors name the channel and its type, the status code or the kind of
+network failure, never the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from streamctl.config.model import AlertChannel
+from streamctl.errors import ConfigError, DeliveryError, Problem
+
+NoticeState = Literal["firing", "resolved"]
+
+PAGERDUTY_BASE_URL = "https://events.pagerduty.com"
+
+# Keys each channel type needs, and the ones whose values are credentials. The
+# config loader checks the first and adds the values of the second to the secrets.
+REQUIRED_KEYS: Mapping[str, tuple[str, ...]] = {
+    "slack": ("webhook_url",),
+    "webhook": ("url",),
+    "pagerduty": ("routing_key",),
+    "email": ("host", "from", "to"),
+}
+SECRET_KEYS: Mapping[str, tuple[str, ...]] = {
+    "slack": ("webhook_url",),
+    "webhook": ("url", "headers"),
+    "pagerduty": ("routing_key",),
+    "email": ("password",),
+}
+
+_SLACK_COLOURS = {"critical": "#d00000", "warning": "#daa038", "resolved": "#2eb886"}
+_PAGERDUTY_SEVERITY = {"critical": "critical", "warning": "warning"}
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """One transition of one rule for one sync: what every channel is told."""
+
+    rule: str
+    sync: str
+    state: NoticeState
+    when: str  # the metric: error_rate, failures, archived, latency_p95, no_events
+    value: float | None  # the metric's value at the transition (None: no data in the window)
+    comparison: Literal["above", "below"]
+    threshold: float
+    window: float  # seconds
+    severity: Literal["critical", "warning"]
+    since: float  # epoch seconds: when the rule started firing (for both states)
+    at: float  # epoch seconds: when this transition was seen
+
+    @property
+    def dedup_key(self) -> str:
+        """Stable per rule and sync, so PagerDuty's resolve closes the trigger's incident."""
+        return f"streamctl/{self.rule}/{self.sync}"
+
+    @property
+    def summary(self) -> str:
+        verb = "FIRING" if self.state == "firing" else "RESOLVED"
+        value = "no data" if self.value is None else format_value(self.when, self.value)
+        bound = format_value(self.when, self.threshold)
+        return (
+            f"[{verb}] {self.rule} ({self.severity}): {self.when} of {self.sync} is {value} "
+            f"({self.comparison} {bound} fires) over {format_duration(self.window)}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The `webhook` channel's body; its keys are a stable, documented contract."""
+        return {
+            "rule": self.rule,
+            "sync": self.sync,
+            "state": self.state,
+            "when": self.when,
+            "value": self.value,
+            "comparison": self.comparison,
+            "threshold": self.threshold,
+            "window": format_duration(self.window),
+            "window_seconds": self.window,
+            "severity": self.severity,
+            "since": iso(self.since),
+            "at": iso(self.at),
+            "summary": self.summary,
+        }
+
+
+class ChannelError(DeliveryError):
+    """A channel refused or could not take a notice. `retryable` tells the caller to try again."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class Channel(ABC):
+    """A configured alert channel. Subclasses turn a notice into one request."""
+
+    type: ClassVar[str]
+
+    def __init__(self, config: AlertChannel) -> None:
+        self.name = config.name
+        self.config = config.config
+
+    @abstractmethod
+    async def send(self, notice: AlertNotice) -> None:
+        """Deliver one notice or raise ChannelError."""
+
+    def _fail(self, what: str, *, retryable: bool) -> ChannelError:
+        return ChannelError(f"{self.type} channel {self.name!r}: {what}", retryable=retryable)
+
+
+class HTTPChannel(Channel):
+    """A channel that POSTs JSON; classifies answers like delivery does (SPEC §5)."""
+
+    def __init__(self, config: AlertChannel, client: httpx.AsyncClient, timeout: float) -> None:
+        super().__init__(config)
+        self.client = client
+        self.timeout = timeout
+
+    async def _post(self, url: str, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        try:
+            response = await self.client.post(
+                url, json=body, headers=dict(headers or {}), timeout=self.timeout
+            )
+        except httpx.TimeoutException:
+            raise self._fail("timed out", retryable=True) from None
+        except httpx.HTTPError as exc:
+            # The exception's text may carry the URL, a credential for slack/webhook.
+            raise self._fail(f"request failed ({type(exc).__name__})", retryable=True) from None
+        if response.is_success:
+            return
+        status = response.status_code
+        retryable = status in (408, 423, 429) or status >= 500
+        raise self._fail(f"HTTP {status}", retryable=retryable)
+
+
+class SlackChannel(HTTPChannel):
+    type = "slack"
+
+    async def send(self, notice: AlertNotice) -> None:
+        await self._post(str(self.config["webhook_url"]), slack_message(notice))
+
+
+class WebhookChannel(HTTPChannel):
+    type = "webhook"
+
+    async def send(self, notice: AlertNotice) -> None:
+        headers = {str(k): str(v) for k, v in dict(self.config.get("headers") or {}).items()}
+        await self._post(str(self.config["url"]), notice.as_json(), headers)
+
+
+class PagerDutyChannel(HTTPChannel):
+    type = "pagerduty"
+
+    async def send(self, notice: AlertNotice) -> None:
+        base_url = str(self.config.get("base_url") or PAGERDUTY_BASE_URL).rstrip("/")
+        body = pagerduty_event(notice, str(self.config["routing_key"]))
+        await self._post(f"{base_url}/v2/enqueue", body)
+
+
+class EmailChannel(Channel):
+    """SMTP with STARTTLS (default on) and login; smtplib runs in a worker thread."""
+
+    type = "email"
+
+    def __init__(self, config: AlertChannel, timeout: float) -> None:
+        super().__init__(config)
+        self.timeout = timeout
+
+    async def send(self, notice: AlertNotice) -> None:
+        message = email_message(notice, sender=str(self.config["from"]), to=self._recipients())
+        try:
+            await asyncio.to_thread(self._send_blocking, message)
+        except smtplib.SMTPAuthenticationError:
+            raise self._fail("login refused", retryable=False) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise self._fail(f"server does not support {exc}", retryable=False) from None
+        except smtplib.SMTPResponseException as exc:
+            # 4xx replies are transient by the SMTP standard; 5xx are final.
+            raise self._fail(f"SMTP {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500) from None
+        except smtplib.SMTPRecipientsRefused:
+            raise self._fail("every recipient was refused", retryable=False) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise self._fail(f"SMTP failed ({type(exc).__name__})", retryable=True) from None
+
+    def _recipients(self) -> list[str]:
+        to = self.config["to"]
+        return [to] if isinstance(to, str) else [str(address) for address in to]
+
+    def _send_blocking(self, message: EmailMessage) -> None:
+        host = str(self.config["host"])
+        port = int(self.config.get("port") or 587)
+        with smtplib.SMTP(host, port, timeout=self.timeout) as smtp:
+            smtp.ehlo()
+            if self.config.get("starttls", True):
+                smtp.starttls(context=self._tls_context())
+                smtp.ehlo()
+            username = self.config.get("username")
+            if username:
+                smtp.login(str(username), str(self.config.get("password") or ""))
+            smtp.send_message(message)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # `ca_file` trusts a private CA (an internal relay, or a test server).
+        ca_file = self.config.get("ca_file")
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+def build_channel(
+    config: AlertChannel, client: httpx.AsyncClient, *, timeout: float = 10.0
+) -> Channel:
+    """The channel for one `alerts.channels` entry; ConfigError names a missing key."""
+    missing = [key for key in REQUIRED_KEYS.get(config.type, ()) if not config.config.get(key)]
+    if config.type not in REQUIRED_KEYS or missing:
+        what = (
+            f"unknown type {config.type!r} (slack, webhook, pagerduty, email)"
+            if config.type not in REQUIRED_KEYS
+            else f"missing {', '.join(missing)}"
+        )
+        problem = Problem("streamctl.yaml", 1, 1, f"alerts.channels.{config.name}: {what}")
+        raise ConfigError([problem])
+    if config.type == "email":
+        return EmailChannel(config, timeout)
+    http_types: dict[str, type[HTTPChannel]] = {
+        "slack": SlackChannel,
+        "webhook": WebhookChannel,
+        "pagerduty": PagerDutyChannel,
+    }
+    return http_types[config.type](config, client, timeout)
+
+
+def slack_message(notice: AlertNotice) -> dict[str, Any]:
+    """An incoming-webhook message: `text` for notifications, an attachment for the details."""
+    colour = _SLACK_COLOURS["resolved" if notice.state == "resolved" else notice.severity]
+    fields = [
+        ("Rule", notice.rule),
+        ("Sync", notice.sync),
+        ("Severity", notice.severity),
+        ("Value", "no data" if notice.value is None else format_value(notice.when, notice.value)),
+        ("Threshold", f"{notice.comparison} {format_value(notice.when, notice.threshold)}"),
+        ("Since", iso(notice.since)),
+    ]
+    return {
+        "text": notice.summary,
+        "attachments": [
+            {
+                "color": colour,
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": notice.summary}},
+                    {
+                        "type": "section",
+                        "fields": [
+                            {"type": "mrkdwn", "text": f"*{name}*\n{value}"}
+                            for name, value in fields
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def pagerduty_event(notice: AlertNotice, routing_key: str) -> dict[str, Any]:
+    """An Events API v2 event: trigger on firing, resolve on recovery, same dedup_key."""
+    event: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": "trigger" if notice.state == "firing" else "resolve",
+        "dedup_key": notice.dedup_key,
+    }
+    if notice.state == "firing":
+        event["payload"] = {
+            "summary": notice.summary[:1024],  # PagerDuty's limit
+            "source": f"streamctl/{notice.sync}",
+            "severity": _PAGERDUTY_SEVERITY[notice.severity],
+            "timestamp": iso(notice.since),
+            "component": notice.sync,
+            "class": notice.when,
+            "custom_details": notice.as_json(),
+        }
+    return event
+
+
+def email_message(notice: AlertNotice, *, sender: str, to: list[str]) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = notice.summary
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    lines = [f"{key}: {value}" for key, value in notice.as_json().items() if key != "summary"]
+    message.set_content(notice.summary + "\n\n" + "\n".join(lines) + "\n")
+    return message
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def format_duration(seconds: float) -> str:
+    """300 -> '5m', 90 -> '90s', 7200 -> '2h': the way `window` is written in YAML."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_value(when: str, value: float) -> str:
+    if when == "error_rate":
+        return f"{value:.1%}"
+    if when == "latency_p95":
+        return f"{value:.0f} ms"
+    return f"{value:g}"
