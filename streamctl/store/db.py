@@ -383,6 +383,12 @@ class Store:
         if not syncs:
             return []
         marks = ", ".join("?" for _ in syncs)
+        with self.lock:
+            if (
+                self.conn.execute("SELECT 1 FROM deliveries WHERE requeued = 1 LIMIT 1").fetchone()
+                is None
+            ):
+                return []
         with self.transaction() as conn:
             rows = conn.execute(
                 "SELECT id, sync, event_type, message_id, user_key, payload, created_at, attempts,"

@@ -1,0 +1,277 @@
+"""The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
+
+    store = Store.open(project.store_path)
+    async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
+        await runtime.submit("web", events)               # replay: events already normalised
+        runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
+        await runtime.drain()                             # everything delivered or archived
+    # __aexit__ = stop(): in-flight sends finish (or resume next start), outcomes written
+
+`submit(source, events, ack=ids)` is the processor step: dedupe on (source,
+messageId) over 24 h, run the Pipeline, then in ONE store transaction record the
+events, every Decision, contract violation and function error, the PENDING
+deliveries, and ack the queue ids; then hand the deliveries to the engine. A crash
+before that commit leaves the events in the queue (processed again, nothing lost);
+after it, the deliveries are in the store and the next start sends them.
+
+The pipeline runs on its own thread and SQLite on the store thread (one writer, in
+submission order), so the event loop stays free for the lanes' HTTP traffic.
+Pass `client` to inject an `httpx.AsyncClient` (tests use `MockTransport`s or
+servers on 127.0.0.1), `destinations` to inject Destination objects, `syncs` to
+run only some syncs (`--sync`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from streamctl.config.model import Project, SyncConfig
+from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
+from streamctl.destinations import registry
+from streamctl.destinations.base import Destination
+from streamctl.errors import UsageError
+from streamctl.events import Event
+from streamctl.pipeline.outcomes import EventResult
+from streamctl.pipeline.process import Pipeline
+from streamctl.store.db import Store
+from streamctl.store.queue import EventQueue
+
+CLAIM_BATCH = 5_000
+QUEUE_POLL = 0.02  # seconds between claims when the queue is empty
+RETENTION_EVERY = 3600.0  # seconds between retention passes in `streamctl run`
+
+
+@dataclass
+class SubmitSummary:
+    """What one `submit` decided: decision statuses per sync, and duplicates skipped."""
+
+    events: int = 0
+    duplicates: int = 0
+    by_sync: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def select_syncs(project: Project, names: Sequence[str] = ()) -> tuple[SyncConfig, ...]:
+    """The project's syncs, or those named (`--sync`), refusing unknown names."""
+    if not names:
+        return project.syncs
+    known = {s.name for s in project.syncs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        msg = f"unknown sync {unknown[0]!r}; known: {', '.join(sorted(known)) or 'none'}"
+        raise UsageError(msg)
+    return tuple(s for s in project.syncs if s.name in set(names))
+
+
+def create_destinations(project: Project, syncs: Sequence[SyncConfig]) -> dict[str, Destination]:
+    """The runtime Destination of every destination these syncs deliver to."""
+    return {
+        name: registry.create(project.destinations[name])
+        for name in dict.fromkeys(s.destination for s in syncs)
+    }
+
+
+def default_client() -> httpx.AsyncClient:
+    """Pooled keep-alive connections, shared by every lane."""
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
+    return httpx.AsyncClient(limits=limits, timeout=30.0)
+
+
+class Runtime:
+    """The processor and the delivery engine of one project over one store."""
+
+    def __init__(
+        self,
+        project: Project,
+        store: Store,
+        client: httpx.AsyncClient | None = None,
+        *,
+        syncs: Sequence[str] = (),
+        destinations: Mapping[str, Destination] | None = None,
+        pipeline: Pipeline | None = None,
+        lane_capacity: int = DEFAULT_LANE_CAPACITY,
+        retention: bool = False,
+    ) -> None:
+        self.project = project
+        self.store = store
+        self.syncs = select_syncs(project, syncs)
+        self.sync_names = [s.name for s in self.syncs]
+        self._narrowed = bool(syncs)
+        self._own_client = client is None
+        self.client = client or default_client()
+        self._own_destinations = destinations is None
+        self.destinations = dict(destinations or create_destinations(project, self.syncs))
+        self.pipeline = pipeline or Pipeline(project, self.destinations)
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="streamctl-store")
+        self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="streamctl-pipeline")
+        self.engine = DeliveryEngine(
+            store,
+            self.client,
+            self.destinations,
+            self.syncs,
+            store_thread=self._store_thread,
+            lane_capacity=lane_capacity,
+        )
+        self._sync_destination = {s.name: s.destination for s in project.syncs}
+        self._retention = retention
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = SubmitSummary(by_sync={name: Counter() for name in self.sync_names})
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every lane; each reads its open deliveries back from the store first."""
+        await self.engine.start()
+        if self._retention:
+            self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Until the queue (when processed here) is empty and every delivery is delivered or
+        archived; False when `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue is not None and self._queue.depth() > 0:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(QUEUE_POLL)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await self.engine.wait_idle(remaining)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop processing and sending, write every outcome, release connections and files."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.engine.stop(grace)
+        self._store_thread.shutdown(wait=True)
+        self._pipeline_thread.shutdown(wait=True)
+        if self._own_destinations:
+            for destination in self.destinations.values():
+                with contextlib.suppress(Exception):
+                    await destination.aclose()
+        if self._own_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- processing -----------------------------------------------------------------------------
+
+    _queue: EventQueue | None = None
+
+    async def submit(
+        self, source: str, events: Sequence[Event], *, ack: Sequence[int] = (), pace: bool = True
+    ) -> SubmitSummary:
+        """Process normalised events of `source`: dedupe, pipeline, record, enqueue deliveries.
+
+        With `pace`, wait first while a lane has a large backlog ready to send, so a
+        fast reader does not outrun delivery (lanes that spilled to the store do not
+        count: a stuck destination never holds the others back).
+        """
+        if pace:
+            await self.wait_for_room()
+        message_ids = [str(e.get("messageId", "")) for e in events]
+        seen = await self._in_store(self.store.seen_message_ids, source, message_ids)
+        fresh, duplicates = _split_duplicates(source, events, message_ids, seen)
+        results = await self._in_pipeline(source, fresh)
+        recorded = await self._in_store(
+            functools.partial(
+                self.store.record_results,
+                results,
+                destinations=self._sync_destination,
+                duplicates=duplicates,
+                ack=ack,
+            )
+        )
+        self.engine.offer(recorded.pending)
+        return self._count(results, len(duplicates))
+
+    async def wait_for_room(self) -> None:
+        limit = self.engine.lane_capacity // 2
+        while self.engine.ready_backlog() > limit:
+            if self.engine.failure is not None:
+                raise self.engine.failure
+            await asyncio.sleep(0.005)
+
+    def process_queue(self, queue: EventQueue, *, claim: int = CLAIM_BATCH) -> asyncio.Task[None]:
+        """Start the processor over `queue` (`streamctl run`); stopped by `stop()`."""
+        self._queue = queue
+        task = asyncio.create_task(self._process_queue(queue, claim), name="processor")
+        self._tasks.append(task)
+        return task
+
+    async def _process_queue(self, queue: EventQueue, claim: int) -> None:
+        forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
+        while True:
+            batch = await self._in_store(queue.claim, claim)
+            if not batch:
+                await asyncio.sleep(QUEUE_POLL)
+                continue
+            by_source: dict[str, tuple[list[Event], list[int]]] = {}
+            for item in batch:
+                events, ids = by_source.setdefault(item.source, ([], []))
+                events.append(item.event)
+                ids.append(item.id)
+            for source, (events, ids) in by_source.items():
+                if forget is not None:
+                    await self.submit(source, events, ack=ids, pace=False)
+                    forget(len(ids))
+                else:
+                    await self.submit(source, events, pace=False)
+                    await self._in_store(queue.ack, ids)
+
+    async def _in_store(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
+
+    async def _in_pipeline(self, source: str, events: list[Event]) -> list[EventResult]:
+        if not events:
+            return []
+        narrowed = self.sync_names if self._narrowed else None
+        call = functools.partial(self.pipeline.process, source, events, narrowed)
+        return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, call)
+
+    def _count(self, results: list[EventResult], duplicates: int) -> SubmitSummary:
+        summary = SubmitSummary(len(results), duplicates, {})
+        total = self.processed
+        total.events += len(results)
+        total.duplicates += duplicates
+        for result in results:
+            for decision in result.decisions:
+                status = decision.status.value
+                summary.by_sync.setdefault(decision.sync, Counter())[status] += 1
+                total.by_sync.setdefault(decision.sync, Counter())[status] += 1
+        return summary
+
+    async def _retention_loop(self) -> None:
+        older_than = self.project.retention_days * 86400.0
+        while True:
+            await self._in_store(self.store.prune, older_than)
+            await asyncio.sleep(RETENTION_EVERY)
+
+
+def _split_duplicates(
+    source: str, events: Sequence[Event], message_ids: list[str], seen: set[str]
+) -> tuple[list[Event], list[tuple[str, str, Event]]]:
+    fresh: list[Event] = []
+    duplicates: list[tuple[str, str, Event]] = []
+    this_batch: set[str] = set()
+    for event, message_id in zip(events, message_ids, strict=True):
+        if message_id in seen or message_id in this_batch:
+            duplicates.append((source, message_id, event))
+        else:
+            this_batch.add(message_id)
+            fresh.append(event)
+    return fresh, duplicates
