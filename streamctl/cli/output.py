@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from rich.console import Console
 
-stderr = Console(stderr=True)
+# soft_wrap: a `path:line:col: message` line stays one line, whatever the terminal width.
+stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(highlight=False)
