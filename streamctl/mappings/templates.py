@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from liquid import Environment, RenderContext, is_undefined
+from liquid import Environment, RenderContext, Undefined, is_undefined
 from liquid.ast import Node
 from liquid.builtin.content import ContentNode
 from liquid.builtin.expressions.arguments import PositionalArgument
@@ -390,6 +390,7 @@ def _render_error(exc: Exception, field: str, source: str) -> MappingError:
 # -- the fast path -----------------------------------------------------------------------
 
 _SPECIAL_KEYS: Final = frozenset({"size", "first", "last"})  # Liquid resolves these itself
+_LOOKUP_ERRORS: Final = (KeyError, TypeError, IndexError)  # what Liquid turns into undefined
 
 
 def _fast_renderer(
@@ -397,10 +398,11 @@ def _fast_renderer(
 ) -> Renderer | None:
     """A plain-Python renderer for text + `{{ path | filter: literal }}` templates, or None.
 
-    Each output becomes a function that walks the path with `obj[key]` (what Liquid's
-    `get_item` does for ordinary keys) and applies the same filter callables; on any
-    exception it hands the event to the Liquid renderer, which yields Liquid's exact
-    result or error.
+    Each output becomes a function that walks its path with `obj[key]` (what Liquid's
+    `RenderContext.get_item` does for keys other than size/first/last), yields Liquid's
+    `Undefined` where Liquid would (a KeyError, TypeError or IndexError on the way), and
+    applies the very same filter callables. If a filter raises, the event goes to the
+    Liquid renderer, which produces Liquid's exact error.
     """
     parts: list[str | Renderer] = []
     for node in template.nodes:
@@ -419,16 +421,13 @@ def _fast_renderer(
     return _fast_text(parts, slow)
 
 
-class _Fallback(Exception):
-    """Raised inside the fast path to defer to Liquid."""
-
-
 def _fast_typed(evaluate: Renderer, slow: Renderer) -> Renderer:
     def render(event: Event) -> Any:
         try:
-            return evaluate(event)
+            value = evaluate(event)
         except Exception:
             return slow(event)
+        return ABSENT if isinstance(value, Undefined) else value
 
     return render
 
@@ -442,9 +441,7 @@ def _fast_text(parts: list[str | Renderer], slow: Renderer) -> Renderer:
                 value = evaluate(event)
             except Exception:
                 return slow(event)
-            if value.__class__ is str:
-                return value
-            return to_liquid_string(value, autoescape=False)
+            return value if value.__class__ is str else to_liquid_string(value, False)
 
         return render_one
 
@@ -453,8 +450,7 @@ def _fast_text(parts: list[str | Renderer], slow: Renderer) -> Renderer:
     def render(event: Event) -> Any:
         try:
             return "".join(
-                part if isinstance(part, str) else to_liquid_string(part(event), autoescape=False)
-                for part in fixed
+                [p if p.__class__ is str else to_liquid_string(p(event), False) for p in fixed]  # type: ignore[operator]
             )
         except Exception:
             return slow(event)
@@ -465,12 +461,12 @@ def _fast_text(parts: list[str | Renderer], slow: Renderer) -> Renderer:
 def _fast_expression(expression: Expression, globals_: dict[str, Any]) -> Renderer | None:
     if type(expression) is not FilteredExpression or type(expression.left) is not Path:
         return None
-    segments = expression.left.path
-    root = segments[0]
+    path = expression.left
+    root = path.path[0]
     if not isinstance(root, str) or root not in VARIABLES:
         return None
     keys: list[str | int] = []
-    for segment in segments[1:]:
+    for segment in path.path[1:]:
         if not isinstance(segment, str | int) or segment in _SPECIAL_KEYS:
             return None
         keys.append(segment)
@@ -480,9 +476,13 @@ def _fast_expression(expression: Expression, globals_: dict[str, Any]) -> Render
         if compiled is None:
             return None
         filters.append(compiled)
-    resolve = _fast_resolver(root, tuple(keys), globals_)
+    undefined = ENVIRONMENT.undefined(root, hint=f"{path} is undefined", token=path.token)
+    resolve = _fast_resolver(root, tuple(keys), globals_["sync"], undefined)
     if not filters:
         return resolve
+    if len(filters) == 1:
+        ((func, args),) = filters
+        return lambda event: func(resolve(event), *args)
     chain = tuple(filters)
 
     def evaluate(event: Event) -> Any:
@@ -494,33 +494,67 @@ def _fast_expression(expression: Expression, globals_: dict[str, Any]) -> Render
     return evaluate
 
 
-def _fast_resolver(root: str, keys: tuple[str | int, ...], globals_: dict[str, Any]) -> Renderer:
-    # Liquid refuses integer indexes into strings (`string_sequences` is off) where
-    # Python would happily index: check for it, and let the fallback produce Liquid's result.
-    def step(value: Any, key: str | int) -> Any:
-        if isinstance(key, int) and isinstance(value, str):
-            raise _Fallback
-        return value[key]
+def _fast_resolver(
+    root: str, keys: tuple[str | int, ...], sync: dict[str, str], undefined: Undefined
+) -> Renderer:
+    """`event -> value` for a path of plain keys; `undefined` where Liquid finds nothing.
 
-    start: Callable[[Event], Any] = (
-        (lambda event: globals_["sync"]) if root == "sync" else (lambda event: event)
-    )
+    The default Undefined renders and filters the same whatever its name and hint, so
+    one instance per path serves every event.
+    """
+    if root == "sync":
+        value = _walk(sync, keys, undefined)  # the same for every event
+        return lambda event: value
+    if len(keys) == 0:
+        return lambda event: event
     if all(isinstance(k, str) for k in keys) and len(keys) <= 3:
-        if len(keys) == 1:
-            (k1,) = keys
-            return lambda event: start(event)[k1]
-        if len(keys) == 2:
-            k1, k2 = keys
-            return lambda event: start(event)[k1][k2]
-        if len(keys) == 3:
-            k1, k2, k3 = keys
-            return lambda event: start(event)[k1][k2][k3]
-        return start
+        return _fast_keys(keys, undefined)  # type: ignore[arg-type]
 
-    def resolve(event: Event) -> Any:
-        return functools.reduce(step, keys, start(event))
+    return lambda event: _walk(event, keys, undefined)
 
-    return resolve
+
+def _walk(value: Any, keys: tuple[str | int, ...], undefined: Undefined) -> Any:
+    try:
+        for key in keys:
+            # Liquid refuses integer indexes into strings (string_sequences is off).
+            if key.__class__ is int and isinstance(value, str):
+                return undefined
+            value = value[key]
+    except _LOOKUP_ERRORS:
+        return undefined
+    return value
+
+
+def _fast_keys(keys: tuple[str, ...], undefined: Undefined) -> Renderer:
+    if len(keys) == 1:
+        (k1,) = keys
+
+        def resolve1(event: Event) -> Any:
+            try:
+                return event[k1]
+            except _LOOKUP_ERRORS:
+                return undefined
+
+        return resolve1
+    if len(keys) == 2:
+        k1, k2 = keys
+
+        def resolve2(event: Event) -> Any:
+            try:
+                return event[k1][k2]
+            except _LOOKUP_ERRORS:
+                return undefined
+
+        return resolve2
+    k1, k2, k3 = keys
+
+    def resolve3(event: Event) -> Any:
+        try:
+            return event[k1][k2][k3]
+        except _LOOKUP_ERRORS:
+            return undefined
+
+    return resolve3
 
 
 def _fast_filter(filter_: Filter) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
