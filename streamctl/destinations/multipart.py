@@ -21,7 +21,16 @@ from collections.abc import Sequence
 import httpx
 import orjson
 
-from streamctl.destinations.base import BatchResult, Destination, ItemResult, Payload
+from streamctl.destinations.base import (
+    BatchResult,
+    Destination,
+    ItemResult,
+    ItemStatus,
+    Payload,
+    excerpt,
+    is_retryable_status,
+    parse_retry_after,
+)
 
 Part = Sequence[int]
 
@@ -102,3 +111,32 @@ async def _bisect(
     middle = len(part) // 2
     halves = [range(middle), range(middle, len(part))]
     return await send_parts(destination, client, event_type, sub, halves, timeout)
+
+
+SPLIT_STATUSES = frozenset({400, 413})
+
+
+def whole_request_result(
+    response: httpx.Response,
+    n: int,
+    *,
+    detail: str | None = None,
+    split_on: frozenset[int] = SPLIT_STATUSES,
+) -> BatchResult:
+    """The same outcome for every payload of a refused or failed request.
+
+    Retryable statuses (408, 423, 429, 5xx) retry with Retry-After; other 4xx fail, and
+    only the statuses in `split_on` (the request's content was refused: 400, 413) ask
+    the engine to bisect: bisecting a 401 or a 404 would only repeat it. `detail` is the
+    vendor's own error (code, message) for the record.
+    """
+    code = response.status_code
+    retry = is_retryable_status(code)
+    item = ItemResult(
+        ItemStatus.RETRY if retry else ItemStatus.FAILED,
+        code,
+        error=f"HTTP {code}: {detail}" if detail else f"HTTP {code}",
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        response=excerpt(response),
+    )
+    return BatchResult.same(n, item, split=not retry and code in split_on)

@@ -19,6 +19,10 @@ from streamctl.destinations.ga4 import GA4Destination  # noqa: E402
 
 CATALOG["ga4"] = GA4Destination
 
+from streamctl.destinations.segment import SegmentDestination  # noqa: E402
+
+CATALOG["segment"] = SegmentDestination
+
 from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
 from streamctl.destinations.braze import BrazeDestination  # noqa: E402
 from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402

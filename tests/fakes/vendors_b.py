@@ -35,7 +35,9 @@ class FakeVendor:
         self._scripted: deque[Reply] = deque()
         self._lock = threading.Lock()
 
-    def fail_next(self, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1) -> None:
+    def fail_next(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, times: int = 1
+    ) -> None:
         """Answer the next `times` requests with this reply (after checking them)."""
         for _ in range(times):
             self._scripted.append(Reply(status, body, headers or {}))
@@ -106,25 +108,55 @@ class FakeGA4(FakeVendor):
         query = parse_qs(url.query)
         _expect(req.method == "POST", f"method {req.method}", problems)
         _expect(url.path == "/mp/collect", f"path {url.path}", problems)
-        _expect(query.get("measurement_id") == [self.measurement_id], f"measurement_id {query.get('measurement_id')}", problems)
-        _expect(query.get("api_secret") == [self.api_secret], "api_secret missing or wrong", problems)
-        _expect(req.headers.get("content-type", "").startswith("application/json"), "content-type", problems)
+        _expect(
+            query.get("measurement_id") == [self.measurement_id],
+            f"measurement_id {query.get('measurement_id')}",
+            problems,
+        )
+        _expect(
+            query.get("api_secret") == [self.api_secret], "api_secret missing or wrong", problems
+        )
+        _expect(
+            req.headers.get("content-type", "").startswith("application/json"),
+            "content-type",
+            problems,
+        )
         body = self.body(req)
         if not isinstance(body, dict):
             return [*problems, "body is not a JSON object"]
-        _expect(isinstance(body.get("client_id"), str) and body["client_id"] != "", "client_id missing", problems)
+        _expect(
+            isinstance(body.get("client_id"), str) and body["client_id"] != "",
+            "client_id missing",
+            problems,
+        )
         unknown = set(body) - {"client_id", "user_id", "timestamp_micros", "user_properties", "user_data",
                                "consent", "non_personalized_ads", "user_location", "ip_override", "device",
                                "validation_behavior", "events"}  # fmt: skip
         _expect(not unknown, f"unknown body keys {sorted(unknown)}", problems)
         events = body.get("events")
-        _expect(isinstance(events, list) and 0 < len(events) <= 25, f"events must hold 1..25 events, got {events!r:.80}", problems)
+        _expect(
+            isinstance(events, list) and 0 < len(events) <= 25,
+            f"events must hold 1..25 events, got {events!r:.80}",
+            problems,
+        )
         for event in events if isinstance(events, list) else []:
-            _expect(isinstance(event, dict) and isinstance(event.get("name"), str), f"bad event {event!r:.80}", problems)
+            _expect(
+                isinstance(event, dict) and isinstance(event.get("name"), str),
+                f"bad event {event!r:.80}",
+                problems,
+            )
             _expect(isinstance(event.get("params", {}), dict), "params must be an object", problems)
-            _expect(set(event) <= {"name", "params", "timestamp_micros"}, f"unknown event keys {sorted(event)}", problems)
+            _expect(
+                set(event) <= {"name", "params", "timestamp_micros"},
+                f"unknown event keys {sorted(event)}",
+                problems,
+            )
         for name, wrapper in (body.get("user_properties") or {}).items():
-            _expect(isinstance(wrapper, dict) and "value" in wrapper, f"user property {name} not {{value: ...}}", problems)
+            _expect(
+                isinstance(wrapper, dict) and "value" in wrapper,
+                f"user property {name} not {{value: ...}}",
+                problems,
+            )
         _expect(len(req.body) < 130_000, "body over 130 kB", problems)
         return problems
 
@@ -134,5 +166,86 @@ class FakeGA4(FakeVendor):
     def answer(self, req: Received) -> Reply:
         body = self.body(req)
         for event in body["events"]:
-            self.accepted.append({**{k: v for k, v in body.items() if k != "events"}, "event": event})
+            self.accepted.append(
+                {**{k: v for k, v in body.items() if k != "events"}, "event": event}
+            )
         return Reply(204, b"")
+
+
+# -- Segment-compatible tracking API -------------------------------------------------
+
+SEGMENT_CALLS = {"track", "identify", "page", "screen", "group", "alias"}
+
+
+class FakeSegment(FakeVendor):
+    """POST /v1/batch, Basic auth write_key:(empty); 500 KB, 32 KB per event, 2500 events.
+
+    Like Segment, a batch breaking a limit is refused whole with 400; `reject_events`
+    (event names) makes the fake refuse any batch holding such a track, the way Segment
+    refuses a batch with one oversized event.
+    """
+
+    def __init__(self, write_key: str) -> None:
+        super().__init__()
+        self.write_key = write_key
+        self.reject_events: set[str] = set()
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect(
+            req.method == "POST" and req.path == "/v1/batch", f"{req.method} {req.path}", problems
+        )
+        _expect(
+            self.basic_auth(req) == (self.write_key, ""), f"auth {self.basic_auth(req)}", problems
+        )
+        _expect(
+            req.headers.get("content-type", "").startswith("application/json"),
+            "content-type",
+            problems,
+        )
+        _expect(
+            len(req.body) <= 500 * 1024, f"request of {len(req.body)} bytes over 500 KB", problems
+        )
+        body = self.body(req)
+        batch = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(batch, list):
+            return [*problems, "no batch array"]
+        _expect(0 < len(batch) <= 2500, f"{len(batch)} events", problems)
+        _expect(isinstance(body.get("sentAt"), str), "sentAt missing", problems)
+        for event in batch:
+            problems.extend(self._check_event(event))
+        return problems
+
+    @staticmethod
+    def _check_event(event: Any) -> list[str]:
+        problems: list[str] = []
+        if not isinstance(event, dict):
+            return [f"event {event!r:.60} is not an object"]
+        _expect(event.get("type") in SEGMENT_CALLS, f"type {event.get('type')!r}", problems)
+        _expect(len(json.dumps(event).encode()) <= 32 * 1024, "event over 32 KB", problems)
+        _expect(
+            bool(event.get("userId") or event.get("anonymousId")), "no userId/anonymousId", problems
+        )
+        _expect(isinstance(event.get("messageId"), str), "messageId missing", problems)
+        if event.get("type") == "track":
+            _expect(
+                isinstance(event.get("event"), str) and event["event"] != "",
+                "track without event",
+                problems,
+            )
+        return problems
+
+    def answer(self, req: Received) -> Reply:
+        batch = self.body(req)["batch"]
+        bad = [e.get("event") for e in batch if e.get("event") in self.reject_events]
+        if bad:
+            return Reply(
+                400,
+                {
+                    "success": False,
+                    "code": "invalid_event",
+                    "message": f"event {bad[0]!r} is too large",
+                },
+            )
+        self.accepted.extend(batch)
+        return Reply(200, {"success": True})
