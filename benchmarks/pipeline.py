@@ -91,7 +91,10 @@ def custom_mapping(label: dict[str, Any] | None) -> dict[str, Any]:
         required["label"] = label
     return {
         "required": required,
-        "user": {"email": {"field": "context.traits.email"}, "plan": {"field": "context.traits.plan"}},
+        "user": {
+            "email": {"field": "context.traits.email"},
+            "plan": {"field": "context.traits.plan"},
+        },
         "properties": {"properties": {"field": "properties"}, "traits": {"field": "traits"}},
     }
 
@@ -101,7 +104,11 @@ Rules = list[tuple[str, Predicate | None, CompiledMapping]]
 
 def build_rules(label: dict[str, Any] | None) -> Rules:
     return [
-        ("purchase", compile_filter(ORDER_FILTER), compile_mapping(purchase_mapping(label), sync=SYNC, event_type=PURCHASE)),
+        (
+            "purchase",
+            compile_filter(ORDER_FILTER),
+            compile_mapping(purchase_mapping(label), sync=SYNC, event_type=PURCHASE),
+        ),
         ("custom", None, compile_mapping(custom_mapping(label), sync=SYNC, event_type=CUSTOM)),
     ]
 
@@ -154,12 +161,19 @@ CONTRACT = {
         },
         {
             "name": "Product Viewed",
-            "properties": {"type": "object", "required": ["product_id"], "properties": {"product_id": {"type": "string"}}},
+            "properties": {
+                "type": "object",
+                "required": ["product_id"],
+                "properties": {"product_id": {"type": "string"}},
+            },
         },
         {
             "name": "identify",
             "type": "identify",
-            "traits": {"type": "object", "properties": {"email": {"type": "string"}, "consent": {"type": "boolean"}}},
+            "traits": {
+                "type": "object",
+                "properties": {"email": {"type": "string"}, "consent": {"type": "boolean"}},
+            },
         },
     ],
 }
@@ -193,7 +207,9 @@ def load_events(n: int) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in out.read_bytes().splitlines()]
 
 
-def measure(run: Callable[[list[dict[str, Any]]], int], events: list[dict[str, Any]], rounds: int) -> tuple[float, float, int]:
+def measure(
+    run: Callable[[list[dict[str, Any]]], int], events: list[dict[str, Any]], rounds: int
+) -> tuple[float, float, int]:
     """Best CPU-time and wall-clock rates over `rounds` passes."""
     best_cpu = best_wall = 0.0
     mapped = 0
@@ -207,7 +223,9 @@ def measure(run: Callable[[list[dict[str, Any]]], int], events: list[dict[str, A
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -215,7 +233,11 @@ def main() -> int:
     events = load_events(args.events)
     template = {"template": "{{ row.event }} by {{ row.userId }}"}
     tagged = {"template": "{% if row.userId %}{{ row.event }} by {{ row.userId }}{% endif %}"}
-    plain_rules, liquid_rules, tagged_rules = build_rules(None), build_rules(template), build_rules(tagged)
+    plain_rules, liquid_rules, tagged_rules = (
+        build_rules(None),
+        build_rules(template),
+        build_rules(tagged),
+    )
     cases: dict[str, Callable[[list[dict[str, Any]]], int] | str] = {
         "field/static": lambda evs: process(plain_rules, evs),
         "liquid": lambda evs: process(liquid_rules, evs),

@@ -71,7 +71,9 @@ def parse_path(path: str) -> tuple[str, ...]:
         if char == "\\":
             escaped = next(chars, None)
             if escaped is None:
-                msg = f"field path {path!r} ends with a lone backslash; write \\\\ for a literal one"
+                msg = (
+                    f"field path {path!r} ends with a lone backslash; write \\\\ for a literal one"
+                )
                 raise SpecError(msg)
             if escaped[1] not in ".\\":
                 msg = (

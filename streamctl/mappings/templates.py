@@ -271,7 +271,9 @@ def _check_template(template: BoundTemplate, source: str) -> None:
     analysis = template.analyze(include_partials=False)
     for name in analysis.filters:
         if name not in ENVIRONMENT.filters:
-            msg = f"unknown Liquid filter {name!r}{suggest(name, ENVIRONMENT.filters)} in {source!r}"
+            msg = (
+                f"unknown Liquid filter {name!r}{suggest(name, ENVIRONMENT.filters)} in {source!r}"
+            )
             raise SpecError(msg)
     for name in analysis.globals:
         if name not in VARIABLES:
