@@ -1,7 +1,164 @@
-"""`streamctl preview` (placeholder until its issue lands)."""
+"""`streamctl preview`: one event through the pipeline, every stage shown, nothing delivered."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
 import typer
+from rich.json import JSON
+from rich.markup import escape
+from rich.padding import Padding
+
+from streamctl.cli.output import stdout
+from streamctl.cli.validate import ProjectOption
+from streamctl.errors import EventError, UsageError
+from streamctl.pipeline.preview import PreviewReport, preview_event
 
 app = typer.Typer()
+
+OUTCOME_STYLE = {
+    "delivered": "green",
+    "allowed": "green",
+    "omitted": "yellow",
+    "filtered": "yellow",
+    "dropped": "yellow",
+    "blocked": "red",
+    "mapping_error": "red",
+    "function_error": "red",
+}
+
+
+@app.command("preview")
+def preview(
+    event_file: Annotated[
+        str, typer.Argument(metavar="EVENT.json", help="A JSON file holding one event, or - for stdin.")
+    ],
+    sync: Annotated[
+        list[str] | None,
+        typer.Option("--sync", "-s", help="The sync to run (repeatable). Default: every sync of --source."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Run every sync of this source (when no --sync is given).")
+    ] = None,
+    project: ProjectOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (SPEC §3).")] = False,
+) -> None:
+    """Run one event through normalisation, the contract, functions, event types and mappings,
+    and show every stage's decision and the request that would be sent. Nothing is delivered.
+
+    Example: streamctl preview --sync purchases-to-braze examples/order.json
+    """
+    from streamctl.config.loader import load_project
+    from streamctl.testing import destinations_of
+
+    event = _read_event(event_file)
+    loaded = load_project(project)
+    syncs = _chosen_syncs(loaded, sync or [], source)
+    destinations = destinations_of(loaded, {loaded.sync(name).destination for name in syncs})
+    report = preview_event(loaded, destinations, event, syncs=syncs)
+    if as_json:
+        typer.echo(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _render(report)
+
+
+def _read_event(name: str) -> dict[str, Any]:
+    try:
+        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        msg = f"cannot read {name}: {exc.strerror or exc}"
+        raise UsageError(msg) from None
+    where = "stdin" if name == "-" else name
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = f"{where}: invalid JSON: {exc}"
+        raise EventError(msg) from None
+    if not isinstance(event, dict):
+        msg = f"{where}: expected one event (a JSON object), got {type(event).__name__}"
+        raise EventError(msg)
+    return event
+
+
+def _chosen_syncs(project: Any, syncs: list[str], source: str | None) -> list[str]:
+    known = {s.name for s in project.syncs}
+    for name in syncs:
+        if name not in known:
+            msg = f"unknown sync {name!r}; known: {', '.join(sorted(known)) or 'none'}"
+            raise UsageError(msg)
+    if syncs:
+        sources = {project.sync(name).source for name in syncs}
+        if len(sources) > 1:
+            msg = f"the syncs read different sources ({', '.join(sorted(sources))}): preview them separately"
+            raise UsageError(msg)
+        return syncs
+    if source is None:
+        raise UsageError("name a sync with --sync (or every sync of a source with --source)")
+    chosen = [s.name for s in project.syncs_for_source(source)]
+    if not chosen:
+        msg = f"no sync reads source {source!r}"
+        raise UsageError(msg)
+    return chosen
+
+
+# -- the readable view ---------------------------------------------------------------
+
+
+def _render(report: PreviewReport) -> None:
+    data = report.as_json()  # redacted: everything printed comes from here
+    event = data["event"]
+    name = event.get("event") or event.get("name") or ""
+    who = event.get("userId") or event.get("anonymousId")
+    stdout.print(
+        f"[bold]event[/] {escape(str(data['message_id']))}  {event['type']} "
+        f"{escape(repr(name)) if name else ''}  user {escape(str(who))}"
+    )
+    contract = data["contract"]
+    label = f"contract {contract['name']}" if contract["name"] else "contract (none)"
+    stdout.print(f"[bold]{escape(label)}[/]: {_styled(contract['outcome'])}")
+    for violation in contract["violations"]:
+        stdout.print(
+            f"  {violation['kind']} {escape(violation['pointer'] or '/')}: {escape(violation['message'])}"
+        )
+    for sync_data in data["syncs"]:
+        _render_sync(sync_data)
+
+
+def _render_sync(data: dict[str, Any]) -> None:
+    stdout.print()
+    stdout.print(f"[bold]sync {escape(data['sync'])}[/] -> {escape(data['destination'])}: {_styled(data['outcome'])}")
+    function = data["function"]
+    if function["path"]:
+        count = len(function["events"])
+        stdout.print(f"  function {escape(function['path'])}: {_styled(function['outcome'])} ({count} event{'s' * (count != 1)} out)")
+    for decision in data["decisions"]:
+        if decision["status"] == "pending":
+            continue
+        what = f" {decision['event_type']}" if decision["event_type"] else ""
+        stdout.print(f"  {_styled(decision['status'])}{escape(what)}: {escape(decision['error'] or '')}")
+        if decision["traceback"]:
+            stdout.print(escape(decision["traceback"].rstrip()), style="dim")
+    for delivery in data["deliveries"]:
+        stdout.print(f"  event type [bold]{escape(delivery['event_type'])}[/]  (message {escape(delivery['message_id'])})")
+        stdout.print("  payload:")
+        stdout.print(_json(delivery["payload"]))
+        request = delivery["request"]
+        if request is None:
+            stdout.print(f"  request: [red]{escape(delivery['error'] or '')}[/]")
+            continue
+        stdout.print(f"  request: {request['method']} {escape(request['url'])}")
+        for header, value in request["headers"].items():
+            stdout.print(f"    {escape(header)}: {escape(str(value))}")
+        stdout.print(_json(request["body"]) if not isinstance(request["body"], str) else escape(request["body"]))
+
+
+def _styled(outcome: str) -> str:
+    style = OUTCOME_STYLE.get(outcome, "bold")
+    return f"[{style}]{outcome}[/]"
+
+
+def _json(value: Any) -> Padding:
+    return Padding(JSON.from_data(value, indent=2), (0, 0, 0, 4), expand=False)
