@@ -1,7 +1,53 @@
-"""`streamctl run` (placeholder until its issue lands)."""
+"""`streamctl run`: the ingest listener and delivery workers, in one process (streamctl.server)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from streamctl.config.loader import load_project
+from streamctl.server import ServeOptions, run
+
 app = typer.Typer()
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        "-p",
+        help="The project folder (the one holding streamctl.yaml).",
+        file_okay=False,
+    ),
+]
+
+
+@app.command("run")
+def run_command(
+    project: ProjectOption = Path("."),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on (default: listen.host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", help="Port to listen on (default: listen.port; 0 picks a free one)."
+        ),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Reload when a project file changes (validated first; an invalid change keeps "
+            "the running configuration).",
+        ),
+    ] = False,
+) -> None:
+    """Start the ingest listener (Segment-compatible HTTP API, webhooks) and delivery workers.
+
+    Stops cleanly on SIGTERM or Ctrl-C: in-flight requests finish, accepted events are
+    committed, delivery workers record what they were doing.
+    """
+    loaded = load_project(project)
+    run(loaded, ServeOptions(host=host, port=port, watch=watch))

@@ -1,0 +1,178 @@
+"""The live feed behind `streamctl tail`: an in-process publish/subscribe of what happens.
+
+The listener publishes every event once it is durably stored; the delivery engine
+publishes every stage outcome as it is recorded. `streamctl run` serves the feed as
+NDJSON at `GET /debug/tail` (loopback clients only), and `streamctl tail` prints it.
+
+    from streamctl.monitoring.feed import FEED
+
+    FEED.publish_outcome(sync="web-to-braze", message_id="m1", status="delivered",
+                         event_type="custom", status_code=200)
+
+Publishing costs one attribute check while nobody is subscribed, so it can sit on the
+hot path. A subscriber that reads too slowly loses records rather than growing memory:
+it gets `{"kind": "dropped", "count": N}` in their place. Publishing is safe from any
+thread; subscribing happens on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from streamctl.events import Event
+
+Record = dict[str, Any]
+
+DEFAULT_BUFFER = 10_000  # records a subscriber may fall behind before losing some
+
+
+@dataclass(frozen=True)
+class TailFilter:
+    """Which records a subscriber wants. Empty selections select everything.
+
+    `sync_sources` maps each sync to its source, so `--source web` also shows the
+    outcomes of the syncs reading `web`, and `--sync a` the events of `a`'s source.
+    """
+
+    sources: frozenset[str] = frozenset()
+    syncs: frozenset[str] = frozenset()
+    sync_sources: Mapping[str, str] = field(default_factory=dict)
+
+    def wants_source(self, source: str) -> bool:
+        if not self.sources and not self.syncs:
+            return True
+        if source in self.sources:
+            return True
+        return any(self.sync_sources.get(sync) == source for sync in self.syncs)
+
+    def wants_sync(self, sync: str) -> bool:
+        if self.syncs:
+            return sync in self.syncs
+        if self.sources:
+            return self.sync_sources.get(sync) in self.sources
+        return True
+
+
+class Subscription:
+    """Records for one subscriber, bounded; iterate with `async for`."""
+
+    def __init__(self, feed: LiveFeed, wanted: TailFilter, buffer: int) -> None:
+        self.wanted = wanted
+        self._feed = feed
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=buffer)
+        self._dropped = 0
+
+    def offer(self, record: Record) -> None:
+        """Queue a record from any thread."""
+        if self._loop_is_current():
+            self._put(record)
+        else:
+            self._loop.call_soon_threadsafe(self._put, record)
+
+    def _loop_is_current(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _put(self, record: Record) -> None:
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._dropped += 1
+
+    async def next(self) -> Record:
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            return {"kind": "dropped", "count": dropped}
+        return await self._queue.get()
+
+    def close(self) -> None:
+        self._feed.unsubscribe(self)
+
+    async def __aiter__(self) -> AsyncIterator[Record]:
+        try:
+            while True:
+                yield await self.next()
+        finally:
+            self.close()
+
+
+class LiveFeed:
+    def __init__(self) -> None:
+        self._subscriptions: tuple[Subscription, ...] = ()
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscriptions)
+
+    def subscribe(self, wanted: TailFilter, buffer: int = DEFAULT_BUFFER) -> Subscription:
+        subscription = Subscription(self, wanted, buffer)
+        with self._lock:
+            self._subscriptions = (*self._subscriptions, subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscriptions = tuple(s for s in self._subscriptions if s is not subscription)
+
+    def publish_received(self, source: str, events: Sequence[Event]) -> None:
+        """Events of `source` that are now durably stored."""
+        subscriptions = self._subscriptions
+        if not subscriptions:
+            return
+        interested = [s for s in subscriptions if s.wanted.wants_source(source)]
+        for event in events if interested else ():
+            record = {
+                "kind": "event",
+                "at": _now(),
+                "source": source,
+                "message_id": event.get("messageId"),
+                "event": event,
+            }
+            for subscription in interested:
+                subscription.offer(record)
+
+    def publish_outcome(
+        self, *, sync: str, message_id: str, status: str, stage: str | None = None, **details: Any
+    ) -> None:
+        """One stage outcome of one event in one sync (`status`: a Status value).
+
+        `details` may carry `event_type`, `attempt`, `status_code`, `error`: anything
+        JSON-serialisable a person debugging would want to see.
+        """
+        subscriptions = self._subscriptions
+        if not subscriptions:
+            return
+        record = {
+            "kind": "outcome",
+            "at": _now(),
+            "sync": sync,
+            "message_id": message_id,
+            "status": status,
+            **({"stage": stage} if stage else {}),
+            **details,
+        }
+        for subscription in subscriptions:
+            if subscription.wanted.wants_sync(sync):
+                subscription.offer(record)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+FEED = LiveFeed()
+
+
+def selection(
+    sources: Collection[str], syncs: Collection[str], sync_sources: Mapping[str, str]
+) -> TailFilter:
+    return TailFilter(frozenset(sources), frozenset(syncs), dict(sync_sources))

@@ -1,0 +1,147 @@
+"""Prometheus metrics of a running streamctl, served at `GET /metrics`.
+
+One registry per process (`REGISTRY`), kept apart from prometheus-client's global
+one so importing streamctl never changes what a host application exports. The
+listener counts what arrives; the delivery engine reports what happens next through
+four functions, cheap enough to call per batch on the hot path:
+
+    from streamctl.monitoring import metrics
+
+    metrics.record_outcomes("web-to-braze", "delivered", 50)     # any Status value
+    metrics.record_attempt("web-to-braze", ok=False, seconds=0.21, events=50)
+    metrics.record_end_to_end("web-to-braze", [0.012, 0.015])    # receivedAt -> delivered
+    metrics.set_queue_depth(lambda: queue.depth())                # read at scrape time
+
+Exported series (all prefixed `streamctl_`):
+
+| name | type | labels | meaning |
+| --- | --- | --- | --- |
+| `events_received_total` | counter | source | events in requests that passed auth |
+| `events_accepted_total` | counter | source | events durably stored (answered 200) |
+| `events_rejected_total` | counter | source, reason | events refused (`auth`, `invalid`, `too_large`, `overloaded`, `signature`, `store`) |
+| `ingest_commit_seconds` | histogram | | request read -> events committed to SQLite |
+| `sync_events_total` | counter | sync, status | stage outcomes: blocked, dropped, filtered, mapping_error, duplicate, delivered, retrying, archived, ... |
+| `delivery_attempts_total` | counter | sync, outcome | attempts that succeeded (`success`) or failed (`failure`) |
+| `delivery_request_seconds` | histogram | sync | time of one request to the destination |
+| `delivery_latency_seconds` | histogram | sync | end to end: event received -> delivered |
+| `queue_depth` | gauge | | events stored and not yet processed |
+
+Per-sync `delivered`, `failed` (failed attempts), `retried` and `archived` are
+`sync_events_total{status="delivered"|"retrying"|"archived"}` and
+`delivery_attempts_total{outcome="failure"}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "REGISTRY",
+    "record_accepted",
+    "record_attempt",
+    "record_end_to_end",
+    "record_outcomes",
+    "record_received",
+    "record_rejected",
+    "render",
+    "set_queue_depth",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+# Ingest commits take milliseconds; delivery spans milliseconds to the max_age of hours.
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_DELIVERY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+)  # fmt: skip
+
+EVENTS_RECEIVED = Counter(
+    "streamctl_events_received", "Events received by a source (after auth).", ["source"],
+    registry=REGISTRY,
+)  # fmt: skip
+EVENTS_ACCEPTED = Counter(
+    "streamctl_events_accepted", "Events durably stored and answered 200.", ["source"],
+    registry=REGISTRY,
+)  # fmt: skip
+EVENTS_REJECTED = Counter(
+    "streamctl_events_rejected", "Events refused by the listener.", ["source", "reason"],
+    registry=REGISTRY,
+)  # fmt: skip
+INGEST_COMMIT_SECONDS = Histogram(
+    "streamctl_ingest_commit_seconds", "From request read to events committed to SQLite.",
+    buckets=_FAST_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+SYNC_EVENTS = Counter(
+    "streamctl_sync_events", "Stage outcomes per sync.", ["sync", "status"], registry=REGISTRY
+)
+DELIVERY_ATTEMPTS = Counter(
+    "streamctl_delivery_attempts", "Delivery attempts per sync, by outcome.", ["sync", "outcome"],
+    registry=REGISTRY,
+)  # fmt: skip
+DELIVERY_REQUEST_SECONDS = Histogram(
+    "streamctl_delivery_request_seconds", "Duration of one request to a destination.", ["sync"],
+    buckets=_DELIVERY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+DELIVERY_LATENCY_SECONDS = Histogram(
+    "streamctl_delivery_latency_seconds", "From event received to event delivered.", ["sync"],
+    buckets=_DELIVERY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+QUEUE_DEPTH = Gauge(
+    "streamctl_queue_depth", "Events stored and not yet processed.", registry=REGISTRY
+)
+
+
+def record_received(source: str, events: int) -> None:
+    EVENTS_RECEIVED.labels(source).inc(events)
+
+
+def record_accepted(source: str, events: int, commit_seconds: float) -> None:
+    EVENTS_ACCEPTED.labels(source).inc(events)
+    INGEST_COMMIT_SECONDS.observe(commit_seconds)
+
+
+def record_rejected(source: str, reason: str, events: int = 1) -> None:
+    """`source` is "" when the write key matched no source."""
+    EVENTS_REJECTED.labels(source, reason).inc(events)
+
+
+def record_outcomes(sync: str, status: str, events: int = 1) -> None:
+    """Count stage outcomes (a `streamctl.pipeline.outcomes.Status` value) of a sync."""
+    SYNC_EVENTS.labels(sync, status).inc(events)
+
+
+def record_attempt(sync: str, *, ok: bool, seconds: float, events: int = 1) -> None:
+    """One request to a destination carrying `events` events."""
+    DELIVERY_ATTEMPTS.labels(sync, "success" if ok else "failure").inc(events)
+    DELIVERY_REQUEST_SECONDS.labels(sync).observe(seconds)
+
+
+def record_end_to_end(sync: str, latencies: Iterable[float]) -> None:
+    """Seconds from receipt to delivery, one value per delivered event."""
+    histogram = DELIVERY_LATENCY_SECONDS.labels(sync)
+    for seconds in latencies:
+        histogram.observe(seconds)
+
+
+def set_queue_depth(read_depth: Callable[[], float]) -> None:
+    """Read the queue depth at scrape time (the last registered reader wins)."""
+    QUEUE_DEPTH.set_function(read_depth)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every streamctl metric."""
+    return generate_latest(REGISTRY)

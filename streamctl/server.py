@@ -1,0 +1,318 @@
+"""`streamctl run` assembled: the ingest listener, delivery and hot reload in one process.
+
+    project = load_project(".")
+    run(project, ServeOptions(port=8080, watch=True))     # blocks until SIGTERM/SIGINT
+
+One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api`, the group
+committer (its SQLite writes on its own thread), the delivery runtime, the file
+watcher and the alert evaluator. Shutdown on SIGTERM or SIGINT, in this order:
+
+1. uvicorn stops accepting connections and lets in-flight requests finish; those
+   requests still reach the committer, so every 200 sent is a committed event;
+2. the committer commits what is pending and stops;
+3. the delivery runtime stops its workers (it records what it was doing; what it
+   had not recorded is sent again after a restart, nothing is half-recorded);
+4. background tasks (watcher, alerts) are cancelled and the store is closed.
+
+Hot reload (`watch`): a changed project file is validated with `check_project`
+first; a valid project replaces the running one between two requests (a request
+keeps the configuration it started with), an invalid one is reported on stderr and
+the running configuration stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TextIO
+
+import uvicorn
+from watchfiles import Change, awatch
+
+from streamctl.config.loader import check_project
+from streamctl.config.model import Project
+from streamctl.events import Event
+from streamctl.monitoring import metrics
+from streamctl.monitoring.feed import FEED
+from streamctl.sources.group_commit import CommitLimits, GroupCommitter
+from streamctl.sources.http_api import create_app
+from streamctl.store import Store
+
+log = logging.getLogger(__name__)
+
+# Files whose change can change the configuration (SPEC §2 layout).
+WATCHED_SUFFIXES = (".yaml", ".yml", ".py")
+WATCHED_FOLDERS = ("syncs", "contracts", "functions")
+
+
+class DeliveryRuntime(Protocol):
+    """The delivery engine as `run` drives it (streamctl.delivery)."""
+
+    async def start(self) -> None:
+        """Start claiming from the ingest queue and delivering."""
+
+    async def stop(self) -> None:
+        """Stop workers after recording what they were doing."""
+
+
+RuntimeFactory = Callable[[Project, Store], DeliveryRuntime]
+BackgroundService = Callable[["Instance"], Awaitable[None]]
+OnStarted = Callable[["Running"], None]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str | None = None  # default: the project's listen.host
+    port: int | None = None  # default: the project's listen.port; 0 picks a free port
+    watch: bool = False
+    limits: CommitLimits = field(default_factory=CommitLimits)
+    graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
+    # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
+    services: Sequence[BackgroundService] = field(default_factory=tuple)
+
+
+class Instance:
+    """The running listener: what the HTTP app asks of it (`http_api.Listener`)."""
+
+    def __init__(
+        self, project: Project, store: Store, limits: CommitLimits, *, err: TextIO = sys.stderr
+    ) -> None:
+        self._project = project
+        self.store = store
+        self.err = err
+        self.runtime: DeliveryRuntime | None = None
+        self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
+        self.reloads = 0
+
+    @property
+    def project(self) -> Project:
+        return self._project
+
+    async def submit(self, source: str, events: list[Event]) -> None:
+        await self.committer.submit(source, events)
+
+    async def ready(self) -> str | None:
+        if not self.committer.running:
+            return "the ingest writer is not running"
+        try:
+            await self.committer.run_on_writer_thread(self._probe_store)
+        except Exception as exc:
+            return f"the store is not writable: {exc}"
+        return None
+
+    def _probe_store(self) -> None:
+        with self.store.transaction():
+            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
+
+    def _committed(self, source: str, events: Sequence[Event]) -> None:
+        FEED.publish_received(source, events)
+        notify = getattr(self.runtime, "notify", None)
+        if notify is not None:
+            notify()
+
+    async def reload(self, project: Project) -> None:
+        """Swap in a validated project: requests from now on use it, delivery follows."""
+        old = self._project
+        if project.store_path != old.store_path or project.listen != old.listen:
+            print(
+                "streamctl: the store path and listen address change only on restart",
+                file=self.err,
+            )
+        reload_runtime = getattr(self.runtime, "reload", None)
+        if reload_runtime is not None:
+            result = reload_runtime(project)
+            if asyncio.iscoroutine(result):
+                await result
+        self._project = project
+        self.reloads += 1
+
+
+@dataclass(frozen=True)
+class Running:
+    """Handed to `on_started` once the socket is bound (tests, benchmarks, embedding)."""
+
+    url: str  # http://HOST:PORT, with the port actually bound
+    instance: Instance
+    server: uvicorn.Server
+    loop: asyncio.AbstractEventLoop
+
+    def stop(self) -> None:
+        """Begin the graceful shutdown, as SIGTERM would; callable from any thread."""
+        self.loop.call_soon_threadsafe(setattr, self.server, "should_exit", True)
+
+
+def run(
+    project: Project,
+    options: ServeOptions = ServeOptions(),
+    *,
+    runtime_factory: RuntimeFactory | None = None,
+    err: TextIO = sys.stderr,
+) -> None:
+    """Serve until SIGTERM or SIGINT, on uvloop."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(project, options, runtime_factory=runtime_factory, err=err))
+
+
+async def serve(
+    project: Project,
+    options: ServeOptions = ServeOptions(),
+    *,
+    runtime_factory: RuntimeFactory | None = None,
+    err: TextIO = sys.stderr,
+    on_started: OnStarted | None = None,
+) -> None:
+    store = Store.open(store_path(project))
+    instance = Instance(project, store, options.limits, err=err)
+    metrics.set_queue_depth(store.queue.depth)
+    server = uvicorn.Server(_uvicorn_config(instance, project, options))
+    _quiet_after_uvicorn_signals()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await instance.committer.start()
+        factory = runtime_factory if runtime_factory is not None else default_runtime_factory()
+        instance.runtime = factory(project, store)
+        await instance.runtime.start()
+        services = [*options.services, run_alerts]
+        if options.watch:
+            services.append(watch_project)
+        tasks = [asyncio.create_task(_guarded(service, instance)) for service in services]
+        tasks.append(asyncio.create_task(_announce(server, instance, err, on_started)))
+        await server.serve()
+    finally:
+        await instance.committer.close()
+        if instance.runtime is not None:
+            await instance.runtime.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
+
+
+def store_path(project: Project) -> Path:
+    """The store file: `store:` of streamctl.yaml is relative to the project folder."""
+    return project.root / project.store_path
+
+
+def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(instance),
+        host=options.host or project.listen.host,
+        port=project.listen.port if options.port is None else options.port,
+        loop="none",  # ours: run() already chose uvloop
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=options.graceful_timeout,
+        backlog=4096,
+    )
+
+
+def _quiet_after_uvicorn_signals() -> None:
+    """uvicorn re-raises the signal that stopped it once it has shut down; with the
+    default SIGTERM handler that would kill the process before the committer flushes
+    and delivery stops. Handlers that ignore it let `serve` finish its shutdown."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+
+
+async def _announce(
+    server: uvicorn.Server, instance: Instance, err: TextIO, on_started: OnStarted | None
+) -> None:
+    """Tell people (and tests) the address once bound: `listening on http://HOST:PORT`."""
+    while not server.started:
+        await asyncio.sleep(0.01)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    url = f"http://{host}:{port}"
+    print(f"streamctl: listening on {url}", file=err, flush=True)
+    if on_started is not None:
+        on_started(Running(url, instance, server, asyncio.get_running_loop()))
+
+
+async def _guarded(service: BackgroundService, instance: Instance) -> None:
+    """A background service that fails is reported, never takes the listener down."""
+    try:
+        await service(instance)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        print(
+            f"streamctl: {getattr(service, '__name__', service)} stopped: {exc}", file=instance.err
+        )
+
+
+# -- default services ----------------------------------------------------------------------
+
+
+def default_runtime_factory() -> RuntimeFactory:
+    """The delivery engine of streamctl.delivery, started in this process."""
+    from streamctl.delivery import Runtime
+
+    def create(project: Project, store: Store) -> DeliveryRuntime:
+        runtime: DeliveryRuntime = Runtime(project, store)
+        return runtime
+
+    return create
+
+
+async def run_alerts(instance: Instance) -> None:
+    """The alert evaluator of streamctl.monitoring.alerts, every `alerts.interval`.
+
+    Reads windowed counts from the store (`StoreMetrics`) and notifies channels in its
+    own tasks, so neither a slow query nor a dead channel holds delivery back. Rules
+    are taken from the configuration at start; a reload changes them at next restart.
+    """
+    if not instance.project.alerts.rules:
+        return
+    import httpx
+
+    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.monitoring.store_metrics import StoreMetrics
+
+    async with httpx.AsyncClient() as client:
+        source = StoreMetrics(instance.project.store_path)
+        await AlertEvaluator(instance.project, source, client).run_forever()
+
+
+async def watch_project(instance: Instance) -> None:
+    """Reload the project when one of its files changes; keep it running when invalid."""
+    root = instance.project.root
+    async for changes in awatch(root, watch_filter=_is_project_file(root), debounce=200):
+        changed = ", ".join(sorted({str(Path(path).relative_to(root)) for _, path in changes}))
+        project, problems = await asyncio.to_thread(check_project, root)
+        errors = [p for p in problems if p.severity == "error"]
+        for problem in problems:
+            print(str(problem), file=instance.err, flush=True)
+        if project is None or errors:
+            print(
+                f"streamctl: {changed} changed; not reloaded, {len(errors)} error(s): "
+                "the running configuration stays",
+                file=instance.err,
+                flush=True,
+            )
+            continue
+        await instance.reload(project)
+        print(
+            f"streamctl: {changed} changed; configuration reloaded", file=instance.err, flush=True
+        )
+
+
+def _is_project_file(root: Path) -> Callable[[Change, str], bool]:
+    def wanted(_change: Change, path: str) -> bool:
+        relative = Path(path).relative_to(root) if path.startswith(str(root)) else Path(path)
+        if not relative.name.endswith(WATCHED_SUFFIXES):
+            return False
+        parts = relative.parts
+        return parts == ("streamctl.yaml",) or (len(parts) > 1 and parts[0] in WATCHED_FOLDERS)
+
+    return wanted

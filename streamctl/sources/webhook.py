@@ -1,0 +1,130 @@
+"""Webhook sources (SPEC §4): any service's POST becomes a `track` event.
+
+    verify_signature(raw_body, headers, source)      # raises EventError(401) if wrong
+    event = webhook_event(source, raw_body, headers, content_type)
+
+The event carries the request body under `properties.body` (JSON, form fields, or
+the text as is) and its headers under `properties.headers` (lower-case names,
+credentials and the signature left out). `event` is read from the body at the
+source's `event_name` path (a field reference, SPEC §2), falling back to the source's name. Webhooks carry no
+user identity, so `anonymousId` is `webhook:<source>`; a delivery id header
+(`Webhook-Id`, `X-GitHub-Delivery`, ...) becomes the messageId, so a redelivered
+webhook is recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from streamctl.config.model import SourceConfig
+from streamctl.errors import EventError
+from streamctl.events import Event
+from streamctl.mappings.paths import Getter, compile_path
+
+# Never stored: they authenticate the sender, and anyone reading events must not reuse them.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-auth-token",
+        "x-signature",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "stripe-signature",
+        "webhook-signature",
+        "x-twilio-signature",
+        "x-shopify-hmac-sha256",
+    }
+)
+DELIVERY_ID_HEADERS = ("webhook-id", "x-webhook-id", "x-github-delivery", "x-request-id")
+SIGNATURE_PREFIX = "sha256="
+
+
+def verify_signature(raw_body: bytes, headers: Mapping[str, str], source: SourceConfig) -> None:
+    """Check the HMAC-SHA256 of the raw body when the source has a `secret`.
+
+    The header (`signature_header`, default X-Signature) holds the lowercase hex
+    digest, optionally prefixed `sha256=`. Missing or wrong: EventError with 401.
+    The comparison takes constant time; messages never show the expected digest.
+    """
+    if not source.secret:
+        return
+    header = source.signature_header
+    given = headers.get(header.lower())
+    if not given:
+        msg = f"webhook source {source.name!r}: missing signature header {header}"
+        raise EventError(msg, status_code=401)
+    given = given.strip()
+    if given[: len(SIGNATURE_PREFIX)].lower() == SIGNATURE_PREFIX:
+        given = given[len(SIGNATURE_PREFIX) :]
+    expected = hmac.new(source.secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), given.encode("ascii", "replace")):
+        msg = f"webhook source {source.name!r}: the {header} signature does not match the body"
+        raise EventError(msg, status_code=401)
+
+
+def webhook_event(
+    source: SourceConfig, raw_body: bytes, headers: Mapping[str, str], content_type: str = ""
+) -> Event:
+    """The `track` event for one webhook request (not yet normalised)."""
+    body = parse_body(raw_body, content_type)
+    event: Event = {
+        "type": "track",
+        "event": _event_name(source, body),
+        "anonymousId": f"webhook:{source.name}",
+        "properties": {"body": body, "headers": stored_headers(headers, source)},
+        "context": {"library": {"name": "streamctl-webhook"}, "source": source.name},
+    }
+    delivery_id = next((headers[h] for h in DELIVERY_ID_HEADERS if headers.get(h)), None)
+    if delivery_id:
+        event["messageId"] = delivery_id
+    return event
+
+
+def parse_body(raw_body: bytes, content_type: str) -> Any:
+    """JSON when it parses, form fields for form posts, otherwise the text itself."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(raw_body.decode("utf-8", "replace"), keep_blank_values=True))
+    if not raw_body.strip():
+        return None
+    try:
+        return orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        if media_type.endswith("json"):
+            msg = "webhook body is not valid JSON"
+            raise EventError(msg) from None
+        return raw_body.decode("utf-8", "replace")
+
+
+def stored_headers(headers: Mapping[str, str], source: SourceConfig) -> dict[str, str]:
+    signature = source.signature_header.lower()
+    return {
+        name: value
+        for name, value in headers.items()
+        if name not in SENSITIVE_HEADERS and name != signature
+    }
+
+
+def _event_name(source: SourceConfig, body: Any) -> str:
+    path = source.event_name_field
+    if path and isinstance(body, dict | list):
+        value = _getter(path)(body)
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+            return str(value)
+    return source.name
+
+
+@lru_cache(maxsize=256)
+def _getter(path: str) -> Getter:
+    return compile_path(path)
