@@ -169,9 +169,7 @@ class AlertStateStore:
                 "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
                 " FROM alert_state"
             ).fetchall()
-        return {
-            (row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows
-        }
+        return {(row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows}
 
     def save(self, states: Sequence[RuleState]) -> None:
         with self._transaction() as db:
@@ -180,8 +178,16 @@ class AlertStateStore:
                 " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
-                     s.changed_at, s.notified_at)
+                    (
+                        s.rule,
+                        s.sync,
+                        int(s.firing),
+                        s.since,
+                        s.value,
+                        s.evaluated_at,
+                        s.changed_at,
+                        s.notified_at,
+                    )
                     for s in states
                 ],
             )
@@ -199,18 +205,30 @@ class AlertStateStore:
                 "INSERT INTO alert_notifications"
                 " (rule, sync, channel, state, at, ok, attempts, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.rule, record.sync, record.channel, record.state, record.at,
-                 int(record.ok), record.attempts, record.error),
+                (
+                    record.rule,
+                    record.sync,
+                    record.channel,
+                    record.state,
+                    record.at,
+                    int(record.ok),
+                    record.attempts,
+                    record.error,
+                ),
             )
 
     def notifications(self, rule: str | None = None) -> list[NotificationRecord]:
-        query = "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
+        query = (
+            "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
+        )
         args: tuple[str, ...] = ()
         if rule is not None:
             query, args = query + " WHERE rule = ?", (rule,)
         with self._transaction() as db:
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows]
+        return [
+            NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows
+        ]
 
 
 def bounds(rule: AlertRule) -> tuple[Comparison, float]:
@@ -395,8 +413,14 @@ class AlertEvaluator:
             error = redact(error, self.project.secrets)
             log.warning("alert %r for %s: %s", notice.rule, notice.sync, error)
         record = NotificationRecord(
-            notice.rule, notice.sync, channel_name, notice.state, notice.at,
-            error is None, attempts, error,
+            notice.rule,
+            notice.sync,
+            channel_name,
+            notice.state,
+            notice.at,
+            error is None,
+            attempts,
+            error,
         )
         await asyncio.to_thread(self.state.record_notification, record)
         return error is None

@@ -1,8 +1,8 @@
 """An in-memory MetricsSource: record attempts, archives and receipts at chosen times.
 
-    metrics = RecordedMetrics()
-    metrics.attempt("braze", at=100.0, ok=False, latency_ms=120)
-    metrics.attempt_counts("braze", 0, 200)      # AttemptCounts(attempts=1, failed=1)
+metrics = RecordedMetrics()
+metrics.attempt("braze", at=100.0, ok=False, latency_ms=120)
+metrics.attempt_counts("braze", 0, 200)      # AttemptCounts(attempts=1, failed=1)
 """
 
 from __future__ import annotations

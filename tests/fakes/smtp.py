@@ -1,7 +1,7 @@
 """A real SMTP server on 127.0.0.1 (aiosmtpd) that demands STARTTLS and login.
 
     with FakeSMTP(tmp_path, username="alerts", password="s3cret") as smtp:
-        smtp.port, smtp.ca_file     # trust ca_file to pass the TLS handshake
+        smtp.port, smtp.ca_file     # SSL_CERT_FILE=ca_file makes clients trust it
         smtp.messages               # every accepted email.message.Message, in order
 
 Its certificate is self-signed for 127.0.0.1 and generated per test with
@@ -68,7 +68,9 @@ class _Inbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            self.messages.append(
+                email.message_from_bytes(envelope.content, policy=email.policy.default)
+            )
         return "250 OK"
 
 
@@ -87,7 +89,9 @@ class FakeSMTP:
         self._inbox = _Inbox()
         self.port = _free_port()
 
-        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
             ok = (
                 isinstance(data, LoginPassword)
                 and data.login.decode() == username
