@@ -50,7 +50,8 @@ class SyncLane:
         self.timeout = delivery.timeout
         self.concurrency = AdaptiveConcurrency(delivery.concurrency)
         rate = delivery.rate_limit or destination.catalog.rate_limit
-        self.rate = AdaptiveRate(rate, burst=max(int(rate or 1), self._batch_size("custom")))
+        largest_batch = delivery.batch_size or destination.catalog.batch_size
+        self.rate = AdaptiveRate(rate, burst=max(int(rate or 1), largest_batch))
         self.capacity = engine.lane_capacity
         self.ready: dict[str, deque[PendingDelivery]] = {}
         self.ready_count = 0

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import orjson
 import sqlite_utils
 
+from streamctl.config.model import Project
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import EventResult, Status
 from streamctl.store.schema import migrate
@@ -135,6 +136,11 @@ class Store:
         if not readonly:
             migrate(store.db, str(path))
         return store
+
+    @classmethod
+    def for_project(cls, project: Project, *, readonly: bool = False) -> Store:
+        """The store of `project` (`store:` in streamctl.yaml, relative to the project root)."""
+        return cls.open(store_path(project), readonly=readonly)
 
     def close(self) -> None:
         with self.lock:
@@ -451,6 +457,11 @@ class Store:
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.conn.execute("VACUUM")
+
+
+def store_path(project: Project) -> Path:
+    path = Path(project.store_path)
+    return path if path.is_absolute() else Path(project.root) / path
 
 
 def _next_id(conn: sqlite3.Connection, table: str) -> int:

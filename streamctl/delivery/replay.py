@@ -1,0 +1,216 @@
+"""Replay an NDJSON file through the pipeline and deliver it (`streamctl replay`).
+
+    report = asyncio.run(replay_file(project, Path("events.ndjson"), source="web"))
+    report.by_sync["to-braze"]["delivered"]
+
+The file is streamed chunk by chunk (memory flat with its size) into
+`Runtime.submit`, which paces the reading to the delivery; then the runtime drains:
+the call returns once every delivery is delivered or archived. With `dry_run`
+the pipeline decides, nothing is stored nor sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from streamctl.config.model import Project
+from streamctl.delivery.runtime import Runtime, create_destinations, select_syncs
+from streamctl.errors import UsageError
+from streamctl.pipeline.process import Pipeline
+from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
+from streamctl.store.db import Store
+
+BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
+FINAL = ("delivered", "archived")
+
+
+@dataclass
+class ReplayProgress:
+    bytes_read: int
+    bytes_total: int
+    events: int
+    delivered: int
+    archived: int
+
+
+@dataclass
+class ReplayReport:
+    source: str
+    dry_run: bool
+    events: int = 0
+    duplicates: int = 0
+    bad_lines: int = 0
+    bad: list[BadLine] = field(default_factory=list)
+    by_sync: dict[str, Counter[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    drained: bool = True
+
+    @property
+    def failed(self) -> bool:
+        """Exit 1: something was archived or failed on the way (SPEC §3)."""
+        bad_statuses = ("archived", "mapping_error", "function_error")
+        return any(c[s] for c in self.by_sync.values() for s in bad_statuses) or not self.drained
+
+
+def default_source(project: Project) -> str:
+    """The only http source; otherwise the user must say which (`--source`)."""
+    http = [name for name, s in project.sources.items() if s.type == "http"]
+    if len(http) == 1:
+        return http[0]
+    names = ", ".join(sorted(project.sources)) or "none"
+    msg = f"say which source the events come from with --source (sources: {names})"
+    raise UsageError(msg)
+
+
+async def replay_file(
+    project: Project,
+    path: Path,
+    *,
+    source: str,
+    store: Store | None,
+    syncs: Sequence[str] = (),
+    dry_run: bool = False,
+    client: httpx.AsyncClient | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    on_progress: Callable[[ReplayProgress], None] | None = None,
+    on_bad_line: Callable[[BadLine], None] | None = None,
+    drain_timeout: float | None = None,
+) -> ReplayReport:
+    """Replay `path` as events of `source`; with `dry_run`, `store` may be None."""
+    if source not in project.sources:
+        names = ", ".join(sorted(project.sources)) or "none"
+        msg = f"unknown source {source!r}; known: {names}"
+        raise UsageError(msg)
+    selected = [s.name for s in select_syncs(project, syncs)]
+    report = ReplayReport(source, dry_run, by_sync={name: Counter() for name in selected})
+    total = path.stat().st_size if path.exists() else 0
+    started = time.perf_counter()
+    if dry_run or store is None:
+        await _dry_run(
+            project, path, source, syncs, chunk_size, report, total, on_progress, on_bad_line
+        )
+    else:
+        runtime = Runtime(project, store, client, syncs=syncs)
+        await runtime.start()
+        try:
+            for chunk in read_ndjson(path, chunk_size):
+                _note_bad(chunk.bad, report, on_bad_line)
+                summary = await runtime.submit(source, chunk.events)
+                report.events += summary.events
+                report.duplicates += summary.duplicates
+                if on_progress is not None:
+                    on_progress(_progress(runtime, chunk.bytes_read, total, report))
+            report.drained = await _drain(runtime, total, report, on_progress, drain_timeout)
+        finally:
+            await runtime.stop()
+        _final_counts(runtime, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _drain(
+    runtime: Runtime,
+    total: int,
+    report: ReplayReport,
+    on_progress: Callable[[ReplayProgress], None] | None,
+    timeout: float | None,
+) -> bool:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        step = 0.2 if remaining is None else max(0.0, min(0.2, remaining))
+        if await runtime.drain(step):
+            return True
+        if on_progress is not None:
+            on_progress(_progress(runtime, total, total, report))
+        if remaining is not None and remaining <= 0:
+            return False
+
+
+def _progress(runtime: Runtime, read: int, total: int, report: ReplayReport) -> ReplayProgress:
+    counts = runtime.engine.counts.values()
+    delivered = sum(c["delivered"] for c in counts)
+    archived = sum(c["archived"] for c in counts)
+    return ReplayProgress(read, total, report.events, delivered, archived)
+
+
+def _final_counts(runtime: Runtime, report: ReplayReport) -> None:
+    """Pipeline decisions of this replay, plus what delivery made of the pending ones
+    (including deliveries resumed from an earlier, interrupted run)."""
+    for name, decided in runtime.processed.by_sync.items():
+        counts = report.by_sync.setdefault(name, Counter())
+        for status, n in decided.items():
+            if status != "pending":
+                counts[status] += n
+    for name, delivered in runtime.engine.counts.items():
+        counts = report.by_sync.setdefault(name, Counter())
+        for status in FINAL:
+            counts[status] += delivered[status]
+    for name, lane in runtime.engine.lanes.items():
+        left = lane.size
+        if left:
+            report.by_sync[name]["pending"] += left
+
+
+async def _dry_run(
+    project: Project,
+    path: Path,
+    source: str,
+    syncs: Sequence[str],
+    chunk_size: int,
+    report: ReplayReport,
+    total: int,
+    on_progress: Callable[[ReplayProgress], None] | None,
+    on_bad_line: Callable[[BadLine], None] | None,
+) -> None:
+    chosen = select_syncs(project, syncs)
+    destinations = create_destinations(project, chosen)
+    try:
+        _decide_only(
+            Pipeline(project, destinations), path, source, [s.name for s in chosen] if syncs else None,
+            chunk_size, report, total, on_progress, on_bad_line,
+        )  # fmt: skip
+    finally:
+        for destination in destinations.values():
+            await destination.aclose()
+
+
+def _decide_only(
+    pipeline: Pipeline,
+    path: Path,
+    source: str,
+    narrowed: list[str] | None,
+    chunk_size: int,
+    report: ReplayReport,
+    total: int,
+    on_progress: Callable[[ReplayProgress], None] | None,
+    on_bad_line: Callable[[BadLine], None] | None,
+) -> None:
+    for chunk in read_ndjson(path, chunk_size):
+        _note_bad(chunk.bad, report, on_bad_line)
+        for result in pipeline.process(source, chunk.events, narrowed):
+            report.events += 1
+            for decision in result.decisions:
+                status = (
+                    "would_deliver" if decision.status.value == "pending" else decision.status.value
+                )
+                report.by_sync.setdefault(decision.sync, Counter())[status] += 1
+        if on_progress is not None:
+            on_progress(ReplayProgress(chunk.bytes_read, total, report.events, 0, 0))
+
+
+def _note_bad(
+    bad: list[BadLine], report: ReplayReport, on_bad_line: Callable[[BadLine], None] | None
+) -> None:
+    for line in bad:
+        report.bad_lines += 1
+        if len(report.bad) < BAD_LINES_KEPT:
+            report.bad.append(line)
+        if on_bad_line is not None:
+            on_bad_line(line)
