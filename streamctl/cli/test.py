@@ -1,7 +1,63 @@
-"""`streamctl test` (placeholder until its issue lands)."""
+"""`streamctl test`: run the project's sync unit tests (tests/*.yaml)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.markup import escape
+
+from streamctl.cli.output import stderr, stdout
+from streamctl.cli.validate import ProjectOption
+from streamctl.errors import UsageError
 
 app = typer.Typer()
+
+
+@app.command("test")
+def test(
+    project: ProjectOption = Path("."),
+    sync: Annotated[
+        list[str] | None, typer.Option("--sync", "-s", help="Only the tests of this sync (repeatable).")
+    ] = None,
+) -> None:
+    """Run the sync unit tests of tests/*.yaml: given events, expected outcome, event type and payload.
+
+    Prints `test NAME ... passed|failed`, with the fixture's file:line and a diff for each
+    failure. Exits 1 when a test fails.
+    """
+    from streamctl.config.loader import load_project
+    from streamctl.sync_tests import load_sync_tests, run_sync_test
+
+    loaded = load_project(project)
+    tests = load_sync_tests(loaded)
+    if sync:
+        unknown = [name for name in sync if name not in {s.name for s in loaded.syncs}]
+        if unknown:
+            msg = f"unknown sync {unknown[0]!r}"
+            raise UsageError(msg)
+        tests = [t for t in tests if t.sync in sync]
+    if not tests:
+        stderr.print("no tests found (write them in tests/*.yaml; see docs/preview-and-test.md)")
+        return
+
+    failed = 0
+    for case in tests:
+        result = run_sync_test(loaded, case)
+        if result.passed:
+            stdout.print(f"test {escape(case.name)} ... [green]passed[/]")
+            continue
+        failed += 1
+        stdout.print(f"test {escape(case.name)} ... [red]failed[/]")
+        for failure in result.failures:
+            stdout.print(f"  {escape(case.location)}: {escape(failure)}", soft_wrap=True)
+        for line in result.diff.splitlines():
+            style = "red" if line.startswith("-") else "green" if line.startswith("+") else ""
+            stdout.print(f"    {escape(line)}", style=style, soft_wrap=True)
+
+    passed = len(tests) - failed
+    summary = f"{passed} passed" + (f", {failed} failed" if failed else "")
+    stderr.print(summary, style="red" if failed else "green")
+    if failed:
+        raise typer.Exit(1)
