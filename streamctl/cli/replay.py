@@ -1,7 +1,184 @@
-"""`streamctl replay` (placeholder until its issue lands)."""
+"""`streamctl replay FILE.ndjson`: push recorded events through the pipeline and deliver them."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from streamctl.cli.output import stderr
+from streamctl.config.loader import load_project
+from streamctl.config.model import Project
+from streamctl.config.secrets import redact
+from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
+from streamctl.sources.ndjson import BadLine
+from streamctl.store.db import Store
 
 app = typer.Typer()
+
+COLUMNS = (
+    ("events", "received"),
+    ("delivered", "delivered"),
+    ("archived", "archived"),
+    ("filtered", "filtered"),
+    ("dropped", "dropped"),
+    ("blocked", "blocked"),
+    ("mapping errors", "mapping_error"),
+    ("function errors", "function_error"),
+)
+DRY_RUN_COLUMNS = (
+    ("events", "received"),
+    ("would deliver", "would_deliver"),
+    ("filtered", "filtered"),
+    ("dropped", "dropped"),
+    ("blocked", "blocked"),
+    ("mapping errors", "mapping_error"),
+    ("function errors", "function_error"),
+)
+
+
+@app.command("replay")
+def replay(
+    file: Annotated[
+        Path, typer.Argument(help="NDJSON file: one Segment-spec event per line.", dir_okay=False)
+    ],
+    project_dir: Annotated[
+        Path,
+        typer.Option(
+            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
+        ),
+    ] = Path("."),
+    sources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="The source the events arrive on (default: the only http source). Repeatable.",
+        ),
+    ] = None,
+    syncs: Annotated[
+        list[str] | None,
+        typer.Option("--sync", help="Deliver only through this sync. Repeatable."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide every event, store and send nothing.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Replay events from an NDJSON file: contract, functions, filters, mappings, delivery.
+
+    Bad lines are reported with their line number and the rest go through. Waits
+    until every delivery is delivered or archived; exits 1 if any was archived or
+    failed (mapping or function error).
+    """
+    project = load_project(project_dir)
+    chosen_sources = sources or [default_source(project)]
+    reports = [
+        _replay_one(project, file, source, syncs or [], dry_run, show_progress=not as_json)
+        for source in chosen_sources
+    ]
+    if as_json:
+        typer.echo(json.dumps([_as_json(r, project.secrets) for r in reports], indent=2))
+    else:
+        for report in reports:
+            stderr.print(summary_table(report))
+    if any(r.failed for r in reports) and not dry_run:
+        raise typer.Exit(1)
+
+
+def _replay_one(
+    project: Project, file: Path, source: str, syncs: list[str], dry_run: bool, show_progress: bool
+) -> ReplayReport:
+    def report_bad(line: BadLine) -> None:
+        text = redact(f"{file}:{line.line}: {line.message}", project.secrets)
+        stderr.print(text, markup=False, highlight=False)
+
+    store = None if dry_run else Store.for_project(project)
+    try:
+        with _progress_bar(show_progress) as progress:
+            task = progress.add_task(f"replay {file.name} -> {source}", total=None)
+
+            def update(state: ReplayProgress) -> None:
+                progress.update(
+                    task,
+                    completed=state.bytes_read,
+                    total=state.bytes_total or None,
+                    description=(
+                        f"{source}: {state.events:,} events, {state.delivered:,} delivered,"
+                        f" {state.archived:,} archived"
+                    ),
+                )
+
+            return asyncio.run(
+                replay_file(
+                    project, file, source=source, store=store, syncs=syncs, dry_run=dry_run,
+                    on_progress=update, on_bad_line=report_bad,
+                )
+            )  # fmt: skip
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def summary_table(report: ReplayReport) -> Table:
+    """Per sync: how many events each outcome got."""
+    title = f"replay into {report.source}" + (
+        " (dry run: nothing stored or sent)" if report.dry_run else ""
+    )
+    caption = (
+        f"{report.events:,} events, {report.duplicates:,} duplicates skipped,"
+        f" {report.bad_lines:,} bad lines, {report.seconds:.1f}s"
+    )
+    if not report.drained:
+        caption += " - stopped before every delivery finished: they resume on the next start"
+    table = Table(title=title, caption=caption)
+    table.add_column("sync")
+    columns = DRY_RUN_COLUMNS if report.dry_run else COLUMNS
+    for header, _ in columns:
+        table.add_column(header, justify="right")
+    for sync, counts in sorted(report.by_sync.items()):
+        received = report.events
+        cells = [f"{received if key == 'received' else counts[key]:,}" for _, key in columns]
+        table.add_row(sync, *cells)
+    return table
+
+
+def _as_json(report: ReplayReport, secrets: frozenset[str]) -> dict[str, object]:
+    return {
+        "source": report.source,
+        "dry_run": report.dry_run,
+        "events": report.events,
+        "duplicates": report.duplicates,
+        "bad_lines": report.bad_lines,
+        "bad": [{"line": b.line, "message": redact(b.message, secrets)} for b in report.bad],
+        "seconds": round(report.seconds, 3),
+        "drained": report.drained,
+        "syncs": [
+            {"sync": sync, **{k: v for k, v in sorted(counts.items()) if v}}
+            for sync, counts in sorted(report.by_sync.items())
+        ],
+    }

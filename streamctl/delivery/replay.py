@@ -87,7 +87,7 @@ async def replay_file(
         names = ", ".join(sorted(project.sources)) or "none"
         msg = f"unknown source {source!r}; known: {names}"
         raise UsageError(msg)
-    selected = [s.name for s in select_syncs(project, syncs)]
+    selected = [s.name for s in select_syncs(project, syncs) if s.source == source]
     report = ReplayReport(source, dry_run, by_sync={name: Counter() for name in selected})
     total = path.stat().st_size if path.exists() else 0
     started = time.perf_counter()
@@ -107,6 +107,8 @@ async def replay_file(
                 if on_progress is not None:
                     on_progress(_progress(runtime, chunk.bytes_read, total, report))
             report.drained = await _drain(runtime, total, report, on_progress, drain_timeout)
+            if on_progress is not None:
+                on_progress(_progress(runtime, total, total, report))
         finally:
             await runtime.stop()
         _final_counts(runtime, report)
