@@ -243,9 +243,12 @@ class CompiledTemplate:
     render: Renderer
 
 
-def compile_template(source: str, *, field: str, sync: Mapping[str, str]) -> CompiledTemplate:
+def compile_template(
+    source: str, *, field: str, sync: Mapping[str, str], fast_path: bool = True
+) -> CompiledTemplate:
     """Parse and check a template once; raises SpecError for syntax errors, unknown
-    filters, unknown variables and unknown cast types."""
+    filters, unknown variables and unknown cast types. `fast_path=False` forces the
+    Liquid renderer (the reference the fast path is tested against)."""
     if not isinstance(source, str):
         msg = f"a template must be a string, got {type(source).__name__} {source!r}"
         raise SpecError(msg)
@@ -263,7 +266,7 @@ def compile_template(source: str, *, field: str, sync: Mapping[str, str]) -> Com
         if typed and output
         else _text_renderer(template, source, field, globals_)
     )
-    fast = _fast_renderer(template, typed, slow, globals_)
+    fast = _fast_renderer(template, typed, slow, globals_) if fast_path else None
     return CompiledTemplate(source, field, typed, fast is not None, fast or slow)
 
 
