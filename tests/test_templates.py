@@ -168,7 +168,7 @@ def test_casts(value, target, expected):
     ],
 )
 def test_impossible_casts_fail(value, target):
-    template = compile_template("{{ row.v | cast: '%s' }}" % target, field="price", sync=SYNC)
+    template = compile_template("{{ row.v | cast: '" + target + "' }}", field="price", sync=SYNC)
     with pytest.raises(MappingError) as exc:
         template.render({"v": value})
     assert exc.value.field == "price"
@@ -391,7 +391,7 @@ def test_every_cast_type_agrees_on_every_value():
         {"a": 1},
     ]
     for target, value in itertools.product(CAST_TYPES, values):
-        source = "{{ row.v | cast: '%s' }}" % target
+        source = "{{ row.v | cast: '" + target + "' }}"
         fast = compile_template(source, field="f", sync=SYNC)
         liquid = compile_template(source, field="f", sync=SYNC, fast_path=False)
         assert outcome(fast, {"v": value}) == outcome(liquid, {"v": value}), (target, value)
