@@ -44,6 +44,9 @@ class Document:
     key_positions: dict[NodePath, Position] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     secrets: set[str] = field(default_factory=set)
+    # Values left empty because an environment variable is missing: already reported,
+    # so structural checks of these values would only repeat the problem.
+    unresolved: set[NodePath] = field(default_factory=set)
 
     def position(self, path: NodePath, *, key: bool = False) -> Position:
         """The position of the value at `path` (or of its key), else of its nearest ancestor."""
@@ -130,6 +133,8 @@ class _Builder:
         if node.tag != STR_TAG:
             return self.constructor.construct_object(node)
         result = interpolate(node.value, self.env)
+        if result.missing:
+            self.doc.unresolved.add(path)
         for name in result.missing:
             self.doc.problems.append(
                 self.doc.problem(path, f"environment variable {name} is not set and has no default")

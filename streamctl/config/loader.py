@@ -30,7 +30,14 @@ from streamctl.config.model import (
     SourceConfig,
     SyncConfig,
 )
-from streamctl.config.schema import SchemaName, check_structure, is_clean, suggest, type_word
+from streamctl.config.schema import (
+    TYPE_WORDS,
+    SchemaName,
+    check_structure,
+    is_clean,
+    suggest,
+    type_word,
+)
 from streamctl.config.secrets import redact, secret_strings
 from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
 from streamctl.config.units import parse_duration
@@ -129,18 +136,19 @@ class _ProjectLoader:
 
     def load(self) -> Project | None:
         if not (self.root / PROJECT_FILE).is_file():
-            message = f"no {PROJECT_FILE} in {self.root} (create one with `streamctl init`)"
+            message = f"not a streamctl project: {PROJECT_FILE} is missing (create one with `streamctl init`)"
             self.problems.append(Problem(PROJECT_FILE, 1, 1, message))
             return None
         main, broken = self.read(PROJECT_FILE, "streamctl")
         data = main.data if isinstance(main.data, dict) else {}
         contracts, contract_files = self.load_contracts()
-        sources = self.sources(main, broken, data.get("sources"), contracts.keys())
+        sources = self.sources(main, broken, data.get("sources"), contract_files.keys())
         destinations = self.destinations(main, broken, data.get("destinations"))
         declared_sources = _names(data.get("sources"))
         declared_destinations = _names(data.get("destinations"))
         context = SyncContext(
             root=self.root,
+            references_known=main.data is not None,
             sources=declared_sources,
             destinations=declared_destinations,
             catalog_of={
@@ -311,7 +319,7 @@ class _ProjectLoader:
             if field_spec.secret:
                 self.secrets.update(secret_strings(value))
             if value is not None and not matches_json_type(value, field_spec.type):
-                message = f"config key {key!r} must be {field_spec.type}, got {type_word(value)}"
+                message = f"config key {key!r} must be {TYPE_WORDS[field_spec.type]}, got {type_word(value)}"
                 self.problems.append(doc.problem((*at, key), message))
                 continue
             if field_spec.project_path and isinstance(value, str):

@@ -64,7 +64,9 @@ class SourceConfig:
 class DestinationConfig:
     name: str
     type: str  # a key of streamctl.destinations.registry.CATALOG
-    config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)  # interpolated values, secrets included: never print
+    config: Mapping[str, Any] = field(
+        default_factory=lambda: EMPTY
+    )  # interpolated values, secrets included: never print
     location: Location = Location("streamctl.yaml")
 
 

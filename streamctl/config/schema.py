@@ -57,6 +57,9 @@ def check_structure(doc: Document, name: SchemaName) -> tuple[list[Problem], set
     data = {} if doc.data is None else doc.data
     for error in _validator(name).iter_errors(data):
         path: NodePath = tuple(error.absolute_path)
+        if path in doc.unresolved:
+            broken.add(path)
+            continue
         for problem, where in _problems_of(doc, path, error):
             problems.append(problem)
             broken.add(where)

@@ -23,7 +23,7 @@ from streamctl.config.model import (
     Location,
     SyncConfig,
 )
-from streamctl.config.schema import is_clean, suggest, type_word
+from streamctl.config.schema import TYPE_WORDS, is_clean, suggest, type_word
 from streamctl.config.units import parse_duration, parse_rate
 from streamctl.destinations.base import CatalogEntry, EventTypeSpec, JSONType
 from streamctl.errors import Problem, SpecError
@@ -39,6 +39,7 @@ class SyncContext:
     """What a sync may refer to: the names streamctl.yaml declares and the destinations' catalog entries."""
 
     root: Path
+    references_known: bool  # False when streamctl.yaml did not parse: skip reference checks
     sources: Collection[str]
     destinations: Collection[str]
     catalog_of: Mapping[str, CatalogEntry]  # destination name -> its type's catalog entry
@@ -105,7 +106,7 @@ def _reference(
     build: _SyncBuild, data: dict[str, Any], key: str, known: Collection[str], what: str
 ) -> str | None:
     value = data.get(key)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not build.context.references_known:
         return None
     if value not in known:
         listing = ", ".join(sorted(known)) or "none"
@@ -274,7 +275,7 @@ def _check_mappings(
             if not matches_json_type(static, named.type):
                 build.error(
                     (*path, "required", name, "static"),
-                    f"field {name!r} of {where} is {named.type}; "
+                    f"field {name!r} of {where} takes {TYPE_WORDS[named.type]}; "
                     f"the static value {static!r} is {type_word(static)}",
                 )
 

@@ -1,0 +1,2 @@
+def transform(events, settings):
+    return events
