@@ -58,7 +58,9 @@ def test_catalog_declares_recommended_events_with_their_required_fields():
         "items": "array",
     }
     assert {"currency", "value", "timestamp", "user_id"} <= {f.name for f in purchase.optional}
-    assert {"add_to_cart", "sign_up", "login", "page_view", "custom"} <= {t.name for t in catalog.event_types}
+    assert {"add_to_cart", "sign_up", "login", "page_view", "custom"} <= {
+        t.name for t in catalog.event_types
+    }
     assert catalog.event_type("custom").field("name").type == "string"
     assert catalog.secret_fields == frozenset({"api_secret"})
     assert catalog.max_batch_size == 25
@@ -67,7 +69,12 @@ def test_catalog_declares_recommended_events_with_their_required_fields():
 def test_payload_places_user_properties_params_and_timestamp():
     dest = GA4Destination("ga", CONFIG)
     mapped = MappedEvent(
-        required={"client_id": "c1", "user_id": "u1", "name": "level_up", "timestamp": "2026-11-26T12:00:00.250Z"},
+        required={
+            "client_id": "c1",
+            "user_id": "u1",
+            "name": "level_up",
+            "timestamp": "2026-11-26T12:00:00.250Z",
+        },
         user={"plan": "pro"},
         properties={"level": 3, "coupon": None},
     )
@@ -76,14 +83,18 @@ def test_payload_places_user_properties_params_and_timestamp():
         "client_id": "c1",
         "user_id": "u1",
         "user_properties": {"plan": {"value": "pro"}},
-        "events": [{"name": "level_up", "params": {"level": 3}, "timestamp_micros": 1795694400250000}],
+        "events": [
+            {"name": "level_up", "params": {"level": 3}, "timestamp_micros": 1795694400250000}
+        ],
     }
 
 
 def test_an_unparseable_timestamp_is_a_mapping_error_naming_the_field():
     dest = GA4Destination("ga", CONFIG)
     with pytest.raises(MappingError, match="timestamp"):
-        dest.build_payload("login", MappedEvent(required={"client_id": "c", "timestamp": "yesterday"}), {})
+        dest.build_payload(
+            "login", MappedEvent(required={"client_id": "c", "timestamp": "yesterday"}), {}
+        )
 
 
 def test_a_valid_purchase_passes_the_checks():
@@ -106,7 +117,11 @@ def test_a_valid_purchase_passes_the_checks():
         ("custom", {"name": "ok", "timestamp": now_iso(minutes_ago=73 * 60)}, "72 hours"),
         ("purchase", {"items": [{"price": 1}]}, "item_id or item_name"),
         ("purchase", {"items": [{"item_id": str(i)} for i in range(201)]}, "201 items"),
-        ("purchase", {"items": [{"item_id": "a", **{f"c{i}": i for i in range(28)}}]}, "28 custom parameters"),
+        (
+            "purchase",
+            {"items": [{"item_id": "a", **{f"c{i}": i for i in range(28)}}]},
+            "28 custom parameters",
+        ),
         ("purchase", {"currency": None}, "value without currency"),
         ("purchase", {"client_id": ""}, "client_id"),
         ("purchase", {"user_id": "u" * 257}, "user_id"),
@@ -122,7 +137,9 @@ def test_limits_checked_before_sending(event_type, overrides, problem):
 def test_long_page_location_is_within_its_own_limit():
     dest = GA4Destination("ga", CONFIG)
     body = dest.build_payload(
-        "page_view", MappedEvent(required={"client_id": "c", "page_location": "https://x/" + "a" * 900}), {}
+        "page_view",
+        MappedEvent(required={"client_id": "c", "page_location": "https://x/" + "a" * 900}),
+        {},
     )
     assert dest.check_payload("page_view", body) is None
 
@@ -159,14 +176,20 @@ def test_send_groups_events_by_client_in_requests_of_at_most_25(fake):
     assert sizes == [1, 1, 5, 25]
     by_client = {}
     for body in bodies:
-        by_client.setdefault(body["client_id"], []).extend(e["params"]["transaction_id"] for e in body["events"])
+        by_client.setdefault(body["client_id"], []).extend(
+            e["params"]["transaction_id"] for e in body["events"]
+        )
     assert by_client["555.666"] == [f"A{i}" for i in range(30)]  # order kept within a client
     assert by_client["other"] == ["B"]
     assert by_client["c3"] == ["C"]
 
 
 def test_request_url_carries_measurement_id_and_secret_and_regions():
-    assert GA4Destination("ga", CONFIG).url().startswith("https://www.google-analytics.com/mp/collect?")
+    assert (
+        GA4Destination("ga", CONFIG)
+        .url()
+        .startswith("https://www.google-analytics.com/mp/collect?")
+    )
     eu = GA4Destination("ga", {**CONFIG, "region": "eu"}).url()
     parts = urlsplit(eu)
     assert parts.netloc == "region1.google-analytics.com"

@@ -22,7 +22,9 @@ def track(dest: SegmentDestination, name: str = "Order Completed", **props: obje
         user={"email": "a@example.com"},
         properties={"total": 10, **props},
     )
-    return dest.build_payload("track", mapped, {**SOURCE_EVENT, "messageId": f"m-{name}-{len(props)}"})
+    return dest.build_payload(
+        "track", mapped, {**SOURCE_EVENT, "messageId": f"m-{name}-{len(props)}"}
+    )
 
 
 async def _send(dest, payloads):
@@ -91,7 +93,9 @@ def test_track_places_user_in_context_traits_and_keeps_the_source_identity():
 def test_identify_user_section_becomes_traits_and_group_properties_become_group_traits():
     dest = SegmentDestination("seg", {"write_key": KEY})
     identify = dest.build_payload(
-        "identify", MappedEvent(required={"userId": "u1", "messageId": "mine"}, user={"plan": "pro"}), SOURCE_EVENT
+        "identify",
+        MappedEvent(required={"userId": "u1", "messageId": "mine"}, user={"plan": "pro"}),
+        SOURCE_EVENT,
     )
     assert identify == {
         "type": "identify",
@@ -101,7 +105,9 @@ def test_identify_user_section_becomes_traits_and_group_properties_become_group_
         "timestamp": "2026-11-26T12:00:00.000Z",
     }
     group = dest.build_payload(
-        "group", MappedEvent(required={"userId": "u1", "groupId": "g1"}, properties={"name": "ACME"}), {}
+        "group",
+        MappedEvent(required={"userId": "u1", "groupId": "g1"}, properties={"name": "ACME"}),
+        {},
     )
     assert group == {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "ACME"}}
 
@@ -169,7 +175,9 @@ def test_rate_limits_and_server_errors_retry_auth_errors_fail_without_split(fake
         limited, bad_gateway, unauthorized = (send(dest, payloads) for _ in range(3))
     assert {i.status for i in limited.items} == {ItemStatus.RETRY}
     assert limited.items[0].retry_after == 12
-    assert bad_gateway.items[1].status is ItemStatus.RETRY and bad_gateway.items[1].status_code == 502
+    assert (
+        bad_gateway.items[1].status is ItemStatus.RETRY and bad_gateway.items[1].status_code == 502
+    )
     assert {i.status for i in unauthorized.items} == {ItemStatus.FAILED}
     assert unauthorized.split is False
     assert "invalid write key" in (unauthorized.items[0].error or "")

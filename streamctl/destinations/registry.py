@@ -23,6 +23,10 @@ from streamctl.destinations.segment import SegmentDestination  # noqa: E402
 
 CATALOG["segment"] = SegmentDestination
 
+from streamctl.destinations.iterable import IterableDestination  # noqa: E402
+
+CATALOG["iterable"] = IterableDestination
+
 from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
 from streamctl.destinations.braze import BrazeDestination  # noqa: E402
 from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402

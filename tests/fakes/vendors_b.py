@@ -249,3 +249,181 @@ class FakeSegment(FakeVendor):
             )
         self.accepted.extend(batch)
         return Reply(200, {"success": True})
+
+
+# -- Iterable -------------------------------------------------------------------------
+
+
+class FakeIterable(FakeVendor):
+    """events/track, events/trackBulk, users/update, users/bulkUpdate, commerce/trackPurchase.
+
+    Knobs: `invalid_emails`, `not_found_user_ids`, `forgotten_emails` (per-item failures
+    in bulk answers, 400 on single endpoints), `disallowed_events` (event names),
+    `unnamed_failure_events` (event names counted in failCount without being named,
+    for the bisect path).
+    """
+
+    def __init__(self, api_key: str) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.invalid_emails: set[str] = set()
+        self.not_found_user_ids: set[str] = set()
+        self.forgotten_emails: set[str] = set()
+        self.disallowed_events: set[str] = set()
+        self.unnamed_failure_events: set[str] = set()
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect(req.method == "POST", f"method {req.method}", problems)
+        _expect(
+            req.headers.get("content-type", "").startswith("application/json"),
+            "content-type",
+            problems,
+        )
+        body = self.body(req)
+        if not isinstance(body, dict):
+            return [*problems, "body is not a JSON object"]
+        checks = {
+            "/api/events/track": lambda: self._check_event(body),
+            "/api/events/trackBulk": lambda: self._check_bulk(body, "events", self._check_event),
+            "/api/users/update": lambda: self._check_user(body),
+            "/api/users/bulkUpdate": lambda: self._check_bulk(body, "users", self._check_user),
+            "/api/commerce/trackPurchase": lambda: self._check_purchase(body),
+        }
+        check = checks.get(req.path)
+        if check is None:
+            return [*problems, f"unknown path {req.path}"]
+        return problems + check()
+
+    def __call__(self, req: Received) -> Reply:
+        if req.headers.get("api-key") != self.api_key:
+            with self._lock:
+                self.requests.append(req)
+            return Reply(401, {"msg": "Invalid API key", "code": "BadApiKey", "params": None})
+        return super().__call__(req)
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return Reply(400, {"msg": "; ".join(problems), "code": "BadParams", "params": None})
+
+    # -- shape checks ----------------------------------------------------------------
+
+    @staticmethod
+    def _identity(item: dict[str, Any], problems: list[str]) -> None:
+        _expect(
+            bool(item.get("email") or item.get("userId")),
+            f"no email/userId in {item!r:.80}",
+            problems,
+        )
+
+    @staticmethod
+    def _created_at(item: dict[str, Any], problems: list[str]) -> None:
+        if "createdAt" in item:
+            value = item["createdAt"]
+            _expect(
+                isinstance(value, int) and 10**9 < value < 10**10,
+                f"createdAt {value!r} is not Unix seconds",
+                problems,
+            )
+
+    def _check_event(self, event: Any) -> list[str]:
+        problems: list[str] = []
+        _expect(
+            isinstance(event, dict) and isinstance(event.get("eventName"), str),
+            "eventName missing",
+            problems,
+        )
+        if isinstance(event, dict):
+            self._identity(event, problems)
+            self._created_at(event, problems)
+            _expect(
+                isinstance(event.get("dataFields", {}), dict), "dataFields not an object", problems
+            )
+            _expect(len(str(event.get("id", "")).encode()) <= 512, "id over 512 bytes", problems)
+        return problems
+
+    def _check_user(self, user: Any) -> list[str]:
+        problems: list[str] = []
+        if not isinstance(user, dict):
+            return ["user is not an object"]
+        self._identity(user, problems)
+        _expect(isinstance(user.get("dataFields", {}), dict), "dataFields not an object", problems)
+        return problems
+
+    def _check_bulk(self, body: dict[str, Any], key: str, check_item: Any) -> list[str]:
+        items = body.get(key)
+        if not isinstance(items, list) or not items:
+            return [f"{key} must be a non-empty array"]
+        problems = [f"{len(items)} {key} in one bulk request"] if len(items) > 1000 else []
+        for item in items:
+            problems.extend(check_item(item))
+        return problems
+
+    def _check_purchase(self, body: dict[str, Any]) -> list[str]:
+        problems = self._check_user(body.get("user"))
+        _expect(isinstance(body.get("total"), (int, float)), "total missing", problems)
+        self._created_at(body, problems)
+        items = body.get("items")
+        _expect(isinstance(items, list), "items missing", problems)
+        for item in items if isinstance(items, list) else []:
+            missing = [k for k in ("id", "name", "price", "quantity") if k not in item]
+            _expect(not missing, f"CommerceItem lacks {missing}", problems)
+        return problems
+
+    # -- answers ---------------------------------------------------------------------
+
+    def answer(self, req: Received) -> Reply:
+        body = self.body(req)
+        if req.path.endswith(("trackBulk", "bulkUpdate")):
+            return self._bulk_answer(body.get("events") or body.get("users"))
+        user = body.get("user", body)
+        reason = self._failure(user)
+        if reason is not None:
+            return Reply(
+                400, {"msg": reason[1], "code": "InvalidEmailAddressError", "params": None}
+            )
+        if body.get("eventName") in self.disallowed_events:
+            msg = f"Event name {body['eventName']} is disallowed from tracking"
+            return Reply(200, {"msg": msg, "code": "Success", "params": None})
+        self.accepted.append(body)
+        return Reply(200, {"msg": "Success", "code": "Success", "params": {"id": body.get("id")}})
+
+    def _failure(self, item: dict[str, Any]) -> tuple[str, str] | None:
+        email, user_id = item.get("email"), item.get("userId")
+        if email in self.invalid_emails:
+            return "invalidEmails", f"invalid email {email}"
+        if email in self.forgotten_emails:
+            return "forgottenEmails", f"forgotten {email}"
+        if user_id in self.not_found_user_ids:
+            return "notFoundUserIds", f"userId {user_id} not found"
+        return None
+
+    def _bulk_answer(self, items: list[dict[str, Any]]) -> Reply:
+        failed: dict[str, list[str]] = {}
+        disallowed: list[str] = []
+        fail_count = 0
+        for item in items:
+            failure = self._failure(item)
+            if failure is not None:
+                key = failure[0]
+                failed.setdefault(key, []).append(
+                    item["email"] if "Emails" in key else item["userId"]
+                )
+                fail_count += 1
+            elif item.get("eventName") in self.disallowed_events:
+                disallowed.append(item["eventName"])
+                fail_count += 1
+            elif item.get("eventName") in self.unnamed_failure_events:
+                fail_count += 1
+            else:
+                self.accepted.append(item)
+        body = {
+            "successCount": len(items) - fail_count,
+            "failCount": fail_count,
+            "failedUpdates": {name: failed.get(name, []) for name in (
+                "invalidEmails", "invalidUserIds", "notFoundEmails", "notFoundUserIds",
+                "forgottenEmails", "forgottenUserIds")},
+            "disallowedEventNames": sorted(set(disallowed)),
+            "filteredOutFields": [],
+            "createdFields": [],
+        }  # fmt: skip
+        return Reply(200, body)
