@@ -29,7 +29,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import uvicorn
 from watchfiles import Change, awatch
@@ -39,6 +39,7 @@ from streamctl.config.model import Project
 from streamctl.events import Event
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
+from streamctl.monitoring.observe import observe_runtime
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
@@ -176,7 +177,7 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await instance.committer.start()
-        factory = runtime_factory if runtime_factory is not None else default_runtime_factory()
+        factory = runtime_factory if runtime_factory is not None else RunDelivery
         instance.runtime = factory(project, store)
         await instance.runtime.start()
         services = [*options.services, run_alerts]
@@ -254,15 +255,53 @@ async def _guarded(service: BackgroundService, instance: Instance) -> None:
 # -- default services ----------------------------------------------------------------------
 
 
-def default_runtime_factory() -> RuntimeFactory:
-    """The delivery engine of streamctl.delivery, started in this process."""
-    from streamctl.delivery import Runtime
+class RunDelivery:
+    """The delivery runtime of streamctl.delivery as `run` drives it.
 
-    def create(project: Project, store: Store) -> DeliveryRuntime:
-        runtime: DeliveryRuntime = Runtime(project, store)
-        return runtime
+    It processes the ingest queue the listener appends to, reports to `/metrics` and
+    the live feed (streamctl.monitoring.observe), and follows reloads: the running
+    runtime stops (in-flight sends finish, every outcome is written), the queue is
+    rewound to its oldest unprocessed event, and a runtime for the new project starts
+    and resumes every open delivery from the store.
+    """
 
-    return create
+    def __init__(self, project: Project, store: Store) -> None:
+        self.store = store
+        self.project = project
+        self.runtime: Any = None
+
+    async def start(self) -> None:
+        from streamctl.delivery import Runtime
+
+        runtime = Runtime(self.project, self.store, retention=True)
+        observe_runtime(runtime)
+        await runtime.start()
+        runtime.process_queue(self.store.queue)
+        self.runtime = runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+
+    async def reload(self, project: Project) -> None:
+        await self.stop()
+        _rewind(self.store.queue)
+        self.project = project
+        await self.start()
+
+
+def _rewind(queue: Any) -> None:
+    """Let the next processor claim again every event not yet acknowledged.
+
+    Events the stopped processor claimed but did not record are still in the queue;
+    the SQLite queue's claim cursor only moves forward within a process, so reset it.
+    """
+    rewind = getattr(queue, "rewind", None)
+    if rewind is not None:
+        rewind()
+    elif hasattr(queue, "_claimed_up_to"):
+        queue._claimed_up_to = 0
 
 
 async def run_alerts(instance: Instance) -> None:
@@ -276,12 +315,18 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
     from streamctl.monitoring.store_metrics import StoreMetrics
 
-    async with httpx.AsyncClient() as client:
-        source = StoreMetrics(instance.project.store_path)
-        await AlertEvaluator(instance.project, source, client).run_forever()
+    path = store_path(instance.project)
+    readings, state = StoreMetrics.open(path), AlertStateStore(path)
+    try:
+        async with httpx.AsyncClient() as client:
+            evaluator = AlertEvaluator(instance.project, readings, client, state=state)
+            await evaluator.run_forever()
+    finally:
+        readings.close()
+        state.close()
 
 
 async def watch_project(instance: Instance) -> None:

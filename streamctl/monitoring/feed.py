@@ -12,18 +12,22 @@ NDJSON at `GET /debug/tail` (loopback clients only), and `streamctl tail` prints
 Publishing costs one attribute check while nobody is subscribed, so it can sit on the
 hot path. A subscriber that reads too slowly loses records rather than growing memory:
 it gets `{"kind": "dropped", "count": N}` in their place. Publishing is safe from any
-thread; subscribing happens on the event loop.
+thread; subscribing happens on the event loop. `follow(url)` reads a running
+instance's feed (the client side of `streamctl tail`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
+from streamctl.errors import StreamctlError
 from streamctl.events import Event
 
 Record = dict[str, Any]
@@ -176,3 +180,28 @@ def selection(
     sources: Collection[str], syncs: Collection[str], sync_sources: Mapping[str, str]
 ) -> TailFilter:
     return TailFilter(frozenset(sources), frozenset(syncs), dict(sync_sources))
+
+
+def follow(url: str, sources: Collection[str] = (), syncs: Collection[str] = ()) -> Iterator[bytes]:
+    """The NDJSON lines of a running instance's feed (`GET URL/debug/tail`), as they come.
+
+    Raises StreamctlError when nothing listens at `url` or it refuses the feed.
+    """
+    pairs: list[tuple[str, str | int | float | bool | None]] = [("source", s) for s in sources]
+    pairs += [("sync", s) for s in syncs]
+    params = httpx.QueryParams(pairs)
+    timeout = httpx.Timeout(5.0, read=None)  # a quiet source may send nothing for hours
+    try:
+        with httpx.stream(
+            "GET", f"{url.rstrip('/')}/debug/tail", params=params, timeout=timeout
+        ) as reply:
+            if reply.status_code != 200:
+                reply.read()
+                msg = f"{url} refused the live feed: HTTP {reply.status_code} {reply.text[:200]}"
+                raise StreamctlError(msg)
+            for line in reply.iter_lines():
+                if line and not line.startswith('{"kind":"hello"'):
+                    yield line.encode()
+    except httpx.TransportError as exc:
+        msg = f"no streamctl run answering at {url} ({type(exc).__name__}); is it running?"
+        raise StreamctlError(msg) from None

@@ -1,0 +1,152 @@
+"""Reporting what the delivery runtime decides and sends, to Prometheus and the live feed.
+
+    runtime = Runtime(project, store)
+    observe_runtime(runtime)      # before start(): every decision and attempt is reported
+
+The runtime (streamctl.delivery) records everything in SQLite; `streamctl run` also
+wants the same facts as they happen, for `/metrics` and `streamctl tail`. Rather
+than making the delivery code know about either, this module wraps three of the
+runtime's hand-over points on that one object, adding a report and changing
+nothing else:
+
+- `runtime.pipeline.process(...)` -> every Decision: `sync_events_total{status}` and
+  a feed outcome (blocked, dropped, filtered, mapping_error, duplicate, pending ...);
+- `runtime.engine.offer(deliveries)` -> remembers each delivery's messageId and
+  creation time (bounded), so attempts can be reported by messageId;
+- `runtime.engine.record(sync, attempts)` -> `delivery_attempts_total`,
+  `delivery_request_seconds`, `delivery_latency_seconds` (recorded -> delivered) and
+  the delivered / retrying / archived outcomes;
+- `runtime.engine.archive(sync, deliveries, reason, now)` -> archived without an attempt.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from streamctl.monitoring import metrics
+from streamctl.monitoring.feed import FEED
+from streamctl.pipeline.outcomes import EventResult, Status
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_DELIVERIES = 200_000  # delivery id -> (messageId, created_at), oldest forgotten first
+
+
+class DeliveryObserver:
+    def __init__(self, limit: int = REMEMBERED_DELIVERIES) -> None:
+        self._deliveries: OrderedDict[int, tuple[str, float]] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def decided(self, results: Sequence[EventResult]) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        publish = FEED.active
+        for result in results:
+            for decision in result.decisions:
+                key = (decision.sync, decision.status.value)
+                counts[key] = counts.get(key, 0) + 1
+                if publish:
+                    FEED.publish_outcome(
+                        sync=decision.sync,
+                        message_id=decision.message_id,
+                        status=decision.status.value,
+                        stage=decision.stage.value,
+                        event_type=decision.event_type,
+                        error=decision.error,
+                    )
+        for (sync, status), count in counts.items():
+            metrics.record_outcomes(sync, status, count)
+
+    def offered(self, deliveries: Sequence[Any]) -> None:
+        with self._lock:
+            remembered = self._deliveries
+            for delivery in deliveries:
+                remembered[delivery.id] = (delivery.message_id, delivery.created_at)
+            while len(remembered) > self._limit:
+                remembered.popitem(last=False)
+
+    def attempted(self, sync: str, records: Sequence[Any]) -> None:
+        """AttemptRecords of one sync (streamctl.store.db)."""
+        publish = FEED.active
+        latencies: list[float] = []
+        for record in records:
+            status = record.new_status.value
+            ok = record.outcome == "delivered"
+            metrics.record_attempt(sync, ok=ok, seconds=record.latency_ms / 1000.0)
+            metrics.record_outcomes(sync, status)
+            message_id, created_at = self._settle(record.delivery_id, final=status != "retrying")
+            if ok and created_at is not None:
+                latencies.append(max(0.0, record.at + record.latency_ms / 1000.0 - created_at))
+            if publish:
+                FEED.publish_outcome(
+                    sync=sync,
+                    message_id=message_id,
+                    status=status,
+                    stage="delivery",
+                    delivery_id=record.delivery_id,
+                    attempt=record.attempts,
+                    status_code=record.status_code,
+                    error=record.error,
+                    latency_ms=round(record.latency_ms, 2),
+                )
+        if latencies:
+            metrics.record_end_to_end(sync, latencies)
+
+    def archived(self, sync: str, deliveries: Sequence[Any], reason: str) -> None:
+        metrics.record_outcomes(sync, Status.ARCHIVED.value, len(deliveries))
+        for delivery in deliveries:
+            self._settle(delivery.id, final=True)
+            if FEED.active:
+                FEED.publish_outcome(
+                    sync=sync,
+                    message_id=delivery.message_id,
+                    status=Status.ARCHIVED.value,
+                    stage="delivery",
+                    delivery_id=delivery.id,
+                    error=reason,
+                )
+
+    def _settle(self, delivery_id: int, *, final: bool) -> tuple[str, float | None]:
+        with self._lock:
+            known = (
+                self._deliveries.pop(delivery_id, None)
+                if final
+                else self._deliveries.get(delivery_id)
+            )
+        return known if known is not None else (f"delivery:{delivery_id}", None)
+
+
+def observe_runtime(runtime: Any, observer: DeliveryObserver | None = None) -> DeliveryObserver:
+    """Report `runtime`'s decisions and attempts (see the module docstring); returns the observer."""
+    observer = observer or DeliveryObserver()
+    pipeline, engine = runtime.pipeline, runtime.engine
+    pipeline.process = _after(pipeline.process, lambda result, *_: observer.decided(result))
+    engine.offer = _after(engine.offer, lambda _, deliveries: observer.offered(deliveries))
+    engine.record = _after(
+        engine.record, lambda _, sync, records: observer.attempted(sync, records)
+    )
+    engine.archive = _after(
+        engine.archive,
+        lambda _, sync, deliveries, reason, *rest: observer.archived(sync, deliveries, reason),
+    )
+    return observer
+
+
+def _after(method: Callable[..., Any], report: Callable[..., None]) -> Callable[..., Any]:
+    """`method`, then `report(its result, *its args)`; a failing report never breaks delivery."""
+
+    @functools.wraps(method)
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        try:
+            report(result, *args)
+        except Exception:  # observation is best effort: delivery goes on regardless
+            log.exception("reporting %s to metrics and the live feed failed", method.__name__)
+        return result
+
+    return observed
