@@ -9,7 +9,7 @@ import pytest
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.braze import BrazeDestination
 from tests.fakes.http import FakeServer, Reply
-from tests.fakes.vendors_a import FakeBraze, send_batch
+from tests.fakes.vendors_a import FakeBraze, send_batch, serve
 
 KEY = "braze-rest-key"
 EVENT = {
@@ -21,16 +21,22 @@ EVENT = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_server():
+    with FakeServer() as server:
+        yield server
+
+
 @pytest.fixture
-def braze():
+def braze(shared_server):
     fake = FakeBraze(KEY, blocked_external_ids={"test-user"})
-    with FakeServer(fake) as server:
-        config = {
-            "api_key": KEY,
-            "endpoint": "https://rest.iad-01.braze.com",
-            "base_url": server.url,
-        }
-        yield fake, server, BrazeDestination("braze-prod", config)
+    server = serve(shared_server, fake)
+    config = {
+        "api_key": KEY,
+        "endpoint": "https://rest.iad-01.braze.com",
+        "base_url": server.url,
+    }
+    return fake, server, BrazeDestination("braze-prod", config)
 
 
 def purchase(dest: BrazeDestination, user: str, price: float = 9.99, **user_fields):
@@ -187,18 +193,18 @@ def test_non_fatal_errors_fail_only_the_payload_that_sent_the_object(braze):
     assert [p["external_id"] for p in fake.purchases] == ["user-0", "user-2"]
 
 
-def test_identify_sends_attributes():
+def test_identify_sends_attributes(shared_server):
     fake = FakeBraze(KEY)
-    with FakeServer(fake) as server:
-        dest = BrazeDestination(
-            "b", {"api_key": KEY, "endpoint": server.url}
-        )  # endpoint alone works too
-        payload = dest.build_payload(
-            "identify", MappedEvent({"external_id": "user-5"}, user={"first_name": "Ann"}), EVENT
-        )
-        assert payload == {"attributes": [{"first_name": "Ann", "external_id": "user-5"}]}
-        assert send_batch(dest, "identify", [payload]).items[0].status is ItemStatus.DELIVERED
-        assert fake.attributes == [{"first_name": "Ann", "external_id": "user-5"}]
+    server = serve(shared_server, fake)
+    dest = BrazeDestination(
+        "b", {"api_key": KEY, "endpoint": server.url}
+    )  # endpoint alone works too
+    payload = dest.build_payload(
+        "identify", MappedEvent({"external_id": "user-5"}, user={"first_name": "Ann"}), EVENT
+    )
+    assert payload == {"attributes": [{"first_name": "Ann", "external_id": "user-5"}]}
+    assert send_batch(dest, "identify", [payload]).items[0].status is ItemStatus.DELIVERED
+    assert fake.attributes == [{"first_name": "Ann", "external_id": "user-5"}]
 
 
 def test_429_waits_until_the_rate_limit_reset(braze):

@@ -10,20 +10,26 @@ import pytest
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.mixpanel import MixpanelDestination
 from tests.fakes.http import FakeServer, Reply
-from tests.fakes.vendors_a import FakeMixpanel, send_batch
+from tests.fakes.vendors_a import FakeMixpanel, send_batch, serve
 
 TOKEN = "tok-abc"
 SECRET = "sec-xyz"
 
 
+@pytest.fixture(scope="module")
+def shared_server():
+    with FakeServer() as server:
+        yield server
+
+
 @pytest.fixture
-def mixpanel():
+def mixpanel(shared_server):
     fake = FakeMixpanel(token=TOKEN, secret=SECRET)
-    with FakeServer(fake) as server:
-        dest = MixpanelDestination(
-            "mp", {"project_token": TOKEN, "api_secret": SECRET, "base_url": server.url}
-        )
-        yield fake, server, dest
+    server = serve(shared_server, fake)
+    dest = MixpanelDestination(
+        "mp", {"project_token": TOKEN, "api_secret": SECRET, "base_url": server.url}
+    )
+    return fake, server, dest
 
 
 def event(n: int, **extra):
@@ -109,28 +115,28 @@ def test_import_uses_strict_mode_and_the_project_secret(mixpanel):
     assert set(fake.ingested) == {"msg-0", "msg-1", "msg-2"}
 
 
-def test_service_account_adds_project_id():
+def test_service_account_adds_project_id(shared_server):
     fake = FakeMixpanel(token=TOKEN, secret="sa-secret", project_id="12345")
-    with FakeServer(fake) as server:
-        config = {
-            "project_token": TOKEN,
-            "service_account_username": "sa.user",
-            "service_account_secret": "sa-secret",
-            "project_id": "12345",
-            "base_url": server.url,
-        }
-        dest = MixpanelDestination("mp", config)
-        result = send_batch(dest, "custom", [track(dest, 1)])
-        assert result.items[0].status is ItemStatus.DELIVERED
-        assert server.requests[0].path == "/import?strict=1&project_id=12345"
-        assert fake.problems == []
+    server = serve(shared_server, fake)
+    config = {
+        "project_token": TOKEN,
+        "service_account_username": "sa.user",
+        "service_account_secret": "sa-secret",
+        "project_id": "12345",
+        "base_url": server.url,
+    }
+    dest = MixpanelDestination("mp", config)
+    result = send_batch(dest, "custom", [track(dest, 1)])
+    assert result.items[0].status is ItemStatus.DELIVERED
+    assert server.requests[0].path == "/import?strict=1&project_id=12345"
+    assert fake.problems == []
 
 
-def test_project_token_alone_authenticates_import():
+def test_project_token_alone_authenticates_import(shared_server):
     fake = FakeMixpanel(token=TOKEN)
-    with FakeServer(fake) as server:
-        dest = MixpanelDestination("mp", {"project_token": TOKEN, "base_url": server.url})
-        assert send_batch(dest, "custom", [track(dest, 1)]).items[0].status is ItemStatus.DELIVERED
+    server = serve(shared_server, fake)
+    dest = MixpanelDestination("mp", {"project_token": TOKEN, "base_url": server.url})
+    assert send_batch(dest, "custom", [track(dest, 1)]).items[0].status is ItemStatus.DELIVERED
 
 
 def test_strict_mode_fails_only_the_failed_records(mixpanel):
@@ -198,22 +204,18 @@ def test_identify_updates_profiles_through_engage(mixpanel):
     assert fake.problems == []
 
 
-def test_engage_status_0_is_a_failure_despite_http_200():
+def test_engage_status_0_is_a_failure_despite_http_200(shared_server):
     fake = FakeMixpanel(token="the-real-token")
-    with FakeServer(fake) as server:
-        dest = MixpanelDestination("mp", {"project_token": "a-wrong-token", "base_url": server.url})
-        updates = [
-            dest.build_payload(
-                "identify", MappedEvent({"distinct_id": f"u-{n}"}, user={"a": n}), {}
-            )
-            for n in range(2)
-        ]
-        result = send_batch(dest, "identify", updates)
-        assert result.split
-        assert all(
-            i.status is ItemStatus.FAILED and "$token" in (i.error or "") for i in result.items
-        )
-        assert fake.profiles == {}
+    server = serve(shared_server, fake)
+    dest = MixpanelDestination("mp", {"project_token": "a-wrong-token", "base_url": server.url})
+    updates = [
+        dest.build_payload("identify", MappedEvent({"distinct_id": f"u-{n}"}, user={"a": n}), {})
+        for n in range(2)
+    ]
+    result = send_batch(dest, "identify", updates)
+    assert result.split
+    assert all(i.status is ItemStatus.FAILED and "$token" in (i.error or "") for i in result.items)
+    assert fake.profiles == {}
 
 
 def test_regions_pick_the_documented_hosts():

@@ -8,7 +8,7 @@ from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.registry import CATALOG
 from streamctl.destinations.slack import SlackDestination
 from tests.fakes.http import FakeServer, Reply
-from tests.fakes.vendors_a import FakeSlack, send_batch
+from tests.fakes.vendors_a import FakeSlack, send_batch, serve
 
 HOOK = "/services/T0001/B0001/s3cr3tToken"
 ARCHIVED = "/services/T0001/B0002/archivedToken"
@@ -16,11 +16,17 @@ PROHIBITED = "/services/T0001/B0003/prohibitedToken"
 EVENT = {"type": "track", "event": "Order Completed", "messageId": "m1", "userId": "u1"}
 
 
+@pytest.fixture(scope="module")
+def shared_server():
+    with FakeServer() as server:
+        yield server
+
+
 @pytest.fixture
-def slack():
+def slack(shared_server):
     fake = FakeSlack({HOOK: "ok", ARCHIVED: "archived", PROHIBITED: "prohibited"})
-    with FakeServer(fake) as server:
-        yield fake, server
+    server = serve(shared_server, fake)
+    return fake, server
 
 
 def destination(server: FakeServer, path: str = HOOK) -> SlackDestination:
