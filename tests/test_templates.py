@@ -395,3 +395,21 @@ def test_every_cast_type_agrees_on_every_value():
         fast = compile_template(source, field="f", sync=SYNC)
         liquid = compile_template(source, field="f", sync=SYNC, fast_path=False)
         assert outcome(fast, {"v": value}) == outcome(liquid, {"v": value}), (target, value)
+
+
+def test_dotted_array_indexes_get_a_hint():
+    with pytest.raises(SpecError, match=r"index arrays with brackets: products\[0\]\.price"):
+        compile_template("{{ row.properties.products.0.price }}", field="f", sync=SYNC)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{% for i in (1..1000000) %}x{% endfor %}", "loop iteration limit"),
+        ("{% for i in (1..100) %}{{ row.big }}{% endfor %}", "output stream limit"),
+    ],
+)
+def test_a_runaway_template_is_stopped_as_a_mapping_error(source, message):
+    template = compile_template(source, field="f", sync=SYNC)
+    with pytest.raises(MappingError, match=message):
+        template.render({"big": "x" * 20_000})

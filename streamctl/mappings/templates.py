@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -212,9 +213,18 @@ def sha256_filter(value: Any) -> Any:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class MappingEnvironment(Environment):
+    """Liquid for mappings: the standard tags and filters, with limits so that one
+    template cannot stall the pipeline (a runaway loop or a huge output is a mapping error)."""
+
+    loop_iteration_limit = 10_000
+    output_stream_limit = 1_000_000  # characters; events themselves are capped at 32 KB
+    context_depth_limit = 30
+
+
 def make_environment() -> Environment:
     """The Liquid environment of mappings: standard filters plus cast, json and sha256."""
-    env = Environment()
+    env = MappingEnvironment()
     env.add_filter("cast", cast_filter)
     env.add_filter("json", json_filter)
     env.add_filter("sha256", sha256_filter)
@@ -256,6 +266,8 @@ def compile_template(
         template = ENVIRONMENT.from_string(source)
     except LiquidError as exc:
         msg = f"invalid Liquid template {source!r}: {exc.message}"
+        if re.search(r"\.\d", source):
+            msg += "; in templates, index arrays with brackets: products[0].price"
         raise SpecError(msg) from None
     _check_template(template, source)
     globals_ = {"sync": dict(sync)}
