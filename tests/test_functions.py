@@ -103,7 +103,7 @@ def test_an_exception_is_a_function_error_with_the_users_traceback(write):
             raise ValueError(f"cannot handle {event['event']}")
         """,
     )
-    with pytest.raises(FunctionError, match="functions/boom.py raised ValueError: cannot handle x") as caught:
+    with pytest.raises(FunctionError, match=r"functions/boom\.py raised ValueError: cannot handle x") as caught:
         run_function(ref, events("x"))
     assert 'boom.py", line 6, in explode' in caught.value.traceback
     assert "worker.py" not in caught.value.traceback
@@ -162,7 +162,7 @@ def test_a_worker_killed_mid_batch_is_reported_and_replaced(write):
 
 def test_an_import_error_is_reported_with_its_traceback(write):
     ref = write("imp.py", "import no_such_module_here\ndef transform_events(events, settings):\n    return events\n")
-    with pytest.raises(FunctionError, match="importing imp.py failed: ModuleNotFoundError") as caught:
+    with pytest.raises(FunctionError, match=r"importing imp\.py failed: ModuleNotFoundError") as caught:
         run_function(ref, events("x"))
     assert "no_such_module_here" in caught.value.traceback
 
