@@ -49,8 +49,15 @@ from tenacity import (
 from streamctl.config.model import AlertRule, Project, SyncConfig
 from streamctl.config.secrets import redact
 from streamctl.errors import StoreError
-from streamctl.monitoring.channels import AlertNotice, Channel, ChannelError, build_channel
+from streamctl.monitoring.channels import (
+    AlertNotice,
+    Channel,
+    ChannelError,
+    build_channel,
+    format_duration,
+)
 from streamctl.monitoring.source import MetricsSource
+from streamctl.store.db import store_path
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,11 @@ class Evaluation:
     firing: bool
     since: float | None
     transition: Literal["firing", "resolved"] | None = None
+    notifications: tuple[NotificationRecord, ...] = ()  # of the transition, one per channel
+
+    @property
+    def critical_firing(self) -> bool:
+        return self.firing and self.rule.severity == "critical"
 
 
 @dataclass(frozen=True)
@@ -316,6 +328,55 @@ def notice_for(evaluation: Evaluation, now: float) -> AlertNotice:
     )
 
 
+@dataclass(frozen=True)
+class RuleStatus:
+    """What `streamctl alerts list` shows for one rule and one matching sync."""
+
+    rule: AlertRule
+    sync: str
+    state: RuleState | None  # None: not evaluated yet
+    failed_channels: tuple[str, ...] = ()  # channels whose last notification failed
+
+    @property
+    def label(self) -> Literal["firing", "ok", "pending"]:
+        if self.state is None:
+            return "pending"
+        return "firing" if self.state.firing else "ok"
+
+
+def rule_statuses(project: Project, store: AlertStateStore) -> list[RuleStatus]:
+    """Every (rule, matching sync) pair in config order, with its remembered state."""
+    states = store.states()
+    last_by_channel: dict[tuple[str, str, str], NotificationRecord] = {}
+    for record in store.notifications():  # oldest first, so the last one wins
+        last_by_channel[(record.rule, record.sync, record.channel)] = record
+    statuses = []
+    for rule in project.alerts.rules:
+        for sync in matching_syncs(rule, project):
+            failed = tuple(
+                channel
+                for channel in rule.notify
+                if (r := last_by_channel.get((rule.name, sync.name, channel))) and not r.ok
+            )
+            statuses.append(RuleStatus(rule, sync.name, states.get((rule.name, sync.name)), failed))
+    return statuses
+
+
+def rule_json(rule: AlertRule) -> dict[str, object]:
+    comparison, threshold = bounds(rule)
+    return {
+        "name": rule.name,
+        "sync": rule.sync,
+        "when": rule.when,
+        "comparison": comparison,
+        "threshold": threshold,
+        "window": format_duration(rule.window),
+        "window_seconds": rule.window,
+        "severity": rule.severity,
+        "notify": list(rule.notify),
+    }
+
+
 class AlertEvaluator:
     """Evaluates every rule of a project, keeps their state, notifies on transitions.
 
@@ -327,7 +388,7 @@ class AlertEvaluator:
         task = asyncio.create_task(AlertEvaluator(project, metrics, client).run_forever())
 
     `metrics` is any MetricsSource (the store's: `StoreMetrics`); `state` defaults to
-    the alert tables in `project.store_path`.
+    the alert tables in the project's store file.
     """
 
     def __init__(
@@ -343,7 +404,7 @@ class AlertEvaluator:
         self.project = project
         self.metrics = metrics
         self.client = client
-        self.state = state or AlertStateStore(project.store_path)
+        self.state = state or AlertStateStore(store_path(project))
         self.policy = policy
         self.clock = clock
         self.channels: dict[str, Channel] = {
@@ -365,9 +426,7 @@ class AlertEvaluator:
         """Evaluate every rule for every matching sync; notify transitions; return them all."""
         now = self.clock()
         evaluations = await asyncio.to_thread(self._evaluate, now)
-        transitions = [e for e in evaluations if e.transition is not None]
-        await asyncio.gather(*(self._announce(e, now) for e in transitions))
-        return evaluations
+        return list(await asyncio.gather(*(self._announce(e, now) for e in evaluations)))
 
     def _evaluate(self, now: float) -> list[Evaluation]:
         previous = self.state.states()
@@ -384,15 +443,19 @@ class AlertEvaluator:
         self.state.save(states)
         return evaluations
 
-    async def _announce(self, evaluation: Evaluation, now: float) -> None:
+    async def _announce(self, evaluation: Evaluation, now: float) -> Evaluation:
+        """Tell the rule's channels about a transition, concurrently; no-op without one."""
+        if evaluation.transition is None:
+            return evaluation
         notice = notice_for(evaluation, now)
-        results = await asyncio.gather(
+        records = await asyncio.gather(
             *(self._notify(name, notice) for name in evaluation.rule.notify)
         )
-        if all(results):
+        if all(record.ok for record in records):
             await asyncio.to_thread(self.state.mark_notified, notice.rule, notice.sync, now)
+        return replace(evaluation, notifications=tuple(records))
 
-    async def _notify(self, channel_name: str, notice: AlertNotice) -> bool:
+    async def _notify(self, channel_name: str, notice: AlertNotice) -> NotificationRecord:
         """Try one channel with retries; record the outcome; never raise."""
         attempts, error = 0, None
         channel = self.channels.get(channel_name)
@@ -423,7 +486,7 @@ class AlertEvaluator:
             error,
         )
         await asyncio.to_thread(self.state.record_notification, record)
-        return error is None
+        return record
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(

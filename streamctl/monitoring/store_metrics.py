@@ -1,7 +1,7 @@
 """MetricsSource over the SQLite store (docs/store.md): the answers alerts, top and
 status sparklines need, each one indexed query.
 
-    metrics = StoreMetrics.open(project.store_path)
+    metrics = StoreMetrics.for_project(project)
     metrics.attempt_counts("purchases-to-braze", now - 300, now)
 
 Which rows answer which question:
@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from streamctl.monitoring.source import AttemptCounts, MinuteBucket, SyncCounters
+from streamctl.config.model import Project
 from streamctl.store import Store
+from streamctl.store.db import store_path
 
 # Recent enough to show what a destination answers now, long enough to hold a few attempts.
 TOP_LATENCY_WINDOW = 60.0
@@ -40,6 +42,10 @@ class StoreMetrics:
     def open(cls, path: Path) -> StoreMetrics:
         # Readonly needs the file; a fresh project gets an empty, migrated store instead.
         return cls(Store.open(path, readonly=path.exists()))
+
+    @classmethod
+    def for_project(cls, project: Project) -> StoreMetrics:
+        return cls.open(store_path(project))
 
     def close(self) -> None:
         self.store.close()
