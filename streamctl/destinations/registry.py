@@ -27,6 +27,10 @@ from streamctl.destinations.iterable import IterableDestination  # noqa: E402
 
 CATALOG["iterable"] = IterableDestination
 
+from streamctl.destinations.customerio import CustomerIODestination  # noqa: E402
+
+CATALOG["customerio"] = CustomerIODestination
+
 from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
 from streamctl.destinations.braze import BrazeDestination  # noqa: E402
 from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402

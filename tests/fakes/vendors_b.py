@@ -427,3 +427,124 @@ class FakeIterable(FakeVendor):
             "createdFields": [],
         }  # fmt: skip
         return Reply(200, body)
+
+
+# -- Customer.io Track API --------------------------------------------------------------
+
+CIO_ACTIONS = {"identify", "event", "page", "screen"}
+
+
+class FakeCustomerIO(FakeVendor):
+    """Track API v2 /api/v2/batch and v1 customers/{id}, customers/{id}/events, /events.
+
+    Basic auth site_id:api_key (401 otherwise). v2: entries failing `bad_ids` (person
+    ids) are named in a 207 `{"errors": [{batch_index, reason, field, message}]}`; v1:
+    a 400 `{"meta": {"error": ...}}`.
+    """
+
+    def __init__(self, site_id: str, api_key: str) -> None:
+        super().__init__()
+        self.site_id = site_id
+        self.api_key = api_key
+        self.bad_ids: set[str] = set()
+
+    def __call__(self, req: Received) -> Reply:
+        if self.basic_auth(req) != (self.site_id, self.api_key):
+            with self._lock:
+                self.requests.append(req)
+            return Reply(401, {"meta": {"error": "Unauthorized request"}})
+        return super().__call__(req)
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect(
+            req.headers.get("content-type", "").startswith("application/json"),
+            "content-type",
+            problems,
+        )
+        body = self.body(req)
+        if not isinstance(body, dict):
+            return [*problems, "body is not a JSON object"]
+        path = req.path
+        if path == "/api/v2/batch":
+            _expect(req.method == "POST", f"method {req.method}", problems)
+            _expect(len(req.body) < 500 * 1024, "request over 500 KB", problems)
+            batch = body.get("batch")
+            if not isinstance(batch, list) or not batch:
+                return [*problems, "batch must be a non-empty array"]
+            for entry in batch:
+                problems.extend(self._check_entry(entry))
+        elif path.startswith("/api/v1/customers/") and path.endswith("/events"):
+            _expect(req.method == "POST", f"method {req.method}", problems)
+            problems.extend(self._check_v1_event(body))
+        elif path.startswith("/api/v1/customers/"):
+            _expect(req.method == "PUT", f"identify must be a PUT, got {req.method}", problems)
+            _expect(len(body) <= 300, "over 300 attributes", problems)
+        elif path == "/api/v1/events":
+            _expect(req.method == "POST", f"method {req.method}", problems)
+            _expect(
+                isinstance(body.get("anonymous_id"), str),
+                "anonymous event without anonymous_id",
+                problems,
+            )
+            problems.extend(self._check_v1_event(body))
+        else:
+            problems.append(f"unknown path {path}")
+        return problems
+
+    @staticmethod
+    def _check_entry(entry: Any) -> list[str]:
+        problems: list[str] = []
+        if not isinstance(entry, dict):
+            return ["entry is not an object"]
+        _expect(entry.get("type") == "person", f"type {entry.get('type')!r}", problems)
+        _expect(entry.get("action") in CIO_ACTIONS, f"action {entry.get('action')!r}", problems)
+        identifiers = entry.get("identifiers")
+        _expect(
+            isinstance(identifiers, dict) and len(identifiers) == 1,
+            f"identifiers {identifiers!r}",
+            problems,
+        )
+        _expect(len(json.dumps(entry).encode()) <= 32 * 1024, "entry over 32 KB", problems)
+        if entry.get("action") != "identify":
+            _expect(
+                isinstance(entry.get("name"), str) and entry["name"] != "",
+                "event without name",
+                problems,
+            )
+        if "timestamp" in entry:
+            ts = entry["timestamp"]
+            _expect(
+                isinstance(ts, int) and 10**9 < ts < 10**10,
+                f"timestamp {ts!r} not Unix seconds",
+                problems,
+            )
+        return problems
+
+    @staticmethod
+    def _check_v1_event(body: dict[str, Any]) -> list[str]:
+        problems: list[str] = []
+        _expect(
+            isinstance(body.get("name"), str) and body["name"] != "",
+            "event name must not be blank",
+            problems,
+        )
+        _expect(isinstance(body.get("data", {}), dict), "event data must be a hash", problems)
+        return problems
+
+    def answer(self, req: Received) -> Reply:
+        body = self.body(req)
+        if req.path == "/api/v2/batch":
+            errors = []
+            for index, entry in enumerate(body["batch"]):
+                if entry["identifiers"].get("id") in self.bad_ids:
+                    errors.append({"batch_index": index, "reason": "invalid", "field": "identifiers",
+                                   "message": "person id is not allowed"})  # fmt: skip
+                else:
+                    self.accepted.append(entry)
+            return Reply(207, {"errors": errors}) if errors else Reply(200, {})
+        person = req.path.split("/")[4] if req.path.startswith("/api/v1/customers/") else None
+        if person in self.bad_ids:
+            return Reply(400, {"meta": {"error": "id attribute must be a string value"}})
+        self.accepted.append({"path": req.path, "method": req.method, **body})
+        return Reply(200, {})
