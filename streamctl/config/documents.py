@@ -13,7 +13,7 @@ the values that came from the environment (they are secrets).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,8 @@ class Document:
     # Values left empty because an environment variable is missing: already reported,
     # so structural checks of these values would only repeat the problem.
     unresolved: set[NodePath] = field(default_factory=set)
+    # Quoted strings that were one whole `${VAR}`: numbers or booleans where one is expected.
+    quoted_references: set[NodePath] = field(default_factory=set)
 
     def position(self, path: NodePath, *, key: bool = False) -> Position:
         """The position of the value at `path` (or of its key), else of its nearest ancestor."""
@@ -57,6 +59,24 @@ class Document:
             if found is not None:
                 return found
         return (1, 1)
+
+    def coerce(self, path: NodePath, expected: Iterable[str]) -> tuple[bool, Any]:
+        """Read the quoted `"${VAR}"` at `path` as the JSON type expected there, in place.
+
+        Returns (True, value) when the value now has one of the `expected` types."""
+        if path not in self.quoted_references:
+            return False, None
+        parent = self.data
+        for part in path[:-1]:
+            parent = parent[part]
+        typed = typed_scalar(parent[path[-1]])
+        wanted = set(expected)
+        kinds = {bool: "boolean", int: "integer", float: "number", type(None): "null"}
+        kind = kinds.get(type(typed))
+        if kind is None or not (kind in wanted or (kind == "integer" and "number" in wanted)):
+            return False, None
+        parent[path[-1]] = typed
+        return True, typed
 
     def problem(
         self, path: NodePath, message: str, *, severity: Severity = "error", key: bool = False
@@ -93,7 +113,6 @@ class _Builder:
         self.doc = doc
         self.env = env
         self.constructor = SafeConstructor()
-        self.resolver = Resolver()
 
     def build(self, node: Node, path: NodePath) -> Any:
         self.doc.value_positions[path] = _position(node)
@@ -141,7 +160,21 @@ class _Builder:
             )
         self.doc.secrets.update(result.secrets)
         if result.whole and node.style is None:
-            tag = self.resolver.resolve(ScalarNode, result.text, (True, False))  # type: ignore[no-untyped-call]
-            if tag in RETYPABLE_TAGS:
-                return self.constructor.construct_object(ScalarNode(tag, result.text))
+            return typed_scalar(result.text)
+        elif result.whole:
+            # `port: "${PORT}"` (quoted, as flow mappings require): stays a string unless
+            # a number or boolean is expected there (see `Document.coerce`).
+            self.doc.quoted_references.add(path)
         return result.text
+
+
+_RESOLVER = Resolver()
+_SCALARS = SafeConstructor()
+
+
+def typed_scalar(text: str) -> Any:
+    """`text` read as a plain YAML scalar: 8080 an int, true a bool, other text itself."""
+    tag = _RESOLVER.resolve(ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]
+    if tag in RETYPABLE_TAGS:
+        return _SCALARS.construct_object(ScalarNode(tag, text))
+    return text

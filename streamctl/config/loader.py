@@ -318,6 +318,9 @@ class _ProjectLoader:
                 continue
             if field_spec.secret:
                 self.secrets.update(secret_strings(value))
+            if not matches_json_type(value, field_spec.type):
+                coerced, typed = doc.coerce((*at, key), [field_spec.type])
+                value = typed if coerced else value
             if value is not None and not matches_json_type(value, field_spec.type):
                 message = f"config key {key!r} must be {TYPE_WORDS[field_spec.type]}, got {type_word(value)}"
                 self.problems.append(doc.problem((*at, key), message))

@@ -55,7 +55,10 @@ def check_structure(doc: Document, name: SchemaName) -> tuple[list[Problem], set
     problems: list[Problem] = []
     broken: set[NodePath] = set()
     data = {} if doc.data is None else doc.data
-    for error in _validator(name).iter_errors(data):
+    validator = _validator(name)
+    if _coerce_quoted_references(doc, validator.iter_errors(data)):
+        data = doc.data
+    for error in validator.iter_errors(data):
         path: NodePath = tuple(error.absolute_path)
         if path in doc.unresolved:
             broken.add(path)
@@ -64,6 +67,18 @@ def check_structure(doc: Document, name: SchemaName) -> tuple[list[Problem], set
             problems.append(problem)
             broken.add(where)
     return problems, broken
+
+
+def _coerce_quoted_references(doc: Document, errors: Iterable[ValidationError]) -> bool:
+    changed = False
+    for error in errors:
+        if error.validator != "type":
+            continue
+        expected = error.validator_value
+        names = expected if isinstance(expected, list) else [expected]
+        coerced, _ = doc.coerce(tuple(error.absolute_path), [str(n) for n in names])
+        changed = changed or coerced
+    return changed
 
 
 def is_clean(path: NodePath, broken: Iterable[NodePath]) -> bool:

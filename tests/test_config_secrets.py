@@ -1,0 +1,42 @@
+"""Redaction of secrets in any text streamctl prints."""
+
+from __future__ import annotations
+
+import json
+
+from streamctl.config.secrets import redact, redact_data, secret_strings
+
+
+def test_every_occurrence_is_masked():
+    text = "POST https://hooks.example/abc12345 failed: token abc12345 refused"
+    assert redact(text, {"abc12345"}) == "POST https://hooks.example/*** failed: token *** refused"
+
+
+def test_a_longer_secret_containing_a_shorter_one_is_masked_whole():
+    assert redact("key=secret-long-value", {"secret", "secret-long-value"}) == "key=***"
+
+
+def test_json_escaped_forms_are_masked_too():
+    secret = 'pa"ss\\word'
+    dumped = json.dumps({"password": secret})
+    assert secret not in redact(dumped, {secret})
+    assert "ss" not in redact(dumped, {secret}).replace("password", "")
+
+
+def test_very_short_values_are_not_secrets():
+    assert redact("line 1 of 12", {"1", "on"}) == "line 1 of 12"
+    assert secret_strings("on") == set()
+
+
+def test_secret_strings_reads_inside_headers_and_lists():
+    value = {"Authorization": "Bearer t0ken-xyz", "X-Retries": 3, "list": ["abcd1234"]}
+    assert secret_strings(value) == {"Bearer t0ken-xyz", "abcd1234"}
+
+
+def test_redact_data_masks_strings_inside_structures():
+    data = {"url": "https://x/abcd1234", "n": 1, "items": ["abcd1234", None]}
+    assert redact_data(data, {"abcd1234"}) == {
+        "url": "https://x/***",
+        "n": 1,
+        "items": ["***", None],
+    }
