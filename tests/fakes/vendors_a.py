@@ -116,10 +116,16 @@ class FakeAmplitude(FakeVendor):
     MAX_EVENTS = 2000
     MAX_BYTES = 1_000_000
 
-    def __init__(self, api_key: str, throttled_users: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        throttled_users: set[str] | None = None,
+        silenced_devices: set[str] | None = None,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.throttled_users = throttled_users or set()
+        self.silenced_devices = silenced_devices or set()
         self.ingested: dict[str, dict[str, Any]] = {}  # insert_id -> event (deduplicated)
         self.requests = 0
 
@@ -163,6 +169,22 @@ class FakeAmplitude(FakeVendor):
                     "events_with_invalid_fields": invalid,
                     "events_with_missing_fields": missing,
                     "events_with_invalid_id_lengths": short,
+                },
+            )
+        silenced = [i for i, e in enumerate(events) if e.get("device_id") in self.silenced_devices]
+        if silenced:
+            # SilencedDeviceID: devices Amplitude blocked for spamming; nothing ingested.
+            return Reply(
+                400,
+                {
+                    "code": 400,
+                    "error": "Events silenced for device_id",
+                    "eps_threshold": 30,
+                    "exceeded_daily_quota_devices": {},
+                    "silenced_devices": sorted({events[i]["device_id"] for i in silenced}),
+                    "silenced_events": silenced,
+                    "throttled_devices": {},
+                    "throttled_events": [],
                 },
             )
         throttled = [i for i, e in enumerate(events) if e.get("user_id") in self.throttled_users]
