@@ -413,3 +413,9 @@ def test_a_runaway_template_is_stopped_as_a_mapping_error(source, message):
     template = compile_template(source, field="f", sync=SYNC)
     with pytest.raises(MappingError, match=message):
         template.render({"big": "x" * 20_000})
+
+
+def test_sha256_after_string_filters_does_not_hash_a_missing_value():
+    # downcase turns a missing value into "", which must not become sha256("")
+    assert render("{{ row.context.traits.phone | strip | downcase | sha256 }}") == ""
+    assert render("{{ row.context.traits.phone | strip | sha256 | cast: 'string' }}") == ""

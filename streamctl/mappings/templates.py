@@ -205,9 +205,10 @@ def json_filter(value: Any) -> str:
 
 
 def sha256_filter(value: Any) -> Any:
-    """`{{ email | downcase | sha256 }}`: hex SHA-256 of the UTF-8 text; missing and null pass
-    through, so a missing identifier never becomes the hash of an empty string."""
-    if is_undefined(value) or value is None:
+    """`{{ email | downcase | sha256 }}`: hex SHA-256 of the UTF-8 text. Missing, null and
+    empty inputs pass through unchanged (`downcase` turns a missing value into ""), so a
+    missing identifier never becomes the hash of an empty string, shared by every user."""
+    if is_undefined(value) or value is None or value == "":
         return value
     text = value if isinstance(value, str) else to_liquid_string(value, autoescape=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
