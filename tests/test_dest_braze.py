@@ -53,7 +53,7 @@ def purchase(dest: BrazeDestination, user: str, price: float = 9.99, **user_fiel
 
 
 def custom(dest: BrazeDestination, user: str, name: str = "rented_movie"):
-    required = {"external_id": user, "name": name, "time": 1795694400}
+    required = {"external_id": user, "name": name, "time": "2026-11-26T13:00:00+01:00"}
     return dest.build_payload(
         "custom", MappedEvent(required, properties={"movie": "The Sad Egg"}), EVENT
     )
@@ -95,7 +95,7 @@ def test_purchase_payload_carries_the_user_s_attributes():
     assert dest.check_payload("purchase", payload) is None
 
 
-def test_epoch_times_become_iso8601():
+def test_times_are_sent_in_utc():
     dest = BrazeDestination("b", {"api_key": KEY, "endpoint": "https://x"})
     assert custom(dest, "user-1")["events"][0]["time"] == "2026-11-26T12:00:00.000Z"
 

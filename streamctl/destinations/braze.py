@@ -111,7 +111,7 @@ class BrazeDestination(Destination):
                 "a custom event; properties are event properties, user fields update the profile",
                 required=(
                     FieldSpec("name", "string", "the event name"),
-                    FieldSpec("time", "string", "when it happened (ISO 8601; epoch accepted)"),
+                    FieldSpec("time", "string", "when it happened, ISO 8601 (sent in UTC)"),
                 ),
                 optional=_IDENTITY + _OBJECT_OPTIONS,
             ),
@@ -124,7 +124,7 @@ class BrazeDestination(Destination):
                     ),
                     FieldSpec("currency", "string", "ISO 4217 code, e.g. USD"),
                     FieldSpec("price", "number", "unit price in the currency's base unit"),
-                    FieldSpec("time", "string", "when it happened (ISO 8601; epoch accepted)"),
+                    FieldSpec("time", "string", "when it happened, ISO 8601 (sent in UTC)"),
                 ),
                 optional=(
                     *_IDENTITY,
