@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +42,19 @@ def send(dest: GA4Destination, event_type: str, payloads: list[dict]):
             return await dest.send(client, event_type, payloads, timeout=5)
 
     return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def running_server():
+    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
+    with FakeServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(running_server, fake):
+    running_server.answer = fake
+    return running_server
 
 
 @pytest.fixture
@@ -160,14 +174,13 @@ def test_user_property_limits(user, problem):
     assert problem in (dest.check_payload("login", body) or "")
 
 
-def test_send_groups_events_by_client_in_requests_of_at_most_25(fake):
+def test_send_groups_events_by_client_in_requests_of_at_most_25(fake, server):
     dest_config = dict(CONFIG)
-    with FakeServer(fake) as server:
-        dest = GA4Destination("ga", {**dest_config, "base_url": server.url})
-        payloads = [payload(dest, transaction_id=f"A{i}") for i in range(30)]
-        payloads.insert(3, payload(dest, client_id="other", transaction_id="B"))
-        payloads.append(payload(dest, client_id="c3", user_id="u3", transaction_id="C"))
-        result = send(dest, "purchase", payloads)
+    dest = GA4Destination("ga", {**dest_config, "base_url": server.url})
+    payloads = [payload(dest, transaction_id=f"A{i}") for i in range(30)]
+    payloads.insert(3, payload(dest, client_id="other", transaction_id="B"))
+    payloads.append(payload(dest, client_id="c3", user_id="u3", transaction_id="C"))
+    result = send(dest, "purchase", payloads)
     assert fake.problems == []
     assert [item.status for item in result.items] == [ItemStatus.DELIVERED] * 32
     assert all(item.status_code == 204 for item in result.items)
@@ -202,35 +215,34 @@ def test_build_request_refuses_a_mix_of_clients():
         dest.build_request("purchase", [payload(dest), payload(dest, client_id="b")])
 
 
-def test_server_errors_and_rate_limits_are_retried_with_retry_after(fake):
+def test_server_errors_and_rate_limits_are_retried_with_retry_after(fake, server):
     fake.fail_next(503, {"error": "unavailable"})
     fake.fail_next(429, "slow down", headers={"Retry-After": "7"})
-    with FakeServer(fake) as server:
-        dest = GA4Destination("ga", {**CONFIG, "base_url": server.url})
-        first = send(dest, "purchase", [payload(dest)])
-        second = send(dest, "purchase", [payload(dest)])
-        third = send(dest, "purchase", [payload(dest)])
+    dest = GA4Destination("ga", {**CONFIG, "base_url": server.url})
+    first = send(dest, "purchase", [payload(dest)])
+    second = send(dest, "purchase", [payload(dest)])
+    third = send(dest, "purchase", [payload(dest)])
     assert first.items[0].status is ItemStatus.RETRY and first.items[0].status_code == 503
     assert second.items[0].status is ItemStatus.RETRY and second.items[0].retry_after == 7
     assert third.items[0].status is ItemStatus.DELIVERED
     assert fake.problems == []
 
 
-def test_one_clients_failure_does_not_touch_the_other_clients_outcomes(fake):
+def test_one_clients_failure_does_not_touch_the_other_clients_outcomes(fake, server):
     fake.fail_next(500)
-    with FakeServer(fake) as server:
-        dest = GA4Destination("ga", {**CONFIG, "base_url": server.url})
-        payloads = [payload(dest, client_id="a"), payload(dest, client_id="b")]
-        # Requests go out concurrently: whichever arrives first gets the 500.
-        result = send(dest, "purchase", payloads)
+    dest = GA4Destination("ga", {**CONFIG, "base_url": server.url})
+    payloads = [payload(dest, client_id="a"), payload(dest, client_id="b")]
+    # Requests go out concurrently: whichever arrives first gets the 500.
+    result = send(dest, "purchase", payloads)
     statuses = sorted(item.status for item in result.items)
     assert statuses == sorted([ItemStatus.DELIVERED, ItemStatus.RETRY])
 
 
 def test_connection_refused_is_a_retry():
-    with FakeServer() as server:
-        url = server.url
-    dest = GA4Destination("ga", {**CONFIG, "base_url": url})
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dest = GA4Destination("ga", {**CONFIG, "base_url": f"http://127.0.0.1:{port}"})
     result = send(dest, "purchase", [payload(dest)])
     assert result.items[0].status is ItemStatus.RETRY
     assert "connection" in (result.items[0].error or "")

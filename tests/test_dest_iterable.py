@@ -52,10 +52,17 @@ def fake():
     return FakeIterable(KEY)
 
 
+@pytest.fixture(scope="module")
+def running_server():
+    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
+    with FakeServer() as server:
+        yield server
+
+
 @pytest.fixture
-def server(fake):
-    with FakeServer(fake) as running:
-        yield running
+def server(running_server, fake):
+    running_server.answer = fake
+    return running_server
 
 
 def dest_for(server, **config) -> IterableDestination:

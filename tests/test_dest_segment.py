@@ -51,6 +51,19 @@ def deliver(dest, payloads):
     return asyncio.run(_deliver(dest, payloads))
 
 
+@pytest.fixture(scope="module")
+def running_server():
+    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
+    with FakeServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(running_server, fake):
+    running_server.answer = fake
+    return running_server
+
+
 @pytest.fixture
 def fake():
     return FakeSegment(KEY)
@@ -128,35 +141,36 @@ def test_checks_before_sending(event_type, required, problem):
     assert problem in (dest.check_payload(event_type, payload) or "")
 
 
-def test_a_batch_goes_in_one_request_with_basic_auth(fake):
-    with FakeServer(fake) as server:
-        dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
-        payloads = [track(dest, f"E{i}") for i in range(3)]
-        result = send(dest, payloads)
+def test_a_batch_goes_in_one_request_with_basic_auth(fake, server):
+    dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
+    payloads = [track(dest, f"E{i}") for i in range(3)]
+    result = send(dest, payloads)
     assert fake.problems == []
     assert [i.status for i in result.items] == [ItemStatus.DELIVERED] * 3
     assert len(fake.requests) == 1
     assert fake.accepted == payloads
 
 
-def test_batches_over_500_kb_are_cut_into_several_requests(fake):
-    with FakeServer(fake) as server:
-        dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
-        payloads = [track(dest, f"E{i}", blob="x" * 20_000) for i in range(40)]  # ~800 KB
-        result = send(dest, payloads)
+def test_batches_over_500_kb_are_cut_into_several_requests(fake, server):
+    dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
+    payloads = [track(dest, f"E{i}", blob="x" * 20_000) for i in range(40)]  # ~800 KB
+    result = send(dest, payloads)
     assert fake.problems == []  # includes "request over 500 KB"
     assert len(fake.requests) >= 2
     assert [i.status for i in result.items] == [ItemStatus.DELIVERED] * 40
-    assert [e["event"] for e in fake.accepted] == [f"E{i}" for i in range(40)]
+    # Parts go out concurrently: each arrives whole, in order, but parts may interleave.
+    assert sorted(e["event"] for e in fake.accepted) == sorted(f"E{i}" for i in range(40))
+    for request in fake.requests:
+        names = [e["event"] for e in request.json()["batch"]]
+        assert names == sorted(names, key=lambda n: int(n[1:]))
 
 
-def test_a_refused_batch_is_split_until_only_the_bad_event_fails(fake):
+def test_a_refused_batch_is_split_until_only_the_bad_event_fails(fake, server):
     fake.reject_events = {"E5"}
-    with FakeServer(fake) as server:
-        dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
-        payloads = [track(dest, f"E{i}") for i in range(8)]
-        first = send(dest, payloads)
-        result = deliver(dest, payloads)
+    dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
+    payloads = [track(dest, f"E{i}") for i in range(8)]
+    first = send(dest, payloads)
+    result = deliver(dest, payloads)
     assert first.split is True and all(i.status is ItemStatus.FAILED for i in first.items)
     statuses = [i.status for i in result.items]
     assert statuses == [ItemStatus.DELIVERED] * 5 + [ItemStatus.FAILED] + [ItemStatus.DELIVERED] * 2
@@ -165,14 +179,13 @@ def test_a_refused_batch_is_split_until_only_the_bad_event_fails(fake):
     assert fake.problems == []
 
 
-def test_rate_limits_and_server_errors_retry_auth_errors_fail_without_split(fake):
+def test_rate_limits_and_server_errors_retry_auth_errors_fail_without_split(fake, server):
     fake.fail_next(429, {"message": "slow"}, headers={"Retry-After": "12"})
     fake.fail_next(502, "bad gateway")
     fake.fail_next(401, {"success": False, "message": "invalid write key"})
-    with FakeServer(fake) as server:
-        dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
-        payloads = [track(dest, "A"), track(dest, "B")]
-        limited, bad_gateway, unauthorized = (send(dest, payloads) for _ in range(3))
+    dest = SegmentDestination("seg", {"write_key": KEY, "base_url": server.url})
+    payloads = [track(dest, "A"), track(dest, "B")]
+    limited, bad_gateway, unauthorized = (send(dest, payloads) for _ in range(3))
     assert {i.status for i in limited.items} == {ItemStatus.RETRY}
     assert limited.items[0].retry_after == 12
     assert (
