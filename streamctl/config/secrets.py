@@ -40,7 +40,7 @@ def secret_strings(value: Any) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret (and its JSON-escaped form) replaced by `***`."""
+    """`text` with every secret (and its JSON- and repr-escaped forms) replaced by `***`."""
     pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH))
     return text if pattern is None else pattern.sub(MASK, text)
 
@@ -61,6 +61,7 @@ def redact_data(value: Any, secrets: Iterable[str]) -> Any:
 def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
     forms = set(secrets)
     forms.update(json.dumps(s)[1:-1] for s in secrets)  # as it appears inside JSON output
+    forms.update(repr(s)[1:-1] for s in secrets)  # as it appears in a message built with !r
     if not forms:
         return None
     # Longest first, so a secret containing another is masked whole.
