@@ -46,10 +46,10 @@ def test(
     for case in tests:
         result = run_sync_test(loaded, case)
         if result.passed:
-            stdout.print(f"test {escape(case.name)} ... [green]passed[/]")
+            stdout.print(f"test {escape(case.name)} ... [green]passed[/]", soft_wrap=True)
             continue
         failed += 1
-        stdout.print(f"test {escape(case.name)} ... [red]failed[/]")
+        stdout.print(f"test {escape(case.name)} ... [red]failed[/]", soft_wrap=True)
         for failure in result.failures:
             stdout.print(f"  {escape(case.location)}: {escape(failure)}", soft_wrap=True)
         for line in result.diff.splitlines():
