@@ -1,7 +1,177 @@
-"""`streamctl top` (placeholder until its issue lands)."""
+"""`streamctl top`: a live, full-screen table of every sync's rates, errors and latency."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import sys
+import termios
+import time
+import tty
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from streamctl.cli.output import stdout
+from streamctl.config.loader import load_project
+from streamctl.config.units import parse_duration
+from streamctl.errors import UsageError
+from streamctl.monitoring.store_metrics import StoreMetrics
+from streamctl.monitoring.top import Rate, TopRow, TopSampler
 
 app = typer.Typer()
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project",
+        "-p",
+        help="The project folder (the one holding streamctl.yaml).",
+        file_okay=False,
+    ),
+]
+
+
+@app.command("top")
+def top(
+    project: ProjectOption = Path("."),
+    sync: Annotated[
+        list[str] | None, typer.Option("--sync", help="Only this sync (repeatable).")
+    ] = None,
+    since: Annotated[
+        str,
+        typer.Option("--since", help="Count totals from this long before start (30s, 15m, 1h)."),
+    ] = "15m",
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between refreshes.", min=0.05)
+    ] = 1.0,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Print one table (after measuring one interval) and exit."),
+    ] = False,
+) -> None:
+    """Live per-sync table of rates, errors and latency, read from the store.
+
+    Events in, delivered, filtered, failed (attempts) and archived show `total (rate/s)`; retrying and queue are deliveries in that state now. Quit with q or Ctrl-C.
+    """
+    loaded = load_project(project)
+    names = [s.name for s in loaded.syncs]
+    for name in sync or []:
+        if name not in names:
+            msg = f"--sync {name!r}: no such sync (known: {', '.join(names) or 'none'})"
+            raise UsageError(msg)
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    metrics = StoreMetrics.for_project(loaded)
+    sampler = TopSampler(metrics, sync or names, since=time.time() - window)
+    try:
+        if once:
+            sampler.sample()
+            time.sleep(interval)
+            sampler.sample()
+            screen = render_top(sampler.rows(), since=sampler.since, now=time.time())
+            # Piped output has no width of its own: never cut numbers to fit 80 columns.
+            console = stdout if stdout.is_terminal else Console(highlight=False, width=200)
+            console.print(screen)
+        else:
+            _live(sampler, interval)
+    finally:
+        metrics.close()
+
+
+def _live(sampler: TopSampler, interval: float) -> None:
+    console = Console()
+    sampler.sample()
+    with (
+        _keys() as read_key,
+        Live(console=console, screen=True, auto_refresh=False, transient=True) as live,
+    ):
+        try:
+            while True:
+                rows = sampler.rows()
+                screen = render_top(rows, since=sampler.since, now=time.time(), live=True)
+                live.update(screen, refresh=True)
+                if read_key(interval) in ("q", "Q"):
+                    return
+                sampler.sample()
+        except KeyboardInterrupt:
+            return
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[_KeyReader]:
+    """Single keys from a terminal in cbreak mode (Ctrl-C still interrupts); restored on exit."""
+    if not sys.stdin.isatty():
+        yield _KeyReader(None)
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield _KeyReader(fd)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class _KeyReader:
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def __call__(self, timeout: float) -> str | None:
+        """The key pressed within `timeout` seconds, if any (else None, after waiting)."""
+        if self.fd is None:
+            time.sleep(timeout)
+            return None
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return None
+        return os.read(self.fd, 1).decode(errors="replace")
+
+
+def render_top(rows: Sequence[TopRow], *, since: float, now: float, live: bool = False) -> Group:
+    """Pure: the screen for these rows. Counters read `total (rate/s)`."""
+    started = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
+    clock = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
+    title = Text.assemble(
+        ("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC"
+    )
+    if live:
+        title.append("  q quits", "dim")
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    table.add_column("sync", no_wrap=True)
+    for heading in ("in", "delivered", "filtered", "failed", "archived"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    for heading in ("retrying", "queue", "error rate", "p95"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            row.sync,
+            _rate(row.received),
+            _rate(row.delivered, "green"),
+            _rate(row.filtered),
+            _rate(row.failed, "red"),
+            _rate(row.archived, "red"),
+            str(row.retrying),
+            str(row.queued),
+            "-" if row.error_rate is None else f"{row.error_rate:.1%}",
+            "-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:.0f} ms",
+        )
+    if not rows:
+        return Group(title, Text("no syncs in this project"))
+    return Group(title, Text(""), table)
+
+
+def _rate(rate: Rate, style: str = "") -> Text:
+    per_second = "…" if rate.per_second is None else f"{rate.per_second:.1f}/s"
+    moving = style if rate.per_second else ""
+    return Text.assemble(f"{rate.total:,} ", (f"({per_second})", moving))
