@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -181,3 +183,14 @@ def test_json_includes():
     assert not json_includes({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}})
     assert not json_includes({"a": [1, 2]}, {"a": [1]})
     assert json_includes({"a": [{"x": 1, "y": 2}]}, {"a": [{"x": 1}]})
+
+
+def test_the_repository_default_project_fixtures_pass():
+    root = Path(__file__).resolve().parents[1]
+    try:
+        result = CliRunner().invoke(app, ["test", "--project", str(root)], env={"COLUMNS": "200"})
+    finally:
+        close_functions()
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout
+    assert result.stdout.count("... passed") >= 10
