@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.json import JSON
+from rich.highlighter import JSONHighlighter
 from rich.markup import escape
-from rich.padding import Padding
+from rich.text import Text
 
 from streamctl.cli.output import stdout
 from streamctl.cli.validate import ProjectOption
@@ -18,6 +19,8 @@ from streamctl.errors import EventError, UsageError
 from streamctl.pipeline.preview import PreviewReport, preview_event
 
 app = typer.Typer()
+
+_JSON_HIGHLIGHTER = JSONHighlighter()
 
 OUTCOME_STYLE = {
     "delivered": "green",
@@ -112,15 +115,15 @@ def _render(report: PreviewReport) -> None:
     event = data["event"]
     name = event.get("event") or event.get("name") or ""
     who = event.get("userId") or event.get("anonymousId")
-    stdout.print(
+    _say(
         f"[bold]event[/] {escape(str(data['message_id']))}  {event['type']} "
         f"{escape(repr(name)) if name else ''}  user {escape(str(who))}"
     )
     contract = data["contract"]
     label = f"contract {contract['name']}" if contract["name"] else "contract (none)"
-    stdout.print(f"[bold]{escape(label)}[/]: {_styled(contract['outcome'])}")
+    _say(f"[bold]{escape(label)}[/]: {_styled(contract['outcome'])}")
     for violation in contract["violations"]:
-        stdout.print(
+        _say(
             f"  {violation['kind']} {escape(violation['pointer'] or '/')}: {escape(violation['message'])}"
         )
     for sync_data in data["syncs"]:
@@ -128,31 +131,31 @@ def _render(report: PreviewReport) -> None:
 
 
 def _render_sync(data: dict[str, Any]) -> None:
-    stdout.print()
-    stdout.print(f"[bold]sync {escape(data['sync'])}[/] -> {escape(data['destination'])}: {_styled(data['outcome'])}")
+    _say()
+    _say(f"[bold]sync {escape(data['sync'])}[/] -> {escape(data['destination'])}: {_styled(data['outcome'])}")
     function = data["function"]
     if function["path"]:
         count = len(function["events"])
-        stdout.print(f"  function {escape(function['path'])}: {_styled(function['outcome'])} ({count} event{'s' * (count != 1)} out)")
+        _say(f"  function {escape(function['path'])}: {_styled(function['outcome'])} ({count} event{'s' * (count != 1)} out)")
     for decision in data["decisions"]:
         if decision["status"] == "pending":
             continue
         what = f" {decision['event_type']}" if decision["event_type"] else ""
-        stdout.print(f"  {_styled(decision['status'])}{escape(what)}: {escape(decision['error'] or '')}")
+        _say(f"  {_styled(decision['status'])}{escape(what)}: {escape(decision['error'] or '')}")
         if decision["traceback"]:
-            stdout.print(escape(decision["traceback"].rstrip()), style="dim")
+            _say(escape(decision["traceback"].rstrip()), style="dim")
     for delivery in data["deliveries"]:
-        stdout.print(f"  event type [bold]{escape(delivery['event_type'])}[/]  (message {escape(delivery['message_id'])})")
-        stdout.print("  payload:")
-        stdout.print(_json(delivery["payload"]))
+        _say(f"  event type [bold]{escape(delivery['event_type'])}[/]  (message {escape(delivery['message_id'])})")
+        _say("  payload:")
+        _say(_json(delivery["payload"]))
         request = delivery["request"]
         if request is None:
-            stdout.print(f"  request: [red]{escape(delivery['error'] or '')}[/]")
+            _say(f"  request: [red]{escape(delivery['error'] or '')}[/]")
             continue
-        stdout.print(f"  request: {request['method']} {escape(request['url'])}")
+        _say(f"  request: {request['method']} {escape(request['url'])}")
         for header, value in request["headers"].items():
-            stdout.print(f"    {escape(header)}: {escape(str(value))}")
-        stdout.print(_json(request["body"]) if not isinstance(request["body"], str) else escape(request["body"]))
+            _say(f"    {escape(header)}: {escape(str(value))}")
+        _say(_json(request["body"]) if not isinstance(request["body"], str) else escape(request["body"]))
 
 
 def _styled(outcome: str) -> str:
@@ -160,5 +163,11 @@ def _styled(outcome: str) -> str:
     return f"[{style}]{outcome}[/]"
 
 
-def _json(value: Any) -> Padding:
-    return Padding(JSON.from_data(value, indent=2), (0, 0, 0, 4), expand=False)
+def _json(value: Any) -> Text:
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    return _JSON_HIGHLIGHTER(Text(textwrap.indent(text, "    ")))
+
+
+def _say(*objects: Any, **options: Any) -> None:
+    """Print on stdout without cropping or re-wrapping: payloads must stay whole and copyable."""
+    stdout.print(*objects, soft_wrap=True, **options)
