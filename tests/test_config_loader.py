@@ -320,3 +320,24 @@ def test_the_example_events_are_many_and_realistic():
     assert {e["type"] for e in events} == {"track", "identify", "page", "group"}
     assert all(e["messageId"] and (e.get("userId") or e.get("anonymousId")) for e in events)
     assert len({e["messageId"] for e in events}) == len(events)
+
+
+def test_a_webhook_fed_by_a_batching_sync_sends_array_bodies(project_dir):
+    batching = HOOK_SYNC + "delivery: { batch_size: 25 }\n"
+    (project_dir / "syncs/hook.yaml").write_text(batching)
+    project = load_project(project_dir, env=ENV)
+    assert project.destinations["hook"].config["array_body"] is True
+    assert "array_body" not in project.destinations["out"].config  # file has no such key
+
+
+def test_syncs_that_disagree_on_webhook_batching_are_an_error(project_dir):
+    (project_dir / "syncs/hook.yaml").write_text(HOOK_SYNC + "delivery: { batch_size: 25 }\n")
+    (project_dir / "syncs/hook-single.yaml").write_text(
+        HOOK_SYNC.replace("name: billing-to-hook", "name: single")
+    )
+    _, problems = check_project(project_dir, env=ENV)
+    assert [str(p) for p in problems if p.severity == "error"] == [
+        "syncs/hook.yaml:1:7: sync 'billing-to-hook' batches to webhook destination 'hook' "
+        "(a JSON array body) but single send one object per request: use the same batch_size, "
+        "or set array_body on the destination"
+    ]

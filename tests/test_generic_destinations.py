@@ -148,3 +148,9 @@ def test_console_prints_ndjson_on_stdout(capsys):
     captured = capsys.readouterr()
     assert captured.out == '{"id":1}\n{"id":2}\n'
     assert captured.err == ""
+
+
+def test_webhook_with_array_body_sends_an_array_even_for_one_payload(fake_server):
+    hook = WebhookDestination("hook", {"url": fake_server.url, "array_body": True})
+    send(hook, [{"id": 1}])
+    assert fake_server.bodies() == [[{"id": 1}]]

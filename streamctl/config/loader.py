@@ -12,6 +12,7 @@ compilation of contracts, filters and mappings. Nothing stops at the first probl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ CHANNEL_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str], frozenset[str
     ),
 }
 WEBHOOK_ONLY_KEYS = ("secret", "signature_header", "event_name")
+ARRAY_BODY = "array_body"  # webhook: send a JSON array even for one payload
 
 
 def load_project(
@@ -158,6 +160,7 @@ class _ProjectLoader:
             },
         )
         syncs, sync_names = self.load_syncs(context)
+        destinations = self.settle_array_bodies(destinations, syncs)
         alerts = self.alerts(main, broken, data.get("alerts"), sync_names)
         self.warn_unused(main, data, contract_files)
         if any(p.severity == "error" for p in self.problems) or alerts is None:
@@ -354,6 +357,36 @@ class _ProjectLoader:
             if sync is not None:
                 syncs.append(sync)
         return syncs, set(first_file)
+
+    def settle_array_bodies(
+        self, destinations: dict[str, DestinationConfig], syncs: list[SyncConfig]
+    ) -> dict[str, DestinationConfig]:
+        """SPEC §6: a webhook's body is an array when its syncs batch, an object otherwise.
+
+        One destination object serves every sync that names it, so the choice is made
+        here, once, as the `array_body` config key of destinations that declare it."""
+        settled = dict(destinations)
+        for name, destination in destinations.items():
+            entry = CATALOG[destination.type].catalog
+            if ARRAY_BODY not in {f.name for f in entry.config} or ARRAY_BODY in destination.config:
+                continue
+            users = [s for s in syncs if s.destination == name]
+            batching = {s.name: (s.delivery.batch_size or entry.batch_size) > 1 for s in users}
+            if len(set(batching.values())) > 1:
+                singles = ", ".join(sorted(n for n, b in batching.items() if not b))
+                for sync in users:
+                    if batching[sync.name]:
+                        message = (
+                            f"sync {sync.name!r} batches to {destination.type} destination {name!r} "
+                            f"(a JSON array body) but {singles} send one object per request: "
+                            f"use the same batch_size, or set {ARRAY_BODY} on the destination"
+                        )
+                        loc = sync.location
+                        self.problems.append(Problem(loc.path, loc.line, loc.column, message))
+            elif any(batching.values()):
+                config = {**destination.config, ARRAY_BODY: True}
+                settled[name] = dataclasses.replace(destination, config=config)
+        return settled
 
     # -- streamctl.yaml: alerts --------------------------------------------------------
 

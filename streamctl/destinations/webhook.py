@@ -2,7 +2,8 @@
 
 One event type, `custom`, with an open field list. With the default batch size of 1
 the body is the payload object; when the sync's `delivery.batch_size` is larger the
-body is a JSON array of payload objects.
+body is a JSON array of payload objects, even for a batch of one (the loader sets
+`array_body` from the syncs that deliver here).
 
     destinations:
       audit:
@@ -49,6 +50,12 @@ class WebhookDestination(Destination):
                 description="Extra request headers; values are secrets (tokens, signatures).",
             ),
             ConfigField(
+                "array_body",
+                "boolean",
+                description="Body is a JSON array of payloads, even of one. Default: set when "
+                "the syncs delivering here have delivery.batch_size > 1.",
+            ),
+            ConfigField(
                 "timeout",
                 "number",
                 description="Seconds per request (default: the sync's delivery.timeout).",
@@ -61,8 +68,11 @@ class WebhookDestination(Destination):
 
     def build_request(self, event_type: str, payloads: Sequence[Payload]) -> HttpRequest:
         headers = {"Content-Type": "application/json", **dict(self.config.get("headers") or {})}
-        # Batches of one keep the plain object body that most webhook receivers expect.
-        body: object = payloads[0] if len(payloads) == 1 else list(payloads)
+        # Unbatched syncs send the plain object most webhook receivers expect; batching
+        # syncs always send an array, even when a batch happens to hold one payload.
+        array = self.config.get("array_body")
+        single = len(payloads) == 1 and not array
+        body: object = payloads[0] if single else list(payloads)
         return HttpRequest(
             str(self.config["method"]).upper(), str(self.config["url"]), headers, json=body
         )
