@@ -40,3 +40,35 @@ def test_redact_data_masks_strings_inside_structures():
         "n": 1,
         "items": ["***", None],
     }
+
+
+def test_errors_reaching_the_cli_handler_are_redacted_with_loaded_secrets(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from streamctl.cli.main import StreamctlGroup
+    from streamctl.config.loader import load_project
+    from streamctl.errors import DeliveryError
+    from tests.secret_leaks import SECRET, assert_not_leaked
+
+    (tmp_path / "streamctl.yaml").write_text(
+        "destinations:\n  hook: { type: webhook, config: { url: 'http://127.0.0.1:9/${TOKEN}' } }\n"
+    )
+    probe = typer.Typer(cls=StreamctlGroup)
+
+    @probe.command()
+    def deliver() -> None:
+        """Fail the way a careless message would."""
+        project = load_project(tmp_path, env={"TOKEN": SECRET})
+        url = project.destinations["hook"].config["url"]
+        msg = f"POST {url} refused"
+        raise DeliveryError(msg)
+
+    @probe.command()
+    def other() -> None:
+        """A second command, so the group keeps its subcommand names."""
+
+    result = CliRunner().invoke(probe, ["deliver"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: POST http://127.0.0.1:9/*** refused\n"
+    assert_not_leaked(result, SECRET)

@@ -28,6 +28,7 @@ from streamctl.cli import (
     validate,
 )
 from streamctl.cli.output import stderr
+from streamctl.config.secrets import redact_loaded
 from streamctl.errors import ConfigError, StreamctlError, UsageError
 
 
@@ -42,10 +43,10 @@ class StreamctlGroup(TyperGroup):
                 stderr.print(str(problem), markup=False, highlight=False)
             raise typer.Exit(1) from None
         except UsageError as exc:
-            stderr.print(f"error: {exc}", markup=False, highlight=False)
+            stderr.print(f"error: {redact_loaded(str(exc))}", markup=False, highlight=False)
             raise typer.Exit(2) from None
         except StreamctlError as exc:
-            stderr.print(f"error: {exc}", markup=False, highlight=False)
+            stderr.print(f"error: {redact_loaded(str(exc))}", markup=False, highlight=False)
             raise typer.Exit(1) from None
 
 

@@ -39,7 +39,7 @@ from streamctl.config.schema import (
     suggest,
     type_word,
 )
-from streamctl.config.secrets import redact, secret_strings
+from streamctl.config.secrets import redact, remember_secrets, secret_strings
 from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
 from streamctl.config.units import parse_duration
 from streamctl.contracts import Contract, compile_contract
@@ -86,6 +86,7 @@ def check_project(
     and the project itself when there is no error. Messages are already redacted."""
     loader = _ProjectLoader(Path(root).resolve(), os.environ if env is None else env)
     project = loader.load()
+    remember_secrets(loader.secrets)
     return project, loader.sorted_problems()
 
 

@@ -3,7 +3,8 @@
 A project's secrets (`Project.secrets`) are every value that came from the
 environment through `${VAR}`, every destination config field its catalog marks
 `secret`, every webhook source's signing secret and every alert channel credential.
-Anything that prints text derived from a project passes it through `redact` first:
+Anything that prints text derived from a project passes it through `redact` first
+(and the CLI's error handler passes every message through `redact_loaded`):
 
     redact("POST https://hooks.example/T0/abc123 failed", {"abc123"})
     # 'POST https://hooks.example/T0/*** failed'
@@ -22,6 +23,20 @@ from typing import Any
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
+
+# Every secret of every project loaded in this process: the last line of defence for
+# text that reaches the user without a Project at hand (the CLI's error handler).
+_loaded_secrets: set[str] = set()
+
+
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """Make `redact_loaded` mask these too (the loader calls this for every project)."""
+    _loaded_secrets.update(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+
+
+def redact_loaded(text: str) -> str:
+    """`text` with the secrets of every project loaded so far masked."""
+    return redact(text, frozenset(_loaded_secrets))
 
 
 def secret_strings(value: Any) -> set[str]:
