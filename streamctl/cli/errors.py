@@ -1,7 +1,302 @@
-"""`streamctl errors` (placeholder until its issue lands)."""
+"""`streamctl errors`: what did not get through, why, and sending it again."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
 import typer
+from rich.table import Table
+
+from streamctl.cli.output import stderr, stdout
+from streamctl.config.loader import load_project
+from streamctl.config.model import Project
+from streamctl.config.secrets import redact
+from streamctl.config.units import parse_duration
+from streamctl.delivery.runtime import Runtime
+from streamctl.errors import UsageError
+from streamctl.store.db import Store
+from streamctl.store.queries import ErrorFilter, archived_ids, error_detail, list_errors
 
 app = typer.Typer()
+errors_app = typer.Typer(
+    name="errors",
+    help="Failed, retrying and archived events; `show ID`; `retry`.",
+    invoke_without_command=True,
+)
+app.add_typer(errors_app)
+
+ProjectOption = Annotated[
+    Path,
+    typer.Option(
+        "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
+    ),
+]
+SyncOption = Annotated[list[str] | None, typer.Option("--sync", help="Only this sync. Repeatable.")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Only since then: a duration back from now (30m, 24h, 7d) or an ISO time."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
+
+
+def parse_since(value: str | None) -> float | None:
+    """Unix seconds from `--since`: a duration back from now, or an ISO 8601 time."""
+    if value is None:
+        return None
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"--since {value!r}: expected a duration (30m, 24h, 7d) or an ISO 8601 time"
+        raise UsageError(msg) from None
+    return moment.timestamp()
+
+
+def json_line(data: Any, project: Project) -> str:
+    return redact(orjson.dumps(data).decode(), project.secrets)
+
+
+@errors_app.callback()
+def errors(
+    ctx: typer.Context,
+    project_dir: ProjectOption = Path("."),
+    syncs: SyncOption = None,
+    statuses: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="retrying, archived, blocked, mapping_error, function_error, or failed"
+            " (every permanent failure). Repeatable.",
+        ),
+    ] = None,
+    stages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="contract (lists every contract violation too), function, mapping or delivery. Repeatable.",
+        ),
+    ] = None,
+    since: SinceOption = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="At most this many, newest first.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List events that were not delivered (yet): newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    project = load_project(project_dir)
+    filters = ErrorFilter(
+        tuple(syncs or ()), tuple(statuses or ()), tuple(stages or ()), parse_since(since), limit
+    )
+    with Store.for_project(project, readonly=True) as store:
+        rows = list_errors(store, filters)
+    if as_json:
+        for row in rows:
+            typer.echo(json_line(row, project))
+        return
+    if not rows:
+        stderr.print("no errors: nothing failed, retrying or archived", highlight=False)
+        return
+    stdout.print(errors_table(rows, project))
+
+
+def errors_table(rows: list[dict[str, Any]], project: Project) -> Table:
+    table = Table(title=f"{len(rows)} errors (newest first)")
+    for column in (
+        "id",
+        "sync",
+        "message id",
+        "stage",
+        "status",
+        "attempts",
+        "code",
+        "error",
+        "last attempt",
+        "next",
+    ):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [
+            row["id"], row["sync"] or row.get("source"), row["message_id"], row["stage"],
+            row["status"], row["attempts"], row["status_code"], row["error"],
+            row["last_attempt_at"] or row.get("created_at"), row["next_attempt_at"],
+        ]  # fmt: skip
+        table.add_row(*(redact("" if c is None else str(c), project.secrets) for c in cells))
+    return table
+
+
+@errors_app.command("show")
+def show(
+    error_id: Annotated[
+        str,
+        typer.Argument(help="An id from `streamctl errors` (a number, or v12 for a violation)."),
+    ],
+    project_dir: ProjectOption = Path("."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The whole record as JSON on stdout.")
+    ] = False,
+) -> None:
+    """One error in full: the event, the payload, every attempt and its response."""
+    project = load_project(project_dir)
+    with Store.for_project(project, readonly=True) as store:
+        detail = error_detail(store, error_id)
+    if detail is None:
+        msg = f"no error with id {error_id!r} (ids come from `streamctl errors`)"
+        raise UsageError(msg)
+    if as_json:
+        typer.echo(
+            redact(orjson.dumps(detail, option=orjson.OPT_INDENT_2).decode(), project.secrets)
+        )
+        return
+    for line in describe_record(detail):
+        stdout.print(redact(line, project.secrets), markup=False, highlight=False, soft_wrap=True)
+
+
+def describe_record(detail: dict[str, Any]) -> list[str]:
+    """A delivery or violation record as lines of text, for people."""
+    lines: list[str] = []
+    if detail.get("stage") == "contract" and "kind" in detail:
+        lines.append(
+            f"violation {detail['id']} of contract {detail['contract']} ({detail['outcome']})"
+        )
+        lines.append(f"  {detail['kind']} at {detail['pointer'] or '/'}: {detail['message']}")
+    else:
+        lines.extend(describe_delivery(detail, indent=""))
+    event = detail.get("event")
+    if event is not None:
+        lines.append(
+            f"event {event['message_id']} received on {event['source']} at {event['received_at']}"
+        )
+        lines.append(
+            "  "
+            + orjson.dumps(event["payload"], option=orjson.OPT_INDENT_2)
+            .decode()
+            .replace("\n", "\n  ")
+        )
+    return lines
+
+
+def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]:
+    made = delivery.get("attempts_made", 0)
+    head = (
+        f"{indent}delivery {delivery['id']}: sync {delivery['sync']}"
+        f" -> {delivery.get('destination') or '?'} ({delivery.get('event_type') or 'no event type'}):"
+        f" {delivery['status']} at stage {delivery['stage']}"
+        f", {made} attempt{'s' if made != 1 else ''}"
+    )
+    lines = [head]
+    if delivery.get("error"):
+        lines.append(f"{indent}  error: {delivery['error']}")
+    if delivery.get("traceback"):
+        lines.append(
+            f"{indent}  traceback:\n{indent}    "
+            + delivery["traceback"].rstrip().replace("\n", f"\n{indent}    ")
+        )
+    if delivery.get("next_attempt_at") and delivery["status"] == "retrying":
+        lines.append(f"{indent}  next attempt at {delivery['next_attempt_at']}")
+    for number, attempt in enumerate(delivery.get("attempts", []), start=1):
+        code = attempt["status_code"] if attempt["status_code"] is not None else "-"
+        latency = f"{attempt['latency_ms']} ms" if attempt["latency_ms"] is not None else ""
+        lines.append(
+            f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']} HTTP {code} {latency}".rstrip()
+        )
+        if attempt.get("error"):
+            lines.append(f"{indent}    error: {attempt['error']}")
+        if attempt.get("retry_after") is not None:
+            lines.append(f"{indent}    retry-after: {attempt['retry_after']:g}s")
+        if attempt.get("response"):
+            lines.append(f"{indent}    response: {attempt['response']}")
+    if delivery.get("payload") is not None:
+        body = orjson.dumps(delivery["payload"]).decode()
+        lines.append(f"{indent}  payload: {body}")
+    return lines
+
+
+@errors_app.command("retry")
+def retry(
+    project_dir: ProjectOption = Path("."),
+    syncs: SyncOption = None,
+    since: SinceOption = None,
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this delivery id. Repeatable.")
+    ] = None,
+    queue_only: Annotated[
+        bool,
+        typer.Option(
+            "--queue-only",
+            help="Only put them back in the queue, for a running `streamctl run` (it picks them up within a second).",
+        ),
+    ] = False,
+) -> None:
+    """Send archived deliveries again, each only to the sync that failed it.
+
+    Deliveries that succeeded for other syncs are never sent twice. Without
+    --queue-only, the deliveries are sent now and the command waits for their
+    outcome (stop a running `streamctl run` first, or use --queue-only). Exits 1
+    if any ends archived again.
+    """
+    project = load_project(project_dir)
+    filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
+    with Store.for_project(project) as store:
+        chosen = archived_ids(store, filters)
+        if ids:
+            wanted = set(ids)
+            chosen = [i for i in chosen if i in wanted]
+        if not chosen:
+            stderr.print("nothing to retry: no archived deliveries match", highlight=False)
+            return
+        requeued = store.requeue(chosen)
+        affected = _syncs_of(store, chosen)
+        if queue_only:
+            stderr.print(
+                f"requeued {requeued} deliveries of {', '.join(affected)}", highlight=False
+            )
+            return
+        known = {s.name for s in project.syncs}
+        missing = [name for name in affected if name not in known]
+        if missing:
+            msg = f"sync {missing[0]!r} is no longer in the project: cannot send its deliveries"
+            raise UsageError(msg)
+        asyncio.run(_deliver(project, store, affected))
+        outcome = _outcomes(store, chosen)
+    delivered, archived = outcome.get("delivered", 0), outcome.get("archived", 0)
+    stderr.print(
+        f"retried {requeued} deliveries ({', '.join(affected)}): {delivered} delivered, {archived} archived again",
+        highlight=False,
+    )
+    if archived:
+        raise typer.Exit(1)
+
+
+async def _deliver(project: Project, store: Store, syncs: list[str]) -> None:
+    async with Runtime(project, store, syncs=syncs) as runtime:
+        await runtime.drain()
+
+
+def _syncs_of(store: Store, ids: list[int]) -> list[str]:
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY sync",
+            [orjson.dumps(ids).decode()],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _outcomes(store: Store, ids: list[int]) -> dict[str, int]:
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) GROUP BY status",
+            [orjson.dumps(ids).decode()],
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}

@@ -1,7 +1,93 @@
-"""`streamctl explain` (placeholder until its issue lands)."""
+"""`streamctl explain MESSAGE_ID`: the whole story of one event, stage by stage."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
 import typer
 
+from streamctl.cli.errors import describe_delivery
+from streamctl.cli.output import stdout
+from streamctl.config.loader import load_project
+from streamctl.config.secrets import redact
+from streamctl.errors import StreamctlError
+from streamctl.store.db import Store
+from streamctl.store.queries import explain as explain_event
+
 app = typer.Typer()
+
+
+class NotFound(StreamctlError):
+    """No event with that messageId in the store (exit 1)."""
+
+
+@app.command("explain")
+def explain(
+    message_id: Annotated[str, typer.Argument(help="The event's messageId.")],
+    project_dir: Annotated[
+        Path,
+        typer.Option(
+            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
+        ),
+    ] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="The story as JSON on stdout.")] = False,
+) -> None:
+    """Everything that happened to one event: receipt, contract, each sync's function,
+    filter and mapping decision, every delivery attempt and response."""
+    project = load_project(project_dir)
+    with Store.for_project(project, readonly=True) as store:
+        story = explain_event(store, message_id)
+    if not story:
+        msg = f"no event with messageId {message_id!r} in {project.store_path}"
+        raise NotFound(msg)
+    if as_json:
+        text = orjson.dumps(
+            {"message_id": message_id, "receipts": story}, option=orjson.OPT_INDENT_2
+        )
+        typer.echo(redact(text.decode(), project.secrets))
+        return
+    for line in story_lines(story):
+        stdout.print(redact(line, project.secrets), markup=False, highlight=False, soft_wrap=True)
+
+
+STAGE_WORDS = {
+    "blocked": "blocked by the contract",
+    "dropped": "dropped by the function",
+    "function_error": "the function failed",
+    "filtered": "filtered: no event type matched",
+    "mapping_error": "mapping error (permanent, not sent)",
+    "duplicate": "duplicate",
+    "pending": "waiting to be sent",
+    "retrying": "retrying",
+    "delivered": "delivered",
+    "archived": "archived (gave up)",
+}
+
+
+def story_lines(story: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for number, receipt in enumerate(story, start=1):
+        head = (
+            f"receipt {number}: received on source {receipt['source']} at {receipt['received_at']}"
+        )
+        if receipt["duplicate"]:
+            lines.append(head + " - a duplicate of an earlier receipt within 24 h: not processed")
+            continue
+        lines.append(head)
+        contract = receipt["contract"] or "no contract"
+        lines.append(f"  contract: {contract}")
+        for v in receipt["violations"]:
+            version = f" version {v['version']}" if v["version"] else ""
+            lines.append(
+                f"    {v['kind']} at {v['pointer'] or '/'}: {v['message']}"
+                f" (contract {v['contract']}{version})"
+            )
+        for delivery in receipt["deliveries"]:
+            lines.append(
+                f"  sync {delivery['sync']}: {STAGE_WORDS.get(delivery['status'], delivery['status'])}"
+            )
+            lines.extend(describe_delivery(delivery, indent="    "))
+        lines.append("  event: " + orjson.dumps(receipt["payload"]).decode())
+    return lines

@@ -76,6 +76,7 @@ class DeliveryEngine:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.in_store(self.store.clear_requeued, list(self.lanes))
         for lane in self.lanes.values():
             self._tasks.append(asyncio.create_task(lane.run(), name=f"lane:{lane.name}"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="delivery-flush"))

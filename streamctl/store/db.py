@@ -414,6 +414,17 @@ class Store:
             for r in rows
         ]  # fmt: skip
 
+    def clear_requeued(self, syncs: Sequence[str]) -> None:
+        """A starting engine reads every open delivery anyway: drop the requeue marks."""
+        if not syncs:
+            return
+        marks = ", ".join("?" for _ in syncs)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks})",
+                list(syncs),
+            )
+
     def requeue(self, ids: Sequence[int], now: float | None = None) -> int:
         """Put archived deliveries back to pending (attempt history kept, the count restarts,
         max_age counted from now). Returns how many were requeued."""
