@@ -22,6 +22,7 @@ from streamctl.cli import (
     replay,
     run,
     status,
+    store,
     tail,
     test,
     top,
