@@ -64,6 +64,7 @@ for module in (init, validate, test, preview, run, replay, errors, status, expla
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(alerts.app, name="alerts")
+app.add_typer(store.app, name="store")
 
 
 def main() -> None:
