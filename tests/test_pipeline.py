@@ -26,7 +26,7 @@ from streamctl.filters import compile_filter
 from streamctl.functions import close_functions
 from streamctl.mappings import SyncVars, compile_mapping
 from streamctl.pipeline.outcomes import Status
-from streamctl.pipeline.process import Pipeline, origin_index
+from streamctl.pipeline.process import Origins, Pipeline
 
 PURCHASE = EventTypeSpec(
     "purchase",
@@ -227,10 +227,18 @@ def test_syncs_of_another_source_are_not_run():
     assert result.decisions == []
 
 
-def test_origin_index():
-    ids = {"abc": 0, "abc-1": 1, "x:y": 2}
-    assert origin_index("abc-1", ids, 9) == 1  # exact wins over prefix
-    assert origin_index("abc-2", ids, 9) == 0
-    assert origin_index("abc-2:3", ids, 9) == 0
-    assert origin_index("x:y.4", ids, 9) == 2
-    assert origin_index("fresh", ids, 9) == 9
+def test_origins_of_function_output():
+    origins = Origins(["abc", "abc-1", "x:y", "dup", "dup"])
+    assert origins.of("abc-1") == 1  # exact wins over prefix
+    assert origins.of("abc-2") == 0
+    assert origins.of("fresh") == 0  # nothing matches: the one before it
+    assert origins.of("abc-2:3") == 0
+    assert origins.of("x:y.4") == 2
+    assert origins.of("fresh") == 2
+    assert [origins.of("dup"), origins.of("dup"), origins.of("dup")] == [3, 4, 4]
+
+
+def test_a_duplicated_message_id_in_one_batch_is_not_dropped(tmp_path):
+    fn = write_function(tmp_path, "def transform_events(events, settings):\n    return events\n")
+    first, second = pipeline(sync(function=fn)).process("web", [event(), event()])
+    assert [d.status for d in first.decisions + second.decisions] == [Status.PENDING, Status.PENDING]

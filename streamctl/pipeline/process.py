@@ -141,13 +141,11 @@ class Pipeline:
                 )  # fmt: skip
             return
 
-        by_id = {str(event.get("messageId")): index for index, event in passed}
+        origins = Origins([str(event.get("messageId")) for _, event in passed])
         produced: set[int] = set()
-        previous = passed[0][0]
         for event in output:
-            index = origin_index(str(event["messageId"]), by_id, previous)
+            index = passed[origins.of(str(event["messageId"]))][0]
             produced.add(index)
-            previous = index
             self._route(route, event, results[index].decisions, results[index].message_id)
         for index, event in passed:
             if index not in produced:
@@ -204,20 +202,49 @@ class Pipeline:
         )  # fmt: skip
 
 
-def origin_index(message_id: str, by_id: Mapping[str, int], previous: int) -> int:
-    """Which received event a function's output event comes from (see the module docstring)."""
-    found = by_id.get(message_id)
-    if found is not None:
+class Origins:
+    """Which received event each output event of a function comes from (see the module docstring).
+
+        origins = Origins(["a", "b"])
+        origins.of("b")      # 1: the same id
+        origins.of("a-2")    # 0: the id of a received event, a separator, more
+        origins.of("zzz")    # 0: nothing matches: the event before it in the output
+
+    Positions are indexes into the batch given to the function. A batch may hold the
+    same messageId twice (a replayed duplicate): outputs with that id go to them in turn.
+    """
+
+    def __init__(self, message_ids: Sequence[str]) -> None:
+        self._positions: dict[str, list[int]] = {}
+        for position, message_id in enumerate(message_ids):
+            self._positions.setdefault(message_id, []).append(position)
+        self._taken: dict[str, int] = {}
+        self._previous = 0
+
+    def of(self, message_id: str) -> int:
+        if message_id in self._positions:
+            found = self._next(message_id)
+        else:
+            found = self._by_prefix(message_id)
+        self._previous = found
         return found
-    candidate = message_id
-    while True:
-        cut = max(candidate.rfind(sep) for sep in SPLIT_SEPARATORS)
-        if cut <= 0:
-            return previous
-        candidate = candidate[:cut]
-        found = by_id.get(candidate)
-        if found is not None:
-            return found
+
+    def _next(self, message_id: str) -> int:
+        positions = self._positions[message_id]
+        taken = self._taken.get(message_id, 0)
+        self._taken[message_id] = taken + 1
+        return positions[min(taken, len(positions) - 1)]
+
+    def _by_prefix(self, message_id: str) -> int:
+        candidate = message_id
+        while True:
+            cut = max(candidate.rfind(sep) for sep in SPLIT_SEPARATORS)
+            if cut <= 0:
+                return self._previous
+            candidate = candidate[:cut]
+            positions = self._positions.get(candidate)
+            if positions is not None:
+                return positions[0]
 
 
 def blocked_message(contract: ContractResult) -> str:
