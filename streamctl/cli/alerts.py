@@ -12,7 +12,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from streamctl.cli.output import stderr, stdout
+from streamctl.cli.output import stderr, table_console
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.monitoring.alerts import (
@@ -63,7 +63,7 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     if not loaded.alerts.rules:
         stderr.print("no alert rules: add them under `alerts:` in streamctl.yaml", markup=False)
         return
-    stdout.print(_list_table(statuses))
+    table_console().print(_list_table(statuses))
 
 
 @app.command("check")
@@ -79,7 +79,7 @@ def check(project: ProjectOption = Path("."), as_json: JsonOption = False) -> No
         typer.echo(json.dumps(_check_json(evaluations), indent=2))
     else:
         if evaluations:
-            stdout.print(_check_table(evaluations))
+            table_console().print(_check_table(evaluations))
         _report_notifications(evaluations)
     firing = [e for e in evaluations if e.critical_firing]
     if firing:

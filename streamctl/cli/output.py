@@ -7,3 +7,8 @@ from rich.console import Console
 # soft_wrap: a `path:line:col: message` line stays one line, whatever the terminal width.
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(highlight=False)
+
+
+def table_console() -> Console:
+    """stdout for tables: the terminal's width, or 200 columns when piped (never cut numbers)."""
+    return stdout if stdout.is_terminal else Console(highlight=False, width=200)

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from streamctl.cli.output import stdout
+from streamctl.cli.output import table_console
 from streamctl.config.loader import load_project
 from streamctl.config.units import parse_duration
 from streamctl.errors import UsageError
@@ -80,9 +80,7 @@ def top(
             time.sleep(interval)
             sampler.sample()
             screen = render_top(sampler.rows(), since=sampler.since, now=time.time())
-            # Piped output has no width of its own: never cut numbers to fit 80 columns.
-            console = stdout if stdout.is_terminal else Console(highlight=False, width=200)
-            console.print(screen)
+            table_console().print(screen)
         else:
             _live(sampler, interval)
     finally:
