@@ -226,3 +226,12 @@ def test_regions_pick_the_documented_hosts():
     ]:
         dest = MixpanelDestination("mp", {"project_token": TOKEN, "region": region})
         assert dest.build_request("custom", [{}]).url == f"https://{host}/import?strict=1"
+
+
+def test_basic_credentials_stay_out_of_the_headers_preview_prints():
+    # httpx builds the Authorization header when sending; the request a preview prints
+    # carries the raw secret (which redaction masks), never its base64 encoding.
+    dest = MixpanelDestination("mp", {"project_token": TOKEN, "api_secret": SECRET})
+    request = dest.build_request("custom", [{}])
+    assert "Authorization" not in request.headers
+    assert request.auth == (SECRET, "")

@@ -117,6 +117,9 @@ class HttpRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     json: Any = None  # a JSON body (serialised with orjson)
     content: bytes | None = None  # a non-JSON body (form-encoded, ...)
+    # HTTP Basic credentials (user, password). httpx builds the Authorization header when
+    # sending, so a preview shows these (which redaction masks), never their base64 form.
+    auth: tuple[str, str] | None = None
 
     def body(self) -> bytes:
         if self.content is not None:
@@ -253,6 +256,7 @@ class Destination(ABC):
                 request.url,
                 headers=dict(request.headers),
                 content=request.body() or None,
+                auth=request.auth,
                 timeout=timeout,
             )
         except httpx.TimeoutException as exc:

@@ -31,7 +31,6 @@ Mapping defaults (when the sync does not map them): `time` <- `timestamp`,
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Sequence
@@ -258,13 +257,13 @@ class MixpanelDestination(Destination):
                 "POST", f"{self.host()}/engage?{query}", headers=headers, json=list(payloads)
             )
         user, password, extra = self.import_auth()
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
         query = urlencode({"strict": "1", **extra})
         return HttpRequest(
             "POST",
             f"{self.host()}/import?{query}",
-            headers={**headers, "Authorization": f"Basic {token}"},
+            headers=headers,
             json=list(payloads),
+            auth=(user, password),
         )
 
     def classify(self, response: httpx.Response, payloads: Sequence[Payload]) -> BatchResult:
