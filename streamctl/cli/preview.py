@@ -37,20 +37,26 @@ OUTCOME_STYLE = {
 @app.command("preview")
 def preview(
     event_file: Annotated[
-        str, typer.Argument(metavar="EVENT.json", help="A JSON file holding one event, or - for stdin.")
+        str,
+        typer.Argument(metavar="EVENT.json", help="A JSON file holding one event, or - for stdin."),
     ],
     sync: Annotated[
         list[str] | None,
-        typer.Option("--sync", "-s", help="The sync to run (repeatable). Default: every sync of --source."),
+        typer.Option(
+            "--sync", "-s", help="The sync to run (repeatable). Default: every sync of --source."
+        ),
     ] = None,
     source: Annotated[
-        str | None, typer.Option("--source", help="Run every sync of this source (when no --sync is given).")
+        str | None,
+        typer.Option("--source", help="Run every sync of this source (when no --sync is given)."),
     ] = None,
     project: ProjectOption = Path("."),
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (SPEC §3).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object on stdout (SPEC §3).")
+    ] = False,
 ) -> None:
-    """Run one event through normalisation, the contract, functions, event types and mappings,
-    and show every stage's decision and the request that would be sent. Nothing is delivered.
+    """Run one event through the pipeline and show every stage's decision and the request
+    that would be sent. Nothing is delivered.
 
     Example: streamctl preview --sync purchases-to-braze examples/order.json
     """
@@ -132,11 +138,15 @@ def _render(report: PreviewReport) -> None:
 
 def _render_sync(data: dict[str, Any]) -> None:
     _say()
-    _say(f"[bold]sync {escape(data['sync'])}[/] -> {escape(data['destination'])}: {_styled(data['outcome'])}")
+    _say(
+        f"[bold]sync {escape(data['sync'])}[/] -> {escape(data['destination'])}: {_styled(data['outcome'])}"
+    )
     function = data["function"]
     if function["path"]:
         count = len(function["events"])
-        _say(f"  function {escape(function['path'])}: {_styled(function['outcome'])} ({count} event{'s' * (count != 1)} out)")
+        _say(
+            f"  function {escape(function['path'])}: {_styled(function['outcome'])} ({count} event{'s' * (count != 1)} out)"
+        )
     for decision in data["decisions"]:
         if decision["status"] == "pending":
             continue
@@ -145,7 +155,9 @@ def _render_sync(data: dict[str, Any]) -> None:
         if decision["traceback"]:
             _say(escape(decision["traceback"].rstrip()), style="dim")
     for delivery in data["deliveries"]:
-        _say(f"  event type [bold]{escape(delivery['event_type'])}[/]  (message {escape(delivery['message_id'])})")
+        _say(
+            f"  event type [bold]{escape(delivery['event_type'])}[/]  (message {escape(delivery['message_id'])})"
+        )
         _say("  payload:")
         _say(_json(delivery["payload"]))
         request = delivery["request"]
@@ -155,7 +167,11 @@ def _render_sync(data: dict[str, Any]) -> None:
         _say(f"  request: {request['method']} {escape(request['url'])}")
         for header, value in request["headers"].items():
             _say(f"    {escape(header)}: {escape(str(value))}")
-        _say(_json(request["body"]) if not isinstance(request["body"], str) else escape(request["body"]))
+        _say(
+            _json(request["body"])
+            if not isinstance(request["body"], str)
+            else escape(request["body"])
+        )
 
 
 def _styled(outcome: str) -> str:

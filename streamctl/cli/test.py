@@ -19,13 +19,14 @@ app = typer.Typer()
 def test(
     project: ProjectOption = Path("."),
     sync: Annotated[
-        list[str] | None, typer.Option("--sync", "-s", help="Only the tests of this sync (repeatable).")
+        list[str] | None,
+        typer.Option("--sync", "-s", help="Only the tests of this sync (repeatable)."),
     ] = None,
 ) -> None:
     """Run the sync unit tests of tests/*.yaml: given events, expected outcome, event type and payload.
 
-    Prints `test NAME ... passed|failed`, with the fixture's file:line and a diff for each
-    failure. Exits 1 when a test fails.
+    Prints `test NAME ... passed|failed`, each failure with its file:line and a diff.
+    Exits 1 when a test fails.
     """
     from streamctl.config.loader import load_project
     from streamctl.sync_tests import load_sync_tests, run_sync_test
