@@ -11,7 +11,9 @@ or recorded as mapping errors.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -326,3 +328,38 @@ def test_replay_forwards_into_another_streamctl_listener(tmp_path, monkeypatch):
     assert first["event"] == "Order Completed" and first["userId"] == "user-0001"
     assert first["properties"] == {"order_id": "o-1", "total": 11.5}
     assert first["timestamp"].startswith("2026-11-26T09:00:00")
+
+
+# -- the example projects ---------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "fake_factory", "env"),
+    [
+        ("ga4", lambda: FakeGA4("G-EXAMPLE", "ga-secret"),
+         {"GA4_MEASUREMENT_ID": "G-EXAMPLE", "GA4_API_SECRET": "ga-secret"}),
+        ("iterable", lambda: FakeIterable("it-key"), {"ITERABLE_API_KEY": "it-key"}),
+        ("customerio", lambda: FakeCustomerIO("site", "cio-key"),
+         {"CUSTOMERIO_SITE_ID": "site", "CUSTOMERIO_API_KEY": "cio-key"}),
+        ("segment", lambda: FakeSegment("seg-key"), {"SEGMENT_WRITE_KEY": "seg-key"}),
+    ],
+)  # fmt: skip
+def test_example_project_replays_cleanly_into_the_fake(
+    vendor, fake_factory, env, tmp_path, shared_server, monkeypatch
+):
+    fake = serve(shared_server, fake_factory()).answer
+    project = tmp_path / vendor
+    shutil.copytree(EXAMPLES / vendor, project, ignore=shutil.ignore_patterns(".streamctl"))
+    for name, value in {**env, f"{vendor.upper()}_BASE_URL": shared_server.url}.items():
+        monkeypatch.setenv(name, value)
+    events_file = tmp_path / "events.ndjson"
+    with (EXAMPLES / "events.ndjson").open() as source:
+        events_file.write_text("".join(line for _, line in zip(range(60), source, strict=False)))
+    code, summary, stderr = replay(project, events_file)
+    assert code == 0, stderr
+    assert fake.problems == []
+    counts = summary["syncs"][0]
+    assert counts["delivered"] > 0
+    assert set(counts) <= {"sync", "delivered", "filtered"}  # nothing archived, no mapping errors
