@@ -83,7 +83,7 @@ def test_several_mistakes_in_several_files_are_all_reported_in_order(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[:-1] == [
         "streamctl.yaml:15:7: unknown config key 'tiemout' for the webhook destination "
-        "(did you mean 'timeout'?); it takes: url, method, headers, timeout",
+        "(did you mean 'timeout'?); it takes: url, method, headers, array_body, timeout",
         "syncs/a.yaml:5:49: " + lines[1].split(": ", 1)[1],  # worded by the filters module
         "syncs/a.yaml:8:15: event_types[0].mappings.required.user: a mapping value is exactly one of "
         "{field: PATH}, {static: VALUE}, {template: LIQUID}, {array: [...]} or {object: {...}}",
