@@ -166,3 +166,19 @@ def test_list_without_rules_says_so(tmp_path: Path) -> None:
     result = run("alerts", "list", "--project", str(tmp_path))
     assert result.exit_code == 0
     assert result.stdout == "" and "no alert rules" in result.stderr
+
+
+def test_list_before_any_evaluation_shows_pending_and_creates_no_store(
+    tmp_path: Path, env: None
+) -> None:
+    write_project(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
+
+    result = run("alerts", "list", "--project", str(tmp_path), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    states = [s for rule in json.loads(result.stdout)["rules"] for s in rule["states"]]
+    assert [(s["sync"], s["state"], s["value"]) for s in states] == [
+        ("to-hook", "pending", None),
+        ("to-hook", "pending", None),
+    ]
+    assert not (tmp_path / "state.db").exists()

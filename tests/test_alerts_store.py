@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from streamctl.monitoring.alerts import AlertStateStore, NotificationRecord
 from streamctl.monitoring.store_metrics import StoreMetrics
 from streamctl.pipeline.outcomes import Status
 from streamctl.store import Store
@@ -82,3 +83,24 @@ def test_open_creates_a_missing_store_and_reads_an_existing_one_readonly(tmp_pat
     reader = StoreMetrics.open(path)
     assert reader.store.readonly and reader.received_count("web", 0, T0 + 1) == 2
     reader.close()
+
+
+def test_a_file_holding_only_alert_state_gets_the_store_tables(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    AlertStateStore(path).close()  # e.g. an evaluation ran before anything was received
+
+    metrics = StoreMetrics.open(path)
+
+    assert metrics.attempt_counts("s", 0, T0).attempts == 0
+    metrics.close()
+
+
+def test_old_notifications_are_forgotten(tmp_path: Path) -> None:
+    state = AlertStateStore(tmp_path / "state.db")
+    for at in (T0 - 100, T0 + 100):
+        state.record_notification(NotificationRecord("r", "s", "hook", "firing", at, True, 1, None))
+
+    state.forget_notifications(before=T0)
+
+    assert [r.at for r in state.notifications()] == [T0 + 100]
+    state.close()

@@ -52,11 +52,15 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     evaluates nothing.
     """
     loaded = load_project(project)
-    store = AlertStateStore(store_path(loaded))
-    try:
-        statuses = rule_statuses(loaded, store)
-    finally:
-        store.close()
+    path = store_path(loaded)
+    if not path.exists():  # listing never creates the store
+        statuses = rule_statuses(loaded, None)
+    else:
+        store = AlertStateStore(path)
+        try:
+            statuses = rule_statuses(loaded, store)
+        finally:
+            store.close()
     if as_json:
         typer.echo(json.dumps(_list_json(loaded, statuses), indent=2))
         return

@@ -229,6 +229,11 @@ class AlertStateStore:
                 ),
             )
 
+    def forget_notifications(self, before: float) -> None:
+        """The notification log keeps what the store keeps (`retention_days`)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM alert_notifications WHERE at < ?", (before,))
+
     def notifications(self, rule: str | None = None) -> list[NotificationRecord]:
         query = (
             "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
@@ -344,11 +349,13 @@ class RuleStatus:
         return "firing" if self.state.firing else "ok"
 
 
-def rule_statuses(project: Project, store: AlertStateStore) -> list[RuleStatus]:
-    """Every (rule, matching sync) pair in config order, with its remembered state."""
-    states = store.states()
+def rule_statuses(project: Project, store: AlertStateStore | None) -> list[RuleStatus]:
+    """Every (rule, matching sync) pair in config order, with its remembered state
+    (none without a store: nothing was evaluated yet)."""
+    states = store.states() if store is not None else {}
+    records = store.notifications() if store is not None else []
     last_by_channel: dict[tuple[str, str, str], NotificationRecord] = {}
-    for record in store.notifications():  # oldest first, so the last one wins
+    for record in records:  # oldest first, so the last one wins
         last_by_channel[(record.rule, record.sync, record.channel)] = record
     statuses = []
     for rule in project.alerts.rules:
@@ -429,6 +436,7 @@ class AlertEvaluator:
         return list(await asyncio.gather(*(self._announce(e, now) for e in evaluations)))
 
     def _evaluate(self, now: float) -> list[Evaluation]:
+        self.state.forget_notifications(now - self.project.retention_days * 86400)
         previous = self.state.states()
         states: list[RuleState] = []
         evaluations: list[Evaluation] = []

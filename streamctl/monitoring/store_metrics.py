@@ -40,8 +40,13 @@ class StoreMetrics:
 
     @classmethod
     def open(cls, path: Path) -> StoreMetrics:
-        # Readonly needs the file; a fresh project gets an empty, migrated store instead.
-        return cls(Store.open(path, readonly=path.exists()))
+        """Readonly on a store that exists; a fresh project gets an empty, migrated one."""
+        if path.exists():
+            store = Store.open(path, readonly=True)
+            if _migrated(store):
+                return cls(store)
+            store.close()  # a file holding only alert state: give it the store's tables
+        return cls(Store.open(path))
 
     @classmethod
     def for_project(cls, project: Project) -> StoreMetrics:
@@ -153,3 +158,9 @@ class StoreMetrics:
             errors[minute] = errors.get(minute, 0) + failed
         starts = range(int(first), math.ceil(until / 60) * 60, 60)
         return [MinuteBucket(float(s), volume.get(s, 0), errors.get(s, 0)) for s in starts]
+
+
+def _migrated(store: Store) -> bool:
+    with store.lock:
+        row = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone()
+    return row is not None
