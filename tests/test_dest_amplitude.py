@@ -216,3 +216,10 @@ def test_server_errors_retry_every_event(amplitude):
     result = send_batch(dest, "custom", [track(dest, 0), track(dest, 1)])
     assert [(i.status, i.retry_after) for i in result.items] == [(ItemStatus.RETRY, 3.0)] * 2
     assert not result.split
+
+
+def test_an_identify_that_sets_nothing_is_refused():
+    dest = AmplitudeDestination("amp", {"api_key": KEY})
+    payload = dest.build_payload("identify", MappedEvent({}), event(3))
+    problem = dest.check_payload("identify", payload)
+    assert problem is not None and "sets nothing" in problem

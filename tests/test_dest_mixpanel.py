@@ -235,3 +235,10 @@ def test_basic_credentials_stay_out_of_the_headers_preview_prints():
     request = dest.build_request("custom", [{}])
     assert "Authorization" not in request.headers
     assert request.auth == (SECRET, "")
+
+
+def test_a_profile_update_that_sets_nothing_is_refused():
+    dest = MixpanelDestination("mp", {"project_token": TOKEN})
+    payload = dest.build_payload("identify", MappedEvent({"distinct_id": "user-1"}), {})
+    problem = dest.check_payload("identify", payload)
+    assert problem is not None and "sets nothing" in problem

@@ -243,6 +243,8 @@ class AmplitudeDestination(Destination):
         name = payload.get("event_type")
         if not isinstance(name, str) or not name:
             return f"amplitude: `event_type` must be a non-empty string, got {name!r}"
+        if event_type == "identify" and not payload.get("user_properties"):
+            return "amplitude: the identify sets nothing; map a user section or set_once/add/append/unset"
         return None
 
     # -- sending -----------------------------------------------------------------

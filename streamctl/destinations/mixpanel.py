@@ -206,6 +206,8 @@ class MixpanelDestination(Destination):
 
     def check_payload(self, event_type: str, payload: Payload) -> str | None:
         if event_type == "identify":
+            if not payload.get("$set") and not payload.get("$set_once"):
+                return "mixpanel: the profile update sets nothing; map a user section or set_once"
             return _check_distinct_id(payload.get("$distinct_id"))
         properties = payload.get("properties") or {}
         if not isinstance(payload.get("event"), str) or not payload["event"]:
