@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from streamctl.cli.output import stderr, table_console
+from streamctl.cli.validate import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.monitoring.alerts import (
@@ -32,15 +33,6 @@ app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
 )
 
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project",
-        "-p",
-        help="The project folder (the one holding streamctl.yaml).",
-        file_okay=False,
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")]
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamctl.cli.output import table_console
+from streamctl.cli.validate import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.config.units import parse_duration
 from streamctl.errors import UsageError
@@ -28,16 +29,6 @@ from streamctl.monitoring.store_metrics import StoreMetrics
 from streamctl.monitoring.top import Rate, TopRow, TopSampler
 
 app = typer.Typer()
-
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project",
-        "-p",
-        help="The project folder (the one holding streamctl.yaml).",
-        file_okay=False,
-    ),
-]
 
 
 @app.command("top")
