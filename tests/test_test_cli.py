@@ -194,3 +194,18 @@ def test_the_repository_default_project_fixtures_pass():
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "failed" not in result.stdout
     assert result.stdout.count("... passed") >= 10
+
+
+def test_secrets_never_appear_in_failures(project):
+    fixture = """
+        sync: orders-to-hook
+        tests:
+          - name: leaks nothing
+            given: { type: track, event: Order Completed, userId: u1, properties: { order_id: o1, total: 1 } }
+            expect: { payload: { token: "Bearer tok-5ecret-value" } }
+    """
+    result = run(project, {"leak.yaml": fixture})
+    assert result.exit_code == 1
+    assert "the payload differs" in result.stdout
+    assert HOOK_TOKEN not in result.stdout + result.stderr
+    assert '"token": "***"' in result.stdout

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from streamctl.cli.output import stderr, stdout
 from streamctl.cli.validate import ProjectOption
+from streamctl.config.secrets import redact
 from streamctl.errors import UsageError
 
 app = typer.Typer()
@@ -52,8 +53,9 @@ def test(
         failed += 1
         stdout.print(f"test {escape(case.name)} ... [red]failed[/]", soft_wrap=True)
         for failure in result.failures:
-            stdout.print(f"  {escape(case.location)}: {escape(failure)}", soft_wrap=True)
-        for line in result.diff.splitlines():
+            text = redact(failure, loaded.secrets)
+            stdout.print(f"  {escape(case.location)}: {escape(text)}", soft_wrap=True)
+        for line in redact(result.diff, loaded.secrets).splitlines():
             style = "red" if line.startswith("-") else "green" if line.startswith("+") else ""
             stdout.print(f"    {escape(line)}", style=style, soft_wrap=True)
 
