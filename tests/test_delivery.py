@@ -1,0 +1,289 @@
+"""Delivery behaviour (SPEC §5) against real HTTP servers on 127.0.0.1 and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from streamctl.config.loader import load_project
+from streamctl.delivery.policy import AdaptiveRate, RetryPolicy
+from streamctl.delivery.runtime import Runtime
+from streamctl.store.db import Store
+from tests.delivery_helpers import deliver, make_events, received_ns, rows, statuses, write_project
+from tests.fakes.http import FakeServer, Received, Reply
+
+
+def test_5xx_then_success_is_delivered_with_every_attempt_recorded(tmp_path):
+    answers = iter([Reply(503, "busy"), Reply(502, "bad gateway")])
+    with FakeServer(lambda req: next(answers, Reply(200, {"ok": True}))) as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        deliver(root, make_events(1))
+        assert len(server.requests) == 3
+    assert statuses(root, "orders") == {"delivered": 1}
+    attempts = rows(root, "SELECT status, status_code, response FROM attempts ORDER BY id")
+    assert [(a[0], a[1]) for a in attempts] == [("retry", 503), ("retry", 502), ("delivered", 200)]
+    assert attempts[0][2] == "busy"
+    assert rows(root, "SELECT attempts, status_code FROM deliveries") == [(3, 200)]
+
+
+def test_429_with_retry_after_is_not_retried_early(tmp_path):
+    arrivals: list[float] = []
+
+    def answer(req: Received) -> Reply:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            return Reply(429, {"error": "slow down"}, {"Retry-After": "1"})
+        return Reply(200, {"ok": True})
+
+    with FakeServer(answer) as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        deliver(root, make_events(1))
+    assert len(arrivals) == 2
+    assert arrivals[1] - arrivals[0] >= 1.0  # the backoff alone would be ~0.05 s
+    assert rows(root, "SELECT status, retry_after FROM attempts ORDER BY id") == [
+        ("retry", 1.0),
+        ("delivered", None),
+    ]
+
+
+def test_400_is_archived_at_once_with_the_response(tmp_path):
+    with FakeServer(lambda req: Reply(400, {"error": "field n is invalid"})) as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        deliver(root, make_events(1))
+        assert len(server.requests) == 1
+    (status, attempts, code, response, error) = rows(
+        root, "SELECT status, attempts, status_code, response, error FROM deliveries"
+    )[0]
+    assert (status, attempts, code) == ("archived", 1, 400)
+    assert "field n is invalid" in response
+    assert error == "HTTP 400"
+
+
+def test_max_attempts_archives_with_the_last_response(tmp_path):
+    with FakeServer(lambda req: Reply(500, "still broken")) as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"max_attempts": 3}}},
+            {"api": server.url},
+        )
+        deliver(root, make_events(1))
+        assert len(server.requests) == 3
+    status, error, response = rows(root, "SELECT status, error, response FROM deliveries")[0]
+    assert status == "archived"
+    assert "max_attempts 3" in error
+    assert response == "still broken"
+
+
+def test_a_destination_down_for_a_while_then_back_gets_everything(tmp_path):
+    up = threading.Event()
+    threading.Timer(0.6, up.set).start()
+
+    def answer(req: Received) -> Reply:
+        return Reply(200, {"ok": True}) if up.is_set() else Reply(503, "down for maintenance")
+
+    with FakeServer(answer) as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"batch_size": 5, "max_attempts": 50}}},
+            {"api": server.url},
+        )
+        deliver(root, make_events(40))
+        delivered = [
+            n for req in server.requests if up.is_set() for n in received_ns([req.json()])
+        ]
+    assert statuses(root, "orders") == {"delivered": 40}
+    assert sorted(set(delivered)) == list(range(40))
+    assert rows(root, "SELECT count(*) FROM attempts WHERE status = 'retry'")[0][0] > 0
+
+
+def test_a_hanging_destination_does_not_delay_a_healthy_one(tmp_path):
+    release = threading.Event()
+
+    def hang(req: Received) -> Reply:
+        release.wait(20)
+        return Reply(200, {"ok": True})
+
+    with FakeServer(hang) as slow, FakeServer() as fast:
+        root = write_project(
+            tmp_path,
+            {
+                "to-slow": {"destination": "slow", "delivery": {"concurrency": 2}},
+                "to-fast": {"destination": "fast", "delivery": {"batch_size": 10}},
+            },
+            {"slow": slow.url, "fast": fast.url},
+        )
+        project = load_project(root)
+
+        async def main() -> tuple[int, int]:
+            store = Store.for_project(project)
+            async with Runtime(project, store) as runtime:
+                await runtime.submit("web", make_events(200))
+                fast_lane = runtime.engine.lanes["to-fast"]
+                while not fast_lane.idle:
+                    await asyncio.sleep(0.01)
+                # The healthy destination got everything while the other still hangs.
+                fast_done = runtime.engine.counts["to-fast"]["delivered"]
+                slow_done = runtime.engine.counts["to-slow"]["delivered"]
+                release.set()
+                await runtime.drain(30)
+            store.close()
+            return fast_done, slow_done
+
+        fast_done, slow_done = asyncio.run(main())
+    assert fast_done == 200
+    assert slow_done == 0
+    assert sorted(received_ns(fast.bodies())) == list(range(200))
+    assert statuses(root, "to-slow") == {"delivered": 200}
+
+
+def test_a_batch_with_one_bad_event_delivers_the_others(tmp_path):
+    def answer(req: Received) -> Reply:
+        body = req.json()
+        if any(p.get("bad") for p in (body if isinstance(body, list) else [body])):
+            return Reply(400, {"error": "bad event in batch"})
+        return Reply(200, {"ok": True})
+
+    events = make_events(10)
+    events[6]["properties"]["bad"] = True
+    with FakeServer(answer) as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"batch_size": 10}}},
+            {"api": server.url},
+        )
+        deliver(root, events)
+        good = [n for body in server.bodies() if not _has_bad(body) for n in received_ns([body])]
+    assert sorted(good) == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+    assert statuses(root, "orders") == {"delivered": 9, "archived": 1}
+    archived = rows(root, "SELECT message_id, response FROM deliveries WHERE status = 'archived'")
+    assert archived[0][0] == "m-6"
+    assert "bad event in batch" in archived[0][1]
+    # The split itself is on record for `explain`.
+    assert rows(root, "SELECT count(*) FROM attempts WHERE status = 'split'")[0][0] > 0
+
+
+def _has_bad(body: object) -> bool:
+    return any(p.get("bad") for p in (body if isinstance(body, list) else [body]))
+
+
+def test_per_user_ordering_holds_later_events_while_an_earlier_one_retries(tmp_path):
+    failures = Counter[int]()
+
+    def answer(req: Received) -> Reply:
+        n = req.json()["n"]
+        if n == 0 and failures[n] < 2:
+            failures[n] += 1
+            return Reply(503, "try later")
+        return Reply(200, {"ok": True})
+
+    with FakeServer(answer) as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"ordering": "per_user", "concurrency": 4}}},
+            {"api": server.url},
+        )
+        deliver(root, make_events(5, user="same-user"))
+        order = [req.json()["n"] for req in server.requests]
+    assert order == [0, 0, 0, 1, 2, 3, 4]
+    assert statuses(root, "orders") == {"delivered": 5}
+
+
+def test_without_per_user_ordering_other_events_go_ahead(tmp_path):
+    calls = Counter[int]()
+
+    def answer(req: Received) -> Reply:
+        n = req.json()["n"]
+        calls[n] += 1
+        return Reply(503, "try later") if n == 0 and calls[n] == 1 else Reply(200, {"ok": True})
+
+    with FakeServer(answer) as server:
+        root = write_project(
+            tmp_path, {"orders": {"destination": "api", "delivery": {"concurrency": 1}}}, {"api": server.url}
+        )
+        deliver(root, make_events(3, user="same-user"))
+        order = [req.json()["n"] for req in server.requests]
+    assert order.index(1) < order.index(0, 1)  # 1 went before the retry of 0
+
+
+def test_duplicate_message_ids_are_not_delivered_twice(tmp_path):
+    with FakeServer() as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        events = make_events(3)
+        deliver(root, events + [dict(events[0])])  # a duplicate inside the batch
+        deliver(root, make_events(4))  # m-0..m-2 again, and a new m-3
+        assert sorted(received_ns(server.bodies())) == [0, 1, 2, 3]
+    assert rows(root, "SELECT count(*) FROM events WHERE duplicate = 1")[0][0] == 4
+    assert statuses(root, "orders") == {"delivered": 4}
+
+
+def test_pending_deliveries_resume_after_a_restart(tmp_path):
+    with FakeServer(lambda req: Reply(503, "down")) as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"max_attempts": 100}}},
+            {"api": server.url},
+        )
+        project = load_project(root)
+
+        async def first_run() -> None:
+            store = Store.for_project(project)
+            async with Runtime(project, store) as runtime:
+                await runtime.submit("web", make_events(20))
+                while len(server.requests) < 3:
+                    await asyncio.sleep(0.01)
+            store.close()
+
+        asyncio.run(first_run())
+        assert statuses(root, "orders").get("delivered", 0) == 0
+        server.answer = lambda req: Reply(200, {"ok": True})
+        deliver(root, [])  # a new start with nothing new: it resumes the 20
+        assert sorted(set(received_ns(server.bodies()[-20:]))) == list(range(20))
+    assert statuses(root, "orders") == {"delivered": 20}
+
+
+def test_connection_errors_are_retried(tmp_path):
+    with FakeServer() as server:
+        url = server.url
+    # The server is gone: connection refused on every attempt.
+    root = write_project(
+        tmp_path, {"orders": {"destination": "api", "delivery": {"max_attempts": 2}}}, {"api": url}
+    )
+    deliver(root, make_events(1))
+    attempts = rows(root, "SELECT status, status_code, error FROM attempts ORDER BY id")
+    assert [a[0] for a in attempts] == ["retry", "retry"]
+    assert attempts[0][1] is None
+    assert "connection error" in attempts[0][2]
+    assert statuses(root, "orders") == {"archived": 1}
+
+
+def test_retry_policy_never_waits_less_than_retry_after_nor_initial():
+    policy = RetryPolicy(initial=0.5, max=4.0, max_attempts=5, max_age=60.0)
+    for attempts in range(1, 8):
+        wait = policy.next_attempt_at(attempts, now=100.0) - 100.0
+        assert 0.5 <= wait <= 4.0
+        assert policy.next_attempt_at(attempts, now=100.0, retry_after=30.0) >= 130.0
+    assert policy.gives_up(5, created_at=0.0, next_at=1.0) is not None
+    assert policy.gives_up(1, created_at=0.0, next_at=61.0) is not None
+    assert policy.gives_up(1, created_at=0.0, next_at=10.0) is None
+
+
+def test_adaptive_rate_halves_on_429_and_recovers_to_the_ceiling():
+    rate = AdaptiveRate(100.0, burst=100)
+    rate.throttled()
+    assert rate.rate == 50.0
+    for _ in range(20):
+        rate.succeeded()
+    assert rate.rate == 100.0
+
+
+@pytest.mark.parametrize("code", [408, 423, 429, 500, 503])
+def test_retryable_statuses(tmp_path, code):
+    answers = iter([Reply(code, "again")])
+    with FakeServer(lambda req: next(answers, Reply(200, {"ok": True}))) as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        deliver(root, make_events(1))
+    assert statuses(root, "orders") == {"delivered": 1}
