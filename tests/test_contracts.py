@@ -201,3 +201,24 @@ def test_invalid_contracts_raise_spec_error_with_the_node_path(spec, message, pa
     with pytest.raises(SpecError, match=message) as caught:
         compile_contract(spec, "bad")
     assert caught.value.path == path
+
+
+def test_where_jsonschema_is_lenient_the_stricter_fast_verdict_is_the_violation():
+    spec = {
+        "events": [
+            {
+                "name": "E",
+                "properties": {
+                    "type": "object",
+                    "properties": {"at": {"type": "string", "format": "date-time"}, "cur": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                },
+            }
+        ]
+    }
+    contract = compile_contract(spec, "c")
+    assert contract.check({"type": "track", "event": "E", "properties": {"at": "2024-01-01T00:00:00Z", "cur": "EUR"}}).violations == ()
+    [bad_time] = contract.check({"type": "track", "event": "E", "properties": {"at": "yesterday"}}).violations
+    assert (bad_time.pointer, bad_time.message) == ("/properties/at", "must be date-time")
+    [newline] = contract.check({"type": "track", "event": "E", "properties": {"cur": "EUR\n"}}).violations
+    assert newline.pointer == "/properties/cur"
+    assert "must match pattern" in newline.message
