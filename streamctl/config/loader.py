@@ -39,7 +39,12 @@ from streamctl.config.schema import (
     suggest,
     type_word,
 )
-from streamctl.config.secrets import redact, remember_secrets, secret_strings
+from streamctl.config.secrets import (
+    MIN_SECRET_LENGTH,
+    redact,
+    remember_secrets,
+    secret_strings,
+)
 from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
 from streamctl.config.units import parse_duration
 from streamctl.contracts import Contract, compile_contract
@@ -102,14 +107,14 @@ class _ProjectLoader:
     # -- reading ---------------------------------------------------------------------
 
     def read(self, relative: str, schema: SchemaName) -> tuple[Document, set[NodePath]]:
+        """The parsed file and the node paths with structural problems (`{()}`: all of it)."""
         try:
             text = (self.root / relative).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            doc = Document(relative)
-            doc.problems.append(Problem(relative, 1, 1, f"cannot read file: {exc}"))
-            text = None
-        if text is not None:
-            doc = parse_document(text, relative, self.env)
+            problem = Problem(relative, 1, 1, f"cannot read file: {exc}")
+            self.problems.append(problem)
+            return Document(relative, problems=[problem]), {()}
+        doc = parse_document(text, relative, self.env)
         self.problems.extend(doc.problems)
         self.secrets.update(doc.secrets)
         if doc.problems and doc.data is None:
@@ -147,13 +152,10 @@ class _ProjectLoader:
         contracts, contract_files = self.load_contracts()
         sources = self.sources(main, broken, data.get("sources"), contract_files.keys())
         destinations = self.destinations(main, broken, data.get("destinations"))
-        declared_sources = _names(data.get("sources"))
-        declared_destinations = _names(data.get("destinations"))
         context = SyncContext(
             root=self.root,
-            references_known=main.data is not None,
-            sources=declared_sources,
-            destinations=declared_destinations,
+            sources=self.declared(data, broken, "sources"),
+            destinations=self.declared(data, broken, "destinations"),
             catalog_of={
                 name: CATALOG[d.type].catalog
                 for name, d in destinations.items()
@@ -179,9 +181,17 @@ class _ProjectLoader:
             contracts=contracts,
             syncs=tuple(syncs),
             alerts=alerts,
-            secrets=frozenset(self.secrets),
+            secrets=frozenset(s for s in self.secrets if len(s) >= MIN_SECRET_LENGTH),
             retention_days=float(data.get("retention_days", 30.0)),
         )
+
+    @staticmethod
+    def declared(data: dict[str, Any], broken: set[NodePath], key: str) -> list[str] | None:
+        """The names a section declares; None when the section itself is unreadable,
+        so syncs are not told their references are unknown on top of that problem."""
+        if () in broken or (key,) in broken:
+            return None
+        return _names(data.get(key))
 
     # -- contracts/*.yaml ----------------------------------------------------------------
 

@@ -39,9 +39,9 @@ class SyncContext:
     """What a sync may refer to: the names streamctl.yaml declares and the destinations' catalog entries."""
 
     root: Path
-    references_known: bool  # False when streamctl.yaml did not parse: skip reference checks
-    sources: Collection[str]
-    destinations: Collection[str]
+    # None: streamctl.yaml (or that section) could not be read, so references are not checked
+    sources: Collection[str] | None
+    destinations: Collection[str] | None
     catalog_of: Mapping[str, CatalogEntry]  # destination name -> its type's catalog entry
 
 
@@ -103,10 +103,10 @@ def build_sync(
 
 
 def _reference(
-    build: _SyncBuild, data: dict[str, Any], key: str, known: Collection[str], what: str
+    build: _SyncBuild, data: dict[str, Any], key: str, known: Collection[str] | None, what: str
 ) -> str | None:
     value = data.get(key)
-    if not isinstance(value, str) or not build.context.references_known:
+    if not isinstance(value, str) or known is None:
         return None
     if value not in known:
         listing = ", ".join(sorted(known)) or "none"
