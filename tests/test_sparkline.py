@@ -48,3 +48,37 @@ def test_trends_of_a_sync_from_the_store(tmp_path: Path) -> None:
     assert trend.as_json()["volume"] == [2, 0, 8, 4]
     assert trend.as_json()["errors"] == [0, 0, 8, 0]
     assert trend.minutes_per_char == 1
+
+
+def test_status_shows_volume_and_error_sparklines_of_its_window(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from typer.testing import CliRunner
+
+    from streamctl.cli.main import app
+    from tests.test_top import PROJECT, SYNC
+
+    (tmp_path / "streamctl.yaml").write_text(PROJECT)
+    (tmp_path / "syncs").mkdir()
+    (tmp_path / "syncs" / "to-hook.yaml").write_text(SYNC)
+    now = time.time()
+    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+        traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
+        traffic.attempt(traffic.receive(6, at=now - 150), ok=False, at=now - 150)  # 2.5 minutes ago
+        traffic.attempt(traffic.receive(3, at=now - 1), ok=True, at=now - 1)  # now
+
+    runner = CliRunner()
+    table = runner.invoke(
+        app, ["status", "--project", str(tmp_path), "--since", "5m"], env={"COLUMNS": "250"}
+    )
+    data = runner.invoke(app, ["status", "--project", str(tmp_path), "--since", "5m", "--json"])
+
+    assert table.exit_code == 0, table.stderr
+    assert "volume/min" in table.stdout and "errors/min" in table.stdout
+    (trend,) = [row["trend"] for row in json.loads(data.stdout)["syncs"]]
+    assert trend["minutes_per_point"] == 1 and len(trend["volume"]) in (5, 6)
+    assert sum(trend["volume"]) == 9 and sum(trend["errors"]) == 6
+    assert trend["volume"][-1] == 3 and trend["errors"][-1] == 0
+    assert trend["volume_sparkline"] in table.stdout and trend["errors_sparkline"] in table.stdout
+    assert trend["errors_sparkline"].count("█") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,8 @@ from streamctl.cli.errors import parse_since
 from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
+from streamctl.monitoring.sparkline import SyncTrend, sync_trends, trend_header
+from streamctl.monitoring.store_metrics import StoreMetrics
 from streamctl.store.db import Store, store_path
 from streamctl.store.queries import empty_status, sync_status
 
@@ -57,24 +60,33 @@ def status(
     project = load_project(project_dir)
     window_start = parse_since(since) or time.time() - 86400
     names = [s.name for s in project.syncs]
+    trends: dict[str, SyncTrend] = {}
     if store_path(project).exists():
         with Store.for_project(project, readonly=True) as store:
             rows = sync_status(store, window_start, names)
+            trends = sync_trends(StoreMetrics(store), names, since=window_start, until=time.time())
     else:
         rows = sync_status_empty(names)
+    for row in rows:  # per-minute volume and errors (streamctl.monitoring.sparkline)
+        if row["sync"] in trends:
+            row["trend"] = trends[row["sync"]].as_json()
     if syncs:
         rows = [r for r in rows if r["sync"] in set(syncs)]
     if as_json:
         typer.echo(redact(orjson.dumps({"since": since, "syncs": rows}).decode(), project.secrets))
         return
-    stdout.print(status_table(rows, title=f"streamctl status, last {since}"))
+    stdout.print(status_table(rows, title=f"streamctl status, last {since}", trends=trends))
 
 
 def sync_status_empty(names: list[str]) -> list[dict[str, Any]]:
     return [empty_status(name) for name in names]
 
 
-def status_table(rows: list[dict[str, Any]], title: str = "streamctl status") -> Table:
+def status_table(
+    rows: list[dict[str, Any]],
+    title: str = "streamctl status",
+    trends: Mapping[str, SyncTrend] | None = None,
+) -> Table:
     """The status table; extend it (sparklines, rates) by adding columns to what this returns
     and cells through `row_cells`."""
     table = Table(title=title)
@@ -83,8 +95,14 @@ def status_table(rows: list[dict[str, Any]], title: str = "streamctl status") ->
         table.add_column(header, justify="right")
     for header in ("error rate", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(header, justify="right")
+    if trends:
+        per_char = max(t.minutes_per_char for t in trends.values())
+        table.add_column(trend_header("volume", per_char), no_wrap=True)
+        table.add_column(trend_header("errors", per_char), style="red", no_wrap=True)
     for row in rows:
-        table.add_row(*row_cells(row))
+        trend = trends.get(row["sync"]) if trends else None
+        sparklines = [trend.volume, trend.errors] if trend else ["", ""]
+        table.add_row(*row_cells(row), *(sparklines if trends else []))
     return table
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from streamctl.monitoring.source import MetricsSource, MinuteBucket
 
 BARS = "▁▂▃▄▅▆▇█"
-DEFAULT_WIDTH = 60
+DEFAULT_WIDTH = 30  # characters: a day is 48 minutes a character, next to status's columns
 
 
 def sparkline(values: Sequence[float]) -> str:
@@ -88,3 +88,8 @@ def sync_trends(
             buckets=tuple(points),
         )
     return trends
+
+
+def trend_header(name: str, minutes_per_char: int) -> str:
+    """`volume/min`, or `volume/24min` when each character sums 24 minutes."""
+    return f"{name}/min" if minutes_per_char == 1 else f"{name}/{minutes_per_char}min"
