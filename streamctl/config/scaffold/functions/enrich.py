@@ -8,7 +8,9 @@ leave it out to drop it, return several to split it. `settings` is the sync's
 from typing import Any
 
 
-def transform_events(events: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+def transform_events(
+    events: list[dict[str, Any]], settings: dict[str, Any]
+) -> list[dict[str, Any]]:
     for event in events:
         traits = event.get("context", {}).get("traits", {})
         if isinstance(traits.get("email"), str):
