@@ -55,7 +55,6 @@ from streamctl.destinations.base import (
     MappedEvent,
     Payload,
     excerpt,
-    is_retryable_status,
     parse_retry_after,
 )
 from streamctl.destinations.vendor import (
@@ -64,6 +63,7 @@ from streamctl.destinations.vendor import (
     int_list,
     json_object,
     to_epoch_millis,
+    whole_batch_outcome,
 )
 from streamctl.events import Event
 
@@ -299,25 +299,12 @@ class AmplitudeDestination(Destination):
         if code == 400:
             return _classify_invalid(response, body, n)
         if code == 413:
-            error = f"amplitude: HTTP 413 payload too large ({n} events); split"
-            return BatchResult.same(
-                n,
-                ItemResult(ItemStatus.FAILED, code, error, response=excerpt(response)),
-                split=True,
-            )
+            error = f"amplitude: HTTP 413 payload too large ({n} events)"
+            return whole_batch_outcome(response, n, error, split=True)
         if code == 429:
             return _classify_throttled(response, body, payloads)
-        retryable = is_retryable_status(code)
-        item = ItemResult(
-            ItemStatus.RETRY if retryable else ItemStatus.FAILED,
-            code,
-            error=f"amplitude: HTTP {code} {body.get('error') or ''}".rstrip(),
-            retry_after=parse_retry_after(response.headers.get("retry-after"))
-            if retryable
-            else None,
-            response=excerpt(response),
-        )
-        return BatchResult.same(n, item)
+        error = f"amplitude: HTTP {code} {body.get('error') or ''}".rstrip()
+        return whole_batch_outcome(response, n, error)
 
 
 def _unnamed_retry(code: int | None = None) -> ItemResult:
@@ -343,8 +330,7 @@ def _classify_invalid(response: httpx.Response, body: dict[str, Any], n: int) ->
         error = f"amplitude: HTTP 400 {body.get('error') or 'invalid request'}"
         if body.get("missing_field"):
             error += f" (missing {body['missing_field']})"
-        item = ItemResult(ItemStatus.FAILED, 400, error, response=excerpt(response))
-        return BatchResult.same(n, item, split=True)
+        return whole_batch_outcome(response, n, error, split=True)
     items = []
     for index in range(n):
         if index in reasons:

@@ -47,12 +47,8 @@ from streamctl.destinations.base import (
     EventTypeSpec,
     FieldSpec,
     HttpRequest,
-    ItemResult,
-    ItemStatus,
     MappedEvent,
     Payload,
-    excerpt,
-    is_retryable_status,
     parse_retry_after,
 )
 from streamctl.destinations.vendor import (
@@ -60,7 +56,9 @@ from streamctl.destinations.vendor import (
     base_url,
     converted_or_kept,
     json_object,
+    named_failures,
     to_iso8601,
+    whole_batch_outcome,
 )
 from streamctl.events import Event
 
@@ -202,18 +200,16 @@ class BrazeDestination(Destination):
         if 200 <= code < 300:
             return _classify_accepted(response, body, payloads)
         message = body.get("message") or response.reason_phrase
-        error = f"braze: HTTP {code} {message}"
-        if is_retryable_status(code):
-            wait = parse_retry_after(response.headers.get("retry-after"))
-            if wait is None and code == 429:
-                wait = _seconds_until_reset(response.headers.get("x-ratelimit-reset"))
-            return BatchResult.same(
-                n, ItemResult(ItemStatus.RETRY, code, error, wait, excerpt(response))
-            )
+        wait = parse_retry_after(response.headers.get("retry-after"))
+        if wait is None and code == 429:
+            wait = _seconds_until_reset(response.headers.get("x-ratelimit-reset"))
         # A fatal 400 may come from one object: bisect. 401/403/404 are about the key.
-        split = code not in (401, 403, 404)
-        return BatchResult.same(
-            n, ItemResult(ItemStatus.FAILED, code, error, response=excerpt(response)), split=split
+        return whole_batch_outcome(
+            response,
+            n,
+            f"braze: HTTP {code} {message}",
+            split=code not in (401, 403, 404),
+            retry_after=wait,
         )
 
 
@@ -298,13 +294,4 @@ def _classify_accepted(
             reasons.setdefault(owner[key], []).append(
                 f"{key[0]}[{key[1]}]: {error.get('type') or 'invalid'}"
             )
-    code = response.status_code
-    items = [
-        ItemResult(
-            ItemStatus.FAILED, code, "braze: " + "; ".join(reasons[i]), response=excerpt(response)
-        )
-        if i in reasons
-        else ItemResult(ItemStatus.DELIVERED, code)
-        for i in range(len(payloads))
-    ]
-    return BatchResult(tuple(items))
+    return named_failures(response, len(payloads), reasons, "braze")

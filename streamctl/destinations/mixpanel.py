@@ -53,14 +53,14 @@ from streamctl.destinations.base import (
     MappedEvent,
     Payload,
     excerpt,
-    is_retryable_status,
-    parse_retry_after,
 )
 from streamctl.destinations.vendor import (
     base_url,
     converted_or_kept,
     json_object,
+    named_failures,
     to_epoch_millis,
+    whole_batch_outcome,
 )
 from streamctl.events import Event
 
@@ -282,17 +282,9 @@ class MixpanelDestination(Destination):
         if code == 400 and isinstance(body.get("failed_records"), list):
             return _classify_failed_records(response, body, n)
         error = f"mixpanel: HTTP {code} {body.get('error') or response.reason_phrase}".rstrip()
-        if is_retryable_status(code):
-            wait = parse_retry_after(response.headers.get("retry-after"))
-            return BatchResult.same(
-                n, ItemResult(ItemStatus.RETRY, code, error, wait, excerpt(response))
-            )
         # 400 without records, 413: bisect so one bad event cannot hold back the rest.
         # 401/403: the credentials are wrong for every event; splitting cannot help.
-        split = code not in (401, 403)
-        return BatchResult.same(
-            n, ItemResult(ItemStatus.FAILED, code, error, response=excerpt(response)), split=split
-        )
+        return whole_batch_outcome(response, n, error, split=code not in (401, 403))
 
 
 def _insert_id(message_id: str) -> str:
@@ -334,15 +326,5 @@ def _classify_failed_records(response: httpx.Response, body: dict[str, Any], n: 
             )
     if not reasons:
         error = f"mixpanel: HTTP 400 {body.get('error') or 'invalid request'}"
-        return BatchResult.same(
-            n, ItemResult(ItemStatus.FAILED, 400, error, response=excerpt(response)), split=True
-        )
-    items = [
-        ItemResult(
-            ItemStatus.FAILED, 400, "mixpanel: " + "; ".join(reasons[i]), response=excerpt(response)
-        )
-        if i in reasons
-        else ItemResult(ItemStatus.DELIVERED, 400)
-        for i in range(n)
-    ]
-    return BatchResult(tuple(items))
+        return whole_batch_outcome(response, n, error, split=True)
+    return named_failures(response, n, reasons, "mixpanel")

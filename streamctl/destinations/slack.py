@@ -50,10 +50,8 @@ from streamctl.destinations.base import (
     ItemStatus,
     MappedEvent,
     Payload,
-    excerpt,
-    is_retryable_status,
-    parse_retry_after,
 )
+from streamctl.destinations.vendor import whole_batch_outcome
 from streamctl.events import Event
 
 MAX_BLOCKS = 50
@@ -191,17 +189,7 @@ class SlackDestination(Destination):
         error = f"slack: HTTP {code} {answer or '(empty body)'}" + (
             f": {meaning}" if meaning else ""
         )
-        retryable = is_retryable_status(code)
-        item = ItemResult(
-            ItemStatus.RETRY if retryable else ItemStatus.FAILED,
-            code,
-            error=error,
-            retry_after=parse_retry_after(response.headers.get("retry-after"))
-            if retryable
-            else None,
-            response=excerpt(response),
-        )
-        return BatchResult.same(len(payloads), item)
+        return whole_batch_outcome(response, len(payloads), error)
 
 
 def _inline(value: Any) -> str:

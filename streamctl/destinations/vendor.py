@@ -4,6 +4,8 @@
     to_iso8601(1795694400000)                  # "2026-11-26T12:00:00.000Z"
     base_url(config, "https://api2.amplitude.com")
     json_object(response)                      # the response body as a dict, or None
+    whole_batch_outcome(response, n, "braze: HTTP 503 ...")   # RETRY or FAILED for all n
+    named_failures(response, n, {2: ["events[2]: bad time"]}, "braze")  # only #2 fails
 
 Event timestamps arrive as ISO 8601 strings (Segment spec), but vendors want
 milliseconds since the epoch (Amplitude, Mixpanel) or ISO 8601 again (Braze);
@@ -12,12 +14,21 @@ numbers are accepted too, read as seconds when small enough to be seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
+
+from streamctl.destinations.base import (
+    BatchResult,
+    ItemResult,
+    ItemStatus,
+    excerpt,
+    is_retryable_status,
+    parse_retry_after,
+)
 
 # Below this an epoch number is seconds, above it milliseconds (Mixpanel's own rule
 # of thumb: 1e11 seconds is the year 5138, 1e11 milliseconds is 1973).
@@ -89,3 +100,49 @@ def int_list(value: Any) -> list[int]:
     if not isinstance(value, list):
         return []
     return [item for item in value if isinstance(item, int) and not isinstance(item, bool)]
+
+
+def whole_batch_outcome(
+    response: httpx.Response,
+    n: int,
+    error: str,
+    *,
+    split: bool = False,
+    retry_after: float | None = None,
+) -> BatchResult:
+    """The same outcome for all `n` payloads, from the status code alone.
+
+    408, 423, 429 and 5xx: RETRY after `retry_after`, else the response's Retry-After.
+    Anything else: FAILED; with `split` the engine bisects the batch, for refusals that
+    may come from a single item (not for bad credentials, which no half can fix).
+    """
+    code = response.status_code
+    if is_retryable_status(code):
+        if retry_after is None:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return BatchResult.same(
+            n, ItemResult(ItemStatus.RETRY, code, error, retry_after, excerpt(response))
+        )
+    failed = ItemResult(ItemStatus.FAILED, code, error, response=excerpt(response))
+    return BatchResult.same(n, failed, split=split)
+
+
+def named_failures(
+    response: httpx.Response, n: int, reasons: Mapping[int, Sequence[str]], vendor: str
+) -> BatchResult:
+    """A partial success: the payloads at `reasons`' indexes FAILED with those reasons,
+    every other one DELIVERED (the vendor ingested it)."""
+    code = response.status_code
+    return BatchResult(
+        tuple(
+            ItemResult(
+                ItemStatus.FAILED,
+                code,
+                f"{vendor}: " + "; ".join(reasons[i]),
+                response=excerpt(response),
+            )
+            if i in reasons
+            else ItemResult(ItemStatus.DELIVERED, code)
+            for i in range(n)
+        )
+    )
