@@ -237,7 +237,7 @@ EVENT_TYPES = (
 class GA4Destination(Destination):
     catalog = CatalogEntry(
         type="ga4",
-        description="Google Analytics 4 via the Measurement Protocol (web streams)",
+        description="Google Analytics 4 via the Measurement Protocol (web streams).",
         docs="https://developers.google.com/analytics/devguides/collection/protocol/ga4/reference",
         config=(
             ConfigField(

@@ -134,7 +134,7 @@ EVENT_TYPES = (
 class SegmentDestination(Destination):
     catalog = CatalogEntry(
         type="segment",
-        description="any Segment-compatible /v1/batch: Segment, RudderStack, Hightouch, another streamctl",
+        description="Forward to any Segment-compatible /v1/batch: Segment, RudderStack, Hightouch, another streamctl.",
         docs="https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/",
         config=(
             ConfigField(
