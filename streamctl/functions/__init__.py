@@ -143,6 +143,7 @@ class FunctionWorker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=self.path.parent.parent if self.path.parent.parent.is_dir() else None,
+            env=_worker_environment(),
         )
         assert process.stdin is not None and process.stdout is not None
         os.set_blocking(process.stdin.fileno(), False)
@@ -248,6 +249,14 @@ def _binds_name(node: ast.stmt, name: str) -> bool:
     if isinstance(node, ast.ImportFrom | ast.Import):
         return any((alias.asname or alias.name) == name for alias in node.names)
     return False
+
+
+def _worker_environment() -> dict[str, str]:
+    """Our environment, with streamctl importable even when it runs from a source checkout."""
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _mtime_ns(path: Path) -> int:
