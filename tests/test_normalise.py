@@ -95,3 +95,8 @@ def test_non_object_event_is_refused():
 
 def test_format_timestamp_treats_naive_as_utc():
     assert format_timestamp(datetime(2026, 5, 6, 7, 8, 9)) == "2026-05-06T07:08:09.000Z"
+
+
+def test_values_json_cannot_hold_are_refused():
+    with pytest.raises(EventError, match="cannot be stored as JSON"):
+        normalise(track(properties={"n": 2**70}))

@@ -60,7 +60,11 @@ def normalise(
     if not isinstance(event, dict):
         msg = f"{_which(None, index)}: an event must be a JSON object, got {type(event).__name__}"
         raise EventError(msg)
-    size = len(orjson.dumps(event))
+    try:
+        size = len(orjson.dumps(event))
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        msg = f"{_which(event.get('messageId'), index)}: event cannot be stored as JSON: {exc}"
+        raise EventError(msg) from None
     if size > MAX_EVENT_BYTES:
         which = _which(event.get("messageId"), index)
         msg = f"{which}: event is {size} bytes, over the {MAX_EVENT_BYTES} byte limit"
