@@ -156,3 +156,37 @@ def test_bad_json_and_usage_errors(project):
     neither = preview(project, ORDER)
     assert neither.exit_code == 2
     assert "name a sync with --sync" in neither.stderr
+
+
+SPLITTER = {
+    "functions/split.py": """
+        def transform_events(events, settings):
+            return [dict(e, messageId=f"{e['messageId']}-{i}", properties={"n": i}) for e in events for i in range(2)]
+    """,
+    "syncs/split-to-file.yaml": """
+        source: web
+        destination: local-file
+        function: functions/split.py
+        match: all
+        event_types:
+          - type: custom
+            mappings: { required: { n: { field: properties.n } } }
+          - type: custom
+            mappings: { required: { twice: { field: properties.n } } }
+    """,
+}
+
+
+def test_splits_and_match_all_show_every_delivery(tmp_path):
+    root = write_sample_project(tmp_path, SPLITTER)
+    try:
+        data = preview_json(root, {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "s"}, sync="split-to-file")
+    finally:
+        close_functions()
+    [sync] = data["syncs"]
+    assert sync["function"]["outcome"] == "split"
+    assert [e["messageId"] for e in sync["function"]["events"]] == ["s-0", "s-1"]
+    assert [(d["message_id"], d["payload"]) for d in sync["deliveries"]] == [
+        ("s-0", {"n": 0}), ("s-0", {"twice": 0}), ("s-1", {"n": 1}), ("s-1", {"twice": 1}),
+    ]
+    assert sync["outcome"] == "delivered"
