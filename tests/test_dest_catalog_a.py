@@ -131,3 +131,26 @@ def test_destinations_show_json_lists_event_types_and_required_fields(type_name)
         assert shown_type["required"] == {f.name: f.type for f in spec.required}
     assert "custom" in [t["type"] for t in shown["event_types"]]
     assert entry.docs.startswith("https://")
+
+
+@pytest.mark.parametrize(("type_name", "region"), [("amplitude", "EU"), ("mixpanel", "de")])
+def test_an_unknown_region_stops_the_destination_with_its_location(type_name, region):
+    from streamctl.config.model import DestinationConfig, Location
+    from streamctl.destinations.registry import create
+    from streamctl.errors import ConfigError
+
+    config = DestinationConfig(
+        "dest",
+        type_name,
+        {**CONFIGS[type_name], "region": region},
+        Location("streamctl.yaml", 7, 3),
+    )
+    with pytest.raises(ConfigError) as caught:
+        create(config)
+    assert str(caught.value).startswith(
+        "streamctl.yaml:7:3: destination 'dest': config key 'region'"
+    )
+    assert (
+        create(DestinationConfig("dest", type_name, {**CONFIGS[type_name], "region": "eu"})).name
+        == "dest"
+    )

@@ -140,7 +140,9 @@ class AmplitudeDestination(Destination):
         docs="https://amplitude.com/docs/apis/analytics/http-v2",
         config=(
             ConfigField("api_key", required=True, secret=True, description="project API key"),
-            ConfigField("region", default="us", description="us | eu (data residency)"),
+            ConfigField(
+                "region", default="us", choices=("us", "eu"), description="us | eu (data residency)"
+            ),
             ConfigField("base_url", description="replaces the regional host (proxy, tests)"),
             ConfigField(
                 "min_id_length",
@@ -251,7 +253,10 @@ class AmplitudeDestination(Destination):
 
     def upload_url(self) -> str:
         region = str(self.config.get("region") or "us")
-        return base_url(self.config, REGION_HOSTS.get(region, REGION_HOSTS["us"])) + UPLOAD_PATH
+        if region not in REGION_HOSTS:
+            msg = f"amplitude destination {self.name!r}: region {region!r} is not one of us, eu"
+            raise ValueError(msg)
+        return base_url(self.config, REGION_HOSTS[region]) + UPLOAD_PATH
 
     def build_request(self, event_type: str, payloads: Sequence[Payload]) -> HttpRequest:
         body: dict[str, Any] = {"api_key": str(self.config["api_key"]), "events": list(payloads)}

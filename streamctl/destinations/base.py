@@ -71,6 +71,7 @@ class ConfigField:
     default: Any = None
     description: str = ""
     project_path: bool = False  # a file path: the loader resolves a relative one against the project root
+    choices: tuple[str, ...] = ()  # the only values accepted (e.g. regions); empty: any value
 
 
 @dataclass(frozen=True)

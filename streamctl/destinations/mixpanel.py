@@ -123,7 +123,12 @@ class MixpanelDestination(Destination):
                 "service_account_secret", secret=True, description="service account secret"
             ),
             ConfigField("project_id", description="project id; required with a service account"),
-            ConfigField("region", default="us", description="us | eu | in (data residency)"),
+            ConfigField(
+                "region",
+                default="us",
+                choices=("us", "eu", "in"),
+                description="us | eu | in (data residency)",
+            ),
             ConfigField("base_url", description="replaces the regional host (proxy, tests)"),
         ),
         event_types=(
@@ -234,7 +239,10 @@ class MixpanelDestination(Destination):
 
     def host(self) -> str:
         region = str(self.config.get("region") or "us")
-        return base_url(self.config, REGION_HOSTS.get(region, REGION_HOSTS["us"]))
+        if region not in REGION_HOSTS:
+            msg = f"mixpanel destination {self.name!r}: region {region!r} is not one of us, eu, in"
+            raise ValueError(msg)
+        return base_url(self.config, REGION_HOSTS[region])
 
     def import_auth(self) -> tuple[str, str, dict[str, str]]:
         """User name, password and extra query parameters for /import, strongest credential first."""

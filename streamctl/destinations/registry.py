@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streamctl.config.model import DestinationConfig
 from streamctl.destinations.base import CatalogEntry, Destination
+from streamctl.errors import ConfigError, Problem
 
 CATALOG: dict[str, type[Destination]] = {}
 # Registration lines: one per destination module.
@@ -47,5 +48,22 @@ def catalog_entry(type_name: str) -> CatalogEntry:
 
 
 def create(config: DestinationConfig) -> Destination:
-    """The runtime destination for a `destinations:` entry."""
+    """The runtime destination for a `destinations:` entry.
+
+    Raises ConfigError when a config value is not one of its field's `choices`: a region
+    typo must stop the run, not send data to another region's host."""
+    entry = CATALOG[config.type].catalog
+    problems = [
+        Problem(
+            config.location.path,
+            config.location.line,
+            config.location.column,
+            f"destination {config.name!r}: config key {spec.name!r} is {config.config[spec.name]!r};"
+            f" it takes one of {', '.join(spec.choices)}",
+        )
+        for spec in entry.config
+        if spec.choices and config.config.get(spec.name) not in (None, "", *spec.choices)
+    ]
+    if problems:
+        raise ConfigError(problems)
     return CATALOG[config.type](config.name, config.config)
