@@ -333,3 +333,25 @@ def test_run_forever_keeps_evaluating_until_cancelled(tmp_path: Path) -> None:
         run_evaluator(proj, metrics, clock, steps)
 
     assert [b["state"] for b in hook.bodies()] == ["firing"]
+
+
+def test_two_evaluators_on_one_store_announce_a_transition_once(tmp_path: Path) -> None:
+    with FakeServer() as hook:  # `streamctl run` and a cron `alerts check` at the same moment
+        channels = {"hook": AlertChannel("hook", "webhook", {"url": hook.url})}
+        proj = project(tmp_path, (rule(notify=("hook",)),), channels)
+        metrics, clock = RecordedMetrics(), Clock()
+        metrics.attempt(SYNC.name, at=clock.now - 1, ok=False)
+
+        async def go() -> None:
+            async with httpx.AsyncClient() as client:
+                evaluators = [
+                    AlertEvaluator(proj, metrics, client, policy=FAST, clock=clock)
+                    for _ in range(4)
+                ]
+                await asyncio.gather(*(e.evaluate_once() for e in evaluators))
+                for e in evaluators:
+                    e.state.close()
+
+        asyncio.run(go())
+
+    assert [b["state"] for b in hook.bodies()] == ["firing"]

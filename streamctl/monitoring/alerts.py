@@ -154,9 +154,12 @@ class AlertStateStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE below.
+            self._db = sqlite3.connect(
+                path, timeout=30, check_same_thread=False, isolation_level=None
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
         except sqlite3.Error as exc:
             msg = f"cannot open the alert state in {path}: {exc}"
             raise StoreError(msg) from exc
@@ -167,42 +170,53 @@ class AlertStateStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: a second evaluator (run and alerts check) waits, then sees our writes."""
         with self._lock:
+            db = self._db
             try:
-                with self._db:
-                    yield self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
             except sqlite3.Error as exc:
                 msg = f"alert state in {self.path}: {exc}"
                 raise StoreError(msg) from exc
 
     def states(self) -> dict[tuple[str, str], RuleState]:
         with self._transaction() as db:
-            rows = db.execute(
-                "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
-                " FROM alert_state"
-            ).fetchall()
-        return {(row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows}
+            return _states(db)
 
-    def save(self, states: Sequence[RuleState]) -> None:
+    def advance(
+        self, readings: Sequence[tuple[AlertRule, str, float | None]], now: float
+    ) -> list[Evaluation]:
+        """Apply each (rule, sync, value) reading to the remembered state, atomically.
+
+        Reading the previous states and writing the new ones in one write transaction
+        means two evaluators never both announce the same transition.
+        """
         with self._transaction() as db:
+            previous = _states(db)
+            evaluations, states = [], []
+            for rule, sync, value in readings:
+                state, evaluation = next_state(
+                    rule, sync, value, previous.get((rule.name, sync)), now
+                )
+                states.append(state)
+                evaluations.append(evaluation)
             db.executemany(
                 "INSERT OR REPLACE INTO alert_state"
                 " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (
-                        s.rule,
-                        s.sync,
-                        int(s.firing),
-                        s.since,
-                        s.value,
-                        s.evaluated_at,
-                        s.changed_at,
-                        s.notified_at,
-                    )
+                    (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
+                     s.changed_at, s.notified_at)
                     for s in states
                 ],
-            )
+            )  # fmt: skip
+        return evaluations
 
     def mark_notified(self, rule: str, sync: str, at: float) -> None:
         with self._transaction() as db:
@@ -246,6 +260,14 @@ class AlertStateStore:
         return [
             NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows
         ]
+
+
+def _states(db: sqlite3.Connection) -> dict[tuple[str, str], RuleState]:
+    rows = db.execute(
+        "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
+        " FROM alert_state"
+    ).fetchall()
+    return {(row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows}
 
 
 def bounds(rule: AlertRule) -> tuple[Comparison, float]:
@@ -437,19 +459,12 @@ class AlertEvaluator:
 
     def _evaluate(self, now: float) -> list[Evaluation]:
         self.state.forget_notifications(now - self.project.retention_days * 86400)
-        previous = self.state.states()
-        states: list[RuleState] = []
-        evaluations: list[Evaluation] = []
-        for rule in self.project.alerts.rules:
-            for sync in matching_syncs(rule, self.project):
-                value = measure(rule, sync, self.metrics, now)
-                state, evaluation = next_state(
-                    rule, sync.name, value, previous.get((rule.name, sync.name)), now
-                )
-                states.append(state)
-                evaluations.append(evaluation)
-        self.state.save(states)
-        return evaluations
+        readings = [
+            (rule, sync.name, measure(rule, sync, self.metrics, now))
+            for rule in self.project.alerts.rules
+            for sync in matching_syncs(rule, self.project)
+        ]
+        return self.state.advance(readings, now)
 
     async def _announce(self, evaluation: Evaluation, now: float) -> Evaluation:
         """Tell the rule's channels about a transition, concurrently; no-op without one."""
