@@ -165,10 +165,13 @@ class Contract:
         self.on_undeclared_event = on_undeclared_event
 
     def rule_for(self, event: Event) -> EventRule | None:
+        """The entry that checks `event`: by type and exact name (track, page, screen) or type alone."""
         kind = event.get("type", "track")
         name_key = _NAMED_TYPES.get(kind)
-        name = event.get(name_key) if name_key else None
-        return self.rules.get((kind, name if isinstance(name, str) else None) if name_key else (kind, None))
+        if name_key is None:
+            return self.rules.get((kind, None))
+        name = event.get(name_key)
+        return self.rules.get((kind, name)) if isinstance(name, str) else None
 
     def check(self, event: Event) -> ContractResult:
         rule = self.rule_for(event)
