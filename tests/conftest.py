@@ -12,3 +12,14 @@ def fake_server():
     """A started FakeServer answering 200 {"ok": true}; set `.answer` to change that."""
     with FakeServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def module_fake_server():
+    """One FakeServer for a whole test module; each test sets `.answer` to its fake.
+
+    Starting is cheap but every shutdown waits out the server's 0.5 s poll, so modules
+    with many HTTP tests share one.
+    """
+    with FakeServer() as server:
+        yield server

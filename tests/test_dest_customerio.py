@@ -9,7 +9,6 @@ import pytest
 
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.customerio import CustomerIODestination
-from tests.fakes.http import FakeServer
 from tests.fakes.vendors_b import FakeCustomerIO
 
 SITE, KEY = "site-1", "cio-key"
@@ -47,17 +46,10 @@ def fake():
     return FakeCustomerIO(SITE, KEY)
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def server(running_server, fake):
-    running_server.answer = fake
-    return running_server
+def server(module_fake_server, fake):
+    module_fake_server.answer = fake
+    return module_fake_server
 
 
 def dest_for(server, **config) -> CustomerIODestination:

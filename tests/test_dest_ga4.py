@@ -13,7 +13,6 @@ import pytest
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.ga4 import GA4Destination
 from streamctl.errors import MappingError
-from tests.fakes.http import FakeServer
 from tests.fakes.vendors_b import FakeGA4
 
 CONFIG = {"measurement_id": "G-TEST123", "api_secret": "s3cr3t"}
@@ -44,17 +43,10 @@ def send(dest: GA4Destination, event_type: str, payloads: list[dict]):
     return asyncio.run(go())
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def server(running_server, fake):
-    running_server.answer = fake
-    return running_server
+def server(module_fake_server, fake):
+    module_fake_server.answer = fake
+    return module_fake_server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 from streamctl.destinations.base import BatchResult, ItemStatus, MappedEvent
 from streamctl.destinations.iterable import IterableDestination
-from tests.fakes.http import FakeServer
 from tests.fakes.vendors_b import FakeIterable
 
 KEY = "it-key"
@@ -52,17 +51,10 @@ def fake():
     return FakeIterable(KEY)
 
 
-@pytest.fixture(scope="module")
-def running_server():
-    # One server per module: each FakeServer shutdown waits out a 0.5 s poll.
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def server(running_server, fake):
-    running_server.answer = fake
-    return running_server
+def server(module_fake_server, fake):
+    module_fake_server.answer = fake
+    return module_fake_server
 
 
 def dest_for(server, **config) -> IterableDestination:

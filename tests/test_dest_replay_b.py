@@ -28,11 +28,9 @@ FAST_RETRIES = (
 )
 
 
-@pytest.fixture(scope="module")
-def shared_server():
-    # One server for the module: each FakeServer shutdown waits out a 0.5 s poll.
-    with FakeServer() as server:
-        yield server
+@pytest.fixture
+def shared_server(module_fake_server):
+    return module_fake_server
 
 
 def serve(server: FakeServer, fake) -> FakeServer:

@@ -45,6 +45,9 @@ class FakeVendor:
     def __call__(self, req: Received) -> Reply:
         with self._lock:
             self.requests.append(req)
+            refusal = self.authenticate(req)
+            if refusal is not None:
+                return refusal  # a wrong key is the caller's choice in tests, not a problem
             problems = self.check(req)
             if problems:
                 self.problems.extend(problems)
@@ -54,6 +57,10 @@ class FakeVendor:
             return self.answer(req)
 
     # -- per vendor -------------------------------------------------------------
+
+    def authenticate(self, req: Received) -> Reply | None:
+        """The vendor's answer to wrong credentials, or None when they are right."""
+        return None
 
     def check(self, req: Received) -> list[str]:
         raise NotImplementedError
@@ -190,13 +197,15 @@ class FakeSegment(FakeVendor):
         self.write_key = write_key
         self.reject_events: set[str] = set()
 
+    def authenticate(self, req: Received) -> Reply | None:
+        if self.basic_auth(req) == (self.write_key, ""):
+            return None
+        return Reply(401, {"success": False, "message": "invalid write key"})
+
     def check(self, req: Received) -> list[str]:
         problems: list[str] = []
         _expect(
             req.method == "POST" and req.path == "/v1/batch", f"{req.method} {req.path}", problems
-        )
-        _expect(
-            self.basic_auth(req) == (self.write_key, ""), f"auth {self.basic_auth(req)}", problems
         )
         _expect(
             req.headers.get("content-type", "").startswith("application/json"),
@@ -295,12 +304,10 @@ class FakeIterable(FakeVendor):
             return [*problems, f"unknown path {req.path}"]
         return problems + check()
 
-    def __call__(self, req: Received) -> Reply:
-        if req.headers.get("api-key") != self.api_key:
-            with self._lock:
-                self.requests.append(req)
-            return Reply(401, {"msg": "Invalid API key", "code": "BadApiKey", "params": None})
-        return super().__call__(req)
+    def authenticate(self, req: Received) -> Reply | None:
+        if req.headers.get("api-key") == self.api_key:
+            return None
+        return Reply(401, {"msg": "Invalid API key", "code": "BadApiKey", "params": None})
 
     def refuse(self, req: Received, problems: list[str]) -> Reply:
         return Reply(400, {"msg": "; ".join(problems), "code": "BadParams", "params": None})
@@ -448,12 +455,10 @@ class FakeCustomerIO(FakeVendor):
         self.api_key = api_key
         self.bad_ids: set[str] = set()
 
-    def __call__(self, req: Received) -> Reply:
-        if self.basic_auth(req) != (self.site_id, self.api_key):
-            with self._lock:
-                self.requests.append(req)
-            return Reply(401, {"meta": {"error": "Unauthorized request"}})
-        return super().__call__(req)
+    def authenticate(self, req: Received) -> Reply | None:
+        if self.basic_auth(req) == (self.site_id, self.api_key):
+            return None
+        return Reply(401, {"meta": {"error": "Unauthorized request"}})
 
     def check(self, req: Received) -> list[str]:
         problems: list[str] = []
