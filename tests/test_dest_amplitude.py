@@ -223,3 +223,19 @@ def test_an_identify_that_sets_nothing_is_refused():
     payload = dest.build_payload("identify", MappedEvent({}), event(3))
     problem = dest.check_payload("identify", payload)
     assert problem is not None and "sets nothing" in problem
+
+
+def test_a_resend_that_meets_an_outage_leaves_the_events_to_the_engine(amplitude):
+    _fake, server, dest = amplitude
+    replies = [
+        Reply(400, {"code": 400, "error": "bad", "events_with_invalid_fields": {"time": [1]}}),
+        Reply(503, {"code": 503, "error": "unavailable"}, {"Retry-After": "2"}),
+    ]
+    server.answer = lambda _req: replies.pop(0)
+    result = send_batch(dest, "custom", [track(dest, 0), track(dest, 1), track(dest, 2)])
+    assert [(i.status, i.status_code, i.retry_after) for i in result.items] == [
+        (ItemStatus.RETRY, 503, 2.0),
+        (ItemStatus.FAILED, 400, None),
+        (ItemStatus.RETRY, 503, 2.0),
+    ]
+    assert [len(r.json()["events"]) for r in server.requests] == [3, 2]
