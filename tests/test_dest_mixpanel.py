@@ -242,3 +242,17 @@ def test_a_profile_update_that_sets_nothing_is_refused():
     payload = dest.build_payload("identify", MappedEvent({"distinct_id": "user-1"}), {})
     problem = dest.check_payload("identify", payload)
     assert problem is not None and "sets nothing" in problem
+
+
+@pytest.mark.parametrize("event_type", ["custom", "identify"])
+def test_payloads_over_1_mb_are_refused(event_type):
+    dest = MixpanelDestination("mp", {"project_token": TOKEN})
+    big = {"blob": "x" * (1024 * 1024)}
+    required = (
+        {"event": "x", "distinct_id": "user-1"}
+        if event_type == "custom"
+        else {"distinct_id": "user-1"}
+    )
+    payload = dest.build_payload(event_type, MappedEvent(required, user=big), event(1))
+    problem = dest.check_payload(event_type, payload)
+    assert problem is not None and "1 MB" in problem

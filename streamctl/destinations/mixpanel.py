@@ -210,6 +210,10 @@ class MixpanelDestination(Destination):
         return update
 
     def check_payload(self, event_type: str, payload: Payload) -> str | None:
+        size = len(orjson.dumps(payload))
+        if size > MAX_EVENT_BYTES:
+            # Events and profile updates alike: each under 1 MB of JSON.
+            return f"mixpanel: the {event_type} payload is {size} bytes of JSON; Mixpanel accepts under 1 MB"
         if event_type == "identify":
             if not payload.get("$set") and not payload.get("$set_once"):
                 return "mixpanel: the profile update sets nothing; map a user section or set_once"
@@ -230,9 +234,6 @@ class MixpanelDestination(Destination):
             return f"mixpanel: `$insert_id` {insert_id!r} must be 1-36 letters, digits or '-'"
         if len(properties) > MAX_PROPERTIES:
             return f"mixpanel: {len(properties)} properties; Mixpanel accepts fewer than 255"
-        size = len(orjson.dumps(payload))
-        if size > MAX_EVENT_BYTES:
-            return f"mixpanel: the event is {size} bytes of JSON; Mixpanel accepts under 1 MB"
         return None
 
     # -- sending -----------------------------------------------------------------
