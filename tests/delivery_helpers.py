@@ -66,7 +66,9 @@ def write_project(root: Path, syncs: dict[str, dict[str, Any]], urls: dict[str, 
     return root
 
 
-def make_events(count: int, *, user: str | None = None, start: int = 0, **props: Any) -> list[Event]:
+def make_events(
+    count: int, *, user: str | None = None, start: int = 0, **props: Any
+) -> list[Event]:
     return [
         normalise(
             {
@@ -113,7 +115,9 @@ def rows(root: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ..
 
 
 def statuses(root: Path, sync: str) -> dict[str, int]:
-    return dict(rows(root, "SELECT status, count(*) FROM deliveries WHERE sync = ? GROUP BY status", [sync]))
+    return dict(
+        rows(root, "SELECT status, count(*) FROM deliveries WHERE sync = ? GROUP BY status", [sync])
+    )
 
 
 def received_ns(bodies: list[Any]) -> list[int]:

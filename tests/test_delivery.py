@@ -92,9 +92,7 @@ def test_a_destination_down_for_a_while_then_back_gets_everything(tmp_path):
             {"api": server.url},
         )
         deliver(root, make_events(40))
-        delivered = [
-            n for req in server.requests if up.is_set() for n in received_ns([req.json()])
-        ]
+        delivered = [n for req in server.requests if up.is_set() for n in received_ns([req.json()])]
     assert statuses(root, "orders") == {"delivered": 40}
     assert sorted(set(delivered)) == list(range(40))
     assert rows(root, "SELECT count(*) FROM attempts WHERE status = 'retry'")[0][0] > 0
@@ -121,7 +119,7 @@ def test_a_hanging_destination_does_not_delay_a_healthy_one(tmp_path):
         async def main() -> tuple[int, int]:
             store = Store.for_project(project)
             async with Runtime(project, store) as runtime:
-                await runtime.submit("web", make_events(200))
+                await runtime.submit("web", make_events(60))
                 fast_lane = runtime.engine.lanes["to-fast"]
                 while not fast_lane.idle:
                     await asyncio.sleep(0.01)
@@ -134,10 +132,10 @@ def test_a_hanging_destination_does_not_delay_a_healthy_one(tmp_path):
             return fast_done, slow_done
 
         fast_done, slow_done = asyncio.run(main())
-    assert fast_done == 200
+    assert fast_done == 60
     assert slow_done == 0
-    assert sorted(received_ns(fast.bodies())) == list(range(200))
-    assert statuses(root, "to-slow") == {"delivered": 200}
+    assert sorted(received_ns(fast.bodies())) == list(range(60))
+    assert statuses(root, "to-slow") == {"delivered": 60}
 
 
 def test_a_batch_with_one_bad_event_delivers_the_others(tmp_path):
@@ -183,7 +181,12 @@ def test_per_user_ordering_holds_later_events_while_an_earlier_one_retries(tmp_p
     with FakeServer(answer) as server:
         root = write_project(
             tmp_path,
-            {"orders": {"destination": "api", "delivery": {"ordering": "per_user", "concurrency": 4}}},
+            {
+                "orders": {
+                    "destination": "api",
+                    "delivery": {"ordering": "per_user", "concurrency": 4},
+                }
+            },
             {"api": server.url},
         )
         deliver(root, make_events(5, user="same-user"))
@@ -202,7 +205,9 @@ def test_without_per_user_ordering_other_events_go_ahead(tmp_path):
 
     with FakeServer(answer) as server:
         root = write_project(
-            tmp_path, {"orders": {"destination": "api", "delivery": {"concurrency": 1}}}, {"api": server.url}
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"concurrency": 1}}},
+            {"api": server.url},
         )
         deliver(root, make_events(3, user="same-user"))
         order = [req.json()["n"] for req in server.requests]

@@ -1,0 +1,164 @@
+"""The SQLite store: migrations, the ingest queue, dedupe, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from streamctl.errors import StoreError
+from streamctl.pipeline.outcomes import Decision, EventResult, Status
+from streamctl.store.db import Store
+from streamctl.store.queue import Overloaded
+from streamctl.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from streamctl.store.sqlite_queue import SqliteEventQueue
+
+
+def test_a_new_store_is_migrated_to_the_current_version(tmp_path):
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        assert (
+            store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        )
+        tables = {
+            r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        assert {
+            "queue",
+            "events",
+            "deliveries",
+            "attempts",
+            "violations",
+            "function_errors",
+        } <= tables
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Store.open(path) as store:  # reopening applies nothing twice
+        assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+
+
+def test_a_later_migration_applies_to_an_existing_file_once(tmp_path):
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+
+    def add_notes(db):
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+
+    with Store.open(path) as store:
+        assert migrate(store.db, str(path), (*MIGRATIONS, add_notes)) == SCHEMA_VERSION + 1
+        assert migrate(store.db, str(path), (*MIGRATIONS, add_notes)) == SCHEMA_VERSION + 1
+        assert (
+            store.conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            == SCHEMA_VERSION + 1
+        )
+
+
+def test_a_store_from_a_newer_streamctl_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer than this streamctl"):
+        Store.open(path)
+
+
+def test_a_failing_migration_leaves_the_file_at_the_previous_version(tmp_path):
+    path = tmp_path / "state.db"
+    Store.open(path).close()
+
+    def broken(db):
+        db.execute("CREATE TABLE half (id INTEGER)")
+        db.execute("THIS IS NOT SQL")
+
+    with Store.open(path) as store:
+        with pytest.raises(StoreError, match="migration 2"):
+            migrate(store.db, str(path), (*MIGRATIONS, broken))
+        assert (
+            store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+        )
+        assert not store.db["half"].exists()
+
+
+def test_readonly_open_of_a_missing_store_says_so(tmp_path):
+    with pytest.raises(StoreError, match="no store yet"):
+        Store.open(tmp_path / "missing.db", readonly=True)
+
+
+def test_queue_append_claim_ack_depth_and_redelivery_after_restart(tmp_path):
+    path = tmp_path / "state.db"
+    with Store.open(path) as store:
+        queue = store.queue
+        queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
+        queue.append("hooks", [{"messageId": "c"}])
+        assert queue.depth() == 3
+        first = queue.claim(2)
+        assert [(q.source, q.event["messageId"]) for q in first] == [("web", "a"), ("web", "b")]
+        assert [q.event["messageId"] for q in queue.claim(10)] == ["c"]
+        assert queue.claim(10) == []  # nothing is handed out twice in one process
+        queue.ack([first[0].id])
+        assert queue.depth() == 2
+    with Store.open(path) as store:  # claimed but never acked: handed out again
+        assert [q.event["messageId"] for q in store.queue.claim(10)] == ["b", "c"]
+        assert store.queue.depth() == 2
+
+
+def test_queue_ids_never_come_back_after_everything_was_acked(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        store.queue.append("web", [{"messageId": "a"}])
+        store.queue.ack([q.id for q in store.queue.claim(10)])
+        store.queue.append("web", [{"messageId": "b"}])
+        assert [q.event["messageId"] for q in store.queue.claim(10)] == ["b"]
+
+
+def test_queue_refuses_to_grow_beyond_its_depth(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        queue = SqliteEventQueue(store, max_depth=3)
+        queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
+        with pytest.raises(Overloaded) as raised:
+            queue.append("web", [{"messageId": "c"}, {"messageId": "d"}])
+        assert raised.value.retry_after > 0
+        assert queue.depth() == 2
+
+
+def _result(message_id: str, status: Status = Status.PENDING) -> EventResult:
+    event = {"type": "track", "messageId": message_id, "userId": "u"}
+    decision = Decision(message_id, "s", status, event_type="custom", payload={"m": message_id})
+    return EventResult(message_id, "web", event, decisions=[decision])
+
+
+def test_record_results_acks_the_queue_in_the_same_transaction(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        store.queue.append("web", [{"messageId": "a"}])
+        claimed = store.queue.claim(10)
+        recorded = store.record_results(
+            [_result("a")], destinations={"s": "d"}, ack=[claimed[0].id]
+        )
+        assert [p.payload for p in recorded.pending] == [{"m": "a"}]
+        assert store.conn.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+        assert store.conn.execute("SELECT destination, status FROM deliveries").fetchall() == [
+            ("d", "pending")
+        ]
+
+
+def test_seen_message_ids_only_within_24_hours_and_per_source(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        now = time.time()
+        store.record_results([_result("old")], destinations={}, now=now - 25 * 3600)
+        store.record_results([_result("new")], destinations={}, now=now)
+        assert store.seen_message_ids("web", ["old", "new", "other"], now=now) == {"new"}
+        assert store.seen_message_ids("mobile", ["new"], now=now) == set()
+
+
+def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        now = time.time()
+        store.record_results(
+            [_result("old-done", Status.FILTERED)], destinations={}, now=now - 40 * 86400
+        )
+        store.record_results([_result("old-open")], destinations={}, now=now - 40 * 86400)
+        store.record_results([_result("recent", Status.FILTERED)], destinations={}, now=now)
+        deleted = store.prune(30 * 86400, now=now)
+        assert deleted["events"] == 1
+        assert deleted["deliveries"] == 1
+        left = {r[0] for r in store.conn.execute("SELECT message_id FROM events")}
+        assert left == {"old-open", "recent"}
