@@ -218,7 +218,7 @@ def test_duplicate_message_ids_are_not_delivered_twice(tmp_path):
     with FakeServer() as server:
         root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
         events = make_events(3)
-        deliver(root, events + [dict(events[0])])  # a duplicate inside the batch
+        deliver(root, [*events, dict(events[0])])  # a duplicate inside the batch
         deliver(root, make_events(4))  # m-0..m-2 again, and a new m-3
         assert sorted(received_ns(server.bodies())) == [0, 1, 2, 3]
     assert rows(root, "SELECT count(*) FROM events WHERE duplicate = 1")[0][0] == 4
