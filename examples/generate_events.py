@@ -55,7 +55,12 @@ def event(rnd: random.Random, index: int) -> dict[str, Any]:
     }
     roll = rnd.random()
     if roll < 0.40:
-        return {**base, "type": "track", "event": "Order Completed", "properties": order(rnd, index)}
+        return {
+            **base,
+            "type": "track",
+            "event": "Order Completed",
+            "properties": order(rnd, index),
+        }
     if roll < 0.60:
         name = rnd.choice(("Product Viewed", "Signed Up", "Demo Requested"))
         properties: dict[str, Any] = {"source": rnd.choice(("ad", "email", "organic"))}
@@ -103,7 +108,9 @@ def order(rnd: random.Random, index: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("count", nargs="?", type=int, default=1200)
-    parser.add_argument("output", nargs="?", type=Path, default=Path(__file__).with_name("events.ndjson"))
+    parser.add_argument(
+        "output", nargs="?", type=Path, default=Path(__file__).with_name("events.ndjson")
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rnd = random.Random(args.seed)
