@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.http import FakeServer
+from tests.fakes.http import FakeServer, Reply
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
 
 FAST_RETRIES = (
@@ -316,3 +316,42 @@ def test_replay_into_braze_archives_only_the_refused_purchase(tmp_path, shared_s
     recorded = outcomes(tmp_path)
     assert recorded["msg-2"][0] == "archived" and "blacklisted" in (recorded["msg-2"][1] or "")
     assert "braze-key" not in stderr + json.dumps(summary)
+
+
+def test_replay_into_slack_honours_retry_after_then_delivers(tmp_path, shared_server, monkeypatch):
+    fake = FakeSlack({"/services/T1/B1/good": "ok"})
+    fake.outages.append(Reply(429, "rate_limited", {"Retry-After": "1"}))
+    server = serve(shared_server, fake)
+    monkeypatch.setenv("SLACK_URL", "https://hooks.slack.com/services/T1/B1/good")
+    events_file = write_project(
+        tmp_path,
+        f"""\
+        alerts:
+          type: slack
+          config: {{ webhook_url: "${{SLACK_URL}}", base_url: "{server.url}" }}
+        """,
+        """\
+        source: web
+        destination: alerts
+        event_types:
+          - type: custom
+            mappings:
+              required: { name: { field: event } }
+              properties: { order: { field: properties.order_id } }
+        delivery: { max_attempts: 3, backoff: { initial: 10ms, max: 20ms } }
+        """,
+        [track(1)],
+    )
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 0, stderr
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 1}]
+    assert fake.messages == [{"text": "*Order Completed*\norder: o-1"}]
+    with sqlite3.connect(tmp_path / ".streamctl" / "state.db") as db:
+        attempts = db.execute(
+            "SELECT status, status_code, retry_after, at FROM attempts ORDER BY id"
+        ).fetchall()
+    assert [(status, code, wait) for status, code, wait, _ in attempts] == [
+        ("retry", 429, 1.0),
+        ("delivered", 200, None),
+    ]
+    assert attempts[1][3] - attempts[0][3] >= 1.0  # the second attempt waited as Slack asked
