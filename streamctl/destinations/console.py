@@ -1,8 +1,10 @@
 """`console`: payloads as NDJSON on stdout (SPEC §6), for trying syncs out.
 
-destinations:
-  stdout:
-    type: console
+No config. In streamctl.yaml:
+
+    destinations:
+      stdout:
+        type: console
 """
 
 from __future__ import annotations
