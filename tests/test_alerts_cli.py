@@ -131,7 +131,7 @@ def test_check_exits_1_only_while_a_critical_rule_fires_and_notifies_each_transi
 
 def test_check_reports_a_channel_that_failed_and_list_shows_it(tmp_path: Path, env: None) -> None:
     with (
-        FakeServer(lambda _r: Reply(500, "boom")) as slack,
+        FakeServer(lambda _r: Reply(404, "no_service")) as slack,  # final: not retried
         FakeServer() as hook,
         FakeServer(lambda _r: Reply(400, {"status": "invalid event"})) as pager,
     ):
@@ -148,7 +148,7 @@ def test_check_reports_a_channel_that_failed_and_list_shows_it(tmp_path: Path, e
         (critical,) = [e for e in report["evaluations"] if e["rule"] == "hook errors"]
         outcomes = {n["channel"]: (n["ok"], n["error"]) for n in critical["notifications"]}
         assert outcomes == {
-            "slack": (False, "slack channel 'slack': HTTP 500"),
+            "slack": (False, "slack channel 'slack': HTTP 404"),
             "hook": (True, None),
             "pager": (False, "pagerduty channel 'pager': HTTP 400"),
         }
