@@ -156,3 +156,24 @@ def test_environment_secrets_never_appear_in_validate_output(tmp_path):
         assert result.exit_code == 1
         assert "***" in result.stderr + result.stdout
         assert_not_leaked(result, SECRET)
+
+
+def test_sync_test_files_are_checked_too(tmp_path):
+    CliRunner().invoke(app, ["init", str(tmp_path)])
+    write(
+        tmp_path,
+        {
+            "tests/orders.yaml": """\
+                sync: web-to-file
+                tests:
+                  - name: an order
+                    given: { type: track, event: Order Completed, userId: u1 }
+                    expect: { outcme: delivered }
+                """
+        },
+    )
+    result = invoke("--project", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        "tests/orders.yaml:5:15: unknown key 'outcme' in tests[0].expect (did you mean 'outcome'?)"
+    )

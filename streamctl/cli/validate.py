@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -11,6 +12,10 @@ import typer
 
 from streamctl.cli.output import stderr
 from streamctl.config.loader import check_project
+from streamctl.config.model import Project
+from streamctl.config.secrets import redact
+from streamctl.errors import ConfigError, Problem
+from streamctl.sync_tests import load_sync_tests
 
 app = typer.Typer()
 
@@ -45,11 +50,13 @@ def validate(
         bool, typer.Option("--strict", help="Fail on warnings too (for CI).")
     ] = False,
 ) -> None:
-    """Check streamctl.yaml, syncs, contracts and functions: every problem, sorted by file and line.
+    """Check streamctl.yaml, syncs, contracts, functions and tests: every problem, sorted by file and line.
 
     Exits 1 when there is an error (or, with --strict, a warning), 0 otherwise.
     """
-    _, problems = check_project(project)
+    loaded, problems = check_project(project)
+    if loaded is not None:
+        problems = sorted([*problems, *_sync_test_problems(loaded)])
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]
     if output_format is OutputFormat.JSON:
@@ -60,6 +67,17 @@ def validate(
         stderr.print(_summary(len(errors), len(warnings)), markup=False, highlight=False)
     if errors or (strict and warnings):
         raise typer.Exit(1)
+
+
+def _sync_test_problems(project: Project) -> list[Problem]:
+    """Problems of the `tests/*.yaml` files, which only a loaded project can check."""
+    try:
+        load_sync_tests(project)
+    except ConfigError as exc:
+        return [
+            dataclasses.replace(p, message=redact(p.message, project.secrets)) for p in exc.problems
+        ]
+    return []
 
 
 def _summary(errors: int, warnings: int) -> str:

@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError
 from streamctl.config.documents import Document, NodePath
 from streamctl.errors import Problem
 
-SchemaName = Literal["streamctl", "sync", "contract"]
+SchemaName = Literal["streamctl", "sync", "contract", "tests"]
 
 TYPE_WORDS = {
     "object": "a mapping",
