@@ -238,3 +238,38 @@ def test_connection_refused_is_a_retry():
     result = send(dest, "purchase", [payload(dest)])
     assert result.items[0].status is ItemStatus.RETRY
     assert "connection" in (result.items[0].error or "")
+
+
+def test_validation_server_flags_events_and_only_the_rest_are_collected(fake, server):
+    fake.invalid_names = {"bad_one"}
+    fake.invalid_clients = {"broken-client"}
+    dest = GA4Destination("ga", {**CONFIG, "base_url": server.url, "validate": True})
+    custom = [
+        dest.build_payload("custom", MappedEvent(required={"client_id": client, "name": name}), {})
+        for client, name in [
+            ("c1", "good_one"),
+            ("c1", "bad_one"),
+            ("c1", "good_two"),
+            ("broken-client", "fine"),
+        ]
+    ]
+    result = send(dest, "custom", custom)
+    assert fake.problems == []
+    assert [i.status for i in result.items] == [
+        ItemStatus.DELIVERED, ItemStatus.FAILED, ItemStatus.DELIVERED, ItemStatus.FAILED,
+    ]  # fmt: skip
+    assert "NAME_INVALID" in result.items[1].error and "index: [1]" in result.items[1].error
+    assert "client_id is invalid" in result.items[3].error
+    assert len(fake.validated) == 2  # one validation request per client
+    assert [a["event"]["name"] for a in fake.accepted] == ["good_one", "good_two"]
+    paths = sorted(urlsplit(r.path).path for r in fake.requests)
+    assert paths == ["/debug/mp/collect", "/debug/mp/collect", "/mp/collect"]
+
+
+def test_validation_server_outage_retries_without_collecting(fake, server):
+    fake.fail_next(503, "unavailable")
+    dest = GA4Destination("ga", {**CONFIG, "base_url": server.url, "validate": True})
+    result = send(dest, "purchase", [payload(dest)])
+    assert result.items[0].status is ItemStatus.RETRY
+    assert "validation server" in result.items[0].error
+    assert fake.accepted == []

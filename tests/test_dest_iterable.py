@@ -69,7 +69,7 @@ def test_catalog():
     assert catalog.event_type("custom").user_fields is False
     assert catalog.secret_fields == frozenset({"api_key"})
     assert IterableDestination("it", {"api_key": KEY}).batch_size("purchase") == 1
-    assert IterableDestination("it", {"api_key": KEY, "bulk": "false"}).batch_size("custom") == 1
+    assert IterableDestination("it", {"api_key": KEY, "bulk": False}).batch_size("custom") == 1
 
 
 def test_payload_shapes():

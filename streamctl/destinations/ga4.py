@@ -24,6 +24,12 @@ GA4 answers 2xx even to payloads it then drops ("The Measurement Protocol doesn'
 an error code if the payload is malformed"), so every documented limit is checked in
 `check_payload` before sending: a payload that breaks one is a `mapping_error` naming
 the limit, instead of an event reported `delivered` that never shows in GA4.
+With `validate: true`, each request first goes to GA4's validation server
+(`/debug/mp/collect`, which records nothing; Validating events,
+https://developers.google.com/analytics/devguides/collection/protocol/ga4/validating-events):
+the events its `validationMessages` name ("Event at index: [i] ...") are archived with
+GA4's message, a message naming no event fails the whole request, and only the rest go
+to `/mp/collect`. It doubles the requests: meant for rollouts and staging.
 
 Payloads and requests. One streamctl payload is a complete Measurement Protocol body
 carrying one event. A request carries the events of ONE client (`client_id`, `user_id`
@@ -39,6 +45,8 @@ event's parameters, `name` for `custom`); `user` becomes `user_properties`
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,12 +63,15 @@ from streamctl.destinations.base import (
     EventTypeSpec,
     FieldSpec,
     HttpRequest,
+    ItemResult,
+    ItemStatus,
     MappedEvent,
     Payload,
+    excerpt,
 )
-from streamctl.destinations.multipart import chunk_by_bytes, send_parts
+from streamctl.destinations.multipart import chunk_by_bytes, send_parts, whole_request_result
 from streamctl.destinations.timestamps import epoch_micros
-from streamctl.destinations.vendor import base_url
+from streamctl.destinations.vendor import base_url, json_object
 from streamctl.events import Event
 
 HOSTS = {"global": "https://www.google-analytics.com", "eu": "https://region1.google-analytics.com"}
@@ -257,6 +268,12 @@ class GA4Destination(Destination):
                 description="global (www.google-analytics.com) | eu (region1.google-analytics.com)",
             ),
             ConfigField("base_url", description="replaces the GA host (proxies, tests)"),
+            ConfigField(
+                "validate",
+                "boolean",
+                default=False,
+                description="ask GA4's validation server (/debug/mp/collect) first; archive the events it flags",
+            ),
         ),
         event_types=EVENT_TYPES,
         batch_size=MAX_EVENTS_PER_REQUEST,
@@ -312,7 +329,8 @@ class GA4Destination(Destination):
 
     # -- sending -----------------------------------------------------------------
 
-    def url(self) -> str:
+    def url(self, *, debug: bool = False) -> str:
+        """The collect URL; `debug`: the validation server's, which checks and never records."""
         region = str(self.config.get("region") or "global")
         host = base_url(self.config, HOSTS.get(region, HOSTS["global"]))
         query = urlencode(
@@ -321,7 +339,7 @@ class GA4Destination(Destination):
                 "api_secret": self.config["api_secret"],
             }
         )
-        return f"{host}/mp/collect?{query}"
+        return f"{host}{'/debug' if debug else ''}/mp/collect?{query}"
 
     def build_request(self, event_type: str, payloads: Sequence[Payload]) -> HttpRequest:
         keys = {_client_key(payload) for payload in payloads}
@@ -339,7 +357,90 @@ class GA4Destination(Destination):
         payloads: Sequence[Payload],
         timeout: float = 30.0,
     ) -> BatchResult:
-        return await send_parts(self, client, event_type, payloads, client_parts(payloads), timeout)
+        parts = client_parts(payloads)
+        if not self.config.get("validate"):  # the loader makes `${ENV}` strings booleans
+            return await send_parts(self, client, event_type, payloads, parts, timeout)
+        outcomes = await asyncio.gather(
+            *(
+                self._validate_then_send(client, event_type, payloads, part, timeout)
+                for part in parts
+            )
+        )
+        items: dict[int, ItemResult] = {}
+        for outcome in outcomes:
+            items.update(outcome)
+        return BatchResult(tuple(items[index] for index in range(len(payloads))))
+
+    async def _validate_then_send(
+        self,
+        client: httpx.AsyncClient,
+        event_type: str,
+        payloads: Sequence[Payload],
+        part: Sequence[int],
+        timeout: float,
+    ) -> dict[int, ItemResult]:
+        """One client's request through the validation server, then the events it passed to
+        /mp/collect. Validation is a separate request: GA4 records nothing sent to it."""
+        request = self.build_request(event_type, [payloads[i] for i in part])
+        try:
+            response = await client.post(
+                self.url(debug=True),
+                headers=dict(request.headers),
+                content=request.body(),
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            item = ItemResult(
+                ItemStatus.RETRY, error=f"GA4 validation server: {type(exc).__name__}: {exc}"
+            )
+            return dict.fromkeys(part, item)
+        if not 200 <= response.status_code < 300:
+            result = whole_request_result(response, len(part), detail="GA4 validation server")
+            return dict(zip(part, result.items, strict=True))
+        flagged = validation_failures(response, len(part))
+        outcomes = {
+            part[position]: ItemResult(
+                ItemStatus.FAILED,
+                response.status_code,
+                error=f"GA4 validation: {message}",
+                response=excerpt(response),
+            )
+            for position, message in flagged.items()
+        }
+        passed = [index for position, index in enumerate(part) if position not in flagged]
+        if passed:
+            sent = await Destination.send(
+                self, client, event_type, [payloads[i] for i in passed], timeout
+            )
+            outcomes.update(zip(passed, sent.items, strict=True))
+        return outcomes
+
+
+_EVENT_INDEX = re.compile(r"index: \[(\d+)\]|events\[(\d+)\]")
+
+
+def validation_failures(response: httpx.Response, n: int) -> dict[int, str]:
+    """`{"validationMessages": [{fieldPath, description, validationCode}]}` -> {event index: message}.
+
+    GA4 names the event in the description ("Event at index: [0] has invalid name ...")
+    or the field path; a message naming no event is about the request (client_id, user
+    properties) and flags every event of it.
+    """
+    body = json_object(response) or {}
+    messages = body.get("validationMessages")
+    flagged: dict[int, str] = {}
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, Mapping):
+            continue
+        text = f"{message.get('validationCode', 'INVALID')}: {message.get('description') or message.get('fieldPath')}"
+        match = _EVENT_INDEX.search(
+            f"{message.get('description', '')} {message.get('fieldPath', '')}"
+        )
+        index = int(match.group(1) or match.group(2)) if match else None
+        for position in [index] if index is not None and index < n else range(n):
+            flagged[position] = f"{flagged[position]}; {text}" if position in flagged else text
+    return flagged
+
 
 
 def client_parts(payloads: Sequence[Payload]) -> list[list[int]]:

@@ -262,18 +262,11 @@ class IterableDestination(Destination):
 
     def _bulk(self, event_type: str) -> bool:
         has_bulk_endpoint = ENDPOINTS.get(event_type, ENDPOINTS["custom"])[1] is not None
-        return has_bulk_endpoint and _enabled(self.config.get("bulk", True))
+        return has_bulk_endpoint and bool(self.config.get("bulk", True))
 
     def _host(self) -> str:
         region = str(self.config.get("region") or "us")
         return base_url(self.config, HOSTS.get(region, HOSTS["us"]))
-
-
-def _enabled(value: Any) -> bool:
-    # `${ITERABLE_BULK:-true}` arrives as a string.
-    if isinstance(value, str):
-        return value.strip().lower() not in {"false", "0", "no", "off", ""}
-    return bool(value)
 
 
 def _identifier(identity: Mapping[str, Any], key: str) -> bool:

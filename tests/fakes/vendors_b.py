@@ -101,20 +101,26 @@ class FakeGA4(FakeVendor):
     """POST /mp/collect?measurement_id&api_secret; one client per request, <= 25 events.
 
     GA4 answers 204 even to payloads it drops, so the fake answers 204 too and only
-    records the problems.
+    records the problems. /debug/mp/collect is the validation server: it records
+    nothing and answers 200 `{"validationMessages": [...]}` naming the events whose name
+    is in `invalid_names` ("Event at index: [i] ...") and, for a `client_id` in
+    `invalid_clients`, the request as a whole.
     """
 
     def __init__(self, measurement_id: str, api_secret: str) -> None:
         super().__init__()
         self.measurement_id = measurement_id
         self.api_secret = api_secret
+        self.invalid_names: set[str] = set()
+        self.invalid_clients: set[str] = set()
+        self.validated: list[Any] = []  # bodies sent to the validation server
 
     def check(self, req: Received) -> list[str]:
         problems: list[str] = []
         url = urlsplit(req.path)
         query = parse_qs(url.query)
         _expect(req.method == "POST", f"method {req.method}", problems)
-        _expect(url.path == "/mp/collect", f"path {url.path}", problems)
+        _expect(url.path in ("/mp/collect", "/debug/mp/collect"), f"path {url.path}", problems)
         _expect(
             query.get("measurement_id") == [self.measurement_id],
             f"measurement_id {query.get('measurement_id')}",
@@ -172,11 +178,34 @@ class FakeGA4(FakeVendor):
 
     def answer(self, req: Received) -> Reply:
         body = self.body(req)
+        if req.path.startswith("/debug/"):
+            self.validated.append(body)
+            return Reply(200, {"validationMessages": self._validation_messages(body)})
         for event in body["events"]:
             self.accepted.append(
                 {**{k: v for k, v in body.items() if k != "events"}, "event": event}
             )
         return Reply(204, b"")
+
+    def _validation_messages(self, body: dict[str, Any]) -> list[dict[str, str]]:
+        messages = [
+            {
+                "fieldPath": "events",
+                "description": f"Event at index: [{index}] has invalid name [{event['name']}].",
+                "validationCode": "NAME_INVALID",
+            }
+            for index, event in enumerate(body["events"])
+            if event["name"] in self.invalid_names
+        ]
+        if body["client_id"] in self.invalid_clients:
+            messages.append(
+                {
+                    "fieldPath": "client_id",
+                    "description": "client_id is invalid.",
+                    "validationCode": "VALUE_INVALID",
+                }
+            )
+        return messages
 
 
 # -- Segment-compatible tracking API -------------------------------------------------
