@@ -4,6 +4,7 @@ pseudo-terminal against a store being written to."""
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import select
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -27,6 +29,7 @@ from streamctl.monitoring.top import Snapshot, TopSampler, top_rows
 from streamctl.store import Store
 from tests.fakes.metrics import RecordedMetrics
 from tests.fakes.traffic import Traffic
+from tests.listener_harness import FILE_SYNC, WEB_KEY, ListenerThread, write_project
 
 T0 = 1_800_000_000.0
 
@@ -162,22 +165,15 @@ def test_unknown_sync_is_a_usage_error(project: Path) -> None:
 
 
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Z0-9]|[=>])")
-ROW = re.compile(r"to-hook\s+([\d,]+) \(([\d.]+)/s\)\s+([\d,]+) \(([\d.]+)/s\)")
 
 
-def test_live_screen_in_a_pty_shows_rates_moving_and_quits_on_q(project: Path) -> None:
-    stop = threading.Event()
-
-    def write_traffic() -> None:  # what `streamctl run` would write while top watches
-        with Store.open(project / "state.db", synchronous="NORMAL") as store:
-            traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
-            while not stop.is_set():
-                traffic.attempt(traffic.receive(5, at=time.time()), ok=True, at=time.time())
-                time.sleep(0.05)
-
-    Store.open(project / "state.db").close()  # migrated before either side starts
-    writer = threading.Thread(target=write_traffic, daemon=True)
-    writer.start()
+def watch_top(
+    project: Path, sync: str, frames_wanted: int = 3
+) -> tuple[int, list[tuple[int, float]], str]:
+    """Run `streamctl top` in a pseudo-terminal until the delivered total of `sync` took
+    `frames_wanted` different values, then press q. Returns the exit code, every
+    (delivered total, delivered rate) seen, and the screen text."""
+    row = re.compile(rf"{re.escape(sync)}\s+[\d,]+ \([\d.]+/s\)\s+([\d,]+) \(([\d.]+)/s\)")
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
     process = subprocess.Popen(
@@ -189,25 +185,71 @@ def test_live_screen_in_a_pty_shows_rates_moving_and_quits_on_q(project: Path) -
     screen, seen = "", []
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len({total for total, _ in seen}) < 3:
+        while time.monotonic() < deadline and len({total for total, _ in seen}) < frames_wanted:
             ready, _, _ = select.select([master], [], [], 0.5)
             if ready:
                 screen += os.read(master, 65536).decode(errors="replace")
-                seen = [
-                    (int(m[2].replace(",", "")), float(m[3]))
-                    for m in ROW.findall(ANSI.sub("", screen))
-                ]
+                text = ANSI.sub("", screen)
+                seen = [(int(m[0].replace(",", "")), float(m[1])) for m in row.findall(text)]
         os.write(master, b"q")
         exit_code = process.wait(timeout=15)
     finally:
-        stop.set()
         if process.poll() is None:
             process.kill()
         os.close(master)
+    return exit_code, seen, ANSI.sub("", screen)
+
+
+def assert_rates_moved(seen: list[tuple[int, float]], screen: str) -> None:
+    totals = [total for total, _ in seen]
+    assert len(set(totals)) >= 3, textwrap.shorten(screen, 2000)
+    assert totals == sorted(totals)  # totals only grow
+    assert any(rate > 0 for _, rate in seen)  # the rate moved off zero
+
+
+def test_live_screen_in_a_pty_shows_rates_moving_and_quits_on_q(project: Path) -> None:
+    stop = threading.Event()
+
+    def write_traffic() -> None:  # what the delivery engine writes while top watches
+        with Store.open(project / "state.db", synchronous="NORMAL") as store:
+            traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
+            while not stop.is_set():
+                traffic.attempt(traffic.receive(5, at=time.time()), ok=True, at=time.time())
+                time.sleep(0.05)
+
+    Store.open(project / "state.db").close()  # migrated before either side starts
+    writer = threading.Thread(target=write_traffic, daemon=True)
+    writer.start()
+    try:
+        exit_code, seen, screen = watch_top(project, "to-hook")
+    finally:
+        stop.set()
         writer.join(5)
 
     assert exit_code == 0
-    delivered_totals = [total for total, _ in seen]
-    assert len(set(delivered_totals)) >= 3, textwrap.shorten(ANSI.sub("", screen), 2000)
-    assert delivered_totals == sorted(delivered_totals)  # totals only grow
-    assert any(rate > 0 for _, rate in seen)  # the rate moved off zero
+    assert_rates_moved(seen, screen)
+
+
+def test_top_follows_a_live_streamctl_run(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "project", syncs={"web-to-file": FILE_SYNC})
+    stop = threading.Event()
+    with ListenerThread(project) as listener:
+
+        def send_events() -> None:  # an app tracking steadily through the real listener
+            with httpx.Client(base_url=listener.url, auth=(WEB_KEY, "")) as client:
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
+                    client.post("/v1/track", json={"event": "Tick", "userId": f"u{i}"})
+                    time.sleep(0.02)
+
+        sender = threading.Thread(target=send_events, daemon=True)
+        sender.start()
+        try:
+            exit_code, seen, screen = watch_top(project, "web-to-file")
+        finally:
+            stop.set()
+            sender.join(5)
+
+    assert exit_code == 0
+    assert_rates_moved(seen, screen)
