@@ -160,11 +160,13 @@ def _delivery(build: _SyncBuild, spec: Any, entry: CatalogEntry | None) -> Deliv
     maximum = parse_duration(backoff.get("max", defaults.backoff.max))
     if maximum < initial:
         build.error(("delivery", "backoff"), "backoff.max is shorter than backoff.initial")
-    rate = spec.get("rate_limit")
+    rate = None if spec.get("rate_limit") is None else parse_rate(spec["rate_limit"])
+    if rate is not None and rate <= 0:
+        build.error(("delivery", "rate_limit"), "rate_limit must be above zero")
     return DeliveryPolicy(
         batch_size=batch_size,
         concurrency=spec.get("concurrency", defaults.concurrency),
-        rate_limit=None if rate is None else parse_rate(rate),
+        rate_limit=rate,
         max_attempts=spec.get("max_attempts", defaults.max_attempts),
         max_age=parse_duration(spec.get("max_age", defaults.max_age)),
         backoff=BackoffPolicy(initial=initial, max=maximum),
