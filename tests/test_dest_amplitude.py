@@ -7,22 +7,16 @@ import pytest
 
 from streamctl.destinations.amplitude import UNNAMED_IN_REJECTED_BATCH, AmplitudeDestination
 from streamctl.destinations.base import ItemStatus, MappedEvent
-from tests.fakes.http import FakeServer, Reply
+from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeAmplitude, send_batch, serve
 
 KEY = "amp-key-123"
 
 
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def amplitude(shared_server):
+def amplitude(module_fake_server):
     fake = FakeAmplitude(KEY, throttled_users={"hot-user-1"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     return fake, server, AmplitudeDestination("amp", {"api_key": KEY, "base_url": server.url})
 
 

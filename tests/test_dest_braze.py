@@ -8,7 +8,7 @@ import pytest
 
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.braze import BrazeDestination
-from tests.fakes.http import FakeServer, Reply
+from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeBraze, send_batch, serve
 
 KEY = "braze-rest-key"
@@ -21,16 +21,10 @@ EVENT = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def braze(shared_server):
+def braze(module_fake_server):
     fake = FakeBraze(KEY, blocked_external_ids={"test-user"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     config = {
         "api_key": KEY,
         "endpoint": "https://rest.iad-01.braze.com",
@@ -193,9 +187,9 @@ def test_non_fatal_errors_fail_only_the_payload_that_sent_the_object(braze):
     assert [p["external_id"] for p in fake.purchases] == ["user-0", "user-2"]
 
 
-def test_identify_sends_attributes(shared_server):
+def test_identify_sends_attributes(module_fake_server):
     fake = FakeBraze(KEY)
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     dest = BrazeDestination(
         "b", {"api_key": KEY, "endpoint": server.url}
     )  # endpoint alone works too

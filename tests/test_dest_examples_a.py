@@ -15,17 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.http import FakeServer
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLACK_HOOK = "/services/T0EXAMPLE/B0EXAMPLE/example-secret"
-
-
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -87,11 +80,11 @@ def received(name: str, fake) -> int:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_example_validates_and_replays_into_the_vendor(
-    name, tmp_path, shared_server, events_file, monkeypatch
+    name, tmp_path, module_fake_server, events_file, monkeypatch
 ):
     make_fake, env, base_url_variable = CASES[name]
     fake = make_fake()
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     for variable, value in {**env, base_url_variable: server.url}.items():
         monkeypatch.setenv(variable, value)
     project = copy_example(name, tmp_path)

@@ -9,23 +9,17 @@ import pytest
 
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.mixpanel import MixpanelDestination
-from tests.fakes.http import FakeServer, Reply
+from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeMixpanel, send_batch, serve
 
 TOKEN = "tok-abc"
 SECRET = "sec-xyz"
 
 
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def mixpanel(shared_server):
+def mixpanel(module_fake_server):
     fake = FakeMixpanel(token=TOKEN, secret=SECRET)
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     dest = MixpanelDestination(
         "mp", {"project_token": TOKEN, "api_secret": SECRET, "base_url": server.url}
     )
@@ -115,9 +109,9 @@ def test_import_uses_strict_mode_and_the_project_secret(mixpanel):
     assert set(fake.ingested) == {"msg-0", "msg-1", "msg-2"}
 
 
-def test_service_account_adds_project_id(shared_server):
+def test_service_account_adds_project_id(module_fake_server):
     fake = FakeMixpanel(token=TOKEN, secret="sa-secret", project_id="12345")
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     config = {
         "project_token": TOKEN,
         "service_account_username": "sa.user",
@@ -132,9 +126,9 @@ def test_service_account_adds_project_id(shared_server):
     assert fake.problems == []
 
 
-def test_project_token_alone_authenticates_import(shared_server):
+def test_project_token_alone_authenticates_import(module_fake_server):
     fake = FakeMixpanel(token=TOKEN)
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     dest = MixpanelDestination("mp", {"project_token": TOKEN, "base_url": server.url})
     assert send_batch(dest, "custom", [track(dest, 1)]).items[0].status is ItemStatus.DELIVERED
 
@@ -204,9 +198,9 @@ def test_identify_updates_profiles_through_engage(mixpanel):
     assert fake.problems == []
 
 
-def test_engage_status_0_is_a_failure_despite_http_200(shared_server):
+def test_engage_status_0_is_a_failure_despite_http_200(module_fake_server):
     fake = FakeMixpanel(token="the-real-token")
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     dest = MixpanelDestination("mp", {"project_token": "a-wrong-token", "base_url": server.url})
     updates = [
         dest.build_payload("identify", MappedEvent({"distinct_id": f"u-{n}"}, user={"a": n}), {})

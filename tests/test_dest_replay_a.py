@@ -14,11 +14,10 @@ import sqlite3
 import textwrap
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.http import FakeServer, Reply
+from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
 
 FAST_RETRIES = (
@@ -28,12 +27,6 @@ FAST_RETRIES = (
 SLACK_DELIVERY = (
     "delivery: { rate_limit: 50/s, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }"
 )
-
-
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
 
 
 def write_project(root: Path, destination: str, sync: str, events: list[dict]) -> Path:
@@ -86,10 +79,10 @@ def track(n: int, event: str = "Order Completed", **extra) -> dict:
 
 
 def test_replay_into_slack_renders_the_template_and_archives_an_archived_channel(
-    tmp_path, shared_server, monkeypatch
+    tmp_path, module_fake_server, monkeypatch
 ):
     fake = FakeSlack({"/services/T1/B1/good": "ok", "/services/T1/B2/archived": "archived"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     monkeypatch.setenv("SLACK_OK_URL", "https://hooks.slack.com/services/T1/B1/good")
     monkeypatch.setenv("SLACK_ARCHIVED_URL", "https://hooks.slack.com/services/T1/B2/archived")
     events_file = write_project(
@@ -141,10 +134,10 @@ def test_replay_into_slack_renders_the_template_and_archives_an_archived_channel
 
 
 def test_replay_into_amplitude_archives_only_the_silenced_device(
-    tmp_path, shared_server, monkeypatch
+    tmp_path, module_fake_server, monkeypatch
 ):
     fake = FakeAmplitude("amp-key", silenced_devices={"anon-0003"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     monkeypatch.setenv("AMPLITUDE_API_KEY", "amp-key")
     identify = {
         "type": "identify",
@@ -204,10 +197,10 @@ def test_replay_into_amplitude_archives_only_the_silenced_device(
 
 
 def test_replay_into_mixpanel_imports_events_and_updates_profiles(
-    tmp_path, shared_server, monkeypatch
+    tmp_path, module_fake_server, monkeypatch
 ):
     fake = FakeMixpanel(token="mp-token", secret="mp-secret")
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     monkeypatch.setenv("MIXPANEL_TOKEN", "mp-token")
     monkeypatch.setenv("MIXPANEL_SECRET", "mp-secret")
     future = track(3, timestamp="2099-01-01T00:00:00Z")  # Mixpanel refuses events from the future
@@ -264,9 +257,11 @@ def test_replay_into_mixpanel_imports_events_and_updates_profiles(
 # -- Braze ------------------------------------------------------------------------------
 
 
-def test_replay_into_braze_archives_only_the_refused_purchase(tmp_path, shared_server, monkeypatch):
+def test_replay_into_braze_archives_only_the_refused_purchase(
+    tmp_path, module_fake_server, monkeypatch
+):
     fake = FakeBraze("braze-key", blocked_external_ids={"user-0002"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     monkeypatch.setenv("BRAZE_API_KEY", "braze-key")
     events_file = write_project(
         tmp_path,
@@ -318,10 +313,12 @@ def test_replay_into_braze_archives_only_the_refused_purchase(tmp_path, shared_s
     assert "braze-key" not in stderr + json.dumps(summary)
 
 
-def test_replay_into_slack_honours_retry_after_then_delivers(tmp_path, shared_server, monkeypatch):
+def test_replay_into_slack_honours_retry_after_then_delivers(
+    tmp_path, module_fake_server, monkeypatch
+):
     fake = FakeSlack({"/services/T1/B1/good": "ok"})
     fake.outages.append(Reply(429, "rate_limited", {"Retry-After": "1"}))
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     monkeypatch.setenv("SLACK_URL", "https://hooks.slack.com/services/T1/B1/good")
     events_file = write_project(
         tmp_path,

@@ -16,16 +16,10 @@ PROHIBITED = "/services/T0001/B0003/prohibitedToken"
 EVENT = {"type": "track", "event": "Order Completed", "messageId": "m1", "userId": "u1"}
 
 
-@pytest.fixture(scope="module")
-def shared_server():
-    with FakeServer() as server:
-        yield server
-
-
 @pytest.fixture
-def slack(shared_server):
+def slack(module_fake_server):
     fake = FakeSlack({HOOK: "ok", ARCHIVED: "archived", PROHIBITED: "prohibited"})
-    server = serve(shared_server, fake)
+    server = serve(module_fake_server, fake)
     return fake, server
 
 
