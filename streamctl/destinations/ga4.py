@@ -288,9 +288,9 @@ class GA4Destination(Destination):
     def build_payload(self, event_type: str, mapped: MappedEvent, event: Event) -> Payload:
         fields = dict(mapped.required)
         body: Payload = {"client_id": fields.pop("client_id", None)}
-        if fields.get("user_id") is not None:
-            body["user_id"] = fields.pop("user_id")
-        fields.pop("user_id", None)
+        user_id = fields.pop("user_id", None)
+        if user_id is not None:
+            body["user_id"] = user_id
         if mapped.user:
             body["user_properties"] = {
                 name: {"value": value} for name, value in mapped.user.items()
