@@ -81,3 +81,10 @@ def test_destinations_output_never_holds_configured_secrets(tmp_path, monkeypatc
         result = CliRunner().invoke(app, ["destinations", *args], env={"TOKEN": SECRET})
         assert result.exit_code == 0
         assert_not_leaked(result, SECRET)
+
+
+def test_destinations_alone_lists_the_catalog():
+    alone = CliRunner().invoke(app, ["destinations"])
+    listed = CliRunner().invoke(app, ["destinations", "list"])
+    assert alone.exit_code == 0
+    assert alone.stdout == listed.stdout

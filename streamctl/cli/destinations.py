@@ -16,10 +16,18 @@ from streamctl.errors import UsageError
 
 app = typer.Typer(
     help="The destination catalog: event types, required fields, batch sizes, rate limits.",
-    no_args_is_help=True,
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+@app.callback(invoke_without_command=True)
+def catalog(ctx: typer.Context) -> None:
+    """The destination catalog: event types, required fields, batch sizes, rate limits.
+
+    Without a subcommand, the same as `streamctl destinations list`."""
+    if ctx.invoked_subcommand is None:
+        list_destinations(as_json=False)
 
 
 @app.command("list")
