@@ -31,6 +31,4 @@ def init(
     written = init_project(directory, force=force)
     for path in written:
         stderr.print(f"created {path}", markup=False, highlight=False)
-    stderr.print(
-        f"next: streamctl validate --project {directory}", markup=False, highlight=False
-    )
+    stderr.print(f"next: streamctl validate --project {directory}", markup=False, highlight=False)
