@@ -68,6 +68,11 @@ COMMON_OPTIONAL = (
     FieldSpec("integrations", "object", "per-integration switches"),
 )
 
+VIEW_FIELDS = (
+    FieldSpec("name", "string", "the page or screen name"),
+    FieldSpec("category", "string", "the page or screen category"),
+)
+
 # call type -> (required fields, optional fields, where `user` goes, where `properties` go)
 CALLS: dict[str, tuple[tuple[FieldSpec, ...], tuple[FieldSpec, ...], str | None, str | None]] = {
     "track": (
@@ -79,13 +84,13 @@ CALLS: dict[str, tuple[tuple[FieldSpec, ...], tuple[FieldSpec, ...], str | None,
     "identify": ((), (), "traits", None),
     "page": (
         (),
-        (FieldSpec("name", "string"), FieldSpec("category", "string")),
+        VIEW_FIELDS,
         "context.traits",
         "properties",
     ),
     "screen": (
         (),
-        (FieldSpec("name", "string"), FieldSpec("category", "string")),
+        VIEW_FIELDS,
         "context.traits",
         "properties",
     ),
