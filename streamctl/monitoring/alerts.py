@@ -474,7 +474,7 @@ class AlertEvaluator:
         records = await asyncio.gather(
             *(self._notify(name, notice) for name in evaluation.rule.notify)
         )
-        if all(record.ok for record in records):
+        if records and all(record.ok for record in records):
             await asyncio.to_thread(self.state.mark_notified, notice.rule, notice.sync, now)
         return replace(evaluation, notifications=tuple(records))
 

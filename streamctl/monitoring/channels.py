@@ -179,8 +179,8 @@ class EmailChannel(Channel):
             await asyncio.to_thread(self._send_blocking, message)
         except smtplib.SMTPAuthenticationError:
             raise self._fail("login refused", retryable=False) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise self._fail(f"server does not support {exc}", retryable=False) from None
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. no STARTTLS on a server that needs it
+            raise self._fail(str(exc), retryable=False) from None
         except smtplib.SMTPResponseException as exc:
             # 4xx replies are transient by the SMTP standard; 5xx are final.
             raise self._fail(
