@@ -273,3 +273,27 @@ def test_validation_server_outage_retries_without_collecting(fake, server):
     assert result.items[0].status is ItemStatus.RETRY
     assert "validation server" in result.items[0].error
     assert fake.accepted == []
+
+
+def test_consent_is_request_level_and_checked(fake, server):
+    dest = GA4Destination("ga", {**CONFIG, "base_url": server.url})
+    granted = {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"}
+    payloads = [
+        dest.build_payload(
+            "login", MappedEvent(required={"client_id": "c", "consent": consent}), {}
+        )
+        for consent in (granted, None, granted)
+    ]
+    assert payloads[0]["consent"] == granted and "consent" not in payloads[1]
+    assert dest.check_payload("login", payloads[0]) is None
+    result = send(dest, "login", payloads)
+    assert [i.status for i in result.items] == [ItemStatus.DELIVERED] * 3
+    assert sorted(len(r.json()["events"]) for r in fake.requests) == [
+        1,
+        2,
+    ]  # consent splits the client
+    assert fake.problems == []
+    bad = dest.build_payload(
+        "login", MappedEvent(required={"client_id": "c", "consent": {"ads": "yes"}}), {}
+    )
+    assert "consent must map" in (dest.check_payload("login", bad) or "")

@@ -6,8 +6,8 @@ Follows Google's documentation:
   https://developers.google.com/analytics/devguides/collection/protocol/ga4/reference
   `POST /mp/collect?measurement_id=G-XXXX&api_secret=SECRET` on www.google-analytics.com,
   or region1.google-analytics.com to have the data processed in the EU; body
-  `{client_id, user_id?, timestamp_micros?, user_properties?, events: [{name, params,
-  timestamp_micros?}]}`, at most 25 events per request, body under 130 kB, timestamps at
+  `{client_id, user_id?, timestamp_micros?, user_properties?, consent?,
+  non_personalized_ads?, ip_override?, events: [{name, params, timestamp_micros?}]}`, at most 25 events per request, body under 130 kB, timestamps at
   most 72 hours in the past; an event's own `timestamp_micros` overrides the request's.
 - Sending events: https://developers.google.com/analytics/devguides/collection/protocol/ga4/sending-events
   (`session_id` and `engagement_time_msec` params make events show in realtime reports).
@@ -32,10 +32,10 @@ GA4's message, a message naming no event fails the whole request, and only the r
 to `/mp/collect`. It doubles the requests: meant for rollouts and staging.
 
 Payloads and requests. One streamctl payload is a complete Measurement Protocol body
-carrying one event. A request carries the events of ONE client (`client_id`, `user_id`
-and `user_properties` are request-level), so `send` groups the batch's payloads by those
-request-level fields and sends one request per group of at most 25 events (concurrently),
-then merges the outcomes back in payload order. `build_request` takes payloads of one
+carrying one event. A request carries the events of ONE client (`client_id`, `user_id`,
+`user_properties`, `consent`, ... are request-level), so `send` groups the batch's
+payloads by their request-level fields and sends one request per group of at most 25
+events (concurrently), then merges the outcomes back in payload order. `build_request` takes payloads of one
 client (what `preview` shows); it refuses a mix.
 
 Mapping sections: `required` holds the event's fields (`client_id`, the recommended
@@ -141,7 +141,18 @@ COMMON_OPTIONAL = (
     ),
     FieldSpec("session_id", "string", "the GA session id, for sessions and realtime reports"),
     FieldSpec("engagement_time_msec", "integer", "engagement time in ms, for realtime reports"),
+    FieldSpec(
+        "consent",
+        "object",
+        'the user\'s consent: {"ad_user_data": "GRANTED"|"DENIED", "ad_personalization": ...}',
+    ),
+    FieldSpec("non_personalized_ads", "boolean", "true: not for personalized ads"),
+    FieldSpec("ip_override", "string", "the IP address GA derives the location from"),
 )
+# Request-level fields besides client_id: payloads differing in them go in separate requests.
+REQUEST_FIELDS = ("user_id", "consent", "non_personalized_ads", "ip_override")
+CONSENT_KEYS = frozenset({"ad_user_data", "ad_personalization"})
+CONSENT_VALUES = frozenset({"GRANTED", "DENIED"})
 # Recommended events where GA4 computes revenue: `value` needs `currency`.
 MONETARY_EVENT_TYPES = frozenset(
     {"purchase", "refund", "add_to_cart", "begin_checkout", "view_item"}
@@ -288,9 +299,10 @@ class GA4Destination(Destination):
     def build_payload(self, event_type: str, mapped: MappedEvent, event: Event) -> Payload:
         fields = dict(mapped.required)
         body: Payload = {"client_id": fields.pop("client_id", None)}
-        user_id = fields.pop("user_id", None)
-        if user_id is not None:
-            body["user_id"] = user_id
+        for key in REQUEST_FIELDS:
+            value = fields.pop(key, None)
+            if value is not None:
+                body[key] = value
         if mapped.user:
             body["user_properties"] = {
                 name: {"value": value} for name, value in mapped.user.items()
@@ -442,7 +454,6 @@ def validation_failures(response: httpx.Response, n: int) -> dict[int, str]:
     return flagged
 
 
-
 def client_parts(payloads: Sequence[Payload]) -> list[list[int]]:
     """Payload indexes grouped by client (first-seen order), then cut to 25 events and 130 kB."""
     groups: dict[bytes, list[int]] = {}
@@ -476,6 +487,15 @@ def _check_request_fields(payload: Payload) -> list[str]:
     user_id = payload.get("user_id")
     if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_LENGTH):
         problems.append(f"user_id must be a string of at most {MAX_USER_ID_LENGTH} characters")
+    consent = payload.get("consent")
+    if consent is not None and (
+        not isinstance(consent, Mapping)
+        or not set(consent) <= CONSENT_KEYS
+        or not set(consent.values()) <= CONSENT_VALUES
+    ):
+        problems.append(
+            f"consent must map ad_user_data / ad_personalization to GRANTED or DENIED, got {consent!r}"
+        )
     properties = payload.get("user_properties") or {}
     if len(properties) > MAX_USER_PROPERTIES:
         problems.append(
