@@ -237,3 +237,46 @@ def test_durations_read_like_the_yaml() -> None:
         "1d",
         "1.5s",
     ]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose
+def test_email_without_starttls_logs_in_over_a_plain_connection(tmp_path) -> None:
+    with FakeSMTP(tmp_path, username="alerts", password="pa55word", tls=False) as smtp:
+        config = AlertChannel(
+            "mail",
+            "email",
+            {
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "username": "alerts",
+                "password": "pa55word",
+                "from": "a@example.com",
+                "to": ["b@example.com"],
+                "starttls": False,
+            },
+        )
+        send(config, FIRING)
+        assert smtp.logins == ["alerts"] and len(smtp.messages) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose
+def test_email_refuses_to_go_on_when_the_server_offers_no_starttls(tmp_path) -> None:
+    with FakeSMTP(tmp_path, username="alerts", password="pa55word", tls=False) as smtp:
+        config = AlertChannel(
+            "mail",
+            "email",
+            {
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "username": "alerts",
+                "password": "pa55word",
+                "from": "a@example.com",
+                "to": ["b@example.com"],
+            },
+        )
+        with pytest.raises(ChannelError) as caught:
+            send(config, FIRING)
+        assert smtp.logins == [] and smtp.messages == []  # the password never went out in clear
+
+    assert not caught.value.retryable
+    assert "STARTTLS" in str(caught.value)

@@ -81,10 +81,13 @@ def _free_port() -> int:
 
 
 class FakeSMTP:
-    def __init__(self, directory: Path, *, username: str, password: str) -> None:
+    def __init__(self, directory: Path, *, username: str, password: str, tls: bool = True) -> None:
+        """`tls=False`: a plain server (no STARTTLS offered) that takes login in the clear."""
         self.ca_file, key_file = self_signed_certificate(directory)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.ca_file, key_file)
+        context: ssl.SSLContext | None = None
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ca_file, key_file)
         self.logins: list[str] = []
         self._inbox = _Inbox()
         self.port = _free_port()
@@ -106,9 +109,9 @@ class FakeSMTP:
             hostname="127.0.0.1",
             port=self.port,
             tls_context=context,
-            require_starttls=True,
+            require_starttls=tls,
             auth_required=True,
-            auth_require_tls=True,
+            auth_require_tls=tls,
             authenticator=authenticate,
         )
 
