@@ -8,6 +8,7 @@ import itertools
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -168,11 +169,11 @@ ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][A-Z0-9]|[=>])")
 
 
 def watch_top(
-    project: Path, sync: str, frames_wanted: int = 3
+    project: Path, sync: str, frames_wanted: int = 3, quit_with: str = "q"
 ) -> tuple[int, list[tuple[int, float]], str]:
     """Run `streamctl top` in a pseudo-terminal until the delivered total of `sync` took
-    `frames_wanted` different values, then press q. Returns the exit code, every
-    (delivered total, delivered rate) seen, and the screen text."""
+    `frames_wanted` different values, then press q (or Ctrl-C: SIGINT). Returns the exit
+    code, every (delivered total, delivered rate) seen, and the screen text."""
     row = re.compile(rf"{re.escape(sync)}\s+[\d,]+ \([\d.]+/s\)\s+([\d,]+) \(([\d.]+)/s\)")
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
@@ -191,7 +192,10 @@ def watch_top(
                 screen += os.read(master, 65536).decode(errors="replace")
                 text = ANSI.sub("", screen)
                 seen = [(int(m[0].replace(",", "")), float(m[1])) for m in row.findall(text)]
-        os.write(master, b"q")
+        if quit_with == "q":
+            os.write(master, b"q")
+        else:
+            process.send_signal(signal.SIGINT)
         exit_code = process.wait(timeout=15)
     finally:
         if process.poll() is None:
@@ -207,7 +211,8 @@ def assert_rates_moved(seen: list[tuple[int, float]], screen: str) -> None:
     assert any(rate > 0 for _, rate in seen)  # the rate moved off zero
 
 
-def test_live_screen_in_a_pty_shows_rates_moving_and_quits_on_q(project: Path) -> None:
+@pytest.mark.parametrize("quit_with", ["q", "ctrl-c"])
+def test_live_screen_in_a_pty_shows_rates_moving_and_quits(project: Path, quit_with: str) -> None:
     stop = threading.Event()
 
     def write_traffic() -> None:  # what the delivery engine writes while top watches
@@ -221,7 +226,7 @@ def test_live_screen_in_a_pty_shows_rates_moving_and_quits_on_q(project: Path) -
     writer = threading.Thread(target=write_traffic, daemon=True)
     writer.start()
     try:
-        exit_code, seen, screen = watch_top(project, "to-hook")
+        exit_code, seen, screen = watch_top(project, "to-hook", quit_with=quit_with)
     finally:
         stop.set()
         writer.join(5)
