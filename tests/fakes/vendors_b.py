@@ -81,6 +81,23 @@ class FakeVendor:
             return None
 
     @staticmethod
+    def json_body(req: Received, problems: list[str]) -> dict[str, Any] | None:
+        """The body as a JSON object (its content-type checked), or None after noting why not."""
+        _expect(
+            req.headers.get("content-type", "").startswith("application/json"),
+            "content-type",
+            problems,
+        )
+        try:
+            body = json.loads(req.body)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            problems.append("body is not a JSON object")
+            return None
+        return body
+
+    @staticmethod
     def basic_auth(req: Received) -> tuple[str, str] | None:
         header = req.headers.get("authorization", "")
         if not header.startswith("Basic "):
@@ -129,14 +146,9 @@ class FakeGA4(FakeVendor):
         _expect(
             query.get("api_secret") == [self.api_secret], "api_secret missing or wrong", problems
         )
-        _expect(
-            req.headers.get("content-type", "").startswith("application/json"),
-            "content-type",
-            problems,
-        )
-        body = self.body(req)
-        if not isinstance(body, dict):
-            return [*problems, "body is not a JSON object"]
+        body = self.json_body(req, problems)
+        if body is None:
+            return problems
         _expect(
             isinstance(body.get("client_id"), str) and body["client_id"] != "",
             "client_id missing",
@@ -237,15 +249,10 @@ class FakeSegment(FakeVendor):
             req.method == "POST" and req.path == "/v1/batch", f"{req.method} {req.path}", problems
         )
         _expect(
-            req.headers.get("content-type", "").startswith("application/json"),
-            "content-type",
-            problems,
-        )
-        _expect(
             len(req.body) <= 500 * 1024, f"request of {len(req.body)} bytes over 500 KB", problems
         )
-        body = self.body(req)
-        batch = body.get("batch") if isinstance(body, dict) else None
+        body = self.json_body(req, problems)
+        batch = body.get("batch") if body is not None else None
         if not isinstance(batch, list):
             return [*problems, "no batch array"]
         _expect(0 < len(batch) <= 2500, f"{len(batch)} events", problems)
@@ -313,14 +320,9 @@ class FakeIterable(FakeVendor):
     def check(self, req: Received) -> list[str]:
         problems: list[str] = []
         _expect(req.method == "POST", f"method {req.method}", problems)
-        _expect(
-            req.headers.get("content-type", "").startswith("application/json"),
-            "content-type",
-            problems,
-        )
-        body = self.body(req)
-        if not isinstance(body, dict):
-            return [*problems, "body is not a JSON object"]
+        body = self.json_body(req, problems)
+        if body is None:
+            return problems
         checks = {
             "/api/events/track": lambda: self._check_event(body),
             "/api/events/trackBulk": lambda: self._check_bulk(body, "events", self._check_event),
@@ -491,14 +493,9 @@ class FakeCustomerIO(FakeVendor):
 
     def check(self, req: Received) -> list[str]:
         problems: list[str] = []
-        _expect(
-            req.headers.get("content-type", "").startswith("application/json"),
-            "content-type",
-            problems,
-        )
-        body = self.body(req)
-        if not isinstance(body, dict):
-            return [*problems, "body is not a JSON object"]
+        body = self.json_body(req, problems)
+        if body is None:
+            return problems
         path = req.path
         if path == "/api/v2/batch":
             _expect(req.method == "POST", f"method {req.method}", problems)
