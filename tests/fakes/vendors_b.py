@@ -252,7 +252,9 @@ class FakeSegment(FakeVendor):
             len(req.body) <= 500 * 1024, f"request of {len(req.body)} bytes over 500 KB", problems
         )
         body = self.json_body(req, problems)
-        batch = body.get("batch") if body is not None else None
+        if body is None:
+            return problems
+        batch = body.get("batch")
         if not isinstance(batch, list):
             return [*problems, "no batch array"]
         _expect(0 < len(batch) <= 2500, f"{len(batch)} events", problems)
