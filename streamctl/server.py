@@ -211,6 +211,9 @@ def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions)
         lifespan="off",
         access_log=False,
         log_level="warning",
+        proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
+        server_header=False,
+        date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
     )

@@ -1,6 +1,6 @@
 """The ingest HTTP API (SPEC §4): Segment/RudderStack-compatible tracking endpoints.
 
-    app = create_app(listener)        # a Starlette app; `streamctl run` serves it with uvicorn
+    app = create_app(listener)        # an ASGI app; `streamctl run` serves it with uvicorn
 
 | route | does |
 | --- | --- |
@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
@@ -38,11 +39,10 @@ from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from streamctl.config.model import Project, SourceConfig
 from streamctl.errors import EventError, StoreError
@@ -69,7 +69,9 @@ CALLS: dict[str, str | None] = {
 }  # fmt: skip
 
 JSON = "application/json"
-_OK = Response(b'{"success":true}', media_type=JSON)
+OK_BODY = b'{"success":true}'
+_OK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"16"))
+PREFLIGHT_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Requested-With"
 # Decoded Authorization headers remembered; bounded, since clients choose the headers.
 _AUTH_CACHE_LIMIT = 1024
 
@@ -109,42 +111,64 @@ class SourceDirectory:
 class Rejected(Exception):
     """A request refused before its events reach the store; becomes an error response."""
 
-    def __init__(self, status: int, code: str, message: str, source: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        source: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.source = source
+        self.headers = dict(headers or {})
         super().__init__(message)
 
-    def response(self, headers: Mapping[str, str] | None = None) -> Response:
-        body = {"success": False, "code": self.code, "message": str(self)}
-        return Response(orjson.dumps(body), self.status, headers, media_type=JSON)
+    def body(self) -> bytes:
+        return orjson.dumps({"success": False, "code": self.code, "message": str(self)})
 
 
-def create_app(listener: Listener) -> Starlette:
-    api = IngestApi(listener)
-    routes = [
-        Route("/v1/{call}", api.track, methods=["POST"]),
-        Route("/webhooks/{source}", api.webhook, methods=["POST"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/readyz", api.readyz, methods=["GET"]),
-        Route("/metrics", api.metrics, methods=["GET"]),
-        Route("/debug/tail", api.tail, methods=["GET"]),
-    ]
-    cors = Middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=["POST", "GET", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Requested-With"],
-        max_age=86400,
-    )
-    return Starlette(routes=routes, middleware=[cors])
+def create_app(listener: Listener) -> IngestApp:
+    return IngestApp(listener)
 
 
-class IngestApi:
+class IngestApp:
+    """The ASGI app: ingest routes by hand, the operations endpoints through Starlette.
+
+    The tracking API is the hot path (thousands of requests a second on one core), so
+    it reads the ASGI scope directly: no routing table, no middleware stack, no
+    request object. CORS is answered here too: `Access-Control-Allow-Origin: *` on
+    every ingest response to a browser, and preflight OPTIONS requests answered with
+    the methods and headers a tracking snippet sends.
+    """
+
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._directory_of: tuple[Project | None, SourceDirectory] = (None, SourceDirectory({}, {}))
         self._auth_cache: dict[str, str | None] = {}
+        self.operations = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/debug/tail", self.tail, methods=["GET"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            method: str = scope["method"]
+            if path.startswith("/v1/"):
+                if method == "POST":
+                    return await self.track(Incoming(scope, receive), path[4:], send)
+                return await self._preflight_or_405(scope, send)
+            if path.startswith("/webhooks/"):
+                if method == "POST":
+                    return await self.webhook(Incoming(scope, receive), path[10:], send)
+                return await self._preflight_or_405(scope, send)
+        await self.operations(scope, receive, send)
 
     def directory(self) -> SourceDirectory:
         """The source lookup of the current configuration, rebuilt when a reload swapped it."""
@@ -157,16 +181,15 @@ class IngestApi:
 
     # -- tracking API ---------------------------------------------------------------
 
-    async def track(self, request: Request) -> Response:
-        call = request.path_params["call"]
+    async def track(self, request: Incoming, call: str, send: Send) -> None:
         if call not in CALLS:
-            return Rejected(404, "not_found", f"no endpoint /v1/{call}").response()
+            return await reply(send, request, Rejected(404, "not_found", f"no endpoint /v1/{call}"))
         source = ""
         try:
             header_key = self._basic_auth_key(request.headers.get("authorization"))
             if header_key is not None:  # refuse a wrong key before reading the body
                 source = self._source_for(header_key).name
-            payload = parse_json(await read_body(request))
+            payload = parse_json(await request.body())
             body_key = payload.pop("writeKey", None)  # never stored with the events
             if header_key is None:
                 source = self._source_for(body_key).name
@@ -175,12 +198,11 @@ class IngestApi:
             await self._commit(source, events)
         except Rejected as exc:
             metrics.record_rejected(exc.source or source, exc.code)
-            return exc.response()
+            return await reply(send, request, exc)
         except Overloaded as exc:
             metrics.record_rejected(source, "overloaded")
-            retry_after = {"Retry-After": str(max(1, round(exc.retry_after)))}
-            return Rejected(429, "overloaded", "too many events, retry later").response(retry_after)
-        return _OK
+            return await reply(send, request, overloaded(exc))
+        await reply(send, request)
 
     async def _commit(self, source: str, events: list[Event]) -> None:
         started = time.perf_counter()
@@ -212,14 +234,13 @@ class IngestApi:
 
     # -- webhooks ----------------------------------------------------------------------
 
-    async def webhook(self, request: Request) -> Response:
-        name = request.path_params["source"]
+    async def webhook(self, request: Incoming, name: str, send: Send) -> None:
         source = self.directory().webhooks.get(name)
         try:
             if source is None:
                 raise Rejected(404, "not_found", f"no webhook source {name!r}")
-            raw = await read_body(request)
-            headers = dict(request.headers.items())  # lower-case names
+            raw = await request.body()
+            headers = request.headers
             try:
                 verify_signature(raw, headers, source)
                 event = webhook_event(source, raw, headers, headers.get("content-type", ""))
@@ -231,12 +252,33 @@ class IngestApi:
             await self._commit(name, events)
         except Rejected as exc:
             metrics.record_rejected(exc.source, exc.code)
-            return exc.response()
+            return await reply(send, request, exc)
         except Overloaded as exc:
             metrics.record_rejected(name, "overloaded")
-            retry_after = {"Retry-After": str(max(1, round(exc.retry_after)))}
-            return Rejected(429, "overloaded", "too many events, retry later").response(retry_after)
-        return _OK
+            return await reply(send, request, overloaded(exc))
+        await reply(send, request)
+
+    # -- browsers ------------------------------------------------------------------------
+
+    async def _preflight_or_405(self, scope: Scope, send: Send) -> None:
+        request = Incoming(scope, _no_body)
+        asked_method = request.headers.get("access-control-request-method")
+        if scope["method"] != "OPTIONS" or asked_method is None:
+            return await reply(send, request, Rejected(405, "method", "use POST"))
+        asked_headers = request.headers.get("access-control-request-headers", "")
+        headers = [
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", b"POST, OPTIONS"),
+            (
+                b"access-control-allow-headers",
+                (asked_headers or PREFLIGHT_HEADERS).encode("latin-1"),
+            ),
+            (b"access-control-max-age", b"86400"),
+            (b"content-length", b"0"),
+            (b"vary", b"Origin"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     # -- operations ----------------------------------------------------------------------
 
@@ -247,18 +289,16 @@ class IngestApi:
         problem = await self._listener.ready()
         if problem is None:
             return Response(b'{"status":"ready"}', media_type=JSON)
-        return Response(
-            orjson.dumps({"status": "not ready", "reason": problem}), 503, media_type=JSON
-        )
+        body = orjson.dumps({"status": "not ready", "reason": problem})
+        return Response(body, 503, media_type=JSON)
 
     async def metrics(self, request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     async def tail(self, request: Request) -> Response:
         if not _is_loopback(request):
-            return Rejected(
-                403, "forbidden", "the live feed answers loopback clients only"
-            ).response()
+            body = {"success": False, "code": "forbidden", "message": "loopback clients only"}
+            return Response(orjson.dumps(body), 403, media_type=JSON)
         project = self._listener.project
         wanted = TailFilter(
             sources=frozenset(request.query_params.getlist("source")),
@@ -273,6 +313,49 @@ class IngestApi:
                 yield orjson.dumps(record, default=str) + b"\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+class Incoming:
+    """What the ingest endpoints read of an ASGI request; header names are lower-case."""
+
+    __slots__ = ("headers", "receive")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.receive = receive
+        self.headers: dict[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+
+    async def body(self, limit: int = MAX_REQUEST_BYTES) -> bytes:
+        return await read_body(self.headers, self.receive, limit)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def reply(send: Send, request: Incoming, rejected: Rejected | None = None) -> None:
+    """`{"success": true}`, or the refusal; with CORS headers when a browser asks."""
+    if rejected is None:
+        status, body, headers = 200, OK_BODY, list(_OK_HEADERS)
+    else:
+        status, body = rejected.status, rejected.body()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in rejected.headers.items()]
+    if "origin" in request.headers:
+        headers.append((b"access-control-allow-origin", b"*"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def overloaded(exc: Overloaded) -> Rejected:
+    retry_after = str(max(1, math.ceil(exc.retry_after)))
+    return Rejected(
+        429, "overloaded", "too many events, retry later", headers={"Retry-After": retry_after}
+    )
 
 
 # -- request parsing, shared by the tracking API and webhooks ---------------------------
@@ -290,37 +373,42 @@ def decode_basic_auth(header: str) -> str:
     return decoded.partition(":")[0]
 
 
-async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES) -> bytes:
+async def read_body(
+    headers: Mapping[str, str], receive: Receive, limit: int = MAX_REQUEST_BYTES
+) -> bytes:
     """The request body, gunzipped if so encoded; 413 past `limit` bytes (decompressed)."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", ""):
-        raise Rejected(
-            415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
-        )
-    length = request.headers.get("content-length")
+        msg = f"Content-Encoding {encoding!r} is not supported; use gzip"
+        raise Rejected(415, "unsupported_encoding", msg)
+    length = headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise Rejected(
-            413, "too_large", f"request body is {length} bytes, over the {limit} byte limit"
-        )
+        msg = f"request body is {length} bytes, over the {limit} byte limit"
+        raise Rejected(413, "too_large", msg)
     gunzip = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if encoding == "gzip" else None
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Rejected(400, "disconnected", "the client went away before sending the body")
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
         if gunzip is not None and chunk:
             try:
                 # max_length caps what one chunk may inflate to: a bomb stops at the cap.
                 chunk = gunzip.decompress(chunk, limit - size + 1)
             except zlib.error as exc:
-                raise Rejected(
-                    400, "bad_gzip", f"the gzip body does not decompress: {exc}"
-                ) from None
+                msg = f"the gzip body does not decompress: {exc}"
+                raise Rejected(400, "bad_gzip", msg) from None
         size += len(chunk)
         if size > limit:
             raise Rejected(413, "too_large", f"request body is over the {limit} byte limit")
         parts.append(chunk)
     if gunzip is not None and not gunzip.eof:
         raise Rejected(400, "bad_gzip", "the gzip body is truncated")
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

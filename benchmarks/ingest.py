@@ -1,0 +1,292 @@
+"""Ingest benchmark: `streamctl run` under load from separate processes, delivery running.
+
+    .venv/bin/python benchmarks/ingest.py [--seconds 10] [--connections 64] [--rate 1000]
+
+Processes: `streamctl run` (the listener, group commit to SQLite with
+synchronous=FULL, the pipeline and delivery in the same process), a local sink
+(Node, `node` on PATH) that the project's sync delivers to, and the load generator:
+wrk (Debian's package: `apt-get install wrk`; C, event-driven, one thread) for the
+two throughput phases, and an asyncio client for the paced latency phase. The
+figures printed:
+
+1. `/v1/batch` with 100-event batches: events/s answered 200 (durably stored);
+2. `/v1/track` with one event a request: requests/s answered 200;
+3. end-to-end latency at a steady 1,000 events/s (one event per `/v1/track`
+   request): from the request being sent to the event arriving at the sink,
+   p50/p95/p99, measured with wall clocks of the same machine (the event carries its
+   send time; the sink subtracts it from its arrival time).
+
+Responses other than 200 (429 when the queue between ingest and delivery is full)
+are counted and reported, never counted as accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+WRITE_KEY = "bench-write-key"
+AUTH = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+
+# Records each event's latency: now (ms since the epoch) minus the event's sent_ms.
+SINK_JS = r"""
+const http = require('http');
+const { performance } = require('perf_hooks');
+const port = Number(process.argv[2]);
+let requests = 0, events = 0, latencies = [];
+const now = () => performance.timeOrigin + performance.now();
+http.createServer((req, res) => {
+  if (req.method === 'GET') {
+    const body = JSON.stringify({requests, events, latencies});
+    if (req.url === '/reset') { requests = 0; events = 0; latencies = []; }
+    res.writeHead(200, {'content-type': 'application/json'});
+    return res.end(body);
+  }
+  const chunks = [];
+  req.on('data', c => chunks.push(c));
+  req.on('end', () => {
+    const arrived = now();
+    requests++;
+    let items;
+    try { const d = JSON.parse(Buffer.concat(chunks).toString()); items = Array.isArray(d) ? d : [d]; }
+    catch (e) { items = []; }
+    events += items.length;
+    for (const item of items) {
+      const sent = item.properties && item.properties.sent_ms;
+      if (typeof sent === 'number') latencies.push(arrived - sent);
+    }
+    res.writeHead(200, {'content-type': 'application/json'}); res.end('{"ok":true}');
+  });
+}).listen(port, '127.0.0.1');
+"""
+
+PROJECT = """\
+version: 1
+store: .streamctl/state.db
+listen: {{ host: 127.0.0.1, port: {port} }}
+sources:
+  web:
+    type: http
+    write_keys: ["{key}"]
+destinations:
+  sink:
+    type: webhook
+    config: {{ url: "http://127.0.0.1:{sink_port}/ingest" }}
+"""
+
+SYNC = """\
+name: web-to-sink
+source: web
+destination: sink
+event_types:
+  - type: custom
+    mappings:
+      required:
+        message_id: { field: messageId }
+        event: { field: event }
+        user_id: { field: userId }
+      properties:
+        sent_ms: { field: properties.sent_ms }
+        plan: { field: properties.plan }
+delivery:
+  batch_size: 100
+  concurrency: 8
+"""
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "{auth}"
+wrk.body = [[{body}]]
+
+done = function(summary, latency, requests)
+  io.write(string.format("WRK_RESULT %d %d %d %d\\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sample_event(i: int) -> dict[str, Any]:
+    """A typical web track call, about 400 bytes serialised."""
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "userId": f"user-{i % 5000}",
+        "properties": {"product_id": f"sku-{i % 977}", "price": 19.99, "plan": "pro", "sent_ms": 0},
+        "context": {
+            "library": {"name": "analytics.js", "version": "5.2.0"},
+            "page": {"path": "/products/widget", "url": "https://shop.example/products/widget"},
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        },
+        "timestamp": "2026-11-26T12:00:00.000Z",
+    }
+
+
+class Bench:
+    def __init__(self, workdir: Path, seconds: float, connections: int) -> None:
+        self.workdir = workdir
+        self.seconds = seconds
+        self.connections = connections
+        self.sink_port = free_port()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sink_url = f"http://127.0.0.1:{self.sink_port}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        project = self.workdir / "project"
+        (project / "syncs").mkdir(parents=True)
+        (project / "streamctl.yaml").write_text(
+            PROJECT.format(port=self.port, key=WRITE_KEY, sink_port=self.sink_port)
+        )
+        (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
+        sink_js = self.workdir / "sink.js"
+        sink_js.write_text(SINK_JS)
+        self.processes.append(subprocess.Popen(["node", str(sink_js), str(self.sink_port)]))
+        run = [sys.executable, "-m", "streamctl", "run", "--project", str(project)]
+        self.processes.append(subprocess.Popen(run, stderr=subprocess.PIPE))
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz").status_code == 200:
+                    httpx.get(f"{self.sink_url}/count")
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        stderr = self.processes[-1].stderr
+        raise SystemExit("streamctl run did not become ready: " + (stderr.read().decode() if stderr else ""))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def wrk(self, path: str, body: dict[str, Any]) -> tuple[float, int, int, int]:
+        """Run wrk for `seconds`; returns (seconds, requests answered 2xx, non-2xx, socket errors)."""
+        script = self.workdir / "post.lua"
+        text = json.dumps(body).replace("]]", "] ]")
+        script.write_text(WRK_SCRIPT.format(auth=AUTH, body=text))
+        command = [
+            "wrk", "-t1", f"-c{self.connections}", f"-d{self.seconds:g}s", "--latency",
+            "-s", str(script), f"{self.url}{path}",
+        ]  # fmt: skip
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        found = re.search(r"WRK_RESULT (\d+) (\d+) (\d+) (\d+)", output)
+        if found is None:
+            raise SystemExit(f"unexpected wrk output:\n{output}")
+        requests, duration_us, non_2xx, socket_errors = map(int, found.groups())
+        return duration_us / 1e6, requests - non_2xx, non_2xx, socket_errors
+
+    def wait_for_delivery(self, timeout: float = 120.0) -> None:
+        """Until the sink stops receiving (the backlog of a phase is delivered)."""
+        deadline, last = time.monotonic() + timeout, -1
+        while time.monotonic() < deadline:
+            events = httpx.get(f"{self.sink_url}/count").json()["events"]
+            if events == last:
+                return
+            last = events
+            time.sleep(1.0)
+
+    async def paced_latency(self, rate: float, seconds: float) -> list[float]:
+        """One event per /v1/track request at `rate` requests/s; latencies in ms at the sink."""
+        httpx.get(f"{self.sink_url}/reset")
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        event = sample_event(0)
+        async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=10) as client:
+            total = int(rate * seconds)
+            started = time.perf_counter()
+            pending: set[asyncio.Task[httpx.Response]] = set()
+            for i in range(total):
+                delay = started + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                body = {**event, "userId": f"user-{i}"}
+                body["properties"] = {**event["properties"], "sent_ms": time.time() * 1000.0}
+                task = asyncio.ensure_future(
+                    client.post("/v1/track", content=json.dumps(body), headers={"Authorization": AUTH})
+                )
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            await asyncio.gather(*pending)
+        for _ in range(100):
+            received = httpx.get(f"{self.sink_url}/count").json()
+            if len(received["latencies"]) >= total:
+                break
+            await asyncio.sleep(0.1)
+        return sorted(received["latencies"])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(fraction * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput phase")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    for tool in ("wrk", "node"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed on PATH (apt-get install wrk / nodejs)")
+
+    with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
+        bench = Bench(Path(tmp), args.seconds, args.connections)
+        bench.start()
+        try:
+            print(f"load generator: wrk {args.connections} connections, 1 thread; {os.cpu_count()} cores")
+            batch = {"batch": [sample_event(i) for i in range(100)]}
+            seconds, ok, refused, errors = bench.wrk("/v1/batch", batch)
+            print(
+                f"/v1/batch (100 events a request): {ok * 100 / seconds:,.0f} events/s accepted "
+                f"({ok / seconds:,.0f} requests/s; {refused} answered non-200, {errors} socket errors)"
+            )
+            bench.wait_for_delivery()
+            seconds, ok, refused, errors = bench.wrk("/v1/track", sample_event(1))
+            print(
+                f"/v1/track (1 event a request): {ok / seconds:,.0f} requests/s accepted "
+                f"({refused} answered non-200, {errors} socket errors)"
+            )
+            bench.wait_for_delivery()
+            latencies = asyncio.run(bench.paced_latency(args.rate, args.latency_seconds))
+            print(
+                f"end to end at {args.rate:,.0f} events/s ({len(latencies)} events, request sent -> "
+                f"arrived at the sink): p50 {percentile(latencies, 0.5):.1f} ms, "
+                f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
+            )
+        finally:
+            bench.stop()
+
+
+if __name__ == "__main__":
+    main()
