@@ -27,7 +27,6 @@ forwarded event keeps its identity (and its deduplication downstream) and its ti
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -211,13 +210,14 @@ class SegmentDestination(Destination):
         return base_url(self.config, HOSTS.get(region, HOSTS["us"])) + "/v1/batch"
 
     def build_request(self, event_type: str, payloads: Sequence[Payload]) -> HttpRequest:
-        token = base64.b64encode(f"{self.config['write_key']}:".encode()).decode()
         sent_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return HttpRequest(
             "POST",
             self.url(),
-            {"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+            {"Content-Type": "application/json"},
             json={"batch": list(payloads), "sentAt": sent_at},
+            # httpx builds the Basic header at send time, so `preview` never shows the key's base64.
+            auth=(str(self.config["write_key"]), ""),
         )
 
     async def send(
