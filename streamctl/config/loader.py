@@ -59,7 +59,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 # Alert channel settings per type (SPEC §7): required keys, optional keys, secret keys.
 CHANNEL_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
     "slack": (frozenset({"webhook_url"}), frozenset(), frozenset({"webhook_url"})),
-    "webhook": (frozenset({"url"}), frozenset({"headers"}), frozenset({"headers"})),
+    # A webhook URL often carries its token in the path (as Slack's does).
+    "webhook": (frozenset({"url"}), frozenset({"headers"}), frozenset({"url", "headers"})),
     "pagerduty": (frozenset({"routing_key"}), frozenset({"base_url"}), frozenset({"routing_key"})),
     "email": (
         frozenset({"host", "from", "to"}),
@@ -116,7 +117,8 @@ class _ProjectLoader:
             return Document(relative, problems=[problem]), {()}
         doc = parse_document(text, relative, self.env)
         self.problems.extend(doc.problems)
-        self.secrets.update(doc.secrets)
+        # Environment values, with their credential parts when they are URLs.
+        self.secrets.update(secret_strings(sorted(doc.secrets)))
         if doc.problems and doc.data is None:
             return doc, {()}
         structural, broken = check_structure(doc, schema)
@@ -149,6 +151,7 @@ class _ProjectLoader:
             return None
         main, broken = self.read(PROJECT_FILE, "streamctl")
         data = main.data if isinstance(main.data, dict) else {}
+        self.note_secrets(data)
         contracts, contract_files = self.load_contracts()
         sources = self.sources(main, broken, data.get("sources"), contract_files.keys())
         destinations = self.destinations(main, broken, data.get("destinations"))
@@ -184,6 +187,25 @@ class _ProjectLoader:
             secrets=frozenset(s for s in self.secrets if len(s) >= MIN_SECRET_LENGTH),
             retention_days=float(data.get("retention_days", 30.0)),
         )
+
+    def note_secrets(self, data: dict[str, Any]) -> None:
+        """Every credential streamctl.yaml holds, noted before anything is checked: a
+        problem in one entry (a typo'd key) must not leave its secrets, or those of the
+        entries after it, out of the redaction of every message."""
+        for spec in _entries(data.get("sources")):
+            self.secrets.update(secret_strings(spec.get("secret")))
+        for spec in _entries(data.get("destinations")):
+            kind, config = spec.get("type"), spec.get("config")
+            if isinstance(kind, str) and kind in CATALOG and isinstance(config, dict):
+                secret = CATALOG[kind].catalog.secret_fields
+                self.secrets.update(secret_strings([v for k, v in config.items() if k in secret]))
+        alerts = data.get("alerts")
+        channels = alerts.get("channels") if isinstance(alerts, dict) else None
+        for spec in _entries(channels):
+            kind = spec.get("type")
+            if isinstance(kind, str) and kind in CHANNEL_FIELDS:
+                secret = CHANNEL_FIELDS[kind][2]
+                self.secrets.update(secret_strings([v for k, v in spec.items() if k in secret]))
 
     @staticmethod
     def declared(data: dict[str, Any], broken: set[NodePath], key: str) -> list[str] | None:
@@ -266,8 +288,6 @@ class _ProjectLoader:
             message = f"http source {name!r} needs at least one write key (write_keys: [...])"
             self.problems.append(doc.problem(path, message, key=True))
         secret = spec.get("secret") or None
-        if secret:
-            self.secrets.update(secret_strings(secret))
         line, column = doc.position(path, key=True)
         return SourceConfig(
             name=name,
@@ -330,8 +350,6 @@ class _ProjectLoader:
                 )
                 self.problems.append(doc.problem((*at, key), message, key=True))
                 continue
-            if field_spec.secret:
-                self.secrets.update(secret_strings(value))
             if not matches_json_type(value, field_spec.type):
                 coerced, typed = doc.coerce((*at, key), [field_spec.type])
                 value = typed if coerced else value
@@ -426,7 +444,7 @@ class _ProjectLoader:
             if not is_clean(path, broken):
                 return None
             kind = spec["type"]
-            required, optional, secret = CHANNEL_FIELDS[kind]
+            required, optional, _ = CHANNEL_FIELDS[kind]
             for key in sorted(required - spec.keys()):
                 message = f"a {kind} alert channel needs {key!r}"
                 self.problems.append(doc.problem(path, message, key=True))
@@ -434,8 +452,6 @@ class _ProjectLoader:
                 allowed = ", ".join(sorted(required | optional))
                 message = f"{key!r} does not apply to {kind} alert channels (they take: {allowed})"
                 self.problems.append(doc.problem((*path, key), message, key=True))
-            for key in secret & spec.keys():
-                self.secrets.update(secret_strings(spec[key]))
             config = {k: v for k, v in spec.items() if k != "type"}
             channels[name] = AlertChannel(name, kind, config)
         return channels
@@ -514,3 +530,8 @@ class _ProjectLoader:
 
 def _names(specs: Any) -> list[str]:
     return list(specs) if isinstance(specs, dict) else []
+
+
+def _entries(specs: Any) -> list[dict[str, Any]]:
+    """The entries of a `name: {...}` section that are mappings, whatever else is wrong."""
+    return [s for s in specs.values() if isinstance(s, dict)] if isinstance(specs, dict) else []

@@ -11,6 +11,13 @@ Anything that prints text derived from a project passes it through `redact` firs
 
 Values shorter than `MIN_SECRET_LENGTH` are not treated as secrets: redacting every
 "1" or "on" would garble the output without protecting anything.
+
+A secret that is a URL (Slack's `webhook_url`, an alert channel's `url`) also makes
+its credential-bearing parts secrets: a `base_url` override sends the same path to
+another host, and the full URL no longer appears in what is printed:
+
+    secret_strings("https://hooks.slack.com/services/T0/B0/abc123")
+    # {'https://hooks.slack.com/services/T0/B0/abc123', '/services/T0/B0/abc123'}
 """
 
 from __future__ import annotations
@@ -20,9 +27,13 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4
+# A secret URL's path or query at least this long is a credential on its own (Slack's
+# `/services/T.../B.../token`); shorter ones (`/`, `/hooks`) are too common to mask.
+MIN_URL_PART_LENGTH = 16
 
 # Every secret of every project loaded in this process: the last line of defence for
 # text that reaches the user without a Project at hand (the CLI's error handler).
@@ -42,7 +53,7 @@ def redact_loaded(text: str) -> str:
 def secret_strings(value: Any) -> set[str]:
     """Every string (and number) inside a secret config value: a token, or a dict of headers."""
     if isinstance(value, str):
-        return {value} if len(value) >= MIN_SECRET_LENGTH else set()
+        return {value, *_url_credentials(value)} if len(value) >= MIN_SECRET_LENGTH else set()
     if isinstance(value, bool) or value is None:
         return set()
     if isinstance(value, int | float):
@@ -52,6 +63,23 @@ def secret_strings(value: Any) -> set[str]:
     if isinstance(value, list | tuple):
         return set().union(*(secret_strings(v) for v in value))
     return set()
+
+
+def _url_credentials(text: str) -> set[str]:
+    """The parts of a secret URL that give access without its host: path, query, password."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:  # not a URL after all (an unbalanced `[` in the host, a bad port)
+        return set()
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return set()
+    found = {part for part in (parts.path, parts.query) if len(part) >= MIN_URL_PART_LENGTH}
+    if parts.query and len(parts.path) + len(parts.query) >= MIN_URL_PART_LENGTH:
+        found.add(f"{parts.path}?{parts.query}")
+    if password and len(password) >= MIN_SECRET_LENGTH:
+        found.add(password)
+    return found
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
