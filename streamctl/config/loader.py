@@ -48,7 +48,7 @@ from streamctl.config.secrets import (
 from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
 from streamctl.config.units import parse_duration
 from streamctl.contracts import Contract, compile_contract
-from streamctl.destinations.base import CatalogEntry
+from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.registry import CATALOG
 from streamctl.errors import ConfigError, Problem, SpecError
 
@@ -357,6 +357,11 @@ class _ProjectLoader:
                 message = f"config key {key!r} must be {TYPE_WORDS[field_spec.type]}, got {type_word(value)}"
                 self.problems.append(doc.problem((*at, key), message))
                 continue
+            if not _is_choice(value, field_spec):
+                self.problems.append(
+                    doc.problem((*at, key), _choice_message(entry, field_spec, value))
+                )
+                continue
             if field_spec.project_path and isinstance(value, str):
                 value = str((self.root / value).resolve())
             resolved[key] = value
@@ -530,6 +535,20 @@ class _ProjectLoader:
 
 def _names(specs: Any) -> list[str]:
     return list(specs) if isinstance(specs, dict) else []
+
+
+def _is_choice(value: Any, spec: ConfigField) -> bool:
+    """The value is one the field accepts (empty and unset mean its default, as in `create`)."""
+    return not spec.choices or value in (None, "", *spec.choices)
+
+
+def _choice_message(entry: CatalogEntry, spec: ConfigField, value: Any) -> str:
+    # Compared without case and spaces, so `EU` or `eu ` still point at `eu`.
+    hint = suggest(str(value).strip().lower(), spec.choices)
+    return (
+        f"config key {spec.name!r} of the {entry.type} destination is {value!r}{hint}; "
+        f"it takes one of {', '.join(spec.choices)}"
+    )
 
 
 def _entries(specs: Any) -> list[dict[str, Any]]:
