@@ -309,3 +309,26 @@ def test_store_prune_removes_old_records(tmp_path):
     assert "2 events" in pruned.stderr
     assert rows(root, "SELECT count(*) FROM events")[0][0] == 0
     assert rows(root, "SELECT count(*) FROM attempts")[0][0] == 0
+
+
+def test_replay_with_worker_processes_records_and_delivers_everything_once(tmp_path):
+    with FakeServer() as server:
+        root = write_project(
+            tmp_path / "p",
+            {"orders": {"destination": "api", "delivery": {"batch_size": 7}}},
+            {"api": server.url},
+        )
+        events = raw_events(300)
+        events_file = write_ndjson(
+            tmp_path / "events.ndjson", [*events, *events[:10]], {50: "nope"}
+        )
+        result = runner().invoke(
+            app, ["replay", str(events_file), "-p", str(root), "--workers", "2", "--json"]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert sorted(received_ns(server.bodies())) == list(range(300))
+    summary = json.loads(result.stdout)[0]
+    assert (summary["events"], summary["duplicates"], summary["bad_lines"]) == (300, 10, 1)
+    assert summary["bad"][0]["line"] == 51
+    assert statuses(root, "orders") == {"delivered": 300}
+    assert rows(root, "SELECT count(*) FROM events WHERE duplicate = 1")[0][0] == 10

@@ -76,6 +76,14 @@ def replay(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Processes that parse events and run the pipeline (0: none; default: one per CPU for files over 4 MB).",
+        ),
+    ] = None,
 ) -> None:
     """Replay events from an NDJSON file: contract, functions, filters, mappings, delivery.
 
@@ -86,7 +94,7 @@ def replay(
     project = load_project(project_dir)
     chosen_sources = sources or [default_source(project)]
     reports = [
-        _replay_one(project, file, source, syncs or [], dry_run, show_progress=not as_json)
+        _replay_one(project, file, source, syncs or [], dry_run, workers, show_progress=not as_json)
         for source in chosen_sources
     ]
     if as_json:
@@ -99,7 +107,13 @@ def replay(
 
 
 def _replay_one(
-    project: Project, file: Path, source: str, syncs: list[str], dry_run: bool, show_progress: bool
+    project: Project,
+    file: Path,
+    source: str,
+    syncs: list[str],
+    dry_run: bool,
+    workers: int | None,
+    show_progress: bool,
 ) -> ReplayReport:
     def report_bad(line: BadLine) -> None:
         text = redact(f"{file}:{line.line}: {line.message}", project.secrets)
@@ -124,7 +138,7 @@ def _replay_one(
             return asyncio.run(
                 replay_file(
                     project, file, source=source, store=store, syncs=syncs, dry_run=dry_run,
-                    on_progress=update, on_bad_line=report_bad,
+                    on_progress=update, on_bad_line=report_bad, workers=workers,
                 )
             )  # fmt: skip
     finally:

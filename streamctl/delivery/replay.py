@@ -11,8 +11,10 @@ the pipeline decides, nothing is stored nor sent.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,12 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.model import Project
-from streamctl.delivery.runtime import Runtime, create_destinations, select_syncs
+from streamctl.delivery.parallel import DecidedChunk, DecisionPool, auto_workers
+from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
-from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
-from streamctl.store.db import Store
+from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_lines, read_ndjson
+from streamctl.store.db import PendingDelivery, Store
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
 FINAL = ("delivered", "archived")
@@ -81,8 +84,12 @@ async def replay_file(
     on_progress: Callable[[ReplayProgress], None] | None = None,
     on_bad_line: Callable[[BadLine], None] | None = None,
     drain_timeout: float | None = None,
+    workers: int | None = None,
 ) -> ReplayReport:
-    """Replay `path` as events of `source`; with `dry_run`, `store` may be None."""
+    """Replay `path` as events of `source`; with `dry_run`, `store` may be None.
+
+    `workers`: processes that parse and run the pipeline (0: in this process;
+    None: one per CPU for files over a few MB)."""
     if source not in project.sources:
         names = ", ".join(sorted(project.sources)) or "none"
         msg = f"unknown source {source!r}; known: {names}"
@@ -98,14 +105,19 @@ async def replay_file(
     else:
         runtime = Runtime(project, store, client, syncs=syncs)
         await runtime.start()
+        processes = auto_workers(total) if workers is None else workers
         try:
-            for chunk in read_ndjson(path, chunk_size):
-                _note_bad(chunk.bad, report, on_bad_line)
-                summary = await runtime.submit(source, chunk.events)
-                report.events += summary.events
-                report.duplicates += summary.duplicates
-                if on_progress is not None:
-                    on_progress(_progress(runtime, chunk.bytes_read, total, report))
+            if processes > 0:
+                await _feed_from_workers(
+                    runtime, project, path, source, tuple(syncs), processes, chunk_size,
+                    report, total, on_progress, on_bad_line,
+                )  # fmt: skip
+            else:
+                for chunk in read_ndjson(path, chunk_size):
+                    _note_bad(chunk.bad, report, on_bad_line)
+                    _add(report, await runtime.submit(source, chunk.events))
+                    if on_progress is not None:
+                        on_progress(_progress(runtime, chunk.bytes_read, total, report))
             report.drained = await _drain(runtime, total, report, on_progress, drain_timeout)
             if on_progress is not None:
                 on_progress(_progress(runtime, total, total, report))
@@ -114,6 +126,80 @@ async def replay_file(
         _final_counts(runtime, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _add(report: ReplayReport, summary: SubmitSummary) -> None:
+    report.events += summary.events
+    report.duplicates += summary.duplicates
+
+
+async def _feed_from_workers(
+    runtime: Runtime,
+    project: Project,
+    path: Path,
+    source: str,
+    syncs: tuple[str, ...],
+    processes: int,
+    chunk_size: int,
+    report: ReplayReport,
+    total: int,
+    on_progress: Callable[[ReplayProgress], None] | None,
+    on_bad_line: Callable[[BadLine], None] | None,
+) -> None:
+    """Chunks go out to the worker processes, which record them; their pending
+    deliveries reach the lanes in id order (the order the workers committed in),
+    at most 2 chunks per worker out."""
+    in_flight: deque[tuple[asyncio.Future[DecidedChunk], int]] = deque()
+    reorder = DeliveryReorder(await runtime.next_delivery_id())
+
+    async def take_oldest() -> None:
+        future, bytes_read = in_flight.popleft()
+        chunk = await future
+        _note_bad(chunk.bad, report, on_bad_line)
+        report.events += chunk.events
+        report.duplicates += chunk.duplicates
+        runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
+        for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending):
+            runtime.engine.offer(pending)
+        if on_progress is not None:
+            on_progress(_progress(runtime, bytes_read, total, report))
+        await runtime.wait_for_room()
+
+    store_file = runtime.store.path
+    with DecisionPool(project.root, store_file, source, syncs, processes) as pool:
+        for raw in read_lines(path, chunk_size):
+            in_flight.append((pool.submit(raw.lines, raw.first_line), raw.bytes_read))
+            if len(in_flight) >= 2 * processes:
+                await take_oldest()
+        while in_flight:
+            await take_oldest()
+    for pending in reorder.rest():
+        runtime.engine.offer(pending)
+
+
+class DeliveryReorder:
+    """Releases chunks' pending deliveries in id order: lanes take offers in ascending
+    ids (anything below their cursor they consider already read from the store)."""
+
+    def __init__(self, next_id: int) -> None:
+        self.next_id = next_id
+        self._waiting: list[tuple[int, int, int, list[PendingDelivery]]] = []
+        self._order = 0
+
+    def add(
+        self, first_id: int, count: int, pending: list[PendingDelivery]
+    ) -> list[list[PendingDelivery]]:
+        self._order += 1
+        heapq.heappush(self._waiting, (first_id, count, self._order, pending))
+        ready = []
+        while self._waiting and self._waiting[0][0] <= self.next_id:
+            first, count, _, chunk = heapq.heappop(self._waiting)
+            self.next_id = max(self.next_id, first + count)
+            ready.append(chunk)
+        return ready
+
+    def rest(self) -> list[list[PendingDelivery]]:
+        return [chunk for *_, chunk in sorted(self._waiting)]
 
 
 async def _drain(

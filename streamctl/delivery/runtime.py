@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from streamctl.config.model import Project, SyncConfig
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
@@ -41,9 +42,9 @@ from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
 from streamctl.errors import UsageError
 from streamctl.events import Event
-from streamctl.pipeline.outcomes import EventResult
 from streamctl.pipeline.process import Pipeline
 from streamctl.store.db import Store
+from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000
@@ -186,18 +187,34 @@ class Runtime:
         message_ids = [str(e.get("messageId", "")) for e in events]
         seen = await self._in_store(self.store.seen_message_ids, source, message_ids)
         fresh, duplicates = _split_duplicates(source, events, message_ids, seen)
-        results = await self._in_pipeline(source, fresh)
+        encoded = await self._in_pipeline(source, fresh)
+        return await self._record(encoded, duplicates, ack)
+
+    async def submit_encoded(self, encoded: EncodedResults, *, pace: bool = True) -> SubmitSummary:
+        """`submit` for events the pipeline already ran on (replay's worker processes):
+        duplicates are found now and recorded as such, their decisions discarded."""
+        if pace:
+            await self.wait_for_room()
+        seen = await self._in_store(
+            self.store.seen_message_ids, encoded.source, encoded.message_ids
+        )
+        fresh, duplicates = encoded.split_duplicates(seen)
+        return await self._record(fresh, duplicates, ())
+
+    async def _record(
+        self, encoded: EncodedResults, duplicates: list[DuplicateRow], ack: Sequence[int]
+    ) -> SubmitSummary:
         recorded = await self._in_store(
             functools.partial(
-                self.store.record_results,
-                results,
+                self.store.record_encoded,
+                encoded,
                 destinations=self._sync_destination,
                 duplicates=duplicates,
                 ack=ack,
             )
         )
         self.engine.offer(recorded.pending)
-        return self._count(results, len(duplicates))
+        return self._count(encoded, len(duplicates))
 
     async def wait_for_room(self) -> None:
         limit = self.engine.lane_capacity // 2
@@ -236,24 +253,41 @@ class Runtime:
     async def _in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
 
-    async def _in_pipeline(self, source: str, events: list[Event]) -> list[EventResult]:
-        if not events:
-            return []
+    async def _in_pipeline(self, source: str, events: list[Event]) -> EncodedResults:
         narrowed = self.sync_names if self._narrowed else None
-        call = functools.partial(self.pipeline.process, source, events, narrowed)
-        return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, call)
 
-    def _count(self, results: list[EventResult], duplicates: int) -> SubmitSummary:
-        summary = SubmitSummary(len(results), duplicates, {})
+        def run() -> EncodedResults:
+            results = self.pipeline.process(source, events, narrowed) if events else []
+            return encode_results(source, results)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, run)
+
+    def _count(self, encoded: EncodedResults, duplicates: int) -> SubmitSummary:
+        pairs = Counter((row[2], row[4]) for row in encoded.decisions)  # counted in C
+        return self.count_decisions(pairs, len(encoded.events), duplicates)
+
+    def count_decisions(
+        self, pairs: Counter[tuple[str, str]], events: int, duplicates: int
+    ) -> SubmitSummary:
+        """Add decisions made elsewhere (replay's workers) to `processed`."""
+        summary = SubmitSummary(events, duplicates, {})
         total = self.processed
-        total.events += len(results)
+        total.events += events
         total.duplicates += duplicates
-        for result in results:
-            for decision in result.decisions:
-                status = decision.status.value
-                summary.by_sync.setdefault(decision.sync, Counter())[status] += 1
-                total.by_sync.setdefault(decision.sync, Counter())[status] += 1
+        for (sync, status), n in pairs.items():
+            summary.by_sync.setdefault(sync, Counter())[status] += n
+            total.by_sync.setdefault(sync, Counter())[status] += n
         return summary
+
+    async def next_delivery_id(self) -> int:
+        """The id the next recorded delivery will get (replay's workers write them)."""
+
+        def read() -> int:
+            with self.store.lock:
+                row = self.store.conn.execute("SELECT max(id) FROM deliveries").fetchone()
+            return int(row[0] or 0) + 1
+
+        return int(await self._in_store(read))
 
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
@@ -264,13 +298,13 @@ class Runtime:
 
 def _split_duplicates(
     source: str, events: Sequence[Event], message_ids: list[str], seen: set[str]
-) -> tuple[list[Event], list[tuple[str, str, Event]]]:
+) -> tuple[list[Event], list[DuplicateRow]]:
     fresh: list[Event] = []
-    duplicates: list[tuple[str, str, Event]] = []
+    duplicates: list[DuplicateRow] = []
     this_batch: set[str] = set()
     for event, message_id in zip(events, message_ids, strict=True):
         if message_id in seen or message_id in this_batch:
-            duplicates.append((source, message_id, event))
+            duplicates.append((source, message_id, orjson.dumps(event).decode()))
         else:
             this_batch.add(message_id)
             fresh.append(event)

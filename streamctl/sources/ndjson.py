@@ -45,32 +45,53 @@ class NdjsonChunk:
 
 
 def read_ndjson(path: Path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[NdjsonChunk]:
-    """Normalised events of an NDJSON file in chunks of up to `chunk_size` lines' events."""
+    """Normalised events of an NDJSON file in chunks of up to `chunk_size` lines."""
+    for raw in read_lines(path, chunk_size):
+        chunk = parse_lines(raw.lines, raw.first_line)
+        chunk.bytes_read = raw.bytes_read
+        yield chunk
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    first_line: int  # the 1-based number of lines[0]
+    lines: list[bytes]
+    bytes_read: int
+
+
+def read_lines(path: Path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RawChunk]:
+    """The file's lines, unparsed, `chunk_size` at a time (parsed elsewhere: worker processes)."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror or exc}"
         raise UsageError(msg) from exc
     with handle:
-        line_number = 0
-        chunk = NdjsonChunk()
+        first_line = 1
         offset = 0
+        pending: list[bytes] = []
         while True:
             lines = handle.readlines(READ_HINT)
             if not lines:
                 break
-            received_at = datetime.now(UTC)
-            for raw in lines:
-                line_number += 1
-                offset += len(raw)
-                _parse_line(raw, line_number, received_at, chunk)
-                if len(chunk.events) >= chunk_size:
-                    chunk.bytes_read = offset
-                    yield chunk
-                    chunk = NdjsonChunk()
-        chunk.bytes_read = offset
-        if chunk.events or chunk.bad:
-            yield chunk
+            pending.extend(lines)
+            while len(pending) >= chunk_size:
+                chunk, pending = pending[:chunk_size], pending[chunk_size:]
+                offset += sum(map(len, chunk))
+                yield RawChunk(first_line, chunk, offset)
+                first_line += len(chunk)
+        if pending:
+            offset += sum(map(len, pending))
+            yield RawChunk(first_line, pending, offset)
+
+
+def parse_lines(lines: list[bytes], first_line: int) -> NdjsonChunk:
+    """Parse and normalise lines; bad ones are reported with their line numbers."""
+    chunk = NdjsonChunk()
+    received_at = datetime.now(UTC)
+    for number, raw in enumerate(lines, start=first_line):
+        _parse_line(raw, number, received_at, chunk)
+    return chunk
 
 
 def _parse_line(raw: bytes, line_number: int, received_at: datetime, chunk: NdjsonChunk) -> None:

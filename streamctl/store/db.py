@@ -11,13 +11,15 @@ the delivery engine's writer thread can share it; readers (the CLI) open their o
 connections (`Store.open(path, readonly=True)`). WAL lets them read while the
 writer writes.
 
-Durability: `synchronous=FULL` by default. In WAL mode that fsyncs the log on
-every commit, so a committed transaction survives a power cut, not only a killed
-process: the listener answers 200 only for events that are durably stored (SPEC
-§4). The cost is one fsync per transaction, which the callers amortise by writing
-in groups (HTTP group commit, chunks of thousands of events in replay).
-`synchronous="NORMAL"` skips those fsyncs (still safe against kill -9, not against
-a power cut) for throwaway stores such as benchmarks.
+Durability: WAL with `synchronous=NORMAL`, and `FULL` for the transactions that
+promise durability to someone else: `durable_transaction()`, which the ingest
+queue's `append` uses, fsyncs the log before it returns, so an event the listener
+answered 200 for survives a power cut, not only a killed process. Everything else
+(recorded decisions, attempts) is atomic and survives kill -9; a power cut may
+lose the last moments of it, which at worst sends those deliveries again (the
+queue ack is in the same transaction as the records, so nothing is lost). Skipping
+an fsync per commit matters: the delivery engine commits its attempts every few
+tens of milliseconds. `synchronous="FULL"` makes every commit durable.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sqlite_utils
 from streamctl.config.model import Project
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import EventResult, Status
+from streamctl.store.encoded import PENDING, DuplicateRow, EncodedResults, encode_results
 from streamctl.store.schema import migrate
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -91,6 +94,8 @@ class RecordedResults:
     pending: list[PendingDelivery]
     events: int
     duplicates: int
+    first_delivery_id: int  # the deliveries written have ids first..first+len(decisions)-1
+    encoded: EncodedResults  # what was recorded, duplicates left out
 
 
 class Store:
@@ -103,12 +108,13 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
         self._queue: Any = None
+        self.synchronous: Synchronous = "NORMAL"
 
     # -- opening -------------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, path: str | Path, *, readonly: bool = False, synchronous: Synchronous = "FULL"
+        cls, path: str | Path, *, readonly: bool = False, synchronous: Synchronous = "NORMAL"
     ) -> Store:
         """Open (creating and migrating unless `readonly`) the store at `path`."""
         path = Path(path)
@@ -133,6 +139,7 @@ class Store:
             msg = f"{path}: cannot open the store: {exc}"
             raise StoreError(msg) from exc
         store = cls(conn, path, readonly=readonly)
+        store.synchronous = synchronous
         if not readonly:
             migrate(store.db, str(path))
         return store
@@ -160,6 +167,21 @@ class Store:
 
             self._queue = SqliteEventQueue(self)
         return self._queue
+
+    @contextmanager
+    def durable_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction whose commit is fsynced (synchronous=FULL) before it returns."""
+        with self.lock:
+            if self.synchronous == "FULL":
+                with self.transaction() as conn:
+                    yield conn
+                return
+            self.conn.execute("PRAGMA synchronous = FULL")
+            try:
+                with self.transaction() as conn:
+                    yield conn
+            finally:
+                self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -207,7 +229,7 @@ class Store:
         results: Sequence[EventResult],
         *,
         destinations: dict[str, str],
-        duplicates: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        duplicates: Sequence[DuplicateRow] = (),
         ack: Sequence[int] = (),
         now: float | None = None,
     ) -> RecordedResults:
@@ -215,108 +237,89 @@ class Store:
         in one transaction. Returns the PENDING deliveries with their ids.
 
         `destinations` maps sync name -> destination name; `duplicates` are
-        (source, message_id, event) received again within 24 h: recorded, not processed.
+        (source, message_id, event JSON) received again within 24 h: recorded, not processed.
         """
+        source = results[0].source if results else ""
+        return self.record_encoded(
+            encode_results(source, results),
+            destinations=destinations,
+            duplicates=duplicates,
+            ack=ack,
+            now=now,
+        )
+
+    def record_encoded(
+        self,
+        encoded: EncodedResults,
+        *,
+        destinations: dict[str, str],
+        duplicates: Sequence[DuplicateRow] = (),
+        ack: Sequence[int] = (),
+        now: float | None = None,
+        dedupe: bool = False,
+    ) -> RecordedResults:
+        """`record_results` for results already flattened by `encode_results`.
+
+        `dedupe`: look for duplicates (24 h, and within the batch) inside the write
+        transaction, so concurrent writers (replay's worker processes) cannot both
+        record the same messageId as new."""
         now = time.time() if now is None else now
-        dumps = orjson.dumps
+        source = encoded.source
         with self.transaction() as conn:
-            first_id = _next_id(conn, "events")
-            event_rows = [
-                (first_id + i, r.source, r.message_id, now, dumps(r.event).decode(), _outcome(r), 0)
-                for i, r in enumerate(results)
-            ]
-            event_rows += [
-                (
-                    first_id + len(results) + i,
-                    source,
-                    message_id,
-                    now,
-                    dumps(event).decode(),
-                    None,
-                    1,
-                )
-                for i, (source, message_id, event) in enumerate(duplicates)
-            ]
+            if dedupe:
+                seen = self.seen_message_ids(source, encoded.message_ids, now)
+                encoded, found = encoded.split_duplicates(seen)
+                duplicates = [*duplicates, *found]
+            first_event = _next_id(conn, "events")
+            first_delivery = _next_id(conn, "deliveries")
             conn.executemany(
                 "INSERT INTO events (id, source, message_id, received_at, payload,"
-                " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                event_rows,
+                " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [
+                    (first_event + i, source, message_id, now, payload, outcome)
+                    for i, (message_id, payload, outcome) in enumerate(encoded.events)
+                ],
             )
-            pending, delivery_rows, violation_rows, function_rows = self._decision_rows(
-                conn, results, first_id, destinations, now
-            )
+            if duplicates:
+                after = first_event + len(encoded.events)
+                conn.executemany(
+                    "INSERT INTO events (id, source, message_id, received_at, payload,"
+                    " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, NULL, 1)",
+                    [(after + i, *row[:2], now, row[2]) for i, row in enumerate(duplicates)],
+                )
             conn.executemany(
                 "INSERT INTO deliveries (id, event_id, message_id, source, sync, destination,"
                 " event_type, status, stage, error, user_key, payload, created_at, next_attempt_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                delivery_rows,
-            )
-            if violation_rows:
+                [
+                    (first_delivery + i, first_event + d[0], d[1], source, d[2],
+                     destinations.get(d[2]), d[3], d[4], d[5], d[6], d[7], d[8], now,
+                     now if d[4] == PENDING else None)
+                    for i, d in enumerate(encoded.decisions)
+                ],
+            )  # fmt: skip
+            if encoded.violations:
                 conn.executemany(
                     "INSERT INTO violations (event_id, message_id, source, contract, version,"
                     " event_name, kind, pointer, message, outcome, at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    violation_rows,
+                    [(first_event + v[0], v[1], source, *v[2:], now) for v in encoded.violations],
                 )
-            if function_rows:
+            if encoded.function_errors:
                 conn.executemany(
                     "INSERT INTO function_errors (event_id, message_id, sync, error, traceback, at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    function_rows,
+                    [(first_event + f[0], *f[1:], now) for f in encoded.function_errors],
                 )
             if ack:
                 _delete_ids(conn, "queue", ack)
-        return RecordedResults(pending, len(results), len(duplicates))
-
-    @staticmethod
-    def _decision_rows(
-        conn: sqlite3.Connection,
-        results: Sequence[EventResult],
-        first_event_id: int,
-        destinations: dict[str, str],
-        now: float,
-    ) -> tuple[
-        list[PendingDelivery], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]
-    ]:
-        dumps = orjson.dumps
-        next_id = _next_id(conn, "deliveries")
-        pending: list[PendingDelivery] = []
-        deliveries: list[tuple[Any, ...]] = []
-        violations: list[tuple[Any, ...]] = []
-        function_errors: list[tuple[Any, ...]] = []
-        pending_status = Status.PENDING
-        for offset, result in enumerate(results):
-            event_id = first_event_id + offset
-            if result.contract is not None:
-                for v in result.contract.violations:
-                    violations.append(
-                        (event_id, result.message_id, result.source, v.contract, v.version,
-                         v.event_name, v.kind, v.pointer, v.message, result.contract.outcome, now)
-                    )  # fmt: skip
-            for d in result.decisions:
-                status = d.status
-                payload = None
-                if d.payload is not None:
-                    payload = dumps(d.payload).decode()
-                if status is pending_status:
-                    pending.append(
-                        PendingDelivery(
-                            next_id, d.sync, d.event_type or "", d.message_id, d.user_key,
-                            d.payload or {}, now, 0, now,
-                        )
-                    )  # fmt: skip
-                elif status is Status.FUNCTION_ERROR:
-                    function_errors.append(
-                        (event_id, d.message_id, d.sync, d.error, d.traceback, now)
-                    )
-                deliveries.append(
-                    (next_id, event_id, d.message_id, result.source, d.sync,
-                     destinations.get(d.sync), d.event_type, status.value, d.stage.value,
-                     d.error, d.user_key, payload, now,
-                     now if status is pending_status else None)
-                )  # fmt: skip
-                next_id += 1
-        return pending, deliveries, violations, function_errors
+        return RecordedResults(
+            _pending(encoded, first_delivery, now),
+            len(encoded.events),
+            len(duplicates),
+            first_delivery,
+            encoded,
+        )
 
     # -- delivery ------------------------------------------------------------------
 
@@ -473,6 +476,21 @@ class Store:
 def store_path(project: Project) -> Path:
     path = Path(project.store_path)
     return path if path.is_absolute() else Path(project.root) / path
+
+
+def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[PendingDelivery]:
+    """The PENDING decisions as deliveries for the engine (payload objects rebuilt if needed)."""
+    payloads = encoded.pending_payloads
+    loads = orjson.loads
+    pending: list[PendingDelivery] = []
+    for i, d in enumerate(encoded.decisions):
+        if d[4] != PENDING:
+            continue
+        payload = payloads[len(pending)] if payloads is not None else loads(d[8] or "{}")
+        pending.append(
+            PendingDelivery(first_id + i, d[2], d[3] or "", d[1], d[7], payload, now, 0, now)
+        )
+    return pending
 
 
 def _next_id(conn: sqlite3.Connection, table: str) -> int:

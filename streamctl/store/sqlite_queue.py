@@ -61,7 +61,7 @@ class SqliteEventQueue:
         now = time.time()
         dumps = orjson.dumps
         rows = [(source, dumps(e).decode(), now) for source, events in groups for e in events]
-        with self.store.transaction() as conn:
+        with self.store.durable_transaction() as conn:
             conn.executemany(
                 "INSERT INTO queue (source, event, appended_at) VALUES (?, ?, ?)", rows
             )

@@ -1,0 +1,120 @@
+"""Replay's worker processes: parse, normalise, decide and record chunks of lines.
+
+Python runs one thread of Python at a time, and replay is CPU-bound: JSON parsing,
+normalisation, contracts, filters, mappings, templates, and binding hundreds of
+thousands of rows into SQLite. So `replay` ships raw line chunks to worker
+processes, each with its own compiled project and its own connection to the store.
+A worker records its chunk in one write transaction (dedupe included: SQLite
+serialises the writers, so two workers never both take a messageId as new) and
+sends back only what delivery needs: the PENDING deliveries with their ids.
+The parent process delivers, and records attempts.
+
+    with DecisionPool(project.root, store_file, "web", syncs=(), workers=2) as pool:
+        chunk = await pool.submit(raw.lines, raw.first_line)     # DecidedChunk
+
+Workers start from a fork server that imported streamctl once, so starting them is
+cheap and they inherit no threads, locks or SQLite handles from the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamctl.sources.ndjson import BadLine, parse_lines
+from streamctl.store.db import PendingDelivery, Store
+from streamctl.store.encoded import encode_results
+
+MAX_AUTO_WORKERS = 8
+AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
+
+_worker: dict[str, Any] = {}
+
+
+def auto_workers(file_size: int) -> int:
+    """0 (decide in-process) for small files, else one worker per CPU."""
+    if file_size < AUTO_MIN_BYTES:
+        return 0
+    return max(1, min(MAX_AUTO_WORKERS, os.cpu_count() or 1))
+
+
+@dataclass
+class DecidedChunk:
+    """What a worker recorded for one chunk of lines."""
+
+    bad: list[BadLine]
+    events: int
+    duplicates: int
+    counts: Counter[tuple[str, str]]  # (sync, decision status) -> events
+    first_delivery_id: int
+    deliveries: int  # rows written to `deliveries`, ids first_delivery_id...
+    pending: list[PendingDelivery]
+
+
+def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...]) -> None:
+    from streamctl.config.loader import load_project
+    from streamctl.delivery.runtime import create_destinations, select_syncs
+    from streamctl.pipeline.process import Pipeline
+
+    project = load_project(Path(root))
+    chosen = select_syncs(project, syncs)
+    _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
+    _worker["destinations"] = {s.name: s.destination for s in project.syncs}
+    _worker["store"] = Store.open(store_file)
+    _worker["source"] = source
+    _worker["narrowed"] = list(syncs) if syncs else None
+
+
+def decide_lines(lines: list[bytes], first_line: int) -> DecidedChunk:
+    """In a worker: decide these lines and record them; the pending deliveries come back."""
+    chunk = parse_lines(lines, first_line)
+    source: str = _worker["source"]
+    results = _worker["pipeline"].process(source, chunk.events, _worker["narrowed"])
+    encoded = encode_results(source, results)
+    store: Store = _worker["store"]
+    recorded = store.record_encoded(encoded, destinations=_worker["destinations"], dedupe=True)
+    counts = Counter((row[2], row[4]) for row in recorded.encoded.decisions)
+    return DecidedChunk(
+        chunk.bad, recorded.events, recorded.duplicates, counts,
+        recorded.first_delivery_id, len(recorded.encoded.decisions), recorded.pending,
+    )  # fmt: skip
+
+
+class DecisionPool:
+    """Worker processes running `decide_lines` for one source of one project."""
+
+    def __init__(
+        self, root: Path, store_file: Path, source: str, syncs: tuple[str, ...], workers: int
+    ) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            context.set_forkserver_preload(
+                ["streamctl.delivery.parallel", "streamctl.config.loader"]
+            )
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_start,
+            initargs=(str(Path(root).resolve()), str(Path(store_file).resolve()), source, syncs),
+        )
+
+    def submit(self, lines: list[bytes], first_line: int) -> asyncio.Future[DecidedChunk]:
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, decide_lines, lines, first_line)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> DecisionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
