@@ -1,0 +1,277 @@
+"""Replay throughput beside Segment's actions runtime, in the same run on the same machine.
+
+    .venv/bin/python benchmarks/replay.py                     # 100,000 events, peer and streamctl
+    .venv/bin/python benchmarks/replay.py --million           # and 1,000,000: memory stays flat
+    .venv/bin/python benchmarks/replay.py --events 20000 --skip-peer
+
+The kit is ../shared/bench (README there): `gen_events.py` makes the events,
+`sink.js` counts what arrives, `segment_actions_peer.js` is the peer (Segment's
+`@segment/actions-core`: FQL subscription, mapping-kit with one @template, batched
+POSTs). It is copied to a temporary folder and `npm install`ed there once
+(`--kit DIR` reuses a prepared copy).
+
+The streamctl side is the equivalent sync (below): the same filter
+`type = track and event = Order Completed`, the same 8 fields (one a template),
+batches of 100, 8 requests in flight, every outcome recorded in SQLite. It runs
+as `streamctl replay --json` in a subprocess; events/s is counted over all input
+events like the peer's, from the replay's own clock (file reading, parsing,
+normalising, pipeline, SQLite and delivery included; interpreter start-up not).
+Peak memory is sampled from /proc over the whole process tree (worker processes
+included). Figures on shared machines are noisy: compare the ratio of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parents[2] / "shared" / "bench"
+if not KIT.exists():
+    KIT = Path("/work/shared/bench")
+
+PROJECT = """\
+version: 1
+store: state.db
+sources:
+  web: {{ type: http, write_keys: [bench-key] }}
+destinations:
+  sink:
+    type: webhook
+    config: {{ url: "{url}" }}
+"""
+
+# The peer's mapping (segment_actions_peer.js): user_id, event_name, order_id,
+# revenue, currency (literal), email, label (@template "{{event}} by {{userId}}"),
+# properties.
+SYNC = """\
+name: orders-to-sink
+source: web
+destination: sink
+event_types:
+  - type: custom
+    filter:
+      all:
+        - { field: type, op: eq, value: track }
+        - { field: event, op: eq, value: Order Completed }
+    mappings:
+      required:
+        user_id: { field: userId }
+        event_name: { field: event }
+        order_id: { field: properties.order_id }
+        revenue: { field: properties.total }
+        currency: { static: USD }
+        email: { field: context.traits.email }
+        label: { template: "{{ event.event }} by {{ event.userId }}" }
+        properties: { field: properties }
+delivery:
+  batch_size: 100
+  concurrency: 8
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--million", action="store_true", help="also replay 1,000,000 events")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="replay --workers (default: auto)")
+    parser.add_argument("--kit", type=Path, help="a copy of the bench kit with node_modules")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="streamctl-replay-bench-"))
+    kit = args.kit or prepare_kit(work / "kit")
+    port = free_port()
+    sink = subprocess.Popen(["node", str(kit / "sink.js"), str(port)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        url = f"http://127.0.0.1:{port}/ingest"
+        sizes = [args.events] + ([1_000_000] if args.million else [])
+        results = []
+        for size in sizes:
+            events = work / f"events-{size}.ndjson"
+            subprocess.run([sys.executable, str(kit / "gen_events.py"), str(size), str(events)], check=True)
+            peer = None if args.skip_peer or size > args.events else run_peer(kit, events, url, port)
+            ours = run_streamctl(work / f"project-{size}", events, url, port, args.workers)
+            results.append((size, peer, ours))
+            events.unlink()
+        report(results)
+    finally:
+        sink.terminate()
+        sink.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def prepare_kit(target: Path) -> Path:
+    shutil.copytree(KIT, target)
+    for path in target.rglob("*"):
+        path.chmod(path.stat().st_mode | 0o200)
+    print(f"npm install in {target} ...", file=sys.stderr)
+    subprocess.run(["npm", "install", "--silent"], cwd=target, check=True)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the sink did not start on port {port}")
+
+
+def sink_count(port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/count") as response:
+        return json.loads(response.read())
+
+
+def run_peer(kit: Path, events: Path, url: str, port: int) -> dict[str, float]:
+    before = sink_count(port)
+    out = subprocess.run(
+        ["node", str(kit / "segment_actions_peer.js"), str(events), url, "100", "8"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures["delivered"] = sink_count(port)["events"] - before["events"]
+    return figures
+
+
+def run_streamctl(
+    root: Path, events: Path, url: str, port: int, workers: int | None
+) -> dict[str, float]:
+    (root / "syncs").mkdir(parents=True)
+    (root / "streamctl.yaml").write_text(PROJECT.format(url=url))
+    (root / "syncs" / "orders-to-sink.yaml").write_text(SYNC)
+    command = [sys.executable, "-m", "streamctl", "replay", str(events), "-p", str(root), "--json"]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    before = sink_count(port)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = MemorySampler(process.pid)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    sampler.stop()
+    if process.returncode != 0:
+        raise SystemExit(f"streamctl replay failed ({process.returncode}):\n{stderr}")
+    summary = json.loads(stdout)[0]
+    with sqlite3.connect(root / "state.db") as conn:
+        recorded = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+        stored_events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    size = summary["events"]
+    return {
+        "events": size,
+        "seconds": summary["seconds"],
+        "wall": wall,
+        "events_per_s": size / summary["seconds"],
+        "delivered": sink_count(port)["events"] - before["events"],
+        "recorded": recorded,
+        "stored_events": stored_events,
+        "attempts": attempts,
+        "peak_main_mb": sampler.peak_main / 1024,
+        "peak_tree_mb": sampler.peak_tree / 1024,
+    }
+
+
+class MemorySampler(threading.Thread):
+    """Peak resident memory (KiB) of a process and of its whole tree, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_main = 0
+        self.peak_tree = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            main = rss_kib(self.pid)
+            tree = main + sum(rss_kib(child) for child in descendants(self.pid))
+            self.peak_main = max(self.peak_main, main)
+            self.peak_tree = max(self.peak_tree, tree)
+            self._done.wait(0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.append(child)
+            found.extend(descendants(child))
+    return found
+
+
+def report(results: list[tuple[int, dict[str, float] | None, dict[str, float]]]) -> None:
+    print()
+    for size, peer, ours in results:
+        print(f"== {size:,} events ==")
+        if peer is not None:
+            print(
+                f"segment actions-core: {peer['events_per_s']:>9,.0f} events/s"
+                f"  ({peer['seconds']:.2f} s, {peer['delivered']:,} delivered to the sink;"
+                " file read and parsed before its clock starts)"
+            )
+        print(
+            f"streamctl replay:     {ours['events_per_s']:>9,.0f} events/s"
+            f"  ({ours['seconds']:.2f} s replay, {ours['wall']:.2f} s wall with start-up;"
+            f" {ours['delivered']:,} delivered to the sink)"
+        )
+        if peer is not None:
+            print(f"ratio streamctl / peer: {ours['events_per_s'] / peer['events_per_s']:.2f}")
+        print(
+            f"recorded in SQLite: {ours['stored_events']:,} events, deliveries {ours['recorded']},"
+            f" {ours['attempts']:,} attempts"
+        )
+        print(
+            f"peak memory: {ours['peak_main_mb']:.0f} MB main process,"
+            f" {ours['peak_tree_mb']:.0f} MB with its worker processes"
+        )
+        print()
+
+
+if __name__ == "__main__":
+    main()
