@@ -1,14 +1,20 @@
 """The `streamctl` command: one Typer app per command group, joined here.
 
 This is also the one place where errors become exit codes:
-0 success; 1 validation, test or delivery failures; 2 usage errors.
+0 success; 1 validation, test or delivery failures (and unexpected errors);
+2 usage errors; 130 interrupted (Ctrl-C).
+
+An unexpected exception (a bug, or a failure nobody anticipated) prints one redacted
+line, never a traceback with locals; `STREAMCTL_DEBUG=1` adds the traceback, redacted.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import errno
+import os
+import traceback
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -32,23 +38,56 @@ from streamctl.cli.output import stderr
 from streamctl.config.secrets import redact_loaded
 from streamctl.errors import ConfigError, StreamctlError, UsageError
 
+if TYPE_CHECKING:
+    # Typer vendors Click; TyperGroup.invoke takes this Context, which has no public name.
+    from typer._click import Context
+
+DEBUG_VARIABLE = "STREAMCTL_DEBUG"
+
 
 class StreamctlGroup(TyperGroup):
-    """Turns StreamctlError into a message on stderr and an exit code, for every command."""
+    """Turns every exception into a message on stderr and an exit code, for every command."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
+        # Typer's own signals: --help, usage errors (exit 2), typer.Exit(code), Abort.
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
         except ConfigError as exc:
             for problem in exc.problems:
-                stderr.print(str(problem), markup=False, highlight=False)
+                _say(redact_loaded(str(problem)))
             raise typer.Exit(1) from None
         except UsageError as exc:
-            stderr.print(f"error: {redact_loaded(str(exc))}", markup=False, highlight=False)
+            _say(f"error: {redact_loaded(str(exc))}")
             raise typer.Exit(2) from None
         except StreamctlError as exc:
-            stderr.print(f"error: {redact_loaded(str(exc))}", markup=False, highlight=False)
+            _say(f"error: {redact_loaded(str(exc))}")
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # stdout closed by `| head`: Typer exits quietly
+            _unexpected(exc)
+
+
+def _say(text: str) -> None:
+    stderr.print(text, markup=False, highlight=False)
+
+
+def _unexpected(exc: Exception) -> NoReturn:
+    """One redacted line for an exception nobody anticipated; the traceback on request.
+
+    Typer's pretty traceback is neither redacted nor free of locals, so it never shows."""
+    message = redact_loaded(f"{type(exc).__name__}: {exc}")
+    if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+        _say(redact_loaded("".join(traceback.format_exception(exc))).rstrip())
+        _say(f"error: {message}")
+    else:
+        _say(f"error: {message}")
+        _say(f"hint: set {DEBUG_VARIABLE}=1 for the full traceback (secrets masked)")
+    raise typer.Exit(1) from None
 
 
 app = typer.Typer(
