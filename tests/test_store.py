@@ -162,3 +162,12 @@ def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tm
         assert deleted["deliveries"] == 1
         left = {r[0] for r in store.conn.execute("SELECT message_id FROM events")}
         assert left == {"old-open", "recent"}
+
+
+def test_queue_rewind_hands_out_unacked_events_again(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        store.queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
+        first = store.queue.claim(10)
+        store.queue.ack([first[0].id])
+        store.queue.rewind()
+        assert [q.event["messageId"] for q in store.queue.claim(10)] == ["b"]

@@ -94,5 +94,10 @@ class SqliteEventQueue:
         with self._depth_lock:
             self._depth = max(0, self._depth - count)
 
+    def rewind(self) -> None:
+        """Hand out again every event not yet acked (a processor stopped, another starts)."""
+        with self.store.lock:
+            self._claimed_up_to = 0
+
     def depth(self) -> int:
         return self._depth
