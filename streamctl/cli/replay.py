@@ -130,8 +130,8 @@ def _replay_one(
                     completed=state.bytes_read,
                     total=state.bytes_total or None,
                     description=(
-                        f"{source}: {state.events:,} events, {state.delivered:,} delivered,"
-                        f" {state.archived:,} archived"
+                        f"{source}: {state.events:,} in, {state.delivered:,} delivered"
+                        + (f", {state.archived:,} archived" if state.archived else "")
                     ),
                 )
 
@@ -169,15 +169,15 @@ def summary_table(report: ReplayReport) -> Table:
     )
     if not report.drained:
         caption += " - stopped before every delivery finished: they resume on the next start"
+    # One column per sync, one row per outcome: a few syncs fit any terminal.
     table = Table(title=title, caption=caption)
-    table.add_column("sync")
-    columns = DRY_RUN_COLUMNS if report.dry_run else COLUMNS
-    for header, _ in columns:
-        table.add_column(header, justify="right")
-    for sync, counts in sorted(report.by_sync.items()):
-        received = report.events
-        cells = [f"{received if key == 'received' else counts[key]:,}" for _, key in columns]
-        table.add_row(sync, *cells)
+    table.add_column("outcome")
+    syncs = sorted(report.by_sync.items())
+    for sync, _ in syncs:
+        table.add_column(sync, justify="right", overflow="fold")
+    for header, key in DRY_RUN_COLUMNS if report.dry_run else COLUMNS:
+        cells = [f"{report.events if key == 'received' else counts[key]:,}" for _, counts in syncs]
+        table.add_row(header, *cells)
     return table
 
 
