@@ -172,7 +172,7 @@ async def serve(
     store = Store.open(store_path(project))
     instance = Instance(project, store, options.limits, err=err)
     metrics.set_queue_depth(store.queue.depth)
-    server = uvicorn.Server(_uvicorn_config(instance, project, options))
+    server = _Server(_uvicorn_config(instance, project, options))
     _quiet_after_uvicorn_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -194,6 +194,14 @@ async def serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         store.close()
+
+
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        # Live feed responses never end by themselves: end them first, or uvicorn
+        # would wait for them until its graceful timeout.
+        FEED.end_all()
+        await super().shutdown(sockets)
 
 
 def store_path(project: Project) -> Path:

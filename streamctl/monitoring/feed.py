@@ -69,10 +69,10 @@ class Subscription:
         self.wanted = wanted
         self._feed = feed
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=buffer)
+        self._queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=buffer)
         self._dropped = 0
 
-    def offer(self, record: Record) -> None:
+    def offer(self, record: Record | None) -> None:
         """Queue a record from any thread."""
         if self._loop_is_current():
             self._put(record)
@@ -85,25 +85,34 @@ class Subscription:
         except RuntimeError:
             return False
 
-    def _put(self, record: Record) -> None:
+    def _put(self, record: Record | None) -> None:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
-            self._dropped += 1
+            if record is None:  # the end must get through: make room for it
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+            else:
+                self._dropped += 1
 
-    async def next(self) -> Record:
+    async def next(self) -> Record | None:
+        """The next record; None once the feed ended (the server is shutting down)."""
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
             return {"kind": "dropped", "count": dropped}
         return await self._queue.get()
+
+    def end(self) -> None:
+        """Finish the iteration after the records already queued (from any thread)."""
+        self.offer(None)
 
     def close(self) -> None:
         self._feed.unsubscribe(self)
 
     async def __aiter__(self) -> AsyncIterator[Record]:
         try:
-            while True:
-                yield await self.next()
+            while (record := await self.next()) is not None:
+                yield record
         finally:
             self.close()
 
@@ -122,6 +131,11 @@ class LiveFeed:
         with self._lock:
             self._subscriptions = (*self._subscriptions, subscription)
         return subscription
+
+    def end_all(self) -> None:
+        """End every subscription: streaming responses finish, so a shutdown need not wait."""
+        for subscription in self._subscriptions:
+            subscription.end()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:

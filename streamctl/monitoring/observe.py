@@ -71,14 +71,17 @@ class DeliveryObserver:
                 remembered.popitem(last=False)
 
     def attempted(self, sync: str, records: Sequence[Any]) -> None:
-        """AttemptRecords of one sync (streamctl.store.db)."""
+        """AttemptRecords of one sync (streamctl.store.db), usually one batch's worth."""
         publish = FEED.active
+        statuses: dict[str, int] = {}
+        requests: dict[tuple[bool, float], int] = {}  # a batch's records share one request
         latencies: list[float] = []
         for record in records:
             status = record.new_status.value
+            statuses[status] = statuses.get(status, 0) + 1
             ok = record.outcome == "delivered"
-            metrics.record_attempt(sync, ok=ok, seconds=record.latency_ms / 1000.0)
-            metrics.record_outcomes(sync, status)
+            key = (ok, record.latency_ms)
+            requests[key] = requests.get(key, 0) + 1
             message_id, created_at = self._settle(record.delivery_id, final=status != "retrying")
             if ok and created_at is not None:
                 latencies.append(max(0.0, record.at + record.latency_ms / 1000.0 - created_at))
@@ -94,6 +97,10 @@ class DeliveryObserver:
                     error=record.error,
                     latency_ms=round(record.latency_ms, 2),
                 )
+        for status, count in statuses.items():
+            metrics.record_outcomes(sync, status, count)
+        for (ok, latency_ms), count in requests.items():
+            metrics.record_attempt(sync, ok=ok, seconds=latency_ms / 1000.0, events=count)
         if latencies:
             metrics.record_end_to_end(sync, latencies)
 
