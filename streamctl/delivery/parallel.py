@@ -66,7 +66,7 @@ def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...]) -> N
     chosen = select_syncs(project, syncs)
     _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
-    _worker["store"] = Store.open(store_file)
+    _worker["store"] = Store.open(store_file, checkpoints=False)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
 

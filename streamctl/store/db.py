@@ -114,9 +114,18 @@ class Store:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, readonly: bool = False, synchronous: Synchronous = "NORMAL"
+        cls,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        synchronous: Synchronous = "NORMAL",
+        checkpoints: bool = True,
     ) -> Store:
-        """Open (creating and migrating unless `readonly`) the store at `path`."""
+        """Open (creating and migrating unless `readonly`) the store at `path`.
+
+        `checkpoints=False`: this connection never copies the WAL into the database
+        file itself (another connection of the same store does): replay's worker
+        processes leave that work to the parent, whose writes are lighter."""
         path = Path(path)
         try:
             if readonly:
@@ -135,6 +144,8 @@ class Store:
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA temp_store = MEMORY")
                 conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+                if not checkpoints:
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             msg = f"{path}: cannot open the store: {exc}"
             raise StoreError(msg) from exc
