@@ -171,3 +171,15 @@ def test_queue_rewind_hands_out_unacked_events_again(tmp_path):
         store.queue.ack([first[0].id])
         store.queue.rewind()
         assert [q.event["messageId"] for q in store.queue.claim(10)] == ["b"]
+
+
+def test_delivery_reorder_releases_chunks_in_id_order():
+    from streamctl.delivery.replay import DeliveryReorder
+
+    reorder = DeliveryReorder(next_id=1)
+    assert reorder.add(11, 5, ["b"]) == []  # ids 11-15 committed before 1-10 arrived
+    assert reorder.add(16, 0, ["empty"]) == []
+    assert reorder.add(1, 10, ["a"]) == [["a"], ["b"], ["empty"]]
+    assert reorder.add(16, 3, ["c"]) == [["c"]]
+    assert reorder.add(30, 1, ["late"]) == []
+    assert reorder.rest() == [["late"]]

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import sqlite_utils
@@ -41,6 +41,9 @@ from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import EventResult, Status
 from streamctl.store.encoded import PENDING, DuplicateRow, EncodedResults, encode_results
 from streamctl.store.schema import migrate
+
+if TYPE_CHECKING:
+    from streamctl.store.sqlite_queue import SqliteEventQueue
 
 Synchronous = Literal["FULL", "NORMAL"]
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
@@ -107,7 +110,7 @@ class Store:
         self.readonly = readonly
         self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
-        self._queue: Any = None
+        self._queue: SqliteEventQueue | None = None
         self.synchronous: Synchronous = "NORMAL"
 
     # -- opening -------------------------------------------------------------------
@@ -171,7 +174,7 @@ class Store:
         self.close()
 
     @property
-    def queue(self) -> Any:
+    def queue(self) -> SqliteEventQueue:
         """The ingest queue (`SqliteEventQueue`) sharing this connection."""
         if self._queue is None:
             from streamctl.store.sqlite_queue import SqliteEventQueue
