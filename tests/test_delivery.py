@@ -292,3 +292,43 @@ def test_retryable_statuses(tmp_path, code):
         root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
         deliver(root, make_events(1))
     assert statuses(root, "orders") == {"delivered": 1}
+
+
+def test_max_age_archives_a_delivery_that_keeps_failing(tmp_path):
+    with FakeServer(lambda req: Reply(503, "still down")) as server:
+        root = write_project(
+            tmp_path,
+            {
+                "orders": {
+                    "destination": "api",
+                    "delivery": {"max_age": "300ms", "max_attempts": 1000},
+                }
+            },
+            {"api": server.url},
+        )
+        deliver(root, make_events(1))
+    status, error, response = rows(root, "SELECT status, error, response FROM deliveries")[0]
+    assert status == "archived"
+    assert "max_age" in error
+    assert response == "still down"
+
+
+def test_the_processor_claims_from_the_ingest_queue_records_and_acks(tmp_path):
+    with FakeServer() as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        project = load_project(root)
+
+        async def main() -> int:
+            store = Store.for_project(project)
+            store.queue.append("web", make_events(25))
+            async with Runtime(project, store) as runtime:
+                runtime.process_queue(store.queue)
+                assert await runtime.drain(30)
+                depth = store.queue.depth()
+            store.close()
+            return depth
+
+        assert asyncio.run(main()) == 0
+        assert sorted(received_ns(server.bodies())) == list(range(25))
+    assert rows(root, "SELECT count(*) FROM queue")[0][0] == 0
+    assert statuses(root, "orders") == {"delivered": 25}
