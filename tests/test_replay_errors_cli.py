@@ -332,3 +332,47 @@ def test_replay_with_worker_processes_records_and_delivers_everything_once(tmp_p
     assert summary["bad"][0]["line"] == 51
     assert statuses(root, "orders") == {"delivered": 300}
     assert rows(root, "SELECT count(*) FROM events WHERE duplicate = 1")[0][0] == 10
+
+
+def test_contract_violations_are_listed_shown_and_explained(tmp_path):
+    with FakeServer() as server:
+        root = write_project(
+            tmp_path / "p", {"orders": {"destination": "api"}}, {"api": server.url}
+        )
+        config = json.loads((root / "streamctl.yaml").read_text())
+        config["sources"]["web"]["contract"] = "web"
+        (root / "streamctl.yaml").write_text(json.dumps(config))
+        (root / "contracts").mkdir()
+        (root / "contracts" / "web.yaml").write_text(
+            json.dumps(
+                {
+                    "name": "web",
+                    "on_undeclared_event": "allow",
+                    "events": [
+                        {
+                            "name": "Order Completed",
+                            "on_violation": "block",
+                            "properties": {
+                                "type": "object",
+                                "properties": {"n": {"type": "integer", "maximum": 1}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        deliver(root, make_events(3))  # n = 0, 1 pass; n = 2 breaks `maximum`
+        assert sorted(received_ns(server.bodies())) == [0, 1]
+    result = runner().invoke(app, ["errors", "-p", str(root), "--stage", "contract", "--json"])
+    assert result.exit_code == 0, result.stderr
+    listed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {(e["status"], e["stage"], e["message_id"]) for e in listed} == {
+        ("blocked", "contract", "m-2")
+    }
+    violation = next(e for e in listed if str(e["id"]).startswith("v"))
+    assert "/properties/n" in violation["error"]
+    shown = runner().invoke(app, ["errors", "show", violation["id"], "-p", str(root)])
+    assert shown.exit_code == 0 and "schema at /properties/n" in shown.stdout
+    explained = runner().invoke(app, ["explain", "m-2", "-p", str(root)])
+    assert "contract: blocked" in explained.stdout
+    assert "sync orders: blocked by the contract" in explained.stdout
