@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy handler alone
+    fcntl = None  # type: ignore[assignment]
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 import sqlite_utils
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 Synchronous = Literal["FULL", "NORMAL"]
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
 OPEN_STATUSES = (Status.PENDING.value, Status.RETRYING.value)
+CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
 
 
 @dataclass(slots=True)
@@ -111,6 +117,11 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
         self._queue: SqliteEventQueue | None = None
+        self.checkpoints = False
+        self._last_checkpoint = time.monotonic()
+        self._lock_file: IO[bytes] | None = None
+        if not readonly and fcntl is not None:
+            self._lock_file = open(f"{path}-writer", "ab")  # noqa: SIM115 (held open)
         self.synchronous: Synchronous = "NORMAL"
 
     # -- opening -------------------------------------------------------------------
@@ -126,9 +137,12 @@ class Store:
     ) -> Store:
         """Open (creating and migrating unless `readonly`) the store at `path`.
 
-        `checkpoints=False`: this connection never copies the WAL into the database
-        file itself (another connection of the same store does): replay's worker
-        processes leave that work to the parent, whose writes are lighter."""
+        Checkpoints (copying the WAL into the database file) never run inside a write
+        transaction here: SQLite's automatic ones would run while this process holds
+        the write lock, stalling every other writer. Instead a connection with
+        `checkpoints=True` runs a PASSIVE checkpoint, which writers do not wait for,
+        after its commits at most every `CHECKPOINT_EVERY` seconds; replay's worker
+        processes open with `checkpoints=False` and leave them to the parent."""
         path = Path(path)
         try:
             if readonly:
@@ -147,13 +161,13 @@ class Store:
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA temp_store = MEMORY")
                 conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-                if not checkpoints:
-                    conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             msg = f"{path}: cannot open the store: {exc}"
             raise StoreError(msg) from exc
         store = cls(conn, path, readonly=readonly)
         store.synchronous = synchronous
+        store.checkpoints = checkpoints and not readonly
         if not readonly:
             migrate(store.db, str(path))
         return store
@@ -165,7 +179,11 @@ class Store:
 
     def close(self) -> None:
         with self.lock:
+            if self.checkpoints:
+                self.checkpoint()
             self.conn.close()
+            if self._lock_file is not None:
+                self._lock_file.close()
 
     def __enter__(self) -> Store:
         return self
@@ -201,6 +219,20 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the writer lock; rolled back on any error."""
         with self.lock:
+            with self._write():
+                yield self.conn
+            if self.checkpoints and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
+                self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, as far as readers allow."""
+        with self.lock:
+            self._last_checkpoint = time.monotonic()
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._between_processes():
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -218,6 +250,21 @@ class Store:
                 conn.execute("ROLLBACK")
                 msg = f"{self.path}: cannot commit to the store: {exc}"
                 raise StoreError(msg) from exc
+
+    @contextmanager
+    def _between_processes(self) -> Iterator[None]:
+        """Writers of several processes (replay's workers, the parent) queue on a file
+        lock: the kernel wakes the next one the moment the lock is free, where SQLite's
+        busy handler would poll with sleeps of up to 100 ms."""
+        handle = self._lock_file
+        if handle is None:
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- dedupe --------------------------------------------------------------------
 
