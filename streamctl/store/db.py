@@ -162,6 +162,7 @@ class Store:
                 conn.execute("PRAGMA temp_store = MEMORY")
                 conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
+                conn.execute("PRAGMA journal_size_limit = 67108864")  # WAL back to 64 MiB
         except sqlite3.Error as exc:
             msg = f"{path}: cannot open the store: {exc}"
             raise StoreError(msg) from exc
