@@ -181,7 +181,7 @@ class Bench:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.processes[-1].poll() is None:
             try:
                 if httpx.get(f"{self.url}/readyz").status_code == 200:
                     httpx.get(f"{self.sink_url}/count")

@@ -67,12 +67,24 @@ OnStarted = Callable[["Running"], None]
 
 
 @dataclass(frozen=True)
+class IngestFirst:
+    """When the listener counts as saturated (either rate, measured over ~250 ms)."""
+
+    events_per_second: float = 10_000.0
+    requests_per_second: float = 2_000.0
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     host: str | None = None  # default: the project's listen.host
     port: int | None = None  # default: the project's listen.port; 0 picks a free port
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
+    # Ingest first: above this many events/s or requests/s coming in, the delivery
+    # processor yields to the listener (the durable queue absorbs the burst, delivery
+    # catches up after it). None: never yield.
+    ingest_first: IngestFirst | None = field(default_factory=IngestFirst)
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
 
@@ -177,8 +189,11 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await instance.committer.start()
-        factory = runtime_factory if runtime_factory is not None else RunDelivery
-        instance.runtime = factory(project, store)
+        if runtime_factory is not None:
+            instance.runtime = runtime_factory(project, store)
+        else:
+            yielding = _ingest_first(instance.committer, options.ingest_first)
+            instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
         await instance.runtime.start()
         services = [*options.services, run_alerts]
         if options.watch:
@@ -274,12 +289,20 @@ class RunDelivery:
     runtime stops (in-flight sends finish, every outcome is written), the queue is
     rewound to its oldest unprocessed event, and a runtime for the new project starts
     and resumes every open delivery from the store.
+
+    `yield_to_ingest` says when the listener is saturated: the processor then claims
+    nothing (and polls again shortly), leaving the CPU to ingest. Events wait safely
+    in the queue; delivery catches up when the burst ends.
     """
 
-    def __init__(self, project: Project, store: Store) -> None:
+    def __init__(
+        self, project: Project, store: Store, *, yield_to_ingest: Callable[[], bool] | None = None
+    ) -> None:
         self.store = store
         self.project = project
         self.runtime: Any = None
+        queue = store.queue
+        self.queue = queue if yield_to_ingest is None else IngestFirstQueue(queue, yield_to_ingest)
 
     async def start(self) -> None:
         from streamctl.delivery import Runtime
@@ -287,7 +310,7 @@ class RunDelivery:
         runtime = Runtime(self.project, self.store, retention=True)
         observe_runtime(runtime)
         await runtime.start()
-        runtime.process_queue(self.store.queue)
+        runtime.process_queue(self.queue)
         self.runtime = runtime
 
     async def stop(self) -> None:
@@ -300,6 +323,46 @@ class RunDelivery:
         _rewind(self.store.queue)
         self.project = project
         await self.start()
+
+
+class IngestFirstQueue:
+    """The ingest queue as the delivery processor sees it: no claims while ingest is saturated.
+
+    Everything else (ack, depth, forget, ...) is the wrapped queue's.
+    """
+
+    def __init__(self, queue: Any, saturated: Callable[[], bool]) -> None:
+        self._queue = queue
+        self._saturated = saturated
+
+    def claim(self, limit: int) -> Any:
+        if self._saturated():
+            return []
+        return self._queue.claim(limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+def _ingest_first(
+    committer: GroupCommitter, threshold: IngestFirst | None
+) -> Callable[[], bool] | None:
+    """Saturated: over a threshold, and the queue less than half full (past that,
+    delivery must go on or the listener would soon refuse everything)."""
+    if threshold is None:
+        return None
+    queue: Any = committer.queue
+    half = getattr(queue, "max_depth", 200_000) // 2
+    rate = committer.ingest_rate
+
+    def saturated() -> bool:
+        busy = (
+            rate.events_per_second > threshold.events_per_second
+            or rate.requests_per_second > threshold.requests_per_second
+        )
+        return busy and queue.depth() < half
+
+    return saturated
 
 
 def _rewind(queue: Any) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ OnCommitted = Callable[[str, Sequence[Event]], None]
 
 T = TypeVar("T")
 
+RATE_WINDOW = 0.25  # seconds over which the ingest rate is measured
 IDLE_DEPTH_REFRESH = 0.2  # seconds: how stale the queue depth may get while no request comes
 
 
@@ -77,11 +79,21 @@ class GroupCommitter:
         self._depth = 0
         self.last_error: str | None = None
         self.committed_events = 0
+        self._rate = IngestRate()
 
     @property
     def queue_depth(self) -> int:
         """The queue depth as read after the last round (or IDLE_DEPTH_REFRESH ago)."""
         return self._depth
+
+    @property
+    def queue(self) -> EventQueue:
+        return self._queue
+
+    @property
+    def ingest_rate(self) -> IngestRate:
+        """Events and requests committed per second, over the last quarter second or so."""
+        return self._rate
 
     @property
     def running(self) -> bool:
@@ -124,6 +136,7 @@ class GroupCommitter:
     async def _write_rounds(self) -> None:
         while True:
             if not await self._woken_within(IDLE_DEPTH_REFRESH):
+                self._rate.add(0, 0)
                 if self._depth:  # idle: keep the backpressure reading fresh as delivery drains
                     await self.run_on_writer_thread(self._refresh_depth)
                 continue
@@ -158,7 +171,9 @@ class GroupCommitter:
         for source, error in results.items():
             requests = by_source[source]
             if error is None:
-                self.committed_events += sum(len(p.events) for p in requests)
+                committed = sum(len(p.events) for p in requests)
+                self.committed_events += committed
+                self._rate.add(committed, len(requests))
             for pending in requests:
                 if pending.done.done():  # the client went away; nothing to answer
                     continue
@@ -206,3 +221,24 @@ class GroupCommitter:
             self._depth = self._queue.depth()
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
+
+
+class IngestRate:
+    """Events and requests per second over the last full window of RATE_WINDOW seconds."""
+
+    def __init__(self) -> None:
+        self.events_per_second = 0.0
+        self.requests_per_second = 0.0
+        self._started = time.monotonic()
+        self._events = 0
+        self._requests = 0
+
+    def add(self, events: int, requests: int) -> None:
+        self._events += events
+        self._requests += requests
+        now = time.monotonic()
+        elapsed = now - self._started
+        if elapsed >= RATE_WINDOW:
+            self.events_per_second = self._events / elapsed
+            self.requests_per_second = self._requests / elapsed
+            self._started, self._events, self._requests = now, 0, 0
