@@ -28,13 +28,13 @@ import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from streamctl.config.documents import Document, parse_document
 from streamctl.config.model import Project
-from streamctl.config.schema import SchemaName, check_structure, is_clean, suggest
+from streamctl.config.schema import check_structure, is_clean, suggest
 from streamctl.errors import ConfigError, EventError, Problem, StreamctlError
 from streamctl.pipeline.outcomes import Decision, Status
 from streamctl.sources.normalise import parse_timestamp
@@ -90,11 +90,13 @@ def load_sync_tests(project: Project, env: Mapping[str, str] | None = None) -> l
     tests: list[SyncTest] = []
     for path in sorted(p for p in folder.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file()):
         relative = f"{TESTS_FOLDER}/{path.name}"
-        doc = parse_document(path.read_text(encoding="utf-8"), relative, os.environ if env is None else env)
+        doc = parse_document(
+            path.read_text(encoding="utf-8"), relative, os.environ if env is None else env
+        )
         problems.extend(doc.problems)
         if doc.data is None:
             continue
-        structural, broken = check_structure(doc, cast(SchemaName, "tests"))
+        structural, broken = check_structure(doc, "tests")
         problems.extend(structural)
         tests.extend(_tests_of(doc, broken, project, problems))
     if any(p.severity == "error" for p in problems):
@@ -122,7 +124,9 @@ def outcome_of(decision: Decision) -> str:
 # -- loading ---------------------------------------------------------------------------
 
 
-def _tests_of(doc: Document, broken: set[Any], project: Project, problems: list[Problem]) -> list[SyncTest]:
+def _tests_of(
+    doc: Document, broken: set[Any], project: Project, problems: list[Problem]
+) -> list[SyncTest]:
     data = doc.data if isinstance(doc.data, dict) else {}
     entries = data.get("tests")
     if not isinstance(entries, list):
@@ -138,20 +142,32 @@ def _tests_of(doc: Document, broken: set[Any], project: Project, problems: list[
         line = doc.position(path)[0]
         name = entry["name"]
         if name in seen:
-            problems.append(doc.problem((*path, "name"), f"duplicate test name {name!r} (first on line {seen[name]})"))
+            problems.append(
+                doc.problem(
+                    (*path, "name"), f"duplicate test name {name!r} (first on line {seen[name]})"
+                )
+            )
             continue
         seen[name] = line
         sync = entry.get("sync", default_sync)
         if sync is None:
-            problems.append(doc.problem(path, f"test {name!r} names no sync (set `sync:` on the test or the file)"))
+            problems.append(
+                doc.problem(
+                    path, f"test {name!r} names no sync (set `sync:` on the test or the file)"
+                )
+            )
             continue
         if sync not in known_syncs:
             where = (*path, "sync") if "sync" in entry else ("sync",)
-            problems.append(doc.problem(where, f"unknown sync {sync!r}{suggest(sync, known_syncs)}"))
+            problems.append(
+                doc.problem(where, f"unknown sync {sync!r}{suggest(sync, known_syncs)}")
+            )
             continue
         received_at = entry.get("received_at")
         if received_at is not None and parse_timestamp(received_at) is None:
-            problems.append(doc.problem((*path, "received_at"), f"not an ISO 8601 timestamp: {received_at!r}"))
+            problems.append(
+                doc.problem((*path, "received_at"), f"not an ISO 8601 timestamp: {received_at!r}")
+            )
             continue
         given = entry["given"]
         expect = entry["expect"]
@@ -162,7 +178,9 @@ def _tests_of(doc: Document, broken: set[Any], project: Project, problems: list[
                 line=line,
                 sync=sync,
                 given=tuple(given if isinstance(given, list) else [given]),
-                expect=tuple(_expectation(e) for e in (expect if isinstance(expect, list) else [expect])),
+                expect=tuple(
+                    _expectation(e) for e in (expect if isinstance(expect, list) else [expect])
+                ),
                 each=not isinstance(expect, list),
                 received_at=received_at,
             )
@@ -187,7 +205,9 @@ def _expectation(spec: Mapping[str, Any]) -> Expectation:
 def _compare(test: SyncTest, decisions: Sequence[Decision]) -> TestResult:
     if not test.each and len(test.expect) != len(decisions):
         got = ", ".join(_describe(d) for d in decisions) or "none"
-        return TestResult(test, (f"expected {len(test.expect)} decisions, got {len(decisions)}: {got}",))
+        return TestResult(
+            test, (f"expected {len(test.expect)} decisions, got {len(decisions)}: {got}",)
+        )
     pairs = zip(test.expect * len(decisions) if test.each else test.expect, decisions, strict=False)
     failures: list[str] = []
     diffs: list[str] = []
@@ -216,9 +236,13 @@ def _check(expected: Expectation, decision: Decision) -> tuple[list[str], str]:
     if expected.payload is not None and not json_equal(decision.payload, expected.payload):
         failures.append("the payload differs from the expected one")
         diff = _diff(expected.payload, decision.payload)
-    if expected.payload_includes is not None and not json_includes(decision.payload, expected.payload_includes):
+    if expected.payload_includes is not None and not json_includes(
+        decision.payload, expected.payload_includes
+    ):
         failures.append("the payload does not include the expected fields")
-        diff = _diff(expected.payload_includes, _projection(decision.payload, expected.payload_includes))
+        diff = _diff(
+            expected.payload_includes, _projection(decision.payload, expected.payload_includes)
+        )
     return failures, diff
 
 
@@ -273,7 +297,11 @@ def _is_number(value: Any) -> bool:
 
 def _diff(expected: Any, actual: Any) -> str:
     def lines(value: Any) -> list[str]:
-        return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode().splitlines()
+        return (
+            orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+            .decode()
+            .splitlines()
+        )
 
     return "\n".join(
         difflib.unified_diff(lines(expected), lines(actual), "expected", "actual", lineterm="")

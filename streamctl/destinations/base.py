@@ -70,7 +70,9 @@ class ConfigField:
     secret: bool = False  # never printed: validate, preview, errors, logs, exceptions
     default: Any = None
     description: str = ""
-    project_path: bool = False  # a file path: the loader resolves a relative one against the project root
+    project_path: bool = (
+        False  # a file path: the loader resolves a relative one against the project root
+    )
     choices: tuple[str, ...] = ()  # the only values accepted (e.g. regions); empty: any value
 
 
@@ -261,10 +263,14 @@ class Destination(ABC):
                 timeout=timeout,
             )
         except httpx.TimeoutException as exc:
-            return BatchResult.same(len(payloads), ItemResult(ItemStatus.RETRY, error=f"timeout: {type(exc).__name__}"))
+            return BatchResult.same(
+                len(payloads), ItemResult(ItemStatus.RETRY, error=f"timeout: {type(exc).__name__}")
+            )
         except httpx.HTTPError as exc:
-            return BatchResult.same(len(payloads), ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}"))
+            return BatchResult.same(
+                len(payloads), ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}")
+            )
         return self.classify(response, payloads)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook; most destinations hold nothing
         """Release what the destination holds open (files)."""
