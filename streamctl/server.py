@@ -82,6 +82,7 @@ class ServeOptions:
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
+    max_connections: int = 2048  # concurrent connections and requests
     # Ingest first: above this many events/s or requests/s coming in, the delivery
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
@@ -251,6 +252,9 @@ def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions)
         date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
+        # Each connection may hold a 500 KB body: bound them, so memory is bounded too
+        # (past this uvicorn answers 503 at once).
+        limit_concurrency=options.max_connections,
     )
 
 

@@ -135,6 +135,8 @@ class GroupCommitter:
 
     async def _write_rounds(self) -> None:
         while True:
+            if self._closing and not self._pending:
+                return
             if not await self._woken_within(IDLE_DEPTH_REFRESH):
                 self._rate.add(0, 0)
                 if self._depth:  # idle: keep the backpressure reading fresh as delivery drains
@@ -142,8 +144,6 @@ class GroupCommitter:
                 continue
             self._wake.clear()
             if not self._pending:
-                if self._closing:
-                    return
                 continue
             if self._limits.linger:
                 await asyncio.sleep(self._limits.linger)
