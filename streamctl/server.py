@@ -382,16 +382,11 @@ def _ingest_first(
 
 
 def _rewind(queue: Any) -> None:
-    """Let the next processor claim again every event not yet acknowledged.
-
-    Events the stopped processor claimed but did not record are still in the queue;
-    the SQLite queue's claim cursor only moves forward within a process, so reset it.
-    """
-    rewind = getattr(queue, "rewind", None)
+    """Let the next processor claim again every event not yet acknowledged: events the
+    stopped processor claimed but did not record are still in the queue."""
+    rewind = getattr(queue, "rewind", None)  # queues without a claim cursor need nothing
     if rewind is not None:
         rewind()
-    elif hasattr(queue, "_claimed_up_to"):
-        queue._claimed_up_to = 0
 
 
 async def run_alerts(instance: Instance) -> None:

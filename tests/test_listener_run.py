@@ -320,3 +320,22 @@ def test_tail_command_prints_ndjson(delivering):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+
+
+def test_watch_reload_starts_delivering_to_a_new_sync(tmp_path):
+    project_dir = write_project(tmp_path / "project")
+    out = project_dir / "out" / "events.ndjson"
+    with (
+        ListenerThread(project_dir, watch=True) as listener,
+        httpx.Client(base_url=listener.url) as http,
+    ):
+        event = {"userId": "u", "event": "Before", "messageId": "before-reload"}
+        assert http.post("/v1/track", json=event, headers=basic(WEB_KEY)).status_code == 200
+        (project_dir / "syncs" / "web-to-file.yaml").write_text(FILE_SYNC)
+        assert wait_for(lambda: listener.running.instance.reloads == 1, timeout=15), (
+            listener.err.getvalue()
+        )
+        event = {"userId": "u", "event": "After", "messageId": "after-reload"}
+        assert http.post("/v1/track", json=event, headers=basic(WEB_KEY)).status_code == 200
+        assert wait_for(lambda: "after-reload" in delivered_ids(out), timeout=10)
+        assert "before-reload" not in delivered_ids(out)  # processed before the sync existed
