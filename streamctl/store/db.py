@@ -54,6 +54,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
 OPEN_STATUSES = (Status.PENDING.value, Status.RETRYING.value)
 CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
+LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
 
 @dataclass(slots=True)
@@ -255,17 +256,17 @@ class Store:
     @contextmanager
     def _between_processes(self) -> Iterator[None]:
         """Writers of several processes (replay's workers, the parent) queue on a file
-        lock: the kernel wakes the next one the moment the lock is free, where SQLite's
-        busy handler would poll with sleeps of up to 100 ms."""
+        lock polled every few milliseconds at most, where SQLite's busy handler sleeps
+        up to 100 ms between tries. After `LOCK_PATIENCE` seconds the transaction goes
+        on without it (SQLite's own locking still keeps writes safe), so two stores of
+        one file in one thread can never deadlock here."""
         handle = self._lock_file
-        if handle is None:
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        locked = handle is not None and _try_lock(handle)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked and handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- dedupe --------------------------------------------------------------------
 
@@ -533,6 +534,20 @@ class Store:
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.conn.execute("VACUUM")
+
+
+def _try_lock(handle: IO[bytes]) -> bool:
+    wait = 0.0002
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(wait)
+            wait = min(wait * 2, 0.005)
 
 
 def store_path(project: Project) -> Path:
