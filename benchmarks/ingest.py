@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +221,6 @@ class Bench:
         requests, duration_us, non_2xx, socket_errors = map(int, found.groups())
         return duration_us / 1e6, requests - non_2xx, non_2xx, socket_errors
 
-    def wait_for_delivery(self, timeout: float = 120.0) -> None:
-        """Until the sink stops receiving (the backlog of a phase is delivered)."""
-        deadline, last = time.monotonic() + timeout, -1
-        while time.monotonic() < deadline:
-            events = httpx.get(f"{self.sink_url}/count").json()["events"]
-            if events == last:
-                return
-            last = events
-            time.sleep(1.0)
-
     async def paced_latency(self, rate: float, seconds: float) -> list[float]:
         """One event per /v1/track request at `rate` requests/s; latencies in ms at the sink.
 
@@ -306,35 +298,58 @@ def main() -> None:
     for tool in ("wrk", "node"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed on PATH (apt-get install wrk / nodejs)")
+    print(
+        f"load generator: wrk {args.connections} connections, 1 thread; paced asyncio client "
+        f"for latency; {os.cpu_count()} cores; a fresh `streamctl run` and store per phase"
+    )
+    with fresh_instance(args) as bench:
+        batch = {"batch": [sample_event(i) for i in range(100)]}
+        seconds, ok, refused, errors = bench.wrk("/v1/batch", batch)
+        print(
+            f"/v1/batch (100 events a request): {ok * 100 / seconds:,.0f} events/s accepted "
+            f"({ok / seconds:,.0f} requests/s; {refused} answered non-200, {errors} socket errors)"
+        )
+        report_drain(bench, ok * 100)
+    with fresh_instance(args) as bench:
+        seconds, ok, refused, errors = bench.wrk("/v1/track", sample_event(1))
+        print(
+            f"/v1/track (1 event a request): {ok / seconds:,.0f} requests/s accepted "
+            f"({refused} answered non-200, {errors} socket errors)"
+        )
+        report_drain(bench, ok)
+    with fresh_instance(args) as bench:
+        latencies = asyncio.run(bench.paced_latency(args.rate, args.latency_seconds))
+        print(
+            f"end to end at {args.rate:,.0f} events/s ({len(latencies)} events, request sent -> "
+            f"arrived at the sink): p50 {percentile(latencies, 0.5):.1f} ms, "
+            f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
+        )
 
+
+@contextlib.contextmanager
+def fresh_instance(args: argparse.Namespace) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
         bench = Bench(Path(tmp), args.seconds, args.connections)
         bench.start()
         try:
-            print(
-                f"load generator: wrk {args.connections} connections, 1 thread; {os.cpu_count()} cores"
-            )
-            batch = {"batch": [sample_event(i) for i in range(100)]}
-            seconds, ok, refused, errors = bench.wrk("/v1/batch", batch)
-            print(
-                f"/v1/batch (100 events a request): {ok * 100 / seconds:,.0f} events/s accepted "
-                f"({ok / seconds:,.0f} requests/s; {refused} answered non-200, {errors} socket errors)"
-            )
-            bench.wait_for_delivery()
-            seconds, ok, refused, errors = bench.wrk("/v1/track", sample_event(1))
-            print(
-                f"/v1/track (1 event a request): {ok / seconds:,.0f} requests/s accepted "
-                f"({refused} answered non-200, {errors} socket errors)"
-            )
-            bench.wait_for_delivery()
-            latencies = asyncio.run(bench.paced_latency(args.rate, args.latency_seconds))
-            print(
-                f"end to end at {args.rate:,.0f} events/s ({len(latencies)} events, request sent -> "
-                f"arrived at the sink): p50 {percentile(latencies, 0.5):.1f} ms, "
-                f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
-            )
+            yield bench
         finally:
             bench.stop()
+
+
+def report_drain(bench: Bench, accepted: int) -> None:
+    """How long delivery took, after the load stopped, to bring every accepted event to the sink."""
+    started = time.monotonic()
+    delivered = 0
+    while time.monotonic() - started < 300:
+        delivered = httpx.get(f"{bench.sink_url}/count").json()["events"]
+        if delivered >= accepted:
+            break
+        time.sleep(0.2)
+    print(
+        f"  delivery: {delivered:,} of {accepted:,} accepted events at the sink "
+        f"{time.monotonic() - started:.1f} s after the load stopped"
+    )
 
 
 if __name__ == "__main__":
