@@ -37,6 +37,7 @@ from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
 from streamctl.config.model import Project
+from streamctl.errors import StreamctlError
 from streamctl.events import Event
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
@@ -213,7 +214,12 @@ async def serve(
             services.append(watch_project)
         tasks = [asyncio.create_task(_guarded(service, instance)) for service in services]
         tasks.append(asyncio.create_task(_announce(server, instance, err, on_started)))
-        await server.serve()
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn's way of saying it could not bind
+            config = server.config
+            msg = f"cannot listen on {config.host}:{config.port} (the reason is logged above)"
+            raise StreamctlError(msg) from None
     finally:
         await instance.committer.close()
         if instance.runtime is not None:

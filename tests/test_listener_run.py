@@ -339,3 +339,33 @@ def test_watch_reload_starts_delivering_to_a_new_sync(tmp_path):
         assert http.post("/v1/track", json=event, headers=basic(WEB_KEY)).status_code == 200
         assert wait_for(lambda: "after-reload" in delivered_ids(out), timeout=10)
         assert "before-reload" not in delivered_ids(out)  # processed before the sync existed
+
+
+def test_run_exits_1_naming_the_address_when_the_port_is_taken(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    project_dir = write_project(tmp_path / "project")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamctl",
+                "run",
+                "--project",
+                str(project_dir),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.stdout == ""
