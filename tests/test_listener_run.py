@@ -369,3 +369,31 @@ def test_run_exits_1_naming_the_address_when_the_port_is_taken(tmp_path):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert result.stdout == ""
+
+
+def test_metrics_count_deliveries_per_sync(delivering):
+    listener, out = delivering
+
+    def delivered_count() -> float:
+        text = httpx.get(f"{listener.url}/metrics").text
+        prefix = 'streamctl_sync_events_total{status="delivered",sync="web-to-file"} '
+        return next(
+            (float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)),
+            0.0,
+        )
+
+    before = delivered_count()
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u", "event": "M", "messageId": f"metric-{i}"}
+            for i in range(3)
+        ]
+    }
+    assert (
+        httpx.post(f"{listener.url}/v1/batch", json=batch, headers=basic(WEB_KEY)).status_code
+        == 200
+    )
+    assert wait_for(lambda: delivered_count() - before == 3, timeout=10)
+    text = httpx.get(f"{listener.url}/metrics").text
+    assert 'streamctl_delivery_attempts_total{outcome="success",sync="web-to-file"}' in text
+    assert 'streamctl_delivery_latency_seconds_count{sync="web-to-file"}' in text

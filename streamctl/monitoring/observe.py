@@ -129,18 +129,28 @@ class DeliveryObserver:
 
 
 def observe_runtime(runtime: Any, observer: DeliveryObserver | None = None) -> DeliveryObserver:
-    """Report `runtime`'s decisions and attempts (see the module docstring); returns the observer."""
+    """Report `runtime`'s decisions and attempts (see the module docstring); returns the observer.
+
+    A hand-over point the runtime no longer has is skipped with a warning: reporting
+    is never a reason for delivery not to start.
+    """
     observer = observer or DeliveryObserver()
-    pipeline, engine = runtime.pipeline, runtime.engine
-    pipeline.process = _after(pipeline.process, lambda result, *_: observer.decided(result))
-    engine.offer = _after(engine.offer, lambda _, deliveries: observer.offered(deliveries))
-    engine.record = _after(
-        engine.record, lambda _, sync, records: observer.attempted(sync, records)
-    )
-    engine.archive = _after(
-        engine.archive,
-        lambda _, sync, deliveries, reason, *rest: observer.archived(sync, deliveries, reason),
-    )
+    hooks: list[tuple[Any, str, Callable[..., None]]] = [
+        (runtime.pipeline, "process", lambda result, *_: observer.decided(result)),
+        (runtime.engine, "offer", lambda _, deliveries: observer.offered(deliveries)),
+        (runtime.engine, "record", lambda _, sync, records: observer.attempted(sync, records)),
+        (
+            runtime.engine,
+            "archive",
+            lambda _, sync, deliveries, reason, *rest: observer.archived(sync, deliveries, reason),
+        ),
+    ]
+    for owner, name, report in hooks:
+        method = getattr(owner, name, None)
+        if method is None:
+            log.warning("cannot report %s.%s: no such method", type(owner).__name__, name)
+            continue
+        setattr(owner, name, _after(method, report))
     return observer
 
 
