@@ -372,7 +372,7 @@ def test_run_exits_1_naming_the_address_when_the_port_is_taken(tmp_path):
 
 
 def test_metrics_count_deliveries_per_sync(delivering):
-    listener, out = delivering
+    listener, _ = delivering
 
     def delivered_count() -> float:
         text = httpx.get(f"{listener.url}/metrics").text
