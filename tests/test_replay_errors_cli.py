@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
@@ -117,31 +118,46 @@ def test_replay_with_sync_selects_only_that_sync_and_refuses_unknown_ones(tmp_pa
     assert "unknown sync 'nope'" in unknown.stderr
 
 
-def test_a_replay_killed_mid_way_and_restarted_loses_nothing(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_replay_killed_mid_way_and_restarted_loses_nothing(tmp_path, workers):
     def answer(req: Received) -> Reply:
         time.sleep(0.005)
         return Reply(200, {"ok": True})
 
-    count = 3000
+    # With workers: a file of several chunks, killed while they may still run.
+    count, batch = (3000, 20) if workers == "0" else (12000, 100)
     with FakeServer(answer) as server:
         root = write_project(
             tmp_path / "p",
-            {"orders": {"destination": "api", "delivery": {"batch_size": 20, "concurrency": 2}}},
+            {"orders": {"destination": "api", "delivery": {"batch_size": batch, "concurrency": 2}}},
             {"api": server.url},
         )
         events_file = write_ndjson(tmp_path / "events.ndjson", raw_events(count))
         command = [sys.executable, "-m", "streamctl", "replay", str(events_file), "-p", str(root)]
+        command += ["--workers", workers]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while len(server.requests) < 30 and process.poll() is None and time.monotonic() < deadline:
+        enough = 30 if workers == "0" else 5
+        while (
+            len(server.requests) < enough and process.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
+        children: set[int] = set()
+        for _ in range(5):  # workers start on demand: look a few times
+            children.update(descendants(process.pid))
+            time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         assert process.returncode == -signal.SIGKILL
         time.sleep(0.2)  # let the server finish reading what was sent before the kill
         sent_before = len(server.requests)
         before_kill = set(received_ns(server.bodies()))
-        assert sent_before < count // 20  # it was killed mid-way
+        assert sent_before < count // batch  # it was killed mid-way
+        assert len(children) >= (2 if workers == "2" else 0)  # tracker, fork server, workers?
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in children if alive(pid)]  # no orphan left behind
 
         result = runner().invoke(app, ["replay", str(events_file), "-p", str(root), "--json"])
         assert result.exit_code == 0, result.stderr
@@ -151,6 +167,31 @@ def test_a_replay_killed_mid_way_and_restarted_loses_nothing(tmp_path):
     # Only sends whose record the kill prevented can have gone out twice.
     twice = {n for n, seen in Counter(received).items() if seen > 1}
     assert twice <= before_kill
+
+
+def descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            found.append(int(child))
+            found.extend(descendants(int(child)))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_errors_json_show_and_retry_hits_only_the_failed_sync(tmp_path):

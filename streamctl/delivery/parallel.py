@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from streamctl.store.encoded import encode_results
 
 MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
+PARENT_CHECK = 0.5  # seconds between a worker's checks that the replay process still runs
 
 _worker: dict[str, Any] = {}
 
@@ -57,8 +60,10 @@ class DecidedChunk:
     pending: list[PendingDelivery]
 
 
-def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...]) -> None:
+def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...], parent: int) -> None:
     from streamctl.config.loader import load_project
+
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
     from streamctl.pipeline.process import Pipeline
 
@@ -69,6 +74,29 @@ def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...]) -> N
     _worker["store"] = Store.open(store_file, checkpoints=False)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
+
+
+def _exit_with(parent: int) -> None:
+    """A worker outlives a parent killed with SIGKILL (it holds its own end of the task
+    pipe, so it never sees EOF): watch the parent and exit with it. A transaction cut
+    short is rolled back by SQLite; its chunk is replayed by the next run."""
+    while _alive(parent):
+        time.sleep(PARENT_CHECK)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) counts as gone
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def decide_lines(lines: list[bytes], first_line: int) -> DecidedChunk:
@@ -103,7 +131,13 @@ class DecisionPool:
             workers,
             mp_context=context,
             initializer=_start,
-            initargs=(str(Path(root).resolve()), str(Path(store_file).resolve()), source, syncs),
+            initargs=(
+                str(Path(root).resolve()),
+                str(Path(store_file).resolve()),
+                source,
+                syncs,
+                os.getpid(),
+            ),
         )
 
     def submit(self, lines: list[bytes], first_line: int) -> asyncio.Future[DecidedChunk]:
