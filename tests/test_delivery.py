@@ -332,3 +332,26 @@ def test_the_processor_claims_from_the_ingest_queue_records_and_acks(tmp_path):
         assert sorted(received_ns(server.bodies())) == list(range(25))
     assert rows(root, "SELECT count(*) FROM queue")[0][0] == 0
     assert statuses(root, "orders") == {"delivered": 25}
+
+
+def test_a_lane_over_its_memory_window_reads_the_rest_back_from_the_store(tmp_path):
+    with FakeServer() as server:
+        root = write_project(
+            tmp_path,
+            {"orders": {"destination": "api", "delivery": {"batch_size": 3}}},
+            {"api": server.url},
+        )
+        project = load_project(root)
+
+        async def main() -> None:
+            store = Store.for_project(project)
+            async with Runtime(project, store, lane_capacity=8) as runtime:
+                for start in range(0, 200, 40):
+                    await runtime.submit("web", make_events(40, start=start), pace=False)
+                assert await runtime.drain(30)
+            store.close()
+
+        asyncio.run(main())
+        received = received_ns(server.bodies())
+    assert sorted(received) == list(range(200))  # each exactly once
+    assert statuses(root, "orders") == {"delivered": 200}

@@ -64,6 +64,7 @@ class SyncLane:
         self.cursor = 0  # every open delivery with id <= cursor is in memory (or finished)
         self.spilled = True  # the store may hold open deliveries above the cursor
         self.loading = False
+        self._missed = False  # an offer came while loading
         self.wakeup = asyncio.Event()
         self._batch_sizes: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,6 +84,8 @@ class SyncLane:
         for delivery in deliveries:
             if delivery.id <= self.cursor:
                 continue  # already read back from the store
+            if self.loading:
+                self._missed = True  # maybe not in the page being read: read again after
             if self.spilled or self.loading or self.size >= self.capacity:
                 self.spilled = True  # it stays in the store until there is room
                 continue
@@ -116,7 +119,6 @@ class SyncLane:
 
     async def _load_from_store(self) -> None:
         """Read the next page of open deliveries above the cursor back into memory."""
-        self.loading = True
         try:
             room = max(1, self.capacity - self.size)
             page = await self.engine.in_store(
@@ -126,10 +128,9 @@ class SyncLane:
             for delivery in page:
                 self.cursor = max(self.cursor, delivery.id)
                 self._enqueue(delivery, now)
-            if len(page) < room:
+            if len(page) < room and not self._missed:
                 self.spilled = False
         finally:
-            # Offers that came while loading set `spilled` again; they are read next time.
             self.loading = False
             self.wakeup.set()
 
@@ -141,6 +142,8 @@ class SyncLane:
             now = time.time()
             self._promote_due(now)
             if self.spilled and not self.loading and self.size < self.capacity // 2:
+                self.loading = True  # now, not when the task starts: one load at a time
+                self._missed = False
                 self._spawn(self._load_from_store())
             if now < self.paused_until:
                 await self._sleep_until_woken(self.paused_until - now)
