@@ -100,3 +100,13 @@ def test_format_timestamp_treats_naive_as_utc():
 def test_values_json_cannot_hold_are_refused():
     with pytest.raises(EventError, match="cannot be stored as JSON"):
         normalise(track(properties={"n": 2**70}))
+
+
+def test_batch_level_sent_at_corrects_the_clock_skew_as_sdks_send_it():
+    received = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+    # The device's clock is 1 h behind; it queued the event 5 s before sending the batch.
+    event = {"type": "track", "userId": "u1", "event": "E", "originalTimestamp": "2026-01-01T11:00:00.000Z"}
+    out = normalise(event, received_at=received, batch={"sentAt": "2026-01-01T11:00:05.000Z"})
+    assert out["timestamp"] == "2026-01-01T12:00:05.000Z"
+    # Without sentAt anywhere, the device's own clock is all there is.
+    assert normalise(event, received_at=received)["timestamp"] == "2026-01-01T11:00:00.000Z"

@@ -160,6 +160,10 @@ def _merge_batch(event: Event, batch: Mapping[str, Any]) -> None:
             event[key] = dict(shared)
         elif isinstance(own, dict):
             event[key] = {**shared, **own}
+    # Segment's and RudderStack's SDKs stamp `sentAt` once on the batch, not on each event;
+    # the clock-skew correction needs it.
+    if event.get("sentAt") is None and batch.get("sentAt") is not None:
+        event["sentAt"] = batch["sentAt"]
 
 
 # The listener stamps a whole batch with one `received_at`: format it once.
