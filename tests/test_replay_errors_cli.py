@@ -149,7 +149,10 @@ def test_a_replay_killed_mid_way_and_restarted_loses_nothing(tmp_path, workers):
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         assert process.returncode == -signal.SIGKILL
-        time.sleep(0.2)  # let the server finish reading what was sent before the kill
+        settled = -1
+        while settled != len(server.requests):  # the server reads what was sent before the kill
+            settled = len(server.requests)
+            time.sleep(0.3)
         sent_before = len(server.requests)
         before_kill = set(received_ns(server.bodies()))
         assert sent_before < count // batch  # it was killed mid-way

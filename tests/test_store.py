@@ -71,7 +71,7 @@ def test_a_failing_migration_leaves_the_file_at_the_previous_version(tmp_path):
         db.execute("THIS IS NOT SQL")
 
     with Store.open(path) as store:
-        with pytest.raises(StoreError, match="migration 2"):
+        with pytest.raises(StoreError, match=f"migration {SCHEMA_VERSION + 1}"):
             migrate(store.db, str(path), (*MIGRATIONS, broken))
         assert (
             store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION

@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 Synchronous = Literal["FULL", "NORMAL"]
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
-OPEN_STATUSES = (Status.PENDING.value, Status.RETRYING.value)
 CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
 LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
@@ -582,7 +581,3 @@ def _delete_ids(conn: sqlite3.Connection, table: str, ids: Sequence[int]) -> Non
         f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
         [orjson.dumps(list(ids)).decode()],
     )
-
-
-def _outcome(result: EventResult) -> str | None:
-    return result.contract.outcome if result.contract is not None else None
