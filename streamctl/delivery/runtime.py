@@ -48,6 +48,7 @@ from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000
+PACE_READY = 4_000
 QUEUE_POLL = 0.02  # seconds between claims when the queue is empty
 RETENTION_EVERY = 3600.0  # seconds between retention passes in `streamctl run`
 
@@ -217,7 +218,9 @@ class Runtime:
         return self._count(encoded, len(duplicates))
 
     async def wait_for_room(self) -> None:
-        limit = self.engine.lane_capacity // 2
+        """While a lane has more than `PACE_READY` deliveries ready to send (a few
+        seconds of work at full speed), wait: memory stays flat whatever the input."""
+        limit = min(self.engine.lane_capacity // 2, PACE_READY)
         while self.engine.ready_backlog() > limit:
             if self.engine.failure is not None:
                 raise self.engine.failure
