@@ -56,3 +56,13 @@ def test_init_force_replaces_existing_files(tmp_path):
     assert result.exit_code == 0
     assert "sources:" in (tmp_path / "streamctl.yaml").read_text()
     assert (tmp_path / "notes.txt").read_text() == "kept"
+
+
+def test_init_ships_sync_tests_that_pass(tmp_path):
+    runner = CliRunner()
+    target = tmp_path / "proj"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    result = runner.invoke(app, ["test", "--project", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "the contract blocks an order whose total is not a number ... passed" in result.stdout
+    assert "failed" not in result.stdout
