@@ -12,8 +12,8 @@ import httpx
 import typer
 from rich.table import Table
 
+from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stderr, table_console
-from streamctl.cli.validate import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.monitoring.alerts import (
@@ -33,7 +33,7 @@ app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")]
+JsonOption = Annotated[bool, json_flag("JSON on stdout instead of a table.")]
 
 
 @app.command("list")

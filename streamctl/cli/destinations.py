@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from streamctl.cli.options import json_flag
 from streamctl.cli.output import stdout
 from streamctl.config.schema import suggest
 from streamctl.destinations.base import CatalogEntry, EventTypeSpec, FieldSpec
@@ -18,7 +19,7 @@ app = typer.Typer(
     help="The destination catalog: event types, required fields, batch sizes, rate limits.",
 )
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+JsonOption = Annotated[bool, json_flag("Print JSON on stdout.")]
 
 
 @app.callback(invoke_without_command=True)

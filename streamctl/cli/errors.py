@@ -12,6 +12,7 @@ import orjson
 import typer
 from rich.table import Table
 
+from streamctl.cli.options import ProjectOption, SinceOption, SyncOption, json_flag
 from streamctl.cli.output import stderr, stdout
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
@@ -30,20 +31,7 @@ errors_app = typer.Typer(
 )
 app.add_typer(errors_app)
 
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
-    ),
-]
-SyncOption = Annotated[list[str] | None, typer.Option("--sync", help="Only this sync. Repeatable.")]
-SinceOption = Annotated[
-    str | None,
-    typer.Option(
-        "--since", help="Only since then: a duration back from now (30m, 24h, 7d) or an ISO time."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
+JsonLinesOption = Annotated[bool, json_flag("One JSON object per line on stdout.")]
 
 
 def parse_since(value: str | None) -> float | None:
@@ -90,7 +78,7 @@ def errors(
     limit: Annotated[
         int | None, typer.Option("--limit", help="At most this many, newest first.")
     ] = None,
-    as_json: JsonOption = False,
+    as_json: JsonLinesOption = False,
 ) -> None:
     """List events that were not delivered (yet): newest first."""
     if ctx.invoked_subcommand is not None:
@@ -143,9 +131,7 @@ def show(
         typer.Argument(help="An id from `streamctl errors` (a number, or v12 for a violation)."),
     ],
     project_dir: ProjectOption = Path("."),
-    as_json: Annotated[
-        bool, typer.Option("--json", help="The whole record as JSON on stdout.")
-    ] = False,
+    as_json: Annotated[bool, json_flag("The whole record as JSON on stdout.")] = False,
 ) -> None:
     """One error in full: the event, the payload, every attempt and its response."""
     project = load_project(project_dir)

@@ -9,6 +9,7 @@ import orjson
 import typer
 
 from streamctl.cli.errors import describe_delivery
+from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
@@ -26,13 +27,8 @@ class NotFound(StreamctlError):
 @app.command("explain")
 def explain(
     message_id: Annotated[str, typer.Argument(help="The event's messageId.")],
-    project_dir: Annotated[
-        Path,
-        typer.Option(
-            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
-        ),
-    ] = Path("."),
-    as_json: Annotated[bool, typer.Option("--json", help="The story as JSON on stdout.")] = False,
+    project_dir: ProjectOption = Path("."),
+    as_json: Annotated[bool, json_flag("The story as JSON on stdout.")] = False,
 ) -> None:
     """Everything that happened to one event: receipt, contract, each sync's function,
     filter and mapping decision, every delivery attempt and response."""

@@ -13,8 +13,8 @@ from rich.highlighter import JSONHighlighter
 from rich.markup import escape
 from rich.text import Text
 
+from streamctl.cli.options import ProjectOption, json_flag, source_flag, sync_flag
 from streamctl.cli.output import stdout
-from streamctl.cli.validate import ProjectOption
 from streamctl.errors import EventError, UsageError
 from streamctl.pipeline.preview import PreviewReport, preview_event
 
@@ -42,18 +42,13 @@ def preview(
     ],
     sync: Annotated[
         list[str] | None,
-        typer.Option(
-            "--sync", "-s", help="The sync to run (repeatable). Default: every sync of --source."
-        ),
+        sync_flag("The sync to run (repeatable). Default: every sync of --source.", short=True),
     ] = None,
     source: Annotated[
-        str | None,
-        typer.Option("--source", help="Run every sync of this source (when no --sync is given)."),
+        str | None, source_flag("Run every sync of this source (when no --sync is given).")
     ] = None,
     project: ProjectOption = Path("."),
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object on stdout (SPEC §3).")
-    ] = False,
+    as_json: Annotated[bool, json_flag("One JSON object on stdout (SPEC §3).")] = False,
 ) -> None:
     """Run one event through the pipeline and show every stage's decision and the request
     that would be sent. Nothing is delivered.

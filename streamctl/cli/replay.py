@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from streamctl.cli.options import ProjectOption, json_flag, source_flag, sync_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
@@ -53,29 +54,18 @@ def replay(
     file: Annotated[
         Path, typer.Argument(help="NDJSON file: one Segment-spec event per line.", dir_okay=False)
     ],
-    project_dir: Annotated[
-        Path,
-        typer.Option(
-            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
-        ),
-    ] = Path("."),
+    project_dir: ProjectOption = Path("."),
     sources: Annotated[
         list[str] | None,
-        typer.Option(
-            "--source",
-            help="The source the events arrive on (default: the only http source). Repeatable.",
-        ),
+        source_flag("The source the events arrive on (default: the only http source). Repeatable."),
     ] = None,
     syncs: Annotated[
-        list[str] | None,
-        typer.Option("--sync", help="Deliver only through this sync. Repeatable."),
+        list[str] | None, sync_flag("Deliver only through this sync. Repeatable.")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Decide every event, store and send nothing.")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
-    ] = False,
+    as_json: Annotated[bool, json_flag("Print the summary as JSON on stdout.")] = False,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -7,20 +7,11 @@ from typing import Annotated
 
 import typer
 
+from streamctl.cli.options import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.server import ServeOptions, run
 
 app = typer.Typer()
-
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project",
-        "-p",
-        help="The project folder (the one holding streamctl.yaml).",
-        file_okay=False,
-    ),
-]
 
 
 @app.command("run")

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from streamctl.cli.errors import parse_since
+from streamctl.cli.options import JsonOption, ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
@@ -38,22 +39,12 @@ FUNNEL_COLUMNS = (
 
 @app.command("status")
 def status(
-    project_dir: Annotated[
-        Path,
-        typer.Option(
-            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
-        ),
-    ] = Path("."),
+    project_dir: ProjectOption = Path("."),
     since: Annotated[
-        str,
-        typer.Option(
-            "--since", help="The window: a duration back from now (5m, 24h, 7d) or an ISO time."
-        ),
+        str, since_flag("The window: a duration back from now (5m, 24h, 7d) or an ISO time.")
     ] = DEFAULT_WINDOW,
-    syncs: Annotated[
-        list[str] | None, typer.Option("--sync", help="Only this sync. Repeatable.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+    syncs: SyncOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Per sync: received, blocked, dropped, filtered, mapping errors, delivered, retrying,
     archived, error rate (failed attempts / attempts) and request latency p50/p95/p99."""

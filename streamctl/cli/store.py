@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.config.units import parse_duration
@@ -18,12 +19,7 @@ app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)
 
 @app.command("prune")
 def prune(
-    project_dir: Annotated[
-        Path,
-        typer.Option(
-            "--project", "-p", help="The project folder (holding streamctl.yaml).", file_okay=False
-        ),
-    ] = Path("."),
+    project_dir: ProjectOption = Path("."),
     older_than: Annotated[
         str | None,
         typer.Option(

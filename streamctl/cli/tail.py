@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from streamctl.cli.options import ProjectOption, SourceOption, SyncOption
 from streamctl.config.loader import load_project
 from streamctl.errors import UsageError
 from streamctl.monitoring.feed import follow
@@ -17,21 +18,9 @@ app = typer.Typer()
 
 @app.command("tail")
 def tail(
-    project: Annotated[
-        Path,
-        typer.Option(
-            "--project",
-            "-p",
-            help="The project folder (the one holding streamctl.yaml).",
-            file_okay=False,
-        ),
-    ] = Path("."),
-    source: Annotated[
-        list[str] | None, typer.Option("--source", help="Only this source (repeatable).")
-    ] = None,
-    sync: Annotated[
-        list[str] | None, typer.Option("--sync", help="Only this sync (repeatable).")
-    ] = None,
+    project: ProjectOption = Path("."),
+    source: SourceOption = None,
+    sync: SyncOption = None,
     url: Annotated[
         str | None,
         typer.Option(

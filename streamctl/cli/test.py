@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from streamctl.cli.options import ProjectOption, sync_flag
 from streamctl.cli.output import stderr, stdout
-from streamctl.cli.validate import ProjectOption
 from streamctl.config.secrets import redact
 from streamctl.errors import UsageError
 
@@ -20,8 +20,7 @@ app = typer.Typer()
 def test(
     project: ProjectOption = Path("."),
     sync: Annotated[
-        list[str] | None,
-        typer.Option("--sync", "-s", help="Only the tests of this sync (repeatable)."),
+        list[str] | None, sync_flag("Only the tests of this sync (repeatable).", short=True)
     ] = None,
 ) -> None:
     """Run the sync unit tests of tests/*.yaml: given events, expected outcome, event type and payload.

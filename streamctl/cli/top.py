@@ -20,8 +20,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from streamctl.cli.options import ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import table_console
-from streamctl.cli.validate import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.config.units import parse_duration
 from streamctl.errors import UsageError
@@ -34,12 +34,9 @@ app = typer.Typer()
 @app.command("top")
 def top(
     project: ProjectOption = Path("."),
-    sync: Annotated[
-        list[str] | None, typer.Option("--sync", help="Only this sync (repeatable).")
-    ] = None,
+    sync: SyncOption = None,
     since: Annotated[
-        str,
-        typer.Option("--since", help="Count totals from this long before start (30s, 15m, 1h)."),
+        str, since_flag("Count totals from this long before start (30s, 15m, 1h).")
     ] = "15m",
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between refreshes.", min=0.05)

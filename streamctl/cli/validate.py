@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import check_project
 from streamctl.config.model import Project
@@ -23,17 +24,6 @@ app = typer.Typer()
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
-
-
-ProjectOption = Annotated[
-    Path,
-    typer.Option(
-        "--project",
-        "-p",
-        help="The project folder (the one holding streamctl.yaml).",
-        file_okay=False,
-    ),
-]
 
 
 @app.command("validate")
