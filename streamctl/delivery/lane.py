@@ -60,7 +60,7 @@ class SyncLane:
         self.held_count = 0
         self.owner: dict[str, int] = {}  # per_user: the delivery of a user that goes first
         self.in_flight = 0  # deliveries being sent
-        self.paused_until = 0.0  # a Retry-After on a 429 pauses the whole lane
+        self.paused_until = 0.0  # a destination-wide 429's Retry-After pauses the whole lane
         self.cursor = 0  # every open delivery with id <= cursor is in memory (or finished)
         self.spilled = True  # the store may hold open deliveries above the cursor
         self.loading = False
@@ -340,7 +340,9 @@ class SyncLane:
             elif item.status is ItemStatus.FAILED:
                 status = Status.ARCHIVED
             else:
-                if item.status_code == 429:
+                if item.status_code == 429 and item.throttle_scope == "destination":
+                    # An item-scoped throttle (one user over its limit) delays only that
+                    # delivery (next_at below), never the other users of the lane.
                     throttled = True
                     throttled_for = max(throttled_for or 0.0, item.retry_after or 0.0)
                 next_at = self.policy.next_attempt_at(delivery.attempts, now, item.retry_after)

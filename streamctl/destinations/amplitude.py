@@ -31,6 +31,13 @@ that are marked RETRY with no delay. `classify` alone (used on its own, e.g. by 
 or another engine) gives the same answer without resending: the unnamed events are
 RETRY with `retry_after=0` and the error `UNNAMED_IN_REJECTED_BATCH`.
 
+Throttling is per user or device: a 429 that names `throttled_users`,
+`throttled_devices` or `throttled_events` marks those events RETRY with
+`throttle_scope="item"`, so only they wait 30 s (and, with ordering per_user, their
+users' later events behind them) while the lane keeps delivering everyone else. A 429
+that names nobody is a project-wide limit: every event waits, `throttle_scope=
+"destination"`, and the lane pauses.
+
 Mapping defaults (when the sync does not map them): `user_id` <- `userId`,
 `device_id` <- `anonymousId`, `insert_id` <- `messageId`, `time` <- `timestamp`.
 """
@@ -313,7 +320,10 @@ class AmplitudeDestination(Destination):
 
 
 def _unnamed_retry(code: int | None = None) -> ItemResult:
-    return ItemResult(ItemStatus.RETRY, code, UNNAMED_IN_REJECTED_BATCH, retry_after=0.0)
+    # Caught in a request refused for other events: nothing to wait for, no one to slow.
+    return ItemResult(
+        ItemStatus.RETRY, code, UNNAMED_IN_REJECTED_BATCH, retry_after=0.0, throttle_scope="item"
+    )
 
 
 def _classify_invalid(response: httpx.Response, body: dict[str, Any], n: int) -> BatchResult:
@@ -344,7 +354,15 @@ def _classify_invalid(response: httpx.Response, body: dict[str, Any], n: int) ->
             )
             items.append(ItemResult(ItemStatus.FAILED, 400, error, response=excerpt(response)))
         elif index in throttled:
-            items.append(ItemResult(ItemStatus.RETRY, 400, "amplitude: throttled", THROTTLE_WAIT))
+            items.append(
+                ItemResult(
+                    ItemStatus.RETRY,
+                    400,
+                    "amplitude: throttled",
+                    THROTTLE_WAIT,
+                    throttle_scope="item",
+                )
+            )
         else:
             items.append(_unnamed_retry(400))
     return BatchResult(tuple(items))
@@ -369,8 +387,9 @@ def _classify_throttled(
         return BatchResult.same(
             n, ItemResult(ItemStatus.RETRY, 429, error, wait, excerpt(response))
         )
+    # Only the named users and devices are over their limit: they wait, the rest go on.
     items = [
-        ItemResult(ItemStatus.RETRY, 429, error, wait, excerpt(response))
+        ItemResult(ItemStatus.RETRY, 429, error, wait, excerpt(response), throttle_scope="item")
         if i in throttled
         else _unnamed_retry(429)
         for i in range(n)

@@ -145,6 +145,15 @@ class ItemResult:
     error: str | None = None
     retry_after: float | None = None  # seconds, from Retry-After or a vendor header
     response: str | None = None  # an excerpt of the response body
+    # Whom a throttled RETRY (a 429) is about, and so what waits `retry_after`:
+    # "destination" (the default): the API asked the whole client to slow down (a 429
+    #   with Retry-After on the response): the sync's lane pauses every delivery for
+    #   that long and lowers its rate and concurrency.
+    # "item": only this event's user or device is over its limit (Amplitude's
+    #   `throttled_users` / `throttled_devices`): this delivery waits `retry_after`,
+    #   later events of the same user wait behind it (ordering: per_user), and every
+    #   other delivery of the lane keeps going at the same rate.
+    throttle_scope: Literal["destination", "item"] = "destination"
 
 
 @dataclass(frozen=True)
