@@ -1,9 +1,9 @@
-"""The catalog of ga4, iterable, customerio and segment as `validate` and `destinations` use it.
+"""The catalog of every vendor destination as `validate` and `destinations` use it.
 
-For every event type with required fields: a sync leaving one unmapped, or mapping a
-static value of the wrong JSON type, is refused by `streamctl validate` naming the
-field; a sync mapping them all with the right types validates. `destinations list`
-shows the eleven catalog types; `show TYPE --json` gives event types and fields.
+For every event type with required fields: a sync that leaves one unmapped, or maps a
+static value of the wrong JSON type, is refused by `streamctl validate` with the
+field's name; a sync mapping them all with the right types validates. `destinations
+list` shows the eleven catalog types; `show TYPE --json` gives event types and fields.
 """
 
 from __future__ import annotations
@@ -18,23 +18,42 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.destinations.registry import CATALOG
-from tests.test_dest_catalog_a import GOOD, WRONG, validate
 
-MINE = ("ga4", "iterable", "customerio", "segment")
+# A minimal valid config per vendor destination (webhook, file and console have no
+# required fields in any event type, so no case here).
 CONFIGS = {
+    "slack": {"webhook_url": "https://hooks.slack.com/services/T/B/x"},
+    "amplitude": {"api_key": "k"},
+    "mixpanel": {"project_token": "t"},
+    "braze": {"api_key": "k", "endpoint": "https://rest.iad-01.braze.com"},
     "ga4": {"measurement_id": "G-1", "api_secret": "s"},
     "iterable": {"api_key": "k"},
     "customerio": {"site_id": "s", "api_key": "k"},
     "segment": {"write_key": "w"},
 }
-ALL_TYPES = {
-    "webhook", "file", "console", "slack", "amplitude", "mixpanel", "braze",
-    "ga4", "iterable", "customerio", "segment",
-}  # fmt: skip
+VENDORS = tuple(CONFIGS)
+ALL_TYPES = {"webhook", "file", "console", *VENDORS}
+GOOD = {
+    "string": "text",
+    "number": 1.5,
+    "integer": 2,
+    "boolean": True,
+    "object": {"a": 1},
+    "array": [1],
+    "any": "x",
+}
+WRONG = {
+    "string": 12,
+    "number": "abc",
+    "integer": "abc",
+    "boolean": "yes",
+    "object": "abc",
+    "array": "abc",
+}
 
 CASES = [
     (type_name, spec.name)
-    for type_name in MINE
+    for type_name in VENDORS
     for spec in CATALOG[type_name].catalog.event_types
     if spec.required
 ]
@@ -63,10 +82,19 @@ def project(root: Path, type_name: str, event_type: str, required: dict) -> Path
     return root
 
 
+def validate(root: Path):
+    return CliRunner().invoke(app, ["validate", "--project", str(root), "--format", "json"])
+
+
 def complete(type_name: str, event_type: str) -> dict:
     spec = CATALOG[type_name].catalog.event_type(event_type)
     assert spec is not None
     return {f.name: GOOD[f.type] for f in spec.required}
+
+
+def test_every_vendor_type_of_the_catalog_is_covered():
+    assert set(CATALOG) == ALL_TYPES
+    assert {type_name for type_name, _ in CASES} == set(VENDORS)
 
 
 @pytest.mark.parametrize(("type_name", "event_type"), CASES)
@@ -89,16 +117,19 @@ def test_each_unmapped_required_field_is_reported(tmp_path, type_name, event_typ
 @pytest.mark.parametrize(("type_name", "event_type"), CASES)
 def test_static_values_of_the_wrong_type_are_reported(tmp_path, type_name, event_type):
     spec = CATALOG[type_name].catalog.event_type(event_type)
-    wrong = {**complete(type_name, event_type), **{f.name: WRONG[f.type] for f in spec.required}}
+    assert spec is not None
+    typed = [f for f in spec.required if f.type in WRONG]
+    assert typed, "every required field of the vendor destinations has a JSON type"
+    wrong = {**complete(type_name, event_type), **{f.name: WRONG[f.type] for f in typed}}
     result = validate(project(tmp_path, type_name, event_type, wrong))
     assert result.exit_code == 1
     messages = " ".join(p["message"] for p in json.loads(result.stdout))
-    for field in spec.required:
+    for field in typed:
         assert repr(field.name) in messages
 
 
-@pytest.mark.parametrize("type_name", MINE)
-def test_destinations_show_json_lists_event_types_required_fields_and_secrets(type_name):
+@pytest.mark.parametrize("type_name", VENDORS)
+def test_destinations_show_json_lists_event_types_required_fields_and_config(type_name):
     result = CliRunner().invoke(app, ["destinations", "show", type_name, "--json"])
     assert result.exit_code == 0, result.stderr
     shown = json.loads(result.stdout)
@@ -116,6 +147,28 @@ def test_destinations_show_json_lists_event_types_required_fields_and_secrets(ty
 def test_destinations_list_shows_the_eleven_catalog_types():
     result = CliRunner().invoke(app, ["destinations", "list"])
     assert result.exit_code == 0, result.stderr
-    assert set(CATALOG) == ALL_TYPES
     for type_name in ALL_TYPES:
         assert type_name in result.stdout
+
+
+@pytest.mark.parametrize(("type_name", "region"), [("amplitude", "EU"), ("mixpanel", "de")])
+def test_an_unknown_region_stops_the_destination_with_its_location(type_name, region):
+    from streamctl.config.model import DestinationConfig, Location
+    from streamctl.destinations.registry import create
+    from streamctl.errors import ConfigError
+
+    config = DestinationConfig(
+        "dest",
+        type_name,
+        {**CONFIGS[type_name], "region": region},
+        Location("streamctl.yaml", 7, 3),
+    )
+    with pytest.raises(ConfigError) as caught:
+        create(config)
+    assert str(caught.value).startswith(
+        "streamctl.yaml:7:3: destination 'dest': config key 'region'"
+    )
+    assert (
+        create(DestinationConfig("dest", type_name, {**CONFIGS[type_name], "region": "eu"})).name
+        == "dest"
+    )
