@@ -9,7 +9,8 @@ import pytest
 
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import Decision, EventResult, Status
-from streamctl.store.db import Store
+from streamctl.store import queries
+from streamctl.store.db import AttemptRecord, Store
 from streamctl.store.queue import Overloaded
 from streamctl.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from streamctl.store.sqlite_queue import SqliteEventQueue
@@ -183,3 +184,56 @@ def test_delivery_reorder_releases_chunks_in_id_order():
     assert reorder.add(16, 3, ["c"]) == [["c"]]
     assert reorder.add(30, 1, ["late"]) == []
     assert reorder.rest() == [["late"]]
+
+
+def _attempt(delivery_id, at, status, attempts, outcome="delivered", code=200):
+    return AttemptRecord(
+        delivery_id, "s", "d", at, outcome, code, 5.0, None, "ok", None, status, attempts,
+        at + 10 if status is Status.RETRYING else None, 100.0,
+    )  # fmt: skip
+
+
+def test_record_attempts_leaves_each_delivery_in_the_state_of_its_last_attempt(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        recorded = store.record_results(
+            [_result(m) for m in ("a", "b", "c")], destinations={"s": "d"}
+        )
+        a, b, c = (p.id for p in recorded.pending)
+        store.record_attempts(
+            [
+                _attempt(b, 101.0, Status.DELIVERED, 1),
+                _attempt(a, 101.0, Status.DELIVERED, 1),
+                _attempt(c, 100.0, Status.RETRYING, 1, "retry", 503),
+                _attempt(c, 101.0, Status.DELIVERED, 2),  # the same delivery again
+            ]
+        )
+        rows = store.conn.execute(
+            "SELECT id, status, attempts, status_code, finished_at, next_attempt_at"
+            " FROM deliveries ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            (a, "delivered", 1, 200, 101.0, None),
+            (b, "delivered", 1, 200, 101.0, None),
+            (c, "delivered", 2, 200, 101.0, None),
+        ]
+        assert store.conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 4
+
+
+def test_errors_walk_the_problems_index_whose_condition_has_no_in_list(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        (index_sql,) = store.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'deliveries_problems'"
+        ).fetchone()
+        assert " IN " not in index_sql.upper()
+        recorded = store.record_results([_result("a"), _result("b")], destinations={"s": "d"})
+        store.record_attempts(
+            [_attempt(recorded.pending[0].id, 101.0, Status.ARCHIVED, 1, "failed", 400)]
+        )
+        plans: list[str] = []
+        store.conn.set_trace_callback(plans.append)
+        found = queries.list_errors(store, queries.ErrorFilter(syncs=("s",)))
+        store.conn.set_trace_callback(None)
+        assert [(r["message_id"], r["status"]) for r in found] == [("a", "archived")]
+        (query,) = [sql for sql in plans if "FROM deliveries" in sql]
+        plan = store.conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
+        assert "deliveries_problems" in str(plan)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamctl.store.db import Store
-from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_SQL
+from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
 STATUS_ALIASES = {"failed": ("archived", "mapping_error", "function_error", "blocked")}
@@ -81,7 +81,7 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     # (SQLite then ignores their indexes), the search walks only the problem rows.
     plus = ""
     if set(statuses) <= set(PROBLEM_STATUSES):
-        where.append(f"status IN ({PROBLEM_STATUSES_SQL})")
+        where.append(PROBLEM_STATUSES_WHERE)
         plus = "+"
     if filters.syncs:
         where.append(f"{plus}sync IN ({_marks(filters.syncs)})")

@@ -176,10 +176,26 @@ def _problems_index_by_id(db: sqlite_utils.Database) -> None:
     )
 
 
-PROBLEM_STATUSES = ("retrying", "archived", "blocked", "mapping_error", "function_error")
-PROBLEM_STATUSES_SQL = ", ".join(f"'{status}'" for status in PROBLEM_STATUSES)
+def _problems_index_without_in_list(db: sqlite_utils.Database) -> None:
+    # SQLite evaluates `status IN (<3 or more constants>)` by building a temporary
+    # table once per statement execution, and executemany executes once per row:
+    # the IN-list index added ~4 us to every insert and update of a delivery, the
+    # largest single cost of replay. An OR chain is plain comparisons; queries
+    # repeat it (PROBLEM_STATUSES_WHERE) so the planner still picks the index.
+    db.execute("DROP INDEX IF EXISTS deliveries_problems")
+    db.execute(f"CREATE INDEX deliveries_problems ON deliveries(id) WHERE {PROBLEM_STATUSES_WHERE}")
 
-MIGRATIONS: tuple[Migration, ...] = (_initial_schema, _problems_index_by_id)
+
+PROBLEM_STATUSES = ("retrying", "archived", "blocked", "mapping_error", "function_error")
+PROBLEM_STATUSES_SQL = ", ".join(f"'{status}'" for status in PROBLEM_STATUSES)  # migration 2
+# The partial index's term (migration 3): a query must contain it verbatim to use the index.
+PROBLEM_STATUSES_WHERE = "(" + " OR ".join(f"status = '{s}'" for s in PROBLEM_STATUSES) + ")"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _initial_schema,
+    _problems_index_by_id,
+    _problems_index_without_in_list,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
