@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from streamctl.cli.errors import parse_since
 from streamctl.cli.options import JsonOption, ProjectOption, SyncOption, since_flag
@@ -24,6 +27,7 @@ from streamctl.store.queries import empty_status, sync_status
 app = typer.Typer()
 
 DEFAULT_WINDOW = "24h"
+LATENCY = ("p50", "p95", "p99")
 # (header, key) of the funnel columns, in pipeline order.
 FUNNEL_COLUMNS = (
     ("received", "received"),
@@ -73,34 +77,118 @@ def sync_status_empty(names: list[str]) -> list[dict[str, Any]]:
     return [empty_status(name) for name in names]
 
 
+# The columns after `sync`: (header, key of the row), in the order shown.
+COLUMNS = (
+    *FUNNEL_COLUMNS,
+    ("error rate", "error_rate"),
+    ("p50 ms", "p50"),
+    ("p95 ms", "p95"),
+    ("p99 ms", "p99"),
+)
+# When the table is wider than the terminal, these columns give way one at a time,
+# least looked-at first, until it fits (a wider terminal or --json shows them all).
+# received, delivered, archived and the error rate always stay; the sparklines move
+# to a table of their own (volume above errors) before any column goes.
+GIVE_WAY = ("p50", "p99", "dropped", "blocked", "filtered", "mapping_errors", "p95", "retrying")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns the status table shows and where the sparklines go."""
+
+    hidden: tuple[str, ...] = ()  # keys of COLUMNS left out
+    trends_beside: bool = True  # sparkline columns in the table; False: a table below
+    wrap_headers: bool = False  # two-word headers on two lines
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        return [(header, key) for header, key in COLUMNS if key not in self.hidden]
+
+
+def layouts() -> list[Layout]:
+    """Widest first. The first whose natural width fits the terminal is drawn, so that a
+    sync's name is never squeezed or cut (its numbers neither)."""
+    narrower = [Layout(), Layout(wrap_headers=True)]
+    narrower += [
+        Layout(GIVE_WAY[:count], trends_beside=False, wrap_headers=True)
+        for count in range(len(GIVE_WAY) + 1)
+    ]
+    return narrower
+
+
 def status_table(
     rows: list[dict[str, Any]],
     title: str = "streamctl status",
     trends: Mapping[str, SyncTrend] | None = None,
-) -> Table:
-    """The status table; extend it (sparklines, rates) by adding columns to what this returns
-    and cells through `row_cells`."""
-    table = Table(title=title)
-    table.add_column("sync")
-    for header, _ in FUNNEL_COLUMNS:
-        table.add_column(header, justify="right")
-    for header in ("error rate", "p50 ms", "p95 ms", "p99 ms"):
-        table.add_column(header, justify="right")
-    if trends:
-        per_char = max(t.minutes_per_char for t in trends.values())
+    width: int | None = None,
+) -> RenderableType:
+    """The status of `rows` in the widest layout that fits `width` columns (default: the
+    terminal's), with the volume and error sparklines of `trends`."""
+    width = width or stdout.width
+    tables: list[Table] = []
+    for layout in layouts():
+        tables = _layout_tables(layout, rows, title, trends or {})
+        if all(_natural_width(table) <= width for table in tables):
+            break
+    return Group(*tables)
+
+
+def _layout_tables(
+    layout: Layout, rows: list[dict[str, Any]], title: str, trends: Mapping[str, SyncTrend]
+) -> list[Table]:
+    hidden = [header for header, key in COLUMNS if key in layout.hidden]
+    caption = f"hidden at this width (see --json): {', '.join(hidden)}" if hidden else None
+    table = Table(title=title, caption=caption)
+    table.add_column("sync", no_wrap=True)
+    for header, _ in layout.columns:
+        shown = header.replace(" ", "\n") if layout.wrap_headers else header
+        table.add_column(shown, justify="right", no_wrap=True)
+    beside = bool(trends) and layout.trends_beside
+    per_char = max((t.minutes_per_char for t in trends.values()), default=1)
+    if beside:
         table.add_column(trend_header("volume", per_char), no_wrap=True)
         table.add_column(trend_header("errors", per_char), style="red", no_wrap=True)
     for row in rows:
-        trend = trends.get(row["sync"]) if trends else None
-        sparklines = [trend.volume, trend.errors] if trend else ["", ""]
-        table.add_row(*row_cells(row), *(sparklines if trends else []))
+        cells = row_cells(row, layout.columns)
+        if beside:
+            trend = trends.get(row["sync"])
+            cells += [trend.volume, trend.errors] if trend else ["", ""]
+        table.add_row(*cells)
+    if not trends or beside:
+        return [table]
+    return [table, _trends_below(rows, trends, per_char)]
+
+
+def _trends_below(
+    rows: list[dict[str, Any]], trends: Mapping[str, SyncTrend], per_char: int
+) -> Table:
+    """The sparklines on a table of their own: volume above errors, one sync a row."""
+    table = Table(title="trends")
+    table.add_column("sync", no_wrap=True)
+    header = Text.assemble(
+        trend_header("volume", per_char), "\n", (trend_header("errors", per_char), "red")
+    )
+    table.add_column(header, no_wrap=True)
+    for row in rows:
+        trend = trends.get(row["sync"])
+        lines = Text.assemble(trend.volume, "\n", (trend.errors, "red")) if trend else Text("")
+        table.add_row(str(row["sync"]), lines)
     return table
 
 
-def row_cells(row: dict[str, Any]) -> list[str]:
-    latency = row["latency_ms"]
-    cells = [str(row["sync"])]
-    cells += [f"{row[key]:,}" for _, key in FUNNEL_COLUMNS]
-    cells.append(f"{row['error_rate'] * 100:.1f}%" if row["attempts"] else "-")
-    cells += ["-" if latency[p] is None else f"{latency[p]:,.1f}" for p in ("p50", "p95", "p99")]
-    return cells
+def _natural_width(table: Table) -> int:
+    """Columns the table takes when nothing is wrapped or squeezed."""
+    return Console(width=10_000).measure(table).maximum
+
+
+def row_cells(row: dict[str, Any], columns: Sequence[tuple[str, str]] = COLUMNS) -> list[str]:
+    return [str(row["sync"]), *(_cell(row, key) for _, key in columns)]
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    if key == "error_rate":
+        return f"{row['error_rate'] * 100:.1f}%" if row["attempts"] else "-"
+    if key in LATENCY:
+        value = row["latency_ms"][key]
+        return "-" if value is None else f"{value:,.1f}"
+    return f"{row[key]:,}"
