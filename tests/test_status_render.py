@@ -16,25 +16,8 @@ from streamctl.cli.status import status_table
 from streamctl.store import Store
 from streamctl.store.queries import empty_status
 from tests.fakes.traffic import Traffic
+from tests.test_top import PROJECT, SYNC
 
-PROJECT = """\
-version: 1
-store: state.db
-sources:
-  web: { type: http, write_keys: [dev-key] }
-destinations:
-  hook: { type: webhook, config: { url: "http://127.0.0.1:9/never" } }
-"""
-SYNC = """\
-name: {name}
-source: web
-destination: hook
-event_types:
-  - type: custom
-    mappings:
-      required:
-        event: {{ field: event }}
-"""
 NAMES = ("purchases-to-braze-eu", "signups-to-amplitude", "orders-to-warehouse-hook")
 
 
@@ -43,7 +26,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "streamctl.yaml").write_text(PROJECT)
     (tmp_path / "syncs").mkdir()
     for name in NAMES:
-        (tmp_path / "syncs" / f"{name}.yaml").write_text(SYNC.format(name=name))
+        (tmp_path / "syncs" / f"{name}.yaml").write_text(SYNC)  # named after the file
     now = time.time()
     with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         for index, name in enumerate(NAMES):
