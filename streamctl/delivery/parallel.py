@@ -4,13 +4,18 @@ Python runs one thread of Python at a time, and replay is CPU-bound: JSON parsin
 normalisation, contracts, filters, mappings, templates, and binding hundreds of
 thousands of rows into SQLite. So `replay` ships raw line chunks to worker
 processes, each with its own compiled project and its own connection to the store.
-A worker records its chunk in one write transaction (dedupe included: SQLite
-serialises the writers, so two workers never both take a messageId as new) and
-sends back only what delivery needs: the PENDING deliveries with their ids.
-The parent process delivers, and records attempts.
+The parent sends byte ranges of the file (`line_ranges`), not the lines: each
+worker reads its range itself, so the events cross no pipe. A worker records its
+chunk in one write transaction (dedupe included: SQLite serialises the writers,
+so two workers never both take a messageId as new) and sends back only what
+delivery needs: the PENDING deliveries with their ids, as tuples of strings
+(`PendingRow`; payload dicts cost several times more to pickle). The parent
+process delivers, and records attempts.
 
-    with DecisionPool(project.root, store_file, "web", syncs=(), workers=2) as pool:
-        chunk = await pool.submit(raw.lines, raw.first_line)     # DecidedChunk
+    with DecisionPool(project.root, store_file, path, "web", syncs=(), workers=2) as pool:
+        for start, end, first_line in line_ranges(path, 5000):
+            chunk = await pool.submit(start, end, first_line)     # DecidedChunk
+            deliveries = chunk.pending()
 
 Workers start from a fork server that imported streamctl once, so starting them is
 cheap and they inherit no threads, locks or SQLite handles from the parent.
@@ -24,18 +29,21 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from streamctl.errors import UsageError
 from streamctl.sources.ndjson import BadLine, parse_lines
-from streamctl.store.db import PendingDelivery, Store
-from streamctl.store.encoded import encode_results
+from streamctl.store.db import PendingDelivery, Store, pending_from_rows
+from streamctl.store.encoded import PendingRow, encode_results
 
 MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
 PARENT_CHECK = 0.5  # seconds between a worker's checks that the replay process still runs
+SCAN_BLOCK = 1 << 20  # bytes the parent reads at a time to find the chunks' line boundaries
 
 _worker: dict[str, Any] = {}
 
@@ -57,10 +65,40 @@ class DecidedChunk:
     counts: Counter[tuple[str, str]]  # (sync, decision status) -> events
     first_delivery_id: int
     deliveries: int  # rows written to `deliveries`, ids first_delivery_id...
-    pending: list[PendingDelivery]
+    pending_rows: list[PendingRow]
+    recorded_at: float
+
+    def pending(self) -> list[PendingDelivery]:
+        """The PENDING deliveries, built in the process that delivers them."""
+        return pending_from_rows(self.pending_rows, self.recorded_at)
 
 
-def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...], parent: int) -> None:
+def line_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """(start offset, end offset, number of the first line) of each run of
+    `chunk_size` lines of `path`; the parent reads only to count newlines."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
+    with handle:
+        start, first_line, lines, base = 0, 1, 0, 0
+        while block := handle.read(SCAN_BLOCK):
+            at = 0
+            while lines + block.count(b"\n", at) >= chunk_size:
+                for _ in range(chunk_size - lines):
+                    at = block.index(b"\n", at) + 1
+                yield start, base + at, first_line
+                start, first_line, lines = base + at, first_line + chunk_size, 0
+            lines += block.count(b"\n", at)
+            base += len(block)
+        if base > start:
+            yield start, base, first_line
+
+
+def _start(
+    root: str, store_file: str, path: str, source: str, syncs: tuple[str, ...], parent: int
+) -> None:
     from streamctl.config.loader import load_project
 
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
@@ -72,6 +110,7 @@ def _start(root: str, store_file: str, source: str, syncs: tuple[str, ...], pare
     _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
     _worker["store"] = Store.open(store_file, checkpoints=False)
+    _worker["file"] = Path(path).open("rb")  # noqa: SIM115 (read until the worker exits)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
 
@@ -99,26 +138,42 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def decide_lines(lines: list[bytes], first_line: int) -> DecidedChunk:
-    """In a worker: decide these lines and record them; the pending deliveries come back."""
+def decide_range(start: int, end: int, first_line: int) -> DecidedChunk:
+    """In a worker: decide the lines between these offsets of the file and record
+    them; the pending deliveries come back."""
+    handle: IO[bytes] = _worker["file"]
+    handle.seek(start)
+    lines = handle.read(end - start).split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the newline ending the last line
     chunk = parse_lines(lines, first_line)
     source: str = _worker["source"]
     results = _worker["pipeline"].process(source, chunk.events, _worker["narrowed"])
-    encoded = encode_results(source, results)
+    encoded = encode_results(source, results, keep_payloads=False)
     store: Store = _worker["store"]
-    recorded = store.record_encoded(encoded, destinations=_worker["destinations"], dedupe=True)
-    counts = Counter((row[2], row[4]) for row in recorded.encoded.decisions)
+    now = time.time()
+    recorded = store.record_encoded(
+        encoded, destinations=_worker["destinations"], now=now, dedupe=True, build_pending=False
+    )
+    decisions = recorded.encoded.decisions
+    counts = Counter((row[2], row[4]) for row in decisions)
     return DecidedChunk(
-        chunk.bad, recorded.events, recorded.duplicates, counts,
-        recorded.first_delivery_id, len(recorded.encoded.decisions), recorded.pending,
+        chunk.bad, recorded.events, recorded.duplicates, counts, recorded.first_delivery_id,
+        len(decisions), recorded.encoded.pending_rows(recorded.first_delivery_id), now,
     )  # fmt: skip
 
 
 class DecisionPool:
-    """Worker processes running `decide_lines` for one source of one project."""
+    """Worker processes running `decide_range` for one source of one project."""
 
     def __init__(
-        self, root: Path, store_file: Path, source: str, syncs: tuple[str, ...], workers: int
+        self,
+        root: Path,
+        store_file: Path,
+        path: Path,
+        source: str,
+        syncs: tuple[str, ...],
+        workers: int,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -134,15 +189,16 @@ class DecisionPool:
             initargs=(
                 str(Path(root).resolve()),
                 str(Path(store_file).resolve()),
+                str(Path(path).resolve()),
                 source,
                 syncs,
                 os.getpid(),
             ),
         )
 
-    def submit(self, lines: list[bytes], first_line: int) -> asyncio.Future[DecidedChunk]:
+    def submit(self, start: int, end: int, first_line: int) -> asyncio.Future[DecidedChunk]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, decide_lines, lines, first_line)
+        return loop.run_in_executor(self._executor, decide_range, start, end, first_line)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.model import Project
-from streamctl.delivery.parallel import DecidedChunk, DecisionPool, auto_workers
+from streamctl.delivery.parallel import DecidedChunk, DecisionPool, auto_workers, line_ranges
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
-from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_lines, read_ndjson
+from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
 from streamctl.store.db import PendingDelivery, Store
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
@@ -159,16 +159,16 @@ async def _feed_from_workers(
         report.events += chunk.events
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
-        for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending):
+        for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending()):
             runtime.engine.offer(pending)
         if on_progress is not None:
             on_progress(_progress(runtime, bytes_read, total, report))
         await runtime.wait_for_room()
 
     store_file = runtime.store.path
-    with DecisionPool(project.root, store_file, source, syncs, processes) as pool:
-        for raw in read_lines(path, chunk_size):
-            in_flight.append((pool.submit(raw.lines, raw.first_line), raw.bytes_read))
+    with DecisionPool(project.root, store_file, path, source, syncs, processes) as pool:
+        for start, end, first_line in line_ranges(path, chunk_size):
+            in_flight.append((pool.submit(start, end, first_line), end))
             if len(in_flight) >= 2 * processes:
                 await take_oldest()
         while in_flight:

@@ -44,7 +44,13 @@ import sqlite_utils
 from streamctl.config.model import Project
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import EventResult, Status
-from streamctl.store.encoded import PENDING, DuplicateRow, EncodedResults, encode_results
+from streamctl.store.encoded import (
+    PENDING,
+    DuplicateRow,
+    EncodedResults,
+    PendingRow,
+    encode_results,
+)
 from streamctl.store.schema import migrate
 
 if TYPE_CHECKING:
@@ -319,12 +325,14 @@ class Store:
         ack: Sequence[int] = (),
         now: float | None = None,
         dedupe: bool = False,
+        build_pending: bool = True,
     ) -> RecordedResults:
         """`record_results` for results already flattened by `encode_results`.
 
         `dedupe`: look for duplicates (24 h, and within the batch) inside the write
         transaction, so concurrent writers (replay's worker processes) cannot both
-        record the same messageId as new."""
+        record the same messageId as new. `build_pending=False`: leave
+        `RecordedResults.pending` empty (the caller sends `encoded.pending_rows` on)."""
         now = time.time() if now is None else now
         source = encoded.source
         with self.transaction() as conn:
@@ -376,7 +384,7 @@ class Store:
             if ack:
                 _delete_ids(conn, "queue", ack)
         return RecordedResults(
-            _pending(encoded, first_delivery, now),
+            _pending(encoded, first_delivery, now) if build_pending else [],
             len(encoded.events),
             len(duplicates),
             first_delivery,
@@ -578,6 +586,16 @@ def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], lis
         )  # fmt: skip
         groups.setdefault(values, []).append(r.delivery_id)
     return groups
+
+
+def pending_from_rows(rows: Sequence[PendingRow], created_at: float) -> list[PendingDelivery]:
+    """PendingDelivery objects from `EncodedResults.pending_rows` recorded at `created_at`."""
+    loads = orjson.loads
+    return [
+        PendingDelivery(i, sync, event_type, message_id, user_key, loads(payload),
+                        created_at, 0, created_at)
+        for i, sync, event_type, message_id, user_key, payload in rows
+    ]  # fmt: skip
 
 
 def _next_id(conn: sqlite3.Connection, table: str) -> int:

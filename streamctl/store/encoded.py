@@ -29,6 +29,8 @@ ViolationRow = tuple[int, str, str, str | None, str | None, str, str, str, str]
 FunctionErrorRow = tuple[int, str, str, str | None, str | None]
 # (source, message_id, event JSON) of an event received again within 24 h
 DuplicateRow = tuple[str, str, str]
+# (delivery id, sync, event_type, message_id, user_key, payload JSON) of a PENDING decision
+PendingRow = tuple[int, str, str, str, str, str]
 
 PENDING = Status.PENDING.value
 
@@ -47,6 +49,15 @@ class EncodedResults:
     @property
     def message_ids(self) -> list[str]:
         return [row[0] for row in self.events]
+
+    def pending_rows(self, first_delivery_id: int) -> list[PendingRow]:
+        """The PENDING decisions as compact rows (what replay's workers send back:
+        strings pickle far cheaper than payload dicts)."""
+        return [
+            (first_delivery_id + i, d[2], d[3] or "", d[1], d[7], d[8] or "{}")
+            for i, d in enumerate(self.decisions)
+            if d[4] == PENDING
+        ]
 
     def split_duplicates(self, seen: set[str]) -> tuple[EncodedResults, list[DuplicateRow]]:
         """These results without events already `seen` (or seen earlier in this batch),
