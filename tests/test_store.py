@@ -11,6 +11,7 @@ from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import Decision, EventResult, Status
 from streamctl.store import queries
 from streamctl.store.db import AttemptRecord, Store
+from streamctl.store.encoded import encode_results
 from streamctl.store.queue import Overloaded
 from streamctl.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from streamctl.store.sqlite_queue import SqliteEventQueue
@@ -237,3 +238,23 @@ def test_errors_walk_the_problems_index_whose_condition_has_no_in_list(tmp_path)
         (query,) = [sql for sql in plans if "FROM deliveries" in sql]
         plan = store.conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
         assert "deliveries_problems" in str(plan)
+
+
+def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        store.record_results([_result("seen")], destinations={"s": "d"})
+        encoded = encode_results("web", [_result(m) for m in ("a", "seen", "b", "a")])
+        recorded = store.record_encoded(encoded, destinations={"s": "d"}, dedupe=True)
+        assert (recorded.events, recorded.duplicates) == (2, 2)
+        linked = store.conn.execute(
+            "SELECT d.id, e.message_id, e.duplicate FROM deliveries d JOIN events e"
+            " ON e.id = d.event_id WHERE d.id >= ? ORDER BY d.id",
+            [recorded.first_delivery_id],
+        ).fetchall()
+        assert [(m, dup) for _, m, dup in linked] == [("a", 0), ("b", 0)]
+        assert [p.id for p in recorded.pending] == [i for i, _, _ in linked]
+        assert [p.payload for p in recorded.pending] == [{"m": "a"}, {"m": "b"}]
+        duplicates = store.conn.execute(
+            "SELECT message_id FROM events WHERE duplicate = 1 ORDER BY id"
+        ).fetchall()
+        assert duplicates == [("seen",), ("a",)]

@@ -335,20 +335,22 @@ class Store:
         `RecordedResults.pending` empty (the caller sends `encoded.pending_rows` on)."""
         now = time.time() if now is None else now
         source = encoded.source
+        # The rows are built before the write lock (replay's workers queue on it):
+        # ids are added by SQLite as offsets from the first free id, known only inside.
+        rows = _RecordRows(encoded, destinations, now)
         with self.transaction() as conn:
             if dedupe:
                 seen = self.seen_message_ids(source, encoded.message_ids, now)
-                encoded, found = encoded.split_duplicates(seen)
-                duplicates = [*duplicates, *found]
+                kept, found = encoded.split_duplicates(seen)
+                if found:
+                    encoded, duplicates = kept, [*duplicates, *found]
+                    rows = _RecordRows(encoded, destinations, now)
             first_event = _next_id(conn, "events")
             first_delivery = _next_id(conn, "deliveries")
             conn.executemany(
                 "INSERT INTO events (id, source, message_id, received_at, payload,"
-                " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, 0)",
-                [
-                    (first_event + i, source, message_id, now, payload, outcome)
-                    for i, (message_id, payload, outcome) in enumerate(encoded.events)
-                ],
+                f" contract_outcome, duplicate) VALUES ({first_event} + ?, ?, ?, ?, ?, ?, 0)",
+                rows.events,
             )
             if duplicates:
                 after = first_event + len(encoded.events)
@@ -360,14 +362,10 @@ class Store:
             conn.executemany(
                 "INSERT INTO deliveries (id, event_id, message_id, source, sync, destination,"
                 " event_type, status, stage, error, user_key, payload, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (first_delivery + i, first_event + d[0], d[1], source, d[2],
-                     destinations.get(d[2]), d[3], d[4], d[5], d[6], d[7], d[8], now,
-                     now if d[4] == PENDING else None)
-                    for i, d in enumerate(encoded.decisions)
-                ],
-            )  # fmt: skip
+                f" VALUES ({first_delivery} + ?, {first_event} + ?,"
+                " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.deliveries,
+            )
             if encoded.violations:
                 conn.executemany(
                     "INSERT INTO violations (event_id, message_id, source, contract, version,"
@@ -571,6 +569,22 @@ def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[Pending
             PendingDelivery(first_id + i, d[2], d[3] or "", d[1], d[7], payload, now, 0, now)
         )
     return pending
+
+
+class _RecordRows:
+    """`events` and `deliveries` parameters of encoded results, ids relative (0, 1, ...)."""
+
+    def __init__(self, encoded: EncodedResults, destinations: dict[str, str], now: float) -> None:
+        source = encoded.source
+        self.events = [
+            (i, source, message_id, now, payload, outcome)
+            for i, (message_id, payload, outcome) in enumerate(encoded.events)
+        ]
+        self.deliveries = [
+            (i, d[0], d[1], source, d[2], destinations.get(d[2]), d[3], d[4], d[5], d[6], d[7],
+             d[8], now, now if d[4] == PENDING else None)
+            for i, d in enumerate(encoded.decisions)
+        ]  # fmt: skip
 
 
 def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], list[int]]:
