@@ -41,7 +41,7 @@ from streamctl.errors import StreamctlError
 from streamctl.events import Event
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
-from streamctl.monitoring.observe import observe_runtime
+from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
@@ -306,8 +306,9 @@ async def _guarded(service: BackgroundService, instance: Instance) -> None:
 class RunDelivery:
     """The delivery runtime of streamctl.delivery as `run` drives it.
 
-    It processes the ingest queue the listener appends to, reports to `/metrics` and
-    the live feed (streamctl.monitoring.observe), and follows reloads: the running
+    It processes the ingest queue the listener appends to (woken by `notify` after
+    each commit), reports to `/metrics` and the live feed (its observer,
+    streamctl.monitoring.observe.DeliveryObserver), and follows reloads: the running
     runtime stops (in-flight sends finish, every outcome is written), the queue is
     rewound to its oldest unprocessed event, and a runtime for the new project starts
     and resumes every open delivery from the store.
@@ -323,14 +324,15 @@ class RunDelivery:
         self.store = store
         self.project = project
         self.runtime: Any = None
+        self.observer = DeliveryObserver()  # outlives reloads: attempts of old deliveries too
+        self._saturated = yield_to_ingest
         queue = store.queue
         self.queue = queue if yield_to_ingest is None else IngestFirstQueue(queue, yield_to_ingest)
 
     async def start(self) -> None:
         from streamctl.delivery import Runtime
 
-        runtime = Runtime(self.project, self.store, retention=True)
-        observe_runtime(runtime)
+        runtime = Runtime(self.project, self.store, retention=True, observer=self.observer)
         await runtime.start()
         runtime.process_queue(self.queue)
         self.runtime = runtime
@@ -339,6 +341,12 @@ class RunDelivery:
         if self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
+
+    def notify(self) -> None:
+        """The committer appended events: the processor claims them now (unless ingest is
+        saturated: it would claim nothing, and waking it after every commit costs CPU)."""
+        if self.runtime is not None and (self._saturated is None or not self._saturated()):
+            self.runtime.notify()
 
     async def reload(self, project: Project) -> None:
         await self.stop()

@@ -27,6 +27,7 @@ import httpx
 
 from streamctl.config.model import SyncConfig
 from streamctl.delivery.lane import SyncLane
+from streamctl.delivery.observer import GuardedObserver, RuntimeObserver
 from streamctl.destinations.base import Destination
 from streamctl.store.db import AttemptRecord, PendingDelivery, Store
 
@@ -51,8 +52,10 @@ class DeliveryEngine:
         store_thread: ThreadPoolExecutor | None = None,
         lane_capacity: int = DEFAULT_LANE_CAPACITY,
         flush_interval: float = FLUSH_INTERVAL,
+        observer: RuntimeObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer = GuardedObserver(observer)
         self.client = client
         self.lane_capacity = lane_capacity
         self.flush_interval = flush_interval
@@ -114,6 +117,7 @@ class DeliveryEngine:
             lane = self.lanes.get(name)
             if lane is not None:
                 lane.offer(group)
+        self.observer.on_offered(deliveries)
 
     def ready_backlog(self) -> int:
         """The most deliveries any lane has ready to send now (for the processor's pacing)."""
@@ -154,6 +158,7 @@ class DeliveryEngine:
         self._records.extend(records)
         if len(self._records) >= FLUSH_AT:
             self._flush_now.set()
+        self.observer.on_attempts(sync, records)
 
     def archive(
         self, sync: str, deliveries: list[PendingDelivery], reason: str, now: float
@@ -161,6 +166,7 @@ class DeliveryEngine:
         self.counts[sync]["archived"] += len(deliveries)
         self._archived.append((deliveries, reason, now))
         self._flush_now.set()
+        self.observer.on_archived(sync, deliveries, reason)
 
     async def flush(self) -> None:
         records, self._records = self._records, []

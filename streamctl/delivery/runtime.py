@@ -18,7 +18,10 @@ The pipeline runs on its own thread and SQLite on the store thread (one writer, 
 submission order), so the event loop stays free for the lanes' HTTP traffic.
 Pass `client` to inject an `httpx.AsyncClient` (tests use `MockTransport`s or
 servers on 127.0.0.1), `destinations` to inject Destination objects, `syncs` to
-run only some syncs (`--sync`).
+run only some syncs (`--sync`), `observer` to be told every decision and attempt as
+it happens (streamctl.delivery.observer; `streamctl run` reports to /metrics and the
+live feed that way). A queue producer calls `notify()` after appending, so the
+processor claims at once instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import orjson
 
 from streamctl.config.model import Project, SyncConfig
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
+from streamctl.delivery.observer import RuntimeObserver
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
 from streamctl.errors import UsageError
@@ -102,6 +106,7 @@ class Runtime:
         pipeline: Pipeline | None = None,
         lane_capacity: int = DEFAULT_LANE_CAPACITY,
         retention: bool = False,
+        observer: RuntimeObserver | None = None,
     ) -> None:
         self.project = project
         self.store = store
@@ -122,10 +127,13 @@ class Runtime:
             self.syncs,
             store_thread=self._store_thread,
             lane_capacity=lane_capacity,
+            observer=observer,
         )
+        self.observer = self.engine.observer  # guarded: a failing report never stops delivery
         self._sync_destination = {s.name: s.destination for s in project.syncs}
         self._retention = retention
         self._tasks: list[asyncio.Task[None]] = []
+        self._appended = asyncio.Event()
         self.processed = SubmitSummary(by_sync={name: Counter() for name in self.sync_names})
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -233,12 +241,21 @@ class Runtime:
         self._tasks.append(task)
         return task
 
+    def notify(self) -> None:
+        """Events were appended to the queue: claim now, not at the next poll.
+        Call it on the event loop's thread (the group committer does, after a commit)."""
+        self._appended.set()
+
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
         forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
+        appended = self._appended
         while True:
+            appended.clear()  # before the claim: an append during it wakes the next wait
             batch = await self._in_store(queue.claim, claim)
             if not batch:
-                await asyncio.sleep(QUEUE_POLL)
+                # The poll stays for producers that do not notify (another process).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(appended.wait(), QUEUE_POLL)
                 continue
             by_source: dict[str, tuple[list[Event], list[int]]] = {}
             for item in batch:
@@ -261,6 +278,7 @@ class Runtime:
 
         def run() -> EncodedResults:
             results = self.pipeline.process(source, events, narrowed) if events else []
+            self.observer.on_decisions(results)
             return encode_results(source, results)
 
         return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, run)

@@ -1,49 +1,45 @@
 """Reporting what the delivery runtime decides and sends, to Prometheus and the live feed.
 
-    runtime = Runtime(project, store)
-    observe_runtime(runtime)      # before start(): every decision and attempt is reported
+    runtime = Runtime(project, store, observer=DeliveryObserver())
 
 The runtime (streamctl.delivery) records everything in SQLite; `streamctl run` also
-wants the same facts as they happen, for `/metrics` and `streamctl tail`. Rather
-than making the delivery code know about either, this module wraps three of the
-runtime's hand-over points on that one object, adding a report and changing
-nothing else:
+wants the same facts as they happen, for `/metrics` and `streamctl tail`. The
+`DeliveryObserver` is the runtime's `RuntimeObserver` (streamctl.delivery.observer)
+for both:
 
-- `runtime.pipeline.process(...)` -> every Decision: `sync_events_total{status}` and
-  a feed outcome (blocked, dropped, filtered, mapping_error, duplicate, pending ...);
-- `runtime.engine.offer(deliveries)` -> remembers each delivery's messageId and
-  creation time (bounded), so attempts can be reported by messageId;
-- `runtime.engine.record(sync, attempts)` -> `delivery_attempts_total`,
+- `on_decisions(results)` -> every Decision: `sync_events_total{status}` and a feed
+  outcome (blocked, dropped, filtered, mapping_error, duplicate, pending ...);
+- `on_offered(deliveries)` -> remembers each delivery's messageId and creation time
+  (bounded), so attempts can be reported by messageId;
+- `on_attempts(sync, records)` -> `delivery_attempts_total`,
   `delivery_request_seconds`, `delivery_latency_seconds` (recorded -> delivered) and
   the delivered / retrying / archived outcomes;
-- `runtime.engine.archive(sync, deliveries, reason, now)` -> archived without an attempt.
+- `on_archived(sync, deliveries, reason)` -> archived without an attempt.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.pipeline.outcomes import EventResult, Status
 
-log = logging.getLogger(__name__)
-
 REMEMBERED_DELIVERIES = 200_000  # delivery id -> (messageId, created_at), oldest forgotten first
 
 
 class DeliveryObserver:
+    """The RuntimeObserver of `streamctl run`: Prometheus metrics and the live feed."""
+
     def __init__(self, limit: int = REMEMBERED_DELIVERIES) -> None:
         self._deliveries: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
 
-    def decided(self, results: Sequence[EventResult]) -> None:
+    def on_decisions(self, results: Sequence[EventResult]) -> None:
         counts: dict[tuple[str, str], int] = {}
         publish = FEED.active
         for result in results:
@@ -62,7 +58,7 @@ class DeliveryObserver:
         for (sync, status), count in counts.items():
             metrics.record_outcomes(sync, status, count)
 
-    def offered(self, deliveries: Sequence[Any]) -> None:
+    def on_offered(self, deliveries: Sequence[Any]) -> None:
         with self._lock:
             remembered = self._deliveries
             for delivery in deliveries:
@@ -70,7 +66,7 @@ class DeliveryObserver:
             while len(remembered) > self._limit:
                 remembered.popitem(last=False)
 
-    def attempted(self, sync: str, records: Sequence[Any]) -> None:
+    def on_attempts(self, sync: str, records: Sequence[Any]) -> None:
         """AttemptRecords of one sync (streamctl.store.db), usually one batch's worth."""
         publish = FEED.active
         statuses: dict[str, int] = {}
@@ -104,7 +100,7 @@ class DeliveryObserver:
         if latencies:
             metrics.record_end_to_end(sync, latencies)
 
-    def archived(self, sync: str, deliveries: Sequence[Any], reason: str) -> None:
+    def on_archived(self, sync: str, deliveries: Sequence[Any], reason: str) -> None:
         metrics.record_outcomes(sync, Status.ARCHIVED.value, len(deliveries))
         for delivery in deliveries:
             self._settle(delivery.id, final=True)
@@ -126,44 +122,3 @@ class DeliveryObserver:
                 else self._deliveries.get(delivery_id)
             )
         return known if known is not None else (f"delivery:{delivery_id}", None)
-
-
-def observe_runtime(runtime: Any, observer: DeliveryObserver | None = None) -> DeliveryObserver:
-    """Report `runtime`'s decisions and attempts (see the module docstring); returns the observer.
-
-    A hand-over point the runtime no longer has is skipped with a warning: reporting
-    is never a reason for delivery not to start.
-    """
-    observer = observer or DeliveryObserver()
-    hooks: list[tuple[Any, str, Callable[..., None]]] = [
-        (runtime.pipeline, "process", lambda result, *_: observer.decided(result)),
-        (runtime.engine, "offer", lambda _, deliveries: observer.offered(deliveries)),
-        (runtime.engine, "record", lambda _, sync, records: observer.attempted(sync, records)),
-        (
-            runtime.engine,
-            "archive",
-            lambda _, sync, deliveries, reason, *rest: observer.archived(sync, deliveries, reason),
-        ),
-    ]
-    for owner, name, report in hooks:
-        method = getattr(owner, name, None)
-        if method is None:
-            log.warning("cannot report %s.%s: no such method", type(owner).__name__, name)
-            continue
-        setattr(owner, name, _after(method, report))
-    return observer
-
-
-def _after(method: Callable[..., Any], report: Callable[..., None]) -> Callable[..., Any]:
-    """`method`, then `report(its result, *its args)`; a failing report never breaks delivery."""
-
-    @functools.wraps(method)
-    def observed(*args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
-        try:
-            report(result, *args)
-        except Exception:  # observation is best effort: delivery goes on regardless
-            log.exception("reporting %s to metrics and the live feed failed", method.__name__)
-        return result
-
-    return observed
