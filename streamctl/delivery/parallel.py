@@ -110,7 +110,7 @@ def _start(
     _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
     _worker["store"] = Store.open(store_file, checkpoints=False)
-    _worker["file"] = Path(path).open("rb")  # noqa: SIM115 (read until the worker exits)
+    _worker["path"] = Path(path)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
 
@@ -141,7 +141,9 @@ def _alive(pid: int) -> bool:
 def decide_range(start: int, end: int, first_line: int) -> DecidedChunk:
     """In a worker: decide the lines between these offsets of the file and record
     them; the pending deliveries come back."""
-    handle: IO[bytes] = _worker["file"]
+    handle: IO[bytes] | None = _worker.get("file")
+    if handle is None:  # opened on first use: a missing file is the parent's error to report
+        handle = _worker["file"] = _worker["path"].open("rb")
     handle.seek(start)
     lines = handle.read(end - start).split(b"\n")
     if not lines[-1]:
@@ -178,8 +180,14 @@ class DecisionPool:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
+            # Imported once in the fork server rather than in every worker.
             context.set_forkserver_preload(
-                ["streamctl.delivery.parallel", "streamctl.config.loader"]
+                [
+                    "streamctl.delivery.parallel",
+                    "streamctl.config.loader",
+                    "streamctl.delivery.runtime",
+                    "streamctl.pipeline.process",
+                ]
             )
         self.workers = workers
         self._executor = ProcessPoolExecutor(
@@ -196,11 +204,22 @@ class DecisionPool:
             ),
         )
 
+        # The pool starts workers on demand, and starting one waits for the fork
+        # server's imports: start them all now, in a thread, so their start-up runs
+        # while the caller prepares the rest (the delivery runtime).
+        self._warming = threading.Thread(target=self._warm_up, name="replay-workers-start")
+        self._warming.start()
+
+    def _warm_up(self) -> None:
+        for _ in range(self.workers):
+            self._executor.submit(os.getpid)
+
     def submit(self, start: int, end: int, first_line: int) -> asyncio.Future[DecidedChunk]:
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._executor, decide_range, start, end, first_line)
 
     def close(self) -> None:
+        self._warming.join()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> DecisionPool:

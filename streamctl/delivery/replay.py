@@ -103,26 +103,36 @@ async def replay_file(
             project, path, source, syncs, chunk_size, report, total, on_progress, on_bad_line
         )
     else:
-        runtime = Runtime(project, store, client, syncs=syncs)
-        await runtime.start()
         processes = auto_workers(total) if workers is None else workers
+        # Started first, so the workers' start-up (imports, project, store) overlaps the runtime's.
+        pool = (
+            DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
+            if processes > 0
+            else None
+        )
+        runtime = Runtime(project, store, client, syncs=syncs)
         try:
-            if processes > 0:
-                await _feed_from_workers(
-                    runtime, project, path, source, tuple(syncs), processes, chunk_size,
-                    report, total, on_progress, on_bad_line,
-                )  # fmt: skip
-            else:
-                for chunk in read_ndjson(path, chunk_size):
-                    _note_bad(chunk.bad, report, on_bad_line)
-                    _add(report, await runtime.submit(source, chunk.events))
-                    if on_progress is not None:
-                        on_progress(_progress(runtime, chunk.bytes_read, total, report))
-            report.drained = await _drain(runtime, total, report, on_progress, drain_timeout)
-            if on_progress is not None:
-                on_progress(_progress(runtime, total, total, report))
+            await runtime.start()
+            try:
+                if pool is not None:
+                    await _feed_from_workers(
+                        runtime, pool, path, chunk_size, report, total, on_progress, on_bad_line
+                    )
+                    pool.close()  # before draining: their memory goes back
+                else:
+                    for chunk in read_ndjson(path, chunk_size):
+                        _note_bad(chunk.bad, report, on_bad_line)
+                        _add(report, await runtime.submit(source, chunk.events))
+                        if on_progress is not None:
+                            on_progress(_progress(runtime, chunk.bytes_read, total, report))
+                report.drained = await _drain(runtime, total, report, on_progress, drain_timeout)
+                if on_progress is not None:
+                    on_progress(_progress(runtime, total, total, report))
+            finally:
+                await runtime.stop()
         finally:
-            await runtime.stop()
+            if pool is not None:
+                pool.close()
         _final_counts(runtime, report)
     report.seconds = time.perf_counter() - started
     return report
@@ -135,11 +145,8 @@ def _add(report: ReplayReport, summary: SubmitSummary) -> None:
 
 async def _feed_from_workers(
     runtime: Runtime,
-    project: Project,
+    pool: DecisionPool,
     path: Path,
-    source: str,
-    syncs: tuple[str, ...],
-    processes: int,
     chunk_size: int,
     report: ReplayReport,
     total: int,
@@ -165,14 +172,12 @@ async def _feed_from_workers(
             on_progress(_progress(runtime, bytes_read, total, report))
         await runtime.wait_for_room()
 
-    store_file = runtime.store.path
-    with DecisionPool(project.root, store_file, path, source, syncs, processes) as pool:
-        for start, end, first_line in line_ranges(path, chunk_size):
-            in_flight.append((pool.submit(start, end, first_line), end))
-            if len(in_flight) >= 2 * processes:
-                await take_oldest()
-        while in_flight:
+    for start, end, first_line in line_ranges(path, chunk_size):
+        in_flight.append((pool.submit(start, end, first_line), end))
+        if len(in_flight) >= 2 * pool.workers:
             await take_oldest()
+    while in_flight:
+        await take_oldest()
     for pending in reorder.rest():
         runtime.engine.offer(pending)
 
