@@ -186,6 +186,13 @@ def _problems_index_without_in_list(db: sqlite_utils.Database) -> None:
     db.execute(f"CREATE INDEX deliveries_problems ON deliveries(id) WHERE {PROBLEM_STATUSES_WHERE}")
 
 
+def _queue_rows_per_append(db: sqlite_utils.Database) -> None:
+    # One queue row per append (an HTTP request's events as one JSON array): `events`
+    # counts them, so the depth in events is known without parsing rows. Rows already
+    # queued hold one event object each.
+    db.execute("ALTER TABLE queue ADD COLUMN events INTEGER NOT NULL DEFAULT 1")
+
+
 PROBLEM_STATUSES = ("retrying", "archived", "blocked", "mapping_error", "function_error")
 PROBLEM_STATUSES_SQL = ", ".join(f"'{status}'" for status in PROBLEM_STATUSES)  # migration 2
 # The partial index's term (migration 3): a query must contain it verbatim to use the index.
@@ -195,6 +202,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _problems_index_by_id,
     _problems_index_without_in_list,
+    _queue_rows_per_append,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
