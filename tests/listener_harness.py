@@ -92,13 +92,19 @@ def queued_events(store_path: Path) -> list[tuple[str, dict[str, Any]]]:
     try:
         seen: dict[tuple[str, str], dict[str, Any]] = {}
         for source, text in conn.execute("SELECT source, event FROM queue ORDER BY id"):
-            event = orjson.loads(text)
-            seen[(source, event["messageId"])] = event
+            for event in queue_row_events(text):
+                seen[(source, event["messageId"])] = event
         for source, event in _recorded_events(conn):
             seen.setdefault((source, event["messageId"]), event)
         return [(source, event) for (source, _), event in seen.items()]
     finally:
         conn.close()
+
+
+def queue_row_events(text: str) -> list[dict[str, Any]]:
+    """The events of one queue row: one append's JSON array (or one event, before schema 4)."""
+    value = orjson.loads(text)
+    return value if isinstance(value, list) else [value]
 
 
 def _recorded_events(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:

@@ -24,6 +24,7 @@ from tests.listener_harness import (
     WEB_KEY,
     ListenerProcess,
     ListenerThread,
+    queue_row_events,
     queued_events,
     write_project,
 )
@@ -188,7 +189,11 @@ def test_sigterm_finishes_in_flight_requests_and_exits_cleanly(tmp_path):
     store = sqlite3.connect(project_dir / ".streamctl" / "state.db")
     # Nothing half-recorded: every event is either still queued or fully recorded.
     ids = {row[0] for row in store.execute("SELECT message_id FROM events")}
-    queued = {json.loads(row[0])["messageId"] for row in store.execute("SELECT event FROM queue")}
+    queued = {
+        event["messageId"]
+        for (text,) in store.execute("SELECT event FROM queue")
+        for event in queue_row_events(text)
+    }
     assert {f"t-{i}" for i in range(50)} <= ids | queued
     assert not ids & queued
 

@@ -93,15 +93,40 @@ def test_queue_append_claim_ack_depth_and_redelivery_after_restart(tmp_path):
         queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
         queue.append("hooks", [{"messageId": "c"}])
         assert queue.depth() == 3
-        first = queue.claim(2)
+        first = queue.claim(1)  # one append is one row: claimed whole, past the limit
         assert [(q.source, q.event["messageId"]) for q in first] == [("web", "a"), ("web", "b")]
+        assert first[0].id == first[1].id
         assert [q.event["messageId"] for q in queue.claim(10)] == ["c"]
         assert queue.claim(10) == []  # nothing is handed out twice in one process
-        queue.ack([first[0].id])
-        assert queue.depth() == 2
+        queue.ack([first[0].id, first[1].id])  # the row's id, once per event: counted once
+        assert queue.depth() == 1
     with Store.open(path) as store:  # claimed but never acked: handed out again
-        assert [q.event["messageId"] for q in store.queue.claim(10)] == ["b", "c"]
+        assert [q.event["messageId"] for q in store.queue.claim(10)] == ["c"]
+        assert store.queue.depth() == 1
+
+
+def test_queue_claim_stops_at_the_row_that_would_pass_the_limit(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        for name in ("a", "b", "c"):
+            store.queue.append("web", [{"messageId": f"{name}1"}, {"messageId": f"{name}2"}])
+        assert [q.event["messageId"] for q in store.queue.claim(3)] == ["a1", "a2"]
+        assert [q.event["messageId"] for q in store.queue.claim(4)] == ["b1", "b2", "c1", "c2"]
+
+
+def test_queue_reads_rows_of_one_event_written_before_schema_4(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        with store.transaction() as conn:  # as streamctl wrote them: one object, no count
+            conn.execute(
+                "INSERT INTO queue (source, event, appended_at) VALUES ('web', ?, 0)",
+                ['{"messageId":"old"}'],
+            )
+        store.queue.append("web", [{"messageId": "new"}])
+    with Store.open(tmp_path / "state.db") as store:
         assert store.queue.depth() == 2
+        claimed = store.queue.claim(10)
+        assert [q.event["messageId"] for q in claimed] == ["old", "new"]
+        store.queue.ack([claimed[0].id])
+        assert store.queue.depth() == 1
 
 
 def test_queue_ids_never_come_back_after_everything_was_acked(tmp_path):
@@ -168,7 +193,8 @@ def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tm
 
 def test_queue_rewind_hands_out_unacked_events_again(tmp_path):
     with Store.open(tmp_path / "state.db") as store:
-        store.queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
+        store.queue.append("web", [{"messageId": "a"}])
+        store.queue.append("web", [{"messageId": "b"}])
         first = store.queue.claim(10)
         store.queue.ack([first[0].id])
         store.queue.rewind()

@@ -261,11 +261,12 @@ class Runtime:
             for item in batch:
                 events, ids = by_source.setdefault(item.source, ([], []))
                 events.append(item.event)
-                ids.append(item.id)
+                if not ids or ids[-1] != item.id:  # the events of one append share its id
+                    ids.append(item.id)
             for source, (events, ids) in by_source.items():
                 if forget is not None:
                     await self.submit(source, events, ack=ids, pace=False)
-                    forget(len(ids))
+                    forget(len(events))
                 else:
                     await self.submit(source, events, pace=False)
                     await self._in_store(queue.ack, ids)

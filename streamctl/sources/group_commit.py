@@ -10,8 +10,8 @@ requests hand their events to one writer task and wait on a future:
     await committer.close()                 # commits what is pending, then stops
 
 The writer takes everything pending, appends it on a dedicated thread in one
-transaction (`append_many` of the SQLite queue; one `EventQueue.append` per source
-for queues without it) and resolves each request's future with the outcome. While a
+transaction (`append_many` of the SQLite queue, one queue row per request; one
+`EventQueue.append` per source for queues without it) and resolves each request's future with the outcome. While a
 round commits, the next requests pile up and go together in the next round: the
 busier the listener, the larger the groups, without a fixed wait when it is idle.
 
@@ -187,20 +187,24 @@ class GroupCommitter:
 
     def _append_all(self, by_source: dict[str, list[_Pending]]) -> dict[str, BaseException | None]:
         """On the writer thread: the round in one transaction when the queue can do that
-        (`append_many`), else one append (one transaction) per source."""
-        groups = [
-            (source, [event for pending in requests for event in pending.events])
-            for source, requests in by_source.items()
-        ]
+        (`append_many`: one append, one queue row, per request), else one append (one
+        transaction) per source."""
         append_many = getattr(self._queue, "append_many", None)
         results: dict[str, BaseException | None]
         if append_many is not None:
-            error = self._attempt(append_many, groups)
+            requests = [
+                (source, pending.events)
+                for source, pendings in by_source.items()
+                for pending in pendings
+            ]
+            error = self._attempt(append_many, requests)
             results = dict.fromkeys(by_source, error)
         else:
             results = {
-                source: self._attempt(self._queue.append, source, events)
-                for source, events in groups
+                source: self._attempt(
+                    self._queue.append, source, [e for p in pendings for e in p.events]
+                )
+                for source, pendings in by_source.items()
             }
         self._refresh_depth()
         return results

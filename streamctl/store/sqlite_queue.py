@@ -7,14 +7,18 @@
     ...                                          # process, record the outcomes
     queue.ack([q.id for q in batch])             # or Store.record_results(..., ack=ids)
 
-`append` writes all its events in one transaction, so the listener's HTTP group
-commit (many requests' events in one `append`) pays one fsync for all of them.
-It raises `Overloaded` when `max_depth` events wait unprocessed: the listener then
-answers 429 with Retry-After instead of growing without bound.
+One row per append: the events of one `append` (one HTTP request, for the
+listener) are serialised once, as one JSON array, and share the row's id, so they
+are claimed together and acked together (`ack` of that id). Rows written before
+schema 3 hold one event object each; both are read. `append_many` writes several
+appends in one transaction, so the listener's group commit (many requests in one
+call) pays one fsync for all of them. Appending raises `Overloaded` when `max_depth`
+events wait unprocessed: the listener then answers 429 with Retry-After instead of
+growing without bound.
 
-`claim` hands out each event once per process (a cursor over the AUTOINCREMENT
-ids); events claimed and never acked (the process died) are handed out again by the
-next process, which is why processors dedupe on (source, messageId).
+`claim` hands out each row once per process (a cursor over the AUTOINCREMENT ids);
+rows claimed and never acked (the process died) are handed out again by the next
+process, which is why processors dedupe on (source, messageId).
 `append` is thread-safe (the store's writer lock); call it from a thread
 (`asyncio.to_thread`) in async code, since it blocks for the fsync.
 """
@@ -46,13 +50,15 @@ class SqliteEventQueue:
         self._claimed_up_to = 0
         self._depth_lock = threading.Lock()
         with store.lock:
-            self._depth = int(store.conn.execute("SELECT count(*) FROM queue").fetchone()[0])
+            row = store.conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
+            self._depth = int(row[0])
 
     def append(self, source: str, events: Sequence[Event]) -> None:
         self.append_many([(source, events)])
 
     def append_many(self, groups: Sequence[tuple[str, Sequence[Event]]]) -> None:
-        """Several sources' events in one transaction (one fsync): for group commit."""
+        """Several appends in one transaction (one fsync): for group commit. Each group
+        becomes one row, acked as a unit."""
         count = sum(len(events) for _, events in groups)
         if count == 0:
             return
@@ -60,37 +66,63 @@ class SqliteEventQueue:
             raise Overloaded(retry_after=1.0)
         now = time.time()
         dumps = orjson.dumps
-        rows = [(source, dumps(e).decode(), now) for source, events in groups for e in events]
+        rows = [
+            (source, dumps(events).decode(), len(events), now)
+            for source, events in groups
+            if events
+        ]
         with self.store.durable_transaction() as conn:
             conn.executemany(
-                "INSERT INTO queue (source, event, appended_at) VALUES (?, ?, ?)", rows
+                "INSERT INTO queue (source, event, events, appended_at) VALUES (?, ?, ?, ?)", rows
             )
         with self._depth_lock:
             self._depth += count
 
     def claim(self, limit: int) -> list[QueuedEvent]:
+        """Whole rows, oldest first, up to `limit` events (or one row, if it alone holds
+        more); every event of a row carries the row's id."""
+        rows: list[tuple[int, str, str]] = []
         with self.store.lock:
-            rows = self.store.conn.execute(
-                "SELECT id, source, event FROM queue WHERE id > ? ORDER BY id LIMIT ?",
-                [self._claimed_up_to, limit],
-            ).fetchall()
+            cursor = self.store.conn.execute(
+                "SELECT id, source, event, events FROM queue WHERE id > ? ORDER BY id",
+                [self._claimed_up_to],
+            )
+            try:
+                taken = 0
+                for row_id, source, text, count in cursor:  # reads only the rows it takes
+                    if rows and taken + count > limit:
+                        break
+                    rows.append((row_id, source, text))
+                    taken += count
+                    if taken >= limit:
+                        break
+            finally:
+                cursor.close()
             if rows:
                 self._claimed_up_to = rows[-1][0]
-        loads = orjson.loads
-        return [QueuedEvent(row[0], row[1], loads(row[2])) for row in rows]
+        return [
+            QueuedEvent(row_id, source, event)
+            for row_id, source, text in rows
+            for event in _events_of(text)
+        ]
 
     def ack(self, ids: Sequence[int]) -> None:
+        """Delete these rows (an id repeated, one per event of its row, counts once)."""
         if not ids:
             return
         with self.store.transaction() as conn:
-            conn.execute(
-                "DELETE FROM queue WHERE id IN (SELECT value FROM json_each(?))",
-                [orjson.dumps(list(ids)).decode()],
-            )
-        self.forget(len(ids))
+            rows = list(dict.fromkeys(ids))
+            marks = orjson.dumps(rows).decode()
+            counted = conn.execute(
+                "SELECT coalesce(sum(events), 0) FROM queue WHERE id IN"
+                " (SELECT value FROM json_each(?))",
+                [marks],
+            ).fetchone()
+            conn.execute("DELETE FROM queue WHERE id IN (SELECT value FROM json_each(?))", [marks])
+        self.forget(int(counted[0]))
 
     def forget(self, count: int) -> None:
-        """`count` events were acked by `Store.record_results(..., ack=ids)`."""
+        """`count` events (not rows) were acked by `Store.record_results(..., ack=ids)`."""
         with self._depth_lock:
             self._depth = max(0, self._depth - count)
 
@@ -101,3 +133,9 @@ class SqliteEventQueue:
 
     def depth(self) -> int:
         return self._depth
+
+
+def _events_of(text: str) -> list[Event]:
+    """A row's events: a JSON array (one append), or one object (rows before schema 3)."""
+    value = orjson.loads(text)
+    return value if isinstance(value, list) else [value]
