@@ -41,6 +41,7 @@ MAX_MESSAGE_ID = 100
 
 _CALL_TYPES = frozenset(CALL_TYPES)
 _MERGED_BATCH_KEYS = ("context", "integrations")
+_NO_ID = (None, "")
 
 
 def normalise(
@@ -71,14 +72,23 @@ def normalise(
         raise EventError(msg)
 
     out = dict(event)
-    out["type"] = _call_type(out, call_type, index)
-    _check_identity(out, index)
-    out["messageId"] = _message_id(out.get("messageId"), index)
+    # The checks inline their common case (this runs for every ingested event); the
+    # helpers handle the rest and word the refusals.
+    kind = out.get("type")
+    if call_type is not None or not (type(kind) is str and kind in _CALL_TYPES):
+        out["type"] = _call_type(out, call_type, index)
+    if out.get("userId") in _NO_ID and out.get("anonymousId") in _NO_ID:
+        _check_identity(out, index)
+    message_id = out.get("messageId")
+    if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID:
+        out["messageId"] = _message_id(message_id, index)
     if batch:
         _merge_batch(out, batch)
 
     moment = received_at if received_at is not None else datetime.now(UTC)
-    received = _received_text(moment)
+    cached_moment, received = _last_received
+    if cached_moment is not moment:
+        received = _received_text(moment)
     out["receivedAt"] = received
     if out.get("timestamp") is None:
         out["timestamp"] = _corrected_timestamp(out, received, moment)
@@ -118,8 +128,8 @@ def _call_type(event: Event, call_type: str | None, index: int | None) -> str:
         # A typed endpoint (/v1/track) decides the type, as Segment's does.
         return call_type
     kind = event.get("type")
-    if kind in _CALL_TYPES:
-        return str(kind)
+    if isinstance(kind, str) and kind in _CALL_TYPES:  # a dict or list is not hashable
+        return kind
     which = _which(event.get("messageId"), index)
     if kind is None:
         msg = f"{which}: missing 'type' (one of {', '.join(CALL_TYPES)})"
@@ -129,7 +139,7 @@ def _call_type(event: Event, call_type: str | None, index: int | None) -> str:
 
 
 def _check_identity(event: Event, index: int | None) -> None:
-    if event.get("userId") in (None, "") and event.get("anonymousId") in (None, ""):
+    if event.get("userId") in _NO_ID and event.get("anonymousId") in _NO_ID:
         msg = f"{_which(event.get('messageId'), index)}: needs a userId or an anonymousId"
         raise EventError(msg)
 
