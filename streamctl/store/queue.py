@@ -4,6 +4,11 @@ Ingest appends accepted events; processors claim them, run the pipeline, record 
 outcome and acknowledge. SQLite implements it for one machine; a Redis Streams
 implementation (consumer groups, XAUTOCLAIM for dead workers) replaces it for many
 without touching the pipeline or the destinations.
+
+An entry is one `append` (for the listener, one HTTP request): its events are
+stored, claimed and acknowledged together, and every `QueuedEvent` of it carries
+the entry's id. SQLite keeps an entry in one row; Redis would keep it in one stream
+entry (XADD of the serialised events, XACK of the entry id).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from streamctl.events import Event
 
 @dataclass(frozen=True)
 class QueuedEvent:
-    id: int  # position in the queue, for ack
+    id: int  # the entry (one append) holding the event, for ack; shared by its events
     source: str
     event: Event
 
@@ -35,10 +40,12 @@ class EventQueue(Protocol):
         """Store events durably; returns only once they survive a crash. May raise Overloaded."""
 
     def claim(self, limit: int) -> list[QueuedEvent]:
-        """Up to `limit` appended events not yet acknowledged, oldest first."""
+        """Up to `limit` appended events not yet acknowledged, oldest first, in whole
+        entries (one entry larger than `limit` is handed out whole)."""
 
     def ack(self, ids: Sequence[int]) -> None:
-        """These events' outcomes are recorded; never hand them out again."""
+        """These entries' outcomes are recorded (every event of each); never hand them out
+        again. An id repeated (one per event of its entry) counts once."""
 
     def depth(self) -> int:
         """Events appended and not yet acknowledged."""
