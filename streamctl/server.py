@@ -45,6 +45,7 @@ from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
+from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +383,7 @@ def _ingest_first(
     if threshold is None:
         return None
     queue: Any = committer.queue
-    half = getattr(queue, "max_depth", 200_000) // 2
+    half = getattr(queue, "max_depth", DEFAULT_MAX_DEPTH) // 2
     rate = committer.ingest_rate
 
     def saturated() -> bool:

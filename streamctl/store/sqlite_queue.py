@@ -38,7 +38,10 @@ from streamctl.store.queue import Overloaded, QueuedEvent
 if TYPE_CHECKING:
     from streamctl.store.db import Store
 
-DEFAULT_MAX_DEPTH = 200_000
+# The queue lives on disk, not in memory: a bound this size (about 0.7 GB of SQLite at
+# ~700 bytes an event) absorbs a burst of several minutes at full ingest speed while
+# delivery catches up, and still turns a never-ending overload into 429s.
+DEFAULT_MAX_DEPTH = 1_000_000
 
 
 class SqliteEventQueue:
