@@ -110,8 +110,8 @@ async def replay_file(
             if processes > 0
             else None
         )
-        runtime = Runtime(project, store, client, syncs=syncs)
         try:
+            runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
             try:
                 if pool is not None:
