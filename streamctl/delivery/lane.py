@@ -17,7 +17,6 @@ restart resumes: a new lane starts spilled, with its cursor at 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import time
 from collections import deque
@@ -160,9 +159,21 @@ class SyncLane:
             await self._sleep_until_woken(timeout)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
+        # A timer that sets the event, not `asyncio.wait_for`: wait_for wraps the wait in a
+        # task of its own, and on Python 3.11 a lane cancelled at shutdown could be left
+        # waiting on that inner task forever (seen under CPU load).
         self.wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        if timeout is not None and timeout <= 0:
+            await asyncio.sleep(0)
+            return
+        timer = None
+        if timeout is not None:
+            timer = asyncio.get_running_loop().call_later(timeout, self.wakeup.set)
+        try:
+            await self.wakeup.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
