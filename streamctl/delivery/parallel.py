@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from streamctl.errors import UsageError
-from streamctl.sources.ndjson import BadLine, parse_lines
+from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
 from streamctl.store.db import PendingDelivery, Store, pending_from_rows
 from streamctl.store.encoded import PendingRow, encode_results
 
@@ -76,12 +75,7 @@ class DecidedChunk:
 def line_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int, int]]:
     """(start offset, end offset, number of the first line) of each run of
     `chunk_size` lines of `path`; the parent reads only to count newlines."""
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        msg = f"{path}: cannot read: {exc.strerror or exc}"
-        raise UsageError(msg) from exc
-    with handle:
+    with open_events_file(path) as handle:
         start, first_line, lines, base = 0, 1, 0, 0
         while block := handle.read(SCAN_BLOCK):
             at = 0

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -59,14 +60,18 @@ class RawChunk:
     bytes_read: int
 
 
-def read_lines(path: Path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RawChunk]:
-    """The file's lines, unparsed, `chunk_size` at a time (parsed elsewhere: worker processes)."""
+def open_events_file(path: Path) -> BinaryIO:
+    """The NDJSON file opened for reading; a UsageError naming it when it cannot be."""
     try:
-        handle = path.open("rb")
+        return path.open("rb")
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror or exc}"
         raise UsageError(msg) from exc
-    with handle:
+
+
+def read_lines(path: Path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RawChunk]:
+    """The file's lines, unparsed, `chunk_size` at a time (parsed elsewhere: worker processes)."""
+    with open_events_file(path) as handle:
         first_line = 1
         offset = 0
         pending: list[bytes] = []
