@@ -97,10 +97,7 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
         " first_attempt_at, last_attempt_at, next_attempt_at, created_at, destination, source"
         f" FROM deliveries WHERE {' AND '.join(where)} ORDER BY id DESC"
     )
-    if filters.limit is not None:
-        sql += f" LIMIT {int(filters.limit)}"
-    with store.lock:
-        fetched = store.conn.execute(sql, params).fetchall()
+    fetched = _select_newest(store, sql, params, filters.limit)
     return [
         {
             "id": r[0],
@@ -124,6 +121,16 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     ]
 
 
+def _select_newest(
+    store: Store, sql: str, params: list[object], limit: int | None
+) -> list[tuple[Any, ...]]:
+    """Rows of an `ORDER BY id DESC` query, at most `limit` of them."""
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with store.lock:
+        return store.conn.execute(sql, params).fetchall()
+
+
 def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
@@ -138,10 +145,7 @@ def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
         " v.pointer, v.message, v.outcome, v.at FROM violations v"
         f" WHERE {' AND '.join(where)} ORDER BY v.id DESC"
     )
-    if filters.limit is not None:
-        sql += f" LIMIT {int(filters.limit)}"
-    with store.lock:
-        fetched = store.conn.execute(sql, params).fetchall()
+    fetched = _select_newest(store, sql, params, filters.limit)
     return [
         {
             "id": f"{VIOLATION_PREFIX}{r[0]}",
