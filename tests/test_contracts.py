@@ -203,14 +203,18 @@ def test_invalid_contracts_raise_spec_error_with_the_node_path(spec, message, pa
     assert caught.value.path == path
 
 
-def test_where_jsonschema_is_lenient_the_stricter_fast_verdict_is_the_violation():
+def test_formats_are_checked_and_where_jsonschema_is_lenient_the_fast_verdict_is_the_violation():
     spec = {
         "events": [
             {
                 "name": "E",
                 "properties": {
                     "type": "object",
-                    "properties": {"at": {"type": "string", "format": "date-time"}, "cur": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "cur": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                        "site": {"type": "string", "format": "hostname"},
+                    },
                 },
             }
         ]
@@ -218,7 +222,10 @@ def test_where_jsonschema_is_lenient_the_stricter_fast_verdict_is_the_violation(
     contract = compile_contract(spec, "c")
     assert contract.check({"type": "track", "event": "E", "properties": {"at": "2024-01-01T00:00:00Z", "cur": "EUR"}}).violations == ()
     [bad_time] = contract.check({"type": "track", "event": "E", "properties": {"at": "yesterday"}}).violations
-    assert (bad_time.pointer, bad_time.message) == ("/properties/at", "must be date-time")
+    assert (bad_time.pointer, bad_time.message) == ("/properties/at", "'yesterday' is not a 'date-time'")
     [newline] = contract.check({"type": "track", "event": "E", "properties": {"cur": "EUR\n"}}).violations
     assert newline.pointer == "/properties/cur"
     assert "must match pattern" in newline.message
+    [bad_host] = contract.check({"type": "track", "event": "E", "properties": {"site": "-bad-"}}).violations
+    assert bad_host.pointer == "/properties/site"
+    assert "hostname" in bad_host.message  # jsonschema's own words when fqdn is installed, else fastjsonschema's

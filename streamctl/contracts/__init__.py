@@ -114,7 +114,7 @@ class CompiledSchema:
             found.append((where, error.message))
         if not found and rejection is not None:
             # jsonschema saw nothing wrong where fastjsonschema is stricter and right: formats
-            # jsonschema skips without optional packages (date-time), `$` before a final newline.
+            # jsonschema has no checker for, `$` matching before a final newline.
             found.append(_fast_violation(rejection, pointer))
         return found
 
