@@ -465,8 +465,10 @@ class _Framing:
     ) -> bytes:
         if self.kind == "none":
             return b""
-        if self.kind == "length" and self.length <= _unread_bytes(reader):
-            return await reader.readexactly(self.length)  # all here already: nothing to time
+        if self.kind == "length":
+            _check_size(self.length, limit, request)
+            if self.length <= _unread_bytes(reader):
+                return await reader.readexactly(self.length)  # all here already: nothing to time
         body = _BodyReader(reader, request, timeout, limit)
         try:
             async with asyncio.timeout(timeout) as body.deadline:
