@@ -23,7 +23,6 @@ the running configuration stays.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -39,6 +38,7 @@ from streamctl.config.loader import check_project
 from streamctl.config.model import Project
 from streamctl.errors import StreamctlError
 from streamctl.events import Event
+from streamctl.heap import tune_garbage_collector
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
@@ -173,19 +173,9 @@ def run(
     """Serve until SIGTERM or SIGINT, on uvloop."""
     import uvloop
 
-    _tune_garbage_collector()
+    tune_garbage_collector()  # measured: a third less CPU to parse a batch
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(project, options, runtime_factory=runtime_factory, err=err))
-
-
-def _tune_garbage_collector() -> None:
-    """Events are acyclic dicts, freed by reference counting the moment they are stored;
-    the cyclic collector would still walk every live one each time a few hundred
-    containers are allocated (a 100-event batch allocates about a thousand). Freeze
-    what start-up allocated and collect the young generation far less often: measured,
-    a third less CPU to parse a batch."""
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
 
 
 async def serve(

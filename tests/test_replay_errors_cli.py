@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
+from streamctl.config.loader import load_project
+from streamctl.delivery.replay import replay_file
+from streamctl.store.db import Store
 from tests.delivery_helpers import deliver, make_events, received_ns, rows, statuses, write_project
 from tests.fakes.http import FakeServer, Received, Reply
 
@@ -376,6 +380,27 @@ def test_replay_with_worker_processes_records_and_delivers_everything_once(tmp_p
     assert summary["bad"][0]["line"] == 51
     assert statuses(root, "orders") == {"delivered": 300}
     assert rows(root, "SELECT count(*) FROM events WHERE duplicate = 1")[0][0] == 10
+
+
+def test_replay_file_starts_its_own_workers_from_a_fork_server(tmp_path):
+    # The CLI forks its workers before opening the store; a library caller (threads
+    # running, store open) gets them from a fork server instead.
+    with FakeServer() as server:
+        root = write_project(
+            tmp_path / "p",
+            {"orders": {"destination": "api", "delivery": {"batch_size": 7}}},
+            {"api": server.url},
+        )
+        events_file = write_ndjson(tmp_path / "events.ndjson", raw_events(300), {20: "{"})
+        project = load_project(root)
+        with Store.for_project(project) as store:
+            report = asyncio.run(
+                replay_file(project, events_file, source="web", store=store, workers=2, chunk_size=50)
+            )
+        assert sorted(received_ns(server.bodies())) == list(range(300))
+    assert (report.events, report.bad_lines, report.bad[0].line) == (300, 1, 21)
+    assert report.by_sync["orders"]["delivered"] == 300
+    assert statuses(root, "orders") == {"delivered": 300}
 
 
 def test_contract_violations_are_listed_shown_and_explained(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 from pathlib import Path
 from typing import Annotated
 
@@ -22,9 +23,11 @@ from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.config.secrets import redact
+from streamctl.delivery.parallel import DecisionPool, auto_workers
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
+from streamctl.heap import tune_garbage_collector
 from streamctl.sources.ndjson import BadLine
-from streamctl.store.db import Store
+from streamctl.store.db import Store, store_path
 
 app = typer.Typer()
 
@@ -109,8 +112,12 @@ def _replay_one(
         text = redact(f"{file}:{line.line}: {line.message}", project.secrets)
         stderr.print(text, markup=False, highlight=False)
 
-    store = None if dry_run else Store.for_project(project)
+    tune_garbage_collector()  # the project is loaded: freeze it (and the workers' copy)
+    # Forked now, before this process opens the store or starts a thread (the progress bar).
+    pool = None if dry_run else _fork_workers(project, file, source, syncs, workers)
+    store = None
     try:
+        store = None if dry_run else Store.for_project(project)
         with _progress_bar(show_progress) as progress:
             task = progress.add_task(f"replay {file.name} -> {source}", total=None)
 
@@ -128,12 +135,25 @@ def _replay_one(
             return asyncio.run(
                 replay_file(
                     project, file, source=source, store=store, syncs=syncs, dry_run=dry_run,
-                    on_progress=update, on_bad_line=report_bad, workers=workers,
+                    on_progress=update, on_bad_line=report_bad, workers=workers, pool=pool,
                 )
             )  # fmt: skip
     finally:
+        if pool is not None:
+            pool.close()
         if store is not None:
             store.close()
+
+
+def _fork_workers(
+    project: Project, file: Path, source: str, syncs: list[str], workers: int | None
+) -> DecisionPool | None:
+    if source not in project.sources or not file.is_file():
+        return None  # replay_file reports it
+    count = auto_workers(file.stat().st_size) if workers is None else workers
+    if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
+        return None  # replay_file decides in this process, or starts a fork server
+    return DecisionPool.forked(project, store_path(project), file, source, tuple(syncs), count)
 
 
 def _progress_bar(enabled: bool) -> Progress:

@@ -21,11 +21,19 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
 
 from streamctl.config.model import SyncConfig
 from streamctl.delivery.policy import AdaptiveConcurrency, AdaptiveRate, RetryPolicy
-from streamctl.destinations.base import BatchResult, Destination, ItemResult, ItemStatus
+from streamctl.destinations.base import (
+    BatchResult,
+    Destination,
+    ItemResult,
+    ItemStatus,
+    Payload,
+)
 from streamctl.pipeline.outcomes import Status
 from streamctl.store.db import AttemptRecord, PendingDelivery
 
@@ -291,7 +299,7 @@ class SyncLane:
     async def _call_destination(
         self, event_type: str, deliveries: list[PendingDelivery]
     ) -> BatchResult:
-        payloads = [d.payload for d in deliveries]
+        payloads = self._payloads(deliveries)
         try:
             result = await self.destination.send(
                 self.engine.client, event_type, payloads, timeout=self.timeout
@@ -306,6 +314,15 @@ class SyncLane:
             )
             return BatchResult.same(len(deliveries), ItemResult(ItemStatus.RETRY, error=error))
         return result
+
+    def _payloads(self, deliveries: list[PendingDelivery]) -> list[Payload]:
+        """What the destination is given: stored JSON text becomes an orjson.Fragment for a
+        destination that only embeds payloads, else the payload object."""
+        stored = [d.payload for d in deliveries]
+        if self.destination.embeds_payloads:
+            embedded = [p if isinstance(p, dict) else orjson.Fragment(p) for p in stored]
+            return cast(list[Payload], embedded)  # serialised as they are, never read
+        return [p if isinstance(p, dict) else orjson.loads(p) for p in stored]
 
     def _record_split(
         self,

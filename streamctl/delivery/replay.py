@@ -85,11 +85,13 @@ async def replay_file(
     on_bad_line: Callable[[BadLine], None] | None = None,
     drain_timeout: float | None = None,
     workers: int | None = None,
+    pool: DecisionPool | None = None,
 ) -> ReplayReport:
     """Replay `path` as events of `source`; with `dry_run`, `store` may be None.
 
     `workers`: processes that parse and run the pipeline (0: in this process;
-    None: one per CPU for files over a few MB)."""
+    None: one per CPU for files over a few MB). `pool`: such processes, already
+    started for this file and source (`DecisionPool.forked`); replay closes it."""
     if source not in project.sources:
         names = ", ".join(sorted(project.sources)) or "none"
         msg = f"unknown source {source!r}; known: {names}"
@@ -104,12 +106,9 @@ async def replay_file(
         )
     else:
         processes = auto_workers(total) if workers is None else workers
-        # Started first, so the workers' start-up (imports, project, store) overlaps the runtime's.
-        pool = (
-            DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
-            if processes > 0
-            else None
-        )
+        if pool is None and processes > 0:
+            # Started first, so their start-up (imports, project) overlaps the runtime's.
+            pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()

@@ -205,6 +205,10 @@ class Destination(ABC):
     """One configured destination (a `destinations:` entry of streamctl.yaml)."""
 
     catalog: ClassVar[CatalogEntry]
+    # True when build_request and send only serialise the payloads into the body
+    # (orjson.dumps), never read them: the engine then hands over stored payloads as
+    # `orjson.Fragment`s of their JSON, sparing a decode and re-encode of every event.
+    embeds_payloads: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         self.name = name

@@ -31,6 +31,7 @@ _stdout_lock = threading.Lock()  # whole lines, even with several console destin
 
 
 class ConsoleDestination(Destination):
+    embeds_payloads = True  # the body is the payloads serialised as they are
     catalog = CatalogEntry(
         type="console",
         description="Print each payload as one JSON line on stdout.",

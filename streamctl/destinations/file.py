@@ -39,6 +39,7 @@ def ndjson_lines(payloads: Sequence[Payload]) -> bytes:
 
 
 class FileDestination(Destination):
+    embeds_payloads = True  # the body is the payloads serialised as they are
     catalog = CatalogEntry(
         type="file",
         description="Append each payload as one JSON line to a local NDJSON file.",

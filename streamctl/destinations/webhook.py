@@ -36,6 +36,7 @@ GENERIC_CUSTOM = EventTypeSpec(
 
 
 class WebhookDestination(Destination):
+    embeds_payloads = True  # the body is the payloads serialised as they are
     catalog = CatalogEntry(
         type="webhook",
         description="Generic HTTP: POST each payload (or a JSON array of payloads) to a URL.",

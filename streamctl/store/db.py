@@ -75,7 +75,10 @@ class PendingDelivery:
     event_type: str
     message_id: str
     user_key: str
-    payload: dict[str, Any]
+    # The payload object, or its JSON text as read back from the store or sent by a
+    # replay worker: text is parsed only for a destination that reads payloads
+    # (`Destination.embeds_payloads`), so replay does not decode and re-encode each one.
+    payload: dict[str, Any] | str
     created_at: float
     attempts: int = 0
     next_attempt_at: float = 0.0
@@ -442,10 +445,9 @@ class Store:
         )
         with self.lock:
             rows = self.conn.execute(sql, [*syncs, after_id, limit]).fetchall()
-        loads = orjson.loads
         return [
             PendingDelivery(
-                r[0], r[1], r[2] or "", r[3], r[4] or "", loads(r[5]) if r[5] else {},
+                r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
                 r[6], r[7] or 0, r[8] or 0.0, r[9],
             )
             for r in rows
@@ -475,7 +477,7 @@ class Store:
             )
         return [
             PendingDelivery(
-                r[0], r[1], r[2] or "", r[3], r[4] or "", orjson.loads(r[5]) if r[5] else {},
+                r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
                 r[6], r[7] or 0, r[8] or 0.0, r[9],
             )
             for r in rows
@@ -557,14 +559,13 @@ def store_path(project: Project) -> Path:
 
 
 def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[PendingDelivery]:
-    """The PENDING decisions as deliveries for the engine (payload objects rebuilt if needed)."""
+    """The PENDING decisions as deliveries for the engine (payload objects when at hand)."""
     payloads = encoded.pending_payloads
-    loads = orjson.loads
     pending: list[PendingDelivery] = []
     for i, d in enumerate(encoded.decisions):
         if d[4] != PENDING:
             continue
-        payload = payloads[len(pending)] if payloads is not None else loads(d[8] or "{}")
+        payload = payloads[len(pending)] if payloads is not None else d[8] or "{}"
         pending.append(
             PendingDelivery(first_id + i, d[2], d[3] or "", d[1], d[7], payload, now, 0, now)
         )
@@ -604,9 +605,8 @@ def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], lis
 
 def pending_from_rows(rows: Sequence[PendingRow], created_at: float) -> list[PendingDelivery]:
     """PendingDelivery objects from `EncodedResults.pending_rows` recorded at `created_at`."""
-    loads = orjson.loads
     return [
-        PendingDelivery(i, sync, event_type, message_id, user_key, loads(payload),
+        PendingDelivery(i, sync, event_type, message_id, user_key, payload,
                         created_at, 0, created_at)
         for i, sync, event_type, message_id, user_key, payload in rows
     ]  # fmt: skip
