@@ -394,6 +394,44 @@ def test_a_refused_port_raises_connect_error() -> None:
     assert str(raised.value.request.url) == f"http://127.0.0.1:{port}/"
 
 
+def test_a_server_that_reads_nothing_raises_write_timeout() -> None:
+    async def go() -> None:
+        async def deaf(_reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+            await asyncio.Event().wait()
+
+        server = await asyncio.start_server(deaf, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        body = b"x" * (64 * 1024 * 1024)  # more than both sockets' buffers hold
+        try:
+            async with lean_client() as client:
+                await client.post(url, content=body, timeout=httpx.Timeout(5.0, write=0.3))
+        finally:
+            server.close()
+
+    with pytest.raises(httpx.WriteTimeout):
+        run(go())
+
+
+def test_a_server_that_never_accepts_raises_connect_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # a backlog of one, never accepted
+        port = listener.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port))  # takes the one place
+
+        async def go() -> None:
+            async with lean_client() as client:
+                await client.get(
+                    f"http://127.0.0.1:{port}/", timeout=httpx.Timeout(5.0, connect=0.3)
+                )
+
+        try:
+            with pytest.raises(httpx.ConnectTimeout):
+                run(go())
+        finally:
+            filler.close()
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
