@@ -8,7 +8,7 @@ import time
 import pytest
 
 from streamctl.errors import StoreError
-from streamctl.pipeline.outcomes import Decision, EventResult, Status
+from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
 from streamctl.store import queries
 from streamctl.store.db import AttemptRecord, Store
 from streamctl.store.encoded import encode_results
@@ -284,3 +284,41 @@ def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_pat
             "SELECT message_id FROM events WHERE duplicate = 1 ORDER BY id"
         ).fetchall()
         assert duplicates == [("seen",), ("a",)]
+
+
+def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
+    # Values shared by a group of rows travel as SQL literals: quotes, NUL and the
+    # exact float time must come back as they were, each row in its own group.
+    sync = "it's \"quoted\"\x00"
+    results = [
+        _result("p"),
+        EventResult(
+            "f", "web", {"messageId": "f"},
+            ContractResult("allowed", {"messageId": "f"}),
+            decisions=[Decision("f", sync, Status.FILTERED)],
+        ),
+        EventResult(
+            "m", "web", {"messageId": "m"},
+            decisions=[Decision("m", sync, Status.MAPPING_ERROR, event_type="custom",
+                                error="needs 'email'")],
+        ),
+    ]  # fmt: skip
+    now = 1764169200.123456789
+    with Store.open(tmp_path / "state.db") as store:
+        store.record_results(results, destinations={"s": "d", sync: "dest 'x'"}, now=now)
+        deliveries = store.conn.execute(
+            "SELECT message_id, source, sync, destination, event_type, status, stage, error,"
+            " payload, created_at, next_attempt_at FROM deliveries ORDER BY id"
+        ).fetchall()
+        events = store.conn.execute(
+            "SELECT message_id, source, received_at, contract_outcome, duplicate FROM events"
+            " ORDER BY id"
+        ).fetchall()
+    assert deliveries == [
+        ("p", "web", "s", "d", "custom", "pending", "delivery", None, '{"m":"p"}', now, now),
+        ("f", "web", sync, "dest 'x'", None, "filtered", "filter", None, None, now, None),
+        ("m", "web", sync, "dest 'x'", "custom", "mapping_error", "mapping", "needs 'email'",
+         None, now, None),
+    ]  # fmt: skip
+    assert events == [("p", "web", now, None, 0), ("f", "web", now, "allowed", 0),
+                      ("m", "web", now, None, 0)]  # fmt: skip

@@ -350,11 +350,8 @@ class Store:
                     rows = _RecordRows(encoded, destinations, now)
             first_event = _next_id(conn, "events")
             first_delivery = _next_id(conn, "deliveries")
-            conn.executemany(
-                "INSERT INTO events (id, source, message_id, received_at, payload,"
-                f" contract_outcome, duplicate) VALUES ({first_event} + ?, ?, ?, ?, ?, ?, 0)",
-                rows.events,
-            )
+            for sql, params in rows.event_inserts(first_event):
+                conn.executemany(sql, params)
             if duplicates:
                 after = first_event + len(encoded.events)
                 conn.executemany(
@@ -362,13 +359,8 @@ class Store:
                     " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, NULL, 1)",
                     [(after + i, *row[:2], now, row[2]) for i, row in enumerate(duplicates)],
                 )
-            conn.executemany(
-                "INSERT INTO deliveries (id, event_id, message_id, source, sync, destination,"
-                " event_type, status, stage, error, user_key, payload, created_at, next_attempt_at)"
-                f" VALUES ({first_delivery} + ?, {first_event} + ?,"
-                " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows.deliveries,
-            )
+            for sql, params in rows.delivery_inserts(first_delivery, first_event):
+                conn.executemany(sql, params)
             if encoded.violations:
                 conn.executemany(
                     "INSERT INTO violations (event_id, message_id, source, contract, version,"
@@ -573,19 +565,87 @@ def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[Pending
 
 
 class _RecordRows:
-    """`events` and `deliveries` parameters of encoded results, ids relative (0, 1, ...)."""
+    """The `events` and `deliveries` rows of encoded results (ids relative: 0, 1, ...), as
+    INSERT statements with their parameter rows.
+
+    Rows are grouped by the values they share (source, sync, status, times, NULLs),
+    which the statement carries as literals: binding a parameter costs about 0.3 us,
+    and binding 14 per delivery row took longer than SQLite's own work of storing it
+    (100,000 rows: 0.6 s with every value bound, 0.2 s binding only the 4 that differ).
+    """
 
     def __init__(self, encoded: EncodedResults, destinations: dict[str, str], now: float) -> None:
-        source = encoded.source
-        self.events = [
-            (i, source, message_id, now, payload, outcome)
-            for i, (message_id, payload, outcome) in enumerate(encoded.events)
-        ]
-        self.deliveries = [
-            (i, d[0], d[1], source, d[2], destinations.get(d[2]), d[3], d[4], d[5], d[6], d[7],
-             d[8], now, now if d[4] == PENDING else None)
-            for i, d in enumerate(encoded.decisions)
-        ]  # fmt: skip
+        self.source = encoded.source
+        self.destinations = destinations
+        self.now = now
+        self.events: dict[bool, list[tuple[Any, ...]]] = {}  # by "has a contract outcome"
+        for i, (message_id, event_json, outcome) in enumerate(encoded.events):
+            row = (
+                (i, message_id, event_json)
+                if outcome is None
+                else (i, message_id, event_json, outcome)
+            )
+            self.events.setdefault(outcome is not None, []).append(row)
+        # (sync, event_type, status, stage, has error, has payload) -> rows
+        self.deliveries: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        for i, d in enumerate(encoded.decisions):
+            error, payload = d[6], d[8]
+            varying: tuple[Any, ...] = (i, d[0], d[1], d[7])
+            if error is not None:
+                varying += (error,)
+            if payload is not None:
+                varying += (payload,)
+            key = (d[2], d[3], d[4], d[5], error is not None, payload is not None)
+            self.deliveries.setdefault(key, []).append(varying)
+
+    def event_inserts(self, first_id: int) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        shared = f"{_literal(self.source)}, {_literal(self.now)}, 0"
+        for has_outcome, rows in self.events.items():
+            outcome = "?" if has_outcome else "NULL"
+            yield (
+                "INSERT INTO events (id, message_id, payload, source, received_at, duplicate,"
+                f" contract_outcome) VALUES ({first_id} + ?, ?, ?, {shared}, {outcome})",
+                rows,
+            )
+
+    def delivery_inserts(
+        self, first_id: int, first_event: int
+    ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        for key, rows in self.deliveries.items():
+            sync, event_type, status, stage, has_error, has_payload = key
+            columns = ["id", "event_id", "message_id", "user_key"]
+            values = [f"{first_id} + ?", f"{first_event} + ?", "?", "?"]
+            for column, present in (("error", has_error), ("payload", has_payload)):
+                if present:
+                    columns.append(column)
+                    values.append("?")
+            shared = {
+                "source": self.source,
+                "sync": sync,
+                "destination": self.destinations.get(sync),
+                "event_type": event_type,
+                "status": status,
+                "stage": stage,
+                "created_at": self.now,
+                "next_attempt_at": self.now if status == PENDING else None,
+            }
+            columns += shared
+            values += (_literal(value) for value in shared.values())
+            yield (
+                f"INSERT INTO deliveries ({', '.join(columns)}) VALUES ({', '.join(values)})",
+                rows,
+            )
+
+
+def _literal(value: str | float | None) -> str:
+    """An SQL literal of a value shared by every row of a statement."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same double
+    if "\x00" in value:  # SQL text cannot hold NUL: its UTF-8 bytes, read back as text
+        return f"CAST(X'{value.encode().hex()}' AS TEXT)"
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], list[int]]:
