@@ -3,9 +3,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from streamctl.errors import EventError
+from streamctl.sources.ndjson import parse_lines
 from streamctl.sources.normalise import MAX_EVENT_BYTES, format_timestamp, normalise
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -86,6 +88,27 @@ def test_too_large_event_names_message_id_index_and_size():
     event = track(messageId="big-1", properties={"blob": "x" * MAX_EVENT_BYTES})
     with pytest.raises(EventError, match=r"event 7 messageId 'big-1': event is \d+ bytes, over the 32768 byte limit"):
         normalise(event, index=7)
+
+
+@pytest.mark.parametrize("text_length", [None, 100, MAX_EVENT_BYTES // 5 + 1])
+def test_the_size_is_measured_unless_the_text_it_came_from_was_short_enough(text_length):
+    # Parsed text serialises to at most 5 times its length: a line of at most a fifth
+    # of the limit cannot be over it, and is not measured (what the argument spares).
+    event = track(messageId="big-2", properties={"blob": "x" * MAX_EVENT_BYTES})
+    if text_length == 100:
+        assert normalise(event, text_length=text_length)["messageId"] == "big-2"
+    else:
+        with pytest.raises(EventError, match="over the 32768 byte limit"):
+            normalise(event, text_length=text_length)
+
+
+def test_an_ndjson_line_over_the_limit_is_a_bad_line_with_its_number():
+    big = orjson.dumps(track(messageId="big-3", properties={"blob": "x" * MAX_EVENT_BYTES}))
+    chunk = parse_lines([orjson.dumps(track(messageId="ok")), big, b"{}"], first_line=10)
+    assert [e["messageId"] for e in chunk.events] == ["ok"]
+    too_large, no_type = chunk.bad
+    assert (too_large.line, no_type.line) == (11, 12)
+    assert "over the 32768 byte limit" in too_large.message
 
 
 def test_non_object_event_is_refused():

@@ -113,7 +113,7 @@ def _parse_line(raw: bytes, line_number: int, received_at: datetime, chunk: Ndjs
         )
         return
     try:
-        chunk.events.append(normalise(event, received_at=received_at))
+        chunk.events.append(normalise(event, received_at=received_at, text_length=len(raw)))
     except EventError as exc:
         chunk.bad.append(BadLine(line_number, str(exc)))
         return
