@@ -322,3 +322,22 @@ def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
     ]  # fmt: skip
     assert events == [("p", "web", now, None, 0), ("f", "web", now, "allowed", 0),
                       ("m", "web", now, None, 0)]  # fmt: skip
+
+
+def test_many_rows_are_recorded_in_full_statements_and_a_last_partial_one(tmp_path):
+    # Rows go into multi-row INSERTs of at most 999 parameters: 1,000 events of 3
+    # parameters each fill three statements of 333 rows and leave one row over.
+    results = [_result(f"m{n}", Status.PENDING if n % 3 else Status.FILTERED) for n in range(1000)]
+    with Store.open(tmp_path / "state.db") as store:
+        recorded = store.record_results(results, destinations={"s": "d"})
+        events = store.conn.execute("SELECT id, message_id FROM events ORDER BY id").fetchall()
+        deliveries = store.conn.execute(
+            "SELECT d.id, d.message_id, d.status, e.message_id FROM deliveries d"
+            " JOIN events e ON e.id = d.event_id ORDER BY d.id"
+        ).fetchall()
+    assert [m for _, m in events] == [f"m{n}" for n in range(1000)]
+    assert [(m, status) for _, m, status, _ in deliveries] == [
+        (f"m{n}", "pending" if n % 3 else "filtered") for n in range(1000)
+    ]
+    assert all(m == event_message for _, m, _, event_message in deliveries)
+    assert [p.message_id for p in recorded.pending] == [f"m{n}" for n in range(1000) if n % 3]
