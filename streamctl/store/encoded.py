@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from streamctl.pipeline.outcomes import EventResult, Status
+from streamctl.pipeline.outcomes import STAGE_OF, EventResult, Status
 
 # (message_id, event JSON, contract outcome)
 EventRow = tuple[str, str, str | None]
@@ -33,6 +33,9 @@ DuplicateRow = tuple[str, str, str]
 PendingRow = tuple[int, str, str, str, str, str]
 
 PENDING = Status.PENDING.value
+# A status's text and its stage's, looked up once here: an enum's `.value` is a
+# property, and encoding reads two per decision.
+_STATUS_AND_STAGE = {status: (status.value, STAGE_OF[status].value) for status in Status}
 
 
 @dataclass
@@ -107,6 +110,7 @@ def encode_results(
     payloads = encoded.pending_payloads
     pending = Status.PENDING
     function_error = Status.FUNCTION_ERROR
+    texts = _STATUS_AND_STAGE
     for index, result in enumerate(results):
         contract = result.contract
         events.append(
@@ -127,8 +131,8 @@ def encode_results(
             status = d.status
             payload = d.payload
             decisions.append(
-                (index, d.message_id, d.sync, d.event_type, status.value, d.stage.value, d.error,
-                 d.user_key, None if payload is None else dumps(payload).decode())
+                (index, d.message_id, d.sync, d.event_type, *texts[status], d.error, d.user_key,
+                 None if payload is None else dumps(payload).decode())
             )  # fmt: skip
             if status is pending:
                 if payloads is not None:
