@@ -287,8 +287,8 @@ def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_pat
 
 
 def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
-    # Values shared by a group of rows travel as SQL literals: quotes, NUL and the
-    # exact float time must come back as they were, each row in its own group.
+    # Values shared by a group of rows are bound once for many rows: quotes, NUL and
+    # the exact float time come back as they were, each row in its own group.
     sync = "it's \"quoted\"\x00"
     results = [
         _result("p"),
@@ -341,3 +341,25 @@ def test_many_rows_are_recorded_in_full_statements_and_a_last_partial_one(tmp_pa
     ]
     assert all(m == event_message for _, m, _, event_message in deliveries)
     assert [p.message_id for p in recorded.pending] == [f"m{n}" for n in range(1000) if n % 3]
+
+
+def test_a_checkpoint_restarts_a_wal_grown_past_the_limit(tmp_path, monkeypatch):
+    # Writers that never pause (replay's workers) keep a PASSIVE checkpoint from ever
+    # catching up, and SQLite only starts a WAL over once one has: past the limit the
+    # checkpoint waits for them (RESTART), and the next write starts the WAL again.
+    with Store.open(tmp_path / "state.db") as store:
+        store.record_results([_result(f"small-{n}") for n in range(3)], destinations={})
+        wal = tmp_path / "state.db-wal"
+        monkeypatch.setattr("streamctl.store.db.WAL_RESTART_BYTES", wal.stat().st_size + 1)
+        statements: list[str] = []
+        store.conn.set_trace_callback(statements.append)
+        store.checkpoint()
+        assert [s for s in statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(PASSIVE)"]
+        store.record_results([_result(f"big-{n}") for n in range(2000)], destinations={})
+        statements.clear()
+        store.checkpoint()
+        assert [s for s in statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(RESTART)"]
+        store.record_results([_result("after")], destinations={})
+        store.conn.set_trace_callback(None)
+        frames = store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    assert frames < 10  # the WAL started over: only the last write is in it

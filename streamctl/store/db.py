@@ -31,6 +31,7 @@ try:
     import fcntl
 except ImportError:  # Windows: SQLite's own busy handler alone
     fcntl = None  # type: ignore[assignment]
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are no
 # that lower it (a multi-row INSERT binds every row's values at once).
 MAX_PARAMETERS = 999
 CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
+WAL_RESTART_BYTES = 64 * 1024 * 1024  # a WAL this large is checkpointed to its end
 LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
 
@@ -239,10 +241,25 @@ class Store:
                 self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Copy what the WAL holds into the database file, as far as readers allow."""
+        """Copy what the WAL holds into the database file, as far as readers allow.
+
+        A PASSIVE checkpoint never waits, but while other processes keep writing (replay's
+        workers) it never catches up either, and SQLite starts the WAL over only once it
+        has: the WAL grew to 4 GB in a replay of 1,000,000 events, and every read and the
+        memory of every process with it. Past `WAL_RESTART_BYTES` the checkpoint holds the
+        writers' file lock and RESTARTs: it copies the rest, and the next write begins the
+        WAL again (trimmed to 64 MiB by journal_size_limit)."""
         with self.lock:
             self._last_checkpoint = time.monotonic()
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if _size(self.wal_path) < WAL_RESTART_BYTES:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                return
+            with self._between_processes():
+                self.conn.execute("PRAGMA wal_checkpoint(RESTART)")
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -547,6 +564,13 @@ def _try_lock(handle: IO[bytes]) -> bool:
             wait = min(wait * 2, 0.005)
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def store_path(project: Project) -> Path:
     path = Path(project.store_path)
     return path if path.is_absolute() else Path(project.root) / path
@@ -568,12 +592,13 @@ def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[Pending
 
 class _RecordRows:
     """The `events` and `deliveries` rows of encoded results (ids relative: 0, 1, ...), as
-    INSERT statements with their parameter rows.
+    INSERT statements with their parameters (see `_multi_row`).
 
-    Rows are grouped by the values they share (source, sync, status, times, NULLs),
-    which the statement carries as literals: binding a parameter costs about 0.3 us,
-    and binding 14 per delivery row took longer than SQLite's own work of storing it
-    (100,000 rows: 0.6 s with every value bound, 0.2 s binding only the 4 that differ).
+    Rows are grouped by the values they share (source, sync, status, time, NULLs),
+    which each statement binds once: binding a parameter costs about 0.3 us, and
+    binding 14 per delivery row took longer than SQLite's own work of storing it
+    (100,000 rows: 0.6 s with every value bound per row, 0.2 s binding only the 4
+    that differ).
     """
 
     def __init__(self, encoded: EncodedResults, destinations: dict[str, str], now: float) -> None:
@@ -601,25 +626,16 @@ class _RecordRows:
             self.deliveries.setdefault(key, []).append(varying)
 
     def event_inserts(self, first_id: int) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-        columns = ["id", "message_id", "payload", "source", "received_at", "duplicate"]
-        values = [f"{first_id} + ?", "?", "?", _literal(self.source), _literal(self.now), "0"]
+        shared = {"source": self.source, "received_at": self.now, "duplicate": 0}
         for has_outcome, rows in self.events.items():
-            outcome = "?" if has_outcome else "NULL"
-            yield from _multi_row(
-                "events", [*columns, "contract_outcome"], [*values, outcome], rows
-            )
+            columns = ("id", "message_id", "payload", *(("contract_outcome",) * has_outcome))
+            yield from _multi_row("events", columns, (first_id,), shared, rows)
 
     def delivery_inserts(
         self, first_id: int, first_event: int
     ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         for key, rows in self.deliveries.items():
             sync, event_type, status, stage, has_error, has_payload = key
-            columns = ["id", "event_id", "message_id", "user_key"]
-            values = [f"{first_id} + ?", f"{first_event} + ?", "?", "?"]
-            for column, present in (("error", has_error), ("payload", has_payload)):
-                if present:
-                    columns.append(column)
-                    values.append("?")
             shared = {
                 "source": self.source,
                 "sync": sync,
@@ -630,44 +646,66 @@ class _RecordRows:
                 "created_at": self.now,
                 "next_attempt_at": self.now if status == PENDING else None,
             }
-            columns += shared
-            values += (_literal(value) for value in shared.values())
-            yield from _multi_row("deliveries", columns, values, rows)
+            columns = (
+                "id",
+                "event_id",
+                "message_id",
+                "user_key",
+                *(("error",) * has_error),
+                *(("payload",) * has_payload),
+            )
+            bases = (first_id, first_event)
+            yield from _multi_row("deliveries", columns, bases, shared, rows)
 
 
 def _multi_row(
-    table: str, columns: list[str], values: list[str], rows: list[tuple[Any, ...]]
+    table: str,
+    columns: tuple[str, ...],
+    bases: tuple[int, ...],
+    shared: dict[str, Any],
+    rows: list[tuple[Any, ...]],
 ) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    """(INSERT of many rows, parameters of each execution) for `executemany`: VALUES
-    (...), (...), ... runs SQLite's statement once per many rows, not once per row,
-    which halved the cost of storing a filtered delivery. `rows` are equally long."""
-    per_statement = max(1, MAX_PARAMETERS // len(rows[0]))
-    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    one_row = f"({', '.join(values)})"
+    """(statement, parameters of each execution) for `executemany`, storing `rows`:
+    the values of `columns`, of which the first len(bases) are ids relative to those
+    bases, plus `shared`, the same in every row.
+
+    Many rows go in one statement, VALUES (...), (...), ..., which SQLite runs once
+    rather than once per row: that halved the cost of storing a filtered delivery.
+    The bases and `shared` are bound once per statement, so the statements' text
+    depends only on their shape, and each is prepared once per connection."""
+    head = (*bases, *shared.values())
+    per_row = len(columns)
+    per_statement = max(1, (MAX_PARAMETERS - len(head)) // per_row)
+    names = (*columns, *shared)
     whole = len(rows) - len(rows) % per_statement
     if whole:
-        statement = head + ", ".join([one_row] * per_statement)
+        statement = _insert_sql(table, names, len(bases), len(shared), per_statement)
         yield (
             statement,
-            [_flat(rows[i : i + per_statement]) for i in range(0, whole, per_statement)],
+            [
+                (*head, *chain.from_iterable(rows[i : i + per_statement]))
+                for i in range(0, whole, per_statement)
+            ],
         )
-    if whole < len(rows):
-        yield head + ", ".join([one_row] * (len(rows) - whole)), [_flat(rows[whole:])]
+    if whole < len(rows):  # a row a statement: a text for every length would fill the cache
+        statement = _insert_sql(table, names, len(bases), len(shared), 1)
+        yield statement, [(*head, *row) for row in rows[whole:]]
 
 
-def _flat(rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    return tuple(chain.from_iterable(rows))
-
-
-def _literal(value: str | float | None) -> str:
-    """An SQL literal of a value shared by every row of a statement."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, float):
-        return repr(value)  # the shortest text that reads back as the same double
-    if "\x00" in value:  # SQL text cannot hold NUL: its UTF-8 bytes, read back as text
-        return f"CAST(X'{value.encode().hex()}' AS TEXT)"
-    return "'" + value.replace("'", "''") + "'"
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, names: tuple[str, ...], bases: int, shared: int, rows: int) -> str:
+    """INSERT of `rows` rows into `names` (the row's own columns, then the shared ones).
+    Parameters: ?1... the id bases, then the shared values, then each row's own values,
+    its first `bases` ones added to the bases."""
+    per_row = len(names) - shared
+    shared_marks = [f"?{bases + k + 1}" for k in range(shared)]
+    tuples = []
+    for r in range(rows):
+        first = bases + shared + r * per_row + 1
+        own = [f"?{first + j}" for j in range(per_row)]
+        ids = [f"?{b + 1} + {own[b]}" for b in range(bases)]
+        tuples.append(f"({', '.join([*ids, *own[bases:], *shared_marks])})")
+    return f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join(tuples)}"
 
 
 def _same_attempts(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], list[int]]:
