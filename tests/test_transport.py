@@ -4,11 +4,13 @@ timeouts, errors, limits, TLS, and `default_client` choosing it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import shutil
 import socket
 import ssl
 import subprocess
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -642,3 +644,24 @@ def test_default_client_keeps_httpx_transport_behind_a_proxy(
     client = default_client()
     assert isinstance(client._transport, httpx.AsyncHTTPTransport)
     run(client.aclose())
+
+
+@pytest.mark.parametrize("make_client", [default_client, httpx.AsyncClient])
+def test_a_response_read_whole_is_freed_without_the_cycle_collector(
+    no_proxy_env: pytest.MonkeyPatch, make_client: Callable[[], httpx.AsyncClient]
+) -> None:
+    # httpx ties each response's stream back to the response: a cycle that holds the
+    # request body until a full collection. default_client cuts it; plain httpx keeps it.
+    async def send(url: str) -> weakref.ref[httpx.Response]:
+        async with make_client() as client:
+            response = await client.post(url, content=b"x" * 30_000)
+            assert (response.status_code, response.json()) == (200, {"ok": True})
+            return weakref.ref(response)
+
+    with FakeServer() as server:
+        gc.disable()
+        try:
+            freed = run(send(server.url))() is None
+        finally:
+            gc.enable()
+    assert freed is (make_client is default_client)

@@ -95,8 +95,25 @@ def default_client() -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
     proxies = urllib.request.getproxies_environment()  # HTTP(S)_PROXY, ALL_PROXY, any case
     if proxies.keys() & {"http", "https", "all"}:
-        return httpx.AsyncClient(limits=limits, timeout=30.0)
-    return httpx.AsyncClient(transport=LeanTransport(limits=limits), timeout=30.0)
+        return DeliveryClient(limits=limits, timeout=30.0)
+    return DeliveryClient(transport=LeanTransport(limits=limits), timeout=30.0)
+
+
+class DeliveryClient(httpx.AsyncClient):
+    """httpx's client, minus a reference cycle per response.
+
+    httpx binds every response's stream to the response itself, a cycle that keeps
+    the response, its request and the request's body (a 100-event batch: ~27 KB) alive
+    until a full garbage collection: replaying 1,000,000 events, the process grew by
+    about 170 MB. A response read whole has no use for that stream: it is replaced."""
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = await super().send(request, stream=stream, **kwargs)
+        if not stream:
+            response.stream = httpx.ByteStream(response.content)
+        return response
 
 
 class Runtime:
