@@ -47,6 +47,7 @@ MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
 PARENT_CHECK = 0.5  # seconds between a worker's checks that the replay process still runs
 SCAN_BLOCK = 1 << 20  # bytes the parent reads at a time to find the chunks' line boundaries
+WORKER_CACHE_MIB = 16  # SQLite page cache of a worker's connection
 
 _worker: dict[str, Any] = {}
 
@@ -160,7 +161,9 @@ def decide_range(start: int, end: int, first_line: int) -> DecidedChunk:
     encoded = encode_results(source, results, keep_payloads=False)
     store: Store | None = _worker.get("store")
     if store is None:
-        store = _worker["store"] = Store.open(_worker["store_file"], checkpoints=False)
+        # Each turn at the writer lock finds the cache emptied by the others' writes.
+        store = Store.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
+        _worker["store"] = store
     now = time.time()
     recorded = store.record_encoded(
         encoded, destinations=_worker["destinations"], now=now, dedupe=True, build_pending=False

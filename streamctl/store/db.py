@@ -149,6 +149,7 @@ class Store:
         readonly: bool = False,
         synchronous: Synchronous = "NORMAL",
         checkpoints: bool = True,
+        cache_mib: int = 64,
     ) -> Store:
         """Open (creating and migrating unless `readonly`) the store at `path`.
 
@@ -157,7 +158,9 @@ class Store:
         the write lock, stalling every other writer. Instead a connection with
         `checkpoints=True` runs a PASSIVE checkpoint, which writers do not wait for,
         after its commits at most every `CHECKPOINT_EVERY` seconds; replay's worker
-        processes open with `checkpoints=False` and leave them to the parent."""
+        processes open with `checkpoints=False` and leave them to the parent.
+        `cache_mib`: SQLite's page cache, which it empties whenever another connection
+        has written, so a small one serves connections that take turns writing."""
         path = Path(path)
         try:
             if readonly:
@@ -175,7 +178,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA temp_store = MEMORY")
-                conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+                conn.execute(f"PRAGMA cache_size = {-1024 * cache_mib}")  # in KiB
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
                 conn.execute("PRAGMA journal_size_limit = 67108864")  # WAL back to 64 MiB
         except sqlite3.Error as exc:
