@@ -17,8 +17,10 @@ process delivers, and records attempts.
             chunk = await pool.submit(start, end, first_line)     # DecidedChunk
             deliveries = chunk.pending()
 
-Workers start from a fork server that imported streamctl once, so starting them is
-cheap and they inherit no threads, locks or SQLite handles from the parent.
+Workers start from a fork server that imported streamctl once, so they inherit no
+threads, locks or SQLite handles from the parent; `streamctl replay` forks them
+itself instead (`DecisionPool.forked`), early enough that there are none, and they
+begin with its project already loaded and compiled.
 """
 
 from __future__ import annotations
