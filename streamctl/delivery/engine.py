@@ -148,6 +148,10 @@ class DeliveryEngine:
 
     def changed(self) -> None:
         self._changed.set()
+        if self._records and all(lane.idle for lane in self.lanes.values()):
+            # Nothing left to send: write the outcomes now rather than at the next
+            # interval (the end of a replay waits for exactly this).
+            self._flush_now.set()
 
     # -- recording --------------------------------------------------------------------------
 
