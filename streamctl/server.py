@@ -113,6 +113,9 @@ class Instance:
     async def submit(self, source: str, events: list[Event]) -> None:
         await self.committer.submit(source, events)
 
+    def check_room(self) -> None:
+        self.committer.check_room()
+
     async def ready(self) -> str | None:
         if not self.committer.running:
             return "the ingest writer is not running"

@@ -404,3 +404,6 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
         assert reply.status_code == 429
         assert int(reply.headers["retry-after"]) >= 1
         assert stored(listener, "bp-over") == []
+        # Refused before its body is read: even a body that is not JSON gets the 429.
+        garbled = http.post("/v1/track", content=b"{not json", headers=basic(WEB_KEY))
+        assert (garbled.status_code, garbled.json()["code"]) == (429, "overloaded")

@@ -107,17 +107,22 @@ class GroupCommitter:
         """Run a store call on the writer's thread (SQLite connections may be thread-bound)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    async def submit(self, source: str, events: Sequence[Event]) -> None:
-        """Return once `events` are committed; raise Overloaded or StoreError otherwise."""
+    def check_room(self, events: int = 1) -> None:
+        """Raise Overloaded unless `events` more would be taken now. Cheap: the listener
+        asks before reading a request's body, so a request refused costs no parsing."""
         if self._closing:
             msg = "the listener is shutting down"
             raise Overloaded(self._limits.retry_after) from StoreError(msg)
         limits = self._limits
         if (
-            self._pending_events + len(events) > limits.max_pending_events
+            self._pending_events + events > limits.max_pending_events
             or self._depth >= limits.max_queue_depth
         ):
             raise Overloaded(limits.retry_after)
+
+    async def submit(self, source: str, events: Sequence[Event]) -> None:
+        """Return once `events` are committed; raise Overloaded or StoreError otherwise."""
+        self.check_room(len(events))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(source, events, done))
         self._pending_events += len(events)

@@ -85,6 +85,9 @@ class Listener(Protocol):
     async def submit(self, source: str, events: list[Event]) -> None:
         """Return once the events are committed; raise Overloaded or StoreError."""
 
+    def check_room(self) -> None:
+        """Raise Overloaded when no more events would be taken now (before parsing)."""
+
     async def ready(self) -> str | None:
         """None when ready to accept events, else the reason it is not."""
 
@@ -189,6 +192,7 @@ class IngestApp:
             header_key = self._basic_auth_key(request.headers.get("authorization"))
             if header_key is not None:  # refuse a wrong key before reading the body
                 source = self._source_for(header_key).name
+            self._listener.check_room()  # and a full queue before parsing it
             payload = parse_json(await request.body())
             body_key = payload.pop("writeKey", None)  # never stored with the events
             if header_key is None:
@@ -239,6 +243,7 @@ class IngestApp:
         try:
             if source is None:
                 raise Rejected(404, "not_found", f"no webhook source {name!r}")
+            self._listener.check_room()  # before reading and verifying the body
             raw = await request.body()
             headers = request.headers
             try:
