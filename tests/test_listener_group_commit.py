@@ -36,6 +36,10 @@ class RecordingQueue:
     def depth(self) -> int:
         return self.inner.depth()
 
+    @property
+    def max_depth(self) -> int:
+        return self.inner.max_depth
+
 
 def events(n: int, prefix: str) -> list[dict]:
     return [{"type": "track", "userId": "u", "messageId": f"{prefix}-{i}"} for i in range(n)]
@@ -108,6 +112,40 @@ def test_past_the_pending_bound_submit_is_refused_not_queued(store):
 
     asyncio.run(scenario())
     assert store.queue.depth() == 9
+
+
+def test_a_round_too_big_for_the_queue_commits_the_requests_that_fit(store):
+    store.queue.max_depth = 10
+    queue = RecordingQueue(store)
+    outcomes: dict[str, str] = {}
+
+    async def submit(committer: GroupCommitter, name: str, count: int) -> None:
+        try:
+            await committer.submit("web", events(count, name))
+            outcomes[name] = "committed"
+        except Overloaded:
+            outcomes[name] = "429"
+
+    async def scenario():
+        committer = GroupCommitter(queue)
+        await committer.start()
+        queue.release.clear()  # hold a first round so the next three share one
+        held = asyncio.create_task(submit(committer, "held", 1))
+        await asyncio.sleep(0.05)
+        three = [
+            asyncio.create_task(submit(committer, name, count))
+            for name, count in (("six", 6), ("five", 5), ("three", 3))
+        ]
+        await asyncio.sleep(0.05)
+        queue.release.set()
+        await asyncio.gather(held, *three)
+        await committer.close()
+
+    asyncio.run(scenario())
+    # 14 events do not fit in the 9 left: six and three (9) do, in order; five does not.
+    assert outcomes == {"held": "committed", "six": "committed", "five": "429", "three": "committed"}
+    assert queue.transactions == [1, 9]
+    assert store.queue.depth() == 10
 
 
 def test_close_commits_what_is_pending_then_refuses(store):

@@ -165,54 +165,66 @@ class GroupCommitter:
         return True
 
     async def _commit_round(self, round_: list[_Pending]) -> None:
-        by_source: dict[str, list[_Pending]] = {}
-        for pending in round_:
-            by_source.setdefault(pending.source, []).append(pending)
         try:
-            results = await self.run_on_writer_thread(self._append_all, by_source)
+            errors = await self.run_on_writer_thread(self._append_round, round_)
         except Exception as exc:  # the thread itself failed: fail the round, keep the writer
             failure: BaseException = StoreError(f"could not commit: {type(exc).__name__}: {exc}")
-            results = dict.fromkeys(by_source, failure)
-        for source, error in results.items():
-            requests = by_source[source]
+            errors = [failure] * len(round_)
+        committed: dict[str, list[_Pending]] = {}
+        for pending, error in zip(round_, errors, strict=True):
             if error is None:
-                committed = sum(len(p.events) for p in requests)
-                self.committed_events += committed
-                self._rate.add(committed, len(requests))
-            for pending in requests:
-                if pending.done.done():  # the client went away; nothing to answer
-                    continue
-                if error is None:
-                    pending.done.set_result(None)
-                else:
-                    pending.done.set_exception(error)
-            if error is None and self._on_committed is not None:
+                committed.setdefault(pending.source, []).append(pending)
+            if pending.done.done():  # the client went away; nothing to answer
+                continue
+            if error is None:
+                pending.done.set_result(None)
+            else:
+                pending.done.set_exception(error)
+        for source, requests in committed.items():
+            count = sum(len(p.events) for p in requests)
+            self.committed_events += count
+            self._rate.add(count, len(requests))
+            if self._on_committed is not None:
                 for pending in requests:
                     self._on_committed(source, pending.events)
 
-    def _append_all(self, by_source: dict[str, list[_Pending]]) -> dict[str, BaseException | None]:
-        """On the writer thread: the round in one transaction when the queue can do that
-        (`append_many`: one append, one queue row, per request), else one append (one
-        transaction) per source."""
+    def _append_round(self, round_: list[_Pending]) -> list[BaseException | None]:
+        """On the writer thread: each request's outcome. The round goes in one transaction
+        when the queue can do that (`append_many`: one queue row per request), else one
+        append (one transaction) per request."""
         append_many = getattr(self._queue, "append_many", None)
-        results: dict[str, BaseException | None]
-        if append_many is not None:
-            requests = [
-                (source, pending.events)
-                for source, pendings in by_source.items()
-                for pending in pendings
-            ]
-            error = self._attempt(append_many, requests)
-            results = dict.fromkeys(by_source, error)
+        if append_many is None:
+            errors = [self._attempt(self._queue.append, p.source, p.events) for p in round_]
         else:
-            results = {
-                source: self._attempt(
-                    self._queue.append, source, [e for p in pendings for e in p.events]
-                )
-                for source, pendings in by_source.items()
-            }
+            errors = self._append_together(append_many, round_)
         self._refresh_depth()
-        return results
+        return errors
+
+    def _append_together(
+        self, append_many: Callable[..., None], round_: list[_Pending]
+    ) -> list[BaseException | None]:
+        error = self._attempt(append_many, [(p.source, p.events) for p in round_])
+        if not isinstance(error, Overloaded) or len(round_) == 1:
+            return [error] * len(round_)
+        # The queue has no room for the whole round: the requests that fit, in order, go
+        # in; only the others are refused (429), not every request that shared the round.
+        room, fitting = self._queue_room(), []
+        for pending in round_:
+            if len(pending.events) <= room:
+                fitting.append(pending)
+                room -= len(pending.events)
+        if not fitting:
+            return [error] * len(round_)
+        outcome = self._attempt(append_many, [(p.source, p.events) for p in fitting])
+        admitted = {id(p) for p in fitting}
+        return [outcome if id(p) in admitted else error for p in round_]
+
+    def _queue_room(self) -> int:
+        """Events the queue takes before its depth limit (0 when it has none to tell)."""
+        max_depth = getattr(self._queue, "max_depth", None)
+        if not isinstance(max_depth, int):
+            return 0
+        return max(0, max_depth - self._queue.depth())
 
     def _attempt(self, append: Callable[..., None], *args: Any) -> BaseException | None:
         try:
