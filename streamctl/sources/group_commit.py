@@ -11,13 +11,17 @@ requests hand their events to one writer task and wait on a future:
 
 The writer takes everything pending, appends it on a dedicated thread in one
 transaction (`append_many` of the SQLite queue, one queue row per request; one
-`EventQueue.append` per source for queues without it) and resolves each request's future with the outcome. While a
-round commits, the next requests pile up and go together in the next round: the
-busier the listener, the larger the groups, without a fixed wait when it is idle.
+`EventQueue.append` per request for queues without it) and resolves each request's
+future with its own outcome. While a round commits, the next requests pile up and go
+together in the next round: the busier the listener, the larger the groups, without a
+fixed wait when it is idle.
 
 Memory is bounded twice: events waiting for a commit (`max_pending_events`) and
 events stored but not yet processed (`max_queue_depth`, read from the queue after
-commits). Past either bound `submit` raises `Overloaded` and the listener answers 429.
+commits). Past either bound `submit` raises `Overloaded` and the listener answers 429
+(`check_room` lets it answer before reading the body). A round the queue refuses as
+too big for its own depth limit commits the requests that fit, in order; only the
+others get 429.
 """
 
 from __future__ import annotations
