@@ -452,20 +452,13 @@ class Store:
             return []
         marks = ", ".join("?" for _ in syncs)
         sql = (
-            "SELECT id, sync, event_type, message_id, user_key, payload, created_at, attempts,"
-            " next_attempt_at, first_attempt_at FROM deliveries"
+            f"SELECT {_PENDING_COLUMNS} FROM deliveries"
             f" WHERE sync IN ({marks}) AND status IN ('pending', 'retrying') AND id > ?"
             " ORDER BY id LIMIT ?"
         )
         with self.lock:
             rows = self.conn.execute(sql, [*syncs, after_id, limit]).fetchall()
-        return [
-            PendingDelivery(
-                r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
-                r[6], r[7] or 0, r[8] or 0.0, r[9],
-            )
-            for r in rows
-        ]  # fmt: skip
+        return _pending_from_store(rows)
 
     def take_requeued(self, syncs: Sequence[str]) -> list[PendingDelivery]:
         """Deliveries `streamctl errors retry` put back while this process runs; clears the mark."""
@@ -480,8 +473,7 @@ class Store:
                 return []
         with self.transaction() as conn:
             rows = conn.execute(
-                "SELECT id, sync, event_type, message_id, user_key, payload, created_at, attempts,"
-                f" next_attempt_at, first_attempt_at FROM deliveries WHERE requeued = 1"
+                f"SELECT {_PENDING_COLUMNS} FROM deliveries WHERE requeued = 1"
                 f" AND sync IN ({marks}) AND status IN ('pending', 'retrying') ORDER BY id",
                 list(syncs),
             ).fetchall()
@@ -489,13 +481,7 @@ class Store:
                 f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks})",
                 list(syncs),
             )
-        return [
-            PendingDelivery(
-                r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
-                r[6], r[7] or 0, r[8] or 0.0, r[9],
-            )
-            for r in rows
-        ]  # fmt: skip
+        return _pending_from_store(rows)
 
     def clear_requeued(self, syncs: Sequence[str]) -> None:
         """A starting engine reads every open delivery anyway: drop the requeue marks."""
@@ -736,6 +722,24 @@ def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], lis
         )  # fmt: skip
         groups.setdefault(values, []).append(r.delivery_id)
     return groups
+
+
+# The columns `_pending_from_store` reads, in its order.
+_PENDING_COLUMNS = (
+    "id, sync, event_type, message_id, user_key, payload, created_at, attempts,"
+    " next_attempt_at, first_attempt_at"
+)
+
+
+def _pending_from_store(rows: Sequence[Sequence[Any]]) -> list[PendingDelivery]:
+    """Open deliveries read back from the store (`_PENDING_COLUMNS`); payloads stay JSON."""
+    return [
+        PendingDelivery(
+            r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
+            r[6], r[7] or 0, r[8] or 0.0, r[9],
+        )
+        for r in rows
+    ]  # fmt: skip
 
 
 def pending_from_rows(rows: Sequence[PendingRow], created_at: float) -> list[PendingDelivery]:
