@@ -23,7 +23,7 @@ from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.delivery.parallel import DecisionPool, auto_workers
+from streamctl.delivery.parallel import DecisionPool, worker_count
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
 from streamctl.heap import tune_garbage_collector
 from streamctl.sources.ndjson import BadLine
@@ -150,7 +150,7 @@ def _fork_workers(
 ) -> DecisionPool | None:
     if source not in project.sources or not file.is_file():
         return None  # replay_file reports it
-    count = auto_workers(file.stat().st_size) if workers is None else workers
+    count = worker_count(file.stat().st_size, workers)
     if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return None  # replay_file decides in this process, or starts a fork server
     return DecisionPool.forked(project, store_path(project), file, source, tuple(syncs), count)

@@ -54,8 +54,11 @@ WORKER_CACHE_MIB = 16  # SQLite page cache of a worker's connection
 _worker: dict[str, Any] = {}
 
 
-def auto_workers(file_size: int) -> int:
-    """0 (decide in-process) for small files, else one worker per CPU."""
+def worker_count(file_size: int, requested: int | None) -> int:
+    """`requested` (`--workers`), or by default 0 (decide in-process) for small files and
+    one worker per CPU for the others."""
+    if requested is not None:
+        return requested
     if file_size < AUTO_MIN_BYTES:
         return 0
     return max(1, min(MAX_AUTO_WORKERS, os.cpu_count() or 1))

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.model import Project
-from streamctl.delivery.parallel import DecidedChunk, DecisionPool, auto_workers, line_ranges
+from streamctl.delivery.parallel import DecidedChunk, DecisionPool, line_ranges, worker_count
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
@@ -105,7 +105,7 @@ async def replay_file(
             project, path, source, syncs, chunk_size, report, total, on_progress, on_bad_line
         )
     else:
-        processes = auto_workers(total) if workers is None else workers
+        processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
             pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
