@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 import pytest
+import sqlite_utils
 
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
@@ -13,7 +14,13 @@ from streamctl.store import queries
 from streamctl.store.db import AttemptRecord, Store
 from streamctl.store.encoded import encode_results
 from streamctl.store.queue import Overloaded
-from streamctl.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from streamctl.store.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    _message_keys,
+    message_key,
+    migrate,
+)
 from streamctl.store.sqlite_queue import SqliteEventQueue
 
 
@@ -174,6 +181,44 @@ def test_seen_message_ids_only_within_24_hours_and_per_source(tmp_path):
         store.record_results([_result("new")], destinations={}, now=now)
         assert store.seen_message_ids("web", ["old", "new", "other"], now=now) == {"new"}
         assert store.seen_message_ids("mobile", ["new"], now=now) == set()
+
+
+# Two messageIds with the same CRC-32, so the same `events.message_key`.
+COLLIDING = ("msg-29685295", "msg-32060020")
+
+
+def test_message_keys_that_collide_are_told_apart_by_their_text(tmp_path):
+    assert message_key(COLLIDING[0]) == message_key(COLLIDING[1])
+    first, second = COLLIDING
+    with Store.open(tmp_path / "state.db") as store:
+        store.record_results([_result(first)], destinations={"s": "d"})
+        assert store.seen_message_ids("web", [second]) == set()
+        recorded = store.record_encoded(
+            encode_results("web", [_result(second)]), destinations={"s": "d"}, dedupe=True
+        )
+        assert (recorded.events, recorded.duplicates) == (1, 0)
+        assert [e["message_id"] for e in queries.explain(store, second)] == [second]
+        assert store.seen_message_ids("web", [first, second, "other"]) == {first, second}
+
+
+def test_events_stored_before_message_keys_are_keyed_by_the_migration(tmp_path):
+    path = tmp_path / "state.db"
+    older = MIGRATIONS[: MIGRATIONS.index(_message_keys)]
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        migrate(sqlite_utils.Database(conn), str(path), older)
+        conn.executemany(
+            "INSERT INTO events (source, message_id, received_at, payload, duplicate)"
+            " VALUES ('web', ?, ?, '{}', ?)",
+            [("before", time.time(), 0), ("before", time.time(), 1)],
+        )
+    with Store.open(path) as store:
+        keys = store.conn.execute("SELECT DISTINCT message_key FROM events").fetchall()
+        assert keys == [(message_key("before"),)]
+        assert store.seen_message_ids("web", ["before", "after"]) == {"before"}
+        assert len(queries.explain(store, "before")) == 2
+        indexes = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+        assert "events_message_key" in indexes
+        assert "events_message" not in indexes
 
 
 def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tmp_path):

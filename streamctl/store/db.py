@@ -53,7 +53,7 @@ from streamctl.store.encoded import (
     PendingRow,
     encode_results,
 )
-from streamctl.store.schema import migrate
+from streamctl.store.schema import message_key, migrate
 
 if TYPE_CHECKING:
     from streamctl.store.sqlite_queue import SqliteEventQueue
@@ -309,13 +309,15 @@ class Store:
         if not message_ids:
             return set()
         since = (time.time() if now is None else now) - DEDUPE_WINDOW
+        keys = orjson.dumps([message_key(m) for m in message_ids]).decode()
         with self.lock:
             rows = self.conn.execute(
-                "SELECT DISTINCT message_id FROM events WHERE message_id IN "
+                "SELECT DISTINCT message_id FROM events WHERE message_key IN "
                 "(SELECT value FROM json_each(?)) AND source = ? AND received_at >= ?",
-                [orjson.dumps(list(message_ids)).decode(), source, since],
+                [keys, source, since],
             ).fetchall()
-        return {row[0] for row in rows}
+        wanted = set(message_ids)  # keys collide: the texts decide
+        return {row[0] for row in rows if row[0] in wanted}
 
     # -- pipeline outcomes -----------------------------------------------------------
 
@@ -379,9 +381,12 @@ class Store:
             if duplicates:
                 after = first_event + len(encoded.events)
                 conn.executemany(
-                    "INSERT INTO events (id, source, message_id, received_at, payload,"
-                    " contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, NULL, 1)",
-                    [(after + i, *row[:2], now, row[2]) for i, row in enumerate(duplicates)],
+                    "INSERT INTO events (id, source, message_id, message_key, received_at,"
+                    " payload, contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, NULL, 1)",
+                    [
+                        (after + i, row[0], row[1], message_key(row[1]), now, row[2])
+                        for i, row in enumerate(duplicates)
+                    ],
                 )
             for sql, params in rows.delivery_inserts(first_delivery, first_event):
                 conn.executemany(sql, params)
@@ -596,10 +601,11 @@ class _RecordRows:
         self.now = now
         self.events: dict[bool, list[tuple[Any, ...]]] = {}  # by "has a contract outcome"
         for i, (message_id, event_json, outcome) in enumerate(encoded.events):
+            hashed = message_key(message_id)
             row = (
-                (i, message_id, event_json)
+                (i, message_id, hashed, event_json)
                 if outcome is None
-                else (i, message_id, event_json, outcome)
+                else (i, message_id, hashed, event_json, outcome)
             )
             self.events.setdefault(outcome is not None, []).append(row)
         # (sync, event_type, status, stage, has error, has payload) -> rows
@@ -617,7 +623,10 @@ class _RecordRows:
     def event_inserts(self, first_id: int) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         shared = {"source": self.source, "received_at": self.now, "duplicate": 0}
         for has_outcome, rows in self.events.items():
-            columns = ("id", "message_id", "payload", *(("contract_outcome",) * has_outcome))
+            columns = (
+                "id", "message_id", "message_key", "payload",
+                *(("contract_outcome",) * has_outcome),
+            )  # fmt: skip
             yield from _multi_row("events", columns, (first_id,), shared, rows)
 
     def delivery_inserts(

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from streamctl.store.db import Store
-from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE
+from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
 STATUS_ALIASES = {"failed": ("archived", "mapping_error", "function_error", "blocked")}
@@ -405,7 +405,8 @@ def explain(store: Store, message_id: str) -> list[dict[str, Any]]:
         event_ids = [
             r[0]
             for r in store.conn.execute(
-                "SELECT id FROM events WHERE message_id = ? ORDER BY id", [message_id]
+                "SELECT id FROM events WHERE message_key = ? AND message_id = ? ORDER BY id",
+                [message_key(message_id), message_id],
             ).fetchall()
         ]
         if not event_ids:  # an id a function gave to an event it produced
