@@ -303,18 +303,23 @@ class Store:
     # -- dedupe --------------------------------------------------------------------
 
     def seen_message_ids(
-        self, source: str, message_ids: Sequence[str], now: float | None = None
+        self,
+        source: str,
+        message_ids: Sequence[str],
+        now: float | None = None,
+        keys: Sequence[int] | None = None,
     ) -> set[str]:
-        """The ids among `message_ids` already received on `source` within the last 24 h."""
+        """The ids among `message_ids` already received on `source` within the last 24 h.
+        `keys`: their `message_key`s, when the caller has them."""
         if not message_ids:
             return set()
         since = (time.time() if now is None else now) - DEDUPE_WINDOW
-        keys = orjson.dumps([message_key(m) for m in message_ids]).decode()
+        keys_json = orjson.dumps(keys or [message_key(m) for m in message_ids]).decode()
         with self.lock:
             rows = self.conn.execute(
                 "SELECT DISTINCT message_id FROM events WHERE message_key IN "
                 "(SELECT value FROM json_each(?)) AND source = ? AND received_at >= ?",
-                [keys, source, since],
+                [keys_json, source, since],
             ).fetchall()
         wanted = set(message_ids)  # keys collide: the texts decide
         return {row[0] for row in rows if row[0] in wanted}
@@ -369,7 +374,7 @@ class Store:
         rows = _RecordRows(encoded, destinations, now)
         with self.transaction() as conn:
             if dedupe:
-                seen = self.seen_message_ids(source, encoded.message_ids, now)
+                seen = self.seen_message_ids(source, encoded.message_ids, now, rows.message_keys)
                 kept, found = encoded.split_duplicates(seen)
                 if found:
                     encoded, duplicates = kept, [*duplicates, *found]
@@ -600,8 +605,9 @@ class _RecordRows:
         self.destinations = destinations
         self.now = now
         self.events: dict[bool, list[tuple[Any, ...]]] = {}  # by "has a contract outcome"
+        self.message_keys = [message_key(row[0]) for row in encoded.events]
         for i, (message_id, event_json, outcome) in enumerate(encoded.events):
-            hashed = message_key(message_id)
+            hashed = self.message_keys[i]
             row = (
                 (i, message_id, hashed, event_json)
                 if outcome is None
