@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/replay.py                     # 100,000 events, peer and streamctl
     .venv/bin/python benchmarks/replay.py --million           # and 1,000,000: memory stays flat
     .venv/bin/python benchmarks/replay.py --events 20000 --skip-peer
+    .venv/bin/python benchmarks/replay.py --rounds 5              # 5 alternating pairs, median ratio
 
 The kit is ../shared/bench (README there): `gen_events.py` makes the events,
 `sink.js` counts what arrives, `segment_actions_peer.js` is the peer (Segment's
@@ -28,6 +29,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,8 +87,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--million", action="store_true", help="also replay 1,000,000 events")
     parser.add_argument("--skip-peer", action="store_true")
-    parser.add_argument("--workers", type=int, default=None, help="replay --workers (default: auto)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="replay --workers (default: auto)"
+    )
     parser.add_argument("--kit", type=Path, help="a copy of the bench kit with node_modules")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="pairs of runs (peer, streamctl), alternating"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="streamctl-replay-bench-"))
@@ -100,10 +107,15 @@ def main() -> None:
         results = []
         for size in sizes:
             events = work / f"events-{size}.ndjson"
-            subprocess.run([sys.executable, str(kit / "gen_events.py"), str(size), str(events)], check=True)
-            peer = None if args.skip_peer or size > args.events else run_peer(kit, events, url, port)
-            ours = run_streamctl(work / f"project-{size}", events, url, port, args.workers)
-            results.append((size, peer, ours))
+            subprocess.run(
+                [sys.executable, str(kit / "gen_events.py"), str(size), str(events)], check=True
+            )
+            rounds = args.rounds if size == args.events else 1
+            for n in range(rounds):
+                with_peer = not args.skip_peer and size == args.events
+                peer = run_peer(kit, events, url, port) if with_peer else None
+                ours = run_streamctl(work / f"project-{size}-{n}", events, url, port, args.workers)
+                results.append((size, peer, ours))
             events.unlink()
         report(results)
     finally:
@@ -145,6 +157,7 @@ def sink_count(port: int) -> dict[str, int]:
 
 def run_peer(kit: Path, events: Path, url: str, port: int) -> dict[str, float]:
     before = sink_count(port)
+    started = time.perf_counter()
     out = subprocess.run(
         ["node", str(kit / "segment_actions_peer.js"), str(events), url, "100", "8"],
         check=True,
@@ -152,6 +165,7 @@ def run_peer(kit: Path, events: Path, url: str, port: int) -> dict[str, float]:
         text=True,
     )
     figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures["wall"] = time.perf_counter() - started
     figures["delivered"] = sink_count(port)["events"] - before["events"]
     return figures
 
@@ -177,7 +191,9 @@ def run_streamctl(
         raise SystemExit(f"streamctl replay failed ({process.returncode}):\n{stderr}")
     summary = json.loads(stdout)[0]
     with sqlite3.connect(root / "state.db") as conn:
-        recorded = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+        recorded = dict(
+            conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
+        )
         stored_events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
     size = summary["events"]
@@ -252,7 +268,8 @@ def report(results: list[tuple[int, dict[str, float] | None, dict[str, float]]])
         if peer is not None:
             print(
                 f"segment actions-core: {peer['events_per_s']:>9,.0f} events/s"
-                f"  ({peer['seconds']:.2f} s, {peer['delivered']:,} delivered to the sink;"
+                f"  ({peer['seconds']:.2f} s, {peer['wall']:.2f} s wall with start-up;"
+                f" {peer['delivered']:,} delivered to the sink;"
                 " file read and parsed before its clock starts)"
             )
         print(
@@ -271,6 +288,13 @@ def report(results: list[tuple[int, dict[str, float] | None, dict[str, float]]])
             f" {ours['peak_tree_mb']:.0f} MB with its worker processes"
         )
         print()
+    ratios = [ours["events_per_s"] / peer["events_per_s"] for _, peer, ours in results if peer]
+    if len(ratios) > 1:
+        print(
+            f"ratio streamctl / peer over {len(ratios)} rounds: median"
+            f" {statistics.median(ratios):.2f} (from {min(ratios):.2f} to {max(ratios):.2f}):"
+            f" {', '.join(f'{r:.2f}' for r in ratios)}"
+        )
 
 
 if __name__ == "__main__":
