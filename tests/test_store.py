@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import time
 
@@ -391,20 +392,39 @@ def test_many_rows_are_recorded_in_full_statements_and_a_last_partial_one(tmp_pa
 def test_a_checkpoint_restarts_a_wal_grown_past_the_limit(tmp_path, monkeypatch):
     # Writers that never pause (replay's workers) keep a PASSIVE checkpoint from ever
     # catching up, and SQLite only starts a WAL over once one has: past the limit the
-    # checkpoint waits for them (RESTART), and the next write starts the WAL again.
+    # checkpoint holds them off (the writers' file lock) and RESTARTs, and the next
+    # write starts the WAL again. The bulk is copied first, without holding them off.
     with Store.open(tmp_path / "state.db") as store:
         store.record_results([_result(f"small-{n}") for n in range(3)], destinations={})
         wal = tmp_path / "state.db-wal"
         monkeypatch.setattr("streamctl.store.db.WAL_RESTART_BYTES", wal.stat().st_size + 1)
-        statements: list[str] = []
-        store.conn.set_trace_callback(statements.append)
+        checkpoints: list[tuple[str, bool]] = []  # (statement, writers held off)
+
+        def trace(statement: str) -> None:
+            if "wal_checkpoint" in statement:
+                checkpoints.append((statement, _writers_held_off(tmp_path / "state.db-writer")))
+
+        store.conn.set_trace_callback(trace)
         store.checkpoint()
-        assert [s for s in statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(PASSIVE)"]
+        assert checkpoints == [("PRAGMA wal_checkpoint(PASSIVE)", False)]
         store.record_results([_result(f"big-{n}") for n in range(2000)], destinations={})
-        statements.clear()
+        checkpoints.clear()
         store.checkpoint()
-        assert [s for s in statements if "wal_checkpoint" in s] == ["PRAGMA wal_checkpoint(RESTART)"]
+        assert checkpoints == [
+            ("PRAGMA wal_checkpoint(PASSIVE)", False),
+            ("PRAGMA wal_checkpoint(RESTART)", True),
+        ]
         store.record_results([_result("after")], destinations={})
         store.conn.set_trace_callback(None)
         frames = store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
     assert frames < 10  # the WAL started over: only the last write is in it
+
+
+def _writers_held_off(lock_path) -> bool:
+    with open(lock_path, "rb") as other:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return False
