@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -151,15 +152,24 @@ def test_an_unreachable_receiver_is_a_retryable_failure_without_the_url() -> Non
     assert "SECRET" not in str(caught.value) and str(port) not in str(caught.value)
 
 
+def mail_channel(smtp: FakeSMTP, settings: dict[str, Any]) -> AlertChannel:
+    """The email channel 'mail' of the test's SMTP server, with `settings` over a sender
+    and a recipient of its own."""
+    defaults = {
+        "host": "127.0.0.1",
+        "port": smtp.port,
+        "from": "a@example.com",
+        "to": ["b@example.com"],
+    }
+    return AlertChannel("mail", "email", {**defaults, **settings})
+
+
 def test_email_uses_starttls_and_login(tmp_path, monkeypatch) -> None:
     with FakeSMTP(tmp_path, username="alerts", password="pa55word") as smtp:
         monkeypatch.setenv("SSL_CERT_FILE", str(smtp.ca_file))  # trust the test's own CA
-        config = AlertChannel(
-            "mail",
-            "email",
+        config = mail_channel(
+            smtp,
             {
-                "host": "127.0.0.1",
-                "port": smtp.port,
                 "username": "alerts",
                 "password": "pa55word",
                 "from": "streamctl@example.com",
@@ -183,17 +193,8 @@ def test_email_with_a_wrong_password_fails_for_good_without_showing_it(
 ) -> None:
     with FakeSMTP(tmp_path, username="alerts", password="pa55word") as smtp:
         monkeypatch.setenv("SSL_CERT_FILE", str(smtp.ca_file))
-        config = AlertChannel(
-            "mail",
-            "email",
-            {
-                "host": "127.0.0.1",
-                "port": smtp.port,
-                "username": "alerts",
-                "password": "WRONG-pass",
-                "from": "streamctl@example.com",
-                "to": "oncall@example.com",
-            },
+        config = mail_channel(
+            smtp, {"username": "alerts", "password": "WRONG-pass", "to": "oncall@example.com"}
         )
         with pytest.raises(ChannelError) as caught:
             send(config, FIRING)
@@ -205,16 +206,7 @@ def test_email_with_a_wrong_password_fails_for_good_without_showing_it(
 
 def test_email_refuses_an_untrusted_certificate(tmp_path) -> None:
     with FakeSMTP(tmp_path, username="alerts", password="pa55word") as smtp:
-        config = AlertChannel(
-            "mail",
-            "email",
-            {
-                "host": "127.0.0.1",
-                "port": smtp.port,
-                "from": "a@example.com",
-                "to": ["b@example.com"],
-            },
-        )
+        config = mail_channel(smtp, {})
         with pytest.raises(ChannelError, match="email channel 'mail'"):
             send(config, FIRING)
         assert smtp.messages == []
@@ -242,18 +234,8 @@ def test_durations_read_like_the_yaml() -> None:
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose
 def test_email_without_starttls_logs_in_over_a_plain_connection(tmp_path) -> None:
     with FakeSMTP(tmp_path, username="alerts", password="pa55word", tls=False) as smtp:
-        config = AlertChannel(
-            "mail",
-            "email",
-            {
-                "host": "127.0.0.1",
-                "port": smtp.port,
-                "username": "alerts",
-                "password": "pa55word",
-                "from": "a@example.com",
-                "to": ["b@example.com"],
-                "starttls": False,
-            },
+        config = mail_channel(
+            smtp, {"username": "alerts", "password": "pa55word", "starttls": False}
         )
         send(config, FIRING)
         assert smtp.logins == ["alerts"] and len(smtp.messages) == 1
@@ -262,18 +244,7 @@ def test_email_without_starttls_logs_in_over_a_plain_connection(tmp_path) -> Non
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # on purpose
 def test_email_refuses_to_go_on_when_the_server_offers_no_starttls(tmp_path) -> None:
     with FakeSMTP(tmp_path, username="alerts", password="pa55word", tls=False) as smtp:
-        config = AlertChannel(
-            "mail",
-            "email",
-            {
-                "host": "127.0.0.1",
-                "port": smtp.port,
-                "username": "alerts",
-                "password": "pa55word",
-                "from": "a@example.com",
-                "to": ["b@example.com"],
-            },
-        )
+        config = mail_channel(smtp, {"username": "alerts", "password": "pa55word"})
         with pytest.raises(ChannelError) as caught:
             send(config, FIRING)
         assert smtp.logins == [] and smtp.messages == []  # the password never went out in clear
