@@ -97,11 +97,18 @@ class Instance:
     """The running listener: what the HTTP app asks of it (`http_api.Listener`)."""
 
     def __init__(
-        self, project: Project, store: Store, limits: CommitLimits, *, err: TextIO = sys.stderr
+        self,
+        project: Project,
+        store: Store,
+        limits: CommitLimits,
+        *,
+        err: TextIO = sys.stderr,
+        watching: bool = False,
     ) -> None:
         self._project = project
         self.store = store
         self.err = err
+        self.watching = watching  # the project may be reloaded (`watch`)
         self.runtime: DeliveryRuntime | None = None
         self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
         self.reloads = 0
@@ -190,7 +197,7 @@ async def serve(
     on_started: OnStarted | None = None,
 ) -> None:
     store = Store.open(store_path(project))
-    instance = Instance(project, store, options.limits, err=err)
+    instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     server = _Server(_uvicorn_config(instance, project, options))
     _quiet_after_uvicorn_signals()
@@ -402,9 +409,10 @@ async def run_alerts(instance: Instance) -> None:
 
     Reads windowed counts from the store (`StoreMetrics`) and notifies channels in its
     own tasks, so neither a slow query nor a dead channel holds delivery back. Rules
-    are taken from the configuration at start; a reload changes them at next restart.
+    and channels are those of the running configuration: with `watch`, a reload
+    changes them from the next evaluation.
     """
-    if not instance.project.alerts.rules:
+    if not instance.project.alerts.rules and not instance.watching:
         return
     import httpx
 
@@ -416,7 +424,7 @@ async def run_alerts(instance: Instance) -> None:
     try:
         async with httpx.AsyncClient() as client:
             evaluator = AlertEvaluator(instance.project, readings, client, state=state)
-            await evaluator.run_forever()
+            await evaluator.run_forever(configuration=lambda: instance.project)
     finally:
         readings.close()
         state.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,52 @@ def test_run_forever_keeps_evaluating_until_cancelled(tmp_path: Path) -> None:
         run_evaluator(proj, metrics, clock, steps)
 
     assert [b["state"] for b in hook.bodies()] == ["firing"]
+
+
+def test_run_forever_takes_up_a_reloaded_configuration(tmp_path: Path) -> None:
+    # `streamctl run --watch`: rules and channels of the project running now. A rule
+    # kept under its name keeps its state: still firing, it is not announced again.
+    with FakeServer() as first_hook, FakeServer() as second_hook:
+        first = project(
+            tmp_path,
+            (rule(notify=("hook",)),),
+            {"hook": AlertChannel("hook", "webhook", {"url": first_hook.url})},
+        )
+        second = project(
+            tmp_path,
+            (
+                rule(notify=("hook",)),
+                rule(name="any failure", when="failures", above=0.0, notify=("hook",)),
+            ),
+            {"hook": AlertChannel("hook", "webhook", {"url": second_hook.url})},
+        )
+        running = [first]
+        metrics, clock = RecordedMetrics(), Clock()
+        metrics.attempt(SYNC.name, at=clock.now - 1, ok=False)
+
+        async def steps(evaluator: AlertEvaluator) -> None:
+            task = asyncio.create_task(
+                evaluator.run_forever(interval=0.01, configuration=lambda: running[0])
+            )
+            await until(lambda: first_hook.requests)
+            running[0] = second
+            await until(lambda: second_hook.requests)
+            await asyncio.sleep(0.1)  # more evaluations: nothing more to announce
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        run_evaluator(first, metrics, clock, steps)
+
+    assert [(b["rule"], b["state"]) for b in first_hook.bodies()] == [("braze delivery", "firing")]
+    assert [(b["rule"], b["state"]) for b in second_hook.bodies()] == [("any failure", "firing")]
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 def test_two_evaluators_on_one_store_announce_a_transition_once(tmp_path: Path) -> None:

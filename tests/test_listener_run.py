@@ -17,6 +17,7 @@ from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
 from streamctl.monitoring.feed import follow
+from tests.fakes.http import FakeServer
 from tests.listener_harness import (
     BASE_CONFIG,
     FILE_SYNC,
@@ -344,6 +345,28 @@ def test_watch_reload_starts_delivering_to_a_new_sync(tmp_path):
         assert http.post("/v1/track", json=event, headers=basic(WEB_KEY)).status_code == 200
         assert wait_for(lambda: "after-reload" in delivered_ids(out), timeout=10)
         assert "before-reload" not in delivered_ids(out)  # processed before the sync existed
+
+
+def test_watch_reload_starts_evaluating_alert_rules_added_to_the_project(tmp_path):
+    project_dir = write_project(tmp_path / "project", syncs={"web-to-file": FILE_SYNC})
+    with FakeServer() as hook, ListenerThread(project_dir, watch=True) as listener:
+        alerts = f"""\
+alerts:
+  interval: 50ms
+  channels:
+    hook: {{ type: webhook, url: "{hook.url}" }}
+  rules:
+    - {{ name: web is quiet, sync: web-to-file, when: no_events, window: 1m, notify: [hook] }}
+"""
+        (project_dir / "streamctl.yaml").write_text(BASE_CONFIG + alerts)
+        assert wait_for(lambda: listener.running.instance.reloads == 1, timeout=15), (
+            listener.err.getvalue()
+        )
+        assert wait_for(lambda: hook.requests, timeout=10), listener.err.getvalue()
+    [notice] = hook.bodies()
+    assert (notice["rule"], notice["sync"], notice["state"]) == (
+        "web is quiet", "web-to-file", "firing",
+    )  # fmt: skip
 
 
 def test_run_exits_1_naming_the_address_when_the_port_is_taken(tmp_path):

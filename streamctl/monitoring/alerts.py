@@ -406,6 +406,9 @@ def rule_json(rule: AlertRule) -> dict[str, object]:
     }
 
 
+RELOAD_CHECK = 1.0  # seconds between looks for a reloaded configuration while waiting
+
+
 class AlertEvaluator:
     """Evaluates every rule of a project, keeps their state, notifies on transitions.
 
@@ -430,26 +433,50 @@ class AlertEvaluator:
         policy: NotifyPolicy = NotifyPolicy(),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.project = project
         self.metrics = metrics
         self.client = client
         self.state = state or AlertStateStore(store_path(project))
         self.policy = policy
         self.clock = clock
+        self.use(project)
+
+    def use(self, project: Project) -> None:
+        """Evaluate the rules, and notify the channels, of `project` from now on (a
+        reloaded configuration). The state of a rule kept under the same name carries
+        on: a rule still firing is not announced again."""
+        self.project = project
         self.channels: dict[str, Channel] = {
-            name: build_channel(config, client, timeout=policy.timeout)
+            name: build_channel(config, self.client, timeout=self.policy.timeout)
             for name, config in project.alerts.channels.items()
         }
 
-    async def run_forever(self, interval: float | None = None) -> None:
-        """Evaluate every `interval` seconds (default `alerts.interval`) until cancelled."""
-        period = interval if interval is not None else self.project.alerts.interval
+    async def run_forever(
+        self,
+        interval: float | None = None,
+        configuration: Callable[[], Project] | None = None,
+    ) -> None:
+        """Evaluate every `interval` seconds (default `alerts.interval`) until cancelled.
+        `configuration`: the project currently running, asked before each evaluation
+        (`streamctl run --watch` swaps in a changed one)."""
         while True:
+            if configuration is not None and configuration() is not self.project:
+                self.use(configuration())
             try:
                 await self.evaluate_once()
             except Exception:  # one bad evaluation must not end alerting for the run
                 log.exception("alert evaluation failed")
-            await asyncio.sleep(period)
+            period = interval if interval is not None else self.project.alerts.interval
+            await self._pause(period, configuration)
+
+    async def _pause(self, period: float, configuration: Callable[[], Project] | None) -> None:
+        """`period` seconds, or less if the configuration changes meanwhile (its rules
+        are evaluated at once, not after the old interval)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + period
+        while (left := end - loop.time()) > 0:
+            if configuration is not None and configuration() is not self.project:
+                return
+            await asyncio.sleep(min(left, RELOAD_CHECK))
 
     async def evaluate_once(self) -> list[Evaluation]:
         """Evaluate every rule for every matching sync; notify transitions; return them all."""
