@@ -86,10 +86,7 @@ def normalise(
         _merge_batch(out, batch)
 
     moment = received_at if received_at is not None else datetime.now(UTC)
-    cached_moment, received = _last_received
-    if cached_moment is not moment:
-        received = _received_text(moment)
-    out["receivedAt"] = received
+    out["receivedAt"] = received = _received_text(moment)
     if out.get("timestamp") is None:
         out["timestamp"] = _corrected_timestamp(out, received, moment)
     return out
