@@ -579,15 +579,10 @@ def store_path(project: Project) -> Path:
 
 def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[PendingDelivery]:
     """The PENDING decisions as deliveries for the engine (payload objects when at hand)."""
-    payloads = encoded.pending_payloads
-    pending: list[PendingDelivery] = []
-    for i, d in enumerate(encoded.decisions):
-        if d[4] != PENDING:
-            continue
-        payload = payloads[len(pending)] if payloads is not None else d[8] or "{}"
-        pending.append(
-            PendingDelivery(first_id + i, d[2], d[3] or "", d[1], d[7], payload, now, 0, now)
-        )
+    pending = pending_from_rows(encoded.pending_rows(first_id), now)
+    if encoded.pending_payloads is not None:
+        for delivery, payload in zip(pending, encoded.pending_payloads, strict=True):
+            delivery.payload = payload
     return pending
 
 
