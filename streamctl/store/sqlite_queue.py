@@ -10,7 +10,7 @@
 One row per append: the events of one `append` (one HTTP request, for the
 listener) are serialised once, as one JSON array, and share the row's id, so they
 are claimed together and acked together (`ack` of that id). Rows written before
-schema 3 hold one event object each; both are read. `append_many` writes several
+schema 4 hold one event object each; both are read. `append_many` writes several
 appends in one transaction, so the listener's group commit (many requests in one
 call) pays one fsync for all of them. Appending raises `Overloaded` when `max_depth`
 events wait unprocessed: the listener then answers 429 with Retry-After instead of
@@ -139,6 +139,6 @@ class SqliteEventQueue:
 
 
 def _events_of(text: str) -> list[Event]:
-    """A row's events: a JSON array (one append), or one object (rows before schema 3)."""
+    """A row's events: a JSON array (one append), or one object (rows before schema 4)."""
     value = orjson.loads(text)
     return value if isinstance(value, list) else [value]
