@@ -21,6 +21,7 @@ class Recorder:
         self.decisions: list[tuple[str, str]] = []
         self.offered: list[int] = []
         self.attempts: list[tuple[str, str]] = []
+        self.records: list[Any] = []
         self.archived: list[tuple[str, int, str]] = []
 
     def on_decisions(self, results: Sequence[Any]) -> None:
@@ -30,7 +31,8 @@ class Recorder:
         self.offered += [d.id for d in deliveries]
 
     def on_attempts(self, sync: str, records: Sequence[Any]) -> None:
-        self.attempts += [(sync, r.new_status.value) for r in records]
+        self.records += records
+        self.attempts += [(sync, r.new_status.value) for r in records for _ in r.delivery_ids]
 
     def on_archived(self, sync: str, deliveries: Sequence[Any], reason: str) -> None:
         self.archived += [(sync, d.id, reason) for d in deliveries]
@@ -64,6 +66,15 @@ def test_the_observer_is_told_every_decision_offer_and_attempt(tmp_path):
     assert len(recorder.offered) == 5
     assert recorder.attempts == [("orders", "delivered")] * 5
     assert recorder.archived == []
+
+
+def test_a_batch_answered_as_one_is_one_attempt_record_of_all_its_deliveries(tmp_path):
+    recorder = Recorder()
+    with FakeServer() as server:
+        _run(tmp_path, recorder, server.url)
+        requests = len(server.bodies())
+    assert len(recorder.records) == requests
+    assert sorted(i for r in recorder.records for i in r.delivery_ids) == sorted(recorder.offered)
 
 
 def test_an_archive_on_a_400_is_reported_as_an_attempt_that_archives(tmp_path):

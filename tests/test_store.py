@@ -261,7 +261,7 @@ def test_delivery_reorder_releases_chunks_in_id_order():
 
 def _attempt(delivery_id, at, status, attempts, outcome="delivered", code=200):
     return AttemptRecord(
-        delivery_id, "s", "d", at, outcome, code, 5.0, None, "ok", None, status, attempts,
+        [delivery_id], "s", "d", at, outcome, code, 5.0, None, "ok", None, status, attempts,
         at + 10 if status is Status.RETRYING else None, 100.0,
     )  # fmt: skip
 
@@ -290,6 +290,29 @@ def test_record_attempts_leaves_each_delivery_in_the_state_of_its_last_attempt(t
             (c, "delivered", 2, 200, 101.0, None),
         ]
         assert store.conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 4
+
+
+def test_an_attempt_shared_by_a_batch_is_a_row_per_delivery_and_the_last_state_wins(tmp_path):
+    with Store.open(tmp_path / "state.db") as store:
+        recorded = store.record_results(
+            [_result(m) for m in ("a", "b", "c")], destinations={"s": "d"}
+        )
+        a, b, c = (p.id for p in recorded.pending)
+        batch = _attempt(a, 100.0, Status.RETRYING, 1, "retry", 503)
+        batch.delivery_ids = [a, b, c]
+        store.record_attempts([batch, _attempt(c, 101.0, Status.DELIVERED, 2)])
+        states = store.conn.execute(
+            "SELECT id, status, attempts, next_attempt_at FROM deliveries ORDER BY id"
+        ).fetchall()
+        assert states == [
+            (a, "retrying", 1, 110.0),
+            (b, "retrying", 1, 110.0),
+            (c, "delivered", 2, None),
+        ]
+        attempts = store.conn.execute(
+            "SELECT delivery_id, status_code FROM attempts ORDER BY id"
+        ).fetchall()
+        assert attempts == [(a, 503), (b, 503), (c, 503), (c, 200)]
 
 
 def test_errors_walk_the_problems_index_whose_condition_has_no_in_list(tmp_path):

@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 DEFAULT_LANE_CAPACITY = 20_000
 FLUSH_INTERVAL = 0.05  # seconds
-FLUSH_AT = 5_000  # buffered attempt records that trigger a flush at once
+FLUSH_AT = 5_000  # deliveries with buffered attempts that trigger a flush at once
 REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry`
 
 
@@ -69,6 +69,7 @@ class DeliveryEngine:
         # Outcomes per sync since start: delivered, archived, retried (attempts that will retry).
         self.counts: dict[str, Counter[str]] = {name: Counter() for name in self.lanes}
         self._records: list[AttemptRecord] = []
+        self._recorded = 0  # deliveries in `_records`
         self._archived: list[tuple[list[PendingDelivery], str, float]] = []
         self._flush_now = asyncio.Event()
         self._changed = asyncio.Event()
@@ -158,9 +159,11 @@ class DeliveryEngine:
     def record(self, sync: str, records: list[AttemptRecord]) -> None:
         counts = self.counts[sync]
         for record in records:
-            counts[record.new_status.value] += 1
+            deliveries = len(record.delivery_ids)
+            counts[record.new_status.value] += deliveries
+            self._recorded += deliveries
         self._records.extend(records)
-        if len(self._records) >= FLUSH_AT:
+        if self._recorded >= FLUSH_AT:
             self._flush_now.set()
         self.observer.on_attempts(sync, records)
 
@@ -173,7 +176,7 @@ class DeliveryEngine:
         self.observer.on_archived(sync, deliveries, reason)
 
     async def flush(self) -> None:
-        records, self._records = self._records, []
+        records, self._records, self._recorded = self._records, [], 0
         archived, self._archived = self._archived, []
         if not records and not archived:
             return

@@ -332,19 +332,20 @@ class SyncLane:
         latency_ms: float,
     ) -> None:
         """The request failed as a whole; record it on each delivery, then try halves."""
-        records = []
+        records: dict[tuple[Any, ...], AttemptRecord] = {}
         for delivery, item in zip(deliveries, result.items, strict=True):
-            first = delivery.first_attempt_at or started
-            delivery.first_attempt_at = first
-            error = f"{item.error or 'failed'}; batch of {len(deliveries)} split in two"
-            records.append(
-                AttemptRecord(
-                    delivery.id, self.name, self.destination.name, started, "split",
-                    item.status_code, latency_ms, error, item.response, item.retry_after,
-                    Status.PENDING, delivery.attempts, None, first,
-                )
-            )  # fmt: skip
-        self.engine.record(self.name, records)
+            first = delivery.first_attempt_at = delivery.first_attempt_at or started
+            key = (id(item), delivery.attempts, first)
+            record = records.get(key)
+            if record is None:
+                error = f"{item.error or 'failed'}; batch of {len(deliveries)} split in two"
+                records[key] = record = AttemptRecord(
+                    [], self.name, self.destination.name, started, "split", item.status_code,
+                    latency_ms, error, item.response, item.retry_after, Status.PENDING,
+                    delivery.attempts, None, first,
+                )  # fmt: skip
+            record.delivery_ids.append(delivery.id)
+        self.engine.record(self.name, list(records.values()))
 
     def _settle(
         self,
@@ -353,14 +354,15 @@ class SyncLane:
         started: float,
         latency_ms: float,
     ) -> None:
+        """Each delivery's new state after its item's answer, recorded as one
+        AttemptRecord per group of deliveries left in the same state."""
         now = time.time()
-        records: list[AttemptRecord] = []
+        records: dict[tuple[Any, ...], AttemptRecord] = {}
         throttled_for: float | None = None
         throttled = False
         for delivery, item in zip(deliveries, result.items, strict=True):
-            delivery.attempts += 1
-            first = delivery.first_attempt_at or started
-            delivery.first_attempt_at = first
+            attempts = delivery.attempts = delivery.attempts + 1
+            first = delivery.first_attempt_at = delivery.first_attempt_at or started
             error = item.error
             next_at: float | None = None
             if item.status is ItemStatus.DELIVERED:
@@ -373,8 +375,8 @@ class SyncLane:
                     # delivery (next_at below), never the other users of the lane.
                     throttled = True
                     throttled_for = max(throttled_for or 0.0, item.retry_after or 0.0)
-                next_at = self.policy.next_attempt_at(delivery.attempts, now, item.retry_after)
-                gave_up = self.policy.gives_up(delivery.attempts, delivery.created_at, next_at)
+                next_at = self.policy.next_attempt_at(attempts, now, item.retry_after)
+                gave_up = self.policy.gives_up(attempts, delivery.created_at, next_at)
                 if gave_up:
                     status, error, next_at = (
                         Status.ARCHIVED,
@@ -383,19 +385,23 @@ class SyncLane:
                     )
                 else:
                     status = Status.RETRYING
-            records.append(
-                AttemptRecord(
-                    delivery.id, self.name, self.destination.name, started, item.status.value,
+            # A batch's items usually share one ItemResult (`BatchResult.same`) and so
+            # one record; a retry's backoff (next_at, jittered) is its own.
+            key = (id(item), status, error, next_at, attempts, first)
+            record = records.get(key)
+            if record is None:
+                records[key] = record = AttemptRecord(
+                    [], self.name, self.destination.name, started, item.status.value,
                     item.status_code, latency_ms, error, item.response, item.retry_after,
-                    status, delivery.attempts, next_at, first,
-                )
-            )  # fmt: skip
+                    status, attempts, next_at, first,
+                )  # fmt: skip
+            record.delivery_ids.append(delivery.id)
             if status is Status.RETRYING and next_at is not None:
                 delivery.next_attempt_at = next_at
                 heapq.heappush(self.delayed, (next_at, delivery.id, delivery))
             else:
                 self._finished(delivery, now)
-        self.engine.record(self.name, records)
+        self.engine.record(self.name, list(records.values()))
         self._adapt(throttled, throttled_for, now)
 
     def _adapt(self, throttled: bool, retry_after: float | None, now: float) -> None:

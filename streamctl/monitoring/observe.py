@@ -74,25 +74,28 @@ class DeliveryObserver:
         latencies: list[float] = []
         for record in records:
             status = record.new_status.value
-            statuses[status] = statuses.get(status, 0) + 1
+            count = len(record.delivery_ids)
+            statuses[status] = statuses.get(status, 0) + count
             ok = record.outcome == "delivered"
             key = (ok, record.latency_ms)
-            requests[key] = requests.get(key, 0) + 1
-            message_id, created_at = self._settle(record.delivery_id, final=status != "retrying")
-            if ok and created_at is not None:
-                latencies.append(max(0.0, record.at + record.latency_ms / 1000.0 - created_at))
-            if publish:
-                FEED.publish_outcome(
-                    sync=sync,
-                    message_id=message_id,
-                    status=status,
-                    stage="delivery",
-                    delivery_id=record.delivery_id,
-                    attempt=record.attempts,
-                    status_code=record.status_code,
-                    error=record.error,
-                    latency_ms=round(record.latency_ms, 2),
-                )
+            requests[key] = requests.get(key, 0) + count
+            answered = record.at + record.latency_ms / 1000.0
+            for delivery_id in record.delivery_ids:
+                message_id, created_at = self._settle(delivery_id, final=status != "retrying")
+                if ok and created_at is not None:
+                    latencies.append(max(0.0, answered - created_at))
+                if publish:
+                    FEED.publish_outcome(
+                        sync=sync,
+                        message_id=message_id,
+                        status=status,
+                        stage="delivery",
+                        delivery_id=delivery_id,
+                        attempt=record.attempts,
+                        status_code=record.status_code,
+                        error=record.error,
+                        latency_ms=round(record.latency_ms, 2),
+                    )
         for status, count in statuses.items():
             metrics.record_outcomes(sync, status, count)
         for (ok, latency_ms), count in requests.items():

@@ -93,9 +93,13 @@ class PendingDelivery:
 
 @dataclass(slots=True)
 class AttemptRecord:
-    """One attempt of one delivery and the state it leaves the delivery in."""
+    """One attempt made for deliveries of one sync, and the state it leaves each in.
 
-    delivery_id: int
+    The items of a batch that got the same answer and are left in the same state share
+    one record (a whole batch, usually): the engine and the store then handle a batch's
+    hundred deliveries as one object, not a hundred."""
+
+    delivery_ids: list[int]
     sync: str
     destination: str
     at: float  # when the request was sent
@@ -106,7 +110,7 @@ class AttemptRecord:
     response: str | None
     retry_after: float | None
     new_status: Status  # DELIVERED, RETRYING or ARCHIVED
-    attempts: int  # the delivery's attempt count including this one
+    attempts: int  # each delivery's attempt count including this one
     next_attempt_at: float | None  # when RETRYING
     first_attempt_at: float
 
@@ -717,7 +721,7 @@ def _same_attempts(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], li
             r.sync, r.destination, r.at, r.outcome, r.status_code, r.latency_ms, r.error,
             r.response, r.retry_after,
         )  # fmt: skip
-        groups.setdefault(values, []).append(r.delivery_id)
+        groups.setdefault(values, []).extend(r.delivery_ids)
     return groups
 
 
@@ -725,14 +729,19 @@ def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], lis
     """Delivery ids grouped by the identical new state their attempts leave them in.
     Each update sets the whole state, so only a delivery's last record counts."""
     finished = (Status.DELIVERED, Status.ARCHIVED)
-    latest = {r.delivery_id: r for r in records}
+    last: dict[int, int] = {}  # delivery id -> index of its last record
+    for index, r in enumerate(records):
+        last.update(dict.fromkeys(r.delivery_ids, index))
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for r in latest.values():
+    for index, r in enumerate(records):
+        ids = [i for i in r.delivery_ids if last[i] == index]
+        if not ids:
+            continue
         values = (
             r.new_status.value, r.attempts, r.status_code, r.response, r.error, r.latency_ms,
             r.first_attempt_at, r.at, r.next_attempt_at, r.at if r.new_status in finished else None,
         )  # fmt: skip
-        groups.setdefault(values, []).append(r.delivery_id)
+        groups.setdefault(values, []).extend(ids)
     return groups
 
 

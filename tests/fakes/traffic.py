@@ -59,7 +59,7 @@ class Traffic:
             )
             records.append(
                 AttemptRecord(
-                    delivery_id=delivery.id,
+                    delivery_ids=[delivery.id],
                     sync=self.sync,
                     destination=self.destination,
                     at=at,
