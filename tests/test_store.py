@@ -355,6 +355,30 @@ def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_pat
         assert duplicates == [("seen",), ("a",)]
 
 
+def _dedupe(store: Store, *message_ids: str) -> list[str]:
+    """Record the ids as replay's workers do; the ones taken as duplicates come back."""
+    encoded = encode_results("web", [_result(m) for m in message_ids])
+    before = store.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    store.record_encoded(encoded, destinations={"s": "d"}, dedupe=True)
+    rows = store.conn.execute(
+        "SELECT message_id FROM events WHERE id > ? AND duplicate = 1 ORDER BY id", [before]
+    ).fetchall()
+    return [m for (m,) in rows]
+
+
+def test_dedupe_sees_every_event_other_writers_recorded_in_between(tmp_path):
+    # Two replay workers and a listener on one store: a worker dedupes against what
+    # the others wrote since its last chunk, not only against its own events.
+    path = tmp_path / "state.db"
+    with Store.open(path) as worker_a, Store.open(path) as worker_b, Store.open(path) as listener:
+        listener.record_results([_result("before")], destinations={"s": "d"})
+        assert _dedupe(worker_a, "x", "before") == ["before"]
+        assert _dedupe(worker_b, "x", "y") == ["x"]
+        listener.record_results([_result("z")], destinations={"s": "d"})
+        assert _dedupe(worker_a, "y", "z", "w") == ["y", "z"]
+        assert _dedupe(worker_a, "w", "new") == ["w"]
+
+
 def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
     # Values shared by a group of rows are bound once for many rows: quotes, NUL and
     # the exact float time come back as they were, each row in its own group.

@@ -170,7 +170,7 @@ class BatchResult:
 
     @classmethod
     def same(cls, n: int, item: ItemResult, split: bool = False) -> BatchResult:
-        return cls(tuple(item for _ in range(n)), split=split and n > 1)
+        return cls((item,) * n, split=split and n > 1)
 
 
 RESPONSE_EXCERPT = 2000
