@@ -12,7 +12,7 @@ import pytest
 from streamctl.config.loader import load_project
 from streamctl.delivery.policy import AdaptiveRate, RetryPolicy
 from streamctl.delivery.runtime import Runtime
-from streamctl.store.db import Store
+from streamctl.store.db import PendingDelivery, Store
 from tests.delivery_helpers import deliver, make_events, received_ns, rows, statuses, write_project
 from tests.fakes.http import FakeServer, Received, Reply
 
@@ -332,6 +332,27 @@ def test_the_processor_claims_from_the_ingest_queue_records_and_acks(tmp_path):
         assert sorted(received_ns(server.bodies())) == list(range(25))
     assert rows(root, "SELECT count(*) FROM queue")[0][0] == 0
     assert statuses(root, "orders") == {"delivered": 25}
+
+
+def test_an_offer_fills_a_lane_only_up_to_its_window_and_leaves_the_rest_to_the_store(tmp_path):
+    async def main(url: str) -> None:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": url})
+        store = Store.for_project(load_project(root))
+        async with Runtime(load_project(root), store, lane_capacity=8) as runtime:
+            assert await runtime.drain(5)  # the empty store read back: the lane is not spilled
+            lane = runtime.engine.lanes["orders"]
+            assert not lane.spilled
+            now = time.time()
+            offered = [
+                PendingDelivery(i, "orders", "custom", f"m{i}", "u", "{}", now, 0, now)
+                for i in range(1, 21)
+            ]
+            lane.offer(offered)
+            assert (lane.size, lane.cursor, lane.spilled) == (8, 8, True)
+        store.close()
+
+    with FakeServer() as server:
+        asyncio.run(main(server.url))
 
 
 def test_a_lane_over_its_memory_window_reads_the_rest_back_from_the_store(tmp_path):

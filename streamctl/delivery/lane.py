@@ -88,16 +88,19 @@ class SyncLane:
 
     def offer(self, deliveries: Sequence[PendingDelivery]) -> None:
         """New deliveries (ascending ids) just recorded by the processor."""
+        now = time.time()
+        room = self.capacity - self.size
         for delivery in deliveries:
             if delivery.id <= self.cursor:
                 continue  # already read back from the store
             if self.loading:
                 self._missed = True  # maybe not in the page being read: read again after
-            if self.spilled or self.loading or self.size >= self.capacity:
+            if self.spilled or self.loading or room <= 0:
                 self.spilled = True  # it stays in the store until there is room
                 continue
             self.cursor = delivery.id
-            self._enqueue(delivery, time.time())
+            self._enqueue(delivery, now)
+            room -= 1
         self.wakeup.set()
 
     def requeue(self, deliveries: Sequence[PendingDelivery]) -> None:
