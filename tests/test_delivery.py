@@ -337,8 +337,9 @@ def test_the_processor_claims_from_the_ingest_queue_records_and_acks(tmp_path):
 def test_an_offer_fills_a_lane_only_up_to_its_window_and_leaves_the_rest_to_the_store(tmp_path):
     async def main(url: str) -> None:
         root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": url})
-        store = Store.for_project(load_project(root))
-        async with Runtime(load_project(root), store, lane_capacity=8) as runtime:
+        project = load_project(root)
+        store = Store.for_project(project)
+        async with Runtime(project, store, lane_capacity=8) as runtime:
             assert await runtime.drain(5)  # the empty store read back: the lane is not spilled
             lane = runtime.engine.lanes["orders"]
             assert not lane.spilled
