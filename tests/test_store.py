@@ -12,7 +12,7 @@ import sqlite_utils
 from streamctl.errors import StoreError
 from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
 from streamctl.store import queries
-from streamctl.store.db import AttemptRecord, Store
+from streamctl.store.db import PAGE_SIZE, AttemptRecord, Store
 from streamctl.store.encoded import encode_results
 from streamctl.store.queue import Overloaded
 from streamctl.store.schema import (
@@ -92,6 +92,19 @@ def test_a_failing_migration_leaves_the_file_at_the_previous_version(tmp_path):
 def test_readonly_open_of_a_missing_store_says_so(tmp_path):
     with pytest.raises(StoreError, match="no store yet"):
         Store.open(tmp_path / "missing.db", readonly=True)
+
+
+def test_a_new_store_has_large_pages_and_an_older_file_keeps_its_own(tmp_path):
+    with Store.open(tmp_path / "new.db") as store:
+        assert store.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE kept (x)")
+    with Store.open(older) as store:
+        assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        store.record_results([_result("a")], destinations={"s": "d"})
+        assert store.seen_message_ids("web", ["a"]) == {"a"}
 
 
 def test_queue_append_claim_ack_depth_and_redelivery_after_restart(tmp_path):
@@ -444,7 +457,8 @@ def test_a_checkpoint_restarts_a_wal_grown_past_the_limit(tmp_path, monkeypatch)
     with Store.open(tmp_path / "state.db") as store:
         store.record_results([_result(f"small-{n}") for n in range(3)], destinations={})
         wal = tmp_path / "state.db-wal"
-        monkeypatch.setattr("streamctl.store.db.WAL_RESTART_BYTES", wal.stat().st_size + 1)
+        limit = wal.stat().st_size + 1
+        monkeypatch.setattr("streamctl.store.db.WAL_RESTART_BYTES", limit)
         checkpoints: list[tuple[str, bool]] = []  # (statement, writers held off)
 
         def trace(statement: str) -> None:
@@ -454,7 +468,11 @@ def test_a_checkpoint_restarts_a_wal_grown_past_the_limit(tmp_path, monkeypatch)
         store.conn.set_trace_callback(trace)
         store.checkpoint()
         assert checkpoints == [("PRAGMA wal_checkpoint(PASSIVE)", False)]
-        store.record_results([_result(f"big-{n}") for n in range(2000)], destinations={})
+        written = 0
+        while wal.stat().st_size < limit:  # the WAL grows past the limit
+            batch = [_result(f"big-{n}") for n in range(written, written + 1000)]
+            store.record_results(batch, destinations={})
+            written += len(batch)
         checkpoints.clear()
         store.checkpoint()
         assert checkpoints == [

@@ -63,6 +63,11 @@ DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are no
 # Parameters one statement may bind: SQLite's limit before 3.32, and the floor of builds
 # that lower it (a multi-row INSERT binds every row's values at once).
 MAX_PARAMETERS = 999
+# Pages of a new store (SQLite's default is 4 KiB; an existing file keeps its own). Replay
+# appends rows by the hundred thousand: a quarter of the pages to split, link, write to the
+# WAL and copy back at checkpoints (replay of 100,000 events: median 6-10% faster over
+# three runs of 9-11 alternating rounds; 32 KiB was no better).
+PAGE_SIZE = 16 * 1024
 CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
 WAL_RESTART_BYTES = 64 * 1024 * 1024  # a WAL this large is checkpointed to its end
 LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
@@ -179,6 +184,7 @@ class Store:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 10000")
             if not readonly:
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the file is written
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 conn.execute("PRAGMA temp_store = MEMORY")
