@@ -4,8 +4,9 @@ Python runs one thread of Python at a time, and replay is CPU-bound: JSON parsin
 normalisation, contracts, filters, mappings, templates, and binding hundreds of
 thousands of rows into SQLite. So `replay` ships raw line chunks to worker
 processes, each with its own compiled project and its own connection to the store.
-The parent sends byte ranges of the file (`line_ranges`), not the lines: each
-worker reads its range itself, so the events cross no pipe. A worker records its
+The parent sends byte ranges of the file (`byte_ranges`), not the lines: each
+worker reads its range itself and takes the lines that start in it, so the events
+cross no pipe and the parent never reads the file through. A worker records its
 chunk in one write transaction (dedupe included: SQLite serialises the writers,
 so two workers never both take a messageId as new) and sends back only what
 delivery needs: the PENDING deliveries with their ids, as tuples of strings
@@ -13,8 +14,8 @@ delivery needs: the PENDING deliveries with their ids, as tuples of strings
 process delivers, and records attempts.
 
     with DecisionPool(project.root, store_file, path, "web", syncs=(), workers=2) as pool:
-        for start, end, first_line in line_ranges(path, 5000):
-            chunk = await pool.submit(start, end, first_line)     # DecidedChunk
+        for start, end in byte_ranges(path, 5000):
+            chunk = await pool.submit(start, end)     # DecidedChunk, its lines numbered from 1
             deliveries = chunk.pending()
 
 Workers start from a fork server that imported streamctl once, so they inherit no
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
 PARENT_CHECK = 0.5  # seconds between a worker's checks that the replay process still runs
-SCAN_BLOCK = 1 << 20  # bytes the parent reads at a time to find the chunks' line boundaries
+SAMPLE_BYTES = 1 << 20  # the start of the file, to judge its line length (`byte_ranges`)
 WORKER_CACHE_MIB = 16  # SQLite page cache of a worker's connection
 
 _worker: dict[str, Any] = {}
@@ -68,7 +69,8 @@ def worker_count(file_size: int, requested: int | None) -> int:
 class DecidedChunk:
     """What a worker recorded for one chunk of lines."""
 
-    bad: list[BadLine]
+    bad: list[BadLine]  # numbered from 1 at the range's first line
+    lines: int  # lines that start in the range (blank and bad ones included)
     events: int
     duplicates: int
     counts: Counter[tuple[str, str]]  # (sync, decision status) -> events
@@ -82,22 +84,38 @@ class DecidedChunk:
         return pending_from_rows(self.pending_rows, self.recorded_at)
 
 
-def line_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int, int]]:
-    """(start offset, end offset, number of the first line) of each run of
-    `chunk_size` lines of `path`; the parent reads only to count newlines."""
+def byte_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) offsets cutting `path` into ranges of about `chunk_size` lines, as
+    long as its first lines; a worker decides the lines that start in its range
+    (`lines_starting_in`), so the parent reads only the start of the file."""
     with open_events_file(path) as handle:
-        start, first_line, lines, base = 0, 1, 0, 0
-        while block := handle.read(SCAN_BLOCK):
-            at = 0
-            while lines + block.count(b"\n", at) >= chunk_size:
-                for _ in range(chunk_size - lines):
-                    at = block.index(b"\n", at) + 1
-                yield start, base + at, first_line
-                start, first_line, lines = base + at, first_line + chunk_size, 0
-            lines += block.count(b"\n", at)
-            base += len(block)
-        if base > start:
-            yield start, base, first_line
+        size = os.fstat(handle.fileno()).st_size
+        sample = handle.read(SAMPLE_BYTES)
+    line_bytes = len(sample) / max(1, sample.count(b"\n"))
+    step = max(1, round(line_bytes * chunk_size))
+    for start in range(0, size, step):
+        yield start, min(size, start + step)
+
+
+def lines_starting_in(handle: IO[bytes], start: int, end: int) -> list[bytes]:
+    """The lines of the file that start at an offset in [start, end), without their
+    newlines; the last one is read to its end, past `end` if it runs on."""
+    if start > 0:
+        handle.seek(start - 1)  # a line starts at `start` if the byte before ends one
+        data = handle.read(end - start + 1)
+        first = data.find(b"\n") + 1
+        if first == 0:
+            return []  # all within a line that started in an earlier range
+    else:
+        handle.seek(0)
+        data = handle.read(end)
+        first = 0
+    if data and not data.endswith(b"\n"):
+        data += handle.readline()
+    lines = data[first:].split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # what follows the last newline: nothing
+    return lines
 
 
 def _start(
@@ -150,17 +168,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def decide_range(start: int, end: int, first_line: int) -> DecidedChunk:
-    """In a worker: decide the lines between these offsets of the file and record
-    them; the pending deliveries come back."""
+def decide_range(start: int, end: int) -> DecidedChunk:
+    """In a worker: decide the lines that start between these offsets of the file and
+    record them; the pending deliveries come back."""
     handle: IO[bytes] | None = _worker.get("file")
     if handle is None:  # opened on first use: a missing file is the parent's error to report
         handle = _worker["file"] = _worker["path"].open("rb")
-    handle.seek(start)
-    lines = handle.read(end - start).split(b"\n")
-    if not lines[-1]:
-        lines.pop()  # the newline ending the last line
-    chunk = parse_lines(lines, first_line)
+    lines = lines_starting_in(handle, start, end)
+    chunk = parse_lines(lines, 1)  # the parent knows the lines before: it renumbers
     source: str = _worker["source"]
     results = _worker["pipeline"].process(source, chunk.events, _worker["narrowed"])
     encoded = encode_results(source, results, keep_payloads=False)
@@ -176,7 +191,7 @@ def decide_range(start: int, end: int, first_line: int) -> DecidedChunk:
     decisions = recorded.encoded.decisions
     counts = Counter((row[2], row[4]) for row in decisions)
     return DecidedChunk(
-        chunk.bad, recorded.events, recorded.duplicates, counts, recorded.first_delivery_id,
+        chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, recorded.first_delivery_id,
         len(decisions), recorded.encoded.pending_rows(recorded.first_delivery_id), now,
     )  # fmt: skip
 
@@ -268,9 +283,9 @@ class DecisionPool:
         for _ in range(self.workers):
             self._executor.submit(os.getpid)
 
-    def submit(self, start: int, end: int, first_line: int) -> asyncio.Future[DecidedChunk]:
+    def submit(self, start: int, end: int) -> asyncio.Future[DecidedChunk]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, decide_range, start, end, first_line)
+        return loop.run_in_executor(self._executor, decide_range, start, end)
 
     def close(self) -> None:
         if self._warming is not None:

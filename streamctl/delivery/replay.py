@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.model import Project
-from streamctl.delivery.parallel import DecidedChunk, DecisionPool, line_ranges, worker_count
+from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges, worker_count
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
@@ -154,14 +154,19 @@ async def _feed_from_workers(
 ) -> None:
     """Chunks go out to the worker processes, which record them; their pending
     deliveries reach the lanes in id order (the order the workers committed in),
-    at most 2 chunks per worker out."""
+    at most 2 chunks per worker out. Chunks come back in file order: bad lines get
+    their numbers in the file from the count of lines before."""
     in_flight: deque[tuple[asyncio.Future[DecidedChunk], int]] = deque()
     reorder = DeliveryReorder(await runtime.next_delivery_id())
+    lines_before = 0
 
     async def take_oldest() -> None:
+        nonlocal lines_before
         future, bytes_read = in_flight.popleft()
         chunk = await future
-        _note_bad(chunk.bad, report, on_bad_line)
+        bad = [BadLine(line.line + lines_before, line.message) for line in chunk.bad]
+        lines_before += chunk.lines
+        _note_bad(bad, report, on_bad_line)
         report.events += chunk.events
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
@@ -171,8 +176,8 @@ async def _feed_from_workers(
             on_progress(_progress(runtime, bytes_read, total, report))
         await runtime.wait_for_room()
 
-    for start, end, first_line in line_ranges(path, chunk_size):
-        in_flight.append((pool.submit(start, end, first_line), end))
+    for start, end in byte_ranges(path, chunk_size):
+        in_flight.append((pool.submit(start, end), end))
         if len(in_flight) >= 2 * pool.workers:
             await take_oldest()
     while in_flight:

@@ -71,7 +71,7 @@ def open_events_file(path: Path) -> BinaryIO:
 
 def read_lines(path: Path, chunk_size: int = DEFAULT_CHUNK) -> Iterator[RawChunk]:
     """The file's lines, unparsed, `chunk_size` at a time, with the bytes read so far
-    (replay's worker processes read byte ranges instead: parallel.line_ranges)."""
+    (replay's worker processes read byte ranges instead: parallel.byte_ranges)."""
     with open_events_file(path) as handle:
         first_line = 1
         offset = 0
