@@ -665,3 +665,21 @@ def test_a_response_read_whole_is_freed_without_the_cycle_collector(
         finally:
             gc.enable()
     assert freed is (make_client is default_client)
+
+
+def test_the_delivery_client_sends_no_cookie_a_destination_set(
+    no_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    # A vendor's load balancer may set a cookie; deliveries never carry it onwards.
+    set_cookie = Reply(200, {"ok": True}, headers={"Set-Cookie": "lb=node-7; Path=/"})
+
+    async def send_twice(url: str) -> None:
+        async with default_client() as client:
+            for _ in range(2):
+                response = await client.post(url, content=b"{}")
+                assert response.headers["set-cookie"] == "lb=node-7; Path=/"
+            assert not client.cookies
+
+    with FakeServer(lambda _request: set_cookie) as server:
+        run(send_twice(server.url))
+        assert [r.headers.get("cookie") for r in server.requests] == [None, None]
