@@ -85,9 +85,9 @@ class DecidedChunk:
 
 
 def byte_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int]]:
-    """(start, end) offsets cutting `path` into ranges of about `chunk_size` lines, as
-    long as its first lines; a worker decides the lines that start in its range
-    (`lines_starting_in`), so the parent reads only the start of the file."""
+    """(start, end) offsets cutting `path` into ranges of about `chunk_size` lines each,
+    judged by the length of its first lines; a worker decides the lines that start in
+    its range (`lines_starting_in`), so the parent reads only the start of the file."""
     with open_events_file(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         sample = handle.read(SAMPLE_BYTES)
@@ -190,9 +190,10 @@ def decide_range(start: int, end: int) -> DecidedChunk:
     )
     decisions = recorded.encoded.decisions
     counts = Counter((row[2], row[4]) for row in decisions)
+    first_id = recorded.first_delivery_id
     return DecidedChunk(
-        chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, recorded.first_delivery_id,
-        len(decisions), recorded.encoded.pending_rows(recorded.first_delivery_id), now,
+        chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, first_id,
+        len(decisions), recorded.encoded.pending_rows(first_id), now,
     )  # fmt: skip
 
 
