@@ -111,8 +111,8 @@ def main() -> None:
                 [sys.executable, str(kit / "gen_events.py"), str(size), str(events)], check=True
             )
             rounds = args.rounds if size == args.events else 1
+            with_peer = not args.skip_peer and size == args.events
             for n in range(rounds):
-                with_peer = not args.skip_peer and size == args.events
                 peer = run_peer(kit, events, url, port) if with_peer else None
                 ours = run_streamctl(work / f"project-{size}-{n}", events, url, port, args.workers)
                 results.append((size, peer, ours))

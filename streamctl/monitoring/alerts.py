@@ -459,8 +459,8 @@ class AlertEvaluator:
         `configuration`: the project currently running, asked before each evaluation
         (`streamctl run --watch` swaps in a changed one)."""
         while True:
-            if configuration is not None and configuration() is not self.project:
-                self.use(configuration())
+            if configuration is not None and (current := configuration()) is not self.project:
+                self.use(current)
             try:
                 await self.evaluate_once()
             except Exception:  # one bad evaluation must not end alerting for the run
