@@ -23,6 +23,7 @@ the running configuration stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -36,7 +37,7 @@ from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
 from streamctl.config.model import Project
-from streamctl.errors import StreamctlError
+from streamctl.errors import StoreError, StreamctlError
 from streamctl.events import Event
 from streamctl.heap import tune_garbage_collector
 from streamctl.monitoring import metrics
@@ -45,6 +46,7 @@ from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
+from streamctl.store.queue import rewind
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Instance:
         self.runtime: DeliveryRuntime | None = None
         self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
         self.reloads = 0
+        store.health.on_change = self._say  # a full disk, and its end, in the log of `run`
 
     @property
     def project(self) -> Project:
@@ -126,15 +129,13 @@ class Instance:
     async def ready(self) -> str | None:
         if not self.committer.running:
             return "the ingest writer is not running"
-        try:
-            await self.committer.run_on_writer_thread(self._probe_store)
-        except Exception as exc:
-            return f"the store is not writable: {exc}"
-        return None
+        with contextlib.suppress(StoreError):  # the store's health says why
+            await self.committer.run_on_writer_thread(self.store.probe_write)
+        failure = self.store.health.failure
+        return None if failure is None else f"the store cannot be written: {failure}"
 
-    def _probe_store(self) -> None:
-        with self.store.transaction():
-            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
+    def _say(self, message: str) -> None:
+        print(message, file=self.err, flush=True)
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
@@ -351,7 +352,7 @@ class RunDelivery:
 
     async def reload(self, project: Project) -> None:
         await self.stop()
-        _rewind(self.store.queue)
+        rewind(self.store.queue)  # what the stopped processor claimed, not recorded
         self.project = project
         await self.start()
 
@@ -394,14 +395,6 @@ def _ingest_first(
         return busy and queue.depth() < half
 
     return saturated
-
-
-def _rewind(queue: Any) -> None:
-    """Let the next processor claim again every event not yet acknowledged: events the
-    stopped processor claimed but did not record are still in the queue."""
-    rewind = getattr(queue, "rewind", None)  # queues without a claim cursor need nothing
-    if rewind is not None:
-        rewind()
 
 
 async def run_alerts(instance: Instance) -> None:

@@ -29,6 +29,7 @@ from streamctl.config.model import SyncConfig
 from streamctl.delivery.lane import SyncLane
 from streamctl.delivery.observer import GuardedObserver, RuntimeObserver
 from streamctl.destinations.base import Destination
+from streamctl.errors import StoreError
 from streamctl.store.db import AttemptRecord, PendingDelivery, Store
 
 T = TypeVar("T")
@@ -37,6 +38,10 @@ DEFAULT_LANE_CAPACITY = 20_000
 FLUSH_INTERVAL = 0.05  # seconds
 FLUSH_AT = 5_000  # deliveries with buffered attempts that trigger a flush at once
 REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry`
+# Seconds between tries while the store cannot be written (a full disk): soon enough to
+# resume within seconds of space being freed, rare enough not to spin.
+STORE_RETRY_FIRST = 0.25
+STORE_RETRY_MAX = 5.0
 
 
 class DeliveryEngine:
@@ -183,6 +188,12 @@ class DeliveryEngine:
         self._flushing = True
         try:
             await self.in_store(self._write, records, archived)
+        except StoreError:
+            # Not written (a full disk): keep what is left for the next flush, in order.
+            self._records[:0] = records
+            self._recorded += sum(len(r.delivery_ids) for r in records)
+            self._archived[:0] = archived
+            raise
         finally:
             self._flushing = False
             self._changed.set()
@@ -190,27 +201,40 @@ class DeliveryEngine:
     def _write(
         self, records: list[AttemptRecord], archived: list[tuple[list[PendingDelivery], str, float]]
     ) -> None:
-        self.store.record_attempts(records)
-        for deliveries, reason, now in archived:
-            self.store.archive(deliveries, reason, now)
+        """Write and empty `records`, then `archived` one group at a time; on a failure the
+        lists keep exactly what was not written."""
+        if records:
+            self.store.record_attempts(records)
+            records.clear()
+        while archived:
+            self.store.archive(*archived[0])
+            del archived[0]
 
     async def _flush_loop(self) -> None:
+        pause = self.flush_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
+                await asyncio.wait_for(self._flush_now.wait(), pause)
             self._flush_now.clear()
             try:
                 await self.flush()
+            except StoreError:  # the store's health tells the log and /readyz; try again
+                pause = min(max(pause * 2, STORE_RETRY_FIRST), STORE_RETRY_MAX)
+                continue
             except Exception as exc:  # surfaced by wait_idle / the runtime
                 self.failure = exc
                 self._changed.set()
                 raise
+            pause = self.flush_interval
 
     async def _requeue_loop(self) -> None:
         names = list(self.lanes)
         while True:
             await asyncio.sleep(REQUEUE_POLL)
-            deliveries = await self.in_store(self.store.take_requeued, names)
+            try:
+                deliveries = await self.in_store(self.store.take_requeued, names)
+            except StoreError:  # a full disk: they stay requeued, taken once writes succeed
+                continue
             if deliveries:
                 by_sync: dict[str, list[PendingDelivery]] = {}
                 for delivery in deliveries:

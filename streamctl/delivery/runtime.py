@@ -41,17 +41,22 @@ import httpx
 import orjson
 
 from streamctl.config.model import Project, SyncConfig
-from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
+from streamctl.delivery.engine import (
+    DEFAULT_LANE_CAPACITY,
+    STORE_RETRY_FIRST,
+    STORE_RETRY_MAX,
+    DeliveryEngine,
+)
 from streamctl.delivery.observer import RuntimeObserver
 from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
-from streamctl.errors import UsageError
+from streamctl.errors import StoreError, UsageError
 from streamctl.events import Event
 from streamctl.pipeline.process import Pipeline
 from streamctl.store.db import Store
 from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
-from streamctl.store.queue import EventQueue
+from streamctl.store.queue import EventQueue, rewind
 
 CLAIM_BATCH = 5_000
 PACE_READY = 4_000
@@ -287,29 +292,47 @@ class Runtime:
         self._appended.set()
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
-        forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
+        """Claim, process, record and ack, forever. A store write that fails (a full
+        disk) records nothing and acks nothing: the claimed events are handed out again
+        and tried after a pause that grows to `STORE_RETRY_MAX`, until writes succeed.
+        The store's `health` says so in the log and in /readyz meanwhile."""
         appended = self._appended
+        pause = STORE_RETRY_FIRST
         while True:
             appended.clear()  # before the claim: an append during it wakes the next wait
-            batch = await self._in_store(queue.claim, claim)
-            if not batch:
+            try:
+                processed = await self._process_claim(queue, claim)
+            except StoreError:
+                rewind(queue)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, STORE_RETRY_MAX)
+                continue
+            pause = STORE_RETRY_FIRST
+            if not processed:
                 # The poll stays for producers that do not notify (another process).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(appended.wait(), QUEUE_POLL)
-                continue
-            by_source: dict[str, tuple[list[Event], list[int]]] = {}
-            for item in batch:
-                events, ids = by_source.setdefault(item.source, ([], []))
-                events.append(item.event)
-                if not ids or ids[-1] != item.id:  # the events of one append share its id
-                    ids.append(item.id)
-            for source, (events, ids) in by_source.items():
-                if forget is not None:
-                    await self.submit(source, events, ack=ids, pace=False)
-                    forget(len(events))
-                else:
-                    await self.submit(source, events, pace=False)
-                    await self._in_store(queue.ack, ids)
+
+    async def _process_claim(self, queue: EventQueue, claim: int) -> bool:
+        """Process one claim of the queue; False when it was empty."""
+        forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
+        batch = await self._in_store(queue.claim, claim)
+        if not batch:
+            return False
+        by_source: dict[str, tuple[list[Event], list[int]]] = {}
+        for item in batch:
+            events, ids = by_source.setdefault(item.source, ([], []))
+            events.append(item.event)
+            if not ids or ids[-1] != item.id:  # the events of one append share its id
+                ids.append(item.id)
+        for source, (events, ids) in by_source.items():
+            if forget is not None:
+                await self.submit(source, events, ack=ids, pace=False)
+                forget(len(events))
+            else:
+                await self.submit(source, events, pace=False)
+                await self._in_store(queue.ack, ids)
+        return True
 
     async def _in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
@@ -354,7 +377,8 @@ class Runtime:
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
         while True:
-            await self._in_store(self.store.prune, older_than)
+            with contextlib.suppress(StoreError):  # a full disk: the next pass prunes
+                await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
 
 

@@ -24,6 +24,7 @@ tens of milliseconds. `synchronous="FULL"` makes every commit durable.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 
@@ -53,6 +54,7 @@ from streamctl.store.encoded import (
     PendingRow,
     encode_results,
 )
+from streamctl.store.health import WriteHealth
 from streamctl.store.schema import message_key, migrate
 
 if TYPE_CHECKING:
@@ -70,6 +72,8 @@ MAX_PARAMETERS = 999
 PAGE_SIZE = 16 * 1024
 CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
 WAL_RESTART_BYTES = 64 * 1024 * 1024  # a WAL this large is checkpointed to its end
+# Bytes /readyz writes beside the store while its writes fail: room for a few commits.
+PROBE_BYTES = 1 << 20
 LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
 
@@ -147,6 +151,7 @@ class Store:
         if not readonly and fcntl is not None:
             self._lock_file = open(f"{path}-writer", "ab")  # noqa: SIM115 (held open)
         self.synchronous: Synchronous = "NORMAL"
+        self.health = WriteHealth(path)  # every write transaction reports its outcome
 
     # -- opening -------------------------------------------------------------------
 
@@ -251,7 +256,35 @@ class Store:
             with self._write():
                 yield self.conn
             if self.checkpoints and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
-                self.checkpoint()
+                self._checkpoint_after_commit()
+
+    def _checkpoint_after_commit(self) -> None:
+        """A checkpoint that fails (the database file cannot grow on a full disk) must not
+        make the committed transaction look failed: its writes are safe in the WAL, and
+        the next checkpoint copies them."""
+        try:
+            self.checkpoint()
+        except sqlite3.Error as exc:
+            self.health.failed(exc)
+
+    def probe_write(self) -> None:
+        """Prove the store writable (for /readyz): take the write lock and commit. While
+        writes are failing, first write `PROBE_BYTES` beside the store file (and remove
+        them): an empty transaction, or a page rewritten in the WAL's old space, succeeds
+        on a full disk, so neither proves there is room again."""
+        if self.health.failure is not None:
+            probe = self.path.with_name(self.path.name + "-probe")
+            try:
+                with open(probe, "wb") as handle:
+                    handle.write(bytes(PROBE_BYTES))
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                msg = f"{self.path}: cannot write beside the store: {self.health.failed(exc)}"
+                raise StoreError(msg) from exc
+            finally:
+                probe.unlink(missing_ok=True)
+        with self.transaction():
+            pass
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow.
@@ -278,24 +311,23 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; its outcome goes to `health`. SQLite rolls a transaction
+        back by itself on some errors (SQLITE_FULL among them): a second ROLLBACK would
+        fail ("no transaction is active") and hide the real cause, so it is skipped then."""
         with self._between_processes():
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                msg = f"{self.path}: cannot write to the store: {exc}"
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+            except (sqlite3.Error, OSError) as exc:
+                msg = f"{self.path}: cannot write to the store: {self.health.failed(exc)}"
                 raise StoreError(msg) from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                msg = f"{self.path}: cannot commit to the store: {exc}"
-                raise StoreError(msg) from exc
+            self.health.succeeded()
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

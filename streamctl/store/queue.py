@@ -49,3 +49,12 @@ class EventQueue(Protocol):
 
     def depth(self) -> int:
         """Events appended and not yet acknowledged."""
+
+
+def rewind(queue: object) -> None:
+    """Let the next claim hand out again every event not yet acknowledged (a processor
+    stopped, or its record failed, after claiming). Queues without a claim cursor, which
+    hand out unacknowledged events again by themselves, need nothing."""
+    rewind_claims = getattr(queue, "rewind", None)
+    if rewind_claims is not None:
+        rewind_claims()
