@@ -173,7 +173,7 @@ def test_function_and_delivery_policy(project_dir):
 def test_delivery_defaults(project_dir):
     delivery = load_project(project_dir, env=ENV).sync("billing-to-hook").delivery
     assert delivery.batch_size is None  # the destination's default
-    assert (delivery.max_attempts, delivery.max_age) == (10, 4 * 3600.0)
+    assert (delivery.max_attempts, delivery.max_age) == (None, 4 * 3600.0)  # time-based
 
 
 def test_alerts(project_dir):

@@ -24,11 +24,12 @@ from streamctl.config.model import DeliveryPolicy
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter (tenacity's `wait_random_exponential`),
-    floored at `initial`, capped at `max`; `max_attempts` and `max_age` end it."""
+    floored at `initial`, capped at `max`; `max_age` ends it, and `max_attempts` when set
+    (by default retries are bounded by time only: 4 hours, with a wait of at most 5 min)."""
 
     initial: float
     max: float
-    max_attempts: int
+    max_attempts: int | None
     max_age: float
 
     @classmethod
@@ -60,7 +61,7 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int, created_at: float, next_at: float) -> str | None:
         """Why the delivery is archived instead of retried at `next_at`, or None."""
-        if attempts >= self.max_attempts:
+        if self.max_attempts is not None and attempts >= self.max_attempts:
             return f"gave up after {attempts} attempts (max_attempts {self.max_attempts})"
         if next_at - created_at > self.max_age:
             return f"gave up: the next attempt would pass max_age ({_duration(self.max_age)})"
