@@ -27,7 +27,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -37,6 +37,7 @@ from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
 from streamctl.config.model import Project
+from streamctl.config.secrets import redact, redact_loaded
 from streamctl.errors import StoreError, StreamctlError
 from streamctl.events import Event
 from streamctl.heap import tune_garbage_collector
@@ -114,7 +115,7 @@ class Instance:
         self.runtime: DeliveryRuntime | None = None
         self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
         self.reloads = 0
-        store.health.on_change = self._say  # a full disk, and its end, in the log of `run`
+        store.health.on_change = self.say  # a full disk, and its end, in the log of `run`
 
     @property
     def project(self) -> Project:
@@ -134,8 +135,9 @@ class Instance:
         failure = self.store.health.failure
         return None if failure is None else f"the store cannot be written: {failure}"
 
-    def _say(self, message: str) -> None:
-        print(message, file=self.err, flush=True)
+    def say(self, message: str) -> None:
+        """A line for the log of `run` (stderr), secrets masked."""
+        print(redact(message, self._project.secrets), file=self.err, flush=True)
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
@@ -147,10 +149,7 @@ class Instance:
         """Swap in a validated project: requests from now on use it, delivery follows."""
         old = self._project
         if project.store_path != old.store_path or project.listen != old.listen:
-            print(
-                "streamctl: the store path and listen address change only on restart",
-                file=self.err,
-            )
+            self.say("streamctl: the store path and listen address change only on restart")
         reload_runtime = getattr(self.runtime, "reload", None)
         if reload_runtime is not None:
             result = reload_runtime(project)
@@ -197,6 +196,17 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
+    with redacted_logs(err):
+        await _serve(project, options, runtime_factory, err, on_started)
+
+
+async def _serve(
+    project: Project,
+    options: ServeOptions,
+    runtime_factory: RuntimeFactory | None,
+    err: TextIO,
+    on_started: OnStarted | None,
+) -> None:
     store = Store.open(store_path(project))
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
@@ -232,6 +242,35 @@ async def serve(
         store.close()
 
 
+LOGGERS = ("streamctl", "uvicorn")  # every record of these reaches `err`, redacted
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines with the secrets of every loaded project and every credential a URL or
+    header carries masked (streamctl.config.secrets), tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_loaded(super().format(record))
+
+
+@contextlib.contextmanager
+def redacted_logs(err: TextIO) -> Iterator[None]:
+    """While serving, streamctl's and uvicorn's warnings and errors go to `err` through
+    `RedactingFormatter` (uvicorn's own logging setup is off: it would print them raw)."""
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(RedactingFormatter("streamctl: %(levelname)s: %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    saved = [(logger.handlers, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+
+
 class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         # Live feed responses never end by themselves: end them first, or uvicorn
@@ -254,6 +293,7 @@ def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions)
         http="httptools",
         lifespan="off",
         access_log=False,
+        log_config=None,  # logged through `redacted_logs`
         log_level="warning",
         proxy_headers=False,  # no X-Forwarded-* rewriting on the hot path
         server_header=False,
@@ -297,9 +337,7 @@ async def _guarded(service: BackgroundService, instance: Instance) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        print(
-            f"streamctl: {getattr(service, '__name__', service)} stopped: {exc}", file=instance.err
-        )
+        instance.say(f"streamctl: {getattr(service, '__name__', service)} stopped: {exc}")
 
 
 # -- default services ----------------------------------------------------------------------
@@ -431,19 +469,15 @@ async def watch_project(instance: Instance) -> None:
         project, problems = await asyncio.to_thread(check_project, root)
         errors = [p for p in problems if p.severity == "error"]
         for problem in problems:
-            print(str(problem), file=instance.err, flush=True)
+            instance.say(str(problem))
         if project is None or errors:
-            print(
+            instance.say(
                 f"streamctl: {changed} changed; not reloaded, {len(errors)} error(s): "
-                "the running configuration stays",
-                file=instance.err,
-                flush=True,
+                "the running configuration stays"
             )
             continue
         await instance.reload(project)
-        print(
-            f"streamctl: {changed} changed; configuration reloaded", file=instance.err, flush=True
-        )
+        instance.say(f"streamctl: {changed} changed; configuration reloaded")
 
 
 def _is_project_file(root: Path) -> Callable[[Change, str], bool]:

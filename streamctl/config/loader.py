@@ -194,6 +194,7 @@ class _ProjectLoader:
         entries after it, out of the redaction of every message."""
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
+            self.secrets.update(secret_strings(spec.get("write_keys")))  # SPEC §4: never printed
         for spec in _entries(data.get("destinations")):
             kind, config = spec.get("type"), spec.get("config")
             if isinstance(kind, str) and kind in CATALOG and isinstance(config, dict):

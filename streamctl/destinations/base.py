@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 import orjson
 
+from streamctl.config.secrets import redact_credentials
 from streamctl.events import Event
 
 JSONType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
@@ -289,7 +290,7 @@ class Destination(ABC):
             )
         except httpx.HTTPError as exc:
             return BatchResult.same(
-                len(payloads), ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}")
+                len(payloads), ItemResult(ItemStatus.RETRY, error=redact_credentials(f"connection error: {exc!r}"))
             )
         return self.classify(response, payloads)
 
