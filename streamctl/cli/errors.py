@@ -10,10 +10,9 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
 
 from streamctl.cli.options import ProjectOption, SinceOption, SyncOption, json_flag
-from streamctl.cli.output import stderr, stdout
+from streamctl.cli.output import stderr, stdout, table_console
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.config.secrets import redact
@@ -96,32 +95,58 @@ def errors(
     if not rows:
         stderr.print("no errors: nothing failed, retrying or archived", highlight=False)
         return
-    stdout.print(errors_table(rows, project))
+    console = table_console()
+    for line in error_lines(rows, console.width, project.secrets):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def errors_table(rows: list[dict[str, Any]], project: Project) -> Table:
-    table = Table(title=f"{len(rows)} errors (newest first)")
-    for column in (
-        "id",
-        "sync",
-        "message id",
-        "stage",
-        "status",
-        "attempts",
-        "code",
-        "error",
-        "last attempt",
-        "next",
-    ):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        cells = [
-            row["id"], row["sync"] or row.get("source"), row["message_id"], row["stage"],
-            row["status"], row["attempts"], row["status_code"], row["error"],
-            row["last_attempt_at"] or row.get("created_at"), row["next_attempt_at"],
-        ]  # fmt: skip
-        table.add_row(*(redact("" if c is None else str(c), project.secrets) for c in cells))
-    return table
+SYNC_WIDTH = 20  # a longer sync name is cut (`errors --sync NAME` takes it whole)
+HEADINGS = ("id", "message id", "sync", "status")
+
+
+def error_lines(rows: list[dict[str, Any]], width: int, secrets: frozenset[str]) -> list[str]:
+    """Two lines an error, within `width` columns: the id, the message id (always whole,
+    to be copied into `explain`), the sync and the status; then, under the message id,
+    the attempts, when, and the error cut to fit (`errors show ID` has it all)."""
+    heads = [
+        (str(row["id"]), str(row["message_id"]), _cut(str(row["sync"] or row.get("source") or ""), SYNC_WIDTH), str(row["status"]))
+        for row in rows
+    ]  # fmt: skip
+    widths = [max(len(head[i]) for head in [HEADINGS, *heads]) for i in range(len(HEADINGS))]
+    indent = " " * (widths[0] + 2)
+    lines = [f"{len(rows)} errors, newest first (`streamctl errors show ID` for one in full)"]
+    lines.append(_aligned(HEADINGS, widths))
+    for row, head in zip(rows, heads, strict=True):
+        lines.append(redact(_aligned(head, widths), secrets))
+        lines.append(_cut(redact(indent + _detail(row), secrets), width))  # cut after masking
+    return lines
+
+
+def _aligned(cells: tuple[str, ...], widths: list[int]) -> str:
+    first, *others = cells
+    padded = [first.rjust(widths[0]), *(c.ljust(w) for c, w in zip(others, widths[1:], strict=True))]
+    return "  ".join(padded).rstrip()
+
+
+def _detail(row: dict[str, Any]) -> str:
+    attempts = row["attempts"] or 0
+    when = _short_time(row["last_attempt_at"] or row.get("created_at"))
+    parts = [
+        f"{attempts} attempt{'s' if attempts != 1 else ''}" + (f", last {when}" if when else "")
+    ]
+    if row["status"] == "retrying" and row["next_attempt_at"]:
+        parts.append(f"next {_short_time(row['next_attempt_at'])}")
+    error = " ".join(str(row["error"] or row["stage"] or "").split())  # one line
+    return "; ".join(parts) + (f": {error}" if error else "")
+
+
+def _short_time(value: Any) -> str:
+    """`2026-12-03T13:32:00.414Z` as `2026-12-03 13:32:00`."""
+    return "" if value is None else str(value).replace("T", " ")[:19]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 @errors_app.command("show")

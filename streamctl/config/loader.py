@@ -337,6 +337,8 @@ class _ProjectLoader:
         fields = {f.name: f for f in entry.config}
         at: NodePath = (*path, "config")
         for spec in entry.config:
+            if (*at, spec.name) in doc.unresolved:
+                continue  # its missing environment variable is the problem, reported already
             if spec.required and config.get(spec.name) in (None, ""):
                 message = f"the {entry.type} destination needs config key {spec.name!r}"
                 where = at if (*path, "config") in doc.value_positions else (*path, "type")
