@@ -198,6 +198,9 @@ def describe_record(detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+DECIDED = ("dropped", "filtered", "duplicate")  # outcomes chosen on purpose: a reason, no error
+
+
 def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]:
     made = delivery.get("attempts_made", 0)
     head = (
@@ -208,7 +211,10 @@ def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]
     )
     lines = [head]
     if delivery.get("error"):
-        lines.append(f"{indent}  error: {delivery['error']}")
+        # A function leaving an event out, or no event type matching, is a decision
+        # the project made, not a failure.
+        label = "reason" if delivery["status"] in DECIDED else "error"
+        lines.append(f"{indent}  {label}: {delivery['error']}")
     if delivery.get("traceback"):
         lines.append(
             f"{indent}  traceback:\n{indent}    "
@@ -217,11 +223,10 @@ def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]
     if delivery.get("next_attempt_at") and delivery["status"] == "retrying":
         lines.append(f"{indent}  next attempt at {delivery['next_attempt_at']}")
     for number, attempt in enumerate(delivery.get("attempts", []), start=1):
-        code = attempt["status_code"] if attempt["status_code"] is not None else "-"
-        latency = f"{attempt['latency_ms']} ms" if attempt["latency_ms"] is not None else ""
-        lines.append(
-            f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']} HTTP {code} {latency}".rstrip()
-        )
+        # Destinations that speak no HTTP (file, console) have no status code to show.
+        code = "" if attempt["status_code"] is None else f" HTTP {attempt['status_code']}"
+        latency = "" if attempt["latency_ms"] is None else f" in {attempt['latency_ms']} ms"
+        lines.append(f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']}{code}{latency}")
         if attempt.get("error"):
             lines.append(f"{indent}    error: {attempt['error']}")
         if attempt.get("retry_after") is not None:
