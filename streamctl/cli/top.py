@@ -148,7 +148,7 @@ def render_top(
     Counters read `total (rate/s)`, or the rate under the total when narrow."""
     started = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
     clock = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
-    title = Text.assemble(("streamctl top", "bold"), f"  since {started} UTC, now {clock} UTC")
+    title = Text.assemble(("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC")
     if live:
         title.append("  q quits", "dim")
     if not rows:
