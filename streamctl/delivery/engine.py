@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from streamctl.errors import StoreError
 from streamctl.store.db import AttemptRecord, PendingDelivery, Store
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_LANE_CAPACITY = 20_000
 FLUSH_INTERVAL = 0.05  # seconds
@@ -222,6 +224,7 @@ class DeliveryEngine:
                 pause = min(max(pause * 2, STORE_RETRY_FIRST), STORE_RETRY_MAX)
                 continue
             except Exception as exc:  # surfaced by wait_idle / the runtime
+                log.exception("recording delivery outcomes failed: delivery stops")
                 self.failure = exc
                 self._changed.set()
                 raise

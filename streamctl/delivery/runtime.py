@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import urllib.request
 from collections import Counter
@@ -57,6 +58,8 @@ from streamctl.pipeline.process import Pipeline
 from streamctl.store.db import Store
 from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
 from streamctl.store.queue import EventQueue, rewind
+
+log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 5_000
 PACE_READY = 4_000
@@ -295,14 +298,17 @@ class Runtime:
         """Claim, process, record and ack, forever. A store write that fails (a full
         disk) records nothing and acks nothing: the claimed events are handed out again
         and tried after a pause that grows to `STORE_RETRY_MAX`, until writes succeed.
-        The store's `health` says so in the log and in /readyz meanwhile."""
+        The store's `health` says so in the log and in /readyz meanwhile. Any other
+        failure is logged and retried the same way: processing never stops unseen."""
         appended = self._appended
         pause = STORE_RETRY_FIRST
         while True:
             appended.clear()  # before the claim: an append during it wakes the next wait
             try:
                 processed = await self._process_claim(queue, claim)
-            except StoreError:
+            except Exception as exc:
+                if not isinstance(exc, StoreError):  # the store's health reports its own
+                    log.exception("event processing failed; trying again in %.2f s", pause)
                 rewind(queue)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, STORE_RETRY_MAX)
