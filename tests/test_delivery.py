@@ -423,3 +423,35 @@ def test_an_outage_longer_than_the_old_attempt_budget_ends_in_delivery(tmp_path)
         deliver(root, make_events(1))
     assert statuses(root, "orders") == {"delivered": 1}
     assert rows(root, "SELECT attempts, status_code FROM deliveries") == [(failures + 1, 200)]
+
+
+def test_a_processing_failure_is_logged_and_retried_not_a_silent_stop(tmp_path, caplog):
+    from streamctl.pipeline.process import Pipeline
+
+    class FailsOnce(Pipeline):
+        failed = False
+
+        def process(self, *args, **kwargs):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("a bug in one batch")
+            return super().process(*args, **kwargs)
+
+    with FakeServer() as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        project = load_project(root)
+
+        async def main() -> None:
+            with Store.for_project(project) as store:
+                store.queue.append("web", make_events(5))
+                runtime = Runtime(project, store)
+                runtime.pipeline = FailsOnce(project, runtime.destinations)
+                async with runtime:
+                    runtime.process_queue(store.queue)
+                    assert await runtime.drain(30)
+
+        asyncio.run(main())
+        assert sorted(received_ns(server.bodies())) == list(range(5))
+    assert FailsOnce.failed
+    assert "event processing failed" in caplog.text and "a bug in one batch" in caplog.text
+    assert statuses(root, "orders") == {"delivered": 5}
