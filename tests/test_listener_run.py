@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import queue
 import signal
 import sqlite3
 import threading
@@ -312,20 +314,28 @@ def test_tail_command_prints_ndjson(delivering):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
-        time.sleep(1.5)  # the command starts and subscribes
-        httpx.post(
-            f"{listener.url}/v1/track",
-            json={"userId": "u", "event": "E", "messageId": "cli-tail"},
-            headers=basic(WEB_KEY),
-        )
-        first = json.loads(proc.stdout.readline())
+        # The command takes a moment to start and subscribe (seconds on a busy machine):
+        # send until it shows an event, polling with a deadline.
+        first = None
+        deadline = time.monotonic() + 60
+        while first is None and time.monotonic() < deadline:
+            httpx.post(
+                f"{listener.url}/v1/track",
+                json={"userId": "u", "event": "E", "messageId": "cli-tail"},
+                headers=basic(WEB_KEY),
+            )
+            with contextlib.suppress(queue.Empty):
+                first = json.loads(lines.get(timeout=0.5))
+        assert first is not None, proc.stderr.read1().decode() if proc.poll() is not None else ""
         assert first["kind"] == "event"
         assert first["message_id"] == "cli-tail"
         assert first["event"]["event"] == "E"
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(10)
+        assert proc.wait(30) == 130  # interrupted, as every command stopped by Ctrl-C
 
 
 def test_watch_reload_starts_delivering_to_a_new_sync(tmp_path):
