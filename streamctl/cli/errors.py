@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +15,7 @@ from streamctl.cli.output import stderr, stdout
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.config.units import parse_duration
+from streamctl.config.units import parse_moment
 from streamctl.delivery.retry import requeue, retry_candidates, retry_now
 from streamctl.errors import UsageError
 from streamctl.store.db import Store
@@ -39,15 +37,9 @@ def parse_since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return time.time() - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"--since {value!r}: expected a duration (30m, 24h, 7d) or an ISO 8601 time"
-        raise UsageError(msg) from None
-    return moment.timestamp()
+        return parse_moment(value)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
 
 
 def json_line(data: Any, project: Project) -> str:

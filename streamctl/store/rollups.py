@@ -125,7 +125,8 @@ def _sync_rows(store: Store, sync: str, since: float, until: float, width: int) 
     for start, received, *ended in created:
         rows.append((start, sync, "received", received))
         rows.extend(
-            (start, sync, status, n or 0) for status, n in zip(FINAL_AT_CREATION, ended, strict=True)
+            (start, sync, status, n or 0)
+            for status, n in zip(FINAL_AT_CREATION, ended, strict=True)
         )
     for start, delivered, latency_bin, n in attempts:
         rows.append((start, sync, "attempts", n))
@@ -256,7 +257,9 @@ class Series:
 
     def percentile_series(self, fraction: float) -> list[float | None]:
         bins = self._bins()
-        return [percentile([counts[i] for counts in bins], fraction) for i in range(len(self.starts))]
+        return [
+            percentile([counts[i] for counts in bins], fraction) for i in range(len(self.starts))
+        ]
 
     def percentile(self, fraction: float) -> float | None:
         bins = self._bins()
@@ -313,7 +316,11 @@ def _series(width: int, starts: list[int], rows: Iterable[Row], sync: str | None
     index = {start: i for i, start in enumerate(starts)}
     series = Series(width, starts)
     for start, row_sync, metric, n in rows:
-        if sync is not None and row_sync != sync and not (row_sync == OVERALL and metric == "queue"):
+        if (
+            sync is not None
+            and row_sync != sync
+            and not (row_sync == OVERALL and metric == "queue")
+        ):
             continue
         position = index.get(start)
         if position is None:
@@ -323,7 +330,9 @@ def _series(width: int, starts: list[int], rows: Iterable[Row], sync: str | None
     return series
 
 
-def totals_by_sync(store: Store, since: float, width: int, now: float | None = None) -> dict[str, dict[str, int]]:
+def totals_by_sync(
+    store: Store, since: float, width: int, now: float | None = None
+) -> dict[str, dict[str, int]]:
     """Each sync's sums over the window (and `*` for the whole store), from the rollups."""
     now = time.time() if now is None else now
     first = int(since // width * width)
