@@ -178,7 +178,6 @@ def templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("streamctl.console", "templates"),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-        undefined=jinja2.StrictUndefined,
     )
     env.filters["pretty"] = lambda value: orjson.dumps(
         value, option=orjson.OPT_INDENT_2, default=str
