@@ -57,17 +57,21 @@ def overview(store: Store, project: Project, window: Window, sync: str | None) -
     series = read_series(store, since, window.width, sync, now=now)
     received = series.values("events" if sync is None else "received")
     attempts, failed = series.values("attempts"), series.values("failed")
+    # Each chart: [name, values] pairs in drawing order (a JSON object's keys get sorted).
     charts = {
         "x": series.starts,
-        "volume": {
-            "received": received,
-            **{name: series.values(name) for name in VOLUME[1:]},
-        },
-        "latency": {name: series.percentile_series(f) for name, f in PERCENTILES},
+        "volume": [["received", received], *([name, series.values(name)] for name in VOLUME[1:])],
+        "latency": [[name, series.percentile_series(f)] for name, f in PERCENTILES],
         "error_rate": [
-            round(100 * f / a, 2) if a else None for f, a in zip(failed, attempts, strict=True)
+            [
+                "error rate",
+                [
+                    round(100 * f / a, 2) if a else None
+                    for f, a in zip(failed, attempts, strict=True)
+                ],
+            ]
         ],
-        "backlog": {"queue": series.values("queue"), "open": series.values("open")},
+        "backlog": [["queue", series.values("queue")], ["open", series.values("open")]],
     }
     totals = totals_by_sync(store, since, window.width, now=now)
     rows = [_summary(name, totals.get(name, {})) for name in _sync_names(project, totals)]

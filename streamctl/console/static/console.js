@@ -7,7 +7,7 @@
   var COLORS = {
     received: "#3b82f6", delivered: "#16a34a", filtered: "#94a3b8", failed: "#f59e0b",
     archived: "#dc2626", p50: "#16a34a", p95: "#f59e0b", p99: "#dc2626",
-    error_rate: "#dc2626", queue: "#6366f1", open: "#0ea5e9"
+    "error rate": "#dc2626", queue: "#6366f1", open: "#0ea5e9"
   };
 
   function seriesOf(name, values) {
@@ -21,10 +21,9 @@
     var data = JSON.parse(holder.textContent);
     document.querySelectorAll("figure.chart[data-chart]").forEach(function (figure) {
       var name = figure.dataset.chart;
-      var group = data[name];
-      var names, columns;
-      if (Array.isArray(group)) { names = [name]; columns = [group]; }
-      else { names = Object.keys(group); columns = names.map(function (k) { return group[k]; }); }
+      var group = data[name];  // [[series name, values], ...] in drawing order
+      var names = group.map(function (pair) { return pair[0]; });
+      var columns = group.map(function (pair) { return pair[1]; });
       var plotted = figure.querySelector(".uplot");
       if (plotted) plotted.remove();
       var width = Math.max(320, figure.clientWidth - 16);
