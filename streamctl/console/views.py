@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -30,6 +30,8 @@ class Window:
     width: int  # seconds per chart bucket (a width streamctl.store.rollups keeps)
 
 
+T = TypeVar("T")
+
 WINDOWS = {
     "hour": Window("hour", 3600, 60),
     "day": Window("day", 86400, 600),
@@ -38,6 +40,11 @@ WINDOWS = {
 VOLUME = ("received", "delivered", "filtered", "failed", "archived")
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 ERRORS_SHOWN = 200
+
+
+def _redacted(data: T, secrets: frozenset[str]) -> T:
+    """`data` with the project's secrets masked in every string (as the CLI prints it)."""
+    return cast(T, redact_data(data, secrets))
 
 
 def window_for(seconds: float) -> Window:
@@ -78,7 +85,7 @@ def overview(store: Store, project: Project, window: Window, sync: str | None) -
     overall = _summary("all syncs", _sum_syncs(totals))
     overall["received"] = totals.get(OVERALL, {}).get("events", 0)
     overall["queue"] = totals.get(OVERALL, {}).get("queue", 0)
-    return redact_data(
+    return _redacted(
         {
             "window": window.name,
             "since": iso(since),
@@ -89,7 +96,7 @@ def overview(store: Store, project: Project, window: Window, sync: str | None) -
             "overall": overall,
         },
         project.secrets,
-    )  # type: ignore[no-any-return]
+    )
 
 
 def _sync_names(project: Project, totals: dict[str, dict[str, int]]) -> list[str]:
@@ -129,7 +136,7 @@ def syncs(store: Store, project: Project) -> list[dict[str, Any]]:
     day = WINDOWS["day"]
     totals = totals_by_sync(store, time.time() - day.seconds, day.width)
     flows = [_flow(project, sync, totals.get(sync.name, {})) for sync in project.syncs]
-    return redact_data(flows, project.secrets)  # type: ignore[no-any-return]
+    return _redacted(flows, project.secrets)
 
 
 def _flow(project: Project, sync: SyncConfig, totals: dict[str, int]) -> dict[str, Any]:
@@ -215,7 +222,7 @@ def errors(store: Store, project: Project, filters: ErrorFilter) -> list[dict[st
         filters.syncs, filters.statuses, filters.stages, filters.since,
         min(filters.limit or ERRORS_SHOWN, ERRORS_SHOWN), filters.status_codes, filters.until,
     )  # fmt: skip
-    return redact_data(list_errors(store, limited), project.secrets)  # type: ignore[no-any-return]
+    return _redacted(list_errors(store, limited), project.secrets)
 
 
 def delivery(store: Store, project: Project, error_id: str) -> dict[str, Any] | None:
@@ -224,11 +231,11 @@ def delivery(store: Store, project: Project, error_id: str) -> dict[str, Any] | 
     if detail is None:
         return None
     detail["story"] = explain(store, detail["message_id"]) if detail.get("message_id") else []
-    return redact_data(detail, project.secrets)  # type: ignore[no-any-return]
+    return _redacted(detail, project.secrets)
 
 
 def event_story(store: Store, project: Project, message_id: str) -> list[dict[str, Any]]:
-    return redact_data(explain(store, message_id), project.secrets)  # type: ignore[no-any-return]
+    return _redacted(explain(store, message_id), project.secrets)
 
 
 # -- alerts ------------------------------------------------------------------------------------------
@@ -268,7 +275,7 @@ def alerts(project: Project, state_path: Path | None, limit: int = 200) -> dict[
         }
         for n in reversed(notifications[-limit:])
     ]  # fmt: skip
-    return redact_data(  # type: ignore[no-any-return]
+    return _redacted(
         {"rules": rules, "notifications": history, "channels": sorted(project.alerts.channels)},
         project.secrets,
     )

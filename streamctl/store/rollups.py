@@ -299,7 +299,8 @@ def read_series(
     first = int(since // width * width)
     starts = list(range(first, int(now // width * width) + 1, width))
     through = rolled_through(store) or first
-    where, params = "width = ? AND start >= ?", [width, first]
+    where = "width = ? AND start >= ?"
+    params: list[object] = [width, first]
     if sync is not None:
         where += " AND sync IN (?, ?)"
         params += [sync, OVERALL]

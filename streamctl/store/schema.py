@@ -228,6 +228,13 @@ def _console_rollups(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE INDEX deliveries_archived_at ON deliveries(finished_at) WHERE status = 'archived'"
     )
+    # The Errors page filtered by one status (retrying among many archived): newest first
+    # from that status's rows alone, where the problems index walked every problem row
+    # (80 ms for none in 35,000). Only problem rows are in it: other writes pay nothing.
+    db.execute(
+        "CREATE INDEX deliveries_problems_status ON deliveries(status, id)"
+        f" WHERE {PROBLEM_STATUSES_WHERE}"
+    )
 
 
 PROBLEM_STATUSES = ("retrying", "archived", "blocked", "mapping_error", "function_error")
