@@ -34,14 +34,12 @@ import httpx
 import orjson
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from streamctl.config.loader import load_project  # noqa: E402
-from streamctl.console import Console, ConsoleAccess, ConsoleSource  # noqa: E402
-from streamctl.pipeline.outcomes import STAGE_OF, Status  # noqa: E402
-from streamctl.store import AttemptRecord, Store  # noqa: E402
-from streamctl.store.encoded import EncodedResults  # noqa: E402
-from streamctl.store.rollups import aggregate, refresh  # noqa: E402
+from streamctl.config.loader import load_project
+from streamctl.console import Console, ConsoleAccess, ConsoleSource
+from streamctl.pipeline.outcomes import STAGE_OF, Status
+from streamctl.store import AttemptRecord, Store
+from streamctl.store.encoded import EncodedResults
+from streamctl.store.rollups import aggregate, refresh
 
 SYNCS = ("web-to-crm", "web-to-ads", "web-to-warehouse")
 BATCH = 500

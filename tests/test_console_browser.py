@@ -51,7 +51,9 @@ event_types:
 
 
 def _config(hook_url: str) -> str:
-    return BASE_CONFIG + f"""\
+    return (
+        BASE_CONFIG
+        + f"""\
   hook:
     type: webhook
     config:
@@ -64,6 +66,7 @@ alerts:
   rules:
     - {{ name: anything-archived, sync: "*", when: archived, above: 0, window: 5m, notify: [ops] }}
 """
+    )
 
 
 class Destination:
@@ -84,7 +87,12 @@ def track(url: str, message_id: str, event: str, **properties: object) -> None:
     auth = base64.b64encode(f"{WEB_KEY}:".encode()).decode()
     reply = httpx.post(
         f"{url}/v1/track",
-        json={"userId": "user-7", "event": event, "messageId": message_id, "properties": properties},
+        json={
+            "userId": "user-7",
+            "event": event,
+            "messageId": message_id,
+            "properties": properties,
+        },
         headers={"Authorization": f"Basic {auth}"},
     )
     assert reply.status_code == 200, reply.text
