@@ -68,7 +68,13 @@ def console(
 
     served.app.router.lifespan_context = contextlib.asynccontextmanager(lifespan)
     config = uvicorn.Config(
-        served, host=host, port=port, log_level="warning", access_log=False, server_header=False
+        served,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=2,  # open debugger streams never end by themselves
     )
     asyncio.run(_serve(uvicorn.Server(config)))
 
