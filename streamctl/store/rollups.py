@@ -98,7 +98,10 @@ def aggregate(store: Store, since: float, until: float, width: int) -> list[Row]
         ):
             rows.append((start, OVERALL, "events", n))
         for start, sync, n in conn.execute(
-            f"SELECT {_bucket('finished_at', width)}, sync, count(*) FROM deliveries"
+            # By the time of archiving: the planner would rather walk every archived row
+            # of the status index (20 ms for an empty window of a million deliveries).
+            f"SELECT {_bucket('finished_at', width)}, sync, count(*)"
+            " FROM deliveries INDEXED BY deliveries_archived_at"
             " WHERE status = 'archived' AND finished_at >= ? AND finished_at < ? GROUP BY 1, 2",
             [since, until],
         ):
@@ -299,16 +302,20 @@ def read_series(
     first = int(since // width * width)
     starts = list(range(first, int(now // width * width) + 1, width))
     through = rolled_through(store) or first
-    where = "width = ? AND start >= ?"
-    params: list[object] = [width, first]
-    if sync is not None:
-        where += " AND sync IN (?, ?)"
-        params += [sync, OVERALL]
+    if sync is None:  # every sync summed in SQL: a week is ~170 rows a metric, not per sync
+        sql = (
+            f"SELECT start, '{OVERALL}', metric, sum(n) FROM rollups"
+            " WHERE width = ? AND start >= ? GROUP BY start, metric"
+        )
+        params: list[object] = [width, first]
+    else:
+        sql = (
+            "SELECT start, sync, metric, sum(n) FROM rollups"
+            " WHERE width = ? AND start >= ? AND sync IN (?, ?) GROUP BY 1, 2, 3"
+        )
+        params = [width, first, sync, OVERALL]
     with store.lock:
-        stored = store.conn.execute(
-            f"SELECT start, sync, metric, sum(n) FROM rollups WHERE {where} GROUP BY 1, 2, 3",
-            params,
-        ).fetchall()
+        stored = store.conn.execute(sql, params).fetchall()
     live = aggregate(store, max(through, first), now + 1, width)
     return _series(width, starts, [*stored, *live], sync)
 
