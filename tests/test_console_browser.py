@@ -338,7 +338,12 @@ def test_console_command_serves_the_store_alone(project: Path, running, browser:
         proc.wait(10)
 
 
-def test_report_is_one_self_contained_file(project: Path, running, browser: Browser, shots: Path):
+def test_report_is_one_self_contained_file(
+    project: Path, running, destination: FakeServer, browser: Browser, shots: Path
+):
+    destination.behaviour.failing = True  # type: ignore[attr-defined]
+    track(running.url, "fail-2", "Will Fail")
+    assert wait_for(lambda: _status_of(running.url, "fail-2") == "archived")
     out = project / "report.html"
     done = subprocess.run(
         [sys.executable, "-m", "streamctl", "report", "--project", str(project),
@@ -355,7 +360,7 @@ def test_report_is_one_self_contained_file(project: Path, running, browser: Brow
     page.goto(out.as_uri())
     page.locator('figure[data-chart="volume"] canvas').wait_for()
     assert int(page.locator('figure[data-chart="volume"]').get_attribute("data-points") or 0) > 0
-    assert page.locator("#error-rows tr").count() >= 1
+    assert "fail-2" in page.locator("#error-rows tr.status-archived").inner_text()
     assert requested == [out.as_uri()]
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     context.close()
