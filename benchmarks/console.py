@@ -177,6 +177,7 @@ def pages(store_path: Path) -> list[tuple[str, str]]:
         ("errors, sync + archived", f"/errors?sync={SYNCS[2]}&status=archived"),
         ("errors, status code 500, 1d", "/errors/rows?code=500&since=1d"),
         ("errors, retrying", "/errors/rows?status=retrying"),
+        ("errors, code 502 (matches none)", "/errors/rows?code=502"),
         ("delivery page", f"/errors/{archived[0]}"),
         ("debugger", "/debugger"),
         ("debugger, one event", f"/debugger/events/{archived[1]}"),

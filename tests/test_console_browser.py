@@ -270,11 +270,11 @@ def test_debugger_shows_an_event_sent_after_the_page_opened(running, page: Page,
 def test_alerts_page_lists_rules_state_and_notifications(running, page: Page, shots: Path):
     def fired() -> bool:
         page.goto(f"{running.url}/console/alerts")
-        return "firing" in page.locator("#alert-rules").inner_text() and (
-            page.locator("#alert-history tbody tr td.empty").count() == 0
-        )
+        return "firing" in page.locator("#alert-history tbody").inner_text()
 
     assert wait_for(fired, timeout=20)
+    state = page.locator("#alert-rules tbody tr .badge").first.inner_text()
+    assert state in ("firing", "ok")  # evaluated: ok once the retry delivered the event
     rule = page.locator("#alert-rules tbody tr").first.inner_text()
     assert "anything-archived" in rule and "web-to-hook" in rule
     history = page.locator("#alert-history tbody").inner_text()
