@@ -264,6 +264,10 @@ def test_debugger_shows_an_event_sent_after_the_page_opened(running, page: Page,
     page.locator("#event-story .receipt").wait_for()
     detail = page.locator("#event-detail").inner_text()
     assert '"total": 42' in detail and "payload sent to hook" in detail
+    page.locator('#event-story .preview[data-sync="web-to-hook"] pre.request-body').wait_for()
+    assert "POST http://127.0.0.1" in detail  # the exact request a preview would send
+    assert '"message_id": "live-1"' in page.locator("pre.request-body").inner_text()
+    assert '"Authorization": "***"' in page.content() and HOOK_TOKEN not in page.content()
     page.screenshot(path=str(shots / "debugger.png"), full_page=True)
 
 

@@ -350,8 +350,17 @@ class Console:
 
     async def event(self, request: Request) -> Response:
         message_id = request.path_params["message_id"]
-        story = await self._read(lambda store: views.event_story(store, self.project, message_id))
-        return self.page("_event.html", request, story=story, message_id=message_id)
+        project = self.project
+        story = await self._read(lambda store: views.event_story(store, project, message_id))
+        previews = []
+        if story:  # the preview runs functions and builds requests: off the event loop
+            first = story[0]
+            previews = await asyncio.to_thread(
+                views.would_send, project, first["source"], first["payload"]
+            )
+        return self.page(
+            "_event.html", request, story=story, message_id=message_id, previews=previews
+        )
 
     async def alerts(self, request: Request) -> Response:
         path = self.source.store_path

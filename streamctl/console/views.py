@@ -16,8 +16,10 @@ import yaml
 
 from streamctl.config.model import Project, SyncConfig
 from streamctl.config.secrets import redact_data
+from streamctl.errors import StreamctlError
 from streamctl.monitoring.alerts import AlertStateStore, rule_json, rule_statuses
 from streamctl.monitoring.channels import format_value
+from streamctl.pipeline.preview import preview_event
 from streamctl.store.db import Store
 from streamctl.store.queries import ErrorFilter, error_detail, explain, iso, list_errors
 from streamctl.store.rollups import LATENCY_BINS, OVERALL, percentile, read_series, totals_by_sync
@@ -236,6 +238,23 @@ def delivery(store: Store, project: Project, error_id: str) -> dict[str, Any] | 
 
 def event_story(store: Store, project: Project, message_id: str) -> list[dict[str, Any]]:
     return _redacted(explain(store, message_id), project.secrets)
+
+
+def would_send(project: Project, source: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each sync of `source` would send for `event` under the running configuration:
+    `streamctl preview`'s answer (the exact request per delivery), secrets redacted."""
+    from streamctl.destinations.registry import create
+
+    syncs = [s.name for s in project.syncs_for_source(source)]
+    if not syncs:
+        return []
+    names = {project.sync(name).destination for name in syncs}
+    destinations = {name: create(project.destinations[name]) for name in names}
+    try:
+        report = preview_event(project, destinations, event, syncs=syncs)
+    except StreamctlError as exc:
+        return [{"sync": ", ".join(syncs), "outcome": "not previewed", "error": str(exc)}]
+    return _redacted(report.as_json()["syncs"], project.secrets)
 
 
 # -- alerts ------------------------------------------------------------------------------------------
