@@ -185,6 +185,10 @@ def test_overview_draws_charts_from_the_running_instance(running, page: Page, sh
     page.click("text=last week")
     page.locator('figure[data-chart="volume"] canvas').wait_for()
     assert "window=week" in page.url
+    page.click("a.chip >> text=web-to-hook")  # one sync's charts
+    page.locator('figure[data-chart="latency"] canvas').wait_for()
+    assert "sync=web-to-hook" in page.url and "Overview: web-to-hook" in page.inner_text("h1")
+    assert int(page.locator('figure[data-chart="latency"]').get_attribute("data-points") or 0)
 
 
 def test_syncs_page_shows_each_sync_as_its_flow(running, page: Page, shots: Path):
@@ -368,3 +372,25 @@ def test_report_is_one_self_contained_file(
     assert requested == [out.as_uri()]
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     context.close()
+
+
+def test_bad_input_never_gets_a_server_error(running):
+    paths = [
+        "/console/?window=century&sync=%00nope",
+        "/console/errors?status=bogus&stage=%27;drop&code=abc,500x&since=yesterday&until=2026-13-45",
+        "/console/errors/rows?since=99999d&until=1999-01-01T00:00:00Z",
+        "/console/errors/not-a-number",
+        "/console/errors/v999999",
+        "/console/errors/123456789",
+        "/console/debugger/events/" + "x" * 5000,
+        "/console/static/../../streamctl.yaml",
+        "/console/nowhere",
+    ]
+    for path in paths:
+        reply = httpx.get(running.url + path)
+        assert reply.status_code < 500, (path, reply.status_code)
+        assert HOOK_TOKEN not in reply.text
+    page = httpx.get(f"{running.url}/console/errors").text
+    csrf = re.search(r'name="csrf-token" content="(\w+)"', page).group(1)  # type: ignore[union-attr]
+    retry = httpx.post(f"{running.url}/console/errors/abc/retry", headers={"X-CSRF-Token": csrf})
+    assert retry.status_code == 200 and "not a delivery id" in retry.text

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 import orjson
@@ -240,7 +240,7 @@ class Console:
 
     def _remember_token(self, request: Request) -> Response:
         """Trade `?token=` for a cookie, and drop it from the address bar (and history)."""
-        query = "&".join(f"{k}={v}" for k, v in request.query_params.multi_items() if k != "token")
+        query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         target = request.url.path + (f"?{query}" if query else "")
         response = RedirectResponse(target, 303, headers=SECURITY_HEADERS)
         response.set_cookie(
