@@ -262,7 +262,14 @@ def _console(instance: Instance, options: ServeOptions) -> Console:
     project = instance.project
     host = options.host or project.listen.host
     source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
-    return Console(source, ConsoleAccess.for_project(project, host))
+    access = ConsoleAccess.for_project(project, host)
+    if access.bound_beyond_loopback and access.token is None:
+        print(
+            f"streamctl: listening on {host}: the console at /console answers loopback clients"
+            " only until a console token is set (console.token or STREAMCTL_CONSOLE_TOKEN)",
+            file=instance.err,
+        )
+    return Console(source, access)
 
 
 async def _roll_up_for(console: Console, _instance: Instance) -> None:

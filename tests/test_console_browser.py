@@ -182,6 +182,10 @@ def test_overview_draws_charts_from_the_running_instance(running, page: Page, sh
     assert row.nth(3).inner_text() == "3"  # filtered: the three Ignored
     assert row.nth(5).inner_text() == "1"  # archived
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    track(running.url, "late-1", "Signed Up")  # htmx refreshes the page every 15 s
+    cards = page.locator(".card b").first
+    assert wait_for(lambda: cards.inner_text() == "35", timeout=25), cards.inner_text()
+    page.locator('figure[data-chart="volume"][data-drawn="true"] canvas').wait_for()
     page.click("text=last week")
     page.locator('figure[data-chart="volume"] canvas').wait_for()
     assert "window=week" in page.url
@@ -237,7 +241,7 @@ def test_errors_filter_and_retry_redelivers_an_archived_event(
     page.locator("#retry-result .retried").wait_for()
     assert wait_for(lambda: _status_of(running.url, "fail-1") == "delivered")
     resent = [r for r in destination.requests[sent_before:] if r.path.startswith("/events")]
-    assert [r.json()["message_id"] for r in resent] == ["fail-1"]
+    assert [r.json()["message_id"] for r in resent].count("fail-1") == 1  # sent once more
     page.reload()
     assert page.locator("#delivery-status").inner_text() == "delivered"
 
