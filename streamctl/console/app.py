@@ -30,8 +30,10 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ from streamctl.config.secrets import redact
 from streamctl.config.units import parse_moment
 from streamctl.console import views
 from streamctl.delivery.retry import requeue, retry_candidates
+from streamctl.errors import StoreError
 from streamctl.monitoring.feed import FEED, TailFilter
 from streamctl.store.console_queries import events_after, latest_event_id
 from streamctl.store.db import Store
@@ -77,6 +80,7 @@ SECURITY_HEADERS = {
 }
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def is_loopback(host: str) -> bool:
@@ -263,8 +267,11 @@ class Console:
         async with self._refresh_lock:
             if not force and time.monotonic() - self._refreshed < REFRESH_EVERY:
                 return
-            await self._read(refresh)
             self._refreshed = time.monotonic()
+            try:
+                await self._read(refresh)
+            except (StoreError, sqlite3.Error) as exc:  # pages still show what is rolled up
+                log.warning("console: cannot roll up the store: %s", exc)
 
     def page(self, template: str, request: Request, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(
