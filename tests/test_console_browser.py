@@ -263,7 +263,8 @@ def test_debugger_shows_an_event_sent_after_the_page_opened(running, page: Page,
     page.click("#pause")
     track(running.url, "live-2", "Order Completed", total=1)
     page.locator('#stream-state[data-state="paused"]').wait_for()
-    wait_for(lambda: "1 waiting" in page.locator("#stream-state").inner_text())
+    state = page.locator("#stream-state")
+    assert wait_for(lambda: re.search(r"paused \([1-9]\d* waiting\)", state.inner_text()))
     assert page.locator('tr[data-message-id="live-2"]').count() == 0
     page.click("#pause")
     page.locator('tr[data-message-id="live-2"]').wait_for()
