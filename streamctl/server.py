@@ -31,7 +31,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -39,7 +39,6 @@ from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
 from streamctl.config.model import Project
-from streamctl.console import Console, ConsoleAccess, ConsoleSource, keep_rolling_up
 from streamctl.errors import StreamctlError
 from streamctl.events import Event
 from streamctl.heap import tune_garbage_collector
@@ -50,6 +49,9 @@ from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+
+if TYPE_CHECKING:
+    from streamctl.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,8 @@ def store_path(project: Project) -> Path:
 
 def _console(instance: Instance, options: ServeOptions) -> Console:
     """The web console on the listener's port, reading the project as reloads leave it."""
+    from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
+
     project = instance.project
     host = options.host or project.listen.host
     source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
@@ -273,6 +277,8 @@ def _console(instance: Instance, options: ServeOptions) -> Console:
 
 
 async def _roll_up_for(console: Console, _instance: Instance) -> None:
+    from streamctl.console import keep_rolling_up
+
     await keep_rolling_up(console)
 
 

@@ -1,4 +1,7 @@
-"""`streamctl console` (the web console from the store alone) and `streamctl report --html`."""
+"""`streamctl console` (the web console from the store alone) and `streamctl report --html`.
+
+The console's modules (Jinja2 and the page code) are imported by these commands only:
+they added 20-270 ms (measured on a loaded machine) to the start of every command."""
 
 from __future__ import annotations
 
@@ -7,17 +10,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from streamctl.cli.errors import parse_since
 from streamctl.cli.options import ProjectOption, since_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.console import Console, ConsoleAccess, ConsoleSource, keep_rolling_up
-from streamctl.console.report import render_report
 from streamctl.errors import UsageError
 from streamctl.store.db import Store, store_path
 
@@ -46,6 +46,8 @@ def console(
     For a store another node writes (`streamctl run` elsewhere on the same file): its
     Debugger polls the store, and "retry" requeues deliveries for that node to send.
     """
+    from streamctl.console import Console, ConsoleAccess, ConsoleSource, keep_rolling_up
+
     loaded = load_project(project)
     access = ConsoleAccess.for_project(loaded, host)
     if access.bound_beyond_loopback and access.token is None:
@@ -67,6 +69,8 @@ def console(
         served.source.close()
 
     served.app.router.lifespan_context = contextlib.asynccontextmanager(lifespan)
+    import uvicorn
+
     config = uvicorn.Config(
         served,
         host=host,
@@ -79,7 +83,7 @@ def console(
     asyncio.run(_serve(uvicorn.Server(config)))
 
 
-async def _serve(server: uvicorn.Server) -> None:
+async def _serve(server: Any) -> None:
     """Serve, saying where once bound (`--port 0` picks the port)."""
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
@@ -102,6 +106,8 @@ def report(
 ) -> None:
     """The Overview and Errors as one self-contained HTML file (charts included) to attach
     to an incident ticket."""
+    from streamctl.console.report import render_report
+
     loaded = load_project(project)
     window_start = parse_since(since) or time.time() - 86400
     path = store_path(loaded)
