@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from streamctl.cli import (
     alerts,
+    console,
     destinations,
     errors,
     explain,
@@ -149,7 +150,20 @@ def _options(
     """Real-time event streaming as code: ingest, contracts, functions, mappings, delivery."""
 
 
-for module in (init, validate, test, preview, run, replay, errors, status, explain, tail, top):
+for module in (
+    init,
+    validate,
+    test,
+    preview,
+    run,
+    replay,
+    errors,
+    status,
+    explain,
+    tail,
+    top,
+    console,
+):
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(alerts.app, name="alerts")
