@@ -166,7 +166,10 @@ class AlertStateStore:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._db.close()
+        # Under the lock: a notification cancelled mid-write still runs on its thread, and
+        # closing the connection under it crashed the interpreter (a test's segfault).
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
