@@ -44,7 +44,7 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
-from streamctl.store import Store
+from streamctl.store import SqliteStore, Store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class Instance:
         return None
 
     def _probe_store(self) -> None:
-        with self.store.transaction():
-            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
+        self.store.check_writable()
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
@@ -196,7 +195,7 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
-    store = Store.open(store_path(project))
+    store = SqliteStore.open(project.store_file)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     server = _Server(_uvicorn_config(instance, project, options))
@@ -417,9 +416,9 @@ async def run_alerts(instance: Instance) -> None:
     import httpx
 
     from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
-    from streamctl.monitoring.store_metrics import StoreMetrics
+    from streamctl.store.metrics import StoreMetrics
 
-    path = store_path(instance.project)
+    path = instance.project.store_file
     readings, state = StoreMetrics.open(path), AlertStateStore(path)
     try:
         async with httpx.AsyncClient() as client:

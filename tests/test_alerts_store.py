@@ -8,8 +8,8 @@ import pytest
 
 from streamctl.core.outcomes import Status
 from streamctl.monitoring.alerts import AlertStateStore, NotificationRecord
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store import Store
+from streamctl.store import SqliteStore
+from streamctl.store.metrics import StoreMetrics
 from tests.fakes.traffic import Traffic
 
 T0 = 1_800_000_000.0  # a minute boundary
@@ -17,11 +17,11 @@ T0 = 1_800_000_000.0  # a minute boundary
 
 @pytest.fixture
 def store(tmp_path: Path):
-    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         yield store
 
 
-def test_windowed_counts_come_from_attempts_deliveries_and_events(store: Store) -> None:
+def test_windowed_counts_come_from_attempts_deliveries_and_events(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     pending = traffic.receive(4, at=T0)
     traffic.attempt(pending, ok=False, at=T0 + 10, latency_ms=500)
@@ -44,7 +44,7 @@ def test_windowed_counts_come_from_attempts_deliveries_and_events(store: Store) 
     assert metrics.latency_p95("other", T0, T0 + 60) is None
 
 
-def test_counters_for_top_count_since_an_instant_and_gauges_now(store: Store) -> None:
+def test_counters_for_top_count_since_an_instant_and_gauges_now(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     pending = traffic.receive(5, at=T0)
     traffic.receive(2, at=T0, status=Status.FILTERED)
@@ -58,7 +58,7 @@ def test_counters_for_top_count_since_an_instant_and_gauges_now(store: Store) ->
     assert (counters.retrying, counters.queued) == (2, 3)
 
 
-def test_minute_buckets_hold_volume_and_errors_with_empty_minutes(store: Store) -> None:
+def test_minute_buckets_hold_volume_and_errors_with_empty_minutes(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     first = traffic.receive(3, at=T0 + 5)
     traffic.attempt(first, ok=True, at=T0 + 6)
@@ -78,7 +78,7 @@ def test_open_creates_a_missing_store_and_reads_an_existing_one_readonly(tmp_pat
     assert created.received_count("web", 0, T0) == 0
     created.close()
 
-    with Store.open(path) as writer:
+    with SqliteStore.open(path) as writer:
         Traffic(writer, source="web", sync="s", destination="d").receive(2, at=T0)
     reader = StoreMetrics.open(path)
     assert reader.store.readonly and reader.received_count("web", 0, T0 + 1) == 2

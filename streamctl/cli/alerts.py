@@ -26,8 +26,7 @@ from streamctl.monitoring.alerts import (
     rule_statuses,
 )
 from streamctl.monitoring.channels import format_duration, format_value, iso
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store.db import store_path
+from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -44,7 +43,7 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     evaluates nothing.
     """
     loaded = load_project(project)
-    path = store_path(loaded)
+    path = loaded.store_file
     if not path.exists():  # listing never creates the store
         statuses = rule_statuses(loaded, None)
     else:

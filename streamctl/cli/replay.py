@@ -27,7 +27,7 @@ from streamctl.core.model import Project
 from streamctl.delivery.parallel import DecisionPool, worker_count
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
 from streamctl.sources.ndjson import BadLine
-from streamctl.store.db import Store, store_path
+from streamctl.store import SqliteStore
 
 app = typer.Typer()
 
@@ -117,7 +117,7 @@ def _replay_one(
     pool = None if dry_run else _fork_workers(project, file, source, syncs, workers)
     store = None
     try:
-        store = None if dry_run else Store.for_project(project)
+        store = None if dry_run else SqliteStore.for_project(project)
         with _progress_bar(show_progress) as progress:
             task = progress.add_task(f"replay {file.name} -> {source}", total=None)
 
@@ -153,7 +153,7 @@ def _fork_workers(
     count = worker_count(file.stat().st_size, workers)
     if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return None  # replay_file decides in this process, or starts a fork server
-    return DecisionPool.forked(project, store_path(project), file, source, tuple(syncs), count)
+    return DecisionPool.forked(project, project.store_file, file, source, tuple(syncs), count)
 
 
 def _progress_bar(enabled: bool) -> Progress:

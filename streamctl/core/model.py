@@ -176,6 +176,12 @@ class Project:
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
 
+    @property
+    def store_file(self) -> Path:
+        """`store:` of streamctl.yaml, relative to the project root unless absolute."""
+        path = Path(self.store_path)
+        return path if path.is_absolute() else Path(self.root) / path
+
     def sync(self, name: str) -> SyncConfig:
         for sync in self.syncs:
             if sync.name == name:

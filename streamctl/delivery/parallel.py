@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from streamctl.core.heap import tune_garbage_collector
-from streamctl.core.rows import PendingRow, encode_results
+from streamctl.core.rows import PendingDelivery, PendingRow, encode_results, pending_deliveries
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
-from streamctl.store.db import PendingDelivery, Store, pending_from_rows
+from streamctl.store import SqliteStore, Store
 
 if TYPE_CHECKING:
     from streamctl.core.model import Project
@@ -81,7 +81,7 @@ class DecidedChunk:
 
     def pending(self) -> list[PendingDelivery]:
         """The PENDING deliveries, built in the process that delivers them."""
-        return pending_from_rows(self.pending_rows, self.recorded_at)
+        return pending_deliveries(self.pending_rows, self.recorded_at)
 
 
 def byte_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int]]:
@@ -182,7 +182,7 @@ def decide_range(start: int, end: int) -> DecidedChunk:
     store: Store | None = _worker.get("store")
     if store is None:
         # Each turn at the writer lock finds the cache emptied by the others' writes.
-        store = Store.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
+        store = SqliteStore.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
         _worker["store"] = store
     now = time.time()
     recorded = store.record_encoded(

@@ -23,11 +23,12 @@ import httpx
 
 from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
+from streamctl.core.rows import PendingDelivery
 from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges, worker_count
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
-from streamctl.store.db import PendingDelivery, Store
+from streamctl.store import Store
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
 FINAL = ("delivered", "archived")
@@ -108,7 +109,7 @@ async def replay_file(
         processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
-            pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
+            pool = DecisionPool(project.root, project.store_file, path, source, tuple(syncs), processes)
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
@@ -171,7 +172,7 @@ async def _feed_from_workers(
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
         for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending()):
-            runtime.engine.offer(pending)
+            runtime.deliver(pending)
         if on_progress is not None:
             on_progress(_progress(runtime, bytes_read, total, report))
         await runtime.wait_for_room()
@@ -183,7 +184,7 @@ async def _feed_from_workers(
     while in_flight:
         await take_oldest()
     for pending in reorder.rest():
-        runtime.engine.offer(pending)
+        runtime.deliver(pending)
 
 
 class DeliveryReorder:
@@ -231,7 +232,7 @@ async def _drain(
 
 
 def _progress(runtime: Runtime, read: int, total: int, report: ReplayReport) -> ReplayProgress:
-    counts = runtime.engine.counts.values()
+    counts = runtime.delivery_counts().values()
     delivered = sum(c["delivered"] for c in counts)
     archived = sum(c["archived"] for c in counts)
     return ReplayProgress(read, total, report.events, delivered, archived)
@@ -245,12 +246,11 @@ def _final_counts(runtime: Runtime, report: ReplayReport) -> None:
         for status, n in decided.items():
             if status != "pending":
                 counts[status] += n
-    for name, delivered in runtime.engine.counts.items():
+    for name, delivered in runtime.delivery_counts().items():
         counts = report.by_sync.setdefault(name, Counter())
         for status in FINAL:
             counts[status] += delivered[status]
-    for name, lane in runtime.engine.lanes.items():
-        left = lane.size
+    for name, left in runtime.waiting().items():
         if left:
             report.by_sync[name]["pending"] += left
 

@@ -1,16 +1,20 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = Store.open(project.store_path)
+    store = SqliteStore.for_project(project)
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
         await runtime.drain()                             # everything delivered or archived
     # __aexit__ = stop(): in-flight sends finish (or resume next start), outcomes written
 
+The one way into the engine: `submit` (events), `process_queue` (the ingest queue)
+and `deliver` (deliveries replay's worker processes recorded); `delivery_counts`
+and `waiting` report on it.
+
 `submit(source, events, ack=ids)` is the processor step: dedupe on (source,
 messageId) over 24 h, run the Pipeline, then in ONE store transaction record the
 events, every Decision, contract violation and function error, the PENDING
-deliveries, and ack the queue ids; then hand the deliveries to the engine. A crash
+deliveries, and ack the queue ids (`Store.record_and_ack`); then hand the deliveries to the engine. A crash
 before that commit leaves the events in the queue (processed again, nothing lost);
 after it, the deliveries are in the store and the next start sends them.
 
@@ -43,14 +47,21 @@ import orjson
 from streamctl.core.errors import UsageError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SyncConfig
-from streamctl.core.rows import DuplicateRow, EncodedResults, encode_results
+from streamctl.core.rows import (
+    DuplicateRow,
+    EncodedResults,
+    PendingDelivery,
+    RecordedResults,
+    duplicates_among,
+    encode_results,
+)
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
 from streamctl.delivery.observer import RuntimeObserver
 from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
 from streamctl.pipeline.process import Pipeline
-from streamctl.store.db import Store
+from streamctl.store import Store
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000
@@ -226,6 +237,8 @@ class Runtime:
         self, source: str, events: Sequence[Event], *, ack: Sequence[int] = (), pace: bool = True
     ) -> SubmitSummary:
         """Process normalised events of `source`: dedupe, pipeline, record, enqueue deliveries.
+        `ack`: entries of `store.queue` these events came from, acknowledged in the
+        transaction that records their outcomes (`Store.record_and_ack`).
 
         With `pace`, wait first while a lane has a large backlog ready to send, so a
         fast reader does not outrun delivery (lanes that spilled to the store do not
@@ -235,35 +248,29 @@ class Runtime:
             await self.wait_for_room()
         message_ids = [str(e.get("messageId", "")) for e in events]
         seen = await self._in_store(self.store.seen_message_ids, source, message_ids)
-        fresh, duplicates = _split_duplicates(source, events, message_ids, seen)
+        found = duplicates_among(message_ids, seen)
+        fresh: Sequence[Event] = events
+        duplicates: list[DuplicateRow] = []
+        if found:  # decided before the pipeline: duplicates are not processed at all
+            dropped = set(found)
+            fresh = [e for i, e in enumerate(events) if i not in dropped]
+            dumps = orjson.dumps
+            duplicates = [DuplicateRow(source, message_ids[i], dumps(events[i]).decode()) for i in found]
         encoded = await self._in_pipeline(source, fresh)
-        return await self._record(encoded, duplicates, ack)
-
-    async def submit_encoded(self, encoded: EncodedResults, *, pace: bool = True) -> SubmitSummary:
-        """`submit` for events the pipeline already ran on (replay's worker processes):
-        duplicates are found now and recorded as such, their decisions discarded."""
-        if pace:
-            await self.wait_for_room()
-        seen = await self._in_store(
-            self.store.seen_message_ids, encoded.source, encoded.message_ids
+        record = functools.partial(
+            self.store.record_and_ack if ack else self.store.record_encoded,
+            *((encoded, ack) if ack else (encoded,)),
+            destinations=self._sync_destination,
+            duplicates=duplicates,
         )
-        fresh, duplicates = encoded.split_duplicates(seen)
-        return await self._record(fresh, duplicates, ())
-
-    async def _record(
-        self, encoded: EncodedResults, duplicates: list[DuplicateRow], ack: Sequence[int]
-    ) -> SubmitSummary:
-        recorded = await self._in_store(
-            functools.partial(
-                self.store.record_encoded,
-                encoded,
-                destinations=self._sync_destination,
-                duplicates=duplicates,
-                ack=ack,
-            )
-        )
+        recorded: RecordedResults = await self._in_store(record)
         self.engine.offer(recorded.pending)
         return self._count(encoded, len(duplicates))
+
+    def deliver(self, pending: Sequence[PendingDelivery]) -> None:
+        """Hand deliveries recorded elsewhere (replay's worker processes) to the lanes,
+        in ascending ids."""
+        self.engine.offer(pending)
 
     async def wait_for_room(self) -> None:
         """While a lane has more than `PACE_READY` deliveries ready to send (a few
@@ -275,7 +282,9 @@ class Runtime:
             await asyncio.sleep(0.005)
 
     def process_queue(self, queue: EventQueue, *, claim: int = CLAIM_BATCH) -> asyncio.Task[None]:
-        """Start the processor over `queue` (`streamctl run`); stopped by `stop()`."""
+        """Start the processor over `queue` (`streamctl run`); stopped by `stop()`. `queue`
+        is `store.queue`, or a view of it that claims differently (the listener's
+        `IngestFirstQueue`): entries are acknowledged by `store.record_and_ack`."""
         self._queue = queue
         task = asyncio.create_task(self._process_queue(queue, claim), name="processor")
         self._tasks.append(task)
@@ -287,7 +296,6 @@ class Runtime:
         self._appended.set()
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
-        forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
         appended = self._appended
         while True:
             appended.clear()  # before the claim: an append during it wakes the next wait
@@ -304,17 +312,12 @@ class Runtime:
                 if not ids or ids[-1] != item.id:  # the events of one append share its id
                     ids.append(item.id)
             for source, (events, ids) in by_source.items():
-                if forget is not None:
-                    await self.submit(source, events, ack=ids, pace=False)
-                    forget(len(events))
-                else:
-                    await self.submit(source, events, pace=False)
-                    await self._in_store(queue.ack, ids)
+                await self.submit(source, events, ack=ids, pace=False)
 
     async def _in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
 
-    async def _in_pipeline(self, source: str, events: list[Event]) -> EncodedResults:
+    async def _in_pipeline(self, source: str, events: Sequence[Event]) -> EncodedResults:
         narrowed = self.sync_names if self._narrowed else None
 
         def run() -> EncodedResults:
@@ -343,31 +346,18 @@ class Runtime:
 
     async def next_delivery_id(self) -> int:
         """The id the next recorded delivery will get (replay's workers write them)."""
+        return int(await self._in_store(self.store.next_delivery_id))
 
-        def read() -> int:
-            with self.store.lock:
-                row = self.store.conn.execute("SELECT max(id) FROM deliveries").fetchone()
-            return int(row[0] or 0) + 1
+    def delivery_counts(self) -> dict[str, Counter[str]]:
+        """Per sync, deliveries delivered and archived (and attempts retried) since start."""
+        return self.engine.counts
 
-        return int(await self._in_store(read))
+    def waiting(self) -> dict[str, int]:
+        """Per sync, deliveries not yet delivered nor archived (in memory or spilled)."""
+        return {name: lane.size for name, lane in self.engine.lanes.items()}
 
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
         while True:
             await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
-
-
-def _split_duplicates(
-    source: str, events: Sequence[Event], message_ids: list[str], seen: set[str]
-) -> tuple[list[Event], list[DuplicateRow]]:
-    fresh: list[Event] = []
-    duplicates: list[DuplicateRow] = []
-    this_batch: set[str] = set()
-    for event, message_id in zip(events, message_ids, strict=True):
-        if message_id in seen or message_id in this_batch:
-            duplicates.append((source, message_id, orjson.dumps(event).decode()))
-        else:
-            this_batch.add(message_id)
-            fresh.append(event)
-    return fresh, duplicates

@@ -56,8 +56,7 @@ from streamctl.monitoring.channels import (
     build_channel,
     format_duration,
 )
-from streamctl.monitoring.source import MetricsSource
-from streamctl.store.db import store_path
+from streamctl.store.metrics import MetricsSource
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +434,7 @@ class AlertEvaluator:
     ) -> None:
         self.metrics = metrics
         self.client = client
-        self.state = state or AlertStateStore(store_path(project))
+        self.state = state or AlertStateStore(project.store_file)
         self.policy = policy
         self.clock = clock
         self.use(project)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlite_utils
@@ -239,7 +240,7 @@ def migrate(
 ) -> int:
     """Apply the migrations `db` lacks, each atomically; returns the version reached."""
     conn = db.conn
-    with _transaction(conn):
+    with immediate(conn, path):
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         if db.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             db.execute("INSERT INTO schema_version (version) VALUES (0)")
@@ -252,7 +253,7 @@ def migrate(
         raise StoreError(msg)
     for number, migration in enumerate(migrations[version:], start=version + 1):
         try:
-            with _transaction(conn):
+            with immediate(conn, path):
                 migration(db)
                 db.execute("UPDATE schema_version SET version = ?", [number])
         except sqlite3.Error as exc:
@@ -261,14 +262,24 @@ def migrate(
     return len(migrations)
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+@contextmanager
+def immediate(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT on a connection in autocommit mode, rolled back on any
+    error; SQLite's errors become StoreErrors naming `where` (the file). The one such
+    wrapper: the store's transactions, the queue's and the migrations use it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        msg = f"{where}: cannot write to the store: {exc}"
+        raise StoreError(msg) from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        msg = f"{where}: cannot commit to the store: {exc}"
+        raise StoreError(msg) from exc
