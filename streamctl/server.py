@@ -415,7 +415,8 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
+    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.store.alert_state import AlertStateStore
     from streamctl.store.metrics import StoreMetrics
 
     path = instance.project.store_file

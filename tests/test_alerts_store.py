@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from streamctl.core.outcomes import Status
-from streamctl.monitoring.alerts import AlertStateStore, NotificationRecord
 from streamctl.store import SqliteStore
+from streamctl.store.alert_state import AlertStateStore, NotificationRecord
 from streamctl.store.metrics import StoreMetrics
+from streamctl.store.schema import SCHEMA_VERSION
 from tests.fakes.traffic import Traffic
 
 T0 = 1_800_000_000.0  # a minute boundary
@@ -83,6 +85,26 @@ def test_open_creates_a_missing_store_and_reads_an_existing_one_readonly(tmp_pat
     reader = StoreMetrics.open(path)
     assert reader.store.readonly and reader.received_count("web", 0, T0 + 1) == 2
     reader.close()
+
+
+def test_alert_tables_come_from_the_migrations_and_old_ones_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as old:  # as the evaluator created them before migration 6
+        old.execute(
+            "CREATE TABLE alert_state (rule TEXT NOT NULL, sync TEXT NOT NULL, firing INTEGER"
+            " NOT NULL, since REAL, value REAL, evaluated_at REAL NOT NULL, changed_at REAL"
+            " NOT NULL, notified_at REAL, PRIMARY KEY (rule, sync))"
+        )
+        old.execute("INSERT INTO alert_state VALUES ('r', 's', 1, 1.0, 2.0, 3.0, 4.0, NULL)")
+    old.close()
+
+    state = AlertStateStore(path)
+
+    assert state.states()[("r", "s")].firing
+    with SqliteStore.open(path, readonly=True) as store:
+        assert store.row("SELECT version FROM schema_version")[0] == SCHEMA_VERSION
+        assert store.row("SELECT name FROM sqlite_master WHERE name = 'alert_notifications'")
+    state.close()
 
 
 def test_a_file_holding_only_alert_state_gets_the_store_tables(tmp_path: Path) -> None:

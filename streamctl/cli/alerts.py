@@ -18,7 +18,6 @@ from streamctl.config.loader import load_project
 from streamctl.core.model import Project
 from streamctl.monitoring.alerts import (
     AlertEvaluator,
-    AlertStateStore,
     Evaluation,
     RuleStatus,
     bounds,
@@ -26,6 +25,7 @@ from streamctl.monitoring.alerts import (
     rule_statuses,
 )
 from streamctl.monitoring.channels import format_duration, format_value, iso
+from streamctl.store.alert_state import AlertStateStore
 from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -123,6 +124,10 @@ class EncodedResults:
     @property
     def message_ids(self) -> list[str]:
         return [row.message_id for row in self.events]
+
+    def status_counts(self) -> Counter[tuple[str, str]]:
+        """Decisions per (sync, status)."""
+        return Counter((d.sync, d.status) for d in self.decisions)
 
     def pending_rows(self, first_delivery_id: int) -> list[PendingRow]:
         """The PENDING decisions as compact rows (what replay's workers send back)."""

@@ -189,7 +189,7 @@ def decide_range(start: int, end: int) -> DecidedChunk:
         encoded, destinations=_worker["destinations"], now=now, dedupe=True, build_pending=False
     )
     decisions = recorded.encoded.decisions
-    counts = Counter((row[2], row[4]) for row in decisions)
+    counts = recorded.encoded.status_counts()
     first_id = recorded.first_delivery_id
     return DecidedChunk(
         chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, first_id,

@@ -328,8 +328,7 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, run)
 
     def _count(self, encoded: EncodedResults, duplicates: int) -> SubmitSummary:
-        pairs = Counter((row[2], row[4]) for row in encoded.decisions)  # counted in C
-        return self.count_decisions(pairs, len(encoded.events), duplicates)
+        return self.count_decisions(encoded.status_counts(), len(encoded.events), duplicates)
 
     def count_decisions(
         self, pairs: Counter[tuple[str, str]], events: int, duplicates: int

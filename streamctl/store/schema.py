@@ -208,6 +208,41 @@ def _message_keys(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_message_key ON events(message_key)")
 
 
+def _alert_state(db: sqlite_utils.Database) -> None:
+    # Alert rules' state and notification log (streamctl.store.alert_state). Before this
+    # migration the alert evaluator created them itself, IF NOT EXISTS: so does this.
+    for statement in ALERT_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)  # not executescript: that would COMMIT the migration
+
+
+ALERT_TABLES = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    firing INTEGER NOT NULL,
+    since REAL,               -- firing since (epoch s), NULL while not firing
+    value REAL,               -- last value seen, NULL when the window had no data
+    evaluated_at REAL NOT NULL,
+    changed_at REAL NOT NULL, -- last transition (or first evaluation)
+    notified_at REAL,         -- last notification that reached every channel
+    PRIMARY KEY (rule, sync)
+);
+CREATE TABLE IF NOT EXISTS alert_notifications (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL,      -- firing | resolved
+    at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT                -- redacted, NULL when ok
+);
+CREATE INDEX IF NOT EXISTS alert_notifications_rule ON alert_notifications (rule, sync, at);
+"""
+
+
 def message_key(message_id: str) -> int:
     """`events.message_key`: CRC-32 of the messageId, signed so SQLite stores 4 bytes."""
     return zlib.crc32(message_id.encode("utf-8", "surrogatepass")) - 0x8000_0000
@@ -224,6 +259,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _problems_index_without_in_list,
     _queue_rows_per_append,
     _message_keys,
+    _alert_state,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
