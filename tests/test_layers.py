@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamctl"
 # Bottom first. A module may import from its own layer and the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),
-    ("contracts", "functions", "filters", "mappings", "destinations"),
+    ("contracts", "functions", "filters", "mappings", "destinations", "channels"),
     ("config",),
     ("store",),
     ("monitoring",),

@@ -139,7 +139,7 @@ class SyncConfig:
 @dataclass(frozen=True)
 class AlertChannel:
     name: str
-    type: Literal["slack", "webhook", "pagerduty", "email"]
+    type: str  # a key of streamctl.channels.CHANNELS
     config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import tenacity
 
 from streamctl.core.model import DeliveryPolicy
+from streamctl.core.units import format_duration
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return f"gave up after {attempts} attempts (max_attempts {self.max_attempts})"
         if next_at - created_at > self.max_age:
-            return f"gave up: the next attempt would pass max_age ({_duration(self.max_age)})"
+            return f"gave up: the next attempt would pass max_age ({format_duration(self.max_age)})"
         return None
 
 
@@ -135,10 +136,3 @@ class AdaptiveConcurrency:
         if self._successes >= self.recover_after:
             self.current += 1
             self._successes = 0
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

@@ -43,15 +43,15 @@ from tenacity import (
     wait_exponential,
 )
 
-from streamctl.config.secrets import redact
-from streamctl.core.model import AlertRule, Project, SyncConfig
-from streamctl.monitoring.channels import (
+from streamctl.channels import (
     AlertNotice,
     Channel,
     ChannelError,
     build_channel,
-    format_duration,
 )
+from streamctl.config.secrets import redact
+from streamctl.core.model import AlertRule, Project, SyncConfig
+from streamctl.core.units import format_duration
 from streamctl.store.alert_state import AlertStateStore, NotificationRecord, RuleState
 from streamctl.store.metrics import MetricsSource
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from streamctl.core.timestamps import iso
 from streamctl.store.connection import SqliteConnection
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
@@ -37,13 +37,6 @@ class ErrorFilter:
     stages: tuple[str, ...] = ()
     since: float | None = None  # Unix seconds
     limit: int | None = None
-
-
-def iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def _statuses(filters: ErrorFilter) -> tuple[str, ...]:
