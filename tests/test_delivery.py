@@ -277,6 +277,15 @@ def test_retry_policy_never_waits_less_than_retry_after_nor_initial():
     assert policy.gives_up(1, created_at=0.0, next_at=10.0) is None
 
 
+def test_backoff_is_full_jitter_under_a_doubling_ceiling():
+    policy = RetryPolicy(initial=0.5, max=4.0, max_attempts=5, max_age=60.0)
+    for attempts, ceiling in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0), (5000, 4.0)):
+        waits = [policy.backoff(attempts) for _ in range(400)]
+        assert all(0.5 <= w <= ceiling for w in waits)
+    third = [policy.backoff(3) for _ in range(400)]
+    assert max(third) > 1.5 and len(set(third)) > 300  # spread over the range, not fixed
+
+
 def test_adaptive_rate_halves_on_429_and_recovers_to_the_ceiling():
     rate = AdaptiveRate(100.0, burst=100)
     rate.throttled()
