@@ -283,7 +283,7 @@ def test_backoff_is_full_jitter_under_a_doubling_ceiling():
         waits = [policy.backoff(attempts) for _ in range(400)]
         assert all(0.5 <= w <= ceiling for w in waits)
     third = [policy.backoff(3) for _ in range(400)]
-    assert max(third) > 1.5 and len(set(third)) > 300  # spread over the range, not fixed
+    assert max(third) > 1.5 and len(set(third)) > 200  # spread over the range, not fixed
 
 
 def test_adaptive_rate_halves_on_429_and_recovers_to_the_ceiling():
