@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import functools
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,9 +54,9 @@ from streamctl.core.rows import (
     duplicates_among,
     encode_results,
 )
+from streamctl.delivery.client import default_client
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
 from streamctl.delivery.observer import RuntimeObserver
-from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
 from streamctl.pipeline.process import Pipeline
@@ -97,50 +96,6 @@ def create_destinations(project: Project, syncs: Sequence[SyncConfig]) -> dict[s
         name: registry.create(project.destinations[name])
         for name in dict.fromkeys(s.destination for s in syncs)
     }
-
-
-def default_client() -> httpx.AsyncClient:
-    """Pooled keep-alive connections, shared by every lane: on LeanTransport (under a
-    third of httpcore's CPU per request), limits per origin; on httpx's own transport
-    when the environment names a proxy, since LeanTransport does not speak to proxies."""
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
-    proxies = urllib.request.getproxies_environment()  # HTTP(S)_PROXY, ALL_PROXY, any case
-    if proxies.keys() & {"http", "https", "all"}:
-        return DeliveryClient(limits=limits, timeout=30.0)
-    return DeliveryClient(transport=LeanTransport(limits=limits), timeout=30.0)
-
-
-class DeliveryClient(httpx.AsyncClient):
-    """httpx's client, minus a cookie jar and a reference cycle per response.
-
-    httpx binds every response's stream to the response itself, a cycle that keeps
-    the response, its request and the request's body (a 100-event batch: ~27 KB) alive
-    until a full garbage collection: replaying 1,000,000 events, the process grew by
-    about 170 MB. A response read whole has no use for that stream: it is replaced.
-
-    Deliveries keep no cookies: what one API response sets is never sent with later
-    requests, to that API or any other (Segment's destinations, on fetch, keep none
-    either). Reading every response's Set-Cookie through http.cookiejar cost about a
-    quarter of the CPU of a request."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cookies = _NoCookies()
-
-    async def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        response = await super().send(request, stream=stream, **kwargs)
-        if not stream:
-            response.stream = httpx.ByteStream(response.content)
-        return response
-
-
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that keeps nothing (`DeliveryClient`)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
 
 
 class Runtime:
