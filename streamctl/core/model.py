@@ -175,6 +175,7 @@ class Project:
     alerts: AlertsConfig = AlertsConfig()
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
+    console_token: str | None = None  # `console.token`: a secret, never print
 
     @property
     def store_file(self) -> Path:

@@ -84,11 +84,11 @@ class SqliteStore(SqliteConnection):
     def explain(self, message_id: str) -> list[dict[str, Any]]:
         return queries.explain(self, message_id)
 
-    def syncs_of_deliveries(self, ids: Sequence[int]) -> list[str]:
-        return queries.syncs_of_deliveries(self, ids)
+    def syncs_of(self, ids: Sequence[int]) -> list[str]:
+        return queries.syncs_of(self, ids)
 
-    def delivery_statuses(self, ids: Sequence[int]) -> dict[str, int]:
-        return queries.delivery_statuses(self, ids)
+    def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
+        return queries.statuses_of(self, ids)
 
     # -- dedupe --------------------------------------------------------------------
 
