@@ -53,6 +53,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from streamctl.config.model import Project, SourceConfig
+from streamctl.config.secrets import MIN_SECRET_LENGTH
 from streamctl.errors import EventError, StoreError
 from streamctl.events import Event
 from streamctl.monitoring import metrics
@@ -112,6 +113,9 @@ class SourceDirectory:
 
     by_write_key: Mapping[str, SourceConfig]
     webhooks: Mapping[str, SourceConfig]
+    # Write keys and the project's secrets (webhook secrets, credentials): no webhook
+    # header holding one is stored.
+    secrets: frozenset[str] = frozenset()
 
     @property
     def write_keys(self) -> tuple[bytes, ...]:
@@ -127,7 +131,8 @@ class SourceDirectory:
                 by_key.update(dict.fromkeys(source.write_keys, source))
             elif source.type == "webhook":
                 webhooks[source.name] = source
-        return cls(by_key, webhooks)
+        secrets = project.secrets | {key for key in by_key if len(key) >= MIN_SECRET_LENGTH}
+        return cls(by_key, webhooks, secrets)
 
 
 class Rejected(Exception):
@@ -305,7 +310,9 @@ class IngestApp:
             headers = request.headers
             try:
                 verify_signature(raw, headers, source)
-                event = webhook_event(source, raw, headers, headers.get("content-type", ""))
+                content_type = headers.get("content-type", "")
+                secrets = self.directory().secrets
+                event = webhook_event(source, raw, headers, content_type, secrets)
                 events = [normalise(event, received_at=datetime.now(UTC))]
             except EventError as exc:
                 code = "signature" if exc.status_code == 401 else "invalid"

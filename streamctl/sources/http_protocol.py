@@ -1,0 +1,243 @@
+"""The HTTP/1.1 protocol under the listener: uvicorn's httptools protocol, guarded.
+
+    config = uvicorn.Config(app, http=guarded_protocol(ConnectionLimits()), ...)
+
+uvicorn's configuration cannot do these jobs, so this subclass of its
+`HttpToolsProtocol` does them (measured against uvicorn 0.55 with httptools 0.9,
+what `streamctl run` had before):
+
+| guard | uvicorn alone |
+| --- | --- |
+| headers must arrive within `header_timeout` (10 s) of a connection's or a request's first byte; else 408 (or a silent close when nothing was sent) | no timeout: 2,100 connections that sent a request line and one header were held forever |
+| a body must arrive within `body_timeout` (30 s) of its headers, not counting time the server paused reading; else 408 | no timeout |
+| past `max_connections`, the connection idle longest (between requests, or still sending headers) is closed; a request being handled never is | `limit_concurrency` counts idle connections: once they pile up every request, /healthz too, is answered 503 |
+| the request line and headers at most `max_header_bytes` (32 KB): 431, and no more than that is ever buffered | no limit: an 8 MB header was answered 200, four unfinished 16 MB ones held 207 MB |
+| protocol errors (400 malformed, 408, 431) answer the JSON error shape of the ingest API | `text/plain` |
+| a malformed request after valid ones: each valid one is answered first, then the 400 | the 400 was written and the connection closed at once, while the valid request's events were being stored: its 200 was lost |
+
+The ingest app (streamctl.sources.http_api) bounds requests in flight itself (503
+past `max_connections` of them), so uvicorn's `limit_concurrency` is not used.
+Header bytes are counted as they arrive, before the parser sees them: httptools
+buffers an unfinished header value itself, so counting in its callbacks would come
+too late. Bytes that follow a request completed within one read are not counted
+against the next request's headers: a connection may buffer at most twice the limit.
+
+What is overridden is listed in `OVERRIDDEN`, with the signatures of the uvicorn
+version it was written against; tests/test_http_protocol.py fails when uvicorn
+changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+# uvicorn methods and attributes this module relies on (names -> signatures of 0.55).
+OVERRIDDEN = {
+    "connection_made": "(self, transport: 'asyncio.Transport') -> 'None'",
+    "connection_lost": "(self, exc: 'Exception | None') -> 'None'",
+    "data_received": "(self, data: 'bytes') -> 'None'",
+    "send_400_response": "(self, msg: 'str') -> 'None'",
+    "on_message_begin": "(self) -> 'None'",
+    "on_headers_complete": "(self) -> 'None'",
+    "on_message_complete": "(self) -> 'None'",
+    "on_response_complete": "(self) -> 'None'",
+}
+USED_ATTRIBUTES = ("cycle", "pipeline", "flow", "connections", "transport", "loop", "server_state")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long and how much a client may take; see the module docstring."""
+
+    max_connections: int = 2048
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 32 * 1024
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class for one server: its limits, and its own idle-connection list."""
+
+    class ServerProtocol(GuardedHttpToolsProtocol):
+        pass
+
+    ServerProtocol.limits = limits
+    ServerProtocol.idle = OrderedDict()
+    return ServerProtocol
+
+
+def error_response(status: int, code: str, message: str, default_headers: Any = ()) -> bytes:
+    """A complete HTTP/1.1 response in the ingest API's error shape, closing the connection."""
+    body = orjson.dumps({"success": False, "code": code, "message": message})
+    head = [STATUS_LINE[status]]
+    head += [name + b": " + value + b"\r\n" for name, value in default_headers]
+    head.append(b"content-type: application/json\r\n")
+    head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+    return b"".join(head) + body
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with read timeouts, a header limit, idle-connection
+    eviction and JSON protocol errors. Use `guarded_protocol(limits)` for the class."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    # Connections not handling a request, longest idle first (an ordered set).
+    idle: ClassVar[OrderedDict[GuardedHttpToolsProtocol, None]] = OrderedDict()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._messages_done = 0
+        self._refused = False  # a protocol error was answered: the rest is ignored
+        self._deferred: bytes | None = None  # that answer, once earlier ones are written
+
+    # -- connections --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.idle[self] = None
+        self._arm(self.limits.header_timeout, self._header_timeout)
+        self._evict_beyond_limit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.idle.pop(self, None)
+        super().connection_lost(exc)
+
+    def _evict_beyond_limit(self) -> None:
+        """Close the longest-idle connections while there are more than the limit."""
+        while len(self.connections) > self.limits.max_connections and self.idle:
+            victim = next(iter(self.idle))
+            if victim is self:
+                break
+            del self.idle[victim]
+            self.connections.discard(victim)  # now: its connection_lost comes later
+            victim._disarm()
+            victim.transport.close()
+
+    # -- reading ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        while data and not self._refused:
+            if not self._awaiting_headers:
+                super().data_received(data)
+                return
+            room = self.limits.max_header_bytes - self._header_bytes
+            if len(data) <= room:
+                self._header_bytes += len(data)
+                super().data_received(data)
+                return
+            # Feed only what the header limit allows; the rest once the headers ended.
+            messages_done = self._messages_done
+            self._header_bytes += room
+            super().data_received(data[:room])
+            data = data[room:]
+            if self._awaiting_headers and messages_done == self._messages_done:
+                limit = self.limits.max_header_bytes
+                msg = f"the request line and headers are over the {limit} byte limit"
+                self._refuse(431, "headers_too_large", msg)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what httptools cannot parse (including a bad URL)."""
+        message = "malformed HTTP request: the request line, a header or the body framing"
+        self._refuse(400, "bad_request", message + " could not be parsed")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm(self.limits.header_timeout, self._header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._awaiting_headers = False
+        self.idle.pop(self, None)
+        self._arm(self.limits.body_timeout, self._body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._messages_done += 1
+
+    # -- answering ----------------------------------------------------------------------
+
+    def on_response_complete(self) -> None:
+        starts_next = bool(self.pipeline)  # uvicorn starts the next pipelined request
+        super().on_response_complete()
+        if starts_next or self.transport.is_closing():
+            return
+        if self._deferred is not None:
+            self._write_and_close(self._deferred)  # every request before it is answered
+        else:
+            self.idle[self] = None
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer a protocol error and close, after the requests read before it.
+
+        A request whose body was cut by the error gets the error as its answer (its
+        app call sees a disconnect and stores nothing); requests complete before it
+        are answered first: their events may already be stored.
+        """
+        self._refused = True
+        self._disarm()
+        self.idle.pop(self, None)
+        response = error_response(status, code, message, self.server_state.default_headers)
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not self._awaiting_headers:
+            # The error cut this request's body.
+            if self.pipeline and self.pipeline[0][0] is cycle:
+                self.pipeline.popleft()  # queued behind a running one: never run it
+                self._deferred = response
+            else:
+                cycle.disconnected = True  # its app call gets http.disconnect
+                cycle.message_event.set()
+                self._write_and_close(response)
+        elif self.pipeline or (cycle is not None and not cycle.response_complete):
+            self._deferred = response  # written by on_response_complete
+        else:
+            self._write_and_close(response)
+
+    def _write_and_close(self, response: bytes) -> None:
+        self._deferred = None
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
+
+    # -- timeouts -----------------------------------------------------------------------
+
+    def _arm(self, seconds: float, handler: Any) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _header_timeout(self) -> None:
+        self._deadline = None
+        if self.flow.read_paused:  # our doing (a pipelined request waits), not the client's
+            self._arm(self.limits.header_timeout, self._header_timeout)
+        elif self._header_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
+            self.idle.pop(self, None)
+            self.transport.close()  # connected and said nothing: no one to answer
+        else:
+            timeout = self.limits.header_timeout
+            self._refuse(408, "timeout", f"the request headers took over {timeout:g} s")
+
+    def _body_timeout(self) -> None:
+        self._deadline = None
+        if self.flow.read_paused:
+            self._arm(self.limits.body_timeout, self._body_timeout)
+        else:
+            timeout = self.limits.body_timeout
+            self._refuse(408, "timeout", f"the request body took over {timeout:g} s")
