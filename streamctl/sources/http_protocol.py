@@ -30,7 +30,10 @@ changes them.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,6 +51,9 @@ OVERRIDDEN = {
     "on_message_complete": "(self) -> 'None'",
     "on_response_complete": "(self) -> 'None'",
 }
+log = logging.getLogger(__name__)
+
+NEVER = math.inf
 USED_ATTRIBUTES = ("cycle", "pipeline", "flow", "connections", "transport", "loop", "server_state")
 
 
@@ -69,6 +75,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]
 
     ServerProtocol.limits = limits
     ServerProtocol.idle = OrderedDict()
+    ServerProtocol.sweeping = False
     return ServerProtocol
 
 
@@ -82,17 +89,25 @@ def error_response(status: int, code: str, message: str, default_headers: Any = 
     return b"".join(head) + body
 
 
+def _nothing() -> None:
+    pass
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with read timeouts, a header limit, idle-connection
     eviction and JSON protocol errors. Use `guarded_protocol(limits)` for the class."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    sweeping: ClassVar[bool] = False  # a deadline sweep is scheduled for this server
     # Connections not handling a request, longest idle first (an ordered set).
     idle: ClassVar[OrderedDict[GuardedHttpToolsProtocol, None]] = OrderedDict()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        # When the current read (headers or body) must be done by, on the loop's clock,
+        # and what happens then; one sweep per server checks every connection's.
+        self._deadline = NEVER
+        self._on_deadline: Callable[[], None] = _nothing
         self._awaiting_headers = True
         self._header_bytes = 0
         self._messages_done = 0
@@ -131,19 +146,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 super().data_received(data)
                 return
             room = self.limits.max_header_bytes - self._header_bytes
-            if len(data) <= room:
-                self._header_bytes += len(data)
+            messages_done = self._messages_done
+            if len(data) <= room or data.find(b"\r\n\r\n", 0, room) != -1:
+                # The common case: the headers end within the limit; all of it at once.
                 super().data_received(data)
+                if self._awaiting_headers and messages_done == self._messages_done:
+                    self._header_bytes += len(data)
+                    self._check_header_bytes()
                 return
             # Feed only what the header limit allows; the rest once the headers ended.
-            messages_done = self._messages_done
             self._header_bytes += room
             super().data_received(data[:room])
             data = data[room:]
             if self._awaiting_headers and messages_done == self._messages_done:
-                limit = self.limits.max_header_bytes
-                msg = f"the request line and headers are over the {limit} byte limit"
-                self._refuse(431, "headers_too_large", msg)
+                self._check_header_bytes()
+
+    def _check_header_bytes(self) -> None:
+        limit = self.limits.max_header_bytes
+        if self._header_bytes >= limit and not self._refused:
+            msg = f"the request line and headers are over the {limit} byte limit"
+            self._refuse(431, "headers_too_large", msg)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what httptools cannot parse (including a bad URL)."""
@@ -152,7 +174,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:
+        if self._deadline == NEVER:
             self._arm(self.limits.header_timeout, self._header_timeout)
 
     def on_headers_complete(self) -> None:
@@ -214,17 +236,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- timeouts -----------------------------------------------------------------------
 
-    def _arm(self, seconds: float, handler: Any) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, handler)
+    # A timer per request (call_later, then cancel) cost measurable CPU on the hot path;
+    # a deadline is two attribute stores, and one sweep per server a few times a second
+    # checks them all (a timeout fires up to a sweep interval late).
+
+    def _arm(self, seconds: float, handler: Callable[[], None]) -> None:
+        self._deadline = self.loop.time() + seconds
+        self._on_deadline = handler
+        if not self.sweeping:
+            type(self).sweeping = True
+            self.loop.call_later(self._sweep_interval(), self._sweep, self.connections)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = NEVER
+
+    @classmethod
+    def _sweep_interval(cls) -> float:
+        shortest = min(cls.limits.header_timeout, cls.limits.body_timeout)
+        return min(1.0, max(0.05, shortest / 4))
+
+    def _sweep(self, connections: set[Any]) -> None:
+        """Fire the deadlines that passed; again after an interval while connections remain."""
+        now = self.loop.time()
+        for connection in list(connections):
+            if connection._deadline <= now:
+                connection._deadline = NEVER
+                try:
+                    connection._on_deadline()
+                except Exception:  # one connection's failure must not end the sweeps
+                    log.exception("closing a timed-out connection failed")
+        if connections:
+            self.loop.call_later(self._sweep_interval(), self._sweep, connections)
+        else:
+            type(self).sweeping = False
 
     def _header_timeout(self) -> None:
-        self._deadline = None
         if self.flow.read_paused:  # our doing (a pipelined request waits), not the client's
             self._arm(self.limits.header_timeout, self._header_timeout)
         elif self._header_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
@@ -235,7 +281,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408, "timeout", f"the request headers took over {timeout:g} s")
 
     def _body_timeout(self) -> None:
-        self._deadline = None
         if self.flow.read_paused:
             self._arm(self.limits.body_timeout, self._body_timeout)
         else:
