@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -288,3 +289,39 @@ def test_pipelined_valid_requests_are_each_answered(listener: ListenerThread) ->
             raw += sock.recv(65536)
     assert [status for status, _, _ in responses(raw)] == [200, 200, 200]
     assert set(ids) <= stored_ids(listener)
+
+
+# -- requests in flight ------------------------------------------------------------------
+
+
+def test_past_the_in_flight_limit_requests_are_503_json_and_healthz_still_answers(
+    tmp_path: Path,
+) -> None:
+    limits = ConnectionLimits(max_connections=2, header_timeout=5.0, body_timeout=5.0)
+    project_dir = write_project(tmp_path / "project")
+    with ListenerThread(project_dir, runtime_factory=idle_runtime, connections=limits) as busy:
+        holding = []
+        for message_id in ("held-1", "held-2"):  # in flight: their bodies never finish
+            sock = connect(busy)
+            sock.sendall(track_request(message_id)[:-5])
+            holding.append(sock)
+        reply = wait_for_status(busy, 503)
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.headers["retry-after"] == "1"
+        assert reply.json()["code"] == "busy"
+        assert httpx.get(busy.url + "/healthz").status_code == 200
+        for sock in holding:
+            sock.close()
+        assert wait_for_status(busy, 200).json() == {"success": True}
+
+
+def wait_for_status(listener: ListenerThread, status: int) -> httpx.Response:
+    """POST a valid event until the answer has `status` (the server sees sockets a bit later)."""
+    deadline = time.monotonic() + 10
+    while True:
+        body = {"userId": "u1", "event": "E", "messageId": f"probe-{uuid.uuid4()}"}
+        reply = httpx.post(listener.url + "/v1/track", json=body, headers=basic(WEB_KEY))
+        if reply.status_code == status or time.monotonic() > deadline:
+            assert reply.status_code == status, reply.text
+            return reply
+        time.sleep(0.02)

@@ -116,11 +116,8 @@ class SourceDirectory:
     # Write keys and the project's secrets (webhook secrets, credentials): no webhook
     # header holding one is stored.
     secrets: frozenset[str] = frozenset()
-
-    @property
-    def write_keys(self) -> tuple[bytes, ...]:
-        """Every configured write key as bytes, to look for in raw bodies."""
-        return tuple(key.encode() for key in self.by_write_key if key)
+    # Every write key as bytes, to look for in raw bodies.
+    write_keys: tuple[bytes, ...] = ()
 
     @classmethod
     def of(cls, project: Project) -> SourceDirectory:
@@ -132,7 +129,7 @@ class SourceDirectory:
             elif source.type == "webhook":
                 webhooks[source.name] = source
         secrets = project.secrets | {key for key in by_key if len(key) >= MIN_SECRET_LENGTH}
-        return cls(by_key, webhooks, secrets)
+        return cls(by_key, webhooks, secrets, tuple(key.encode() for key in by_key if key))
 
 
 class Rejected(Exception):
