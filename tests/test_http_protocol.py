@@ -299,6 +299,27 @@ def test_unknown_paths_and_methods_are_json_404_and_405(
     assert_json_error(status, headers, body, expected)
 
 
+def test_an_upgrade_request_with_a_body_is_400_and_without_one_is_answered_then_closed(
+    listener: ListenerThread,
+) -> None:
+    # curl --http2 on http:// asks for `Upgrade: h2c`; streamctl upgrades to nothing.
+    with connect(listener) as sock:
+        body = b'{"userId": "u1", "event": "E"}'
+        sock.sendall(
+            b"POST /v1/track HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        [(status, headers, reply)] = responses(read_until_closed(sock))
+    assert_json_error(status, headers, reply, 400)
+    assert b"Upgrade" in reply
+    with connect(listener) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        [(status, _, reply)] = responses(read_until_closed(sock))
+    assert status == 200 and json.loads(reply) == {"status": "ok"}
+
+
 # -- a valid request, then garbage -------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ OVERRIDDEN = {
     "on_headers_complete": "(self) -> 'None'",
     "on_message_complete": "(self) -> 'None'",
     "on_response_complete": "(self) -> 'None'",
+    "_unsupported_upgrade_warning": "(self) -> 'None'",
 }
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,13 @@ def error_response(status: int, code: str, message: str, default_headers: Any = 
 
 def _nothing() -> None:
     pass
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -167,6 +175,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             msg = f"the request line and headers are over the {limit} byte limit"
             self._refuse(431, "headers_too_large", msg)
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn warns at every read of an Upgrade connection, advising to install a
+        WebSocket library: clients could fill the log. The request is answered (or
+        refused) as plain HTTP, and the connection closed after it."""
+        log.debug("an Upgrade request, answered as plain HTTP")
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what httptools cannot parse (including a bad URL)."""
         message = "malformed HTTP request: the request line, a header or the body framing"
@@ -178,12 +192,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self.limits.header_timeout, self._header_timeout)
 
     def on_headers_complete(self) -> None:
+        upgrade = self.parser.should_upgrade()
+        if upgrade and _declares_body(self.headers):
+            # httptools reads nothing after an Upgrade request's headers (the rest would be
+            # the new protocol's): its body would be lost, and the app would see none.
+            msg = "a request with Upgrade cannot carry a body: send it without the Upgrade header"
+            self._refuse(400, "bad_request", msg)
+            return
         super().on_headers_complete()
+        if upgrade:  # streamctl upgrades to nothing: answered as plain HTTP, then closed
+            self.cycle.keep_alive = False
         self._awaiting_headers = False
         self.idle.pop(self, None)
         self._arm(self.limits.body_timeout, self._body_timeout)
 
     def on_message_complete(self) -> None:
+        if self._refused:  # an Upgrade request refused in on_headers_complete: no cycle
+            return
         super().on_message_complete()
         self._disarm()
         self._awaiting_headers = True
