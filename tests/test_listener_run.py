@@ -312,18 +312,29 @@ def test_tail_command_prints_ndjson(delivering):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    subscribed = threading.Event()
+
+    def post_until_printed() -> None:
+        # The command takes seconds to start on a loaded machine: events sent before it
+        # subscribed are not in its feed, so keep sending until one is printed.
+        n = 0
+        while not subscribed.is_set():
+            httpx.post(
+                f"{listener.url}/v1/track",
+                json={"userId": "u", "event": "E", "messageId": f"cli-tail-{n}"},
+                headers=basic(WEB_KEY),
+            )
+            n += 1
+            subscribed.wait(0.2)
+
+    threading.Thread(target=post_until_printed, daemon=True).start()
     try:
-        time.sleep(1.5)  # the command starts and subscribes
-        httpx.post(
-            f"{listener.url}/v1/track",
-            json={"userId": "u", "event": "E", "messageId": "cli-tail"},
-            headers=basic(WEB_KEY),
-        )
         first = json.loads(proc.stdout.readline())
         assert first["kind"] == "event"
-        assert first["message_id"] == "cli-tail"
+        assert first["message_id"].startswith("cli-tail-")
         assert first["event"]["event"] == "E"
     finally:
+        subscribed.set()
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
 
