@@ -26,6 +26,9 @@ machine's speed drifts), `streamctl run` importing from DIR or from here, and th
 median ratio (this / baseline) of each phase is printed with its range: of the
 throughput, and of the server's CPU time per accepted event (user + system, from
 /proc), which other processes on a shared machine disturb far less than wall time.
+The compared instances have no sync: with delivery running, the CPU per event would
+depend on the rate (delivery yields to ingest only above 10,000 events/s), so a
+slower round would look costlier per event.
 """
 
 from __future__ import annotations
@@ -167,10 +170,16 @@ def sample_event(i: int) -> dict[str, Any]:
 
 class Bench:
     def __init__(
-        self, workdir: Path, seconds: float, connections: int, pythonpath: str | None = None
+        self,
+        workdir: Path,
+        seconds: float,
+        connections: int,
+        pythonpath: str | None = None,
+        deliver: bool = True,
     ) -> None:
         self.workdir = workdir
         self.pythonpath = pythonpath
+        self.deliver = deliver
         self.seconds = seconds
         self.connections = connections
         self.sink_port = free_port()
@@ -185,7 +194,8 @@ class Bench:
         (project / "streamctl.yaml").write_text(
             PROJECT.format(port=self.port, key=WRITE_KEY, sink_port=self.sink_port)
         )
-        (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
+        if self.deliver:
+            (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
         sink_js = self.workdir / "sink.js"
         sink_js.write_text(SINK_JS)
         self.processes.append(subprocess.Popen(["node", str(sink_js), str(self.sink_port)]))
@@ -364,7 +374,7 @@ def compare(args: argparse.Namespace) -> None:
         order = [("baseline", args.baseline), ("this", here)]
         for name, pythonpath in order if round_number % 2 == 0 else order[::-1]:
             for path, (body, events) in phases.items():
-                with fresh_instance(args, pythonpath) as bench:
+                with fresh_instance(args, pythonpath, deliver=False) as bench:
                     cpu_before = bench.server_cpu_seconds()
                     seconds, ok, refused, errors = bench.wrk(path, body)
                     cpu_used = bench.server_cpu_seconds() - cpu_before
@@ -387,9 +397,11 @@ def compare(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def fresh_instance(args: argparse.Namespace, pythonpath: str | None = None) -> Iterator[Bench]:
+def fresh_instance(
+    args: argparse.Namespace, pythonpath: str | None = None, *, deliver: bool = True
+) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.connections, pythonpath)
+        bench = Bench(Path(tmp), args.seconds, args.connections, pythonpath, deliver)
         bench.start()
         try:
             yield bench

@@ -55,6 +55,8 @@ TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 # The most a merged `sentAt` adds to an event: `,"sentAt":"` and the longest ISO 8601
 # text fromisoformat accepts (with microseconds and an offset with seconds) is under it.
 _SENT_AT_BYTES = 64
+# Years where an offset may carry a moment out of datetime's range in UTC.
+_EDGE_YEARS = (1, 9999)
 _NO_ID = (None, "")
 # How much longer than the JSON text it was parsed from an event can serialise: a
 # number grows the most, `1e15` is written `1000000000000000.0` (4.5 times), and the
@@ -74,6 +76,7 @@ class BatchShared:
     merged: Mapping[str, dict[str, Any]]
     sent_at: Any
     size: int
+    gives: bool = False  # anything to give an event (a field, not __bool__: the hot path)
 
     @classmethod
     def of(cls, batch: Mapping[str, Any]) -> BatchShared:
@@ -83,10 +86,8 @@ class BatchShared:
         except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
             msg = f"the batch's context or integrations cannot be stored as JSON: {exc}"
             raise EventError(msg) from None
-        return cls(merged, batch.get("sentAt"), size)
-
-    def __bool__(self) -> bool:
-        return bool(self.merged) or self.sent_at is not None
+        sent_at = batch.get("sentAt")
+        return cls(merged, sent_at, size, bool(merged) or sent_at is not None)
 
 
 _NOTHING_SHARED = BatchShared({}, None, 0)
@@ -113,7 +114,10 @@ def normalise(
     if not isinstance(event, dict):
         msg = f"{_which(None, index)}: an event must be a JSON object, got {type(event).__name__}"
         raise EventError(msg)
-    shared = _NOTHING_SHARED if not batch else _shared(batch)
+    if batch is None:
+        shared = _NOTHING_SHARED
+    else:
+        shared = batch if isinstance(batch, BatchShared) else BatchShared.of(batch)
     # The event's size, or a bound of it from its text: measured only when it could matter.
     size = None if text_length is None else text_length * _MAX_GROWTH
     if size is None or size + shared.size > MAX_EVENT_BYTES:
@@ -130,27 +134,27 @@ def normalise(
     message_id = out.get("messageId")
     if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID:
         out["messageId"] = _message_id(message_id, index)
-    if shared:
+    if shared.gives:
         _merge_batch(out, shared)
         if size + shared.size + _SENT_AT_BYTES > MAX_EVENT_BYTES:
             _check_size(out, index, merged=True)  # exact, now that it could be over
 
     moment = received_at if received_at is not None else datetime.now(UTC)
     out["receivedAt"] = received = _received_text(moment)
-    if out.get("timestamp") is None:
-        for key in TIMESTAMP_FIELDS[1:]:
-            if out.get(key) is not None:
-                _parse_field(out, key, index)
+    stamp = out.get("timestamp")
+    if stamp is None:
         out["timestamp"] = _corrected_timestamp(out, received, moment, index)
-    else:
+        return out
+    # The common case inline (a valid `timestamp` alone); the helpers word refusals.
+    try:
+        valid = datetime.fromisoformat(stamp).year not in _EDGE_YEARS
+    except (TypeError, ValueError):
+        valid = False
+    if not valid or "originalTimestamp" in out or "sentAt" in out:
         for key in TIMESTAMP_FIELDS:
             if out.get(key) is not None:
                 _parse_field(out, key, index)
     return out
-
-
-def _shared(batch: Mapping[str, Any] | BatchShared) -> BatchShared:
-    return batch if isinstance(batch, BatchShared) else BatchShared.of(batch)
 
 
 def _check_size(event: Event, index: int | None, *, merged: bool = False) -> int:
@@ -187,7 +191,7 @@ def parse_timestamp(text: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    if moment.year in (1, 9999):  # an offset may carry it out of range in UTC
+    if moment.year in _EDGE_YEARS:  # an offset may carry it out of range in UTC
         try:
             moment.astimezone(UTC)
         except OverflowError:
@@ -273,6 +277,8 @@ def _corrected_timestamp(
 ) -> str:
     original_text = event.get("originalTimestamp")
     if original_text is None:
+        if event.get("sentAt") is not None:
+            _parse_field(event, "sentAt", index)  # unused, but still a timestamp
         return received
     original = _parse_field(event, "originalTimestamp", index)
     if event.get("sentAt") is None:
