@@ -16,7 +16,7 @@ import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
-from streamctl.monitoring.feed import follow
+from streamctl.monitoring.feed import FEED, follow
 from tests.fakes.http import FakeServer
 from tests.listener_harness import (
     BASE_CONFIG,
@@ -312,30 +312,19 @@ def test_tail_command_prints_ndjson(delivering):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    subscribed = threading.Event()
-
-    def post_until_printed() -> None:
-        # The command takes seconds to start on a loaded machine: events sent before it
-        # subscribed are not in its feed, so keep sending until one is printed.
-        n = 0
-        while not subscribed.is_set():
-            httpx.post(
-                f"{listener.url}/v1/track",
-                json={"userId": "u", "event": "E", "messageId": f"cli-tail-{n}"},
-                headers=basic(WEB_KEY),
-            )
-            n += 1
-            subscribed.wait(0.2)
-
-    threading.Thread(target=post_until_printed, daemon=True).start()
     try:
-        # The first lines may be outcomes of an event sent before the subscription.
-        lines = (json.loads(proc.stdout.readline()) for _ in range(50))
-        first = next(line for line in lines if line["kind"] == "event")
-        assert first["message_id"].startswith("cli-tail-")
+        # the command starts and subscribes (seconds on a loaded machine: poll, never guess)
+        assert wait_for(lambda: FEED.active or proc.poll() is not None, timeout=60)
+        httpx.post(
+            f"{listener.url}/v1/track",
+            json={"userId": "u", "event": "E", "messageId": "cli-tail"},
+            headers=basic(WEB_KEY),
+        )
+        first = json.loads(proc.stdout.readline())
+        assert first["kind"] == "event"
+        assert first["message_id"] == "cli-tail"
         assert first["event"]["event"] == "E"
     finally:
-        subscribed.set()
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
 
