@@ -39,22 +39,23 @@ from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact, redact_loaded
-from streamctl.errors import StoreError, StreamctlError
-from streamctl.events import Event
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.errors import StoreError, StreamctlError
+from streamctl.core.events import Event
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.model import Project
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
-from streamctl.store import Store
-from streamctl.store.queue import rewind
-from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
+from streamctl.store import SqliteStore, Store
+from streamctl.store.queue import EventQueue, QueuedEvent
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
     from streamctl.console import Console
+    from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ class DeliveryRuntime(Protocol):
 
     async def stop(self) -> None:
         """Stop workers after recording what they were doing."""
+
+    def notify(self) -> None:
+        """Events were appended to the ingest queue: claim them now."""
+
+    async def reload(self, project: Project) -> None:
+        """Deliver for this project from now on (`watch`)."""
 
 
 RuntimeFactory = Callable[[Project, Store], DeliveryRuntime]
@@ -93,7 +100,8 @@ class ServeOptions:
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
-    max_connections: int = 2048  # concurrent connections and requests
+    # Connections, requests in flight, header size and read timeouts (http_protocol).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # Ingest first: above this many events/s or requests/s coming in, the delivery
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
@@ -138,7 +146,7 @@ class Instance:
         if not self.committer.running:
             return "the ingest writer is not running"
         with contextlib.suppress(StoreError):  # the store's health says why
-            await self.committer.run_on_writer_thread(self.store.probe_write)
+            await self.committer.run_on_writer_thread(self.store.check_writable)
         failure = self.store.health.failure
         return None if failure is None else f"the store cannot be written: {failure}"
 
@@ -148,20 +156,16 @@ class Instance:
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
-        notify = getattr(self.runtime, "notify", None)
-        if notify is not None:
-            notify()
+        if self.runtime is not None:
+            self.runtime.notify()
 
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
         old = self._project
         if project.store_path != old.store_path or project.listen != old.listen:
             self.say("streamctl: the store path and listen address change only on restart")
-        reload_runtime = getattr(self.runtime, "reload", None)
-        if reload_runtime is not None:
-            result = reload_runtime(project)
-            if asyncio.iscoroutine(result):
-                await result
+        if self.runtime is not None:
+            await self.runtime.reload(project)
         self._project = project
         self.reloads += 1
 
@@ -219,10 +223,12 @@ async def _serve(
     err: TextIO,
     on_started: OnStarted | None,
 ) -> int | None:
-    store = Store.open(store_path(project))
+    store = SqliteStore.open(project.store_file)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
-    app: ASGIApp = create_app(instance)
+    # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
+    # so memory is bounded (idle connections are bounded by the protocol).
+    app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
     console = _console(instance, options) if options.console else None
     if console is not None:
         app = console.mount(app)
@@ -307,18 +313,13 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def store_path(project: Project) -> Path:
-    """The store file: `store:` of streamctl.yaml is relative to the project folder."""
-    return project.root / project.store_path
-
-
 def _console(instance: Instance, options: ServeOptions) -> Console:
     """The web console on the listener's port, reading the project as reloads leave it."""
     from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
 
     project = instance.project
     host = options.host or project.listen.host
-    source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
+    source = ConsoleSource(lambda: instance.project, project.store_file, live=True)
     access = ConsoleAccess.for_project(project, host)
     if access.bound_beyond_loopback and access.token is None:
         instance.say(
@@ -340,7 +341,10 @@ def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uv
         host=options.host or project.listen.host,
         port=project.listen.port if options.port is None else options.port,
         loop="none",  # ours: run() already chose uvloop
-        http="httptools",
+        # httptools with timeouts, a header limit, idle-connection eviction and JSON
+        # protocol errors: streamctl.sources.http_protocol.
+        http=guarded_protocol(options.connections),
+        ws="none",  # no WebSocket endpoints: an Upgrade request is plain HTTP
         lifespan="off",
         access_log=False,
         log_config=None,  # logged through `redacted_logs`
@@ -350,9 +354,9 @@ def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uv
         date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
-        # Each connection may hold a 500 KB body: bound them, so memory is bounded too
-        # (past this uvicorn answers 503 at once).
-        limit_concurrency=options.max_connections,
+        # Not limit_concurrency: it counts idle connections too, and once they pile up
+        # it answers every request 503, /healthz included.
+        limit_concurrency=None,
     )
 
 
@@ -413,7 +417,7 @@ class RunDelivery:
     ) -> None:
         self.store = store
         self.project = project
-        self.runtime: Any = None
+        self.runtime: Runtime | None = None
         self.observer = DeliveryObserver()  # outlives reloads: attempts of old deliveries too
         self._saturated = yield_to_ingest
         queue = store.queue
@@ -440,28 +444,44 @@ class RunDelivery:
 
     async def reload(self, project: Project) -> None:
         await self.stop()
-        rewind(self.store.queue)  # what the stopped processor claimed, not recorded
+        # Events the stopped processor claimed but did not record are still in the queue:
+        # the next processor claims them again.
+        self.store.queue.rewind()
         self.project = project
         await self.start()
 
 
 class IngestFirstQueue:
-    """The ingest queue as the delivery processor sees it: no claims while ingest is saturated.
+    """The ingest queue as the delivery processor sees it: no claims while ingest is
+    saturated; every other operation is the wrapped queue's."""
 
-    Everything else (ack, depth, forget, ...) is the wrapped queue's.
-    """
-
-    def __init__(self, queue: Any, saturated: Callable[[], bool]) -> None:
+    def __init__(self, queue: EventQueue, saturated: Callable[[], bool]) -> None:
         self._queue = queue
         self._saturated = saturated
 
-    def claim(self, limit: int) -> Any:
+    @property
+    def max_depth(self) -> int:
+        return self._queue.max_depth
+
+    def claim(self, limit: int) -> list[QueuedEvent]:
         if self._saturated():
             return []
         return self._queue.claim(limit)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queue, name)
+    def append(self, source: str, events: Sequence[Event]) -> None:
+        self._queue.append(source, events)
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        self._queue.append_many(groups)
+
+    def ack(self, ids: Sequence[int]) -> None:
+        self._queue.ack(ids)
+
+    def rewind(self) -> None:
+        self._queue.rewind()
+
+    def depth(self) -> int:
+        return self._queue.depth()
 
 
 def _ingest_first(
@@ -471,8 +491,8 @@ def _ingest_first(
     delivery must go on or the listener would soon refuse everything)."""
     if threshold is None:
         return None
-    queue: Any = committer.queue
-    half = getattr(queue, "max_depth", DEFAULT_MAX_DEPTH) // 2
+    queue = committer.queue
+    half = queue.max_depth // 2
     rate = committer.ingest_rate
 
     def saturated() -> bool:
@@ -497,10 +517,11 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
-    from streamctl.monitoring.store_metrics import StoreMetrics
+    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.store.alert_state import AlertStateStore
+    from streamctl.store.metrics import StoreMetrics
 
-    path = store_path(instance.project)
+    path = instance.project.store_file
     readings, state = StoreMetrics.open(path), AlertStateStore(path)
     try:
         async with httpx.AsyncClient() as client:

@@ -26,8 +26,9 @@ from typing import Any
 import orjson
 
 from streamctl.config.loader import load_project
-from streamctl.server import Running, ServeOptions, serve, store_path
+from streamctl.server import Running, ServeOptions, serve
 from streamctl.sources.group_commit import CommitLimits
+from streamctl.sources.http_protocol import ConnectionLimits
 
 WEB_KEY = "test-web-key-1"
 MOBILE_KEY = "test-mobile-key-2"
@@ -124,9 +125,15 @@ class ListenerThread:
         limits: CommitLimits | None = None,
         watch: bool = False,
         runtime_factory: Any = None,
+        connections: ConnectionLimits | None = None,
     ) -> None:
         self.project = load_project(project_dir)
-        self.options = ServeOptions(port=0, watch=watch, limits=limits or CommitLimits())
+        self.options = ServeOptions(
+            port=0,
+            watch=watch,
+            limits=limits or CommitLimits(),
+            connections=connections or ConnectionLimits(),
+        )
         self.runtime_factory = runtime_factory
         self.err = io.StringIO()
         self.running: Running | None = None
@@ -141,7 +148,7 @@ class ListenerThread:
 
     @property
     def store_path(self) -> Path:
-        return store_path(self.project)
+        return self.project.store_file
 
     def queued(self) -> list[tuple[str, dict[str, Any]]]:
         return queued_events(self.store_path)

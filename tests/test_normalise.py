@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streamctl.errors import EventError
+from streamctl.core.errors import EventError
+from streamctl.core.timestamps import format_timestamp
 from streamctl.sources.ndjson import parse_lines
-from streamctl.sources.normalise import MAX_EVENT_BYTES, format_timestamp, normalise
+from streamctl.sources.normalise import MAX_EVENT_BYTES, normalise
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -47,7 +48,7 @@ def test_timestamp_is_original_timestamp_without_sent_at():
 
 
 def test_bad_sent_at_is_refused_naming_the_field():
-    with pytest.raises(EventError, match="sentAt is not an ISO 8601 timestamp: 'yesterday'"):
+    with pytest.raises(EventError, match="sentAt is not an ISO 8601 timestamp of years 1-9999: 'yesterday'"):
         normalise(track(originalTimestamp="2026-01-02T12:05:00Z", sentAt="yesterday"), received_at=RECEIVED)
 
 

@@ -19,7 +19,7 @@ from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.delivery.runtime import Runtime
 from streamctl.sources.normalise import normalise
-from streamctl.store.db import Store
+from streamctl.store import SqliteStore
 from tests.fakes.http import FakeServer, Received, Reply
 from tests.listener_harness import ListenerThread
 from tests.secret_leaks import assert_not_leaked
@@ -85,7 +85,7 @@ def failed_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
         project = load_project(root)
 
         async def deliver() -> None:
-            with Store.for_project(project) as store:
+            with SqliteStore.for_project(project) as store:
                 async with Runtime(project, store) as runtime:
                     await runtime.submit("web", [event])
                     assert await runtime.drain(20)
