@@ -28,8 +28,6 @@ from typing import Any, ClassVar, Literal
 import httpx
 import orjson
 
-from streamctl.config.secrets import redact_credentials
-
 # Re-exported: destination modules have always imported them from here.
 from streamctl.core.events import Event
 from streamctl.core.events import MappedEvent as MappedEvent
@@ -284,7 +282,7 @@ class Destination(ABC):
             )
         except httpx.HTTPError as exc:
             return BatchResult.same(
-                len(payloads), ItemResult(ItemStatus.RETRY, error=redact_credentials(f"connection error: {exc!r}"))
+                len(payloads), ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}")
             )
         return self.classify(response, payloads)
 

@@ -38,7 +38,7 @@ from typing import IO, Any, Literal, TypeVar
 import sqlite_utils
 
 from streamctl.core.errors import StoreError
-from streamctl.store.health import WriteHealth
+from streamctl.store.health import WriteHealth, is_store_failure
 from streamctl.store.schema import immediate, migrate
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -205,6 +205,11 @@ class SqliteConnection:
             except StoreError as exc:
                 self.health.failed(exc.__cause__ or exc)
                 raise
+            except sqlite3.Error as exc:
+                if not is_store_failure(exc):  # a constraint, a bad statement: the caller's
+                    raise
+                msg = f"{self.path}: cannot write to the store: {self.health.failed(exc)}"
+                raise StoreError(msg) from exc
         self.health.succeeded()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:

@@ -37,6 +37,11 @@ CAUSES = {
 }
 
 
+def is_store_failure(exc: sqlite3.Error) -> bool:
+    """A failure of the file or the disk (full, I/O, read-only, ...), not of a statement."""
+    return "_".join(getattr(exc, "sqlite_errorname", "").split("_")[:2]) in CAUSES
+
+
 def failure_cause(exc: BaseException) -> str:
     """A store error in words: `disk full: database or disk is full`."""
     name = getattr(exc, "sqlite_errorname", "") if isinstance(exc, sqlite3.Error) else ""

@@ -332,14 +332,24 @@ def immediate(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connecti
     wrapper: the store's transactions, the queue's and the migrations use it."""
     try:
         conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        finally:
-            # SQLite rolls back by itself on some errors (SQLITE_FULL among them): a
-            # second ROLLBACK would fail ("no transaction is active") and hide the cause.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         msg = f"{where}: cannot write to the store: {failure_cause(exc)}"
         raise StoreError(msg) from exc
+    try:
+        yield conn
+    except BaseException:
+        _rollback(conn)
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        msg = f"{where}: cannot commit to the store: {failure_cause(exc)}"
+        raise StoreError(msg) from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """SQLite rolls back by itself on some errors (SQLITE_FULL among them): a second
+    ROLLBACK would fail ("no transaction is active") and hide the real cause."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
