@@ -42,6 +42,10 @@ CATALOG["amplitude"] = AmplitudeDestination
 CATALOG["mixpanel"] = MixpanelDestination
 CATALOG["braze"] = BrazeDestination
 
+from streamctl.destinations.meta import MetaDestination  # noqa: E402
+
+CATALOG["meta"] = MetaDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

@@ -1,0 +1,98 @@
+"""What the ad platforms' server-side conversion APIs share (Meta, TikTok, Snapchat, Pinterest, Reddit).
+
+    hashed_user(mapped.user, META_USER_DATA, "meta", as_list=True)   # plain PII hashed
+    context_defaults(event)      # {"ip": ..., "user_agent": ..., "page_url": ..., "email": ...}
+    epoch_seconds(payload, "event_time", "meta")   # ISO 8601 or epoch -> Unix seconds
+    event_age_problem(seconds, 7, "meta")          # "older than 7 days" or None
+
+Every one of these APIs matches people on the same few identifiers (email, phone,
+external id, IP, user agent, click ids) that the browser already sent to the pixel,
+and wants personal ones SHA-256-hashed after normalisation (`hashing.py`). A value
+the normaliser refuses (a phone without digits) becomes a MappingError naming the
+field, so the event is a `mapping_error` and its plain value is never stored in a
+payload nor sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from streamctl.destinations.base import Payload
+from streamctl.destinations.hashing import IdentityFormatError, hash_fields
+from streamctl.destinations.vendor import TimestampError, parse_timestamp
+from streamctl.errors import MappingError
+from streamctl.events import Event
+
+DAY = 86_400
+
+
+def hashed_user(
+    user: Mapping[str, Any], kinds: Mapping[str, str], vendor: str, *, as_list: bool = False
+) -> dict[str, Any]:
+    """The user section with every field of `kinds` normalised and hashed (64-hex values kept)."""
+    try:
+        return hash_fields(user, kinds, as_list=as_list)
+    except IdentityFormatError as exc:
+        msg = f"{vendor}: user {exc}"
+        raise MappingError(msg, field="user") from None
+
+
+def context_defaults(event: Event) -> dict[str, Any]:
+    """What a Segment-shaped event says about the person and the page, for identity defaults."""
+    context = event.get("context")
+    context = context if isinstance(context, dict) else {}
+    page = context.get("page")
+    page = page if isinstance(page, dict) else {}
+    traits = event.get("traits") if event.get("type") == "identify" else None
+    traits = traits if isinstance(traits, dict) else context.get("traits")
+    traits = traits if isinstance(traits, dict) else {}
+    properties = event.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    found = {
+        "ip": context.get("ip"),
+        "user_agent": context.get("userAgent"),
+        "page_url": page.get("url") or properties.get("url"),
+        "referrer": page.get("referrer"),
+        "locale": context.get("locale"),
+        "email": traits.get("email"),
+        "phone": traits.get("phone"),
+        "user_id": event.get("userId"),
+        "anonymous_id": event.get("anonymousId"),
+    }
+    return {key: value for key, value in found.items() if value not in (None, "")}
+
+
+def epoch_seconds(payload: Payload, key: str, vendor: str) -> None:
+    """`payload[key]` (ISO 8601 or epoch seconds/milliseconds) as Unix seconds, in place."""
+    if payload.get(key) is None:
+        return
+    try:
+        payload[key] = int(parse_timestamp(payload[key]).timestamp())
+    except TimestampError as exc:
+        msg = f"{vendor}: `{key}`: {exc}"
+        raise MappingError(msg, field=key) from None
+
+
+def event_age_problem(
+    seconds: Any, max_days: int, vendor: str, now: float | None = None
+) -> str | None:
+    """Why an event time the vendor refuses by age is refused, or None."""
+    if not isinstance(seconds, int):
+        return f"{vendor}: the event time {seconds!r} is not Unix seconds"
+    age = (time.time() if now is None else now) - seconds
+    if age > max_days * DAY:
+        return (
+            f"{vendor}: the event is {age / DAY:.1f} days old; the API refuses events"
+            f" older than {max_days} days"
+        )
+    return None
+
+
+def unknown_keys(section: Mapping[str, Any], known: frozenset[str], where: str) -> str | None:
+    """A message naming the keys of `section` the vendor does not define, or None."""
+    unknown = sorted(set(section) - known)
+    if not unknown:
+        return None
+    return f"{where} has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(sorted(known))}"

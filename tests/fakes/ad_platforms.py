@@ -1,0 +1,160 @@
+"""Fake ad-platform conversion APIs (Meta, TikTok, Snapchat, Pinterest, Reddit).
+
+Each checks every request against the vendor's documented contract (path, auth, body
+shape, limits, which identifiers must arrive hashed and which must not), records each
+deviation in `problems` (tests assert it stays empty), keeps what it accepted in
+`events`, and answers as the vendor does: success, the vendor's error bodies, its
+throttling replies. `outages` (from FakeVendor) queues whole replies (429, 503) to
+answer first.
+
+    meta = FakeMeta(pixel_id="123", token="meta-token")
+    server = serve(module_fake_server, meta)
+    ...
+    assert meta.problems == [] and len(meta.events) == 3
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from typing import Any
+
+from tests.fakes.http import Received, Reply
+from tests.fakes.vendors_a import FakeVendor
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+WEEK = 7 * 86_400
+
+
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and SHA256.fullmatch(value) is not None
+
+
+def is_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# -- Meta -------------------------------------------------------------------------------
+
+
+META_HASHED = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country")
+META_ACTION_SOURCES = {
+    "website", "app", "email", "phone_call", "chat", "physical_store",
+    "system_generated", "business_messaging", "other",
+}  # fmt: skip
+
+
+def meta_error(code: int, message: str, subcode: int | None = None, **extra: Any) -> dict[str, Any]:
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "AbCdEf123"}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": {**error, **extra}}
+
+
+def meta_throttled(minutes: int = 2) -> Reply:
+    """What the Graph API answers an app over its limit: code 17 and the usage header."""
+    usage = {
+        "123": [
+            {
+                "type": "ads_management",
+                "call_count": 100,
+                "estimated_time_to_regain_access": minutes,
+            }
+        ]
+    }
+    return Reply(
+        400,
+        meta_error(17, "(#17) User request limit reached", is_transient=True),
+        {"X-Business-Use-Case-Usage": json.dumps(usage)},
+    )
+
+
+class FakeMeta(FakeVendor):
+    """`POST /{version}/{pixel_id}/events`: all-or-nothing batches of up to 1,000 events."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(
+        self, pixel_id: str, token: str, *, refuse_emails: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.pixel_id = pixel_id
+        self.token = token
+        self.refuse_emails = refuse_emails  # hashed emails whose events Meta refuses (code 100)
+        self.events: list[dict[str, Any]] = []
+        self.test_event_codes: list[str | None] = []
+
+    def answer(self, req: Received) -> Reply:
+        if req.method != "POST" or not re.fullmatch(
+            rf"/v\d+\.\d+/{self.pixel_id}/events", req.path
+        ):
+            self.problem(f"{req.method} {req.path}")
+            return Reply(400, meta_error(803, "Some of the aliases you requested do not exist"))
+        body = self.json_body(req)
+        if not isinstance(body, dict):
+            return Reply(400, meta_error(100, "Invalid parameter"))
+        if body.get("access_token") != self.token:
+            return Reply(
+                400, meta_error(190, "Invalid OAuth access token - Cannot parse access token")
+            )
+        data = body.get("data")
+        if not isinstance(data, list) or not 1 <= len(data) <= self.MAX_EVENTS:
+            self.problem(f"data has {len(data) if isinstance(data, list) else data!r} events")
+            return Reply(400, meta_error(100, "Invalid parameter", 2804019))
+        for index, event in enumerate(data):
+            problem = self.event_problem(event)
+            if problem:
+                # Meta rejects the entire batch for one invalid event.
+                return Reply(
+                    400,
+                    meta_error(
+                        100, "Invalid parameter", 2804008,
+                        error_user_title="Invalid event", error_user_msg=f"event {index}: {problem}",
+                    ),
+                )  # fmt: skip
+        self.events.extend(data)
+        self.test_event_codes.append(body.get("test_event_code"))
+        return Reply(200, {"events_received": len(data), "messages": [], "fbtrace_id": "AbCdEf123"})
+
+    def event_problem(self, event: Any) -> str | None:
+        if not isinstance(event, dict):
+            return "not an object"
+        if not isinstance(event.get("event_name"), str) or not event["event_name"]:
+            return "event_name missing"
+        event_time = event.get("event_time")
+        if not isinstance(event_time, int) or time.time() - event_time > WEEK:
+            return "event_time is not Unix seconds within the last 7 days"
+        if event.get("action_source") not in META_ACTION_SOURCES:
+            return "action_source invalid"
+        user = event.get("user_data")
+        if not isinstance(user, dict) or not user:
+            return "user_data missing"
+        for key in META_HASHED:
+            if key in user:
+                values = user[key] if isinstance(user[key], list) else [user[key]]
+                if not all(is_sha256(v) for v in values):
+                    self.problem(f"user_data.{key} is not SHA-256 hashed: {user[key]!r}")
+                    return f"user_data.{key} must be hashed"
+        for key in ("client_ip_address",):
+            if key in user and not is_ip(user[key]):
+                self.problem(f"user_data.{key} is not a plain IP address: {user[key]!r}")
+        for key in ("fbp", "fbc"):
+            if key in user and not str(user[key]).startswith("fb."):
+                self.problem(f"user_data.{key} is hashed or malformed: {user[key]!r}")
+        if event["action_source"] == "website" and not (
+            event.get("event_source_url") and user.get("client_user_agent")
+        ):
+            return "website events require event_source_url and client_user_agent"
+        if event["event_name"] == "Purchase":
+            custom = event.get("custom_data") or {}
+            if not isinstance(custom.get("value"), (int, float)) or not custom.get("currency"):
+                return "Purchase events require custom_data.value and currency"
+        if set(user.get("em") or []) & self.refuse_emails:
+            return "this user's data cannot be processed"
+        return None

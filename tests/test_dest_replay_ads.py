@@ -1,0 +1,130 @@
+"""End to end: `streamctl replay` and `streamctl preview` into the fake ad-platform APIs.
+
+Each test writes a project (credentials from `${ENV}`), replays recent events with the
+real CLI, and checks what the fake vendor received (hashed identifiers, the documented
+body), the CLI's JSON summary and the per-event outcomes in the SQLite store: only the
+event the vendor refused is archived, even where the vendor refuses whole batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from typer.testing import CliRunner
+
+from streamctl.cli.main import app
+from tests.fakes.ad_platforms import FakeMeta
+from tests.fakes.http import Reply
+from tests.fakes.vendors_a import serve
+from tests.test_dest_replay_a import FAST_RETRIES, outcomes, replay, write_project
+
+NOW = datetime.now(UTC)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def order(n: int, email: str | None = None, **extra) -> dict:
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": f"msg-{n}",
+        "userId": f"user-{n:04d}",
+        "anonymousId": f"anon-{n:04d}",
+        "timestamp": (NOW - timedelta(minutes=10 - n)).isoformat(),
+        "context": {
+            "ip": f"203.0.113.{n}",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64)",
+            "page": {"url": "https://shop.example.com/checkout"},
+            "traits": {
+                "email": email or f"Buyer{n}@Example.com",
+                "phone": f"+1 (650) 555-12{n:02d}",
+            },
+        },
+        "properties": {"order_id": f"o-{n}", "total": 10.5 + n, "currency": "USD"},
+        **extra,
+    }
+
+
+def preview(root, event: dict, sync: str = "sync") -> dict:
+    event_file = root / "event.json"
+    event_file.write_text(json.dumps(event))
+    result = CliRunner().invoke(
+        app, ["preview", "--project", str(root), "--sync", sync, str(event_file), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# -- Meta -------------------------------------------------------------------------------
+
+META_DESTINATION = """\
+meta:
+  type: meta
+  config:
+    pixel_id: "1234567890"
+    access_token: "${META_ACCESS_TOKEN}"
+    test_event_code: TEST4242
+    base_url: "%s"
+"""
+META_SYNC = f"""\
+source: web
+destination: meta
+event_types:
+  - type: purchase
+    mappings:
+      required:
+        value: {{ field: properties.total }}
+        currency: {{ field: properties.currency }}
+        order_id: {{ field: properties.order_id }}
+      user:
+        em: {{ field: context.traits.email }}
+        ph: {{ field: context.traits.phone }}
+{FAST_RETRIES}
+"""
+
+
+def test_replay_into_meta_hashes_user_data_and_archives_only_the_refused_event(
+    tmp_path, module_fake_server, monkeypatch
+):
+    fake = FakeMeta(
+        "1234567890", "meta-token-abc", refuse_emails=frozenset({sha("refused@example.com")})
+    )
+    server = serve(module_fake_server, fake)
+    monkeypatch.setenv("META_ACCESS_TOKEN", "meta-token-abc")
+    fake.outages.append(
+        Reply(429, {"error": {"message": "slow down", "code": 4}}, {"Retry-After": "0"})
+    )
+    events = [order(1), order(2), order(3, email="Refused@Example.com"), order(4)]
+    events_file = write_project(tmp_path, META_DESTINATION % server.url, META_SYNC, events)
+
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 1, stderr  # one event archived
+    assert fake.problems == []
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 3, "archived": 1}]
+    by_id = {event["event_id"]: event for event in fake.events}
+    assert set(by_id) == {"msg-1", "msg-2", "msg-4"}  # event_id: the messageId (pixel dedupe)
+    assert by_id["msg-1"]["user_data"]["em"] == [sha("buyer1@example.com")]
+    assert by_id["msg-1"]["user_data"]["ph"] == [sha("16505551201")]
+    assert by_id["msg-1"]["user_data"]["client_ip_address"] == "203.0.113.1"  # never hashed
+    assert by_id["msg-1"]["custom_data"] == {"value": 11.5, "currency": "USD", "order_id": "o-1"}
+    assert set(fake.test_event_codes) == {"TEST4242"}
+    recorded = outcomes(tmp_path)
+    assert recorded["msg-3"][0] == "archived" and "(#100/2804008)" in (recorded["msg-3"][1] or "")
+    assert "meta-token-abc" not in stderr + json.dumps(summary) + str(recorded)
+
+
+def test_preview_shows_meta_user_data_hashed(tmp_path, module_fake_server, monkeypatch):
+    server = serve(module_fake_server, FakeMeta("1234567890", "meta-token-abc"))
+    monkeypatch.setenv("META_ACCESS_TOKEN", "meta-token-abc")
+    write_project(tmp_path, META_DESTINATION % server.url, META_SYNC, [])
+    data = preview(tmp_path, order(5))
+    [delivery] = data["syncs"][0]["deliveries"]
+    user_data = delivery["request"]["body"]["data"][0]["user_data"]
+    assert user_data["em"] == [sha("buyer5@example.com")]
+    assert user_data["ph"] == [sha("16505551205")]
+    assert "Buyer5@Example.com" not in json.dumps(delivery)
+    assert delivery["request"]["body"]["access_token"] == "***"
