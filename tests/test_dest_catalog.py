@@ -31,6 +31,7 @@ CONFIGS = {
     "customerio": {"site_id": "s", "api_key": "k"},
     "segment": {"write_key": "w"},
     "meta": {"pixel_id": "1", "access_token": "t"},
+    "tiktok": {"event_source_id": "P", "access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", *VENDORS}

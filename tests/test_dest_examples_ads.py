@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.ad_platforms import FakeMeta
+from tests.fakes.ad_platforms import FakeMeta, FakeTikTok
 from tests.fakes.vendors_a import serve
 from tests.test_dest_examples_a import EXAMPLES, copy_example, run
 
@@ -25,6 +25,13 @@ CASES = {
         "META_BASE_URL",
         lambda fake: {event["event_name"] for event in fake.events},
         {"Purchase", "CompleteRegistration", "Lead", "PageView", "ViewContent"},
+    ),
+    "tiktok": (
+        lambda: FakeTikTok("C0EXAMPLEPIXEL", "tiktok-example-token"),
+        {"TIKTOK_PIXEL_CODE": "C0EXAMPLEPIXEL", "TIKTOK_ACCESS_TOKEN": "tiktok-example-token"},
+        "TIKTOK_BASE_URL",
+        lambda fake: {event["event"] for event in fake.events},
+        {"Purchase", "CompleteRegistration", "Lead", "ViewContent"},
     ),
 }
 

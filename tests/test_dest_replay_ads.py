@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.ad_platforms import FakeMeta
+from tests.fakes.ad_platforms import FakeMeta, FakeTikTok, tiktok_reply
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import serve
 from tests.test_dest_replay_a import FAST_RETRIES, outcomes, replay, write_project
@@ -128,3 +128,56 @@ def test_preview_shows_meta_user_data_hashed(tmp_path, module_fake_server, monke
     assert user_data["ph"] == [sha("16505551205")]
     assert "Buyer5@Example.com" not in json.dumps(delivery)
     assert delivery["request"]["body"]["access_token"] == "***"
+
+
+# -- TikTok -----------------------------------------------------------------------------
+
+TIKTOK_DESTINATION = """\
+tiktok:
+  type: tiktok
+  config:
+    event_source_id: C0PIXEL42
+    access_token: "${TIKTOK_ACCESS_TOKEN}"
+    base_url: "%s"
+"""
+TIKTOK_SYNC = f"""\
+source: web
+destination: tiktok
+event_types:
+  - type: purchase
+    filter: {{ field: event, op: eq, value: Order Completed }}
+    mappings:
+      required:
+        value: {{ field: properties.total }}
+        currency: {{ field: properties.currency }}
+        order_id: {{ field: properties.order_id }}
+  - type: complete_registration
+    filter: {{ field: event, op: eq, value: Signed Up }}
+    mappings: {{}}
+{FAST_RETRIES}
+"""
+
+
+def test_replay_into_tiktok_hashes_the_user_and_archives_only_the_refused_event(
+    tmp_path, module_fake_server, monkeypatch
+):
+    fake = FakeTikTok("C0PIXEL42", "tiktok-token-abc", refuse_events=frozenset({"msg-3"}))
+    server = serve(module_fake_server, fake)
+    monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", "tiktok-token-abc")
+    fake.outages.append(tiktok_reply(40100, "Too many requests"))
+    events = [order(1), order(2), order(3), order(4, event="Signed Up")]
+    events_file = write_project(tmp_path, TIKTOK_DESTINATION % server.url, TIKTOK_SYNC, events)
+
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 1, stderr
+    assert fake.problems == []
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 3, "archived": 1}]
+    by_id = {event["event_id"]: event for event in fake.events}
+    assert set(by_id) == {"msg-1", "msg-2", "msg-4"}
+    assert by_id["msg-4"]["event"] == "CompleteRegistration"
+    assert by_id["msg-1"]["user"]["email"] == [sha("buyer1@example.com")]
+    assert by_id["msg-1"]["user"]["phone"] == [sha("+16505551201")]
+    assert by_id["msg-1"]["properties"] == {"value": 11.5, "currency": "USD", "order_id": "o-1"}
+    recorded = outcomes(tmp_path)
+    assert recorded["msg-3"][0] == "archived" and "code 40002" in (recorded["msg-3"][1] or "")
+    assert "tiktok-token-abc" not in stderr + json.dumps(summary) + str(recorded)

@@ -3,6 +3,7 @@
     hashed_user(mapped.user, META_USER_DATA, "meta", as_list=True)   # plain PII hashed
     context_defaults(event)      # {"ip": ..., "user_agent": ..., "page_url": ..., "email": ...}
     epoch_seconds(payload, "event_time", "meta")   # ISO 8601 or epoch -> Unix seconds
+    money_problems(custom_data, "Purchase")        # a value that is no number, a bad currency
     event_age_problem(seconds, 7, "meta")          # "older than 7 days" or None
 
 Every one of these APIs matches people on the same few identifiers (email, phone,
@@ -15,11 +16,12 @@ payload nor sent.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamctl.destinations.base import Payload
+from streamctl.destinations.base import EventTypeSpec, FieldSpec, Payload
 from streamctl.destinations.hashing import IdentityFormatError, hash_fields
 from streamctl.destinations.vendor import TimestampError, parse_timestamp
 from streamctl.errors import MappingError
@@ -96,3 +98,43 @@ def unknown_keys(section: Mapping[str, Any], known: frozenset[str], where: str) 
     if not unknown:
         return None
     return f"{where} has no field {', '.join(map(repr, unknown))}; its fields: {', '.join(sorted(known))}"
+
+
+def event_type_spec(
+    name: str,
+    description: str,
+    required: tuple[FieldSpec, ...],
+    optional: tuple[FieldSpec, ...],
+) -> EventTypeSpec:
+    """An event type whose optional fields are `optional` less the ones it requires."""
+    named = {spec.name for spec in required}
+    return EventTypeSpec(
+        name,
+        description,
+        required=required,
+        optional=tuple(spec for spec in optional if spec.name not in named),
+    )
+
+
+def user_with_defaults(
+    defaults: Mapping[str, Any], user: Mapping[str, Any], kinds: Mapping[str, str], vendor: str
+) -> dict[str, Any]:
+    """The mapped user fields over the defaults found in the event (nulls left out), hashed."""
+    merged = {key: value for key, value in defaults.items() if value is not None} | {
+        key: value for key, value in user.items() if value is not None
+    }
+    return hashed_user(merged, kinds, vendor, as_list=True)
+
+
+def money_problems(data: Mapping[str, Any], event_name: str) -> list[str]:
+    """What a purchase's `value` and `currency` lack (a number, an ISO 4217 code)."""
+    problems = []
+    value = data.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        problems.append(f"{event_name} events need a numeric `value`, got {value!r}")
+    currency = data.get("currency")
+    if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
+        problems.append(
+            f"{event_name} events need an ISO 4217 `currency` (e.g. USD), got {currency!r}"
+        )
+    return problems

@@ -53,7 +53,6 @@ email.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -79,8 +78,10 @@ from streamctl.destinations.conversions import (
     context_defaults,
     epoch_seconds,
     event_age_problem,
-    hashed_user,
+    event_type_spec,
+    money_problems,
     unknown_keys,
+    user_with_defaults,
 )
 from streamctl.destinations.hashing import META_USER_DATA
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
@@ -168,13 +169,7 @@ USER_DATA_KEYS = frozenset(META_USER_DATA) | UNHASHED_USER_DATA
 
 
 def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
-    named = {spec.name for spec in required}
-    return EventTypeSpec(
-        name,
-        description,
-        required=required,
-        optional=SERVER_EVENT_FIELDS + tuple(s for s in CUSTOM_DATA_FIELDS if s.name not in named),
-    )
+    return event_type_spec(name, description, required, SERVER_EVENT_FIELDS + CUSTOM_DATA_FIELDS)
 
 
 class MetaDestination(Destination):
@@ -270,10 +265,7 @@ class MetaDestination(Destination):
             "em": found.get("email"),
             "ph": found.get("phone"),
         }
-        merged = {k: v for k, v in defaults.items() if v is not None} | {
-            k: v for k, v in user.items() if v is not None
-        }
-        return hashed_user(merged, META_USER_DATA, "meta", as_list=True)
+        return user_with_defaults(defaults, user, META_USER_DATA, "meta")
 
     def check_payload(self, event_type: str, payload: Payload) -> str | None:
         problems: list[str] = []
@@ -302,7 +294,7 @@ class MetaDestination(Destination):
                     problems.append(f"website events need `{key}`")
         custom_data = payload.get("custom_data") or {}
         if event_type == "purchase" or payload.get("event_name") == "Purchase":
-            problems.extend(_purchase_problems(custom_data))
+            problems.extend(money_problems(custom_data, "Purchase"))
         return "meta: " + "; ".join(problems) if problems else None
 
     # -- sending -----------------------------------------------------------------
@@ -346,17 +338,6 @@ class MetaDestination(Destination):
             return BatchResult.same(n, retry)
         # A bad token or missing permission fails every event alike: bisecting cannot help.
         return whole_batch_outcome(response, n, message, split=graph_code not in ACCESS_CODES)
-
-
-def _purchase_problems(custom_data: Mapping[str, Any]) -> list[str]:
-    problems = []
-    value = custom_data.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        problems.append(f"Purchase events need a numeric `value`, got {value!r}")
-    currency = custom_data.get("currency")
-    if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
-        problems.append(f"Purchase events need an ISO 4217 `currency` (e.g. USD), got {currency!r}")
-    return problems
 
 
 def _error_message(status: int, error: Mapping[str, Any]) -> str:

@@ -46,6 +46,10 @@ from streamctl.destinations.meta import MetaDestination  # noqa: E402
 
 CATALOG["meta"] = MetaDestination
 
+from streamctl.destinations.tiktok import TikTokDestination  # noqa: E402
+
+CATALOG["tiktok"] = TikTokDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

@@ -158,3 +158,84 @@ class FakeMeta(FakeVendor):
         if set(user.get("em") or []) & self.refuse_emails:
             return "this user's data cannot be processed"
         return None
+
+
+# -- TikTok -----------------------------------------------------------------------------
+
+
+TIKTOK_HASHED = ("email", "phone", "external_id")
+
+
+def tiktok_reply(code: int, message: str) -> Reply:
+    """TikTok answers HTTP 200 with the outcome in `code` (0: accepted)."""
+    return Reply(
+        200, {"code": code, "message": message, "request_id": "202612031200000001", "data": {}}
+    )
+
+
+class FakeTikTok(FakeVendor):
+    """`POST /open_api/v1.3/event/track/`: batches of up to 1,000 events, codes in a 200 body."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(
+        self, pixel_code: str, token: str, *, refuse_events: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.pixel_code = pixel_code
+        self.token = token
+        self.refuse_events = refuse_events  # event_ids whose batch TikTok refuses (code 40002)
+        self.events: list[dict[str, Any]] = []
+        self.test_event_codes: list[str | None] = []
+
+    def answer(self, req: Received) -> Reply:
+        if req.method != "POST" or req.path != "/open_api/v1.3/event/track/":
+            self.problem(f"{req.method} {req.path}")
+            return Reply(404, "Not Found")
+        if req.headers.get("access-token") != self.token:
+            return tiktok_reply(40105, "The access token is invalid or has been revoked.")
+        body = self.json_body(req)
+        if not isinstance(body, dict):
+            return tiktok_reply(40002, "Invalid JSON")
+        if body.get("event_source") not in ("web", "app", "offline", "crm"):
+            self.problem(f"event_source {body.get('event_source')!r}")
+        if body.get("event_source_id") != self.pixel_code:
+            return tiktok_reply(40001, "No permission to operate pixel")
+        data = body.get("data")
+        if not isinstance(data, list) or not 1 <= len(data) <= self.MAX_EVENTS:
+            self.problem(f"data has {len(data) if isinstance(data, list) else data!r} events")
+            return tiktok_reply(40002, "data: between 1 and 1000 events")
+        for index, event in enumerate(data):
+            problem = self.event_problem(event)
+            if problem:
+                return tiktok_reply(40002, f"data[{index}]: {problem}")
+        self.events.extend(data)
+        self.test_event_codes.append(body.get("test_event_code"))
+        return tiktok_reply(0, "OK")
+
+    def event_problem(self, event: Any) -> str | None:
+        if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+            return "event is required"
+        if not isinstance(event.get("event_time"), int):
+            self.problem(f"event_time {event.get('event_time')!r} is not Unix seconds")
+            return "event_time must be a Unix timestamp in seconds"
+        user = event.get("user")
+        if not isinstance(user, dict) or not user:
+            return "user is required"
+        for key in TIKTOK_HASHED:
+            if key in user:
+                values = user[key] if isinstance(user[key], list) else [user[key]]
+                if not all(is_sha256(v) for v in values):
+                    self.problem(f"user.{key} is not SHA-256 hashed: {user[key]!r}")
+                    return f"user.{key} must be SHA-256 hashed"
+        if "ip" in user and not is_ip(user["ip"]):
+            self.problem(f"user.ip is not a plain IP address: {user['ip']!r}")
+        if event["event"] == "Purchase":
+            properties = event.get("properties") or {}
+            if not isinstance(properties.get("value"), (int, float)) or not properties.get(
+                "currency"
+            ):
+                return "properties.value and currency are required for Purchase"
+        if event.get("event_id") in self.refuse_events:
+            return "properties.contents: invalid content_id"
+        return None
