@@ -4,7 +4,7 @@
     context_defaults(event)      # {"ip": ..., "user_agent": ..., "page_url": ..., "email": ...}
     epoch_seconds(payload, "event_time", "meta")   # ISO 8601 or epoch -> Unix seconds
     money_problems(custom_data, "Purchase")        # a value that is no number, a bad currency
-    event_age_problem(seconds, 7, "meta")          # "older than 7 days" or None
+    event_age_problem(seconds, 7)                  # "... older than 7 days" or None
 
 Every one of these APIs matches people on the same few identifiers (email, phone,
 external id, IP, user agent, click ids) that the browser already sent to the pixel,
@@ -77,18 +77,15 @@ def epoch_seconds(payload: Payload, key: str, vendor: str) -> None:
         raise MappingError(msg, field=key) from None
 
 
-def event_age_problem(
-    seconds: Any, max_days: int, vendor: str, now: float | None = None
-) -> str | None:
+def event_age_problem(seconds: Any, max_days: int, now: float | None = None) -> str | None:
     """Why an event time the vendor refuses by age is refused, or None."""
     if not isinstance(seconds, int):
-        return f"{vendor}: the event time {seconds!r} is not Unix seconds"
+        return (
+            f"the event time {seconds!r} is not Unix seconds (map event_time, or send a timestamp)"
+        )
     age = (time.time() if now is None else now) - seconds
     if age > max_days * DAY:
-        return (
-            f"{vendor}: the event is {age / DAY:.1f} days old; the API refuses events"
-            f" older than {max_days} days"
-        )
+        return f"the event is {age / DAY:.1f} days old; the API refuses events older than {max_days} days"
     return None
 
 

@@ -63,29 +63,19 @@ from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
     ConfigField,
-    Destination,
     EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
     ItemStatus,
-    MappedEvent,
     Payload,
     excerpt,
     parse_retry_after,
 )
-from streamctl.destinations.conversions import (
-    context_defaults,
-    epoch_seconds,
-    event_age_problem,
-    event_type_spec,
-    money_problems,
-    unknown_keys,
-    user_with_defaults,
-)
+from streamctl.destinations.conversions import event_type_spec
 from streamctl.destinations.hashing import META_USER_DATA
+from streamctl.destinations.server_events import ServerEventsDestination
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
-from streamctl.events import Event
 
 GRAPH_HOST = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v24.0"
@@ -132,7 +122,6 @@ SERVER_EVENT_FIELDS = (
     FieldSpec("data_processing_options_country", "integer"),
     FieldSpec("data_processing_options_state", "integer"),
 )
-_TOP_LEVEL = frozenset(spec.name for spec in SERVER_EVENT_FIELDS) | {"event_name"}
 CUSTOM_DATA_FIELDS = (
     FieldSpec("value", "number", "monetary value"),
     FieldSpec("currency", "string", "ISO 4217, e.g. USD"),
@@ -165,14 +154,13 @@ UNHASHED_USER_DATA = frozenset(
         "ig_sid",
     }
 )
-USER_DATA_KEYS = frozenset(META_USER_DATA) | UNHASHED_USER_DATA
 
 
 def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
     return event_type_spec(name, description, required, SERVER_EVENT_FIELDS + CUSTOM_DATA_FIELDS)
 
 
-class MetaDestination(Destination):
+class MetaDestination(ServerEventsDestination):
     """Meta (Facebook, Instagram) Conversions API."""
 
     catalog: ClassVar[CatalogEntry] = CatalogEntry(
@@ -228,74 +216,26 @@ class MetaDestination(Destination):
         rate_limit=None,  # Graph API limits are per app and adaptive: the 429s and codes tell
         identity="user_data: at least one customer information parameter (defaults: ip, user agent, userId)",
     )
-    embeds_payloads = True  # the body is the payloads serialised as they are
+    VENDOR = "meta"
+    EVENT_NAMES = EVENT_NAMES
+    ACTION_SOURCES = ACTION_SOURCES
+    WEB_SOURCE = "website"
+    USER_KINDS = META_USER_DATA
+    PLAIN_USER_KEYS = UNHASHED_USER_DATA
+    USER_DEFAULTS = {
+        "client_ip_address": "ip",
+        "client_user_agent": "user_agent",
+        "external_id": "user_id",
+        "em": "email",
+        "ph": "phone",
+    }
+    WEB_REQUIRED_USER_KEYS = ("client_user_agent",)
+    TOP_LEVEL = frozenset(spec.name for spec in SERVER_EVENT_FIELDS)
+    PURCHASE_EVENT = "Purchase"
+    MAX_AGE_DAYS = MAX_AGE_DAYS
 
-    # -- shaping -----------------------------------------------------------------
-
-    def build_payload(self, event_type: str, mapped: MappedEvent, event: Event) -> Payload:
-        fields = dict(mapped.required)
-        found = context_defaults(event)
-        payload: Payload = {
-            "event_name": fields.pop("event_name", None) or EVENT_NAMES.get(event_type)
-        }
-        custom_data: Payload = {}
-        for key, value in fields.items():
-            if value is not None:
-                (payload if key in _TOP_LEVEL else custom_data)[key] = value
-        # A null property is left out: Meta refuses null custom_data values.
-        custom_data.update({k: v for k, v in mapped.properties.items() if v is not None})
-        payload.setdefault("event_time", event.get("timestamp"))
-        epoch_seconds(payload, "event_time", "meta")
-        if event.get("messageId") is not None:
-            payload.setdefault("event_id", str(event["messageId"]))
-        payload.setdefault("action_source", self.config.get("action_source") or "website")
-        if payload["action_source"] == "website" and "page_url" in found:
-            payload.setdefault("event_source_url", found["page_url"])
-        payload["user_data"] = self._user_data(mapped.user, found)
-        if custom_data:
-            payload["custom_data"] = custom_data
-        return payload
-
-    @staticmethod
-    def _user_data(user: Mapping[str, Any], found: Mapping[str, Any]) -> Payload:
-        defaults = {
-            "client_ip_address": found.get("ip"),
-            "client_user_agent": found.get("user_agent"),
-            "external_id": found.get("user_id"),
-            "em": found.get("email"),
-            "ph": found.get("phone"),
-        }
-        return user_with_defaults(defaults, user, META_USER_DATA, "meta")
-
-    def check_payload(self, event_type: str, payload: Payload) -> str | None:
-        problems: list[str] = []
-        if not isinstance(payload.get("event_name"), str) or not payload["event_name"]:
-            problems.append(
-                f"`event_name` must be a non-empty string, got {payload.get('event_name')!r}"
-            )
-        source = payload.get("action_source")
-        if source not in ACTION_SOURCES:
-            problems.append(f"`action_source` {source!r} is not one of {', '.join(ACTION_SOURCES)}")
-        max_days = MAX_AGE_DAYS_PHYSICAL_STORE if source == "physical_store" else MAX_AGE_DAYS
-        too_old = event_age_problem(payload.get("event_time"), max_days, "meta")
-        if too_old:
-            problems.append(too_old.removeprefix("meta: "))
-        user_data = payload.get("user_data") or {}
-        unknown = unknown_keys(user_data, USER_DATA_KEYS, "user_data")
-        if unknown:
-            problems.append(unknown)
-        if not user_data:
-            problems.append(
-                "`user_data` is empty; Meta needs at least one customer information parameter"
-            )
-        if source == "website":
-            for key, where in (("event_source_url", payload), ("client_user_agent", user_data)):
-                if not where.get(key):
-                    problems.append(f"website events need `{key}`")
-        custom_data = payload.get("custom_data") or {}
-        if event_type == "purchase" or payload.get("event_name") == "Purchase":
-            problems.extend(money_problems(custom_data, "Purchase"))
-        return "meta: " + "; ".join(problems) if problems else None
+    def max_age_days(self, action_source: Any) -> int:
+        return MAX_AGE_DAYS_PHYSICAL_STORE if action_source == "physical_store" else MAX_AGE_DAYS
 
     # -- sending -----------------------------------------------------------------
 
