@@ -32,6 +32,7 @@ CONFIGS = {
     "segment": {"write_key": "w"},
     "meta": {"pixel_id": "1", "access_token": "t"},
     "tiktok": {"event_source_id": "P", "access_token": "t"},
+    "snapchat": {"pixel_id": "p", "access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", *VENDORS}

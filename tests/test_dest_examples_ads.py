@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.ad_platforms import FakeMeta, FakeTikTok
+from tests.fakes.ad_platforms import FakeMeta, FakeSnapchat, FakeTikTok
 from tests.fakes.vendors_a import serve
 from tests.test_dest_examples_a import EXAMPLES, copy_example, run
 
@@ -32,6 +32,13 @@ CASES = {
         "TIKTOK_BASE_URL",
         lambda fake: {event["event"] for event in fake.events},
         {"Purchase", "CompleteRegistration", "Lead", "ViewContent"},
+    ),
+    "snapchat": (
+        lambda: FakeSnapchat("snap-example-pixel", "snap-example-token"),
+        {"SNAP_PIXEL_ID": "snap-example-pixel", "SNAP_ACCESS_TOKEN": "snap-example-token"},
+        "SNAP_BASE_URL",
+        lambda fake: {event["event_name"] for event in fake.events},
+        {"PURCHASE", "SIGN_UP", "PAGE_VIEW", "VIEW_CONTENT"},
     ),
 }
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.ad_platforms import FakeMeta, FakeTikTok, tiktok_reply
+from tests.fakes.ad_platforms import FakeMeta, FakeSnapchat, FakeTikTok, tiktok_reply
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import serve
 from tests.test_dest_replay_a import FAST_RETRIES, outcomes, replay, write_project
@@ -181,3 +181,62 @@ def test_replay_into_tiktok_hashes_the_user_and_archives_only_the_refused_event(
     recorded = outcomes(tmp_path)
     assert recorded["msg-3"][0] == "archived" and "code 40002" in (recorded["msg-3"][1] or "")
     assert "tiktok-token-abc" not in stderr + json.dumps(summary) + str(recorded)
+
+
+# -- Snapchat ---------------------------------------------------------------------------
+
+SNAP_DESTINATION = """\
+snap:
+  type: snapchat
+  config:
+    pixel_id: snap-pixel-1
+    access_token: "${SNAP_ACCESS_TOKEN}"
+    base_url: "%s"
+"""
+SNAP_SYNC = f"""\
+source: web
+destination: snap
+event_types:
+  - type: purchase
+    filter: {{ field: event, op: eq, value: Order Completed }}
+    mappings:
+      required:
+        value: {{ field: properties.total }}
+        currency: {{ field: properties.currency }}
+        order_id: {{ field: properties.order_id }}
+  - type: sign_up
+    filter: {{ field: event, op: eq, value: Signed Up }}
+    mappings: {{}}
+{FAST_RETRIES}
+"""
+
+
+def test_replay_into_snapchat_archives_only_the_refused_event_and_never_shows_the_token(
+    tmp_path, module_fake_server, monkeypatch
+):
+    fake = FakeSnapchat("snap-pixel-1", "snap-token-abc", refuse_events=frozenset({"msg-2"}))
+    server = serve(module_fake_server, fake)
+    monkeypatch.setenv("SNAP_ACCESS_TOKEN", "snap-token-abc")
+    fake.outages.append(
+        Reply(429, {"status": "ERROR", "reason": "slow down"}, {"Retry-After": "0"})
+    )
+    events = [order(1), order(2), order(3), order(4, event="Signed Up")]
+    events_file = write_project(tmp_path, SNAP_DESTINATION % server.url, SNAP_SYNC, events)
+
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 1, stderr
+    assert fake.problems == []
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 3, "archived": 1}]
+    by_id = {event["event_id"]: event for event in fake.events}
+    assert set(by_id) == {"msg-1", "msg-3", "msg-4"}
+    assert by_id["msg-4"]["event_name"] == "SIGN_UP"
+    assert by_id["msg-1"]["user_data"]["ph"] == [sha("16505551201")]
+    recorded = outcomes(tmp_path)
+    assert recorded["msg-2"][0] == "archived" and "INVALID" in (recorded["msg-2"][1] or "")
+    assert "snap-token-abc" not in stderr + json.dumps(summary) + str(recorded)
+
+    data = preview(tmp_path, order(5))
+    [delivery] = data["syncs"][0]["deliveries"]
+    assert "snap-token-abc" not in json.dumps(data)  # the token sits in the URL's query
+    assert delivery["request"]["url"].endswith("access_token=***")
+    assert delivery["request"]["body"]["data"][0]["user_data"]["em"] == [sha("buyer5@example.com")]

@@ -50,6 +50,10 @@ from streamctl.destinations.tiktok import TikTokDestination  # noqa: E402
 
 CATALOG["tiktok"] = TikTokDestination
 
+from streamctl.destinations.snapchat import SnapchatDestination  # noqa: E402
+
+CATALOG["snapchat"] = SnapchatDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

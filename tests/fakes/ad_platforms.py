@@ -20,6 +20,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.http import Received, Reply
 from tests.fakes.vendors_a import FakeVendor
@@ -238,4 +239,77 @@ class FakeTikTok(FakeVendor):
                 return "properties.value and currency are required for Purchase"
         if event.get("event_id") in self.refuse_events:
             return "properties.contents: invalid content_id"
+        return None
+
+
+# -- Snapchat ---------------------------------------------------------------------------
+
+
+SNAP_HASHED = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
+SNAP_MAX_AGE = 37 * 86_400
+
+
+class FakeSnapchat(FakeVendor):
+    """`POST /v3/{pixel_id}/events?access_token=...` (and `/events/validate`): up to 2,000 events."""
+
+    MAX_EVENTS = 2000
+
+    def __init__(
+        self, pixel_id: str, token: str, *, refuse_events: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.pixel_id = pixel_id
+        self.token = token
+        self.refuse_events = refuse_events  # event_ids whose batch Snap refuses (400)
+        self.events: list[dict[str, Any]] = []
+        self.validated: list[dict[str, Any]] = []
+
+    def answer(self, req: Received) -> Reply:
+        parts = urlsplit(req.path)
+        if req.method != "POST" or parts.path not in (
+            f"/v3/{self.pixel_id}/events", f"/v3/{self.pixel_id}/events/validate",
+        ):  # fmt: skip
+            self.problem(f"{req.method} {parts.path}")
+            return Reply(404, {"status": "ERROR", "reason": "Not found"})
+        if parse_qs(parts.query).get("access_token") != [self.token]:
+            return Reply(401, {"status": "UNAUTHORIZED", "reason": "Invalid access token"})
+        body = self.json_body(req)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not 1 <= len(data) <= self.MAX_EVENTS:
+            self.problem(f"data has {len(data) if isinstance(data, list) else data!r} events")
+            return Reply(400, {"status": "INVALID", "reason": "data must hold 1 to 2000 events"})
+        for index, event in enumerate(data):
+            problem = self.event_problem(event)
+            if problem:
+                return Reply(400, {"status": "INVALID", "reason": f"data[{index}]: {problem}"})
+        (self.validated if parts.path.endswith("/validate") else self.events).extend(data)
+        return Reply(200, {"status": "VALID", "reason": ""})
+
+    def event_problem(self, event: Any) -> str | None:
+        if not isinstance(event, dict) or not event.get("event_name"):
+            return "event_name is required"
+        event_time = event.get("event_time")
+        if not isinstance(event_time, int) or time.time() - event_time > SNAP_MAX_AGE:
+            return "event_time must be Unix seconds within the last 37 days"
+        if event.get("action_source") not in ("WEB", "MOBILE_APP", "OFFLINE"):
+            return "action_source must be WEB, MOBILE_APP or OFFLINE"
+        user = event.get("user_data")
+        if not isinstance(user, dict) or not user:
+            return "user_data is required"
+        for key in SNAP_HASHED:
+            if key in user:
+                values = user[key] if isinstance(user[key], list) else [user[key]]
+                if not all(is_sha256(v) for v in values):
+                    self.problem(f"user_data.{key} is not SHA-256 hashed: {user[key]!r}")
+                    return f"user_data.{key} must be hashed"
+        if "client_ip_address" in user and not is_ip(user["client_ip_address"]):
+            self.problem(
+                f"user_data.client_ip_address is not a plain IP: {user['client_ip_address']!r}"
+            )
+        if event["event_name"] == "PURCHASE":
+            custom = event.get("custom_data") or {}
+            if custom.get("value") is None or not custom.get("currency"):
+                return "PURCHASE requires custom_data.value and currency"
+        if event.get("event_id") in self.refuse_events:
+            return "custom_data.contents is malformed"
         return None
