@@ -33,6 +33,7 @@ CONFIGS = {
     "meta": {"pixel_id": "1", "access_token": "t"},
     "tiktok": {"event_source_id": "P", "access_token": "t"},
     "snapchat": {"pixel_id": "p", "access_token": "t"},
+    "pinterest": {"ad_account_id": "1", "access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", *VENDORS}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.ad_platforms import FakeMeta, FakeSnapchat, FakeTikTok
+from tests.fakes.ad_platforms import FakeMeta, FakePinterest, FakeSnapchat, FakeTikTok
 from tests.fakes.vendors_a import serve
 from tests.test_dest_examples_a import EXAMPLES, copy_example, run
 
@@ -39,6 +39,13 @@ CASES = {
         "SNAP_BASE_URL",
         lambda fake: {event["event_name"] for event in fake.events},
         {"PURCHASE", "SIGN_UP", "PAGE_VIEW", "VIEW_CONTENT"},
+    ),
+    "pinterest": (
+        lambda: FakePinterest("549755885175", "pina-example-token"),
+        {"PINTEREST_AD_ACCOUNT_ID": "549755885175", "PINTEREST_ACCESS_TOKEN": "pina-example-token"},
+        "PINTEREST_BASE_URL",
+        lambda fake: {event["event_name"] for event in fake.events},
+        {"checkout", "signup", "lead", "page_visit", "view_content"},
     ),
 }
 

@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.ad_platforms import FakeMeta, FakeSnapchat, FakeTikTok, tiktok_reply
+from tests.fakes.ad_platforms import (
+    FakeMeta,
+    FakePinterest,
+    FakeSnapchat,
+    FakeTikTok,
+    tiktok_reply,
+)
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import serve
 from tests.test_dest_replay_a import FAST_RETRIES, outcomes, replay, write_project
@@ -240,3 +246,62 @@ def test_replay_into_snapchat_archives_only_the_refused_event_and_never_shows_th
     assert "snap-token-abc" not in json.dumps(data)  # the token sits in the URL's query
     assert delivery["request"]["url"].endswith("access_token=***")
     assert delivery["request"]["body"]["data"][0]["user_data"]["em"] == [sha("buyer5@example.com")]
+
+
+# -- Pinterest --------------------------------------------------------------------------
+
+PINTEREST_DESTINATION = """\
+pinterest:
+  type: pinterest
+  config:
+    ad_account_id: "549755885175"
+    access_token: "${PINTEREST_TOKEN}"
+    base_url: "%s"
+"""
+PINTEREST_SYNC = f"""\
+source: web
+destination: pinterest
+event_types:
+  - type: purchase
+    filter: {{ field: event, op: eq, value: Order Completed }}
+    mappings:
+      required:
+        value: {{ field: properties.total }}
+        currency: {{ field: properties.currency }}
+        order_id: {{ field: properties.order_id }}
+  - type: sign_up
+    filter: {{ field: event, op: eq, value: Signed Up }}
+    mappings: {{}}
+{FAST_RETRIES}
+"""
+
+
+def test_replay_into_pinterest_archives_the_event_pinterest_did_not_process(
+    tmp_path, module_fake_server, monkeypatch
+):
+    fake = FakePinterest("549755885175", "pina-token-abc", refuse_events=frozenset({"msg-2"}))
+    server = serve(module_fake_server, fake)
+    monkeypatch.setenv("PINTEREST_TOKEN", "pina-token-abc")
+    fake.outages.append(
+        Reply(429, {"code": 8, "message": "Rate limit exceeded"}, {"Retry-After": "0"})
+    )
+    events = [order(1), order(2), order(3), order(4, event="Signed Up")]
+    events_file = write_project(
+        tmp_path, PINTEREST_DESTINATION % server.url, PINTEREST_SYNC, events
+    )
+
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 1, stderr
+    assert fake.problems == []
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 3, "archived": 1}]
+    by_id = {event["event_id"]: event for event in fake.events}
+    assert set(by_id) == {"msg-1", "msg-3", "msg-4"}
+    assert by_id["msg-4"]["event_name"] == "signup"
+    assert by_id["msg-1"]["custom_data"] == {"value": "11.5", "currency": "USD", "order_id": "o-1"}
+    assert by_id["msg-1"]["user_data"]["em"] == [sha("buyer1@example.com")]
+    recorded = outcomes(tmp_path)
+    assert recorded["msg-2"] == (
+        "archived",
+        "pinterest: Event is older than the maximum allowed age.",
+    )
+    assert "pina-token-abc" not in stderr + json.dumps(summary) + str(recorded)

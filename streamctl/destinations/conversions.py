@@ -124,10 +124,11 @@ def user_with_defaults(
 
 
 def money_problems(data: Mapping[str, Any], event_name: str) -> list[str]:
-    """What a purchase's `value` and `currency` lack (a number, an ISO 4217 code)."""
+    """What a purchase's `value` and `currency` lack: a number (or numeric text, as Snap
+    and Pinterest take it), an ISO 4217 code."""
     problems = []
     value = data.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    if not _is_amount(value):
         problems.append(f"{event_name} events need a numeric `value`, got {value!r}")
     currency = data.get("currency")
     if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
@@ -135,3 +136,12 @@ def money_problems(data: Mapping[str, Any], event_name: str) -> list[str]:
             f"{event_name} events need an ISO 4217 `currency` (e.g. USD), got {currency!r}"
         )
     return problems
+
+
+def _is_amount(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False

@@ -54,6 +54,10 @@ from streamctl.destinations.snapchat import SnapchatDestination  # noqa: E402
 
 CATALOG["snapchat"] = SnapchatDestination
 
+from streamctl.destinations.pinterest import PinterestDestination  # noqa: E402
+
+CATALOG["pinterest"] = PinterestDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

@@ -56,7 +56,7 @@ class ServerEventsDestination(Destination):
     WEB_REQUIRED_USER_KEYS: ClassVar[tuple[str, ...]] = ()
     TOP_LEVEL: ClassVar[frozenset[str]]  # required-section keys kept beside event_name
     PURCHASE_EVENT: ClassVar[str]  # the event_name that needs value and currency
-    MAX_AGE_DAYS: ClassVar[int]
+    MAX_AGE_DAYS: ClassVar[int | None]  # None: the API states no age limit
 
     # -- shaping -----------------------------------------------------------------
 
@@ -95,7 +95,7 @@ class ServerEventsDestination(Destination):
             problems.extend(money_problems(payload.get("custom_data") or {}, self.PURCHASE_EVENT))
         return f"{self.VENDOR}: " + "; ".join(problems) if problems else None
 
-    def max_age_days(self, action_source: Any) -> int:
+    def max_age_days(self, action_source: Any) -> int | None:
         return self.MAX_AGE_DAYS
 
     def _event_problems(self, payload: Payload) -> list[str]:
@@ -112,9 +112,15 @@ class ServerEventsDestination(Destination):
             problems.append(
                 f"`action_source` {source!r} is not one of {', '.join(self.ACTION_SOURCES)}"
             )
-        too_old = event_age_problem(payload.get("event_time"), self.max_age_days(source))
-        if too_old:
-            problems.append(too_old)
+        max_days = self.max_age_days(source)
+        if max_days is not None:
+            too_old = event_age_problem(payload.get("event_time"), max_days)
+            if too_old:
+                problems.append(too_old)
+        elif not isinstance(payload.get("event_time"), int):
+            problems.append(
+                "the event has no `event_time` (map one, or send events with a timestamp)"
+            )
         if source == self.WEB_SOURCE and not payload.get("event_source_url"):
             problems.append("website events need `event_source_url`")
         return problems

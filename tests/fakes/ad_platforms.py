@@ -313,3 +313,87 @@ class FakeSnapchat(FakeVendor):
         if event.get("event_id") in self.refuse_events:
             return "custom_data.contents is malformed"
         return None
+
+
+# -- Pinterest --------------------------------------------------------------------------
+
+
+PINTEREST_HASHED = (*SNAP_HASHED, "hashed_maids")
+
+
+class FakePinterest(FakeVendor):
+    """`POST /v5/ad_accounts/{id}/events`: per-event statuses, 422 when some fail, `?test=true`."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(
+        self, ad_account: str, token: str, *, refuse_events: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.ad_account = ad_account
+        self.token = token
+        self.refuse_events = refuse_events  # event_ids Pinterest does not process
+        self.events: list[dict[str, Any]] = []
+        self.tested: list[dict[str, Any]] = []
+
+    def answer(self, req: Received) -> Reply:
+        parts = urlsplit(req.path)
+        if req.method != "POST" or parts.path != f"/v5/ad_accounts/{self.ad_account}/events":
+            self.problem(f"{req.method} {parts.path}")
+            return Reply(404, {"code": 404, "message": "Not found"})
+        if req.headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, {"code": 2, "message": "Authentication failed."})
+        body = self.json_body(req)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not 1 <= len(data) <= self.MAX_EVENTS:
+            self.problem(f"data has {len(data) if isinstance(data, list) else data!r} events")
+            return Reply(400, {"code": 1, "message": "Invalid request body"})
+        answers = []
+        for event in data:
+            problem = self.event_problem(event)
+            answers.append(
+                {"status": "failed", "error_message": problem, "warning_message": None}
+                if problem
+                else {"status": "processed", "error_message": None, "warning_message": None}
+            )
+            if not problem:
+                (
+                    self.tested if parse_qs(parts.query).get("test") == ["true"] else self.events
+                ).append(event)
+        processed = sum(1 for a in answers if a["status"] == "processed")
+        reply = {
+            "num_events_received": len(data),
+            "num_events_processed": processed,
+            "events": answers,
+        }
+        return Reply(200 if processed == len(data) else 422, reply)
+
+    def event_problem(self, event: Any) -> str | None:
+        if not isinstance(event, dict):
+            return "event must be an object"
+        for key in ("event_name", "action_source", "event_time", "event_id", "user_data"):
+            if not event.get(key):
+                return f"'{key}' is a required property"
+        if not isinstance(event["event_time"], int):
+            self.problem(f"event_time {event['event_time']!r} is not Unix seconds")
+        if event["action_source"] not in ("web", "app_android", "app_ios", "offline"):
+            return f"'{event['action_source']}' is not a valid action_source"
+        user = event["user_data"]
+        for key in PINTEREST_HASHED:
+            values = user.get(key, [])
+            if not isinstance(values, list) or not all(is_sha256(v) for v in values):
+                self.problem(f"user_data.{key} is not a list of SHA-256: {values!r}")
+                return f"user_data.{key} must be a list of sha256 hashes"
+        if not (
+            user.get("em")
+            or user.get("hashed_maids")
+            or (user.get("client_ip_address") and user.get("client_user_agent"))
+        ):
+            return "user_data needs em, hashed_maids or client_ip_address + client_user_agent"
+        custom = event.get("custom_data") or {}
+        for key in ("value", "predicted_ltv"):
+            if key in custom and not isinstance(custom[key], str):
+                self.problem(f"custom_data.{key} is {custom[key]!r}, not a string")
+        if event.get("event_id") in self.refuse_events:
+            return "Event is older than the maximum allowed age."
+        return None
