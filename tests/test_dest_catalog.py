@@ -34,6 +34,7 @@ CONFIGS = {
     "tiktok": {"event_source_id": "P", "access_token": "t"},
     "snapchat": {"pixel_id": "p", "access_token": "t"},
     "pinterest": {"ad_account_id": "1", "access_token": "t"},
+    "reddit": {"account_id": "t2_a", "access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", *VENDORS}

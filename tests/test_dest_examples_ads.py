@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.ad_platforms import FakeMeta, FakePinterest, FakeSnapchat, FakeTikTok
+from tests.fakes.ad_platforms import FakeMeta, FakePinterest, FakeReddit, FakeSnapchat, FakeTikTok
 from tests.fakes.vendors_a import serve
 from tests.test_dest_examples_a import EXAMPLES, copy_example, run
 
@@ -46,6 +46,13 @@ CASES = {
         "PINTEREST_BASE_URL",
         lambda fake: {event["event_name"] for event in fake.events},
         {"checkout", "signup", "lead", "page_visit", "view_content"},
+    ),
+    "reddit": (
+        lambda: FakeReddit("t2_example", "reddit-example-token"),
+        {"REDDIT_ACCOUNT_ID": "t2_example", "REDDIT_CONVERSION_TOKEN": "reddit-example-token"},
+        "REDDIT_BASE_URL",
+        lambda fake: {event["event_type"]["tracking_type"] for event in fake.events},
+        {"Purchase", "SignUp", "Lead", "PageVisit", "ViewContent"},
     ),
 }
 

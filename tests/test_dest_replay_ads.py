@@ -18,6 +18,7 @@ from streamctl.cli.main import app
 from tests.fakes.ad_platforms import (
     FakeMeta,
     FakePinterest,
+    FakeReddit,
     FakeSnapchat,
     FakeTikTok,
     tiktok_reply,
@@ -305,3 +306,57 @@ def test_replay_into_pinterest_archives_the_event_pinterest_did_not_process(
         "pinterest: Event is older than the maximum allowed age.",
     )
     assert "pina-token-abc" not in stderr + json.dumps(summary) + str(recorded)
+
+
+# -- Reddit -----------------------------------------------------------------------------
+
+REDDIT_DESTINATION = """\
+reddit:
+  type: reddit
+  config:
+    account_id: t2_abc123
+    access_token: "${REDDIT_TOKEN}"
+    base_url: "%s"
+"""
+REDDIT_SYNC = """\
+source: web
+destination: reddit
+event_types:
+  - type: purchase
+    filter: { field: event, op: eq, value: Order Completed }
+    mappings:
+      required:
+        value_decimal: { field: properties.total }
+        currency: { field: properties.currency }
+  - type: sign_up
+    filter: { field: event, op: eq, value: Signed Up }
+    mappings: {}
+delivery: { batch_size: 10, max_attempts: 4, backoff: { initial: 10ms, max: 20ms } }
+"""
+
+
+def test_replay_into_reddit_archives_the_invalid_event_and_resends_the_others(
+    tmp_path, module_fake_server, monkeypatch
+):
+    fake = FakeReddit("t2_abc123", "reddit-token-abc", refuse_events=frozenset({"msg-2"}))
+    server = serve(module_fake_server, fake)
+    monkeypatch.setenv("REDDIT_TOKEN", "reddit-token-abc")
+    fake.outages.append(Reply(429, {"message": "Too Many Requests"}, {"Retry-After": "0"}))
+    events = [order(1), order(2), order(3), order(4, event="Signed Up")]
+    events_file = write_project(tmp_path, REDDIT_DESTINATION % server.url, REDDIT_SYNC, events)
+
+    code, summary, stderr = replay(tmp_path, events_file)
+    assert code == 1, stderr
+    assert fake.problems == []
+    assert summary["syncs"] == [{"sync": "sync", "delivered": 3, "archived": 1}]
+    by_id = {event["event_metadata"]["conversion_id"]: event for event in fake.events}
+    assert set(by_id) == {"msg-1", "msg-3", "msg-4"}
+    assert by_id["msg-4"]["event_type"] == {"tracking_type": "SignUp"}
+    assert by_id["msg-1"]["user"]["email"] == sha("buyer1@example.com")
+    assert by_id["msg-1"]["user"]["ip_address"] == sha("203.0.113.1")
+    recorded = outcomes(tmp_path)
+    assert recorded["msg-2"] == (
+        "archived",
+        "reddit: event_metadata.currency: invalid currency code",
+    )
+    assert "reddit-token-abc" not in stderr + json.dumps(summary) + str(recorded)

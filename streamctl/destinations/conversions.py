@@ -114,13 +114,19 @@ def event_type_spec(
 
 
 def user_with_defaults(
-    defaults: Mapping[str, Any], user: Mapping[str, Any], kinds: Mapping[str, str], vendor: str
+    defaults: Mapping[str, Any],
+    user: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    vendor: str,
+    *,
+    as_list: bool = True,
 ) -> dict[str, Any]:
-    """The mapped user fields over the defaults found in the event (nulls left out), hashed."""
+    """The mapped user fields over the defaults found in the event (nulls left out), hashed
+    (as arrays, or single values when not `as_list`)."""
     merged = {key: value for key, value in defaults.items() if value is not None} | {
         key: value for key, value in user.items() if value is not None
     }
-    return hashed_user(merged, kinds, vendor, as_list=True)
+    return hashed_user(merged, kinds, vendor, as_list=as_list)
 
 
 def money_problems(data: Mapping[str, Any], event_name: str) -> list[str]:

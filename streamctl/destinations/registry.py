@@ -58,6 +58,10 @@ from streamctl.destinations.pinterest import PinterestDestination  # noqa: E402
 
 CATALOG["pinterest"] = PinterestDestination
 
+from streamctl.destinations.reddit import RedditDestination  # noqa: E402
+
+CATALOG["reddit"] = RedditDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

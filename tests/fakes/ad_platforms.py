@@ -19,6 +19,7 @@ import ipaddress
 import json
 import re
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -396,4 +397,76 @@ class FakePinterest(FakeVendor):
                 self.problem(f"custom_data.{key} is {custom[key]!r}, not a string")
         if event.get("event_id") in self.refuse_events:
             return "Event is older than the maximum allowed age."
+        return None
+
+
+# -- Reddit -----------------------------------------------------------------------------
+
+
+REDDIT_HASHED = ("email", "phone_number", "external_id", "ip_address", "idfa", "aaid")
+REDDIT_TRACKING_TYPES = {
+    "PageVisit", "ViewContent", "Search", "AddToCart", "AddToWishlist", "Lead", "Purchase", "SignUp", "Custom",
+}  # fmt: skip
+
+
+class FakeReddit(FakeVendor):
+    """`POST /api/v2.0/conversions/events/{account_id}`: 400 with `invalid_events` indexes."""
+
+    MAX_EVENTS = 1000
+
+    def __init__(
+        self, account_id: str, token: str, *, refuse_events: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.account_id = account_id
+        self.token = token
+        self.refuse_events = refuse_events  # conversion_ids Reddit names in invalid_events
+        self.events: list[dict[str, Any]] = []
+        self.test_requests = 0
+
+    def answer(self, req: Received) -> Reply:
+        if req.method != "POST" or req.path != f"/api/v2.0/conversions/events/{self.account_id}":
+            self.problem(f"{req.method} {req.path}")
+            return Reply(404, {"message": "Not Found"})
+        if req.headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, {"message": "Unauthorized"})
+        body = self.json_body(req)
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list) or not 1 <= len(events) <= self.MAX_EVENTS:
+            self.problem(
+                f"events has {len(events) if isinstance(events, list) else events!r} entries"
+            )
+            return Reply(400, {"message": "events must hold 1 to 1000 events"})
+        invalid = [
+            {"error_message": problem, "event_index": index}
+            for index, event in enumerate(events)
+            if (problem := self.event_problem(event))
+        ]
+        if invalid:
+            return Reply(400, {"invalid_events": invalid})
+        if body.get("test_mode"):
+            self.test_requests += 1
+        else:
+            self.events.extend(events)
+        return Reply(200, {"message": f"Successfully processed {len(events)} conversion events."})
+
+    def event_problem(self, event: Any) -> str | None:
+        if not isinstance(event, dict):
+            return "event must be an object"
+        try:
+            datetime.fromisoformat(str(event.get("event_at")).replace("Z", "+00:00"))
+        except ValueError:
+            self.problem(f"event_at {event.get('event_at')!r} is not ISO 8601")
+            return "event_at: invalid timestamp"
+        kind = event.get("event_type") or {}
+        if kind.get("tracking_type") not in REDDIT_TRACKING_TYPES:
+            return "event_type.tracking_type: invalid value"
+        user = event.get("user") or {}
+        for key in REDDIT_HASHED:
+            if key in user and not is_sha256(user[key]):
+                self.problem(f"user.{key} is not SHA-256 hashed: {user[key]!r}")
+                return f"user.{key}: must be hashed"
+        metadata = event.get("event_metadata") or {}
+        if metadata.get("conversion_id") in self.refuse_events:
+            return "event_metadata.currency: invalid currency code"
         return None
