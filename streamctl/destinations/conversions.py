@@ -151,3 +151,37 @@ def _is_amount(value: Any) -> bool:
         return math.isfinite(float(value))
     except ValueError:
         return False
+
+
+MONEY_FIELDS = (
+    FieldSpec("value", "number", "order value"),
+    FieldSpec("currency", "string", "ISO 4217"),
+)
+
+
+def conversion_event_types(
+    event_names: Mapping[str, str],
+    optional: tuple[FieldSpec, ...],
+    custom: FieldSpec,
+    custom_description: str,
+    *,
+    money: tuple[FieldSpec, ...] = MONEY_FIELDS,
+    custom_optional: tuple[FieldSpec, ...] = (),
+) -> tuple[EventTypeSpec, ...]:
+    """A catalog's event types from its vendor's names: `purchase` requires the `money`
+    fields, the others nothing, and `custom` names its event with the `custom` field."""
+    types = [
+        event_type_spec(
+            name,
+            f"{vendor_name}: {' and '.join(f.name for f in money)} required"
+            if name == "purchase"
+            else vendor_name,
+            money if name == "purchase" else (),
+            optional,
+        )
+        for name, vendor_name in event_names.items()
+    ]
+    types.append(
+        event_type_spec("custom", custom_description, (custom,), custom_optional + optional)
+    )
+    return tuple(types)

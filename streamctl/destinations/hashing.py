@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -73,7 +74,16 @@ def _is_punctuation_or_symbol(char: str) -> bool:
     return unicodedata.category(char)[0] in "PS"
 
 
+# ASCII text (nearly all of it) is cleaned by one str.translate; other text char by char.
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_PUNCTUATION_SPACE_DIGITS = str.maketrans(
+    "", "", string.punctuation + string.whitespace + string.digits
+)
+
+
 def _without_punctuation(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_PUNCTUATION)
     return "".join(char for char in text if not _is_punctuation_or_symbol(char))
 
 
@@ -108,6 +118,8 @@ def _name(text: str) -> str:
 
 
 def _city(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_PUNCTUATION_SPACE_DIGITS)
     return "".join(
         char
         for char in text

@@ -63,7 +63,6 @@ from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
     ConfigField,
-    EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
@@ -72,7 +71,7 @@ from streamctl.destinations.base import (
     excerpt,
     parse_retry_after,
 )
-from streamctl.destinations.conversions import event_type_spec
+from streamctl.destinations.conversions import conversion_event_types
 from streamctl.destinations.hashing import META_USER_DATA
 from streamctl.destinations.server_events import ServerEventsDestination
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
@@ -156,10 +155,6 @@ UNHASHED_USER_DATA = frozenset(
 )
 
 
-def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
-    return event_type_spec(name, description, required, SERVER_EVENT_FIELDS + CUSTOM_DATA_FIELDS)
-
-
 class MetaDestination(ServerEventsDestination):
     """Meta (Facebook, Instagram) Conversions API."""
 
@@ -192,24 +187,11 @@ class MetaDestination(ServerEventsDestination):
                 "base_url", description="replaces https://graph.facebook.com (proxy, tests)"
             ),
         ),
-        event_types=(
-            _event_type(
-                "purchase",
-                "Purchase: value and currency required",
-                (
-                    FieldSpec("value", "number", "order value"),
-                    FieldSpec("currency", "string", "ISO 4217"),
-                ),
-            ),
-            _event_type("lead", "Lead"),
-            _event_type("complete_registration", "CompleteRegistration (a sign-up)"),
-            _event_type("add_to_cart", "AddToCart"),
-            _event_type("page_view", "PageView"),
-            _event_type(
-                "custom",
-                "any standard (ViewContent, Search, ...) or custom event by name",
-                (FieldSpec("event_name", "string", "e.g. ViewContent or DemoRequested"),),
-            ),
+        event_types=conversion_event_types(
+            EVENT_NAMES,
+            SERVER_EVENT_FIELDS + CUSTOM_DATA_FIELDS,
+            FieldSpec("event_name", "string", "e.g. ViewContent or DemoRequested"),
+            "any standard (ViewContent, Search, ...) or custom event by name",
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,
@@ -222,13 +204,6 @@ class MetaDestination(ServerEventsDestination):
     WEB_SOURCE = "website"
     USER_KINDS = META_USER_DATA
     PLAIN_USER_KEYS = UNHASHED_USER_DATA
-    USER_DEFAULTS = {
-        "client_ip_address": "ip",
-        "client_user_agent": "user_agent",
-        "external_id": "user_id",
-        "em": "email",
-        "ph": "phone",
-    }
     WEB_REQUIRED_USER_KEYS = ("client_user_agent",)
     TOP_LEVEL = frozenset(spec.name for spec in SERVER_EVENT_FIELDS)
     PURCHASE_EVENT = "Purchase"

@@ -53,7 +53,6 @@ from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
     ConfigField,
-    EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
@@ -61,7 +60,7 @@ from streamctl.destinations.base import (
     Payload,
     excerpt,
 )
-from streamctl.destinations.conversions import event_type_spec
+from streamctl.destinations.conversions import conversion_event_types
 from streamctl.destinations.hashing import META_USER_DATA
 from streamctl.destinations.server_events import ServerEventsDestination
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
@@ -128,10 +127,6 @@ CUSTOM_DATA_FIELDS = (
 _TEXT_AMOUNTS = ("value", "predicted_ltv")
 
 
-def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
-    return event_type_spec(name, description, required, EVENT_FIELDS + CUSTOM_DATA_FIELDS)
-
-
 class PinterestDestination(ServerEventsDestination):
     """Pinterest Conversions API (v5)."""
 
@@ -165,24 +160,11 @@ class PinterestDestination(ServerEventsDestination):
                 "base_url", description="replaces https://api.pinterest.com (proxy, tests)"
             ),
         ),
-        event_types=(
-            _event_type(
-                "purchase",
-                "checkout: value and currency required",
-                (
-                    FieldSpec("value", "number", "order value"),
-                    FieldSpec("currency", "string", "ISO 4217"),
-                ),
-            ),
-            _event_type("lead", "lead"),
-            _event_type("sign_up", "signup"),
-            _event_type("add_to_cart", "add_to_cart"),
-            _event_type("page_view", "page_visit"),
-            _event_type(
-                "custom",
-                "another Pinterest event (view_content, search, custom, ...)",
-                (FieldSpec("event_name", "string", "e.g. view_content or custom"),),
-            ),
+        event_types=conversion_event_types(
+            EVENT_NAMES,
+            EVENT_FIELDS + CUSTOM_DATA_FIELDS,
+            FieldSpec("event_name", "string", "e.g. view_content or custom"),
+            "another Pinterest event (view_content, search, custom, ...)",
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,
@@ -197,13 +179,6 @@ class PinterestDestination(ServerEventsDestination):
     WEB_SOURCE = "web"
     USER_KINDS = PINTEREST_USER_DATA
     PLAIN_USER_KEYS = PLAIN_USER_KEYS
-    USER_DEFAULTS = {
-        "client_ip_address": "ip",
-        "client_user_agent": "user_agent",
-        "external_id": "user_id",
-        "em": "email",
-        "ph": "phone",
-    }
     TOP_LEVEL = frozenset(spec.name for spec in EVENT_FIELDS)
     PURCHASE_EVENT = "checkout"
     MAX_AGE_DAYS = None

@@ -46,7 +46,6 @@ from streamctl.destinations.base import (
     CatalogEntry,
     ConfigField,
     Destination,
-    EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
@@ -57,8 +56,8 @@ from streamctl.destinations.base import (
 )
 from streamctl.destinations.conversions import (
     context_defaults,
+    conversion_event_types,
     event_age_problem,
-    event_type_spec,
     money_problems,
     unknown_keys,
     user_with_defaults,
@@ -128,15 +127,6 @@ METADATA_FIELDS = (
 )
 
 
-def _event_type(
-    name: str,
-    description: str,
-    required: tuple[FieldSpec, ...] = (),
-    extra: tuple[FieldSpec, ...] = (),
-) -> EventTypeSpec:
-    return event_type_spec(name, description, required, extra + EVENT_FIELDS + METADATA_FIELDS)
-
-
 class RedditDestination(Destination):
     """Reddit Conversions API v2.0."""
 
@@ -166,28 +156,17 @@ class RedditDestination(Destination):
                 "base_url", description="replaces https://ads-api.reddit.com (proxy, tests)"
             ),
         ),
-        event_types=(
-            _event_type(
-                "purchase",
-                "Purchase: value_decimal and currency required",
-                (
-                    FieldSpec("value_decimal", "number", "order value, e.g. 42.5"),
-                    FieldSpec("currency", "string", "ISO 4217"),
-                ),
+        event_types=conversion_event_types(
+            TRACKING_TYPES,
+            EVENT_FIELDS + METADATA_FIELDS,
+            FieldSpec("tracking_type", "string", "ViewContent, Search, AddToWishlist or Custom"),
+            "ViewContent, Search, AddToWishlist by tracking_type, or a Custom event by name",
+            money=(
+                FieldSpec("value_decimal", "number", "order value, e.g. 42.5"),
+                FieldSpec("currency", "string", "ISO 4217"),
             ),
-            _event_type("lead", "Lead"),
-            _event_type("sign_up", "SignUp"),
-            _event_type("add_to_cart", "AddToCart"),
-            _event_type("page_view", "PageVisit"),
-            _event_type(
-                "custom",
-                "ViewContent, Search, AddToWishlist by tracking_type, or a Custom event by name",
-                (
-                    FieldSpec(
-                        "tracking_type", "string", "ViewContent, Search, AddToWishlist or Custom"
-                    ),
-                ),
-                (FieldSpec("custom_event_name", "string", "the name of a Custom event"),),
+            custom_optional=(
+                FieldSpec("custom_event_name", "string", "the name of a Custom event"),
             ),
         ),
         batch_size=100,

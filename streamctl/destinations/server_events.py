@@ -52,7 +52,14 @@ class ServerEventsDestination(Destination):
     WEB_SOURCE: ClassVar[str]  # the action_source of website events
     USER_KINDS: ClassVar[Mapping[str, str]]  # hashed user_data key -> hashing kind
     PLAIN_USER_KEYS: ClassVar[frozenset[str]]  # user_data keys sent as they are
-    USER_DEFAULTS: ClassVar[Mapping[str, str]]  # user_data key -> context_defaults key
+    # user_data key -> the context_defaults key it defaults to (the same for all three).
+    USER_DEFAULTS: ClassVar[Mapping[str, str]] = {
+        "client_ip_address": "ip",
+        "client_user_agent": "user_agent",
+        "external_id": "user_id",
+        "em": "email",
+        "ph": "phone",
+    }
     WEB_REQUIRED_USER_KEYS: ClassVar[tuple[str, ...]] = ()
     TOP_LEVEL: ClassVar[frozenset[str]]  # required-section keys kept beside event_name
     PURCHASE_EVENT: ClassVar[str]  # the event_name that needs value and currency

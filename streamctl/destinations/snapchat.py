@@ -47,7 +47,6 @@ from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
     ConfigField,
-    EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
@@ -55,7 +54,7 @@ from streamctl.destinations.base import (
     Payload,
     excerpt,
 )
-from streamctl.destinations.conversions import event_type_spec
+from streamctl.destinations.conversions import conversion_event_types
 from streamctl.destinations.hashing import META_USER_DATA
 from streamctl.destinations.server_events import ServerEventsDestination
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
@@ -109,10 +108,6 @@ CUSTOM_DATA_FIELDS = (
 )
 
 
-def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
-    return event_type_spec(name, description, required, EVENT_FIELDS + CUSTOM_DATA_FIELDS)
-
-
 class SnapchatDestination(ServerEventsDestination):
     """Snapchat Conversions API v3."""
 
@@ -143,23 +138,11 @@ class SnapchatDestination(ServerEventsDestination):
             ),
             ConfigField("base_url", description="replaces https://tr.snapchat.com (proxy, tests)"),
         ),
-        event_types=(
-            _event_type(
-                "purchase",
-                "PURCHASE: value and currency required",
-                (
-                    FieldSpec("value", "number", "order value"),
-                    FieldSpec("currency", "string", "ISO 4217"),
-                ),
-            ),
-            _event_type("sign_up", "SIGN_UP"),
-            _event_type("add_to_cart", "ADD_CART"),
-            _event_type("page_view", "PAGE_VIEW"),
-            _event_type(
-                "custom",
-                "any other Snap event (VIEW_CONTENT, START_CHECKOUT, CUSTOM_EVENT_1, ...)",
-                (FieldSpec("event_name", "string", "e.g. VIEW_CONTENT or CUSTOM_EVENT_1"),),
-            ),
+        event_types=conversion_event_types(
+            EVENT_NAMES,
+            EVENT_FIELDS + CUSTOM_DATA_FIELDS,
+            FieldSpec("event_name", "string", "e.g. VIEW_CONTENT or CUSTOM_EVENT_1"),
+            "any other Snap event (VIEW_CONTENT, START_CHECKOUT, CUSTOM_EVENT_1, ...)",
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,
@@ -173,13 +156,6 @@ class SnapchatDestination(ServerEventsDestination):
     WEB_SOURCE = "WEB"
     USER_KINDS = META_USER_DATA  # Snap normalises as Meta does (phone without '+')
     PLAIN_USER_KEYS = PLAIN_USER_KEYS
-    USER_DEFAULTS = {
-        "client_ip_address": "ip",
-        "client_user_agent": "user_agent",
-        "external_id": "user_id",
-        "em": "email",
-        "ph": "phone",
-    }
     TOP_LEVEL = frozenset(spec.name for spec in EVENT_FIELDS)
     PURCHASE_EVENT = "PURCHASE"
     MAX_AGE_DAYS = MAX_AGE_DAYS

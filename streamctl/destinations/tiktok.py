@@ -54,7 +54,6 @@ from streamctl.destinations.base import (
     CatalogEntry,
     ConfigField,
     Destination,
-    EventTypeSpec,
     FieldSpec,
     HttpRequest,
     ItemResult,
@@ -66,8 +65,8 @@ from streamctl.destinations.base import (
 )
 from streamctl.destinations.conversions import (
     context_defaults,
+    conversion_event_types,
     epoch_seconds,
-    event_type_spec,
     money_problems,
     unknown_keys,
     user_with_defaults,
@@ -135,10 +134,6 @@ PROPERTY_FIELDS = (
 )
 
 
-def _event_type(name: str, description: str, required: tuple[FieldSpec, ...] = ()) -> EventTypeSpec:
-    return event_type_spec(name, description, required, EVENT_FIELDS + PROPERTY_FIELDS)
-
-
 class TikTokDestination(Destination):
     """TikTok Events API 2.0."""
 
@@ -169,23 +164,11 @@ class TikTokDestination(Destination):
                 "base_url", description="replaces https://business-api.tiktok.com (proxy, tests)"
             ),
         ),
-        event_types=(
-            _event_type(
-                "purchase",
-                "Purchase: value and currency required",
-                (
-                    FieldSpec("value", "number", "order value"),
-                    FieldSpec("currency", "string", "ISO 4217"),
-                ),
-            ),
-            _event_type("lead", "Lead"),
-            _event_type("complete_registration", "CompleteRegistration (a sign-up)"),
-            _event_type("add_to_cart", "AddToCart"),
-            _event_type(
-                "custom",
-                "any standard (ViewContent, PlaceAnOrder, Search, ...) or custom event by name",
-                (FieldSpec("event", "string", "e.g. ViewContent"),),
-            ),
+        event_types=conversion_event_types(
+            EVENT_NAMES,
+            EVENT_FIELDS + PROPERTY_FIELDS,
+            FieldSpec("event", "string", "e.g. ViewContent"),
+            "any standard (ViewContent, PlaceAnOrder, Search, ...) or custom event by name",
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,
