@@ -183,6 +183,8 @@ def test_graph_throttling_waits_as_the_usage_header_says(meta):
     ("reply", "wait"),
     [
         (Reply(429, {"error": {"message": "slow down", "code": 4}}, {"Retry-After": "7"}), 7.0),
+        # Retry-After: 0 means at once, not "unsaid" (the 60 s default).
+        (Reply(429, {"error": {"message": "slow down", "code": 4}}, {"Retry-After": "0"}), 0.0),
         (Reply(503, "Service Unavailable"), None),
         (
             Reply(

@@ -69,12 +69,16 @@ from streamctl.destinations.base import (
     ItemStatus,
     Payload,
     excerpt,
-    parse_retry_after,
 )
 from streamctl.destinations.conversions import conversion_event_types
 from streamctl.destinations.hashing import META_USER_DATA
 from streamctl.destinations.server_events import ServerEventsDestination
-from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
+from streamctl.destinations.vendor import (
+    base_url,
+    json_object,
+    retry_after_or,
+    whole_batch_outcome,
+)
 
 GRAPH_HOST = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v24.0"
@@ -239,14 +243,9 @@ class MetaDestination(ServerEventsDestination):
         graph_code = error.get("code")
         message = _error_message(code, error)
         if graph_code in THROTTLING_CODES or code == 429:
-            wait = parse_retry_after(response.headers.get("retry-after")) or _regain_access_wait(
-                response
-            )
+            wait = retry_after_or(response, _regain_access_wait(response), THROTTLE_WAIT)
             return BatchResult.same(
-                n,
-                ItemResult(
-                    ItemStatus.RETRY, code, message, wait or THROTTLE_WAIT, excerpt(response)
-                ),
+                n, ItemResult(ItemStatus.RETRY, code, message, wait, excerpt(response))
             )
         if error.get("is_transient") is True or graph_code in TRANSIENT_CODES or code >= 500:
             retry = ItemResult(ItemStatus.RETRY, code, message, response=excerpt(response))

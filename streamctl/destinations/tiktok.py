@@ -61,7 +61,6 @@ from streamctl.destinations.base import (
     MappedEvent,
     Payload,
     excerpt,
-    parse_retry_after,
 )
 from streamctl.destinations.conversions import (
     context_defaults,
@@ -71,7 +70,12 @@ from streamctl.destinations.conversions import (
     unknown_keys,
     user_with_defaults,
 )
-from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
+from streamctl.destinations.vendor import (
+    base_url,
+    json_object,
+    retry_after_or,
+    whole_batch_outcome,
+)
 from streamctl.events import Event
 
 HOST = "https://business-api.tiktok.com"
@@ -267,7 +271,7 @@ class TikTokDestination(Destination):
         message = f"tiktok: HTTP {status}" + (f" code {code}" if code is not None else "")
         message += f" {body.get('message') or ''}".rstrip()
         if code in THROTTLED_CODES or status == 429:
-            wait = parse_retry_after(response.headers.get("retry-after")) or THROTTLE_WAIT
+            wait = retry_after_or(response, THROTTLE_WAIT)
             return BatchResult.same(
                 n, ItemResult(ItemStatus.RETRY, status, message, wait, excerpt(response))
             )
