@@ -215,3 +215,26 @@ def test_request_shows_the_token_only_in_the_body():
     assert request.url == f"https://graph.facebook.com/v24.0/{PIXEL}/events"
     assert TOKEN not in request.url and request.json["access_token"] == TOKEN
     assert "test_event_code" not in request.json
+
+
+def test_validate_refuses_a_user_field_meta_does_not_define(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from streamctl.cli.main import app
+    from tests.test_dest_replay_a import write_project
+
+    write_project(
+        tmp_path,
+        'meta: { type: meta, config: { pixel_id: "1", access_token: tok-123456 } }\n',
+        "source: web\ndestination: meta\nevent_types:\n  - type: lead\n    mappings:\n"
+        "      user:\n        emial: { field: context.traits.email }\n",
+        [],
+    )
+    result = CliRunner().invoke(app, ["validate", "--project", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 1
+    [problem] = json.loads(result.stdout)
+    assert problem["path"].endswith("sync.yaml") and problem["line"] == 7
+    assert "has no user field 'emial'" in problem["message"]
+    assert ", em, " in problem["message"]  # the fields it does take are listed

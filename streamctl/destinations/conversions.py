@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamctl.destinations.base import EventTypeSpec, FieldSpec, Payload
@@ -102,6 +102,7 @@ def event_type_spec(
     description: str,
     required: tuple[FieldSpec, ...],
     optional: tuple[FieldSpec, ...],
+    user_keys: tuple[str, ...] = (),
 ) -> EventTypeSpec:
     """An event type whose optional fields are `optional` less the ones it requires."""
     named = {spec.name for spec in required}
@@ -110,6 +111,7 @@ def event_type_spec(
         description,
         required=required,
         optional=tuple(spec for spec in optional if spec.name not in named),
+        user_keys=user_keys,
     )
 
 
@@ -165,11 +167,14 @@ def conversion_event_types(
     custom: FieldSpec,
     custom_description: str,
     *,
+    user_keys: Iterable[str],
     money: tuple[FieldSpec, ...] = MONEY_FIELDS,
     custom_optional: tuple[FieldSpec, ...] = (),
 ) -> tuple[EventTypeSpec, ...]:
     """A catalog's event types from its vendor's names: `purchase` requires the `money`
-    fields, the others nothing, and `custom` names its event with the `custom` field."""
+    fields, the others nothing, and `custom` names its event with the `custom` field;
+    every type's `user` section takes `user_keys` only."""
+    keys = tuple(sorted(user_keys))
     types = [
         event_type_spec(
             name,
@@ -178,10 +183,11 @@ def conversion_event_types(
             else vendor_name,
             money if name == "purchase" else (),
             optional,
+            keys,
         )
         for name, vendor_name in event_names.items()
     ]
     types.append(
-        event_type_spec("custom", custom_description, (custom,), custom_optional + optional)
+        event_type_spec("custom", custom_description, (custom,), custom_optional + optional, keys)
     )
     return tuple(types)

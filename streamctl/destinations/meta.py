@@ -196,6 +196,7 @@ class MetaDestination(ServerEventsDestination):
             SERVER_EVENT_FIELDS + CUSTOM_DATA_FIELDS,
             FieldSpec("event_name", "string", "e.g. ViewContent or DemoRequested"),
             "any standard (ViewContent, Search, ...) or custom event by name",
+            user_keys=frozenset(META_USER_DATA) | UNHASHED_USER_DATA,
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,

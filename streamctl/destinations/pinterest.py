@@ -165,6 +165,7 @@ class PinterestDestination(ServerEventsDestination):
             EVENT_FIELDS + CUSTOM_DATA_FIELDS,
             FieldSpec("event_name", "string", "e.g. view_content or custom"),
             "another Pinterest event (view_content, search, custom, ...)",
+            user_keys=frozenset(PINTEREST_USER_DATA) | PLAIN_USER_KEYS,
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,

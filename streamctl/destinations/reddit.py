@@ -168,6 +168,7 @@ class RedditDestination(Destination):
             custom_optional=(
                 FieldSpec("custom_event_name", "string", "the name of a Custom event"),
             ),
+            user_keys=USER_FIELDS,
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,

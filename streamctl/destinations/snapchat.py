@@ -143,6 +143,7 @@ class SnapchatDestination(ServerEventsDestination):
             EVENT_FIELDS + CUSTOM_DATA_FIELDS,
             FieldSpec("event_name", "string", "e.g. VIEW_CONTENT or CUSTOM_EVENT_1"),
             "any other Snap event (VIEW_CONTENT, START_CHECKOUT, CUSTOM_EVENT_1, ...)",
+            user_keys=frozenset(META_USER_DATA) | PLAIN_USER_KEYS,
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,

@@ -173,6 +173,7 @@ class TikTokDestination(Destination):
             EVENT_FIELDS + PROPERTY_FIELDS,
             FieldSpec("event", "string", "e.g. ViewContent"),
             "any standard (ViewContent, PlaceAnOrder, Search, ...) or custom event by name",
+            user_keys=USER_FIELDS,
         ),
         batch_size=100,
         max_batch_size=MAX_EVENTS,
