@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.meta import MetaDestination
-from streamctl.errors import MappingError
 from tests.fakes.ad_platforms import FakeMeta, meta_throttled
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import send_batch, serve
@@ -223,7 +223,7 @@ def test_validate_refuses_a_user_field_meta_does_not_define(tmp_path):
     from typer.testing import CliRunner
 
     from streamctl.cli.main import app
-    from tests.test_dest_replay_a import write_project
+    from tests.replay_helpers import write_project
 
     write_project(
         tmp_path,

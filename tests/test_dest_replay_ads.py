@@ -25,7 +25,7 @@ from tests.fakes.ad_platforms import (
 )
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import serve
-from tests.test_dest_replay_a import FAST_RETRIES, outcomes, replay, write_project
+from tests.replay_helpers import FAST_RETRIES, outcomes, replay, write_project
 
 NOW = datetime.now(UTC)
 

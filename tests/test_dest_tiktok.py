@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.tiktok import TikTokDestination
-from streamctl.errors import MappingError
 from tests.fakes.ad_platforms import FakeTikTok, tiktok_reply
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import send_batch, serve

@@ -21,11 +21,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from streamctl.core.errors import MappingError
+from streamctl.core.events import Event
+from streamctl.core.timestamps import TimestampError, parse_timestamp
 from streamctl.destinations.base import EventTypeSpec, FieldSpec, Payload
 from streamctl.destinations.hashing import IdentityFormatError, hash_fields
-from streamctl.destinations.vendor import TimestampError, parse_timestamp
-from streamctl.errors import MappingError
-from streamctl.events import Event
 
 DAY = 86_400
 

@@ -41,6 +41,8 @@ from typing import Any, ClassVar
 
 import httpx
 
+from streamctl.core.events import Event
+from streamctl.core.timestamps import TimestampError, parse_timestamp
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -63,16 +65,13 @@ from streamctl.destinations.conversions import (
     user_with_defaults,
 )
 from streamctl.destinations.vendor import (
-    TimestampError,
     base_url,
     converted_or_kept,
     int_list,
     json_object,
-    parse_timestamp,
     to_iso8601,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 HOST = "https://ads-api.reddit.com"
 MAX_EVENTS = 1000

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import Destination, MappedEvent, Payload
 from streamctl.destinations.conversions import (
     context_defaults,
@@ -37,7 +38,6 @@ from streamctl.destinations.conversions import (
     unknown_keys,
     user_with_defaults,
 )
-from streamctl.events import Event
 
 
 class ServerEventsDestination(Destination):

@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -76,7 +77,6 @@ from streamctl.destinations.vendor import (
     retry_after_or,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 HOST = "https://business-api.tiktok.com"
 TRACK_PATH = "/open_api/v1.3/event/track/"
