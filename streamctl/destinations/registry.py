@@ -42,6 +42,14 @@ CATALOG["amplitude"] = AmplitudeDestination
 CATALOG["mixpanel"] = MixpanelDestination
 CATALOG["braze"] = BrazeDestination
 
+from streamctl.destinations.duckdb import DuckDBDestination  # noqa: E402
+from streamctl.destinations.parquet import ParquetDestination  # noqa: E402
+from streamctl.destinations.postgres import PostgresDestination  # noqa: E402
+
+CATALOG["postgres"] = PostgresDestination
+CATALOG["duckdb"] = DuckDBDestination
+CATALOG["parquet"] = ParquetDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

@@ -1,0 +1,238 @@
+"""`duckdb`: every event as rows of a DuckDB database file, in Segment's warehouse layout.
+
+    destinations:
+      local-warehouse:
+        type: duckdb
+        config: { path: warehouse.duckdb }
+
+The layout, types and discards are `warehouse`'s; this module holds DuckDB's part:
+
+- A batch is one transaction: per table one `INSERT OR IGNORE ... SELECT unnest($1),
+  unnest($2), ...` over one Python list per column (the key is the table's primary
+  key, so a retried batch adds nothing); `users` is `INSERT ... ON CONFLICT DO UPDATE`.
+  DuckDB's Python API has no appender, and executemany costs ~10 ms a row; a list per
+  column goes through DuckDB's vector conversion (about as fast as `read_json` of a
+  file we would first have to write, measured on 20,000 rows).
+- DuckDB lets one process write a file at a time (its own file lock): the delivering
+  process opens it on the first batch; another process's lock is a retry. Inside one
+  process, two destinations on one file share DuckDB's database instance; their
+  schema changes may conflict (a catalog write-write conflict): the loser rolls back,
+  reads the schema again and applies what is still missing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from streamctl.destinations.base import CatalogEntry, ConfigField
+from streamctl.destinations.storage import (
+    STORE_EVENT,
+    STORE_ROW,
+    WIDEN_TO_TEXT,
+    StorageDestination,
+)
+from streamctl.destinations.warehouse import (
+    USERS,
+    ColumnType,
+    LoadPlan,
+    SchemaChange,
+    TableLoad,
+    TableSchema,
+    WarehouseBackend,
+    table_key,
+)
+
+EVOLVE_TRIES = 5
+SQL_TYPES: dict[ColumnType, str] = {
+    "boolean": "BOOLEAN",
+    "bigint": "BIGINT",
+    "double": "DOUBLE",
+    "timestamp": "TIMESTAMPTZ",
+    "text": "VARCHAR",
+}
+FROM_SQL: dict[str, ColumnType] = {
+    "BOOLEAN": "boolean",
+    "BIGINT": "bigint",
+    "INTEGER": "bigint",
+    "SMALLINT": "bigint",
+    "DOUBLE": "double",
+    "FLOAT": "double",
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "TIMESTAMP": "timestamp",
+}
+WIDTH: dict[ColumnType, int] = {"bigint": 1, "double": 2, "text": 3}
+
+
+class DuckDBDestination(StorageDestination):
+    catalog = CatalogEntry(
+        type="duckdb",
+        description="Store every event in a DuckDB database file, in Segment's warehouse layout.",
+        docs="https://segment.com/docs/connections/storage/warehouses/schema/",
+        config=(
+            ConfigField(
+                "path",
+                "string",
+                required=True,
+                project_path=True,
+                description="The database file, relative to the project root.",
+            ),
+            ConfigField("schema", "string", default="main", description="Schema of the tables."),
+            WIDEN_TO_TEXT,
+        ),
+        event_types=(STORE_EVENT, STORE_ROW),
+        batch_size=1000,
+        max_batch_size=10_000,
+        identity="messageId (every table's key)",
+    )
+
+    def target(self) -> str:
+        return f"{Path(str(self.config['path'])).as_uri()}#{self.config['schema']}"
+
+    def open_backend(self) -> WarehouseBackend:
+        return DuckDBBackend(Path(str(self.config["path"])), str(self.config["schema"]))
+
+
+def quote(name: str) -> str:
+    """A DuckDB identifier: reserved words, unicode and capitals stay as they are."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBBackend:
+    """The tables of one schema of a DuckDB file (see the module docstring)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.namespace = schema
+        self.con = duckdb.connect(str(path))
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.lock = threading.Lock()  # one statement at a time on this connection
+
+    def schema(self) -> dict[str, TableSchema]:
+        with self.lock:
+            return self._read_schema()
+
+    def _read_schema(self) -> dict[str, TableSchema]:
+        rows = self.con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = ? AND table_catalog = current_database()"
+            " ORDER BY table_name, ordinal_position",
+            [self.namespace],
+        ).fetchall()
+        schema: dict[str, TableSchema] = {}
+        for table, column, data_type in rows:
+            schema.setdefault(table, {})[column] = FROM_SQL.get(data_type, "text")
+        return schema
+
+    def evolve(self, changes: Sequence[SchemaChange]) -> dict[str, TableSchema]:
+        with self.lock:
+            for attempt in range(EVOLVE_TRIES):
+                try:
+                    self._evolve(changes)
+                    break
+                except duckdb.TransactionException:
+                    # Another connection of this process changed the catalog first.
+                    self.con.execute("ROLLBACK")
+                    if attempt == EVOLVE_TRIES - 1:
+                        raise
+            return self._read_schema()
+
+    def _evolve(self, changes: Sequence[SchemaChange]) -> None:
+        self.con.execute("BEGIN")
+        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.namespace)}")
+        current = self._read_schema()
+        grouped: dict[str, list[SchemaChange]] = {}
+        for change in changes:
+            grouped.setdefault(change.table, []).append(change)
+        for table, table_changes in grouped.items():
+            existing = current.get(table)
+            if existing is None:
+                self.con.execute(self._create_table(table, table_changes))
+                continue
+            for change in table_changes:
+                statement = self._column_change(change, existing.get(change.column))
+                if statement:
+                    self.con.execute(statement)
+        self.con.execute("COMMIT")
+
+    def _create_table(self, table: str, changes: Sequence[SchemaChange]) -> str:
+        columns = [f"{quote(c.column)} {SQL_TYPES[c.type]}" for c in changes]
+        columns += [f"{quote(c)} TIMESTAMPTZ DEFAULT current_timestamp" for c in ("loaded_at", "uuid_ts")]
+        key = ", ".join(map(quote, table_key(table)))
+        return f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({', '.join(columns)}, PRIMARY KEY ({key}))"
+
+    def _column_change(self, change: SchemaChange, current: ColumnType | None) -> str:
+        table, column = self.table(change.table), quote(change.column)
+        if current is None:
+            return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {SQL_TYPES[change.type]}"
+        if change.widen and WIDTH.get(change.type, 0) > WIDTH.get(current, 0):
+            return f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {SQL_TYPES[change.type]}"
+        return ""
+
+    def load(self, plan: LoadPlan) -> None:
+        with self.lock:
+            self.con.execute("BEGIN")
+            try:
+                for table in (*plan.tables.values(), *([plan.discards] if plan.discards else [])):
+                    self._insert(table)
+                if plan.users is not None:
+                    self._upsert_users(plan.users)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def _insert(self, load: TableLoad) -> None:
+        select, params = self._select(load)
+        columns = ", ".join(map(quote, load.columns))
+        self.con.execute(
+            f"INSERT OR IGNORE INTO {self.table(load.name)} ({columns}) {select}{self.only_new(load)}",
+            params,
+        )
+
+    def only_new(self, load: TableLoad) -> str:
+        """A condition on the selected rows (`s`) beyond the table's key; none here."""
+        return ""
+
+    def _upsert_users(self, load: TableLoad) -> None:
+        select, params = self._select(load)
+        target = self.table(USERS)
+        newer = "excluded.received_at >= u.received_at OR u.received_at IS NULL"
+        updates = [
+            f"{c} = CASE WHEN {newer} THEN COALESCE(excluded.{c}, u.{c}) ELSE COALESCE(u.{c}, excluded.{c}) END"
+            for c in map(quote, load.columns)
+            if c not in ('"id"', '"received_at"')
+        ]
+        updates.append("received_at = greatest(u.received_at, excluded.received_at)")
+        columns = ", ".join(map(quote, load.columns))
+        self.con.execute(
+            f"INSERT INTO {target} AS u ({columns}) {select}"
+            f" ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
+            params,
+        )
+
+    def _select(self, load: TableLoad) -> tuple[str, list[list[Any]]]:
+        """`SELECT * FROM (SELECT unnest($1)::TYPE AS "col", ...) s` and its lists."""
+        params = [list(column) for column in zip(*load.rows, strict=True)]
+        casts = ", ".join(
+            f"unnest(${n})::{SQL_TYPES[kind]} AS {quote(name)}"
+            for n, (name, kind) in enumerate(zip(load.columns, load.types, strict=True), 1)
+        )
+        return f"SELECT * FROM (SELECT {casts}) s", params
+
+    def table(self, table: str) -> str:
+        return f"{quote(self.namespace)}.{quote(table)}"
+
+    def transient(self, exc: BaseException) -> bool:
+        # IOException: another process holds the file's lock, or the disk is full;
+        # TransactionException: a concurrent writer of this process won a conflict.
+        return isinstance(exc, duckdb.IOException | duckdb.TransactionException)
+
+    def close(self) -> None:
+        with self.lock:
+            self.con.close()
