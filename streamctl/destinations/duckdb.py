@@ -96,6 +96,15 @@ class DuckDBDestination(StorageDestination):
     def open_backend(self) -> WarehouseBackend:
         return DuckDBBackend(Path(str(self.config["path"])), str(self.config["schema"]))
 
+    def transient(self, exc: BaseException) -> bool:
+        return transient(exc)
+
+
+def transient(exc: BaseException) -> bool:
+    """IOException: another process holds the file's lock, or the disk is full;
+    TransactionException: a concurrent writer of this process won a conflict."""
+    return isinstance(exc, duckdb.IOException | duckdb.TransactionException)
+
 
 def quote(name: str) -> str:
     """A DuckDB identifier: reserved words, unicode and capitals stay as they are."""
@@ -227,11 +236,6 @@ class DuckDBBackend:
 
     def table(self, table: str) -> str:
         return f"{quote(self.namespace)}.{quote(table)}"
-
-    def transient(self, exc: BaseException) -> bool:
-        # IOException: another process holds the file's lock, or the disk is full;
-        # TransactionException: a concurrent writer of this process won a conflict.
-        return isinstance(exc, duckdb.IOException | duckdb.TransactionException)
 
     def close(self) -> None:
         with self.lock:

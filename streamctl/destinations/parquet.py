@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from streamctl.destinations.base import CatalogEntry, ConfigField
-from streamctl.destinations.duckdb import DuckDBBackend, quote
+from streamctl.destinations.duckdb import DuckDBBackend, quote, transient
 from streamctl.destinations.storage import (
     STORE_EVENT,
     STORE_ROW,
@@ -100,6 +100,9 @@ class ParquetDestination(StorageDestination):
             int(self.config["roll_rows"]),
             float(self.config["roll_interval"]),
         )
+
+    def transient(self, exc: BaseException) -> bool:
+        return transient(exc)
 
 
 class ParquetBackend(DuckDBBackend):

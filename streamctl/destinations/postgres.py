@@ -116,6 +116,11 @@ class PostgresDestination(StorageDestination):
     def open_backend(self) -> WarehouseBackend:
         return PostgresBackend(self.conninfo(), str(self.config["schema"]))
 
+    def transient(self, exc: BaseException) -> bool:
+        # OperationalError covers lost connections, deadlocks, serialization
+        # failures, a full disk and an administrator's shutdown.
+        return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
+
 
 class PostgresBackend:
     """The tables of one PostgreSQL schema (see the module docstring)."""
@@ -130,7 +135,11 @@ class PostgresBackend:
             open=False,
             timeout=CONNECT_TIMEOUT,
         )
-        self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        try:
+            self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            self.pool.close()  # its threads would keep trying to connect
+            raise
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -261,11 +270,6 @@ class PostgresBackend:
 
     def _table(self, table: str) -> sql.Identifier:
         return sql.Identifier(self.namespace, table)
-
-    def transient(self, exc: BaseException) -> bool:
-        # OperationalError covers lost connections, deadlocks, serialization
-        # failures, a full disk and an administrator's shutdown.
-        return isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout)
 
     def close(self) -> None:
         self.pool.close()

@@ -94,6 +94,10 @@ class StorageDestination(Destination):
         """Connect (called on the first batch, in the delivering process only)."""
 
     @abstractmethod
+    def transient(self, exc: BaseException) -> bool:
+        """Whether an error may pass by itself (connection lost, lock held): retry."""
+
+    @abstractmethod
     def target(self) -> str:
         """Where rows go, for `preview`, without credentials: `postgresql://host/db#schema`."""
 
@@ -123,8 +127,7 @@ class StorageDestination(Destination):
         try:
             await asyncio.to_thread(self.load, payloads)
         except Exception as exc:
-            backend = self._backend
-            transient = backend is not None and backend.transient(exc)
+            transient = self.transient(exc)
             status = ItemStatus.RETRY if transient else ItemStatus.FAILED
             error = f"{self.catalog.type} {self.name!r}: {type(exc).__name__}: {exc}"
             return BatchResult.same(len(payloads), ItemResult(status, error=error), split=not transient)

@@ -459,21 +459,21 @@ def plan_load(
 
 def _table_load(table: str, types: Mapping[str, ColumnType], rows: Sequence[Row]) -> TableLoad:
     """Rows as tuples over the columns any of them has, key columns first; a batch's
-    duplicate keys (an event replayed twice in one batch) are written once."""
+    duplicate keys (an event replayed twice in one batch) are written once (`users`
+    rows of one user are merged by `merge_users` instead)."""
     present: dict[str, None] = dict.fromkeys(table_key(table))
     for row in rows:
         present.update(dict.fromkeys(row))
     columns = list(present)
-    seen: set[tuple[Any, ...]] = set()
-    out: list[tuple[Any, ...]] = []
-    width = len(table_key(table))
-    for row in rows:
-        values = tuple(row.get(c) for c in columns)
-        key = values[:width]
-        if key not in seen:
-            seen.add(key)
-            out.append(values)
-    return TableLoad(table, columns, [types[c] for c in columns], out)
+    tuples = [tuple(row.get(c) for c in columns) for row in rows]
+    if table != USERS:
+        width = len(table_key(table))
+        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for values in tuples:
+            unique.setdefault(values[:width], values)
+        if len(unique) < len(tuples):
+            tuples = list(unique.values())
+    return TableLoad(table, columns, [types[c] for c in columns], tuples)
 
 
 def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
@@ -529,10 +529,6 @@ class WarehouseBackend(Protocol):
     def load(self, plan: LoadPlan) -> None:
         """Write the plan's rows in one transaction: a row whose key is already stored
         is skipped, `users` rows are merged into theirs. Committed on return."""
-        ...
-
-    def transient(self, exc: BaseException) -> bool:
-        """Whether an error may pass by itself (connection lost, lock held): retry."""
         ...
 
     def close(self) -> None: ...
