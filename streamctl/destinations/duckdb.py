@@ -227,7 +227,7 @@ class DuckDBBackend:
 
     def _select(self, load: TableLoad) -> tuple[str, list[list[Any]]]:
         """`SELECT * FROM (SELECT unnest($1)::TYPE AS "col", ...) s` and its lists."""
-        params = [list(column) for column in zip(*load.rows, strict=True)]
+        params = load.values
         casts = ", ".join(
             f"unnest(${n})::{SQL_TYPES[kind]} AS {quote(name)}"
             for n, (name, kind) in enumerate(zip(load.columns, load.types, strict=True), 1)

@@ -43,7 +43,6 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -99,7 +98,8 @@ _CAMEL_RUN = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NOT_WORD = re.compile(r"[\W_]+")
 _ISO_DATETIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
+    r"(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?"
 )
 
 
@@ -304,14 +304,10 @@ def value_type(value: Any) -> ColumnType:
 
 
 def is_timestamp(text: str) -> bool:
-    """An ISO 8601 date-time (`2026-12-03T10:00:00.123Z`) that names a real moment."""
-    if not 16 <= len(text) <= 40 or text[4:5] != "-" or not _ISO_DATETIME.fullmatch(text):
-        return False
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+    """An ISO 8601 date-time (`2026-12-03T10:00:00.123Z`). The pattern checks each
+    field's range; a day a month lacks (Feb 30) passes it, the database refuses it,
+    and the engine's split isolates that event."""
+    return _ISO_DATETIME.fullmatch(text) is not None
 
 
 def as_text(value: Any) -> str:
@@ -341,12 +337,24 @@ class SchemaChange:
 
 @dataclass
 class TableLoad:
-    """The rows of one table in one batch, values in `columns` order."""
+    """The rows of one table in one batch, column by column: `values[i]` holds
+    `columns[i]`'s value of every row, in the column's type."""
 
     name: str
     columns: list[str]
     types: list[ColumnType]
-    rows: list[tuple[Any, ...]]
+    values: list[list[Any]]
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(zip(*self.values, strict=True))
+
+    @classmethod
+    def of_rows(
+        cls, name: str, columns: list[str], types: list[ColumnType], rows: Sequence[Sequence[Any]]
+    ) -> TableLoad:
+        values = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in columns]
+        return cls(name, columns, types, values)
 
 
 @dataclass
@@ -398,82 +406,135 @@ def plan_load(
     """What to change in the schema, then what to write, for a batch.
 
     A plan with `changes` is for applying them and planning again against the schema
-    the database then has; a plan without is ready to load."""
+    the database then has; a plan without is ready to load.
+
+    Column by column: a column whose values are all of the types its column takes
+    (the usual case) is taken as it is, checked by one pass over a list of types;
+    only a column with a stray value goes value by value (`_column_values`)."""
     changes: list[SchemaChange] = []
     tables: dict[str, TableLoad] = {}
     users: TableLoad | None = None
-    discards = [
+    discards: list[tuple[Any, ...]] = [
         (*discard, message_id, received) for message_id, received, discard in batch.discards
     ]
-    for table, rows in batch.tables.items():
+    for table, entries in batch.tables.items():
         known = schema.get(table)
         planned = dict(table_columns(table)) if known is None else dict(known)
         if known is None:
             changes.extend(SchemaChange(table, c, t) for c, t in planned.items())
-        out_rows: list[Row] = []
-        for message_id, received, row in rows:
-            out: Row = {}
-            for column, value in row.items():
-                kind = value_type(value)
-                target = planned.get(column)
-                if target is None:
-                    target = STANDARD_COLUMNS.get(column, kind)
-                    if target != kind and not fits(kind, target):
-                        target = kind  # e.g. a numeric `name`: the value decides, as any column
+        rows = [row for _, _, row in _unique_keys(table, entries)]
+        present: dict[str, None] = dict.fromkeys(table_key(table))
+        for row in rows:
+            present.update(dict.fromkeys(row))
+        columns, types, values = [], [], []
+        for column in present:
+            column_values = [row.get(column) for row in rows]
+            target = planned.get(column)
+            if target is None:
+                planned[column] = target = _new_column_type(column, column_values)
+                changes.append(SchemaChange(table, column, target))
+            if not _all_fit(column_values, target):
+                target, column_values = _column_values(
+                    table, column, target, column_values, entries, discards, widen_to_text
+                )
+                if target != planned[column]:
                     planned[column] = target
-                    changes.append(SchemaChange(table, column, target))
-                if kind == target:
-                    out[column] = value
-                elif kind == "bigint" and target == "double":
-                    out[column] = float(value)
-                elif target == "text":
-                    out[column] = as_text(value)
-                elif kind == "double" and target == "bigint":
-                    planned[column] = "double"
-                    changes.append(SchemaChange(table, column, "double", widen=True))
-                    out[column] = value
-                elif widen_to_text:
-                    planned[column] = "text"
-                    changes.append(SchemaChange(table, column, "text", widen=True))
-                    out[column] = as_text(value)
-                else:
-                    reason = f"incompatible schema conversion from {kind} to {target}"
-                    discards.append((table, column, as_text(value), reason, message_id, received))
-            out_rows.append(out)
-        load = _table_load(table, planned, out_rows)
+                    changes.append(SchemaChange(table, column, target, widen=True))
+            columns.append(column)
+            types.append(target)
+            values.append(column_values)
+        load = TableLoad(table, columns, types, values)
         if table == USERS:
-            users = load
+            users = merge_users(load)
         else:
             tables[table] = load
     if discards and DISCARDS not in schema:
         changes.extend(SchemaChange(DISCARDS, c, t) for c, t in DISCARD_COLUMNS.items())
     discard_load = (
-        _table_load(DISCARDS, DISCARD_COLUMNS, [dict(zip(DISCARD_COLUMNS, d, strict=True)) for d in discards])
+        TableLoad.of_rows(DISCARDS, list(DISCARD_COLUMNS), list(DISCARD_COLUMNS.values()), discards)
         if discards
         else None
     )
-    if users is not None:
-        users = merge_users(users)
     return LoadPlan(_unique(changes), tables, users, discard_load)
 
 
-def _table_load(table: str, types: Mapping[str, ColumnType], rows: Sequence[Row]) -> TableLoad:
-    """Rows as tuples over the columns any of them has, key columns first; a batch's
-    duplicate keys (an event replayed twice in one batch) are written once (`users`
-    rows of one user are merged by `merge_users` instead)."""
-    present: dict[str, None] = dict.fromkeys(table_key(table))
-    for row in rows:
-        present.update(dict.fromkeys(row))
-    columns = list(present)
-    tuples = [tuple(row.get(c) for c in columns) for row in rows]
-    if table != USERS:
-        width = len(table_key(table))
-        unique: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        for values in tuples:
-            unique.setdefault(values[:width], values)
-        if len(unique) < len(tuples):
-            tuples = list(unique.values())
-    return TableLoad(table, columns, [types[c] for c in columns], tuples)
+# The Python types a column of each type takes as they are (None aside).
+_TAKES: dict[ColumnType, frozenset[type]] = {
+    "boolean": frozenset({bool, type(None)}),
+    "bigint": frozenset({int, type(None)}),
+    "double": frozenset({float, type(None)}),
+    "timestamp": frozenset({str, type(None)}),
+    "text": frozenset({str, type(None)}),
+}
+
+
+def _all_fit(values: list[Any], target: ColumnType) -> bool:
+    if not _TAKES[target].issuperset(map(type, values)):
+        return False
+    if target == "timestamp":
+        return all(is_timestamp(v) for v in values if v is not None)
+    if target == "bigint":
+        present = [v for v in values if v is not None]
+        return not present or (INT64[0] <= min(present) and max(present) <= INT64[1])
+    return True
+
+
+def _new_column_type(column: str, values: list[Any]) -> ColumnType:
+    """A new column's type: a standard column's own, else its first value's (a double
+    when the batch holds both integers and doubles)."""
+    standard = STANDARD_COLUMNS.get(column)
+    kinds = {value_type(v) for v in values if v is not None}
+    if standard is not None and all(fits(k, standard) for k in kinds):
+        return standard
+    if kinds == {"bigint", "double"}:
+        return "double"
+    first = next((v for v in values if v is not None), None)
+    return value_type(first)
+
+
+def _column_values(
+    table: str,
+    column: str,
+    target: ColumnType,
+    values: list[Any],
+    entries: Sequence[tuple[str, str | None, Row]],
+    discards: list[tuple[Any, ...]],
+    widen_to_text: bool,
+) -> tuple[ColumnType, list[Any]]:
+    """A column with values of other types than its own, value by value: converted
+    when that loses nothing, the column widened when it may be, else discarded."""
+    kinds = [None if v is None else value_type(v) for v in values]
+    if "double" in kinds and target == "bigint" and set(kinds) <= {"bigint", "double", None}:
+        target = "double"
+    elif widen_to_text and any(k is not None and not fits(k, target) for k in kinds):
+        target = "text"
+    out: list[Any] = []
+    for value, kind, (message_id, received, _) in zip(values, kinds, entries, strict=True):
+        if kind is None or kind == target:
+            out.append(value)
+        elif kind == "bigint" and target == "double":
+            out.append(float(value))
+        elif target == "text":
+            out.append(as_text(value))
+        else:
+            reason = f"incompatible schema conversion from {kind} to {target}"
+            discards.append((table, column, as_text(value), reason, message_id, received))
+            out.append(None)
+    return target, out
+
+
+def _unique_keys(
+    table: str, entries: list[tuple[str, str | None, Row]]
+) -> list[tuple[str, str | None, Row]]:
+    """A batch's rows with one row per key (an event replayed twice in one batch);
+    `users` keeps them all, for `merge_users`."""
+    if table == USERS:
+        return entries
+    key = table_key(table)
+    unique: dict[tuple[Any, ...], tuple[str, str | None, Row]] = {}
+    for entry in entries:
+        unique.setdefault(tuple(entry[2].get(c) for c in key), entry)
+    return entries if len(unique) == len(entries) else list(unique.values())
 
 
 def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
@@ -491,8 +552,7 @@ def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
 def merge_users(load: TableLoad) -> TableLoad:
     """One row per user: each trait's latest non-null value by `received_at`, as the
     `users` table keeps it (the database merges it again with what it holds)."""
-    index = {c: i for i, c in enumerate(load.columns)}
-    at = index["received_at"]
+    at = load.columns.index("received_at")
     merged: dict[Any, list[Any]] = {}
     for row in sorted(load.rows, key=lambda r: r[at] or ""):
         current = merged.get(row[0])
@@ -502,7 +562,7 @@ def merge_users(load: TableLoad) -> TableLoad:
             for i, value in enumerate(row):
                 if value is not None:
                     current[i] = value
-    return TableLoad(load.name, load.columns, load.types, [tuple(r) for r in merged.values()])
+    return TableLoad.of_rows(load.name, load.columns, load.types, list(merged.values()))
 
 
 def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]) -> None:
