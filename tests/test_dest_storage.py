@@ -332,3 +332,80 @@ def test_two_writers_create_the_same_tables_and_columns_at_once(kind: str, tmp_p
     assert delivered(results), [r.items[0].error for r in results]
     assert warehouse.query("SELECT count(*) FROM {t:order_completed}") == [(10,)]
     assert {f"p{i}" for i in range(5)} | {"shared"} <= set(warehouse.columns("order_completed"))
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+REPLAY_PROJECT = """\
+version: 1
+store: .streamctl/state.db
+sources:
+  web: {{ type: http, write_keys: [test-key] }}
+destinations:
+  warehouse:
+    type: {kind}
+    config: {config}
+"""
+STORE_ALL = """\
+name: store-all
+source: web
+destination: warehouse
+event_types:
+  - type: event
+"""
+ORDERS_AS_ROWS = """\
+name: orders
+source: web
+destination: warehouse
+event_types:
+  - type: row
+    filter: { field: event, op: eq, value: Order Completed }
+    mappings:
+      required:
+        table: { static: orders }
+        revenue: { field: properties.total }
+        customer: { field: userId }
+"""
+
+
+def test_streamctl_replay_into_each(warehouse: Warehouse):
+    root = warehouse.tmp_path
+    config = {
+        "postgres": {"url": warehouse.postgres_url, "schema": warehouse.schema},
+        "duckdb": {"path": "w.duckdb"},
+        "parquet": {"path": "lake"},
+    }[warehouse.kind]
+    (root / "syncs").mkdir()
+    (root / "streamctl.yaml").write_text(REPLAY_PROJECT.format(kind=warehouse.kind, config=orjson.dumps(config).decode()))
+    (root / "syncs" / "store-all.yaml").write_text(STORE_ALL)
+    (root / "syncs" / "orders.yaml").write_text(ORDERS_AS_ROWS)
+    events = [{k: v for k, v in e.items() if k != "receivedAt"} for e in EVERY_CALL]
+    (root / "events.ndjson").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    out = subprocess.run(
+        [sys.executable, "-m", "streamctl", "replay", "events.ndjson", "-p", str(root), "--json"],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    syncs = {s["sync"]: s for s in orjson.loads(out.stdout)[0]["syncs"]}
+    assert syncs["store-all"]["delivered"] == len(events)
+    assert syncs["orders"]["delivered"] == 1
+    assert warehouse.query("SELECT count(*) FROM {t:tracks}") == [(2,)]
+    assert warehouse.query("SELECT id, total FROM {t:order_completed}") == [("m1", 30)]
+    assert warehouse.query("SELECT id, revenue, customer FROM {t:orders}") == [("m1", 30, "u1")]
+    assert warehouse.query("SELECT count(*) FROM {t:users}") == [(1,)]
+
+
+def test_destinations_show_lists_the_storage_types():
+    from typer.testing import CliRunner
+
+    from streamctl.cli.main import app
+
+    listed = CliRunner().invoke(app, ["destinations", "list", "--json"])
+    assert listed.exit_code == 0
+    for kind in BACKENDS:
+        shown = CliRunner().invoke(app, ["destinations", "show", kind, "--json"])
+        assert shown.exit_code == 0, shown.output
+        document = orjson.loads(shown.stdout)
+        assert [t["type"] for t in document["event_types"]] == ["event", "row"]
+        assert document["event_types"][1]["required"] == {"table": "string"}
+        assert kind in listed.stdout
