@@ -188,7 +188,7 @@ def copy_into_postgres(tables: list[object], url: str, schema: str) -> float:
                 sql.SQL(", ").join(map(sql.Identifier, table.columns)),  # type: ignore[attr-defined]
             )
             with conn.cursor().copy(statement) as copy:
-                for row in table.rows:  # type: ignore[attr-defined]
+                for row in table.tuples():  # type: ignore[attr-defined]
                     copy.write_row(row)
         conn.commit()
         return time.perf_counter() - started

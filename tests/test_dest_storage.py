@@ -409,3 +409,26 @@ def test_destinations_show_lists_the_storage_types():
         assert [t["type"] for t in document["event_types"]] == ["event", "row"]
         assert document["event_types"][1]["required"] == {"table": "string"}
         assert kind in listed.stdout
+
+
+def test_the_warehouse_example_replays_into_duckdb_and_parquet(tmp_path: Path):
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    project = tmp_path / "warehouse"
+    shutil.copytree(root / "examples" / "warehouse", project, ignore=shutil.ignore_patterns(".streamctl", "out"))
+    lines = (root / "examples" / "events.ndjson").read_text().splitlines(keepends=True)[:200]
+    (tmp_path / "events.ndjson").write_text("".join(lines))
+    out = subprocess.run(
+        [sys.executable, "-m", "streamctl", "replay", str(tmp_path / "events.ndjson"), "-p", str(project), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    with duckdb.connect(str(project / "out" / "warehouse.duckdb")) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        calls = tables & {"tracks", "identifies", "pages", "screens", "groups", "aliases"}
+        stored = sum(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in calls)  # type: ignore[index]
+    assert stored == 200
+    orders = duckdb.sql(f"SELECT count(*) FROM read_parquet('{project}/out/lake/orders/*/*.parquet')").fetchall()
+    events = duckdb.sql(f"SELECT count(*) FROM read_parquet('{project}/out/lake/order_completed/*/*.parquet')").fetchall()
+    assert orders == events and orders[0][0] > 0

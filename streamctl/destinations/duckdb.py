@@ -7,12 +7,13 @@
 
 The layout, types and discards are `warehouse`'s; this module holds DuckDB's part:
 
-- A batch is one transaction: per table one `INSERT OR IGNORE ... SELECT unnest($1),
-  unnest($2), ...` over one Python list per column (the key is the table's primary
-  key, so a retried batch adds nothing); `users` is `INSERT ... ON CONFLICT DO UPDATE`.
-  DuckDB's Python API has no appender, and executemany costs ~10 ms a row; a list per
-  column goes through DuckDB's vector conversion (about as fast as `read_json` of a
-  file we would first have to write, measured on 20,000 rows).
+- A batch is one transaction: per table one `INSERT OR IGNORE ... SELECT ... FROM
+  read_json(FILE)` of the rows written as NDJSON (orjson) to a temporary file beside
+  the database (the key is the table's primary key, so a retried batch adds nothing);
+  `users` is `INSERT ... ON CONFLICT DO UPDATE`. DuckDB's Python API has no appender,
+  executemany costs ~10 ms a row, and a Python list per column (`unnest($1)`) goes
+  through a conversion of every value: 12-19 us a row of 13 columns against 4 us for
+  the file, measured on 8,000 `tracks` rows.
 - DuckDB lets one process write a file at a time (its own file lock): the delivering
   process opens it on the first batch; another process's lock is a retry. Inside one
   process, two destinations on one file share DuckDB's database instance; their
@@ -22,12 +23,15 @@ The layout, types and discards are `warehouse`'s; this module holds DuckDB's par
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import duckdb
+import orjson
 
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.storage import (
@@ -104,6 +108,10 @@ def transient(exc: BaseException) -> bool:
     """IOException: another process holds the file's lock, or the disk is full;
     TransactionException: a concurrent writer of this process won a conflict."""
     return isinstance(exc, duckdb.IOException | duckdb.TransactionException)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def quote(name: str) -> str:
@@ -197,19 +205,17 @@ class DuckDBBackend:
                 raise
 
     def _insert(self, load: TableLoad) -> None:
-        select, params = self._select(load)
         columns = ", ".join(map(quote, load.columns))
-        self.con.execute(
-            f"INSERT OR IGNORE INTO {self.table(load.name)} ({columns}) {select}{self.only_new(load)}",
-            params,
-        )
+        with self._rows(load) as select:
+            self.con.execute(
+                f"INSERT OR IGNORE INTO {self.table(load.name)} ({columns}) {select}{self.only_new(load)}"
+            )
 
     def only_new(self, load: TableLoad) -> str:
         """A condition on the selected rows (`s`) beyond the table's key; none here."""
         return ""
 
     def _upsert_users(self, load: TableLoad) -> None:
-        select, params = self._select(load)
         target = self.table(USERS)
         newer = "excluded.received_at >= u.received_at OR u.received_at IS NULL"
         updates = [
@@ -219,20 +225,31 @@ class DuckDBBackend:
         ]
         updates.append("received_at = greatest(u.received_at, excluded.received_at)")
         columns = ", ".join(map(quote, load.columns))
-        self.con.execute(
-            f"INSERT INTO {target} AS u ({columns}) {select}"
-            f" ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}",
-            params,
-        )
+        with self._rows(load) as select:
+            self.con.execute(
+                f"INSERT INTO {target} AS u ({columns}) {select}"
+                f" ON CONFLICT (id) DO UPDATE SET {', '.join(updates)}"
+            )
 
-    def _select(self, load: TableLoad) -> tuple[str, list[list[Any]]]:
-        """`SELECT * FROM (SELECT unnest($1)::TYPE AS "col", ...) s` and its lists."""
-        params = load.values
-        casts = ", ".join(
-            f"unnest(${n})::{SQL_TYPES[kind]} AS {quote(name)}"
-            for n, (name, kind) in enumerate(zip(load.columns, load.types, strict=True), 1)
-        )
-        return f"SELECT * FROM (SELECT {casts}) s", params
+    @contextmanager
+    def _rows(self, load: TableLoad) -> Iterator[str]:
+        """`SELECT ... FROM read_json(FILE) s` over the rows written as NDJSON to a
+        temporary file, deleted after: DuckDB parses JSON in C++ three times faster
+        than it converts Python lists (4 vs 12-19 us a row of 13 columns, measured)."""
+        handle, name = tempfile.mkstemp(prefix="streamctl-", suffix=".ndjson", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(b"\n".join(map(orjson.dumps, load.rows)))
+            types = ", ".join(
+                f"{_literal(c)}: {_literal(SQL_TYPES[t])}" for c, t in zip(load.columns, load.types, strict=True)
+            )
+            path = _literal(Path(name).as_posix())
+            yield (
+                f"SELECT {', '.join(map(quote, load.columns))} FROM read_json({path},"
+                f" format = 'newline_delimited', columns = {{{types}}}) s"
+            )
+        finally:
+            os.unlink(name)
 
     def table(self, table: str) -> str:
         return f"{quote(self.namespace)}.{quote(table)}"

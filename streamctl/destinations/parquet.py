@@ -132,7 +132,7 @@ class ParquetBackend(DuckDBBackend):
 
     def load(self, plan: LoadPlan) -> None:
         super().load(plan)
-        rows = sum(len(t.values[0]) for t in plan.tables.values())
+        rows = sum(len(t.rows) for t in plan.tables.values())
         with self.lock:
             self.staged += rows
             if self.staged_since is None and rows:

@@ -265,7 +265,7 @@ class PostgresBackend:
     def _copy(self, conn: psycopg.Connection[Any], table: sql.Composable, load: TableLoad) -> None:
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, _names(load.columns))
         with conn.cursor().copy(statement) as copy:
-            for row in load.rows:
+            for row in load.tuples():
                 copy.write_row(row)
 
     def _table(self, table: str) -> sql.Identifier:

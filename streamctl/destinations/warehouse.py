@@ -337,24 +337,18 @@ class SchemaChange:
 
 @dataclass
 class TableLoad:
-    """The rows of one table in one batch, column by column: `values[i]` holds
-    `columns[i]`'s value of every row, in the column's type."""
+    """The rows of one table in one batch: dicts holding some of `columns`, each value
+    of its column's type (`types`)."""
 
     name: str
     columns: list[str]
     types: list[ColumnType]
-    values: list[list[Any]]
+    rows: list[Row]
 
-    @property
-    def rows(self) -> list[tuple[Any, ...]]:
-        return list(zip(*self.values, strict=True))
-
-    @classmethod
-    def of_rows(
-        cls, name: str, columns: list[str], types: list[ColumnType], rows: Sequence[Sequence[Any]]
-    ) -> TableLoad:
-        values = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in columns]
-        return cls(name, columns, types, values)
+    def tuples(self) -> list[tuple[Any, ...]]:
+        """The rows as tuples in `columns` order (None where a row has no value)."""
+        columns = self.columns
+        return [tuple(map(row.get, columns)) for row in self.rows]
 
 
 @dataclass
@@ -414,6 +408,7 @@ def plan_load(
     changes: list[SchemaChange] = []
     tables: dict[str, TableLoad] = {}
     users: TableLoad | None = None
+    patches: list[tuple[list[Row], str, list[Any]]] = []  # rows, column, its new values
     discards: list[tuple[Any, ...]] = [
         (*discard, message_id, received) for message_id, received, discard in batch.discards
     ]
@@ -422,11 +417,12 @@ def plan_load(
         planned = dict(table_columns(table)) if known is None else dict(known)
         if known is None:
             changes.extend(SchemaChange(table, c, t) for c, t in planned.items())
-        rows = [row for _, _, row in _unique_keys(table, entries)]
+        entries = _unique_keys(table, entries)
+        rows = [row for _, _, row in entries]
         present: dict[str, None] = dict.fromkeys(table_key(table))
         for row in rows:
             present.update(dict.fromkeys(row))
-        columns, types, values = [], [], []
+        types: list[ColumnType] = []
         for column in present:
             column_values = [row.get(column) for row in rows]
             target = planned.get(column)
@@ -434,28 +430,41 @@ def plan_load(
                 planned[column] = target = _new_column_type(column, column_values)
                 changes.append(SchemaChange(table, column, target))
             if not _all_fit(column_values, target):
-                target, column_values = _column_values(
+                target, replaced = _column_values(
                     table, column, target, column_values, entries, discards, widen_to_text
                 )
                 if target != planned[column]:
                     planned[column] = target
                     changes.append(SchemaChange(table, column, target, widen=True))
-            columns.append(column)
+                patches.append((rows, column, replaced))
             types.append(target)
-            values.append(column_values)
-        load = TableLoad(table, columns, types, values)
+        load = TableLoad(table, list(present), types, rows)
         if table == USERS:
-            users = merge_users(load)
+            users = load
         else:
             tables[table] = load
     if discards and DISCARDS not in schema:
         changes.extend(SchemaChange(DISCARDS, c, t) for c, t in DISCARD_COLUMNS.items())
     discard_load = (
-        TableLoad.of_rows(DISCARDS, list(DISCARD_COLUMNS), list(DISCARD_COLUMNS.values()), discards)
+        TableLoad(
+            DISCARDS,
+            list(DISCARD_COLUMNS),
+            list(DISCARD_COLUMNS.values()),
+            [dict(zip(DISCARD_COLUMNS, d, strict=True)) for d in discards],
+        )
         if discards
         else None
     )
-    return LoadPlan(_unique(changes), tables, users, discard_load)
+    if changes:
+        return LoadPlan(_unique(changes), tables, users, discard_load)
+    # The plan is final: only now are the rows (the payloads' own dicts) changed.
+    for rows, column, replaced in patches:
+        for row, value in zip(rows, replaced, strict=True):
+            if value is None:
+                row.pop(column, None)
+            else:
+                row[column] = value
+    return LoadPlan([], tables, None if users is None else merge_users(users), discard_load)
 
 
 # The Python types a column of each type takes as they are (None aside).
@@ -530,11 +539,15 @@ def _unique_keys(
     `users` keeps them all, for `merge_users`."""
     if table == USERS:
         return entries
+    if table != DISCARDS:
+        ids = {entry[2].get("id") for entry in entries}
+        if len(ids) == len(entries):
+            return entries
     key = table_key(table)
     unique: dict[tuple[Any, ...], tuple[str, str | None, Row]] = {}
     for entry in entries:
         unique.setdefault(tuple(entry[2].get(c) for c in key), entry)
-    return entries if len(unique) == len(entries) else list(unique.values())
+    return list(unique.values())
 
 
 def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
@@ -552,17 +565,14 @@ def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
 def merge_users(load: TableLoad) -> TableLoad:
     """One row per user: each trait's latest non-null value by `received_at`, as the
     `users` table keeps it (the database merges it again with what it holds)."""
-    at = load.columns.index("received_at")
-    merged: dict[Any, list[Any]] = {}
-    for row in sorted(load.rows, key=lambda r: r[at] or ""):
-        current = merged.get(row[0])
+    merged: dict[Any, Row] = {}
+    for row in sorted(load.rows, key=lambda r: r.get("received_at") or ""):
+        current = merged.get(row["id"])
         if current is None:
-            merged[row[0]] = list(row)
+            merged[row["id"]] = dict(row)
         else:
-            for i, value in enumerate(row):
-                if value is not None:
-                    current[i] = value
-    return TableLoad.of_rows(load.name, load.columns, load.types, list(merged.values()))
+            current.update(row)
+    return TableLoad(load.name, load.columns, load.types, list(merged.values()))
 
 
 def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]) -> None:
