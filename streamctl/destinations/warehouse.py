@@ -53,6 +53,7 @@ ColumnType = Literal["boolean", "bigint", "double", "timestamp", "text"]
 TableSchema = dict[str, ColumnType]  # column name -> type
 Row = dict[str, Any]
 
+_ABSENT = object()
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; the same names in every backend
 DISCARDS = "discards"
 USERS = "users"
@@ -201,7 +202,9 @@ def snake_key(path: str) -> str:
 
 def layout_event(event: Event) -> dict[str, Any]:
     """One event's rows in the warehouse layout: `{"message_id", "received_at",
-    "rows": {table: {column: value}}, "discards": [[table, column, value, reason]]}`."""
+    "rows": {table: {column: value}}, "discards": [[table, column, value, reason]],
+    "extends": {table: base table}}`: a track's event-table row holds only what its
+    properties add to its `tracks` row (`extends`)."""
     call = str(event.get("type") or "track")
     table = CALL_TABLES.get(call, "tracks")
     base = _Columns(table)
@@ -210,15 +213,22 @@ def layout_event(event: Event) -> dict[str, Any]:
     if isinstance(context, dict):
         base.flatten(context, "context_", "context")
     rows: dict[str, Row] = {}
+    extends: dict[str, str] = {}  # table -> the table whose row this one's extends
     discards = base.discards
     if call == "track":
         name = event.get("event")
         if isinstance(name, str) and name:
             base.standard("event", snake_case(name))
             base.standard("event_text", name)
-        rows[table] = dict(base.values)
+        rows[table] = base.values
         if isinstance(name, str) and event_table(name):
-            rows[event_table(name)] = _with_object(base, event_table(name), event.get("properties"))
+            own = event_table(name)
+            full = _with_object(base, own, event.get("properties"))
+            # Only what the properties add: the event table's row is `tracks`' row plus
+            # these (`TableRows.collect` joins them), which keeps the payload, its JSON
+            # in the store and its decoding at delivery about half as large.
+            rows[own] = {k: v for k, v in full.items() if base.values.get(k, _ABSENT) is not v}
+            extends[own] = table
     elif call in ("identify", "group"):
         traits = event.get("traits")
         rows[table] = _with_object(base, table, traits)
@@ -234,12 +244,15 @@ def layout_event(event: Event) -> dict[str, Any]:
         rows[table] = _with_object(base, table, event.get("properties"))
     else:
         rows[table] = base.values
-    return {
+    laid = {
         "message_id": str(event.get("messageId", "")),
         "received_at": event.get("receivedAt"),
         "rows": rows,
         "discards": discards,
     }
+    if extends:
+        laid["extends"] = extends
+    return laid
 
 
 def _envelope(columns: _Columns, event: Event) -> None:
@@ -373,7 +386,12 @@ class TableRows:
         for payload in payloads:
             message_id = payload["message_id"]
             received = payload.get("received_at")
-            for table, row in payload["rows"].items():
+            rows = payload["rows"]
+            extends = payload.get("extends") or {}
+            for table, row in rows.items():
+                base = extends.get(table)
+                if base is not None:
+                    row = {**rows[base], **row}
                 tables.setdefault(table, []).append((message_id, received, row))
             for discard in payload.get("discards") or ():
                 discards.append((message_id, received, discard))
