@@ -124,11 +124,11 @@ class ParquetBackend(DuckDBBackend):
         self.staged = self._staged_rows()
         self.staged_since = time.monotonic() if self.staged else None
 
-    def only_new(self, load: TableLoad) -> str:
-        return (
-            " WHERE NOT EXISTS (SELECT 1 FROM _streamctl.rolled r"
+    def only_new(self, load: TableLoad) -> list[str]:
+        return [
+            "NOT EXISTS (SELECT 1 FROM _streamctl.rolled r"
             f" WHERE r.table_name = '{load.name}' AND r.key = {_key_sql(load.name, 's')})"
-        )
+        ]
 
     def load(self, plan: LoadPlan) -> None:
         super().load(plan)
