@@ -84,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=None, help="replay --workers (default: auto)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="replay --workers (default: auto)"
+    )
     args = parser.parse_args()
 
     import pgserver
@@ -94,7 +96,9 @@ def main() -> None:
     try:
         url = server.get_uri()
         events = work / "events.ndjson"
-        subprocess.run([sys.executable, str(KIT / "gen_events.py"), str(args.events), str(events)], check=True)
+        subprocess.run(
+            [sys.executable, str(KIT / "gen_events.py"), str(args.events), str(events)], check=True
+        )
         rows = laid_out(events)
         figures: dict[str, list[float]] = {k: [] for k in (*KINDS, "copy", "insert")}
         for n in range(args.rounds):
@@ -103,8 +107,13 @@ def main() -> None:
                 figures[kind].append(rate)
                 print(f"round {n + 1} {kind:8} {rate:10,.0f} events/s", file=sys.stderr)
             figures["copy"].append(args.events / copy_into_postgres(rows, url, f"limit_{n}"))
-            figures["insert"].append(args.events / insert_into_duckdb(rows, work / f"limit-{n}.duckdb"))
-            print(f"round {n + 1} copy {figures['copy'][-1]:,.0f} insert {figures['insert'][-1]:,.0f} events/s", file=sys.stderr)
+            figures["insert"].append(
+                args.events / insert_into_duckdb(rows, work / f"limit-{n}.duckdb")
+            )
+            print(
+                f"round {n + 1} copy {figures['copy'][-1]:,.0f} insert {figures['insert'][-1]:,.0f} events/s",
+                file=sys.stderr,
+            )
         report(figures, args.events)
     finally:
         server.cleanup()
@@ -126,7 +135,9 @@ def replay(root: Path, kind: str, events: Path, url: str, n: int, workers: int |
     command = [sys.executable, "-m", "streamctl", "replay", str(events), "-p", str(root), "--json"]
     if workers is not None:
         command += ["--workers", str(workers)]
-    out = subprocess.run(command, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        command, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(ROOT)}
+    )
     if out.returncode != 0:
         raise SystemExit(f"replay into {kind} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     summary = json.loads(out.stdout)[0]
@@ -178,7 +189,8 @@ def copy_into_postgres(tables: list[object], url: str, schema: str) -> float:
             )
             conn.execute(
                 sql.SQL("CREATE TABLE {} ({}, PRIMARY KEY (id))").format(
-                    sql.Identifier(schema, table.name), columns  # type: ignore[attr-defined]
+                    sql.Identifier(schema, table.name),
+                    columns,  # type: ignore[attr-defined]
                 )
             )
         conn.commit()
@@ -205,13 +217,18 @@ def insert_into_duckdb(tables: list[object], path: Path) -> float:
 
     con = duckdb.connect(str(path))
     for table in tables:
-        columns = ", ".join(f"{quote(c)} {SQL_TYPES[t]}" for c, t in zip(table.columns, table.types, strict=True))  # type: ignore[attr-defined]
-        con.execute(f"CREATE TABLE {quote(table.name)} ({columns}, PRIMARY KEY (id))")  # type: ignore[attr-defined]
+        columns = ", ".join(
+            f"{quote(c)} {SQL_TYPES[t]}" for c, t in zip(table.columns, table.types, strict=True)
+        )  # type: ignore[attr-defined]
+        key = ", PRIMARY KEY (id)" if table.name == "users" else ""  # type: ignore[attr-defined]
+        con.execute(f"CREATE TABLE {quote(table.name)} ({columns}{key})")  # type: ignore[attr-defined]
     started = time.perf_counter()
     for n, table in enumerate(tables):
         rows_file = path.with_name(f"{path.stem}-{n}.ndjson")
         rows_file.write_bytes(b"\n".join(map(orjson.dumps, table.rows)))  # type: ignore[attr-defined]
-        types = ", ".join(f"'{c}': '{SQL_TYPES[t]}'" for c, t in zip(table.columns, table.types, strict=True))  # type: ignore[attr-defined]
+        types = ", ".join(
+            f"'{c}': '{SQL_TYPES[t]}'" for c, t in zip(table.columns, table.types, strict=True)
+        )  # type: ignore[attr-defined]
         con.execute(
             f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, table.columns))})"  # type: ignore[attr-defined]
             f" SELECT * FROM read_json('{rows_file}', format = 'newline_delimited', columns = {{{types}}})"
@@ -223,7 +240,9 @@ def insert_into_duckdb(tables: list[object], path: Path) -> float:
 
 def report(figures: dict[str, list[float]], events: int) -> None:
     file_median = statistics.median(figures["file"])
-    print(f"\n{events:,} events, {len(figures['file'])} alternating rounds (medians; ratio to the file replay)")
+    print(
+        f"\n{events:,} events, {len(figures['file'])} alternating rounds (medians; ratio to the file replay)"
+    )
     print(f"{'':28} {'events/s':>10} {'ratio':>7}   rounds")
     labels = {
         "file": "replay into file",

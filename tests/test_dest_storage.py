@@ -52,7 +52,11 @@ def event(message_id: str, call: str = "track", **fields: Any) -> dict[str, Any]
 
 
 EVERY_CALL = [
-    event("m1", event="Order Completed", properties={"total": 30, "currency": "EUR", "products": [{"id": "p1"}]}),
+    event(
+        "m1",
+        event="Order Completed",
+        properties={"total": 30, "currency": "EUR", "products": [{"id": "p1"}]},
+    ),
     event("m2", event="Signed Up", properties={"plan": "pro"}),
     event("m3", "identify", traits={"email": "old@example.com", "plan": "free"}),
     event("m4", "identify", receivedAt="2026-12-03T11:00:00.000Z", traits={"plan": "pro"}),
@@ -76,7 +80,9 @@ class Warehouse:
     def destination(self, **extra: Any) -> StorageDestination:
         config = {**self.config, **extra}
         if self.kind == "postgres":
-            return PostgresDestination("wh", {"url": self.postgres_url, "schema": self.schema, **config})
+            return PostgresDestination(
+                "wh", {"url": self.postgres_url, "schema": self.schema, **config}
+            )
         if self.kind == "duckdb":
             return DuckDBDestination("wh", {"path": str(self.tmp_path / "w.duckdb"), **config})
         return ParquetDestination("wh", {"path": str(self.tmp_path / "lake"), **config})
@@ -112,7 +118,9 @@ class Warehouse:
                 f" WHERE table_schema = '{self.schema}' AND table_name = '{table}'"
             )
         elif self.kind == "duckdb":
-            rows = self.query(f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'")
+            rows = self.query(
+                f"SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}'"
+            )
         else:
             rows = [(r[0], r[1]) for r in self.query(f"DESCRIBE SELECT * FROM {{t:{table}}}")]
         return {name: kind.lower() for name, kind in rows}
@@ -168,7 +176,10 @@ def test_names_are_snake_case_as_segment_makes_them():
 
 
 def test_colliding_names_keep_the_key_that_is_the_column_name_whatever_the_order():
-    for properties in ({"orderId": "camel", "order_id": "snake"}, {"order_id": "snake", "orderId": "camel"}):
+    for properties in (
+        {"orderId": "camel", "order_id": "snake"},
+        {"order_id": "snake", "orderId": "camel"},
+    ):
         laid = layout_event(event("m1", event="Order Completed", properties=properties))
         assert laid["rows"]["order_completed"]["order_id"] == "snake"
         assert laid["discards"] == [
@@ -190,7 +201,17 @@ def test_every_standard_table_the_event_tables_and_users(warehouse: Warehouse):
     assert delivered(warehouse.store(EVERY_CALL))
     counts = {
         table: warehouse.query(f"SELECT count(*) FROM {{t:{table}}}")[0][0]
-        for table in ("tracks", "order_completed", "signed_up", "identifies", "pages", "screens", "groups", "aliases", "users")
+        for table in (
+            "tracks",
+            "order_completed",
+            "signed_up",
+            "identifies",
+            "pages",
+            "screens",
+            "groups",
+            "aliases",
+            "users",
+        )
     }
     assert counts == {
         "tracks": 2, "order_completed": 1, "signed_up": 1, "identifies": 2, "pages": 1,
@@ -213,7 +234,9 @@ def test_every_standard_table_the_event_tables_and_users(warehouse: Warehouse):
     assert warehouse.query("SELECT group_id, seats FROM {t:groups}") == [("g1", 12)]
     assert warehouse.query("SELECT previous_id, user_id FROM {t:aliases}") == [("a1", "u1")]
     # users: one row per userId, the latest value of each trait, no anonymous_id.
-    assert warehouse.query("SELECT id, email, plan FROM {t:users}") == [("u1", "old@example.com", "pro")]
+    assert warehouse.query("SELECT id, email, plan FROM {t:users}") == [
+        ("u1", "old@example.com", "pro")
+    ]
     assert "anonymous_id" not in warehouse.columns("users")
 
 
@@ -237,7 +260,11 @@ def test_a_type_conflict_widens_when_lossless_else_goes_to_discards(warehouse: W
     assert delivered(warehouse.store(*batches))
     assert warehouse.columns("paid")["amount"].startswith("double")
     rows = warehouse.query("SELECT id, amount, ok FROM {t:paid} ORDER BY id")
-    assert rows == [("m1", 3.0, True), ("m2", 3.5, None), ("m3", None, None)]  # the row is still written
+    assert rows == [
+        ("m1", 3.0, True),
+        ("m2", 3.5, None),
+        ("m3", None, None),
+    ]  # the row is still written
     discards = warehouse.query(
         "SELECT table_name, column_name, column_value, reason, row_id FROM {t:discards} ORDER BY column_name"
     )
@@ -254,7 +281,10 @@ def test_widen_to_text_turns_the_column_into_text(warehouse: Warehouse):
     )
     assert delivered(warehouse.store(*batches, widen_to_text=True))
     assert warehouse.columns("paid")["amount"] in ("text", "varchar")
-    assert warehouse.query("SELECT id, amount FROM {t:paid} ORDER BY id") == [("m1", "3"), ("m2", "lots")]
+    assert warehouse.query("SELECT id, amount FROM {t:paid} ORDER BY id") == [
+        ("m1", "3"),
+        ("m2", "lots"),
+    ]
 
 
 def test_a_retried_batch_writes_nothing_twice(warehouse: Warehouse):
@@ -263,7 +293,13 @@ def test_a_retried_batch_writes_nothing_twice(warehouse: Warehouse):
     # rolled its files by then).
     assert delivered(warehouse.store(batch, batch[3:], batch))
     assert delivered(warehouse.store(batch))
-    for table, count in (("tracks", 3), ("order_completed", 1), ("identifies", 2), ("users", 1), ("discards", 1)):
+    for table, count in (
+        ("tracks", 3),
+        ("order_completed", 1),
+        ("identifies", 2),
+        ("users", 1),
+        ("discards", 1),
+    ):
         assert warehouse.query(f"SELECT count(*) FROM {{t:{table}}}") == [(count,)], table
     assert warehouse.query("SELECT plan FROM {t:users}") == [("pro",)]
 
@@ -271,7 +307,9 @@ def test_a_retried_batch_writes_nothing_twice(warehouse: Warehouse):
 def test_long_strings_unicode_and_reserved_words(warehouse: Warehouse):
     long_text = "é" * 15_000 + "x" * 1_000  # 31 KB of UTF-8: near the 32 KB event limit
     properties = {"select": 1, "from": "here", "order": True, "Größe": "groß 🙂", "note": long_text}
-    assert delivered(warehouse.store([event("m1", event="Bestellung Abgeschlossen", properties=properties)]))
+    assert delivered(
+        warehouse.store([event("m1", event="Bestellung Abgeschlossen", properties=properties)])
+    )
     rows = warehouse.query(
         'SELECT "select", "from", "order", "größe", note FROM {t:bestellung_abgeschlossen}'
     )
@@ -297,7 +335,9 @@ def test_postgres_unreachable_is_a_retry(monkeypatch: pytest.MonkeyPatch):
     from streamctl.destinations import postgres
 
     monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 1)
-    destination = PostgresDestination("wh", {"host": "127.0.0.1", "port": 9, "user": "x", "password": "pw-secret"})
+    destination = PostgresDestination(
+        "wh", {"host": "127.0.0.1", "port": 9, "user": "x", "password": "pw-secret"}
+    )
     result = asyncio.run(send(destination, EVERY_CALL[:1]))
     assert result.items[0].status is ItemStatus.RETRY
     assert "pw-secret" not in (result.items[0].error or "")
@@ -305,7 +345,9 @@ def test_postgres_unreachable_is_a_retry(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.mark.parametrize("kind", ["postgres", "duckdb"])
-def test_two_writers_create_the_same_tables_and_columns_at_once(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+def test_two_writers_create_the_same_tables_and_columns_at_once(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+):
     url = request.getfixturevalue("postgres_url") if kind == "postgres" else ""
     warehouse = Warehouse(kind, tmp_path, url)
     writers = [warehouse.destination() for _ in range(2)]
@@ -313,7 +355,10 @@ def test_two_writers_create_the_same_tables_and_columns_at_once(kind: str, tmp_p
     results: list[BatchResult] = []
 
     def write(n: int) -> None:
-        batch = [event(f"w{n}-{i}", event="Order Completed", properties={f"p{i}": i, "shared": n}) for i in range(5)]
+        batch = [
+            event(f"w{n}-{i}", event="Order Completed", properties={f"p{i}": i, "shared": n})
+            for i in range(5)
+        ]
         payloads = [orjson.loads(orjson.dumps(layout_event(e))) for e in batch]
         start.wait()
         for _ in range(3):  # a transient conflict is retried, as the engine would
@@ -376,7 +421,9 @@ def test_streamctl_replay_into_each(warehouse: Warehouse):
         "parquet": {"path": "lake"},
     }[warehouse.kind]
     (root / "syncs").mkdir()
-    (root / "streamctl.yaml").write_text(REPLAY_PROJECT.format(kind=warehouse.kind, config=orjson.dumps(config).decode()))
+    (root / "streamctl.yaml").write_text(
+        REPLAY_PROJECT.format(kind=warehouse.kind, config=orjson.dumps(config).decode())
+    )
     (root / "syncs" / "store-all.yaml").write_text(STORE_ALL)
     (root / "syncs" / "orders.yaml").write_text(ORDERS_AS_ROWS)
     events = [{k: v for k, v in e.items() if k != "receivedAt"} for e in EVERY_CALL]
@@ -416,7 +463,9 @@ def test_the_warehouse_example_replays_into_duckdb_and_parquet(tmp_path: Path):
 
     root = Path(__file__).resolve().parent.parent
     project = tmp_path / "warehouse"
-    shutil.copytree(root / "examples" / "warehouse", project, ignore=shutil.ignore_patterns(".streamctl", "out"))
+    shutil.copytree(
+        root / "examples" / "warehouse", project, ignore=shutil.ignore_patterns(".streamctl", "out")
+    )
     lines = (root / "examples" / "events.ndjson").read_text().splitlines(keepends=True)[:200]
     (tmp_path / "events.ndjson").write_text("".join(lines))
     out = subprocess.run(
@@ -425,10 +474,81 @@ def test_the_warehouse_example_replays_into_duckdb_and_parquet(tmp_path: Path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     with duckdb.connect(str(project / "out" / "warehouse.duckdb")) as con:
-        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         calls = tables & {"tracks", "identifies", "pages", "screens", "groups", "aliases"}
         stored = sum(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in calls)  # type: ignore[index]
     assert stored == 200
-    orders = duckdb.sql(f"SELECT count(*) FROM read_parquet('{project}/out/lake/orders/*/*.parquet')").fetchall()
-    events = duckdb.sql(f"SELECT count(*) FROM read_parquet('{project}/out/lake/order_completed/*/*.parquet')").fetchall()
+    orders = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{project}/out/lake/orders/*/*.parquet')"
+    ).fetchall()
+    events = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{project}/out/lake/order_completed/*/*.parquet')"
+    ).fetchall()
     assert orders == events and orders[0][0] > 0
+
+
+VIOLATIONS_PROJECT = """\
+version: 1
+store: .streamctl/state.db
+sources:
+  web: { type: http, write_keys: [test-key], contract: web }
+destinations:
+  warehouse:
+    type: duckdb
+    config: { path: w.duckdb }
+"""
+CONTRACT = """\
+name: web
+on_undeclared_event: allow
+events:
+  - name: Order Completed
+    on_violation: block
+    on_undeclared_fields: allow
+    properties:
+      type: object
+      required: [total]
+      properties:
+        total: { type: number, minimum: 0 }
+"""
+STORE_WITH_VIOLATIONS = """\
+name: store-all
+source: web
+destination: warehouse
+event_types:
+  - type: event
+  - type: violations
+"""
+
+
+def test_a_sync_that_asks_for_it_stores_contract_violations(tmp_path: Path):
+    (tmp_path / "syncs").mkdir()
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "streamctl.yaml").write_text(VIOLATIONS_PROJECT)
+    (tmp_path / "contracts" / "web.yaml").write_text(CONTRACT)
+    (tmp_path / "syncs" / "store-all.yaml").write_text(STORE_WITH_VIOLATIONS)
+    events = [
+        event("ok", event="Order Completed", properties={"total": 3}),
+        event("neg", event="Order Completed", properties={"total": -1}),  # blocked
+        event("sig", event="Signed Up"),
+    ]
+    (tmp_path / "events.ndjson").write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    out = subprocess.run(
+        [sys.executable, "-m", "streamctl", "replay", "events.ndjson", "-p", str(tmp_path), "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        # The blocked event is not in the layout, but its violation is stored.
+        assert con.execute("SELECT id FROM order_completed").fetchall() == [("ok",)]
+        rows = con.execute(
+            "SELECT id, event_name, event_type, outcome, has_schema_violated,"
+            " has_undeclared_schema, violations, payload::JSON->>'messageId' FROM event_violations"
+            " ORDER BY id"
+        ).fetchall()
+    # Every event with a finding, blocked or allowed (an undeclared event is allowed here).
+    blocked, undeclared = rows
+    assert blocked[:6] == ("neg", "Order Completed", "track", "blocked", True, False)
+    assert "/properties/total" in blocked[6] and blocked[7] == "neg"
+    assert undeclared[:6] == ("sig", "Signed Up", "track", "allowed", False, True)

@@ -35,8 +35,7 @@ import orjson
 
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.storage import (
-    STORE_EVENT,
-    STORE_ROW,
+    STORAGE_EVENT_TYPES,
     WIDEN_TO_TEXT,
     StorageDestination,
 )
@@ -100,7 +99,7 @@ class DuckDBDestination(StorageDestination):
             ConfigField("schema", "string", default="main", description="Schema of the tables."),
             WIDEN_TO_TEXT,
         ),
-        event_types=(STORE_EVENT, STORE_ROW),
+        event_types=STORAGE_EVENT_TYPES,
         batch_size=1000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
@@ -194,7 +193,9 @@ class DuckDBBackend:
 
     def _create_table(self, table: str, changes: Sequence[SchemaChange]) -> str:
         columns = [f"{quote(c.column)} {SQL_TYPES[c.type]}" for c in changes]
-        columns += [f"{quote(c)} TIMESTAMPTZ DEFAULT current_timestamp" for c in ("loaded_at", "uuid_ts")]
+        columns += [
+            f"{quote(c)} TIMESTAMPTZ DEFAULT current_timestamp" for c in ("loaded_at", "uuid_ts")
+        ]
         if table in INDEXED:
             columns.append(f"PRIMARY KEY ({', '.join(map(quote, table_key(table)))})")
         return f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({', '.join(columns)})"
@@ -275,7 +276,8 @@ class DuckDBBackend:
             with os.fdopen(handle, "wb") as file:
                 file.write(b"\n".join(map(orjson.dumps, load.rows)))
             types = ", ".join(
-                f"{_literal(c)}: {_literal(SQL_TYPES[t])}" for c, t in zip(load.columns, load.types, strict=True)
+                f"{_literal(c)}: {_literal(SQL_TYPES[t])}"
+                for c, t in zip(load.columns, load.types, strict=True)
             )
             path = _literal(Path(name).as_posix())
             yield (

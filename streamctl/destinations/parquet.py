@@ -37,8 +37,7 @@ from pathlib import Path
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.duckdb import DuckDBBackend, quote, transient
 from streamctl.destinations.storage import (
-    STORE_EVENT,
-    STORE_ROW,
+    STORAGE_EVENT_TYPES,
     WIDEN_TO_TEXT,
     StorageDestination,
 )
@@ -85,7 +84,7 @@ class ParquetDestination(StorageDestination):
             ),
             WIDEN_TO_TEXT,
         ),
-        event_types=(STORE_EVENT, STORE_ROW),
+        event_types=STORAGE_EVENT_TYPES,
         batch_size=1000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
@@ -161,7 +160,8 @@ class ParquetBackend(DuckDBBackend):
                 )
                 self.con.execute(f"DELETE FROM {self.table(table)}")
             self.con.execute(
-                "DELETE FROM _streamctl.rolled WHERE received_at < now() - to_days(?)", [DEDUPE_DAYS]
+                "DELETE FROM _streamctl.rolled WHERE received_at < now() - to_days(?)",
+                [DEDUPE_DAYS],
             )
             self.con.execute("UPDATE _streamctl.rolls SET seq = seq + 1")
             self.con.execute("COMMIT")
@@ -185,7 +185,9 @@ class ParquetBackend(DuckDBBackend):
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / "users.parquet.partial"
         escaped = partial.as_posix().replace("'", "''")
-        self.con.execute(f"COPY (SELECT * FROM {self.table(USERS)}) TO '{escaped}' (FORMAT parquet)")
+        self.con.execute(
+            f"COPY (SELECT * FROM {self.table(USERS)}) TO '{escaped}' (FORMAT parquet)"
+        )
         os.replace(partial, folder / "users.parquet")  # readers never see half a file
 
     def _staged_rows(self) -> int:

@@ -33,8 +33,7 @@ from psycopg import sql
 
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.storage import (
-    STORE_EVENT,
-    STORE_ROW,
+    STORAGE_EVENT_TYPES,
     WIDEN_TO_TEXT,
     StorageDestination,
 )
@@ -94,7 +93,7 @@ class PostgresDestination(StorageDestination):
             ConfigField("schema", "string", default="public", description="Schema of the tables."),
             WIDEN_TO_TEXT,
         ),
-        event_types=(STORE_EVENT, STORE_ROW),
+        event_types=STORAGE_EVENT_TYPES,
         batch_size=1000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
@@ -163,8 +162,12 @@ class PostgresBackend:
 
     def evolve(self, changes: Sequence[SchemaChange]) -> dict[str, TableSchema]:
         with self._transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"streamctl:{self.namespace}"])
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.namespace)))
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"streamctl:{self.namespace}"]
+            )
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.namespace))
+            )
             current = self._read_schema(conn)
             for table, table_changes in _by_table(changes).items():
                 existing = current.get(table)
@@ -190,7 +193,9 @@ class PostgresBackend:
             self._table(table), sql.SQL(", ").join(columns), key
         )
 
-    def _column_change(self, change: SchemaChange, current: ColumnType | None) -> list[sql.Composed]:
+    def _column_change(
+        self, change: SchemaChange, current: ColumnType | None
+    ) -> list[sql.Composed]:
         name = sql.Identifier(change.column)
         table = self._table(change.table)
         if current is None:
@@ -202,7 +207,11 @@ class PostgresBackend:
         if change.widen and WIDTH.get(change.type, 0) > WIDTH.get(current, 0):
             return [
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                    table, name, sql.SQL(SQL_TYPES[change.type]), name, sql.SQL(SQL_TYPES[change.type])
+                    table,
+                    name,
+                    sql.SQL(SQL_TYPES[change.type]),
+                    name,
+                    sql.SQL(SQL_TYPES[change.type]),
                 )
             ]
         return []  # another writer made it already

@@ -48,6 +48,7 @@ from streamctl.destinations.warehouse import (
     WarehouseBackend,
     layout_event,
     layout_mapped,
+    layout_violations,
     plan_load,
 )
 from streamctl.events import Event
@@ -70,6 +71,15 @@ STORE_ROW = EventTypeSpec(
     optional=(FieldSpec("id", "string", "The row's key (default: the messageId)."),),
     open_fields=True,
 )
+STORE_VIOLATIONS = EventTypeSpec(
+    name="violations",
+    description="Contract violations of the sync's source, one row per event that broke "
+    "its contract, blocked or not, in `event_violations` (as Hightouch stores them). "
+    "Needs no mappings.",
+    user_fields=False,
+    properties=False,
+)
+STORAGE_EVENT_TYPES = (STORE_EVENT, STORE_ROW, STORE_VIOLATIONS)
 WIDEN_TO_TEXT = ConfigField(
     "widen_to_text",
     "boolean",
@@ -109,6 +119,8 @@ class StorageDestination(Destination):
             columns.update(mapped.user)
             columns.update(mapped.properties)
             return layout_mapped(str(mapped.required["table"]), columns, event)
+        if event_type == "violations":
+            return layout_violations(event, mapped.required)
         return layout_event(event)
 
     def build_request(self, event_type: str, payloads: Sequence[Payload]) -> HttpRequest:
@@ -130,7 +142,9 @@ class StorageDestination(Destination):
             transient = self.transient(exc)
             status = ItemStatus.RETRY if transient else ItemStatus.FAILED
             error = f"{self.catalog.type} {self.name!r}: {type(exc).__name__}: {exc}"
-            return BatchResult.same(len(payloads), ItemResult(status, error=error), split=not transient)
+            return BatchResult.same(
+                len(payloads), ItemResult(status, error=error), split=not transient
+            )
         return BatchResult.same(len(payloads), ItemResult(ItemStatus.DELIVERED))
 
     def load(self, payloads: Sequence[Payload]) -> None:

@@ -162,7 +162,11 @@ class _Columns:
             self.discard(column, value, f"{path!r} would overwrite the standard column {column!r}")
             return
         if _claim_rank(column, path) < _claim_rank(column, holder):
-            loser_value, self.values[column], self.sources[column] = self.values[column], value, path
+            loser_value, self.values[column], self.sources[column] = (
+                self.values[column],
+                value,
+                path,
+            )
             self.discard(column, loser_value, f"column {column!r} is taken by key {path!r}", holder)
         else:
             self.discard(column, value, f"column {column!r} is taken by key {holder!r}", path)
@@ -298,6 +302,42 @@ def layout_mapped(table: str, columns: Mapping[str, Any], event: Event) -> dict[
     }
 
 
+VIOLATIONS_TABLE = "event_violations"
+
+
+def layout_violations(event: Event, findings: Mapping[str, Any]) -> dict[str, Any]:
+    """One event's contract findings as a row of `event_violations`, in Hightouch's
+    columns (`payload`, `event_name`, `event_type`, `schema_version`,
+    `has_undeclared_schema`, `has_undeclared_fields`, `has_schema_violated`,
+    `violations`), plus `outcome` (allowed, blocked or omitted) and `contract`."""
+    violations = list(findings.get("violations") or ())
+    kinds = {v.get("kind") for v in violations}
+    context = event.get("context")
+    version = context.get("schemaVersion") if isinstance(context, dict) else None
+    row = _Columns(VIOLATIONS_TABLE)
+    row.standard("id", str(event.get("messageId", "")))
+    row.standard("received_at", event.get("receivedAt"))
+    row.standard("user_id", _text(event.get("userId")))
+    row.standard("anonymous_id", _text(event.get("anonymousId")))
+    row.put("event_name", "event_name", _text(event.get("event") or event.get("name")))
+    row.put("event_type", "event_type", _text(event.get("type")))
+    row.put("schema_version", "schema_version", _text(version))
+    row.put("contract", "contract", next((v.get("contract") for v in violations), None))
+    row.put("outcome", "outcome", findings.get("outcome"))
+    row.put("has_undeclared_schema", "has_undeclared_schema", "undeclared_event" in kinds)
+    row.put("has_undeclared_fields", "has_undeclared_fields", "undeclared_field" in kinds)
+    row.put("has_schema_violated", "has_schema_violated", "schema" in kinds)
+    messages = [f"{v.get('pointer') or '/'}: {v.get('message')}" for v in violations]
+    row.put("violations", "violations", orjson.dumps(messages).decode())
+    row.put("payload", "payload", orjson.dumps(event).decode())
+    return {
+        "message_id": str(event.get("messageId", "")),
+        "received_at": event.get("receivedAt"),
+        "rows": {VIOLATIONS_TABLE: row.values},
+        "discards": row.discards,
+    }
+
+
 # -- types (delivery side) ----------------------------------------------------------------
 
 _PY_TYPES: dict[type, ColumnType] = {bool: "boolean", int: "bigint", float: "double"}
@@ -330,8 +370,10 @@ def as_text(value: Any) -> str:
 
 def fits(value_kind: ColumnType, column_kind: ColumnType) -> bool:
     """Whether a value of one type is stored in a column of the other as it is."""
-    return value_kind == column_kind or column_kind == "text" or (
-        value_kind == "bigint" and column_kind == "double"
+    return (
+        value_kind == column_kind
+        or column_kind == "text"
+        or (value_kind == "bigint" and column_kind == "double")
     )
 
 
