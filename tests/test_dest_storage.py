@@ -453,7 +453,7 @@ def test_destinations_show_lists_the_storage_types():
         shown = CliRunner().invoke(app, ["destinations", "show", kind, "--json"])
         assert shown.exit_code == 0, shown.output
         document = orjson.loads(shown.stdout)
-        assert [t["type"] for t in document["event_types"]] == ["event", "row"]
+        assert [t["type"] for t in document["event_types"]] == ["event", "row", "violations"]
         assert document["event_types"][1]["required"] == {"table": "string"}
         assert kind in listed.stdout
 
