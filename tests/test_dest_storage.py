@@ -552,3 +552,17 @@ def test_a_sync_that_asks_for_it_stores_contract_violations(tmp_path: Path):
     assert blocked[:6] == ("neg", "Order Completed", "track", "blocked", True, False)
     assert "/properties/total" in blocked[6] and blocked[7] == "neg"
     assert undeclared[:6] == ("sig", "Signed Up", "track", "allowed", False, True)
+
+
+def test_a_property_named_date_and_mixed_numbers_in_one_batch(warehouse: Warehouse):
+    batch = [
+        event("m1", event="Booked", properties={"date": "next week", "seats": 2}),
+        event("m2", event="Booked", properties={"seats": 2.5}),
+        event("m3", event="Booked", properties={"seats": "many"}),
+    ]
+    assert delivered(warehouse.store(batch))
+    # Parquet files are partitioned by a `date` column: the property is `date_` there.
+    date = "date_" if warehouse.kind == "parquet" else "date"
+    rows = warehouse.query(f"SELECT id, {date}, seats FROM {{t:booked}} ORDER BY id")
+    assert rows == [("m1", "next week", 2.0), ("m2", None, 2.5), ("m3", None, None)]
+    assert warehouse.query("SELECT row_id, column_value FROM {t:discards}") == [("m3", "many")]

@@ -172,8 +172,10 @@ class ParquetBackend(DuckDBBackend):
         if not self.con.execute(f"SELECT count(*) FROM {source}").fetchall()[0][0]:
             return
         folder = (self.folder / table).as_posix().replace("'", "''")
+        # The partition column is `date`: a column of that name is written as `date_`.
+        columns = "* RENAME (date AS date_)" if "date" in self._read_schema()[table] else "*"
         self.con.execute(
-            f"COPY (SELECT *, strftime(received_at, '%Y-%m-%d') AS date FROM {source})"
+            f"COPY (SELECT {columns}, strftime(received_at, '%Y-%m-%d') AS date FROM {source})"
             f" TO '{folder}' (FORMAT parquet, PARTITION_BY (date), OVERWRITE_OR_IGNORE,"
             f" FILENAME_PATTERN 'part-{seq:08d}-{{i}}')"
         )

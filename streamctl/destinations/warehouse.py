@@ -573,9 +573,9 @@ def _column_values(
     """A column with values of other types than its own, value by value: converted
     when that loses nothing, the column widened when it may be, else discarded."""
     kinds = [None if v is None else value_type(v) for v in values]
-    if "double" in kinds and target == "bigint" and set(kinds) <= {"bigint", "double", None}:
+    if target == "bigint" and "double" in kinds:
         target = "double"
-    elif widen_to_text and any(k is not None and not fits(k, target) for k in kinds):
+    if widen_to_text and any(k is not None and not fits(k, target) for k in kinds):
         target = "text"
     out: list[Any] = []
     for value, kind, (message_id, received, _) in zip(values, kinds, entries, strict=True):
