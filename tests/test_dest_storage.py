@@ -566,3 +566,10 @@ def test_a_property_named_date_and_mixed_numbers_in_one_batch(warehouse: Warehou
     rows = warehouse.query(f"SELECT id, {date}, seats FROM {{t:booked}} ORDER BY id")
     assert rows == [("m1", "next week", 2.0), ("m2", None, 2.5), ("m3", None, None)]
     assert warehouse.query("SELECT row_id, column_value FROM {t:discards}") == [("m3", "many")]
+
+
+def test_a_nul_character_in_a_string(warehouse: Warehouse):
+    # PostgreSQL's text cannot hold U+0000: it is dropped there, kept elsewhere.
+    assert delivered(warehouse.store([event("m1", event="Typed", properties={"text": "a\u0000b"})]))
+    expected = "ab" if warehouse.kind == "postgres" else "a\u0000b"
+    assert warehouse.query("SELECT text FROM {t:typed}") == [(expected,)]

@@ -85,7 +85,7 @@ class ParquetDestination(StorageDestination):
             WIDEN_TO_TEXT,
         ),
         event_types=STORAGE_EVENT_TYPES,
-        batch_size=1000,
+        batch_size=5000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
     )

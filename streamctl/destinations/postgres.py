@@ -94,7 +94,7 @@ class PostgresDestination(StorageDestination):
             WIDEN_TO_TEXT,
         ),
         event_types=STORAGE_EVENT_TYPES,
-        batch_size=1000,
+        batch_size=5000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
     )
@@ -217,6 +217,16 @@ class PostgresBackend:
         return []  # another writer made it already
 
     def load(self, plan: LoadPlan) -> None:
+        try:
+            self._load(plan)
+        except psycopg.DataError as exc:
+            # PostgreSQL's text cannot hold U+0000 (psycopg refuses it before sending):
+            # rather than archive the event, the character is dropped, the batch loaded.
+            if "NUL" not in str(exc):
+                raise
+            self._load(_without_nul(plan))
+
+    def _load(self, plan: LoadPlan) -> None:
         with self._transaction() as conn:
             for table in (*plan.tables.values(), *([plan.discards] if plan.discards else [])):
                 self._insert(conn, table)
@@ -282,6 +292,22 @@ class PostgresBackend:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _without_nul(plan: LoadPlan) -> LoadPlan:
+    def clean(load: TableLoad) -> TableLoad:
+        rows = [
+            {k: v.replace("\x00", "") if type(v) is str else v for k, v in row.items()}
+            for row in load.rows
+        ]
+        return TableLoad(load.name, load.columns, load.types, rows)
+
+    return LoadPlan(
+        plan.changes,
+        {name: clean(load) for name, load in plan.tables.items()},
+        None if plan.users is None else clean(plan.users),
+        None if plan.discards is None else clean(plan.discards),
+    )
 
 
 def _names(columns: Sequence[str]) -> sql.Composed:
