@@ -178,7 +178,7 @@ def copy_into_postgres(tables: list[object], url: str, schema: str) -> float:
     import psycopg
     from psycopg import sql
 
-    from streamctl.destinations.postgres import SQL_TYPES
+    from streamctl.destinations.postgres_backend import SQL_TYPES
 
     with psycopg.connect(url) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -213,7 +213,7 @@ def insert_into_duckdb(tables: list[object], path: Path) -> float:
     import duckdb
     import orjson
 
-    from streamctl.destinations.duckdb import SQL_TYPES, quote
+    from streamctl.destinations.duckdb_backend import SQL_TYPES, quote
 
     con = duckdb.connect(str(path))
     for table in tables:

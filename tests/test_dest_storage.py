@@ -332,9 +332,9 @@ def test_a_duckdb_file_locked_by_another_process_is_a_retry(tmp_path: Path):
 
 
 def test_postgres_unreachable_is_a_retry(monkeypatch: pytest.MonkeyPatch):
-    from streamctl.destinations import postgres
+    from streamctl.destinations import postgres_backend
 
-    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(postgres_backend, "CONNECT_TIMEOUT", 1)
     destination = PostgresDestination(
         "wh", {"host": "127.0.0.1", "port": 9, "user": "x", "password": "pw-secret"}
     )
