@@ -3,7 +3,8 @@
     project = load_project(".")
     run(project, ServeOptions(port=8080, watch=True))     # blocks until SIGTERM/SIGINT
 
-One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api`, the group
+One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api` (and the web
+console at /console, streamctl.console, unless `console=False`), the group
 committer (its SQLite writes on its own thread), the delivery runtime, the file
 watcher and the alert evaluator. Shutdown on SIGTERM or SIGINT, in this order:
 
@@ -23,15 +24,17 @@ the running configuration stays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import uvicorn
+from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
@@ -44,8 +47,12 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
+from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
 from streamctl.store import Store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+
+if TYPE_CHECKING:
+    from streamctl.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +91,15 @@ class ServeOptions:
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
-    max_connections: int = 2048  # concurrent connections and requests
+    # Connections, requests in flight, header size and read timeouts (http_protocol).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # Ingest first: above this many events/s or requests/s coming in, the delivery
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
     ingest_first: IngestFirst | None = field(default_factory=IngestFirst)
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
+    console: bool = True  # serve the web console at /console (streamctl.console)
 
 
 class Instance:
@@ -199,7 +208,13 @@ async def serve(
     store = Store.open(store_path(project))
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
-    server = _Server(_uvicorn_config(instance, project, options))
+    # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
+    # so memory is bounded (idle connections are bounded by the protocol).
+    app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
+    console = _console(instance, options) if options.console else None
+    if console is not None:
+        app = console.mount(app)
+    server = _Server(_uvicorn_config(app, project, options))
     _quiet_after_uvicorn_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -213,6 +228,8 @@ async def serve(
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
+        if console is not None:
+            services.append(functools.partial(_roll_up_for, console))
         tasks = [asyncio.create_task(_guarded(service, instance)) for service in services]
         tasks.append(asyncio.create_task(_announce(server, instance, err, on_started)))
         try:
@@ -228,6 +245,8 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if console is not None:
+            console.source.close()
         store.close()
 
 
@@ -244,13 +263,39 @@ def store_path(project: Project) -> Path:
     return project.root / project.store_path
 
 
-def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions) -> uvicorn.Config:
+def _console(instance: Instance, options: ServeOptions) -> Console:
+    """The web console on the listener's port, reading the project as reloads leave it."""
+    from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
+
+    project = instance.project
+    host = options.host or project.listen.host
+    source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
+    access = ConsoleAccess.for_project(project, host)
+    if access.bound_beyond_loopback and access.token is None:
+        print(
+            f"streamctl: listening on {host}: the console at /console answers loopback clients"
+            " only until a console token is set (console.token or STREAMCTL_CONSOLE_TOKEN)",
+            file=instance.err,
+        )
+    return Console(source, access)
+
+
+async def _roll_up_for(console: Console, _instance: Instance) -> None:
+    from streamctl.console import keep_rolling_up
+
+    await keep_rolling_up(console)
+
+
+def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(instance),
+        app,
         host=options.host or project.listen.host,
         port=project.listen.port if options.port is None else options.port,
         loop="none",  # ours: run() already chose uvloop
-        http="httptools",
+        # httptools with timeouts, a header limit, idle-connection eviction and JSON
+        # protocol errors: streamctl.sources.http_protocol.
+        http=guarded_protocol(options.connections),
+        ws="none",  # no WebSocket endpoints: an Upgrade request is plain HTTP
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -259,9 +304,9 @@ def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions)
         date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
-        # Each connection may hold a 500 KB body: bound them, so memory is bounded too
-        # (past this uvicorn answers 503 at once).
-        limit_concurrency=options.max_connections,
+        # Not limit_concurrency: it counts idle connections too, and once they pile up
+        # it answers every request 503, /healthz included.
+        limit_concurrency=None,
     )
 
 
