@@ -36,7 +36,10 @@ from streamctl.destinations.warehouse import (
     SchemaChange,
     TableLoad,
     TableSchema,
+    by_table,
+    schema_of,
     table_key,
+    widens,
 )
 
 EVOLVE_TRIES = 5
@@ -57,7 +60,6 @@ FROM_SQL: dict[str, ColumnType] = {
     "TIMESTAMP WITH TIME ZONE": "timestamp",
     "TIMESTAMP": "timestamp",
 }
-WIDTH: dict[ColumnType, int] = {"bigint": 1, "double": 2, "text": 3}
 # Tables with a primary key (small ones: upserts and discards). The event tables have
 # none: DuckDB's index made each load about twice as slow, and `_not_stored` finds a
 # retried batch's rows without it.
@@ -111,10 +113,7 @@ class DuckDBBackend:
             " ORDER BY table_name, ordinal_position",
             [self.namespace],
         ).fetchall()
-        schema: dict[str, TableSchema] = {}
-        for table, column, data_type in rows:
-            schema.setdefault(table, {})[column] = FROM_SQL.get(data_type, "text")
-        return schema
+        return schema_of(rows, FROM_SQL)
 
     def evolve(self, changes: Sequence[SchemaChange]) -> dict[str, TableSchema]:
         with self.lock:
@@ -133,10 +132,7 @@ class DuckDBBackend:
         self.con.execute("BEGIN")
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.namespace)}")
         current = self._read_schema()
-        grouped: dict[str, list[SchemaChange]] = {}
-        for change in changes:
-            grouped.setdefault(change.table, []).append(change)
-        for table, table_changes in grouped.items():
+        for table, table_changes in by_table(changes).items():
             existing = current.get(table)
             if existing is None:
                 self.con.execute(self._create_table(table, table_changes))
@@ -160,7 +156,7 @@ class DuckDBBackend:
         table, column = self.table(change.table), quote(change.column)
         if current is None:
             return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {SQL_TYPES[change.type]}"
-        if change.widen and WIDTH.get(change.type, 0) > WIDTH.get(current, 0):
+        if widens(change, current):
             return f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {SQL_TYPES[change.type]}"
         return ""
 

@@ -17,7 +17,7 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,7 +33,10 @@ from streamctl.destinations.warehouse import (
     SchemaChange,
     TableLoad,
     TableSchema,
+    by_table,
+    schema_of,
     table_key,
+    widens,
 )
 
 POOL_SIZE = 4  # a sync's default delivery.concurrency
@@ -58,7 +61,6 @@ FROM_SQL: dict[str, ColumnType] = {
     "timestamp with time zone": "timestamp",
     "timestamp without time zone": "timestamp",
 }
-WIDTH: dict[ColumnType, int] = {"bigint": 1, "double": 2, "text": 3}
 
 
 class PostgresBackend:
@@ -95,10 +97,7 @@ class PostgresBackend:
             " WHERE table_schema = %s ORDER BY table_name, ordinal_position",
             [self.namespace],
         ).fetchall()
-        schema: dict[str, TableSchema] = {}
-        for table, column, data_type in rows:
-            schema.setdefault(table, {})[column] = FROM_SQL.get(data_type, "text")
-        return schema
+        return schema_of(rows, FROM_SQL)
 
     def evolve(self, changes: Sequence[SchemaChange]) -> dict[str, TableSchema]:
         with self._transaction() as conn:
@@ -109,7 +108,7 @@ class PostgresBackend:
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.namespace))
             )
             current = self._read_schema(conn)
-            for table, table_changes in _by_table(changes).items():
+            for table, table_changes in by_table(changes).items():
                 existing = current.get(table)
                 if existing is None:
                     conn.execute(self._create_table(table, table_changes))
@@ -144,7 +143,7 @@ class PostgresBackend:
                     table, name, sql.SQL(SQL_TYPES[change.type])
                 )
             ]
-        if change.widen and WIDTH.get(change.type, 0) > WIDTH.get(current, 0):
+        if widens(change, current):
             return [
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
                     table,
@@ -252,13 +251,6 @@ def _without_nul(plan: LoadPlan) -> LoadPlan:
 
 def _names(columns: Sequence[str]) -> sql.Composed:
     return sql.SQL(", ").join(map(sql.Identifier, columns))
-
-
-def _by_table(changes: Sequence[SchemaChange]) -> Mapping[str, list[SchemaChange]]:
-    grouped: dict[str, list[SchemaChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.table, []).append(change)
-    return grouped
 
 
 def transient(exc: BaseException) -> bool:

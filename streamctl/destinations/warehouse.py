@@ -635,6 +635,33 @@ def merge_users(load: TableLoad) -> TableLoad:
     return TableLoad(load.name, load.columns, load.types, list(merged.values()))
 
 
+_WIDTH: dict[ColumnType, int] = {"bigint": 1, "double": 2, "text": 3}
+
+
+def widens(change: SchemaChange, current: ColumnType) -> bool:
+    """Whether a widening change still has work to do on a column of type `current`
+    (another writer may have widened it as far already)."""
+    return change.widen and _WIDTH.get(change.type, 0) > _WIDTH.get(current, 0)
+
+
+def by_table(changes: Iterable[SchemaChange]) -> dict[str, list[SchemaChange]]:
+    grouped: dict[str, list[SchemaChange]] = {}
+    for change in changes:
+        grouped.setdefault(change.table, []).append(change)
+    return grouped
+
+
+def schema_of(
+    columns: Iterable[tuple[str, str, str]], types: Mapping[str, ColumnType]
+) -> dict[str, TableSchema]:
+    """A database's (table, column, data type) rows as a schema; a type this layout does
+    not make (someone changed the table by hand) is taken for text."""
+    schema: dict[str, TableSchema] = {}
+    for table, column, data_type in columns:
+        schema.setdefault(table, {})[column] = types.get(data_type, "text")
+    return schema
+
+
 def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]) -> None:
     """`schema` after `changes` (what a backend that just applied them now has)."""
     for change in changes:
