@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     ConfigField,
@@ -51,7 +52,6 @@ from streamctl.destinations.warehouse import (
     layout_violations,
     plan_load,
 )
-from streamctl.events import Event
 
 MAX_PLANS = 5  # plan, evolve, plan again: more rounds means another writer keeps changing it
 

@@ -47,7 +47,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from streamctl.events import Event
+from streamctl.core.events import Event
 
 ColumnType = Literal["boolean", "bigint", "double", "timestamp", "text"]
 TableSchema = dict[str, ColumnType]  # column name -> type
