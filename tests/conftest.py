@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.http import FakeServer
+from tests.services import postgres_url  # noqa: F401 - a session fixture for every module
 
 
 @pytest.fixture
