@@ -35,10 +35,10 @@ import uvicorn
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
-from streamctl.config.model import Project
-from streamctl.errors import StreamctlError
-from streamctl.events import Event
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.errors import StreamctlError
+from streamctl.core.events import Event
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.model import Project
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver

@@ -33,10 +33,10 @@ from typing import Any
 import orjson
 
 from streamctl.config.documents import Document, parse_document
-from streamctl.config.model import Project
-from streamctl.config.schema import check_structure, is_clean, suggest
-from streamctl.errors import ConfigError, EventError, Problem, StreamctlError
-from streamctl.pipeline.outcomes import Decision, Status
+from streamctl.config.schema import check_structure, is_clean
+from streamctl.core.errors import ConfigError, EventError, Problem, StreamctlError, suggest
+from streamctl.core.model import Project
+from streamctl.core.outcomes import Decision, Status
 from streamctl.sources.normalise import parse_timestamp
 from streamctl.testing import RECEIVED_AT, run_sync
 

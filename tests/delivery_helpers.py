@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.events import Event
+from streamctl.core.model import Project
 from streamctl.delivery.runtime import Runtime
-from streamctl.events import Event
 from streamctl.sources.normalise import normalise
 from streamctl.store.db import Store, store_path
 

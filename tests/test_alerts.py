@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamctl.config.model import (
+from streamctl.core.model import (
     AlertChannel,
     AlertRule,
     AlertsConfig,

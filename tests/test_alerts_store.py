@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from streamctl.core.outcomes import Status
 from streamctl.monitoring.alerts import AlertStateStore, NotificationRecord
 from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.pipeline.outcomes import Status
 from streamctl.store import Store
 from tests.fakes.traffic import Traffic
 

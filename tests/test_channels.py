@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from streamctl.config.model import AlertChannel
-from streamctl.errors import ConfigError
+from streamctl.core.errors import ConfigError
+from streamctl.core.model import AlertChannel
 from streamctl.monitoring.channels import (
     AlertNotice,
     ChannelError,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from streamctl.config.loader import check_project, load_project
+from streamctl.core.errors import ConfigError
 from streamctl.destinations.registry import CATALOG
-from streamctl.errors import ConfigError
 from tests.fakes.acme import AcmeDestination
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from streamctl.errors import StoreError
+from streamctl.core.errors import StoreError
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.store import Store
 from streamctl.store.queue import Overloaded

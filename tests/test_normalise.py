@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streamctl.errors import EventError
+from streamctl.core.errors import EventError
 from streamctl.sources.ndjson import parse_lines
 from streamctl.sources.normalise import MAX_EVENT_BYTES, format_timestamp, normalise
 

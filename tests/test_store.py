@@ -9,11 +9,11 @@ import time
 import pytest
 import sqlite_utils
 
-from streamctl.errors import StoreError
-from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
+from streamctl.core.errors import StoreError
+from streamctl.core.outcomes import ContractResult, Decision, EventResult, Status
+from streamctl.core.rows import encode_results
 from streamctl.store import queries
 from streamctl.store.db import PAGE_SIZE, AttemptRecord, Store
-from streamctl.store.encoded import encode_results
 from streamctl.store.queue import Overloaded
 from streamctl.store.schema import (
     MIGRATIONS,

@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from streamctl.errors import MappingError, SpecError
+from streamctl.core.errors import MappingError, SpecError
 from streamctl.mappings.paths import ABSENT
 from streamctl.mappings.templates import CAST_TYPES, cast_filter, compile_template
 

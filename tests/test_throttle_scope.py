@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.events import Event
+from streamctl.core.model import Project
 from streamctl.delivery.runtime import Runtime
 from streamctl.destinations import amplitude
 from streamctl.destinations.amplitude import AmplitudeDestination
 from streamctl.destinations.base import ItemResult, ItemStatus
-from streamctl.events import Event
 from streamctl.sources.normalise import normalise
 from streamctl.store.db import Store, store_path
 from tests.fakes.http import FakeServer, Received, Reply

@@ -15,7 +15,7 @@ from rich.table import Table
 from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stderr, table_console
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.model import Project
 from streamctl.monitoring.alerts import (
     AlertEvaluator,
     AlertStateStore,

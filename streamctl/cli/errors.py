@@ -15,11 +15,11 @@ from rich.table import Table
 from streamctl.cli.options import ProjectOption, SinceOption, SyncOption, json_flag
 from streamctl.cli.output import stderr, stdout
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.config.units import parse_duration
+from streamctl.core.errors import UsageError
+from streamctl.core.model import Project
+from streamctl.core.units import parse_duration
 from streamctl.delivery.runtime import Runtime
-from streamctl.errors import UsageError
 from streamctl.store.db import Store
 from streamctl.store.queries import ErrorFilter, archived_ids, error_detail, list_errors
 

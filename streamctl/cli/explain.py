@@ -13,7 +13,7 @@ from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
-from streamctl.errors import StreamctlError
+from streamctl.core.errors import StreamctlError
 from streamctl.store.db import Store
 from streamctl.store.queries import explain as explain_event
 

@@ -21,11 +21,11 @@ from rich.table import Table
 from streamctl.cli.options import ProjectOption, json_flag, source_flag, sync_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.model import Project
 from streamctl.delivery.parallel import DecisionPool, worker_count
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
-from streamctl.heap import tune_garbage_collector
 from streamctl.sources.ndjson import BadLine
 from streamctl.store.db import Store, store_path
 

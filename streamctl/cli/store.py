@@ -10,8 +10,8 @@ import typer
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.config.units import parse_duration
-from streamctl.errors import UsageError
+from streamctl.core.errors import UsageError
+from streamctl.core.units import parse_duration
 from streamctl.store.db import Store
 
 app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)

@@ -23,8 +23,8 @@ from rich.text import Text
 from streamctl.cli.options import ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import table_console
 from streamctl.config.loader import load_project
-from streamctl.config.units import parse_duration
-from streamctl.errors import UsageError
+from streamctl.core.errors import UsageError
+from streamctl.core.units import parse_duration
 from streamctl.monitoring.store_metrics import StoreMetrics
 from streamctl.monitoring.top import Rate, TopRow, TopSampler
 

@@ -20,7 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from streamctl.config.documents import Document, NodePath, parse_document
-from streamctl.config.model import (
+from streamctl.config.schema import (
+    TYPE_WORDS,
+    SchemaName,
+    check_structure,
+    is_clean,
+    type_word,
+)
+from streamctl.config.secrets import (
+    MIN_SECRET_LENGTH,
+    redact,
+    remember_secrets,
+    secret_strings,
+)
+from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
+from streamctl.contracts import Contract, compile_contract
+from streamctl.core.errors import ConfigError, Problem, SpecError, suggest
+from streamctl.core.model import (
     AlertChannel,
     AlertRule,
     AlertsConfig,
@@ -31,26 +47,9 @@ from streamctl.config.model import (
     SourceConfig,
     SyncConfig,
 )
-from streamctl.config.schema import (
-    TYPE_WORDS,
-    SchemaName,
-    check_structure,
-    is_clean,
-    suggest,
-    type_word,
-)
-from streamctl.config.secrets import (
-    MIN_SECRET_LENGTH,
-    redact,
-    remember_secrets,
-    secret_strings,
-)
-from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
-from streamctl.config.units import parse_duration
-from streamctl.contracts import Contract, compile_contract
+from streamctl.core.units import parse_duration
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.registry import CATALOG
-from streamctl.errors import ConfigError, Problem, SpecError
 
 PROJECT_FILE = "streamctl.yaml"
 DEFAULT_STORE = ".streamctl/state.db"

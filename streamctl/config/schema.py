@@ -11,7 +11,6 @@ can act on: unknown keys name the closest known key, enums list the choices.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from functools import cache
@@ -22,7 +21,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from streamctl.config.documents import Document, NodePath
-from streamctl.errors import Problem
+from streamctl.core.errors import Problem, suggest
 
 SchemaName = Literal["streamctl", "sync", "contract", "tests"]
 
@@ -92,12 +91,6 @@ def describe(path: NodePath) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'filter'?)` when a choice is close to `word`, else ``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def type_word(value: Any) -> str:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from streamctl.config.model import SyncConfig
+from streamctl.core.model import SyncConfig
 from streamctl.delivery.lane import SyncLane
 from streamctl.delivery.observer import GuardedObserver, RuntimeObserver
 from streamctl.destinations.base import Destination

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from streamctl.config.model import SyncConfig
+from streamctl.core.model import SyncConfig
+from streamctl.core.outcomes import Status
 from streamctl.delivery.policy import AdaptiveConcurrency, AdaptiveRate, RetryPolicy
 from streamctl.destinations.base import (
     BatchResult,
@@ -34,7 +35,6 @@ from streamctl.destinations.base import (
     ItemStatus,
     Payload,
 )
-from streamctl.pipeline.outcomes import Status
 from streamctl.store.db import AttemptRecord, PendingDelivery
 
 if TYPE_CHECKING:

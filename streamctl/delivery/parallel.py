@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.rows import PendingRow, encode_results
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
 from streamctl.store.db import PendingDelivery, Store, pending_from_rows
-from streamctl.store.encoded import PendingRow, encode_results
 
 if TYPE_CHECKING:
-    from streamctl.config.model import Project
+    from streamctl.core.model import Project
 
 MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves

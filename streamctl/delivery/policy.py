@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import tenacity
 
-from streamctl.config.model import DeliveryPolicy
+from streamctl.core.model import DeliveryPolicy
 
 
 @dataclass(frozen=True)

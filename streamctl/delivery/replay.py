@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 
-from streamctl.config.model import Project
+from streamctl.core.errors import UsageError
+from streamctl.core.model import Project
 from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges, worker_count
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
-from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
 from streamctl.store.db import PendingDelivery, Store

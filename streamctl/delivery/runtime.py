@@ -40,17 +40,17 @@ from typing import Any
 import httpx
 import orjson
 
-from streamctl.config.model import Project, SyncConfig
+from streamctl.core.errors import UsageError
+from streamctl.core.events import Event
+from streamctl.core.model import Project, SyncConfig
+from streamctl.core.rows import DuplicateRow, EncodedResults, encode_results
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
 from streamctl.delivery.observer import RuntimeObserver
 from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
-from streamctl.errors import UsageError
-from streamctl.events import Event
 from streamctl.pipeline.process import Pipeline
 from streamctl.store.db import Store
-from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streamctl.config.model import DestinationConfig
+from streamctl.core.errors import ConfigError, Problem
+from streamctl.core.model import DestinationConfig
 from streamctl.destinations.base import CatalogEntry, Destination
-from streamctl.errors import ConfigError, Problem
 
 CATALOG: dict[str, type[Destination]] = {}
 # Registration lines: one per destination module.

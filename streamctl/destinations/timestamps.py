@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.vendor import TimestampError, parse_timestamp
-from streamctl.errors import MappingError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -45,9 +45,8 @@ from liquid.expression import Expression
 from liquid.stringify import to_liquid_string
 from liquid.template import BoundTemplate
 
-from streamctl.config.schema import suggest
-from streamctl.errors import MappingError, SpecError
-from streamctl.events import Event
+from streamctl.core.errors import MappingError, SpecError, suggest
+from streamctl.core.events import Event
 from streamctl.mappings.paths import ABSENT
 
 VARIABLES: Final = ("row", "event", "sync")

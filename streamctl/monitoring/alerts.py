@@ -46,9 +46,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from streamctl.config.model import AlertRule, Project, SyncConfig
 from streamctl.config.secrets import redact
-from streamctl.errors import StoreError
+from streamctl.core.errors import StoreError
+from streamctl.core.model import AlertRule, Project, SyncConfig
 from streamctl.monitoring.channels import (
     AlertNotice,
     Channel,

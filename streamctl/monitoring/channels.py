@@ -29,8 +29,8 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from streamctl.config.model import AlertChannel
-from streamctl.errors import ConfigError, DeliveryError, Problem
+from streamctl.core.errors import ConfigError, DeliveryError, Problem
+from streamctl.core.model import AlertChannel
 
 NoticeState = Literal["firing", "resolved"]
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streamctl.config.model import Project
+from streamctl.core.model import Project
 from streamctl.monitoring.source import AttemptCounts, MinuteBucket, SyncCounters
 from streamctl.store import Store
 from streamctl.store.db import store_path

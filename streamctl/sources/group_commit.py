@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from streamctl.errors import StoreError
-from streamctl.events import Event
+from streamctl.core.errors import StoreError
+from streamctl.core.events import Event
 from streamctl.store.queue import EventQueue, Overloaded
 
 OnCommitted = Callable[[str, Sequence[Event]], None]

@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from streamctl.errors import EventError
-from streamctl.events import CALL_TYPES, Event
+from streamctl.core.errors import EventError
+from streamctl.core.events import CALL_TYPES, Event
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024

@@ -43,10 +43,10 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import orjson
 import sqlite_utils
 
-from streamctl.config.model import Project
-from streamctl.errors import StoreError
-from streamctl.pipeline.outcomes import EventResult, Status
-from streamctl.store.encoded import (
+from streamctl.core.errors import StoreError
+from streamctl.core.model import Project
+from streamctl.core.outcomes import EventResult, Status
+from streamctl.core.rows import (
     PENDING,
     DuplicateRow,
     EncodedResults,

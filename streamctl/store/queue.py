@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamctl.events import Event
+from streamctl.core.events import Event
 
 
 @dataclass(frozen=True)

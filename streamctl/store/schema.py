@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from streamctl.errors import StoreError
+from streamctl.core.errors import StoreError
 
 Migration = Callable[[sqlite_utils.Database], None]
 

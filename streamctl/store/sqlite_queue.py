@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from streamctl.events import Event
+from streamctl.core.events import Event
 from streamctl.store.queue import Overloaded, QueuedEvent
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from streamctl.pipeline.outcomes import Decision, EventResult, Status
+from streamctl.core.outcomes import Decision, EventResult, Status
 from streamctl.store import AttemptRecord, PendingDelivery, Store
 
 

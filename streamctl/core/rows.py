@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from streamctl.pipeline.outcomes import STAGE_OF, EventResult, Status
+from streamctl.core.outcomes import STAGE_OF, EventResult, Status
 
 # (message_id, event JSON, contract outcome)
 EventRow = tuple[str, str, str | None]
