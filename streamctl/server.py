@@ -44,7 +44,7 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
-from streamctl.store import Store
+from streamctl.store.backend import AnyStore, open_store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class DeliveryRuntime(Protocol):
         """Stop workers after recording what they were doing."""
 
 
-RuntimeFactory = Callable[[Project, Store], DeliveryRuntime]
+RuntimeFactory = Callable[[Project, AnyStore], DeliveryRuntime]
 BackgroundService = Callable[["Instance"], Awaitable[None]]
 OnStarted = Callable[["Running"], None]
 
@@ -99,7 +99,7 @@ class Instance:
     def __init__(
         self,
         project: Project,
-        store: Store,
+        store: AnyStore,
         limits: CommitLimits,
         *,
         err: TextIO = sys.stderr,
@@ -145,7 +145,7 @@ class Instance:
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
         old = self._project
-        if project.store_path != old.store_path or project.listen != old.listen:
+        if project.store_location != old.store_location or project.listen != old.listen:
             print(
                 "streamctl: the store path and listen address change only on restart",
                 file=self.err,
@@ -196,7 +196,7 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
-    store = Store.open(store_path(project))
+    store = open_store(project)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     server = _Server(_uvicorn_config(instance, project, options))
@@ -320,7 +320,11 @@ class RunDelivery:
     """
 
     def __init__(
-        self, project: Project, store: Store, *, yield_to_ingest: Callable[[], bool] | None = None
+        self,
+        project: Project,
+        store: AnyStore,
+        *,
+        yield_to_ingest: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.project = project
@@ -416,11 +420,11 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
+    from streamctl.monitoring.alerts import AlertEvaluator, open_alert_state
     from streamctl.monitoring.store_metrics import StoreMetrics
 
-    path = store_path(instance.project)
-    readings, state = StoreMetrics.open(path), AlertStateStore(path)
+    readings = StoreMetrics.for_project(instance.project)
+    state = open_alert_state(instance.project)
     try:
         async with httpx.AsyncClient() as client:
             evaluator = AlertEvaluator(instance.project, readings, client, state=state)

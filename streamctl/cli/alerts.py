@@ -18,16 +18,16 @@ from streamctl.config.loader import load_project
 from streamctl.core.model import Project
 from streamctl.monitoring.alerts import (
     AlertEvaluator,
-    AlertStateStore,
     Evaluation,
     RuleStatus,
     bounds,
+    open_alert_state,
     rule_json,
     rule_statuses,
 )
 from streamctl.monitoring.channels import format_duration, format_value, iso
 from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store.db import store_path
+from streamctl.store.backend import store_exists
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -44,11 +44,10 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     evaluates nothing.
     """
     loaded = load_project(project)
-    path = store_path(loaded)
-    if not path.exists():  # listing never creates the store
+    if not store_exists(loaded):  # listing never creates the store
         statuses = rule_statuses(loaded, None)
     else:
-        store = AlertStateStore(path)
+        store = open_alert_state(loaded)
         try:
             statuses = rule_statuses(loaded, store)
         finally:

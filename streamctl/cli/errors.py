@@ -20,7 +20,7 @@ from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
 from streamctl.core.units import parse_duration
 from streamctl.delivery.runtime import Runtime
-from streamctl.store.db import Store
+from streamctl.store.backend import AnyStore, open_store
 from streamctl.store.queries import ErrorFilter, archived_ids, error_detail, list_errors
 
 app = typer.Typer()
@@ -87,7 +87,7 @@ def errors(
     filters = ErrorFilter(
         tuple(syncs or ()), tuple(statuses or ()), tuple(stages or ()), parse_since(since), limit
     )
-    with Store.for_project(project, readonly=True) as store:
+    with open_store(project, readonly=True) as store:
         rows = list_errors(store, filters)
     if as_json:
         for row in rows:
@@ -135,7 +135,7 @@ def show(
 ) -> None:
     """One error in full: the event, the payload, every attempt and its response."""
     project = load_project(project_dir)
-    with Store.for_project(project, readonly=True) as store:
+    with open_store(project, readonly=True) as store:
         detail = error_detail(store, error_id)
     if detail is None:
         msg = f"no error with id {error_id!r} (ids come from `streamctl errors`)"
@@ -234,7 +234,7 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    with Store.for_project(project) as store:
+    with open_store(project) as store:
         chosen = archived_ids(store, filters)
         if ids:
             wanted = set(ids)
@@ -243,7 +243,7 @@ def retry(
             stderr.print("nothing to retry: no archived deliveries match", highlight=False)
             return
         requeued = store.requeue(chosen)
-        affected = _syncs_of(store, chosen)
+        affected = store.delivery_syncs(chosen)
         if queue_only:
             stderr.print(
                 f"requeued {requeued} deliveries of {', '.join(affected)}", highlight=False
@@ -255,7 +255,7 @@ def retry(
             msg = f"sync {missing[0]!r} is no longer in the project: cannot send its deliveries"
             raise UsageError(msg)
         asyncio.run(_deliver(project, store, affected))
-        outcome = _outcomes(store, chosen)
+        outcome = store.delivery_outcomes(chosen)
     delivered, archived = outcome.get("delivered", 0), outcome.get("archived", 0)
     stderr.print(
         f"retried {requeued} deliveries ({', '.join(affected)}): {delivered} delivered, {archived} archived again",
@@ -265,24 +265,6 @@ def retry(
         raise typer.Exit(1)
 
 
-async def _deliver(project: Project, store: Store, syncs: list[str]) -> None:
+async def _deliver(project: Project, store: AnyStore, syncs: list[str]) -> None:
     async with Runtime(project, store, syncs=syncs) as runtime:
         await runtime.drain()
-
-
-def _syncs_of(store: Store, ids: list[int]) -> list[str]:
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY sync",
-            [orjson.dumps(ids).decode()],
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _outcomes(store: Store, ids: list[int]) -> dict[str, int]:
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) GROUP BY status",
-            [orjson.dumps(ids).decode()],
-        ).fetchall()
-    return {r[0]: r[1] for r in rows}

@@ -27,7 +27,8 @@ from streamctl.core.model import Project
 from streamctl.delivery.parallel import DecisionPool, worker_count
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
 from streamctl.sources.ndjson import BadLine
-from streamctl.store.db import Store, store_path
+from streamctl.store.backend import open_store
+from streamctl.store.db import store_path
 
 app = typer.Typer()
 
@@ -117,7 +118,7 @@ def _replay_one(
     pool = None if dry_run else _fork_workers(project, file, source, syncs, workers)
     store = None
     try:
-        store = None if dry_run else Store.for_project(project)
+        store = None if dry_run else open_store(project)
         with _progress_bar(show_progress) as progress:
             task = progress.add_task(f"replay {file.name} -> {source}", total=None)
 
@@ -150,6 +151,10 @@ def _fork_workers(
 ) -> DecisionPool | None:
     if source not in project.sources or not file.is_file():
         return None  # replay_file reports it
+    if project.store_url is not None:
+        # The workers record for this process's PostgreSQL node, known once the store
+        # is open (and its pool's threads started): replay_file starts them then.
+        return None
     count = worker_count(file.stat().st_size, workers)
     if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return None  # replay_file decides in this process, or starts a fork server

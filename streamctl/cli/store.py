@@ -12,7 +12,7 @@ from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
 from streamctl.core.units import parse_duration
-from streamctl.store.db import Store
+from streamctl.store.backend import open_store
 
 app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def prune(
         seconds = parse_duration(older_than) if older_than else project.retention_days * 86400.0
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    with Store.for_project(project) as store:
+    with open_store(project) as store:
         deleted = store.prune(seconds)
         if vacuum:
             store.vacuum()

@@ -44,6 +44,7 @@ class CompiledMapping(Protocol):
 
     def apply(self, event: Event) -> MappedEvent: ...
 
+
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -175,6 +176,13 @@ class Project:
     alerts: AlertsConfig = AlertsConfig()
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
+    # `store: postgresql://...`: the shared PostgreSQL store (store_path is then unused).
+    store_url: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """The store as the user wrote it, for messages (a URL's password is a secret)."""
+        return self.store_url or str(self.store_path)
 
     def sync(self, name: str) -> SyncConfig:
         for sync in self.syncs:

@@ -29,7 +29,8 @@ from streamctl.core.model import SyncConfig
 from streamctl.delivery.lane import SyncLane
 from streamctl.delivery.observer import GuardedObserver, RuntimeObserver
 from streamctl.destinations.base import Destination
-from streamctl.store.db import AttemptRecord, PendingDelivery, Store
+from streamctl.store.backend import AnyStore
+from streamctl.store.db import AttemptRecord, PendingDelivery
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ class DeliveryEngine:
 
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         client: httpx.AsyncClient,
         destinations: Mapping[str, Destination],
         syncs: Sequence[SyncConfig],

@@ -13,7 +13,7 @@ delivery needs: the PENDING deliveries with their ids, as tuples of strings
 (`PendingRow`; payload dicts cost several times more to pickle). The parent
 process delivers, and records attempts.
 
-    with DecisionPool(project.root, store_file, path, "web", syncs=(), workers=2) as pool:
+    with DecisionPool(project.root, store.path, path, "web", syncs=(), workers=2, node=store.node) as pool:
         for start, end in byte_ranges(path, 5000):
             chunk = await pool.submit(start, end)     # DecidedChunk, its lines numbered from 1
             deliveries = chunk.pending()
@@ -41,7 +41,9 @@ from typing import IO, TYPE_CHECKING, Any
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.rows import PendingRow, encode_results
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
-from streamctl.store.db import PendingDelivery, Store, pending_from_rows
+from streamctl.store.backend import AnyStore, open_location
+from streamctl.store.db import PendingDelivery, pending_from_rows
+from streamctl.store.postgres.location import is_postgres_url
 
 if TYPE_CHECKING:
     from streamctl.core.model import Project
@@ -119,16 +121,28 @@ def lines_starting_in(handle: IO[bytes], start: int, end: int) -> list[bytes]:
 
 
 def _start(
-    root: str, store_file: str, path: str, source: str, syncs: tuple[str, ...], parent: int
+    root: str,
+    store: str,
+    node: int | None,
+    path: str,
+    source: str,
+    syncs: tuple[str, ...],
+    parent: int,
 ) -> None:
     """A worker started by the fork server: load the project, then `_adopt` it."""
     from streamctl.config.loader import load_project
 
-    _adopt(load_project(Path(root)), store_file, path, source, syncs, parent)
+    _adopt(load_project(Path(root)), store, node, path, source, syncs, parent)
 
 
 def _adopt(
-    project: Project, store_file: str, path: str, source: str, syncs: tuple[str, ...], parent: int
+    project: Project,
+    store: str,
+    node: int | None,
+    path: str,
+    source: str,
+    syncs: tuple[str, ...],
+    parent: int,
 ) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
@@ -138,7 +152,8 @@ def _adopt(
     _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
     # Opened on first use, when the parent has created (or migrated) the store.
-    _worker["store_file"] = store_file
+    _worker["store_location"] = store
+    _worker["node"] = node  # PostgreSQL: the parent's, which leases what they record
     _worker["path"] = Path(path)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
@@ -179,10 +194,15 @@ def decide_range(start: int, end: int) -> DecidedChunk:
     source: str = _worker["source"]
     results = _worker["pipeline"].process(source, chunk.events, _worker["narrowed"])
     encoded = encode_results(source, results, keep_payloads=False)
-    store: Store | None = _worker.get("store")
+    store: AnyStore | None = _worker.get("store")
     if store is None:
-        # Each turn at the writer lock finds the cache emptied by the others' writes.
-        store = Store.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
+        # SQLite: each turn at the writer lock finds the cache emptied by the others' writes.
+        store = open_location(
+            _worker["store_location"],
+            node=_worker["node"],
+            checkpoints=False,
+            cache_mib=WORKER_CACHE_MIB,
+        )
         _worker["store"] = store
     now = time.time()
     recorded = store.record_encoded(
@@ -208,11 +228,12 @@ class DecisionPool:
     def __init__(
         self,
         root: Path,
-        store_file: Path,
+        store: str | Path,
         path: Path,
         source: str,
         syncs: tuple[str, ...],
         workers: int,
+        node: int | None = None,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -228,7 +249,10 @@ class DecisionPool:
             )
         root_dir = str(Path(root).resolve())
         self._begin(
-            context, workers, _start, (root_dir, *self._shared(store_file, path, source, syncs))
+            context,
+            workers,
+            _start,
+            (root_dir, *self._shared(store, node, path, source, syncs)),
         )
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
@@ -242,11 +266,12 @@ class DecisionPool:
     def forked(
         cls,
         project: Project,
-        store_file: Path,
+        store: str | Path,
         path: Path,
         source: str,
         syncs: tuple[str, ...],
         workers: int,
+        node: int | None = None,
     ) -> DecisionPool:
         """Workers forked from this process, inheriting its loaded `project`. Call it
         before this process opens the store or starts a thread: a child must inherit no
@@ -255,7 +280,7 @@ class DecisionPool:
         pool = cls.__new__(cls)
         context = multiprocessing.get_context("fork")
         pool._begin(
-            context, workers, _adopt, (project, *cls._shared(store_file, path, source, syncs))
+            context, workers, _adopt, (project, *cls._shared(store, node, path, source, syncs))
         )
         pool._warm_up()  # with fork, the first submit forks every worker, here and now
         pool._warming = None
@@ -263,10 +288,12 @@ class DecisionPool:
 
     @staticmethod
     def _shared(
-        store_file: Path, path: Path, source: str, syncs: tuple[str, ...]
-    ) -> tuple[str, str, str, tuple[str, ...], int]:
-        resolved = (str(Path(store_file).resolve()), str(Path(path).resolve()))
-        return (*resolved, source, syncs, os.getpid())
+        store: str | Path, node: int | None, path: Path, source: str, syncs: tuple[str, ...]
+    ) -> tuple[str, int | None, str, str, tuple[str, ...], int]:
+        """The workers' arguments: the store (a file, or a PostgreSQL URL), the node
+        they record for, the events file, the source, the syncs, the parent's pid."""
+        location = str(store) if is_postgres_url(str(store)) else str(Path(store).resolve())
+        return (location, node, str(Path(path).resolve()), source, syncs, os.getpid())
 
     def _begin(
         self,

@@ -27,7 +27,8 @@ from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges,
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
-from streamctl.store.db import PendingDelivery, Store
+from streamctl.store.backend import AnyStore
+from streamctl.store.db import PendingDelivery
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
 FINAL = ("delivered", "archived")
@@ -76,7 +77,7 @@ async def replay_file(
     path: Path,
     *,
     source: str,
-    store: Store | None,
+    store: AnyStore | None,
     syncs: Sequence[str] = (),
     dry_run: bool = False,
     client: httpx.AsyncClient | None = None,
@@ -108,7 +109,9 @@ async def replay_file(
         processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
-            pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
+            pool = DecisionPool(
+                project.root, store.path, path, source, tuple(syncs), processes, node=_node(store)
+            )
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
@@ -135,6 +138,11 @@ async def replay_file(
         _final_counts(runtime, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _node(store: AnyStore) -> int | None:
+    """The PostgreSQL node replay's workers record deliveries for (None: SQLite)."""
+    return getattr(store, "node", None)
 
 
 def _add(report: ReplayReport, summary: SubmitSummary) -> None:

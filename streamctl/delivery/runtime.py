@@ -1,6 +1,6 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = Store.open(project.store_path)
+    store = open_store(project)
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
@@ -50,7 +50,7 @@ from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
 from streamctl.pipeline.process import Pipeline
-from streamctl.store.db import Store
+from streamctl.store.backend import AnyStore
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000
@@ -138,7 +138,7 @@ class Runtime:
     def __init__(
         self,
         project: Project,
-        store: Store,
+        store: AnyStore,
         client: httpx.AsyncClient | None = None,
         *,
         syncs: Sequence[str] = (),
@@ -344,12 +344,7 @@ class Runtime:
     async def next_delivery_id(self) -> int:
         """The id the next recorded delivery will get (replay's workers write them)."""
 
-        def read() -> int:
-            with self.store.lock:
-                row = self.store.conn.execute("SELECT max(id) FROM deliveries").fetchone()
-            return int(row[0] or 0) + 1
-
-        return int(await self._in_store(read))
+        return int(await self._in_store(self.store.next_delivery_id))
 
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0

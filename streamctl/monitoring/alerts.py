@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from tenacity import (
@@ -58,6 +58,7 @@ from streamctl.monitoring.channels import (
 )
 from streamctl.monitoring.source import MetricsSource
 from streamctl.store.db import store_path
+from streamctl.store.postgres.store import PostgresStore, sqlite_style
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,12 @@ class AlertStateStore:
                 states.append(state)
                 evaluations.append(evaluation)
             db.executemany(
-                "INSERT OR REPLACE INTO alert_state"
+                "INSERT INTO alert_state"
                 " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, sync) DO UPDATE SET"
+                " firing = excluded.firing, since = excluded.since, value = excluded.value,"
+                " evaluated_at = excluded.evaluated_at, changed_at = excluded.changed_at,"
+                " notified_at = excluded.notified_at",
                 [
                     (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
                      s.changed_at, s.notified_at)
@@ -260,6 +264,36 @@ class AlertStateStore:
         return [
             NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows
         ]
+
+
+class PostgresAlertStateStore(AlertStateStore):
+    """The alert tables of a PostgreSQL store (created by its migrations), shared by
+    every node: `advance` holds a transaction-scoped advisory lock, so when two nodes
+    evaluate at once the second reads the state the first wrote, and a transition is
+    announced by one node only."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.path = Path(store.location.describe())
+
+    def close(self) -> None:
+        self.store.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        with self.store.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [ALERTS_LOCK])
+            yield sqlite_style(conn)
+
+
+ALERTS_LOCK = 0x5354_4D32  # pg_advisory_xact_lock key of alert evaluations ("STM2")
+
+
+def open_alert_state(project: Project) -> AlertStateStore:
+    """The alert state of the project's store, SQLite or PostgreSQL."""
+    if project.store_url is not None:
+        return PostgresAlertStateStore(PostgresStore.open(project.store_url, readonly=True))
+    return AlertStateStore(store_path(project))
 
 
 def _states(db: sqlite3.Connection) -> dict[tuple[str, str], RuleState]:
@@ -435,7 +469,7 @@ class AlertEvaluator:
     ) -> None:
         self.metrics = metrics
         self.client = client
-        self.state = state or AlertStateStore(store_path(project))
+        self.state = state or open_alert_state(project)
         self.policy = policy
         self.clock = clock
         self.use(project)

@@ -26,7 +26,9 @@ from typing import Any
 from streamctl.core.model import Project
 from streamctl.monitoring.source import AttemptCounts, MinuteBucket, SyncCounters
 from streamctl.store import Store
+from streamctl.store.backend import AnyStore
 from streamctl.store.db import store_path
+from streamctl.store.postgres.store import PostgresStore, migrate_url
 
 # Recent enough to show what a destination answers now, long enough to hold a few attempts.
 TOP_LATENCY_WINDOW = 60.0
@@ -35,7 +37,7 @@ TOP_LATENCY_WINDOW = 60.0
 class StoreMetrics:
     """Reads through its own connection: monitoring never waits on the writer's lock."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: AnyStore) -> None:
         self.store = store
 
     @classmethod
@@ -50,6 +52,9 @@ class StoreMetrics:
 
     @classmethod
     def for_project(cls, project: Project) -> StoreMetrics:
+        if project.store_url is not None:  # a shared store: read it, register no node
+            migrate_url(project.store_url)
+            return cls(PostgresStore.open(project.store_url, readonly=True))
         return cls.open(store_path(project))
 
     def close(self) -> None:
@@ -61,7 +66,7 @@ class StoreMetrics:
 
     def attempt_counts(self, sync: str, since: float, until: float) -> AttemptCounts:
         ((attempts, failed),) = self._rows(
-            "SELECT count(*), coalesce(sum(status != 'delivered'), 0) FROM attempts"
+            "SELECT count(*), count(*) FILTER (WHERE status != 'delivered') FROM attempts"
             " WHERE sync = ? AND at >= ? AND at < ?",
             (sync, since, until),
         )
@@ -100,12 +105,12 @@ class StoreMetrics:
 
     def _counters(self, sync: str, since: float) -> SyncCounters:
         ((received, filtered),) = self._rows(
-            "SELECT count(DISTINCT event_id), coalesce(sum(status = 'filtered'), 0)"
+            "SELECT count(DISTINCT event_id), count(*) FILTER (WHERE status = 'filtered')"
             " FROM deliveries WHERE sync = ? AND created_at >= ?",
             (sync, since),
         )
         ((attempts, delivered),) = self._rows(
-            "SELECT count(*), coalesce(sum(status = 'delivered'), 0) FROM attempts"
+            "SELECT count(*), count(*) FILTER (WHERE status = 'delivered') FROM attempts"
             " WHERE sync = ? AND at >= ?",
             (sync, since),
         )
@@ -134,9 +139,10 @@ class StoreMetrics:
         """Volume: events that reached the sync; errors: failed attempts plus mapping and
         function errors, each counted in the minute it happened."""
         first = math.floor(since / 60) * 60
+        minute = self.store.minute_of
         volume = dict(
             self._rows(
-                "SELECT CAST(created_at / 60 AS INTEGER) * 60, count(DISTINCT event_id)"
+                f"SELECT {minute('created_at')}, count(DISTINCT event_id)"
                 " FROM deliveries WHERE sync = ? AND created_at >= ? AND created_at < ?"
                 " GROUP BY 1",
                 (sync, first, until),
@@ -144,23 +150,21 @@ class StoreMetrics:
         )
         errors = dict(
             self._rows(
-                "SELECT CAST(created_at / 60 AS INTEGER) * 60, count(*) FROM deliveries"
+                f"SELECT {minute('created_at')}, count(*) FROM deliveries"
                 " WHERE sync = ? AND created_at >= ? AND created_at < ?"
                 " AND status IN ('mapping_error', 'function_error') GROUP BY 1",
                 (sync, first, until),
             )
         )
-        for minute, failed in self._rows(
-            "SELECT CAST(at / 60 AS INTEGER) * 60, count(*) FROM attempts"
+        for start, failed in self._rows(
+            f"SELECT {minute('at')}, count(*) FROM attempts"
             " WHERE sync = ? AND at >= ? AND at < ? AND status != 'delivered' GROUP BY 1",
             (sync, first, until),
         ):
-            errors[minute] = errors.get(minute, 0) + failed
+            errors[start] = errors.get(start, 0) + failed
         starts = range(int(first), math.ceil(until / 60) * 60, 60)
         return [MinuteBucket(float(s), volume.get(s, 0), errors.get(s, 0)) for s in starts]
 
 
 def _migrated(store: Store) -> bool:
-    with store.lock:
-        row = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone()
-    return row is not None
+    return store.has_tables()

@@ -134,6 +134,8 @@ class RecordedResults:
 class Store:
     """The one writer connection of this process to a streamctl SQLite file."""
 
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False) -> None:
         self.conn = conn
         self.path = path
@@ -553,6 +555,44 @@ class Store:
             ).rowcount
             conn.execute("DROP TABLE temp.doomed")
         return deleted
+
+    def has_tables(self) -> bool:
+        """Whether the file holds the store's tables (not only alert state)."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'attempts'"
+            ).fetchone()
+        return row is not None
+
+    def minute_of(self, column: str) -> str:
+        """SQL: the start of the minute of a Unix-seconds column (monitoring's buckets)."""
+        return f"CAST({column} / 60 AS INTEGER) * 60"
+
+    def delivery_syncs(self, ids: Sequence[int]) -> list[str]:
+        """The syncs of these deliveries, sorted (`errors retry`)."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+                " ORDER BY sync",
+                [orjson.dumps(list(ids)).decode()],
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def delivery_outcomes(self, ids: Sequence[int]) -> dict[str, int]:
+        """How many of these deliveries are in each status (`errors retry`)."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+                " GROUP BY status",
+                [orjson.dumps(list(ids)).decode()],
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def next_delivery_id(self) -> int:
+        """The id the next recorded delivery gets (replay's workers write them)."""
+        with self.lock:
+            row = self.conn.execute("SELECT max(id) FROM deliveries").fetchone()
+        return int(row[0] or 0) + 1
 
     def vacuum(self) -> None:
         """Give the space freed by `prune` back to the file system."""

@@ -1,6 +1,6 @@
 """Read-side queries of the store for `errors`, `status` and `explain` (docs/store.md).
 
-    with Store.for_project(project, readonly=True) as store:
+    with open_store(project, readonly=True) as store:
         rows = list_errors(store, ErrorFilter(syncs=("to-braze",), since=time.time() - 3600))
         funnel = sync_status(store, since=time.time() - 86400, syncs=[s.name for s in project.syncs])
         story = explain(store, "3f1c...")
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from streamctl.store.db import Store
+from streamctl.store.backend import AnyStore
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
@@ -59,7 +59,7 @@ def _marks(values: Sequence[object]) -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def list_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def list_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
     """Deliveries that did not (yet) get through, and, for `--stage contract`, every
     contract violation; newest first. Keys as SPEC §3 `errors --json`."""
     rows = _delivery_errors(store, filters)
@@ -73,16 +73,17 @@ def list_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     return rows
 
 
-def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _delivery_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
     statuses = _statuses(filters)
     where = [f"status IN ({_marks(statuses)})"]
     params: list[object] = list(statuses)
     # With the partial index's own term, and the other columns behind a unary `+`
     # (SQLite then ignores their indexes), the search walks only the problem rows.
+    # PostgreSQL's planner needs no hint (and has no unary + for text).
     plus = ""
     if set(statuses) <= set(PROBLEM_STATUSES):
         where.append(PROBLEM_STATUSES_WHERE)
-        plus = "+"
+        plus = "+" if store.dialect == "sqlite" else ""
     if filters.syncs:
         where.append(f"{plus}sync IN ({_marks(filters.syncs)})")
         params.extend(filters.syncs)
@@ -122,7 +123,7 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
 
 
 def _select_newest(
-    store: Store, sql: str, params: list[object], limit: int | None
+    store: AnyStore, sql: str, params: list[object], limit: int | None
 ) -> list[tuple[Any, ...]]:
     """Rows of an `ORDER BY id DESC` query, at most `limit` of them."""
     if limit is not None:
@@ -131,7 +132,7 @@ def _select_newest(
         return store.conn.execute(sql, params).fetchall()
 
 
-def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _violations(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
     if filters.since is not None:
@@ -171,7 +172,7 @@ def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     ]
 
 
-def error_detail(store: Store, error_id: str) -> dict[str, Any] | None:
+def error_detail(store: AnyStore, error_id: str) -> dict[str, Any] | None:
     """`errors show ID`: the delivery (or violation), its event, payload and every attempt."""
     if error_id.startswith(VIOLATION_PREFIX):
         return _violation_detail(store, error_id)
@@ -186,7 +187,7 @@ def error_detail(store: Store, error_id: str) -> dict[str, Any] | None:
     return delivery
 
 
-def _violation_detail(store: Store, error_id: str) -> dict[str, Any] | None:
+def _violation_detail(store: AnyStore, error_id: str) -> dict[str, Any] | None:
     try:
         number = int(error_id[len(VIOLATION_PREFIX) :])
     except ValueError:
@@ -223,7 +224,7 @@ TIME_COLUMNS = (
 )
 
 
-def _delivery_dict(store: Store, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+def _delivery_dict(store: AnyStore, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     delivery = dict(zip(DELIVERY_COLUMNS, row, strict=True))
     delivery["payload"] = orjson.loads(delivery["payload"]) if delivery["payload"] else None
     for column in TIME_COLUMNS:
@@ -235,7 +236,7 @@ def _delivery_dict(store: Store, row: sqlite3.Row | tuple[Any, ...]) -> dict[str
     return delivery
 
 
-def _delivery(store: Store, delivery_id: int) -> dict[str, Any] | None:
+def _delivery(store: AnyStore, delivery_id: int) -> dict[str, Any] | None:
     with store.lock:
         row = store.conn.execute(
             f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries WHERE id = ?", [delivery_id]
@@ -243,7 +244,7 @@ def _delivery(store: Store, delivery_id: int) -> dict[str, Any] | None:
     return None if row is None else _delivery_dict(store, row)
 
 
-def _attempts(store: Store, delivery_id: int) -> list[dict[str, Any]]:
+def _attempts(store: AnyStore, delivery_id: int) -> list[dict[str, Any]]:
     with store.lock:
         rows = store.conn.execute(
             "SELECT at, status, status_code, latency_ms, error, response, retry_after"
@@ -264,7 +265,7 @@ def _attempts(store: Store, delivery_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _traceback(store: Store, event_id: int, sync: str) -> str | None:
+def _traceback(store: AnyStore, event_id: int, sync: str) -> str | None:
     with store.lock:
         row = store.conn.execute(
             "SELECT traceback FROM function_errors WHERE event_id = ? AND sync = ? LIMIT 1",
@@ -273,7 +274,7 @@ def _traceback(store: Store, event_id: int, sync: str) -> str | None:
     return row[0] if row else None
 
 
-def _event(store: Store, event_id: int | None) -> dict[str, Any] | None:
+def _event(store: AnyStore, event_id: int | None) -> dict[str, Any] | None:
     if event_id is None:
         return None
     with store.lock:
@@ -295,7 +296,7 @@ def _event(store: Store, event_id: int | None) -> dict[str, Any] | None:
     }
 
 
-def archived_ids(store: Store, filters: ErrorFilter) -> list[int]:
+def archived_ids(store: AnyStore, filters: ErrorFilter) -> list[int]:
     """`errors retry`: archived deliveries matching the filters that can be sent again
     (they have a payload: mapping errors and blocked events never do)."""
     narrowed = ErrorFilter(filters.syncs, ("archived",), (), filters.since, filters.limit)
@@ -317,20 +318,20 @@ FUNNEL = (
 )
 
 
-def sync_status(store: Store, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+def sync_status(store: AnyStore, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The funnel of each sync over deliveries created since `since`, the error rate
     (failed attempts / attempts) and request latency percentiles of attempts since then.
     `syncs` are listed even with no rows (in that order, then any others found)."""
     with store.lock:
         funnel = store.conn.execute(
             "SELECT sync, count(DISTINCT event_id), "
-            + ", ".join(f"sum(status = '{s}')" for s in FUNNEL)
-            + ", sum(status IN ('pending', 'retrying'))"
+            + ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in FUNNEL)
+            + ", count(*) FILTER (WHERE status IN ('pending', 'retrying'))"
             " FROM deliveries WHERE created_at >= ? GROUP BY sync",
             [since],
         ).fetchall()
         attempts = store.conn.execute(
-            "SELECT sync, count(*), sum(status != 'delivered') FROM attempts"
+            "SELECT sync, count(*), count(*) FILTER (WHERE status != 'delivered') FROM attempts"
             " WHERE at >= ? GROUP BY sync",
             [since],
         ).fetchall()
@@ -371,15 +372,16 @@ def empty_status(sync: str) -> dict[str, Any]:
 
 
 def latency_percentiles(
-    store: Store, sync: str, since: float, count: int | None = None
+    store: AnyStore, sync: str, since: float, count: int | None = None
 ) -> dict[str, float | None]:
     """Request latency of the sync's attempts since `since`: p50, p95, p99 (nearest rank)."""
     with store.lock:
         if count is None:
-            count = store.conn.execute(
+            counted = store.conn.execute(
                 "SELECT count(*) FROM attempts WHERE sync = ? AND at >= ? AND latency_ms IS NOT NULL",
                 [sync, since],
-            ).fetchone()[0]
+            ).fetchone()
+            count = counted[0] if counted else 0
         out: dict[str, float | None] = {}
         for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
             if not count:
@@ -398,7 +400,7 @@ def latency_percentiles(
 # -- explain ---------------------------------------------------------------------------------------
 
 
-def explain(store: Store, message_id: str) -> list[dict[str, Any]]:
+def explain(store: AnyStore, message_id: str) -> list[dict[str, Any]]:
     """Every receipt of `message_id` (duplicates included), each with its contract check,
     violations, and per sync every decision with its attempts and responses."""
     with store.lock:
