@@ -1,4 +1,4 @@
-"""`streamctl store prune`: keep the SQLite file from growing forever."""
+"""`streamctl store migrate` and `streamctl store prune`: the store's upkeep."""
 
 from __future__ import annotations
 
@@ -10,11 +10,29 @@ import typer
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
+from streamctl.config.secrets import redact
 from streamctl.core.errors import UsageError
 from streamctl.core.units import parse_duration
-from streamctl.store.backend import open_store
+from streamctl.store.backend import migrate_store, open_store
 
-app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)
+app = typer.Typer(help="Maintenance of the store (SQLite or PostgreSQL).", no_args_is_help=True)
+
+
+@app.command("migrate")
+def migrate(project_dir: ProjectOption = Path(".")) -> None:
+    """Bring the store's schema to this streamctl's version (creating it if new).
+
+    Every command that writes does this on start; run it alone to upgrade a shared
+    PostgreSQL store before the nodes restart. Safe while other processes start:
+    they wait for each other (an advisory lock on PostgreSQL, the write lock on SQLite).
+    """
+    project = load_project(project_dir)
+    before, after = migrate_store(project)
+    where = redact(project.store_location, project.secrets)
+    if before == after:
+        stderr.print(f"{where}: schema version {after}, up to date", highlight=False)
+    else:
+        stderr.print(f"{where}: migrated from schema version {before} to {after}", highlight=False)
 
 
 @app.command("prune")

@@ -178,7 +178,10 @@ async def _feed_from_workers(
         report.events += chunk.events
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
-        for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending()):
+        released = reorder.add(
+            chunk.first_delivery_id, chunk.deliveries, chunk.pending(), len(in_flight)
+        )
+        for pending in released:
             runtime.engine.offer(pending)
         if on_progress is not None:
             on_progress(_progress(runtime, bytes_read, total, report))
@@ -196,27 +199,41 @@ async def _feed_from_workers(
 
 class DeliveryReorder:
     """Releases chunks' pending deliveries in id order: lanes take offers in ascending
-    ids (anything below their cursor they consider already read from the store)."""
+    ids (anything below their cursor they consider already read from the store).
+
+    A chunk is released once every lower id is accounted for: by the chunks released
+    before it, or, for ids another process took from a shared PostgreSQL store (gaps
+    no chunk of this replay fills), once every chunk that was still in flight when it
+    came back has come back too: chunks sent out later record later, with higher ids."""
 
     def __init__(self, next_id: int) -> None:
         self.next_id = next_id
-        self._waiting: list[tuple[int, int, int, list[PendingDelivery]]] = []
-        self._order = 0
+        # (first id, count, order, release once this many chunks arrived, deliveries)
+        self._waiting: list[tuple[int, int, int, int, list[PendingDelivery]]] = []
+        self._arrived = 0
 
     def add(
-        self, first_id: int, count: int, pending: list[PendingDelivery]
+        self,
+        first_id: int,
+        count: int,
+        pending: list[PendingDelivery],
+        in_flight: int | None = None,
     ) -> list[list[PendingDelivery]]:
-        self._order += 1
-        heapq.heappush(self._waiting, (first_id, count, self._order, pending))
+        """`in_flight`: chunks still out when this one came back (None: no other
+        process writes ids, wait for the gap to fill)."""
+        self._arrived += 1
+        settled = self._arrived + in_flight if in_flight is not None else 1 << 62
+        heapq.heappush(self._waiting, (first_id, count, self._arrived, settled, pending))
+        known = max((w[0] for w in self._waiting if w[3] <= self._arrived), default=-1)
         ready = []
-        while self._waiting and self._waiting[0][0] <= self.next_id:
-            first, count, _, chunk = heapq.heappop(self._waiting)
+        while self._waiting and self._waiting[0][0] <= max(self.next_id, known):
+            first, count, _, _, chunk = heapq.heappop(self._waiting)
             self.next_id = max(self.next_id, first + count)
             ready.append(chunk)
         return ready
 
     def rest(self) -> list[list[PendingDelivery]]:
-        return [chunk for *_, chunk in sorted(self._waiting)]
+        return [chunk for *_, chunk in sorted(self._waiting, key=lambda w: w[:3])]
 
 
 async def _drain(
