@@ -6,6 +6,8 @@ import pytest
 
 from tests.fakes.http import FakeServer
 
+pytest_plugins = ["tests.services"]  # postgres, postgres_url: a real PostgreSQL 16
+
 
 @pytest.fixture
 def fake_server():

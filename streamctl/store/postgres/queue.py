@@ -47,6 +47,7 @@ class PostgresEventQueue:
         self._lock = threading.Lock()
         self._depth = 0
         self._read_at = 0.0
+        self._events_per_row = 1.0  # of the rows claimed last
         self.depth()
 
     def append(self, source: str, events: Sequence[Event]) -> None:
@@ -75,13 +76,17 @@ class PostgresEventQueue:
 
     def claim(self, limit: int) -> list[QueuedEvent]:
         """Whole rows, oldest first, up to `limit` events (or one row, if it alone holds
-        more), leased to this node."""
+        more), leased to this node. The rows looked at are locked (`SKIP LOCKED`: a
+        concurrent claimer takes the next ones), as many as `limit` events likely
+        need at the rows' recent size, so a claim holds back few it does not take."""
         store = self.store
-        params = {"me": store.node, "lease": store.location.lease_seconds, "rows": CLAIM_ROWS}
+        rows_wanted = max(1, min(CLAIM_ROWS, int(limit / self._events_per_row * 1.5) + 1))
+        params = {"me": store.node, "lease": store.location.lease_seconds, "rows": rows_wanted}
         with store.transaction() as conn:
             candidates = conn.execute(
                 f"SELECT id, events FROM queue WHERE {FREE_FOR_ME}"
-                " AND owner IS DISTINCT FROM %(me)s ORDER BY id LIMIT %(rows)s",
+                " AND owner IS DISTINCT FROM %(me)s ORDER BY id LIMIT %(rows)s"
+                " FOR UPDATE SKIP LOCKED",
                 params,
             ).fetchall()
             chosen: list[int] = []
@@ -93,9 +98,10 @@ class PostgresEventQueue:
                 taken += count
             if not chosen:
                 return []
+            self._events_per_row = max(1.0, taken / len(chosen))
             rows = conn.execute(
-                "UPDATE queue SET owner = %(me)s WHERE id IN (SELECT id FROM queue"
-                " WHERE id = ANY(%(ids)s) FOR UPDATE SKIP LOCKED) RETURNING id, source, event",
+                "UPDATE queue SET owner = %(me)s WHERE id = ANY(%(ids)s)"
+                " RETURNING id, source, event",
                 {**params, "ids": chosen},
             ).fetchall()
         rows.sort(key=lambda r: r[0])
