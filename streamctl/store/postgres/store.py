@@ -72,7 +72,8 @@ if TYPE_CHECKING:
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
-POOL_TIMEOUT = 5.0  # seconds an operation waits for a connection before it fails
+POOL_TIMEOUT = 3.0  # seconds an operation waits for a connection before it fails
+FAIL_FAST = 1.0  # seconds operations fail at once after the database was unreachable
 CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 HEARTBEAT_EVERY = 0.25  # of the lease
 
@@ -107,6 +108,7 @@ class PostgresStore:
         self._queue: PostgresEventQueue | None = None
         self._stopping = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._unreachable: tuple[float, StoreUnavailable] | None = None  # (until, error)
 
     # -- opening ---------------------------------------------------------------------
 
@@ -212,15 +214,24 @@ class PostgresStore:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """A pooled connection (autocommit); database errors become StoreErrors."""
+        """A pooled connection (autocommit); database errors become StoreErrors.
+
+        For `FAIL_FAST` seconds after the database was found unreachable, operations
+        fail at once rather than each waiting for the pool's timeout: the listener
+        answers 503 within milliseconds, and one operation a second looks again."""
+        if self._unreachable is not None and time.monotonic() < self._unreachable[0]:
+            raise self._unreachable[1]
         try:
             with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise _unavailable(self.location, exc) from None
-        except psycopg.Error as exc:
-            text = self.location.redact(str(exc).strip())
-            raise StoreError(f"{self.location.describe()}: {text}") from None
+        except (psycopg.Error, PoolTimeout) as exc:
+            if not _unreachable(exc):  # a statement refused, a timeout: the store is there
+                text = self.location.redact(str(exc).strip())
+                raise StoreError(f"{self.location.describe()}: {text}") from None
+            failure = _unavailable(self.location, exc)
+            self._unreachable = (time.monotonic() + FAIL_FAST, failure)
+            raise failure from None
+        self._unreachable = None
 
     @contextmanager
     def _transaction(self, durable: bool = False) -> Iterator[Connection]:
@@ -711,6 +722,20 @@ def _connect(location: PostgresLocation) -> Connection:
         raise _unavailable(location, exc) from None
     _configurer(location)(conn)
     return conn
+
+
+# SQLSTATEs of a server that is going away or not there yet (class 08: connection).
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached (not that it refused something)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _GONE
 
 
 def _unavailable(location: PostgresLocation, exc: BaseException) -> StoreUnavailable:
