@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 USER = "streamctl"
-PASSWORD = "pg-test-password-7d1f"  # noqa: S105 (a throwaway server's)
+PASSWORD = "pg-test-password-7d1f"  # a throwaway server's
 _numbers = itertools.count(1)
 
 
@@ -40,6 +40,7 @@ class PostgresService:
     pgdata: Path
     port: int = 0
     system_user: str | None = None
+    durable: bool = False  # fsync on (benchmarks); the tests run without it
     databases: list[str] = field(default_factory=list)
 
     @property
@@ -53,7 +54,9 @@ class PostgresService:
         import pgserver
 
         log = self.pgdata / "server.log"
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         pgserver.pg_ctl(
             ["-w", "-t", "60", "-o", options, "-l", str(log), "start"],
             pgdata=self.pgdata,
@@ -79,7 +82,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_postgres(folder: Path) -> PostgresService:
+def start_postgres(folder: Path, *, durable: bool = False) -> PostgresService:
     """Initialise a data folder with pgserver (as root it prepares its own system user),
     then run the server on TCP with password authentication."""
     import pgserver
@@ -90,7 +93,7 @@ def start_postgres(folder: Path) -> PostgresService:
     # restarted below on a TCP port.
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     server.psql(f"CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';")
-    service = PostgresService(pgdata, system_user=server.system_user)
+    service = PostgresService(pgdata, system_user=server.system_user, durable=durable)
     service.stop()
     (pgdata / "pg_hba.conf").write_text(
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"

@@ -27,8 +27,7 @@ from streamctl.core.model import Project
 from streamctl.delivery.parallel import DecisionPool, worker_count
 from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
 from streamctl.sources.ndjson import BadLine
-from streamctl.store.backend import open_store
-from streamctl.store.db import store_path
+from streamctl.store.backend import open_store, store_location
 
 app = typer.Typer()
 
@@ -151,14 +150,10 @@ def _fork_workers(
 ) -> DecisionPool | None:
     if source not in project.sources or not file.is_file():
         return None  # replay_file reports it
-    if project.store_url is not None:
-        # The workers record for this process's PostgreSQL node, known once the store
-        # is open (and its pool's threads started): replay_file starts them then.
-        return None
     count = worker_count(file.stat().st_size, workers)
     if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
         return None  # replay_file decides in this process, or starts a fork server
-    return DecisionPool.forked(project, store_path(project), file, source, tuple(syncs), count)
+    return DecisionPool.forked(project, store_location(project), file, source, tuple(syncs), count)
 
 
 def _progress_bar(enabled: bool) -> Progress:

@@ -13,7 +13,8 @@ delivery needs: the PENDING deliveries with their ids, as tuples of strings
 (`PendingRow`; payload dicts cost several times more to pickle). The parent
 process delivers, and records attempts.
 
-    with DecisionPool(project.root, store.path, path, "web", syncs=(), workers=2, node=store.node) as pool:
+    with DecisionPool(project.root, store.path, path, "web", syncs=(), workers=2) as pool:
+        pool.node = store.node                        # PostgreSQL: the node they record for
         for start, end in byte_ranges(path, 5000):
             chunk = await pool.submit(start, end)     # DecidedChunk, its lines numbered from 1
             deliveries = chunk.pending()
@@ -121,28 +122,16 @@ def lines_starting_in(handle: IO[bytes], start: int, end: int) -> list[bytes]:
 
 
 def _start(
-    root: str,
-    store: str,
-    node: int | None,
-    path: str,
-    source: str,
-    syncs: tuple[str, ...],
-    parent: int,
+    root: str, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
     """A worker started by the fork server: load the project, then `_adopt` it."""
     from streamctl.config.loader import load_project
 
-    _adopt(load_project(Path(root)), store, node, path, source, syncs, parent)
+    _adopt(load_project(Path(root)), store, path, source, syncs, parent)
 
 
 def _adopt(
-    project: Project,
-    store: str,
-    node: int | None,
-    path: str,
-    source: str,
-    syncs: tuple[str, ...],
-    parent: int,
+    project: Project, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
@@ -153,7 +142,6 @@ def _adopt(
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
     # Opened on first use, when the parent has created (or migrated) the store.
     _worker["store_location"] = store
-    _worker["node"] = node  # PostgreSQL: the parent's, which leases what they record
     _worker["path"] = Path(path)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
@@ -183,9 +171,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def decide_range(start: int, end: int) -> DecidedChunk:
+def decide_range(start: int, end: int, node: int | None = None) -> DecidedChunk:
     """In a worker: decide the lines that start between these offsets of the file and
-    record them; the pending deliveries come back."""
+    record them; the pending deliveries come back. `node`: the parent's PostgreSQL node,
+    which holds the lease on what they record (known only once the parent opened the
+    store, after the workers were forked)."""
     handle: IO[bytes] | None = _worker.get("file")
     if handle is None:  # opened on first use: a missing file is the parent's error to report
         handle = _worker["file"] = _worker["path"].open("rb")
@@ -199,7 +189,7 @@ def decide_range(start: int, end: int) -> DecidedChunk:
         # SQLite: each turn at the writer lock finds the cache emptied by the others' writes.
         store = open_location(
             _worker["store_location"],
-            node=_worker["node"],
+            node=node,
             checkpoints=False,
             cache_mib=WORKER_CACHE_MIB,
         )
@@ -233,7 +223,6 @@ class DecisionPool:
         source: str,
         syncs: tuple[str, ...],
         workers: int,
-        node: int | None = None,
     ) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -252,7 +241,7 @@ class DecisionPool:
             context,
             workers,
             _start,
-            (root_dir, *self._shared(store, node, path, source, syncs)),
+            (root_dir, *self._shared(store, path, source, syncs)),
         )
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
@@ -271,7 +260,6 @@ class DecisionPool:
         source: str,
         syncs: tuple[str, ...],
         workers: int,
-        node: int | None = None,
     ) -> DecisionPool:
         """Workers forked from this process, inheriting its loaded `project`. Call it
         before this process opens the store or starts a thread: a child must inherit no
@@ -280,7 +268,7 @@ class DecisionPool:
         pool = cls.__new__(cls)
         context = multiprocessing.get_context("fork")
         pool._begin(
-            context, workers, _adopt, (project, *cls._shared(store, node, path, source, syncs))
+            context, workers, _adopt, (project, *cls._shared(store, path, source, syncs))
         )
         pool._warm_up()  # with fork, the first submit forks every worker, here and now
         pool._warming = None
@@ -288,12 +276,14 @@ class DecisionPool:
 
     @staticmethod
     def _shared(
-        store: str | Path, node: int | None, path: Path, source: str, syncs: tuple[str, ...]
-    ) -> tuple[str, int | None, str, str, tuple[str, ...], int]:
-        """The workers' arguments: the store (a file, or a PostgreSQL URL), the node
-        they record for, the events file, the source, the syncs, the parent's pid."""
+        store: str | Path, path: Path, source: str, syncs: tuple[str, ...]
+    ) -> tuple[str, str, str, tuple[str, ...], int]:
+        """The workers' arguments: the store (a file, or a PostgreSQL URL), the events
+        file, the source, the syncs, the parent's pid."""
         location = str(store) if is_postgres_url(str(store)) else str(Path(store).resolve())
-        return (location, node, str(Path(path).resolve()), source, syncs, os.getpid())
+        return (location, str(Path(path).resolve()), source, syncs, os.getpid())
+
+    node: int | None = None  # the PostgreSQL node the workers record for (set when known)
 
     def _begin(
         self,
@@ -313,7 +303,7 @@ class DecisionPool:
 
     def submit(self, start: int, end: int) -> asyncio.Future[DecidedChunk]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, decide_range, start, end)
+        return loop.run_in_executor(self._executor, decide_range, start, end, self.node)
 
     def close(self) -> None:
         if self._warming is not None:

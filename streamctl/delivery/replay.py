@@ -109,9 +109,9 @@ async def replay_file(
         processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
-            pool = DecisionPool(
-                project.root, store.path, path, source, tuple(syncs), processes, node=_node(store)
-            )
+            pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
+        if pool is not None:
+            pool.node = getattr(store, "node", None)  # PostgreSQL: the lease holder
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
@@ -138,11 +138,6 @@ async def replay_file(
         _final_counts(runtime, report)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _node(store: AnyStore) -> int | None:
-    """The PostgreSQL node replay's workers record deliveries for (None: SQLite)."""
-    return getattr(store, "node", None)
 
 
 def _add(report: ReplayReport, summary: SubmitSummary) -> None:
