@@ -29,7 +29,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import uvicorn
 from watchfiles import Change, awatch
@@ -44,8 +44,12 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
-from streamctl.store.backend import AnyStore, open_store
-from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+from streamctl.store import Store
+from streamctl.store.backend import open_store
+from streamctl.store.queue import EventQueue, QueuedEvent
+
+if TYPE_CHECKING:  # imported when delivery starts: `streamctl run` starts listening sooner
+    from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,14 @@ class DeliveryRuntime(Protocol):
     async def stop(self) -> None:
         """Stop workers after recording what they were doing."""
 
+    def notify(self) -> None:
+        """Events were appended to the ingest queue: claim them now."""
 
-RuntimeFactory = Callable[[Project, AnyStore], DeliveryRuntime]
+    async def reload(self, project: Project) -> None:
+        """Deliver for this project from now on (`watch`)."""
+
+
+RuntimeFactory = Callable[[Project, Store], DeliveryRuntime]
 BackgroundService = Callable[["Instance"], Awaitable[None]]
 OnStarted = Callable[["Running"], None]
 
@@ -99,7 +109,7 @@ class Instance:
     def __init__(
         self,
         project: Project,
-        store: AnyStore,
+        store: Store,
         limits: CommitLimits,
         *,
         err: TextIO = sys.stderr,
@@ -133,14 +143,12 @@ class Instance:
         return None
 
     def _probe_store(self) -> None:
-        with self.store.transaction():
-            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
+        self.store.check_writable()
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
-        notify = getattr(self.runtime, "notify", None)
-        if notify is not None:
-            notify()
+        if self.runtime is not None:
+            self.runtime.notify()
 
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
@@ -150,11 +158,8 @@ class Instance:
                 "streamctl: the store path and listen address change only on restart",
                 file=self.err,
             )
-        reload_runtime = getattr(self.runtime, "reload", None)
-        if reload_runtime is not None:
-            result = reload_runtime(project)
-            if asyncio.iscoroutine(result):
-                await result
+        if self.runtime is not None:
+            await self.runtime.reload(project)
         self._project = project
         self.reloads += 1
 
@@ -320,15 +325,11 @@ class RunDelivery:
     """
 
     def __init__(
-        self,
-        project: Project,
-        store: AnyStore,
-        *,
-        yield_to_ingest: Callable[[], bool] | None = None,
+        self, project: Project, store: Store, *, yield_to_ingest: Callable[[], bool] | None = None
     ) -> None:
         self.store = store
         self.project = project
-        self.runtime: Any = None
+        self.runtime: Runtime | None = None
         self.observer = DeliveryObserver()  # outlives reloads: attempts of old deliveries too
         self._saturated = yield_to_ingest
         queue = store.queue
@@ -355,28 +356,44 @@ class RunDelivery:
 
     async def reload(self, project: Project) -> None:
         await self.stop()
-        _rewind(self.store.queue)
+        # Events the stopped processor claimed but did not record are still in the queue:
+        # the next processor claims them again.
+        self.store.queue.rewind()
         self.project = project
         await self.start()
 
 
 class IngestFirstQueue:
-    """The ingest queue as the delivery processor sees it: no claims while ingest is saturated.
+    """The ingest queue as the delivery processor sees it: no claims while ingest is
+    saturated; every other operation is the wrapped queue's."""
 
-    Everything else (ack, depth, forget, ...) is the wrapped queue's.
-    """
-
-    def __init__(self, queue: Any, saturated: Callable[[], bool]) -> None:
+    def __init__(self, queue: EventQueue, saturated: Callable[[], bool]) -> None:
         self._queue = queue
         self._saturated = saturated
 
-    def claim(self, limit: int) -> Any:
+    @property
+    def max_depth(self) -> int:
+        return self._queue.max_depth
+
+    def claim(self, limit: int) -> list[QueuedEvent]:
         if self._saturated():
             return []
         return self._queue.claim(limit)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queue, name)
+    def append(self, source: str, events: Sequence[Event]) -> None:
+        self._queue.append(source, events)
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        self._queue.append_many(groups)
+
+    def ack(self, ids: Sequence[int]) -> None:
+        self._queue.ack(ids)
+
+    def rewind(self) -> None:
+        self._queue.rewind()
+
+    def depth(self) -> int:
+        return self._queue.depth()
 
 
 def _ingest_first(
@@ -386,8 +403,8 @@ def _ingest_first(
     delivery must go on or the listener would soon refuse everything)."""
     if threshold is None:
         return None
-    queue: Any = committer.queue
-    half = getattr(queue, "max_depth", DEFAULT_MAX_DEPTH) // 2
+    queue = committer.queue
+    half = queue.max_depth // 2
     rate = committer.ingest_rate
 
     def saturated() -> bool:
@@ -398,14 +415,6 @@ def _ingest_first(
         return busy and queue.depth() < half
 
     return saturated
-
-
-def _rewind(queue: Any) -> None:
-    """Let the next processor claim again every event not yet acknowledged: events the
-    stopped processor claimed but did not record are still in the queue."""
-    rewind = getattr(queue, "rewind", None)  # queues without a claim cursor need nothing
-    if rewind is not None:
-        rewind()
 
 
 async def run_alerts(instance: Instance) -> None:
@@ -420,8 +429,9 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator, open_alert_state
-    from streamctl.monitoring.store_metrics import StoreMetrics
+    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.store.backend import open_alert_state
+    from streamctl.store.metrics import StoreMetrics
 
     readings = StoreMetrics.for_project(instance.project)
     state = open_alert_state(instance.project)

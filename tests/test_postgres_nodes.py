@@ -117,9 +117,7 @@ def store_rows(url: str, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
-def test_two_runs_and_a_replay_deliver_and_record_each_event_once(
-    tmp_path, postgres_url, sink
-):
+def test_two_runs_and_a_replay_deliver_and_record_each_event_once(tmp_path, postgres_url, sink):
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     http_ids = [f"h{i}" for i in range(300)]
     replay_ids = [f"r{i}" for i in range(1500)] + http_ids[:100]  # 100 also came over HTTP
@@ -140,10 +138,12 @@ def test_two_runs_and_a_replay_deliver_and_record_each_event_once(
         unique = set(http_ids) | set(replay_ids)
         wait_for(lambda: sink.count() == len(unique), what="every event at the sink")
         wait_for(
-            lambda: store_rows(
-                postgres_url, "SELECT count(*) FROM deliveries WHERE status != 'delivered'"
-            )
-            == [(0,)],
+            lambda: (
+                store_rows(
+                    postgres_url, "SELECT count(*) FROM deliveries WHERE status != 'delivered'"
+                )
+                == [(0,)]
+            ),
             what="every delivery recorded delivered",
         )
     assert set(sink.received) == unique
@@ -183,10 +183,12 @@ def test_a_killed_nodes_deliveries_are_finished_by_the_other_after_its_lease(
             sink.release()
             wait_for(lambda: sink.count() == 200, what="the survivor to deliver everything")
             wait_for(
-                lambda: store_rows(
-                    postgres_url, "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
-                )
-                == [(200,)],
+                lambda: (
+                    store_rows(
+                        postgres_url, "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+                    )
+                    == [(200,)]
+                ),
                 what="every delivery recorded delivered",
             )
             assert survivor.proc is not None and survivor.proc.poll() is None

@@ -12,9 +12,9 @@ import pytest
 
 from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.outcomes import ContractResult, Decision, EventResult, Status, Violation
-from streamctl.core.rows import encode_results
+from streamctl.core.rows import AttemptRecord, DuplicateRow, encode_results
 from streamctl.store import queries
-from streamctl.store.db import AttemptRecord, Store
+from streamctl.store.db import SqliteStore
 from streamctl.store.postgres.location import parse_location
 from streamctl.store.postgres.schema import SCHEMA_VERSION
 from streamctl.store.postgres.store import PostgresStore, migrate_url
@@ -170,9 +170,8 @@ def test_queue_rows_are_claimed_by_one_node_and_acked_with_the_outcome(postgres_
         assert len(a) % 2 == len(b) % 2 == 0
         assert not {q.id for q in a} & {q.id for q in b}  # none in both
         assert not {q.id for q in one.queue.claim(40)} & {q.id for q in a + b}
-        one.record_results(
-            [_result(q.event["messageId"]) for q in a], destinations={}, ack=[q.id for q in a]
-        )
+        encoded = encode_results("web", [_result(q.event["messageId"]) for q in a])
+        one.record_and_ack(encoded, [q.id for q in a], destinations={})
         left = one.conn.execute("SELECT count(*) FROM queue").fetchone()
         assert left == (20 - len(a) // 2,)
 
@@ -199,11 +198,13 @@ def _attempt(delivery_id: int, at: float, status: Status, code: int = 200) -> At
 # -- the same answers as SQLite --------------------------------------------------------------
 
 
-def _record_story(store: Store | PostgresStore, now: float) -> None:
+def _record_story(store: SqliteStore | PostgresStore, now: float) -> None:
     checked = _result("v1")
     violation = Violation("schema", "/total", "bad total", "web", "Order", "1")
     contract = ContractResult("allowed", checked.event, (violation,))
-    checked = EventResult("v1", "web", checked.event, contract=contract, decisions=checked.decisions)
+    checked = EventResult(
+        "v1", "web", checked.event, contract=contract, decisions=checked.decisions
+    )
     recorded = store.record_results(
         [_result("a"), _result("b"), _result("c", Status.FILTERED), checked,
          _result("m", Status.MAPPING_ERROR, sync="t")],
@@ -214,13 +215,13 @@ def _record_story(store: Store | PostgresStore, now: float) -> None:
     store.record_attempts(
         [_attempt(a.id, now + 1, Status.DELIVERED), _attempt(b.id, now + 2, Status.ARCHIVED, 500)]
     )
-    again = [("web", "a", '{"messageId": "a"}')]  # received again, as the runtime records it
+    again = [DuplicateRow("web", "a", '{"messageId": "a"}')]  # as the runtime records it
     store.record_results([], destinations={}, duplicates=again, now=now + 3)
 
 
 def test_errors_status_and_explain_answer_alike_on_both_stores(postgres_url, tmp_path):
     now = time.time() - 60
-    with Store.open(tmp_path / "state.db") as sqlite, PostgresStore.open(postgres_url) as pg:
+    with SqliteStore.open(tmp_path / "state.db") as sqlite, PostgresStore.open(postgres_url) as pg:
         _record_story(sqlite, now)
         _record_story(pg, now)
         for filters in (
@@ -228,14 +229,13 @@ def test_errors_status_and_explain_answer_alike_on_both_stores(postgres_url, tmp
             queries.ErrorFilter(syncs=("s",), stages=("contract", "delivery")),
             queries.ErrorFilter(statuses=("failed",), since=now - 1, limit=2),
         ):
-            assert queries.list_errors(pg, filters) == queries.list_errors(sqlite, filters)
-        assert queries.sync_status(pg, now - 10, ["s", "t"]) == queries.sync_status(
-            sqlite, now - 10, ["s", "t"]
-        )
+            assert pg.list_errors(filters) == sqlite.list_errors(filters)
+        assert pg.sync_status(now - 10, ["s", "t"]) == sqlite.sync_status(now - 10, ["s", "t"])
         for message_id in ("a", "b", "v1", "m"):
-            assert queries.explain(pg, message_id) == queries.explain(sqlite, message_id)
+            assert pg.explain(message_id) == sqlite.explain(message_id)
         for error_id in ("1", "2", "v1"):
-            assert queries.error_detail(pg, error_id) == queries.error_detail(sqlite, error_id)
+            assert pg.error_detail(error_id) == sqlite.error_detail(error_id)
         assert pg.requeue([2], now=now + 5) == sqlite.requeue([2], now=now + 5) == 1
-        assert pg.delivery_outcomes([1, 2]) == sqlite.delivery_outcomes([1, 2])
+        assert pg.delivery_statuses([1, 2]) == sqlite.delivery_statuses([1, 2])
+        assert pg.syncs_of_deliveries([1, 5]) == sqlite.syncs_of_deliveries([1, 5])
         assert pg.prune(0, now=now + 10) == sqlite.prune(0, now=now + 10)

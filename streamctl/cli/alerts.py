@@ -12,22 +12,23 @@ import httpx
 import typer
 from rich.table import Table
 
+from streamctl.channels import format_value
 from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stderr, table_console
 from streamctl.config.loader import load_project
 from streamctl.core.model import Project
+from streamctl.core.timestamps import iso
+from streamctl.core.units import format_duration
 from streamctl.monitoring.alerts import (
     AlertEvaluator,
     Evaluation,
     RuleStatus,
     bounds,
-    open_alert_state,
     rule_json,
     rule_statuses,
 )
-from streamctl.monitoring.channels import format_duration, format_value, iso
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store.backend import store_exists
+from streamctl.store.backend import open_alert_state, store_exists
+from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -122,7 +123,7 @@ def _list_table(statuses: Sequence[RuleStatus]) -> Table:
             rule.severity,
             label[status.label],
             "" if state is None else _value(rule.when, state.value),
-            iso(state.since) if state is not None and state.since is not None else "",
+            iso(state.since, "seconds") if state is not None and state.since is not None else "",
             notify,
         )
     return table
@@ -194,4 +195,4 @@ def _report_notifications(evaluations: Sequence[Evaluation]) -> None:
 
 
 def _iso_or_none(epoch: float | None) -> str | None:
-    return None if epoch is None else iso(epoch)
+    return None if epoch is None else iso(epoch, "seconds")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +21,9 @@ from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
 from streamctl.core.units import parse_duration
 from streamctl.delivery.runtime import Runtime
-from streamctl.store.backend import AnyStore, open_store
-from streamctl.store.queries import ErrorFilter, archived_ids, error_detail, list_errors
+from streamctl.store import Store
+from streamctl.store.backend import open_store
+from streamctl.store.queries import ErrorFilter
 
 app = typer.Typer()
 errors_app = typer.Typer(
@@ -87,8 +89,8 @@ def errors(
     filters = ErrorFilter(
         tuple(syncs or ()), tuple(statuses or ()), tuple(stages or ()), parse_since(since), limit
     )
-    with open_store(project, readonly=True) as store:
-        rows = list_errors(store, filters)
+    with closing(open_store(project, readonly=True)) as store:
+        rows = store.list_errors(filters)
     if as_json:
         for row in rows:
             typer.echo(json_line(row, project))
@@ -135,8 +137,8 @@ def show(
 ) -> None:
     """One error in full: the event, the payload, every attempt and its response."""
     project = load_project(project_dir)
-    with open_store(project, readonly=True) as store:
-        detail = error_detail(store, error_id)
+    with closing(open_store(project, readonly=True)) as store:
+        detail = store.error_detail(error_id)
     if detail is None:
         msg = f"no error with id {error_id!r} (ids come from `streamctl errors`)"
         raise UsageError(msg)
@@ -234,8 +236,8 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    with open_store(project) as store:
-        chosen = archived_ids(store, filters)
+    with closing(open_store(project)) as store:
+        chosen = store.archived_ids(filters)
         if ids:
             wanted = set(ids)
             chosen = [i for i in chosen if i in wanted]
@@ -243,7 +245,7 @@ def retry(
             stderr.print("nothing to retry: no archived deliveries match", highlight=False)
             return
         requeued = store.requeue(chosen)
-        affected = store.delivery_syncs(chosen)
+        affected = store.syncs_of_deliveries(chosen)
         if queue_only:
             stderr.print(
                 f"requeued {requeued} deliveries of {', '.join(affected)}", highlight=False
@@ -255,7 +257,7 @@ def retry(
             msg = f"sync {missing[0]!r} is no longer in the project: cannot send its deliveries"
             raise UsageError(msg)
         asyncio.run(_deliver(project, store, affected))
-        outcome = store.delivery_outcomes(chosen)
+        outcome = store.delivery_statuses(chosen)
     delivered, archived = outcome.get("delivered", 0), outcome.get("archived", 0)
     stderr.print(
         f"retried {requeued} deliveries ({', '.join(affected)}): {delivered} delivered, {archived} archived again",
@@ -265,6 +267,6 @@ def retry(
         raise typer.Exit(1)
 
 
-async def _deliver(project: Project, store: AnyStore, syncs: list[str]) -> None:
+async def _deliver(project: Project, store: Store, syncs: list[str]) -> None:
     async with Runtime(project, store, syncs=syncs) as runtime:
         await runtime.drain()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,6 @@ from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.core.errors import StreamctlError
 from streamctl.store.backend import open_store
-from streamctl.store.queries import explain as explain_event
 
 app = typer.Typer()
 
@@ -33,8 +33,8 @@ def explain(
     """Everything that happened to one event: receipt, contract, each sync's function,
     filter and mapping decision, every delivery attempt and response."""
     project = load_project(project_dir)
-    with open_store(project, readonly=True) as store:
-        story = explain_event(store, message_id)
+    with closing(open_store(project, readonly=True)) as store:
+        story = store.explain(message_id)
     if not story:
         msg = f"no event with messageId {message_id!r} in {redact(project.store_location, project.secrets)}"
         raise NotFound(msg)

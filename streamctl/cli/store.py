@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -59,7 +60,7 @@ def prune(
         seconds = parse_duration(older_than) if older_than else project.retention_days * 86400.0
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    with open_store(project) as store:
+    with closing(open_store(project)) as store:
         deleted = store.prune(seconds)
         if vacuum:
             store.vacuum()

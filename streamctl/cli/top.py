@@ -25,8 +25,8 @@ from streamctl.cli.output import table_console
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
 from streamctl.core.units import parse_duration
-from streamctl.monitoring.store_metrics import StoreMetrics
 from streamctl.monitoring.top import Rate, TopRow, TopSampler
+from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from streamctl.channels import CHANNELS
 from streamctl.config.documents import Document, NodePath, parse_document
 from streamctl.config.schema import (
     TYPE_WORDS,
@@ -57,18 +58,6 @@ STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_STORE = ".streamctl/state.db"
 YAML_SUFFIXES = (".yaml", ".yml")
 
-# Alert channel settings per type (SPEC §7): required keys, optional keys, secret keys.
-CHANNEL_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
-    "slack": (frozenset({"webhook_url"}), frozenset(), frozenset({"webhook_url"})),
-    # A webhook URL often carries its token in the path (as Slack's does).
-    "webhook": (frozenset({"url"}), frozenset({"headers"}), frozenset({"url", "headers"})),
-    "pagerduty": (frozenset({"routing_key"}), frozenset({"base_url"}), frozenset({"routing_key"})),
-    "email": (
-        frozenset({"host", "from", "to"}),
-        frozenset({"port", "username", "password", "starttls"}),
-        frozenset({"password"}),
-    ),
-}
 WEBHOOK_ONLY_KEYS = ("secret", "signature_header", "event_name")
 ARRAY_BODY = "array_body"  # webhook: send a JSON array even for one payload
 
@@ -209,8 +198,8 @@ class _ProjectLoader:
         channels = alerts.get("channels") if isinstance(alerts, dict) else None
         for spec in _entries(channels):
             kind = spec.get("type")
-            if isinstance(kind, str) and kind in CHANNEL_FIELDS:
-                secret = CHANNEL_FIELDS[kind][2]
+            if isinstance(kind, str) and kind in CHANNELS:
+                secret = CHANNELS[kind].secret
                 self.secrets.update(secret_strings([v for k, v in spec.items() if k in secret]))
 
     @staticmethod
@@ -455,7 +444,7 @@ class _ProjectLoader:
             if not is_clean(path, broken):
                 return None
             kind = spec["type"]
-            required, optional, _ = CHANNEL_FIELDS[kind]
+            required, optional = CHANNELS[kind].required, CHANNELS[kind].optional
             for key in sorted(required - spec.keys()):
                 message = f"a {kind} alert channel needs {key!r}"
                 self.problems.append(doc.problem(path, message, key=True))

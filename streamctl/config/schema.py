@@ -20,6 +20,7 @@ from typing import Any, Literal
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from streamctl.channels import CHANNELS
 from streamctl.config.documents import Document, NodePath
 from streamctl.core.errors import Problem, suggest
 
@@ -41,7 +42,16 @@ def load_schema(name: SchemaName) -> dict[str, Any]:
     """The JSON Schema for a kind of project file, as shipped in the package."""
     text = resources.files("streamctl.config.schemas").joinpath(f"{name}.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
+    if name == "streamctl":  # the channel types are those of the one table (the file's copy
+        # is for editors; tests/test_config_loader.py keeps it equal)
+        channel_type(schema)["enum"] = sorted(CHANNELS)
     return schema
+
+
+def channel_type(schema: dict[str, Any]) -> dict[str, Any]:
+    """The `type` property of an alert channel in streamctl.schema.json."""
+    node: dict[str, Any] = schema["definitions"]["channel"]["properties"]["type"]
+    return node
 
 
 @cache

@@ -140,7 +140,7 @@ class SyncConfig:
 @dataclass(frozen=True)
 class AlertChannel:
     name: str
-    type: Literal["slack", "webhook", "pagerduty", "email"]
+    type: str  # a key of streamctl.channels.CHANNELS
     config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
@@ -183,6 +183,12 @@ class Project:
     def store_location(self) -> str:
         """The store as the user wrote it, for messages (a URL's password is a secret)."""
         return self.store_url or str(self.store_path)
+
+    @property
+    def store_file(self) -> Path:
+        """`store:` of streamctl.yaml, relative to the project root unless absolute."""
+        path = Path(self.store_path)
+        return path if path.is_absolute() else Path(self.root) / path
 
     def sync(self, name: str) -> SyncConfig:
         for sync in self.syncs:

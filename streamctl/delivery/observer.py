@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from streamctl.core.outcomes import EventResult
-    from streamctl.store.db import AttemptRecord, PendingDelivery
+    from streamctl.core.rows import AttemptRecord, PendingDelivery
 
 log = logging.getLogger(__name__)
 

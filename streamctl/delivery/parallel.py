@@ -13,7 +13,7 @@ delivery needs: the PENDING deliveries with their ids, as tuples of strings
 (`PendingRow`; payload dicts cost several times more to pickle). The parent
 process delivers, and records attempts.
 
-    with DecisionPool(project.root, store.path, path, "web", syncs=(), workers=2) as pool:
+    with DecisionPool(project.root, store_location(project), path, "web", syncs=(), workers=2) as pool:
         pool.node = store.node                        # PostgreSQL: the node they record for
         for start, end in byte_ranges(path, 5000):
             chunk = await pool.submit(start, end)     # DecidedChunk, its lines numbered from 1
@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from streamctl.core.heap import tune_garbage_collector
-from streamctl.core.rows import PendingRow, encode_results
+from streamctl.core.rows import PendingDelivery, PendingRow, encode_results, pending_deliveries
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
-from streamctl.store.backend import AnyStore, open_location
-from streamctl.store.db import PendingDelivery, pending_from_rows
+from streamctl.store import Store
+from streamctl.store.backend import open_location
 from streamctl.store.postgres.location import is_postgres_url
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class DecidedChunk:
 
     def pending(self) -> list[PendingDelivery]:
         """The PENDING deliveries, built in the process that delivers them."""
-        return pending_from_rows(self.pending_rows, self.recorded_at)
+        return pending_deliveries(self.pending_rows, self.recorded_at)
 
 
 def byte_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int]]:
@@ -184,14 +184,11 @@ def decide_range(start: int, end: int, node: int | None = None) -> DecidedChunk:
     source: str = _worker["source"]
     results = _worker["pipeline"].process(source, chunk.events, _worker["narrowed"])
     encoded = encode_results(source, results, keep_payloads=False)
-    store: AnyStore | None = _worker.get("store")
+    store: Store | None = _worker.get("store")
     if store is None:
-        # SQLite: each turn at the writer lock finds the cache emptied by the others' writes.
+        # Each turn at the writer lock finds the cache emptied by the others' writes.
         store = open_location(
-            _worker["store_location"],
-            node=node,
-            checkpoints=False,
-            cache_mib=WORKER_CACHE_MIB,
+            _worker["store_location"], node=node, checkpoints=False, cache_mib=WORKER_CACHE_MIB
         )
         _worker["store"] = store
     now = time.time()
@@ -199,7 +196,7 @@ def decide_range(start: int, end: int, node: int | None = None) -> DecidedChunk:
         encoded, destinations=_worker["destinations"], now=now, dedupe=True, build_pending=False
     )
     decisions = recorded.encoded.decisions
-    counts = Counter((row[2], row[4]) for row in decisions)
+    counts = recorded.encoded.status_counts()
     first_id = recorded.first_delivery_id
     return DecidedChunk(
         chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, first_id,
@@ -238,10 +235,7 @@ class DecisionPool:
             )
         root_dir = str(Path(root).resolve())
         self._begin(
-            context,
-            workers,
-            _start,
-            (root_dir, *self._shared(store, path, source, syncs)),
+            context, workers, _start, (root_dir, *self._shared(store, path, source, syncs))
         )
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
@@ -280,8 +274,10 @@ class DecisionPool:
     ) -> tuple[str, str, str, tuple[str, ...], int]:
         """The workers' arguments: the store (a file, or a PostgreSQL URL), the events
         file, the source, the syncs, the parent's pid."""
-        location = str(store) if is_postgres_url(str(store)) else str(Path(store).resolve())
-        return (location, str(Path(path).resolve()), source, syncs, os.getpid())
+        text = str(store)
+        location = text if is_postgres_url(text) else str(Path(text).resolve())
+        resolved = (location, str(Path(path).resolve()))
+        return (*resolved, source, syncs, os.getpid())
 
     node: int | None = None  # the PostgreSQL node the workers record for (set when known)
 

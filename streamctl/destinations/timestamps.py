@@ -1,6 +1,6 @@
 """Mapped event times in the units vendors want, failing as a `mapping_error`.
 
-Built on `vendor.parse_timestamp` (ISO 8601 strings, or epoch seconds/milliseconds):
+Built on `streamctl.core.timestamps.parse_timestamp` (ISO 8601 strings, or epoch seconds/milliseconds):
 a mapped time that does not parse is a MappingError naming the field and the value,
 so the event is archived at mapping time instead of being sent with a wrong date.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from streamctl.core.errors import MappingError
-from streamctl.destinations.vendor import TimestampError, parse_timestamp
+from streamctl.core.timestamps import TimestampError, parse_timestamp
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

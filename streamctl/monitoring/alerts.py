@@ -28,15 +28,12 @@ the outcome of every notification is recorded in `alert_notifications`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from tenacity import (
@@ -46,76 +43,22 @@ from tenacity import (
     wait_exponential,
 )
 
-from streamctl.config.secrets import redact
-from streamctl.core.errors import StoreError
-from streamctl.core.model import AlertRule, Project, SyncConfig
-from streamctl.monitoring.channels import (
+from streamctl.channels import (
     AlertNotice,
     Channel,
     ChannelError,
     build_channel,
-    format_duration,
 )
-from streamctl.monitoring.source import MetricsSource
-from streamctl.store.db import store_path
-from streamctl.store.postgres.store import PostgresStore, sqlite_style
+from streamctl.config.secrets import redact
+from streamctl.core.model import AlertRule, Project, SyncConfig
+from streamctl.core.units import format_duration
+from streamctl.store.alert_state import AlertStateStore, NotificationRecord, RuleState
+from streamctl.store.backend import open_alert_state
+from streamctl.store.metrics import MetricsSource
 
 log = logging.getLogger(__name__)
 
 Comparison = Literal["above", "below"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
-    rule TEXT NOT NULL,
-    sync TEXT NOT NULL,
-    firing INTEGER NOT NULL,
-    since REAL,               -- firing since (epoch s); NULL while not firing
-    value REAL,               -- last value seen; NULL when the window had no data
-    evaluated_at REAL NOT NULL,
-    changed_at REAL NOT NULL, -- last transition (or first evaluation)
-    notified_at REAL,         -- last notification that reached every channel
-    PRIMARY KEY (rule, sync)
-);
-CREATE TABLE IF NOT EXISTS alert_notifications (
-    id INTEGER PRIMARY KEY,
-    rule TEXT NOT NULL,
-    sync TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    state TEXT NOT NULL,      -- firing | resolved
-    at REAL NOT NULL,
-    ok INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    error TEXT                -- redacted; NULL when ok
-);
-CREATE INDEX IF NOT EXISTS alert_notifications_rule ON alert_notifications (rule, sync, at);
-"""
-
-
-@dataclass(frozen=True)
-class RuleState:
-    """The remembered state of one rule for one sync."""
-
-    rule: str
-    sync: str
-    firing: bool
-    since: float | None
-    value: float | None
-    evaluated_at: float
-    changed_at: float
-    notified_at: float | None = None
-
-
-@dataclass(frozen=True)
-class NotificationRecord:
-    rule: str
-    sync: str
-    channel: str
-    state: str
-    at: float
-    ok: bool
-    attempts: int
-    error: str | None
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -144,164 +87,18 @@ class NotifyPolicy:
     backoff_max: float = 10.0
 
 
-class AlertStateStore:
-    """`alert_state` and `alert_notifications` in the project's SQLite file.
-
-    Its own connection (WAL lets it share the file with the store), its own
-    idempotent migration; safe to call from worker threads.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE below.
-            self._db = sqlite3.connect(
-                path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        except sqlite3.Error as exc:
-            msg = f"cannot open the alert state in {path}: {exc}"
-            raise StoreError(msg) from exc
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: a second evaluator (run and alerts check) waits, then sees our writes."""
-        with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                msg = f"alert state in {self.path}: {exc}"
-                raise StoreError(msg) from exc
-
-    def states(self) -> dict[tuple[str, str], RuleState]:
-        with self._transaction() as db:
-            return _states(db)
-
-    def advance(
-        self, readings: Sequence[tuple[AlertRule, str, float | None]], now: float
-    ) -> list[Evaluation]:
-        """Apply each (rule, sync, value) reading to the remembered state, atomically.
-
-        Reading the previous states and writing the new ones in one write transaction
-        means two evaluators never both announce the same transition.
-        """
-        with self._transaction() as db:
-            previous = _states(db)
-            evaluations, states = [], []
-            for rule, sync, value in readings:
-                state, evaluation = next_state(
-                    rule, sync, value, previous.get((rule.name, sync)), now
-                )
-                states.append(state)
-                evaluations.append(evaluation)
-            db.executemany(
-                "INSERT INTO alert_state"
-                " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, sync) DO UPDATE SET"
-                " firing = excluded.firing, since = excluded.since, value = excluded.value,"
-                " evaluated_at = excluded.evaluated_at, changed_at = excluded.changed_at,"
-                " notified_at = excluded.notified_at",
-                [
-                    (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
-                     s.changed_at, s.notified_at)
-                    for s in states
-                ],
-            )  # fmt: skip
-        return evaluations
-
-    def mark_notified(self, rule: str, sync: str, at: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE alert_state SET notified_at = ? WHERE rule = ? AND sync = ?",
-                (at, rule, sync),
-            )
-
-    def record_notification(self, record: NotificationRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO alert_notifications"
-                " (rule, sync, channel, state, at, ok, attempts, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.rule,
-                    record.sync,
-                    record.channel,
-                    record.state,
-                    record.at,
-                    int(record.ok),
-                    record.attempts,
-                    record.error,
-                ),
-            )
-
-    def forget_notifications(self, before: float) -> None:
-        """The notification log keeps what the store keeps (`retention_days`)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM alert_notifications WHERE at < ?", (before,))
-
-    def notifications(self, rule: str | None = None) -> list[NotificationRecord]:
-        query = (
-            "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
-        )
-        args: tuple[str, ...] = ()
-        if rule is not None:
-            query, args = query + " WHERE rule = ?", (rule,)
-        with self._transaction() as db:
-            rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [
-            NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows
-        ]
-
-
-class PostgresAlertStateStore(AlertStateStore):
-    """The alert tables of a PostgreSQL store (created by its migrations), shared by
-    every node: `advance` holds a transaction-scoped advisory lock, so when two nodes
-    evaluate at once the second reads the state the first wrote, and a transition is
-    announced by one node only."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-        self.path = Path(store.location.describe())
-
-    def close(self) -> None:
-        self.store.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with self.store.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [ALERTS_LOCK])
-            yield sqlite_style(conn)
-
-
-ALERTS_LOCK = 0x5354_4D32  # pg_advisory_xact_lock key of alert evaluations ("STM2")
-
-
-def open_alert_state(project: Project) -> AlertStateStore:
-    """The alert state of the project's store, SQLite or PostgreSQL."""
-    if project.store_url is not None:
-        return PostgresAlertStateStore(PostgresStore.open(project.store_url, readonly=True))
-    return AlertStateStore(store_path(project))
-
-
-def _states(db: sqlite3.Connection) -> dict[tuple[str, str], RuleState]:
-    rows = db.execute(
-        "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
-        " FROM alert_state"
-    ).fetchall()
-    return {(row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows}
+def _advance(
+    readings: Sequence[tuple[AlertRule, str, float | None]],
+    now: float,
+    previous: dict[tuple[str, str], RuleState],
+) -> tuple[list[RuleState], list[Evaluation]]:
+    """Each (rule, sync, value) reading applied to the remembered states."""
+    states, evaluations = [], []
+    for rule, sync, value in readings:
+        state, evaluation = next_state(rule, sync, value, previous.get((rule.name, sync)), now)
+        states.append(state)
+        evaluations.append(evaluation)
+    return states, evaluations
 
 
 def bounds(rule: AlertRule) -> tuple[Comparison, float]:
@@ -525,7 +322,7 @@ class AlertEvaluator:
             for rule in self.project.alerts.rules
             for sync in matching_syncs(rule, self.project)
         ]
-        return self.state.advance(readings, now)
+        return self.state.advance(functools.partial(_advance, readings, now))
 
     async def _announce(self, evaluation: Evaluation, now: float) -> Evaluation:
         """Tell the rule's channels about a transition, concurrently; no-op without one."""

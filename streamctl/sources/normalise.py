@@ -33,6 +33,7 @@ import orjson
 
 from streamctl.core.errors import EventError
 from streamctl.core.events import CALL_TYPES, Event
+from streamctl.core.timestamps import format_timestamp, parse_iso
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -102,25 +103,6 @@ def _check_size(event: Event, index: int | None) -> None:
         which = _which(event.get("messageId"), index)
         msg = f"{which}: event is {size} bytes, over the {MAX_EVENT_BYTES} byte limit"
         raise EventError(msg)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a `Z`: `2026-11-26T12:00:00.000Z`."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text[:-6] + "Z"  # drop "+00:00"
-
-
-def parse_timestamp(text: Any) -> datetime | None:
-    """An ISO 8601 timestamp (a `Z` or an offset; naive means UTC), or None if it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _which(message_id: Any, index: int | None) -> str:
@@ -213,7 +195,7 @@ def _corrected_timestamp(event: Event, received: str, received_at: datetime) -> 
 
 
 def _parse_field(event: Event, key: str) -> datetime:
-    moment = parse_timestamp(event.get(key))
+    moment = parse_iso(event.get(key))
     if moment is None:
         msg = f"{_which(event.get('messageId'), None)}: {key} is not an ISO 8601 timestamp: {event.get(key)!r}"
         raise EventError(msg)

@@ -1,9 +1,12 @@
 """Read-side queries of the store for `errors`, `status` and `explain` (docs/store.md).
 
-    with open_store(project, readonly=True) as store:
-        rows = list_errors(store, ErrorFilter(syncs=("to-braze",), since=time.time() - 3600))
-        funnel = sync_status(store, since=time.time() - 86400, syncs=[s.name for s in project.syncs])
-        story = explain(store, "3f1c...")
+    with SqliteStore.for_project(project, readonly=True) as store:
+        rows = store.list_errors(ErrorFilter(syncs=("to-braze",), since=time.time() - 3600))
+        funnel = store.sync_status(since=time.time() - 86400, syncs=[s.name for s in project.syncs])
+        story = store.explain("3f1c...")
+
+The functions here take the SQLite connection; `SqliteStore` offers them as the
+methods of the `Store` protocol.
 
 Everything returns plain JSON-ready data (times as ISO 8601 UTC strings); the CLI
 renders it and redacts secrets.
@@ -14,12 +17,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from streamctl.store.backend import AnyStore
+from streamctl.core.timestamps import iso
+from streamctl.store.connection import SqlReader
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
@@ -34,13 +37,6 @@ class ErrorFilter:
     stages: tuple[str, ...] = ()
     since: float | None = None  # Unix seconds
     limit: int | None = None
-
-
-def iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def _statuses(filters: ErrorFilter) -> tuple[str, ...]:
@@ -59,7 +55,7 @@ def _marks(values: Sequence[object]) -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def list_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
+def list_errors(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     """Deliveries that did not (yet) get through, and, for `--stage contract`, every
     contract violation; newest first. Keys as SPEC §3 `errors --json`."""
     rows = _delivery_errors(store, filters)
@@ -73,17 +69,16 @@ def list_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
     return rows
 
 
-def _delivery_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _delivery_errors(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     statuses = _statuses(filters)
     where = [f"status IN ({_marks(statuses)})"]
     params: list[object] = list(statuses)
     # With the partial index's own term, and the other columns behind a unary `+`
     # (SQLite then ignores their indexes), the search walks only the problem rows.
-    # PostgreSQL's planner needs no hint (and has no unary + for text).
     plus = ""
     if set(statuses) <= set(PROBLEM_STATUSES):
         where.append(PROBLEM_STATUSES_WHERE)
-        plus = "+" if store.dialect == "sqlite" else ""
+        plus = "+" if store.dialect == "sqlite" else ""  # PostgreSQL: no unary + on text
     if filters.syncs:
         where.append(f"{plus}sync IN ({_marks(filters.syncs)})")
         params.extend(filters.syncs)
@@ -123,16 +118,16 @@ def _delivery_errors(store: AnyStore, filters: ErrorFilter) -> list[dict[str, An
 
 
 def _select_newest(
-    store: AnyStore, sql: str, params: list[object], limit: int | None
+    store: SqlReader, sql: str, params: list[object], limit: int | None
 ) -> list[tuple[Any, ...]]:
     """Rows of an `ORDER BY id DESC` query, at most `limit` of them."""
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with store.lock:
-        return store.conn.execute(sql, params).fetchall()
+    rows: list[tuple[Any, ...]] = store.rows(sql, params)
+    return rows
 
 
-def _violations(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
     if filters.since is not None:
@@ -172,7 +167,7 @@ def _violations(store: AnyStore, filters: ErrorFilter) -> list[dict[str, Any]]:
     ]
 
 
-def error_detail(store: AnyStore, error_id: str) -> dict[str, Any] | None:
+def error_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
     """`errors show ID`: the delivery (or violation), its event, payload and every attempt."""
     if error_id.startswith(VIOLATION_PREFIX):
         return _violation_detail(store, error_id)
@@ -187,7 +182,7 @@ def error_detail(store: AnyStore, error_id: str) -> dict[str, Any] | None:
     return delivery
 
 
-def _violation_detail(store: AnyStore, error_id: str) -> dict[str, Any] | None:
+def _violation_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
     try:
         number = int(error_id[len(VIOLATION_PREFIX) :])
     except ValueError:
@@ -224,7 +219,7 @@ TIME_COLUMNS = (
 )
 
 
-def _delivery_dict(store: AnyStore, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+def _delivery_dict(store: SqlReader, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     delivery = dict(zip(DELIVERY_COLUMNS, row, strict=True))
     delivery["payload"] = orjson.loads(delivery["payload"]) if delivery["payload"] else None
     for column in TIME_COLUMNS:
@@ -236,7 +231,7 @@ def _delivery_dict(store: AnyStore, row: sqlite3.Row | tuple[Any, ...]) -> dict[
     return delivery
 
 
-def _delivery(store: AnyStore, delivery_id: int) -> dict[str, Any] | None:
+def _delivery(store: SqlReader, delivery_id: int) -> dict[str, Any] | None:
     with store.lock:
         row = store.conn.execute(
             f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries WHERE id = ?", [delivery_id]
@@ -244,7 +239,7 @@ def _delivery(store: AnyStore, delivery_id: int) -> dict[str, Any] | None:
     return None if row is None else _delivery_dict(store, row)
 
 
-def _attempts(store: AnyStore, delivery_id: int) -> list[dict[str, Any]]:
+def _attempts(store: SqlReader, delivery_id: int) -> list[dict[str, Any]]:
     with store.lock:
         rows = store.conn.execute(
             "SELECT at, status, status_code, latency_ms, error, response, retry_after"
@@ -265,7 +260,7 @@ def _attempts(store: AnyStore, delivery_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _traceback(store: AnyStore, event_id: int, sync: str) -> str | None:
+def _traceback(store: SqlReader, event_id: int, sync: str) -> str | None:
     with store.lock:
         row = store.conn.execute(
             "SELECT traceback FROM function_errors WHERE event_id = ? AND sync = ? LIMIT 1",
@@ -274,7 +269,7 @@ def _traceback(store: AnyStore, event_id: int, sync: str) -> str | None:
     return row[0] if row else None
 
 
-def _event(store: AnyStore, event_id: int | None) -> dict[str, Any] | None:
+def _event(store: SqlReader, event_id: int | None) -> dict[str, Any] | None:
     if event_id is None:
         return None
     with store.lock:
@@ -296,7 +291,7 @@ def _event(store: AnyStore, event_id: int | None) -> dict[str, Any] | None:
     }
 
 
-def archived_ids(store: AnyStore, filters: ErrorFilter) -> list[int]:
+def archived_ids(store: SqlReader, filters: ErrorFilter) -> list[int]:
     """`errors retry`: archived deliveries matching the filters that can be sent again
     (they have a payload: mapping errors and blocked events never do)."""
     narrowed = ErrorFilter(filters.syncs, ("archived",), (), filters.since, filters.limit)
@@ -318,7 +313,7 @@ FUNNEL = (
 )
 
 
-def sync_status(store: AnyStore, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+def sync_status(store: SqlReader, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The funnel of each sync over deliveries created since `since`, the error rate
     (failed attempts / attempts) and request latency percentiles of attempts since then.
     `syncs` are listed even with no rows (in that order, then any others found)."""
@@ -372,7 +367,7 @@ def empty_status(sync: str) -> dict[str, Any]:
 
 
 def latency_percentiles(
-    store: AnyStore, sync: str, since: float, count: int | None = None
+    store: SqlReader, sync: str, since: float, count: int | None = None
 ) -> dict[str, float | None]:
     """Request latency of the sync's attempts since `since`: p50, p95, p99 (nearest rank)."""
     with store.lock:
@@ -400,7 +395,7 @@ def latency_percentiles(
 # -- explain ---------------------------------------------------------------------------------------
 
 
-def explain(store: AnyStore, message_id: str) -> list[dict[str, Any]]:
+def explain(store: SqlReader, message_id: str) -> list[dict[str, Any]]:
     """Every receipt of `message_id` (duplicates included), each with its contract check,
     violations, and per sync every decision with its attempts and responses."""
     with store.lock:
@@ -439,3 +434,21 @@ def explain(store: AnyStore, message_id: str) -> list[dict[str, Any]]:
         event["deliveries"] = [_delivery_dict(store, row) for row in rows]
         story.append(event)
     return story
+
+
+def syncs_of_deliveries(store: SqlReader, ids: Sequence[int]) -> list[str]:
+    rows = store.rows(
+        "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+        " ORDER BY sync",
+        [orjson.dumps(list(ids)).decode()],
+    )
+    return [r[0] for r in rows]
+
+
+def delivery_statuses(store: SqlReader, ids: Sequence[int]) -> dict[str, int]:
+    rows = store.rows(
+        "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+        " GROUP BY status",
+        [orjson.dumps(list(ids)).decode()],
+    )
+    return {r[0]: r[1] for r in rows}

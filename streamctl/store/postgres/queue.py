@@ -3,7 +3,7 @@
     queue = store.queue                        # PostgresEventQueue
     queue.append_many([("web", events), ...])  # one transaction, flushed to disk: durable
     batch = queue.claim(5000)                  # rows leased to this node
-    store.record_encoded(..., ack=[q.id for q in batch])   # outcome and ack, one transaction
+    store.record_and_ack(encoded, [q.id for q in batch], ...)  # outcome and ack: one transaction
 
 As in SQLite, one row per append (an HTTP request's events as one JSON array). Any
 node's processor may claim any row: a claim sets the row's `owner` to the node, in
@@ -32,7 +32,7 @@ from streamctl.store.queue import Overloaded, QueuedEvent
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH, _events_of
 
 if TYPE_CHECKING:
-    from streamctl.store.postgres.store import PostgresStore
+    from streamctl.store.postgres.store import Connection, PostgresStore
 
 DEPTH_REFRESH = 0.2  # seconds
 CLAIM_ROWS = 1_000  # rows looked at per claim (a row is one request: up to 500 KB of events)
@@ -63,7 +63,7 @@ class PostgresEventQueue:
         now = time.time()
         dumps = orjson.dumps
         with (
-            self.store.durable_transaction() as conn,
+            self.store.pg_transaction(durable=True) as conn,
             conn.cursor().copy(
                 "COPY queue (source, event, events, appended_at) FROM STDIN"
             ) as copy,
@@ -82,7 +82,7 @@ class PostgresEventQueue:
         store = self.store
         rows_wanted = max(1, min(CLAIM_ROWS, int(limit / self._events_per_row * 1.5) + 1))
         params = {"me": store.node, "lease": store.location.lease_seconds, "rows": rows_wanted}
-        with store.transaction() as conn:
+        with store.pg_transaction() as conn:
             candidates = conn.execute(
                 f"SELECT id, events FROM queue WHERE {FREE_FOR_ME}"
                 " AND owner IS DISTINCT FROM %(me)s ORDER BY id LIMIT %(rows)s"
@@ -115,29 +115,34 @@ class PostgresEventQueue:
         """Delete these rows (an id repeated, one per event of its row, counts once)."""
         if not ids:
             return
-        with self.store.transaction() as conn:
-            row = conn.execute(
-                "WITH gone AS (DELETE FROM queue WHERE id = ANY(%s) RETURNING events)"
-                " SELECT coalesce(sum(events), 0) FROM gone",
-                [list(dict.fromkeys(ids))],
-            ).fetchone()
-        self.forget(int(row[0]) if row else 0)
+        with self.store.pg_transaction() as conn:
+            acked = self.ack_in(conn, ids)
+        self.dropped(acked)
 
-    def forget(self, count: int) -> None:
-        """`count` events were acked by `record_encoded(..., ack=ids)`."""
+    def ack_in(self, conn: Connection, ids: Sequence[int]) -> int:
+        """`ack` inside the caller's transaction (`record_and_ack`); the events acked."""
+        row = conn.execute(
+            "WITH gone AS (DELETE FROM queue WHERE id = ANY(%s) RETURNING events)"
+            " SELECT coalesce(sum(events), 0) FROM gone",
+            [list(dict.fromkeys(ids))],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def dropped(self, count: int) -> None:
+        """`count` events left the queue (acked in a transaction of the store's)."""
         with self._lock:
             self._depth = max(0, self._depth - count)
 
     def rewind(self) -> None:
         """Hand this node's claimed, unacknowledged rows back (a processor stopped)."""
-        with self.store.transaction() as conn:
+        with self.store.pg_transaction() as conn:
             conn.execute("UPDATE queue SET owner = NULL WHERE owner = %s", [self.store.node])
 
     def depth(self) -> int:
         """Events waiting in the store's queue, every node's."""
         if time.monotonic() - self._read_at < DEPTH_REFRESH:
             return self._depth
-        with self.store.transaction() as conn:
+        with self.store.pg_transaction() as conn:
             row = conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
         with self._lock:
             self._depth = int(row[0]) if row else 0

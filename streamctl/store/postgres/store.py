@@ -41,7 +41,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +51,19 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.model import Project
 from streamctl.core.outcomes import EventResult
-from streamctl.core.rows import PENDING, DuplicateRow, EncodedResults, encode_results
+from streamctl.core.rows import (
+    PENDING,
+    AttemptRecord,
+    DuplicateRow,
+    EncodedResults,
+    PendingDelivery,
+    RecordedResults,
+    encode_results,
+)
+from streamctl.store import queries
 from streamctl.store.db import (
     _PENDING_COLUMNS,
     DEDUPE_WINDOW,
-    AttemptRecord,
-    PendingDelivery,
-    RecordedResults,
     _pending,
     _pending_from_store,
     _same_attempts,
@@ -65,6 +71,7 @@ from streamctl.store.db import (
 )
 from streamctl.store.postgres.location import PostgresLocation, parse_location
 from streamctl.store.postgres.schema import current_version, migrate
+from streamctl.store.queries import ErrorFilter
 from streamctl.store.schema import message_key
 
 if TYPE_CHECKING:
@@ -189,7 +196,7 @@ class PostgresStore:
         self.pool.close()
 
     def release(self) -> None:
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             conn.execute(
                 f"UPDATE deliveries SET owner = NULL WHERE owner = %s AND {OPEN}", [self.node]
             )
@@ -234,23 +241,31 @@ class PostgresStore:
         self._unreachable = None
 
     @contextmanager
-    def _transaction(self, durable: bool = False) -> Iterator[Connection]:
+    def pg_transaction(self, durable: bool = False) -> Iterator[Connection]:
+        """A transaction on a pooled connection (psycopg's `%s` placeholders). `durable`:
+        its commit is flushed to the server's disk before it returns."""
         with self._connection() as conn, conn.transaction():
             if durable:
                 conn.execute("SET LOCAL synchronous_commit = on")
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A transaction on a pooled connection (what `/readyz` proves it can open)."""
-        with self._transaction() as conn:
-            yield conn
+    def transaction(self) -> Iterator[_SqliteStyle]:
+        """A transaction spoken to with `?` placeholders, as the SQL shared with the
+        SQLite store writes them (`SqlReader`)."""
+        with self.pg_transaction() as conn:
+            yield _SqliteStyle(conn)
 
-    @contextmanager
-    def durable_transaction(self) -> Iterator[Connection]:
-        """A transaction whose commit is flushed to the server's disk before it returns."""
-        with self._transaction(durable=True) as conn:
-            yield conn
+    def check_writable(self) -> None:
+        """What `/readyz` asks: a connection, and a transaction on it."""
+        with self.pg_transaction() as conn:
+            conn.execute("SELECT 1")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
 
     def checkpoint(self) -> None:
         """Nothing to do: the server checkpoints (SQLite's store copies its WAL here)."""
@@ -258,6 +273,23 @@ class PostgresStore:
     def has_tables(self) -> bool:
         with self._connection() as conn:
             return current_version(conn) > 0
+
+    # -- reading (the SQL shared with SQLite: streamctl.store.queries) ------------------
+
+    def list_errors(self, filters: ErrorFilter) -> list[dict[str, Any]]:
+        return queries.list_errors(self, filters)
+
+    def error_detail(self, error_id: str) -> dict[str, Any] | None:
+        return queries.error_detail(self, error_id)
+
+    def archived_ids(self, filters: ErrorFilter) -> list[int]:
+        return queries.archived_ids(self, filters)
+
+    def sync_status(self, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        return queries.sync_status(self, since, syncs)
+
+    def explain(self, message_id: str) -> list[dict[str, Any]]:
+        return queries.explain(self, message_id)
 
     # -- dedupe --------------------------------------------------------------------------
 
@@ -287,9 +319,8 @@ class PostgresStore:
         self,
         results: Sequence[EventResult],
         *,
-        destinations: dict[str, str],
+        destinations: Mapping[str, str],
         duplicates: Sequence[DuplicateRow] = (),
-        ack: Sequence[int] = (),
         now: float | None = None,
     ) -> RecordedResults:
         source = results[0].source if results else ""
@@ -297,7 +328,6 @@ class PostgresStore:
             encode_results(source, results),
             destinations=destinations,
             duplicates=duplicates,
-            ack=ack,
             now=now,
         )
 
@@ -305,21 +335,44 @@ class PostgresStore:
         self,
         encoded: EncodedResults,
         *,
-        destinations: dict[str, str],
+        destinations: Mapping[str, str],
         duplicates: Sequence[DuplicateRow] = (),
-        ack: Sequence[int] = (),
         now: float | None = None,
         dedupe: bool = True,
         build_pending: bool = True,
     ) -> RecordedResults:
-        """Record events, decisions, violations and function errors, and ack queue rows,
-        in one transaction. Dedupe always happens, under the `message_ids` key (`dedupe`
-        is accepted for the SQLite store's callers): events another writer recorded
-        first are recorded as duplicates and their decisions dropped."""
+        """Record events, decisions, violations and function errors in one transaction.
+        Dedupe always happens, under the `message_ids` key (`dedupe` is the protocol's,
+        for SQLite): events another writer recorded first are recorded as duplicates
+        and their decisions dropped."""
+        return self._record(encoded, destinations, duplicates, now, build_pending, ())
+
+    def record_and_ack(
+        self,
+        encoded: EncodedResults,
+        entries: Sequence[int],
+        *,
+        destinations: Mapping[str, str],
+        duplicates: Sequence[DuplicateRow] = (),
+        now: float | None = None,
+    ) -> RecordedResults:
+        """`record_encoded`, and delete these queue entries, in one transaction."""
+        return self._record(encoded, destinations, duplicates, now, True, entries)
+
+    def _record(
+        self,
+        encoded: EncodedResults,
+        destinations: Mapping[str, str],
+        duplicates: Sequence[DuplicateRow],
+        now: float | None,
+        build_pending: bool,
+        entries: Sequence[int],
+    ) -> RecordedResults:
         now = time.time() if now is None else now
+        acked = 0
         encoded, repeated = encoded.split_duplicates(set())  # the same id twice in this batch
         duplicates = [*duplicates, *repeated]
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             taken = self._claim_message_ids(conn, encoded.source, encoded.message_ids, now)
             if taken:
                 encoded, found = encoded.split_duplicates(taken)
@@ -329,8 +382,10 @@ class PostgresStore:
             self._copy_events(conn, encoded, duplicates, first_event, now)
             self._copy_deliveries(conn, encoded, destinations, first_delivery, first_event, now)
             self._copy_problems(conn, encoded, first_event, now)
-            if ack:
-                conn.execute("DELETE FROM queue WHERE id = ANY(%s)", [list(dict.fromkeys(ack))])
+            if entries:
+                acked = self.queue.ack_in(conn, entries)
+        if acked:
+            self.queue.dropped(acked)
         return RecordedResults(
             _pending(encoded, first_delivery, now) if build_pending else [],
             len(encoded.events),
@@ -386,7 +441,7 @@ class PostgresStore:
         self,
         conn: Connection,
         encoded: EncodedResults,
-        destinations: dict[str, str],
+        destinations: Mapping[str, str],
         first_id: int,
         first_event: int,
         now: float,
@@ -434,7 +489,7 @@ class PostgresStore:
             return
         attempts = _same_attempts(records)
         updates = _same_updates(records)
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             with conn.cursor().copy(
                 "COPY attempts (delivery_id, sync, destination, at, status, status_code,"
                 " latency_ms, error, response, retry_after) FROM STDIN"
@@ -454,7 +509,7 @@ class PostgresStore:
         """Archive deliveries without an attempt (max_age passed before one could be made)."""
         if not deliveries:
             return
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             conn.execute(
                 "UPDATE deliveries SET status = 'archived', error = %s, finished_at = %s,"
                 " next_attempt_at = NULL WHERE id = ANY(%s)",
@@ -488,7 +543,7 @@ class PostgresStore:
 
     def _claim(self, where: str, params: dict[str, Any]) -> list[PendingDelivery]:
         params = {**params, "me": self.node, "lease": self.location.lease_seconds}
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             rows = conn.execute(
                 f"UPDATE deliveries SET owner = %(me)s, requeued = 0 WHERE id IN"
                 f" (SELECT id FROM deliveries WHERE {where} FOR UPDATE SKIP LOCKED)"
@@ -513,7 +568,7 @@ class PostgresStore:
     def requeue(self, ids: Sequence[int], now: float | None = None) -> int:
         """Put archived deliveries back to pending, unowned: a running node claims them."""
         now = time.time() if now is None else now
-        with self._transaction() as conn:
+        with self.pg_transaction() as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET status = 'pending', stage = 'delivery', attempts = 0,"
                 " next_attempt_at = %s, created_at = %s, finished_at = NULL, requeued = 1,"
@@ -522,14 +577,14 @@ class PostgresStore:
             )
             return cursor.rowcount
 
-    def delivery_syncs(self, ids: Sequence[int]) -> list[str]:
+    def syncs_of_deliveries(self, ids: Sequence[int]) -> list[str]:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT DISTINCT sync FROM deliveries WHERE id = ANY(%s) ORDER BY sync", [list(ids)]
             ).fetchall()
         return [r[0] for r in rows]
 
-    def delivery_outcomes(self, ids: Sequence[int]) -> dict[str, int]:
+    def delivery_statuses(self, ids: Sequence[int]) -> dict[str, int]:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT status, count(*) FROM deliveries WHERE id = ANY(%s) GROUP BY status",
@@ -558,7 +613,7 @@ class PostgresStore:
             ("attempts", "deliveries", "violations", "function_errors", "events"), 0
         )
         while True:
-            with self._transaction() as conn:
+            with self.pg_transaction() as conn:
                 doomed = [
                     r[0]
                     for r in conn.execute(
@@ -619,17 +674,22 @@ def _reserve(conn: Connection, sequence: str, count: int) -> int:
 
 
 class _Reader:
-    """`store.conn.execute(sql, params)` for the read-side queries both stores share
-    (streamctl.store.queries, monitoring): their `?` placeholders become psycopg's."""
+    """`store.conn.execute(sql, params)` for the SQL both stores share (streamctl.store
+    queries, metrics, alert state), each statement on its own pooled connection, in
+    autocommit: their `?` placeholders become psycopg's."""
 
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Rows:
         with self._store._connection() as conn:
             cursor = conn.execute(_placeholders(sql), list(params) or None)
             rows = cursor.fetchall() if cursor.description is not None else []
             return _Rows(rows, cursor.rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> None:
+        with self._store._connection() as conn:
+            conn.cursor().executemany(_placeholders(sql), params)
 
 
 class _SqliteStyle:
@@ -638,16 +698,49 @@ class _SqliteStyle:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[tuple[Any, ...]]:
         return self._conn.execute(_placeholders(sql), list(params) or None)
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
         self._conn.cursor().executemany(_placeholders(sql), rows)
 
 
-def sqlite_style(conn: Connection) -> _SqliteStyle:
-    """SQL written for sqlite3 (the alert state's) run on a PostgreSQL connection."""
-    return _SqliteStyle(conn)
+class AlertDatabase:
+    """The store as the alert state speaks to it (`SqlReader`), each transaction first
+    taking an advisory lock: when evaluators on several nodes run at once they take
+    turns, and the second reads the state the first wrote (a transition is announced
+    by one node, not once per node)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.lock = store.lock
+        self.conn = store.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteStyle]:
+        with self.store.pg_transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [ALERTS_LOCK])
+            yield _SqliteStyle(conn)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.store.rows(sql, params)
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.store.row(sql, params)
+
+    def minute_of(self, column: str) -> str:
+        return self.store.minute_of(column)
+
+    def has_tables(self) -> bool:
+        return self.store.has_tables()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+ALERTS_LOCK = 0x5354_4D32  # pg_advisory_xact_lock key of alert evaluations ("STM2")
 
 
 def _placeholders(sql: str) -> str:
