@@ -22,17 +22,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import orjson
 
 from streamctl.core.events import Event
-from streamctl.store.postgres.store import FREE_FOR_ME
+from streamctl.store.postgres.leases import FREE_FOR_ME, Connection
 from streamctl.store.queue import Overloaded, QueuedEvent
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH, _events_of
 
-if TYPE_CHECKING:
-    from streamctl.store.postgres.store import Connection, PostgresStore
+
+class QueueHost(Protocol):
+    """What the queue asks of its store (`PostgresStore`)."""
+
+    @property
+    def node(self) -> int | None: ...
+
+    @property
+    def lease_seconds(self) -> float: ...
+
+    def pg_transaction(self, durable: bool = False) -> AbstractContextManager[Connection]: ...
+
 
 DEPTH_REFRESH = 0.2  # seconds
 CLAIM_ROWS = 1_000  # rows looked at per claim (a row is one request: up to 500 KB of events)
@@ -41,7 +52,7 @@ CLAIM_ROWS = 1_000  # rows looked at per claim (a row is one request: up to 500 
 class PostgresEventQueue:
     """`EventQueue` over the store's `queue` table, shared by every node."""
 
-    def __init__(self, store: PostgresStore, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    def __init__(self, store: QueueHost, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.store = store
         self.max_depth = max_depth
         self._lock = threading.Lock()
@@ -81,7 +92,7 @@ class PostgresEventQueue:
         need at the rows' recent size, so a claim holds back few it does not take."""
         store = self.store
         rows_wanted = max(1, min(CLAIM_ROWS, int(limit / self._events_per_row * 1.5) + 1))
-        params = {"me": store.node, "lease": store.location.lease_seconds, "rows": rows_wanted}
+        params = {"me": store.node, "lease": store.lease_seconds, "rows": rows_wanted}
         with store.pg_transaction() as conn:
             candidates = conn.execute(
                 f"SELECT id, events FROM queue WHERE {FREE_FOR_ME}"

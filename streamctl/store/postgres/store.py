@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -69,30 +69,17 @@ from streamctl.store.db import (
     _same_attempts,
     _same_updates,
 )
+from streamctl.store.postgres.leases import DB_NOW, FREE_FOR_ME, OPEN, Connection
 from streamctl.store.postgres.location import PostgresLocation, parse_location
+from streamctl.store.postgres.queue import PostgresEventQueue
 from streamctl.store.postgres.schema import current_version, migrate
 from streamctl.store.queries import ErrorFilter
 from streamctl.store.schema import message_key
-
-if TYPE_CHECKING:
-    from streamctl.store.postgres.queue import PostgresEventQueue
-
-Connection = psycopg.Connection[tuple[Any, ...]]
 
 POOL_TIMEOUT = 3.0  # seconds an operation waits for a connection before it fails
 FAIL_FAST = 1.0  # seconds operations fail at once after the database was unreachable
 CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 HEARTBEAT_EVERY = 0.25  # of the lease
-
-# The database's clock, in Unix seconds: leases are compared in one clock, whatever
-# the clocks of the machines that hold them.
-DB_NOW = "extract(epoch FROM clock_timestamp())::double precision"
-# A row this node may take: no owner, its own, or an owner whose lease ran out.
-FREE_FOR_ME = (
-    "(owner IS NULL OR owner = %(me)s OR NOT EXISTS (SELECT 1 FROM nodes n"
-    f" WHERE n.id = owner AND n.heartbeat_at >= {DB_NOW} - %(lease)s))"
-)
-OPEN = "status IN ('pending', 'retrying')"
 
 
 class PostgresStore:
@@ -181,6 +168,10 @@ class PostgresStore:
             with contextlib.suppress(StoreError):
                 self.heartbeat()
 
+    @property
+    def lease_seconds(self) -> float:
+        return self.location.lease_seconds
+
     def heartbeat(self) -> None:
         with self._connection() as conn:
             conn.execute(f"UPDATE nodes SET heartbeat_at = {DB_NOW} WHERE id = %s", [self.node])
@@ -212,8 +203,6 @@ class PostgresStore:
     @property
     def queue(self) -> PostgresEventQueue:
         if self._queue is None:
-            from streamctl.store.postgres.queue import PostgresEventQueue
-
             self._queue = PostgresEventQueue(self)
         return self._queue
 
