@@ -50,7 +50,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.model import Project
-from streamctl.core.outcomes import EventResult
 from streamctl.core.rows import (
     PENDING,
     AttemptRecord,
@@ -58,9 +57,8 @@ from streamctl.core.rows import (
     EncodedResults,
     PendingDelivery,
     RecordedResults,
-    encode_results,
 )
-from streamctl.store import queries
+from streamctl.store.common import CommonOperations
 from streamctl.store.db import (
     _PENDING_COLUMNS,
     DEDUPE_WINDOW,
@@ -73,7 +71,6 @@ from streamctl.store.postgres.leases import DB_NOW, FREE_FOR_ME, OPEN, Connectio
 from streamctl.store.postgres.location import PostgresLocation, parse_location
 from streamctl.store.postgres.queue import PostgresEventQueue
 from streamctl.store.postgres.schema import current_version, migrate
-from streamctl.store.queries import ErrorFilter
 from streamctl.store.schema import message_key
 
 POOL_TIMEOUT = 3.0  # seconds an operation waits for a connection before it fails
@@ -82,7 +79,7 @@ CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 HEARTBEAT_EVERY = 0.25  # of the lease
 
 
-class PostgresStore:
+class PostgresStore(CommonOperations):
     """A process's pool of connections to a streamctl PostgreSQL database."""
 
     dialect = "postgresql"
@@ -263,23 +260,6 @@ class PostgresStore:
         with self._connection() as conn:
             return current_version(conn) > 0
 
-    # -- reading (the SQL shared with SQLite: streamctl.store.queries) ------------------
-
-    def list_errors(self, filters: ErrorFilter) -> list[dict[str, Any]]:
-        return queries.list_errors(self, filters)
-
-    def error_detail(self, error_id: str) -> dict[str, Any] | None:
-        return queries.error_detail(self, error_id)
-
-    def archived_ids(self, filters: ErrorFilter) -> list[int]:
-        return queries.archived_ids(self, filters)
-
-    def sync_status(self, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
-        return queries.sync_status(self, since, syncs)
-
-    def explain(self, message_id: str) -> list[dict[str, Any]]:
-        return queries.explain(self, message_id)
-
     # -- dedupe --------------------------------------------------------------------------
 
     def seen_message_ids(
@@ -303,22 +283,6 @@ class PostgresStore:
         return {row[0] for row in rows}
 
     # -- pipeline outcomes ------------------------------------------------------------------
-
-    def record_results(
-        self,
-        results: Sequence[EventResult],
-        *,
-        destinations: Mapping[str, str],
-        duplicates: Sequence[DuplicateRow] = (),
-        now: float | None = None,
-    ) -> RecordedResults:
-        source = results[0].source if results else ""
-        return self.record_encoded(
-            encode_results(source, results),
-            destinations=destinations,
-            duplicates=duplicates,
-            now=now,
-        )
 
     def record_encoded(
         self,
