@@ -211,6 +211,7 @@ def test_run_answers_503_while_the_database_is_away_and_resumes_losing_nothing(
             assert post_batch(node.url, ["during"]) == 503  # never 200 for what is not stored
             ready = httpx.get(f"{node.url}/readyz", timeout=30)
             assert ready.status_code == 503
+            assert httpx.get(f"{node.url}/metrics", timeout=30).status_code == 200
         finally:
             postgres.start()
         wait_for(lambda: httpx.get(f"{node.url}/readyz", timeout=30).status_code == 200,

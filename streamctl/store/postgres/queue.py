@@ -27,6 +27,7 @@ from typing import Protocol
 
 import orjson
 
+from streamctl.core.errors import StoreUnavailable
 from streamctl.core.events import Event
 from streamctl.store.postgres.leases import FREE_FOR_ME, Connection
 from streamctl.store.queue import Overloaded, QueuedEvent
@@ -150,11 +151,15 @@ class PostgresEventQueue:
             conn.execute("UPDATE queue SET owner = NULL WHERE owner = %s", [self.store.node])
 
     def depth(self) -> int:
-        """Events waiting in the store's queue, every node's."""
+        """Events waiting in the store's queue, every node's; while the database is
+        unreachable, the last count read (`/metrics` still answers)."""
         if time.monotonic() - self._read_at < DEPTH_REFRESH:
             return self._depth
-        with self.store.pg_transaction() as conn:
-            row = conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
+        try:
+            with self.store.pg_transaction() as conn:
+                row = conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
+        except StoreUnavailable:
+            return self._depth
         with self._lock:
             self._depth = int(row[0]) if row else 0
             self._read_at = time.monotonic()
