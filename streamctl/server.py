@@ -244,11 +244,6 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def store_path(project: Project) -> Path:
-    """The store file: `store:` of streamctl.yaml is relative to the project folder."""
-    return project.root / project.store_path
-
-
 def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(instance),

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
@@ -20,15 +19,14 @@ from streamctl.core.model import Project
 from streamctl.core.timestamps import iso
 from streamctl.core.units import format_duration
 from streamctl.monitoring.alerts import (
-    AlertEvaluator,
     Evaluation,
     RuleStatus,
     bounds,
+    check_once,
     rule_json,
     rule_statuses,
 )
 from streamctl.store.backend import open_alert_state, store_exists
-from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -70,7 +68,7 @@ def check(project: ProjectOption = Path("."), as_json: JsonOption = False) -> No
     state is shared with `streamctl run`, so a transition is announced only once.
     """
     loaded = load_project(project)
-    evaluations = asyncio.run(_evaluate_once(loaded))
+    evaluations = asyncio.run(check_once(loaded))
     if as_json:
         typer.echo(json.dumps(_check_json(evaluations), indent=2))
     else:
@@ -81,19 +79,6 @@ def check(project: ProjectOption = Path("."), as_json: JsonOption = False) -> No
     if firing:
         stderr.print(f"{len(firing)} critical alert(s) firing", markup=False, highlight=False)
         raise typer.Exit(1)
-
-
-async def _evaluate_once(project: Project) -> list[Evaluation]:
-    metrics = StoreMetrics.for_project(project)
-    try:
-        async with httpx.AsyncClient() as client:
-            evaluator = AlertEvaluator(project, metrics, client)
-            try:
-                return await evaluator.evaluate_once()
-            finally:
-                evaluator.state.close()
-    finally:
-        metrics.close()
 
 
 def _value(when: str, value: float | None) -> str:

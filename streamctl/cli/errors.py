@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import closing
 from datetime import datetime
@@ -20,8 +19,7 @@ from streamctl.config.secrets import redact
 from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
 from streamctl.core.units import parse_duration
-from streamctl.delivery.runtime import Runtime
-from streamctl.store import Store
+from streamctl.delivery.retry import retry_archived
 from streamctl.store.backend import open_store
 from streamctl.store.queries import ErrorFilter
 
@@ -236,37 +234,17 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    with closing(open_store(project)) as store:
-        chosen = store.archived_ids(filters)
-        if ids:
-            wanted = set(ids)
-            chosen = [i for i in chosen if i in wanted]
-        if not chosen:
-            stderr.print("nothing to retry: no archived deliveries match", highlight=False)
-            return
-        requeued = store.requeue(chosen)
-        affected = store.syncs_of_deliveries(chosen)
-        if queue_only:
-            stderr.print(
-                f"requeued {requeued} deliveries of {', '.join(affected)}", highlight=False
-            )
-            return
-        known = {s.name for s in project.syncs}
-        missing = [name for name in affected if name not in known]
-        if missing:
-            msg = f"sync {missing[0]!r} is no longer in the project: cannot send its deliveries"
-            raise UsageError(msg)
-        asyncio.run(_deliver(project, store, affected))
-        outcome = store.delivery_statuses(chosen)
-    delivered, archived = outcome.get("delivered", 0), outcome.get("archived", 0)
+    outcome = retry_archived(project, filters, ids or (), send=not queue_only)
+    if outcome is None:
+        stderr.print("nothing to retry: no archived deliveries match", highlight=False)
+        return
+    affected = ", ".join(outcome.syncs)
+    if queue_only:
+        stderr.print(f"requeued {outcome.requeued} deliveries of {affected}", highlight=False)
+        return
     stderr.print(
-        f"retried {requeued} deliveries ({', '.join(affected)}): {delivered} delivered, {archived} archived again",
+        f"retried {outcome.requeued} deliveries ({affected}): {outcome.delivered} delivered, {outcome.archived} archived again",
         highlight=False,
     )
-    if archived:
+    if outcome.archived:
         raise typer.Exit(1)
-
-
-async def _deliver(project: Project, store: Store, syncs: list[str]) -> None:
-    async with Runtime(project, store, syncs=syncs) as runtime:
-        await runtime.drain()

@@ -1,6 +1,6 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = SqliteStore.for_project(project)
+    store = open_store(project)                           # SQLite or PostgreSQL
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import Counter
@@ -208,24 +207,23 @@ class Runtime:
             await self.wait_for_room()
         message_ids = [str(e.get("messageId", "")) for e in events]
         seen = await self._in_store(self.store.seen_message_ids, source, message_ids)
-        found = duplicates_among(message_ids, seen)
-        fresh: Sequence[Event] = events
-        duplicates: list[DuplicateRow] = []
-        if found:  # decided before the pipeline: duplicates are not processed at all
-            dropped = set(found)
-            fresh = [e for i, e in enumerate(events) if i not in dropped]
-            dumps = orjson.dumps
-            duplicates = [DuplicateRow(source, message_ids[i], dumps(events[i]).decode()) for i in found]
+        # Duplicates are found before the pipeline: they are recorded, never processed.
+        fresh, duplicates = _without_duplicates(source, events, message_ids, seen)
         encoded = await self._in_pipeline(source, fresh)
-        record = functools.partial(
-            self.store.record_and_ack if ack else self.store.record_encoded,
-            *((encoded, ack) if ack else (encoded,)),
-            destinations=self._sync_destination,
-            duplicates=duplicates,
-        )
-        recorded: RecordedResults = await self._in_store(record)
+        recorded: RecordedResults = await self._in_store(self._record, encoded, duplicates, ack)
         self.engine.offer(recorded.pending)
         return self._count(encoded, len(duplicates))
+
+    def _record(
+        self, encoded: EncodedResults, duplicates: list[DuplicateRow], ack: Sequence[int]
+    ) -> RecordedResults:
+        """On the store thread: the outcomes, and the queue entries they came from."""
+        destinations = self._sync_destination
+        if ack:
+            return self.store.record_and_ack(
+                encoded, ack, destinations=destinations, duplicates=duplicates
+            )
+        return self.store.record_encoded(encoded, destinations=destinations, duplicates=duplicates)
 
     def deliver(self, pending: Sequence[PendingDelivery]) -> None:
         """Hand deliveries recorded elsewhere (replay's worker processes) to the lanes,
@@ -338,3 +336,16 @@ class Runtime:
             with contextlib.suppress(StoreUnavailable):  # the next pass catches up
                 await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
+
+
+def _without_duplicates(
+    source: str, events: Sequence[Event], message_ids: list[str], seen: set[str]
+) -> tuple[Sequence[Event], list[DuplicateRow]]:
+    """The events to process, and the others as duplicate rows (`duplicates_among`)."""
+    found = duplicates_among(message_ids, seen)
+    if not found:
+        return events, []
+    dropped = set(found)
+    fresh = [event for i, event in enumerate(events) if i not in dropped]
+    dumps = orjson.dumps
+    return fresh, [DuplicateRow(source, message_ids[i], dumps(events[i]).decode()) for i in found]

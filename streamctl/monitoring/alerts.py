@@ -54,7 +54,7 @@ from streamctl.core.model import AlertRule, Project, SyncConfig
 from streamctl.core.units import format_duration
 from streamctl.store.alert_state import AlertStateStore, NotificationRecord, RuleState
 from streamctl.store.backend import open_alert_state
-from streamctl.store.metrics import MetricsSource
+from streamctl.store.metrics import MetricsSource, StoreMetrics
 
 log = logging.getLogger(__name__)
 
@@ -384,3 +384,17 @@ def _worth_retrying(exc: BaseException) -> bool:
     if isinstance(exc, ChannelError):
         return exc.retryable
     return isinstance(exc, TimeoutError | OSError)
+
+
+async def check_once(project: Project) -> list[Evaluation]:
+    """One evaluation of every rule against the project's store (`streamctl alerts check`)."""
+    metrics = StoreMetrics.for_project(project)
+    try:
+        async with httpx.AsyncClient() as client:
+            evaluator = AlertEvaluator(project, metrics, client)
+            try:
+                return await evaluator.evaluate_once()
+            finally:
+                evaluator.state.close()
+    finally:
+        metrics.close()
