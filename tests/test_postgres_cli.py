@@ -1,6 +1,7 @@
 """The commands give the same answers on PostgreSQL as on SQLite: the same events
 replayed into a project on each store, then `status`, `errors` (list, show, retry),
-`explain`, `store prune` and `store migrate` compared, times aside."""
+`explain`, `top`, `alerts list`, `store prune` and `store migrate` compared, times
+aside."""
 
 from __future__ import annotations
 
@@ -140,6 +141,9 @@ def test_every_command_answers_alike_on_both_stores(projects) -> None:
         assert shown["message_id"] == row["message_id"]
     story = same("explain", "ok-1", "--json")
     assert [receipt["duplicate"] for receipt in story["receipts"]] == [False, True]
+    top = same("top", "--once", "--interval", "0.1")
+    assert "web-to-sink" in top
+    same("alerts", "list", "--json")
     same("errors", "retry", "--queue-only")
     pruned = same("store", "prune", "--older-than", "0s")
     assert "events" in pruned
