@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from streamctl.core.events import Event, MappedEvent
 from streamctl.core.outcomes import ContractResult
@@ -181,8 +182,14 @@ class Project:
 
     @property
     def store_location(self) -> str:
-        """The store as the user wrote it, for messages (a URL's password is a secret)."""
-        return self.store_url or str(self.store_path)
+        """The store for messages: the file, or the URL with its password masked."""
+        if self.store_url is None:
+            return str(self.store_path)
+        parts = urlsplit(self.store_url)
+        if parts.password is None:
+            return self.store_url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
     @property
     def store_file(self) -> Path:

@@ -102,7 +102,10 @@ class DeliveryEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:  # sent, not recorded: sent again after a restart
+            log.warning("attempts not recorded at shutdown: %s", exc)
         if self._own_thread:
             self.store_thread.shutdown(wait=True)
 
