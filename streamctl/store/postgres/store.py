@@ -3,12 +3,14 @@
     store = PostgresStore.open("postgresql://streamctl:...@db:5432/events")  # migrates
     store.queue.append("web", events)            # the shared ingest queue
     recorded = store.record_encoded(encoded, destinations={"to-braze": "braze"})
+    page = store.open_deliveries(["to-braze"], after_id=0, limit=1000)   # claimed: leased
     store.record_attempts(outcomes)
     store.close()                                # its open work goes back to the pool
 
-Every operation of `streamctl.store.db.Store`, with the same arguments and results,
-so the runtime, the delivery engine, replay and the CLI drive either one. What
-differs is how several writers share the work (docs/store.md, "Many processes"):
+The `streamctl.store.base.Store` protocol, as the SQLite store implements it, with
+the same arguments and results, so the runtime, the delivery engine, replay and the
+CLI drive either one. What differs is how several writers share the work
+(docs/store.md, "Many processes"):
 
 - Dedupe is enforced by the database: recording a batch inserts its messageIds into
   `message_ids` (primary key source, messageId) and keeps as new only those the
@@ -49,7 +51,6 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from streamctl.core.errors import StoreError, StoreUnavailable
-from streamctl.core.model import Project
 from streamctl.core.rows import (
     PENDING,
     AttemptRecord,
@@ -83,13 +84,11 @@ class PostgresStore(CommonOperations):
     """A process's pool of connections to a streamctl PostgreSQL database."""
 
     dialect = "postgresql"
-    checkpoints = False
 
     def __init__(
         self, location: PostgresLocation, pool: ConnectionPool[Connection], *, readonly: bool
     ) -> None:
         self.location = location
-        self.path = location.url  # what replay hands its worker processes
         self.readonly = readonly
         self.pool = pool
         self.lock = threading.RLock()  # the read-side queries' (shared with SQLite) habit
@@ -132,11 +131,6 @@ class PostgresStore(CommonOperations):
         if not readonly:
             store._join(node)
         return store
-
-    @classmethod
-    def for_project(cls, project: Project, *, readonly: bool = False) -> PostgresStore:
-        assert project.store_url is not None
-        return cls.open(project.store_url, readonly=readonly)
 
     def _join(self, node: int | None) -> None:
         if node is not None:
@@ -252,9 +246,6 @@ class PostgresStore(CommonOperations):
 
     def row(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params).fetchone()
-
-    def checkpoint(self) -> None:
-        """Nothing to do: the server checkpoints (SQLite's store copies its WAL here)."""
 
     def has_tables(self) -> bool:
         with self._connection() as conn:
