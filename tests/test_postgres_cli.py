@@ -150,10 +150,10 @@ def test_every_command_answers_alike_on_both_stores(projects) -> None:
     same("store", "migrate")
 
 
-def test_a_database_that_cannot_be_reached_is_named_and_exits_1(tmp_path: Path, postgres) -> None:
+def test_a_database_that_cannot_be_reached_is_named_and_exits_1(tmp_path: Path) -> None:
     unreachable = f"postgresql://streamctl:{PASSWORD}@127.0.0.1:9/events"
     root = write_project(tmp_path / "down", unreachable, "http://127.0.0.1:9/never")
-    for command in (["status"], ["errors"], ["store", "migrate"]):
+    for command in (["run", "--port", "0"], ["status"], ["errors"], ["store", "migrate"]):
         result = cli(*command, "-p", str(root))
         assert result.exit_code == 1, result.output
         assert "database 'events' on 127.0.0.1:9" in result.output
