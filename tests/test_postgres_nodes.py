@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from streamctl.cli.main import app
 from tests.fakes.http import FakeServer, Received, Reply
 from tests.listener_harness import ListenerProcess
 from tests.services import PostgresService
@@ -33,6 +35,7 @@ class Sink:
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.arrived: set[str] = set()  # requests come in, answered or held
+        self.refused: set[str] = set()  # answered 400 (permanent: archived at once)
         self.lock = threading.Lock()
         self.open = threading.Event()
         self.open.set()
@@ -44,6 +47,8 @@ class Sink:
         self.open.wait(30)
         with self.lock:
             self.received[message_id] += 1
+            if message_id in self.refused:
+                return Reply(400, {"error": "refused"})
         return Reply(200, {"ok": True})
 
     def hold(self) -> None:
@@ -224,3 +229,31 @@ def test_run_answers_503_while_the_database_is_away_and_resumes_losing_nothing(
         wait_for(lambda: sink.count() == 1 + len(accepted), what="events after the restart")
         assert node.proc is not None and node.proc.poll() is None
         assert "during" not in sink.received
+
+
+def test_errors_retry_is_sent_once_by_one_of_the_running_nodes(tmp_path, postgres_url, sink):
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    sink.refused.add("refused-1")
+    with ListenerProcess(root) as first, ListenerProcess(root) as second:
+        assert post_batch(first.url, ["fine-1", "refused-1"]) == 200
+        wait_for(
+            lambda: (
+                store_rows(postgres_url, "SELECT status FROM deliveries ORDER BY message_id")
+                == [("delivered",), ("archived",)]
+            ),
+            what="one delivered, one archived",
+        )
+        sink.refused.clear()
+        retried = CliRunner().invoke(app, ["errors", "retry", "--queue-only", "-p", str(root)])
+        assert retried.exit_code == 0, retried.output
+        wait_for(
+            lambda: (
+                store_rows(
+                    postgres_url, "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+                )
+                == [(2,)]
+            ),
+            what="the retried delivery delivered",
+        )
+        assert second.proc is not None and second.proc.poll() is None
+    assert sink.received == Counter({"fine-1": 1, "refused-1": 2})  # refused once, sent once
