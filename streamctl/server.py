@@ -51,11 +51,9 @@ from streamctl.store import Store
 from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
-if TYPE_CHECKING:  # imported when delivery starts: `streamctl run` starts listening sooner
-    from streamctl.delivery import Runtime
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
     from streamctl.console import Console
+    from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
 

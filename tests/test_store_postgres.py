@@ -253,6 +253,6 @@ def test_errors_status_and_explain_answer_alike_on_both_stores(postgres_url, tmp
         for error_id in ("1", "2", "v1"):
             assert pg.error_detail(error_id) == sqlite.error_detail(error_id)
         assert pg.requeue([2], now=now + 5) == sqlite.requeue([2], now=now + 5) == 1
-        assert pg.delivery_statuses([1, 2]) == sqlite.delivery_statuses([1, 2])
-        assert pg.syncs_of_deliveries([1, 5]) == sqlite.syncs_of_deliveries([1, 5])
+        assert pg.statuses_of([1, 2]) == sqlite.statuses_of([1, 2])
+        assert pg.syncs_of([1, 5]) == sqlite.syncs_of([1, 5])
         assert pg.prune(0, now=now + 10) == sqlite.prune(0, now=now + 10)

@@ -19,7 +19,7 @@ Access (docs/console.md):
 - actions (retry) are POSTs carrying the page's CSRF token (header `X-CSRF-Token` or
   form field `csrf`) from the same origin; anything else is refused with 403.
 
-Store reads run in worker threads on the console's own connection, so a slow page
+SqliteStore reads run in worker threads on the console's own connection, so a slow page
 never holds the listener's event loop or the writer's lock.
 """
 

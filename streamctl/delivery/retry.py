@@ -7,8 +7,7 @@
 Each delivery goes back to pending for its own sync only: deliveries that got through
 for other syncs are never sent twice. A requeued delivery keeps its attempt history;
 its attempt count and `max_age` start over. A running `streamctl run` picks requeued
-deliveries up within a second (`Store.take_requeued`; on a shared PostgreSQL store,
-one of the running nodes).
+deliveries up within a second (`Store.take_requeued`).
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def requeue(store: Store, ids: Sequence[int]) -> RetryResult:
     if not ids:
         return RetryResult((), 0, ())
     requeued = store.requeue(ids)
-    return RetryResult(tuple(ids), requeued, tuple(store.syncs_of_deliveries(ids)))
+    return RetryResult(tuple(ids), requeued, tuple(store.syncs_of(ids)))
 
 
 async def retry_now(project: Project, store: Store, ids: Sequence[int]) -> RetryResult:
@@ -68,5 +67,4 @@ async def retry_now(project: Project, store: Store, ids: Sequence[int]) -> Retry
         raise UsageError(msg)
     async with Runtime(project, store, syncs=list(queued.syncs)) as runtime:
         await runtime.drain()
-    outcomes = store.delivery_statuses(ids)
-    return RetryResult(queued.ids, queued.requeued, queued.syncs, outcomes)
+    return RetryResult(queued.ids, queued.requeued, queued.syncs, store.statuses_of(ids))

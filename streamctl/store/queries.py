@@ -328,6 +328,28 @@ def archived_ids(store: SqlReader, filters: ErrorFilter) -> list[int]:
     ]
 
 
+def syncs_of(store: SqlReader, ids: Sequence[int]) -> list[str]:
+    """The syncs the deliveries `ids` belong to, by name."""
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+            " ORDER BY sync",
+            [orjson.dumps(list(ids)).decode()],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def statuses_of(store: SqlReader, ids: Sequence[int]) -> dict[str, int]:
+    """How many of the deliveries `ids` are in each status now."""
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+            " GROUP BY status",
+            [orjson.dumps(list(ids)).decode()],
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
 # -- status --------------------------------------------------------------------------------------
 
 FUNNEL = (
@@ -462,21 +484,3 @@ def explain(store: SqlReader, message_id: str) -> list[dict[str, Any]]:
         event["deliveries"] = [_delivery_dict(store, row) for row in rows]
         story.append(event)
     return story
-
-
-def syncs_of_deliveries(store: SqlReader, ids: Sequence[int]) -> list[str]:
-    rows = store.rows(
-        "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
-        " ORDER BY sync",
-        [orjson.dumps(list(ids)).decode()],
-    )
-    return [r[0] for r in rows]
-
-
-def delivery_statuses(store: SqlReader, ids: Sequence[int]) -> dict[str, int]:
-    rows = store.rows(
-        "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
-        " GROUP BY status",
-        [orjson.dumps(list(ids)).decode()],
-    )
-    return {r[0]: r[1] for r in rows}
