@@ -40,7 +40,7 @@ from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
 from streamctl.config.secrets import redact, redact_loaded
-from streamctl.core.errors import StoreError, StreamctlError
+from streamctl.core.errors import StreamctlError
 from streamctl.core.events import Event
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
@@ -50,7 +50,8 @@ from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
-from streamctl.store import SqliteStore, Store
+from streamctl.store import Store
+from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
 if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
@@ -145,10 +146,11 @@ class Instance:
     async def ready(self) -> str | None:
         if not self.committer.running:
             return "the ingest writer is not running"
-        with contextlib.suppress(StoreError):  # the store's health says why
+        try:
             await self.committer.run_on_writer_thread(self.store.check_writable)
-        failure = self.store.health.failure
-        return None if failure is None else f"the store cannot be written: {failure}"
+        except Exception as exc:  # the store's health names the cause best (a full disk)
+            return f"the store cannot be written: {self.store.health.failure or exc}"
+        return None
 
     def say(self, message: str) -> None:
         """A line for the log of `run` (stderr), secrets masked."""
@@ -162,7 +164,7 @@ class Instance:
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
         old = self._project
-        if project.store_path != old.store_path or project.listen != old.listen:
+        if project.store_location != old.store_location or project.listen != old.listen:
             self.say("streamctl: the store path and listen address change only on restart")
         if self.runtime is not None:
             await self.runtime.reload(project)
@@ -223,13 +225,17 @@ async def _serve(
     err: TextIO,
     on_started: OnStarted | None,
 ) -> int | None:
-    store = SqliteStore.open(project.store_file)
+    store = open_store(project)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
     # so memory is bounded (idle connections are bounded by the protocol).
     app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
-    console = _console(instance, options) if options.console else None
+    console = None
+    if options.console and project.store_url is not None:  # its rollups are SQLite's
+        print("streamctl: no console at /console: it reads SQLite stores only", file=err)
+    elif options.console:
+        console = _console(instance, options)
     if console is not None:
         app = console.mount(app)
     server = _Server(_uvicorn_config(app, project, options))
@@ -518,11 +524,11 @@ async def run_alerts(instance: Instance) -> None:
     import httpx
 
     from streamctl.monitoring.alerts import AlertEvaluator
-    from streamctl.store.alert_state import AlertStateStore
+    from streamctl.store.backend import open_alert_state
     from streamctl.store.metrics import StoreMetrics
 
-    path = instance.project.store_file
-    readings, state = StoreMetrics.open(path), AlertStateStore(path)
+    readings = StoreMetrics.for_project(instance.project)
+    state = open_alert_state(instance.project)
     try:
         async with httpx.AsyncClient() as client:
             evaluator = AlertEvaluator(instance.project, readings, client, state=state)

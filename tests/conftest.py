@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.http import FakeServer
-from tests.services import postgres_url  # noqa: F401 - a session fixture for every module
+
+pytest_plugins = ["tests.services"]  # postgres, postgres_url: a real PostgreSQL 16
 
 
 @pytest.fixture

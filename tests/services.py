@@ -1,33 +1,125 @@
-"""Servers the test suite starts itself: shared fixtures, imported by conftest.py.
+"""Servers the tests need, started by the suite itself: PostgreSQL 16 from the `pgserver` wheel.
 
-    def test_something(postgres_url):     # postgresql://postgres:@/postgres?host=/tmp/...
-        with psycopg.connect(postgres_url) as conn: ...
+    def test_x(postgres_url):          # a fresh, empty database on the session's server
+        store = open_location(postgres_url)   # the store's tests; the storage destination's
+                                              # isolate themselves further by schema
 
-`postgres_url`: one PostgreSQL 16 server for the whole session, from the binaries the
-`pgserver` wheel ships, in a temporary folder, on a Unix socket (no port to collide
-with parallel runs). Run as root, pgserver creates a system user `pgserver` and runs
-the server as that user (PostgreSQL refuses to run as root); as anyone else it runs as
-them. Tests isolate themselves by schema or database, not by server.
+    def test_y(postgres):              # the server itself: stop() and start() it
+        postgres.stop(); postgres.start()
+
+The server listens on 127.0.0.1 (a free port) with password authentication
+(scram-sha-256) for TCP, as a production server would; its data folder lives in a
+temporary directory and goes with it. Run as root (a fresh container), PostgreSQL
+refuses to start as root: pgserver then creates and uses a `pgserver` system user,
+and the data folder is handed to it. Starting takes ~4 s once per session; each test
+gets its own database (a CREATE DATABASE, ~0.1 s).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
+
+USER = "streamctl"
+PASSWORD = "pg-test-password-7d1f"  # a throwaway server's
+_numbers = itertools.count(1)
+
+
+@dataclass
+class PostgresService:
+    """A PostgreSQL server on 127.0.0.1:`port` in `pgdata`."""
+
+    pgdata: Path
+    port: int = 0
+    system_user: str | None = None
+    durable: bool = False  # fsync on (benchmarks); the tests run without it
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        import pgserver
+
+        log = self.pgdata / "server.log"
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
+        pgserver.pg_ctl(
+            ["-w", "-t", "60", "-o", options, "-l", str(log), "start"],
+            pgdata=self.pgdata,
+            user=self.system_user,
+        )
+
+    def stop(self) -> None:
+        import pgserver
+
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.system_user)
+
+    def create_database(self) -> str:
+        name = f"test_{os.getpid()}_{next(_numbers)}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.databases.append(name)
+        return self.url(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_postgres(folder: Path, *, durable: bool = False) -> PostgresService:
+    """Initialise a data folder with pgserver (as root it prepares its own system user),
+    then run the server on TCP with password authentication."""
+    import pgserver
+
+    pgdata = folder / "pgdata"
+    pgdata.mkdir()
+    # pgserver initialises the folder and starts a socket-only server: stopped at once,
+    # restarted below on a TCP port.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server.psql(f"CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';")
+    service = PostgresService(pgdata, system_user=server.system_user, durable=durable)
+    service.stop()
+    (pgdata / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    service.port = _free_port()
+    service.start()
+    return service
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    import pgserver  # imported here: only sessions that need PostgreSQL pay for it
-
+def postgres() -> Iterator[PostgresService]:
+    """One PostgreSQL server for the session (stopped and deleted at its end)."""
     folder = Path(tempfile.mkdtemp(prefix="streamctl-pg-"))
-    server = pgserver.get_server(folder / "data", cleanup_mode="stop")
+    folder.chmod(0o755)  # the server's own user (as root: `pgserver`) must reach pgdata
+    service = start_postgres(folder)
     try:
-        yield server.get_uri()
+        yield service
     finally:
-        server.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            service.stop()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresService) -> str:
+    """postgresql://USER:PASSWORD@127.0.0.1:PORT/DB of a fresh, empty database."""
+    return postgres.create_database()

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from streamctl.core.errors import StoreError
+from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.model import SyncConfig
 from streamctl.core.rows import AttemptRecord, PendingDelivery
 from streamctl.delivery.lane import SyncLane
@@ -35,16 +35,14 @@ from streamctl.destinations.base import Destination
 from streamctl.store import Store
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 DEFAULT_LANE_CAPACITY = 20_000
 FLUSH_INTERVAL = 0.05  # seconds
 FLUSH_AT = 5_000  # deliveries with buffered attempts that trigger a flush at once
-REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry`
-# Seconds between tries while the store cannot be written (a full disk): soon enough to
-# resume within seconds of space being freed, rare enough not to spin.
-STORE_RETRY_FIRST = 0.25
-STORE_RETRY_MAX = 5.0
+REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry` (and take-overs)
+UNAVAILABLE_PAUSE = 5.0  # seconds at most between flushes while the store is away
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryEngine:
@@ -104,7 +102,10 @@ class DeliveryEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreError as exc:  # sent, not recorded: sent again after a restart
+            log.warning("attempts not recorded at shutdown: %s", exc)
         if self._own_thread:
             self.store_thread.shutdown(wait=True)
 
@@ -195,8 +196,8 @@ class DeliveryEngine:
         self._flushing = True
         try:
             await self.in_store(self._write, records, archived)
-        except StoreError:
-            # Not written (a full disk): keep what is left for the next flush, in order.
+        except BaseException:
+            # Not written: kept, in order, for the next flush (a store that was away).
             self._records[:0] = records
             self._recorded += sum(len(r.delivery_ids) for r in records)
             self._archived[:0] = archived
@@ -209,7 +210,7 @@ class DeliveryEngine:
         self, records: list[AttemptRecord], archived: list[tuple[list[PendingDelivery], str, float]]
     ) -> None:
         """Write and empty `records`, then `archived` one group at a time; on a failure the
-        lists keep exactly what was not written."""
+        lists keep exactly what was not written (nothing is recorded twice)."""
         if records:
             self.store.record_attempts(records)
             records.clear()
@@ -225,8 +226,11 @@ class DeliveryEngine:
             self._flush_now.clear()
             try:
                 await self.flush()
-            except StoreError:  # the store's health tells the log and /readyz; try again
-                pause = min(max(pause * 2, STORE_RETRY_FIRST), STORE_RETRY_MAX)
+            except StoreError as exc:  # kept in memory; written once the store takes writes
+                # (a full disk is said by the store's health, once)
+                if pause == self.flush_interval and isinstance(exc, StoreUnavailable):
+                    log.warning("attempts wait for the store: %s", exc)
+                pause = min(pause * 2, UNAVAILABLE_PAUSE)
                 continue
             except Exception as exc:  # surfaced by wait_idle / the runtime
                 log.exception("recording delivery outcomes failed: delivery stops")
@@ -241,7 +245,7 @@ class DeliveryEngine:
             await asyncio.sleep(REQUEUE_POLL)
             try:
                 deliveries = await self.in_store(self.store.take_requeued, names)
-            except StoreError:  # a full disk: they stay requeued, taken once writes succeed
+            except StoreError:  # away, or a full disk: they stay requeued, taken later
                 continue
             if deliveries:
                 by_sync: dict[str, list[PendingDelivery]] = {}

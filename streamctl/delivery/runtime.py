@@ -1,6 +1,6 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = SqliteStore.for_project(project)
+    store = open_store(project)                           # SQLite or PostgreSQL
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import orjson
 
-from streamctl.core.errors import StoreError, UsageError
+from streamctl.core.errors import StoreError, StoreUnavailable, UsageError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SyncConfig
 from streamctl.core.rows import (
@@ -55,12 +55,7 @@ from streamctl.core.rows import (
     encode_results,
 )
 from streamctl.delivery.client import default_client
-from streamctl.delivery.engine import (
-    DEFAULT_LANE_CAPACITY,
-    STORE_RETRY_FIRST,
-    STORE_RETRY_MAX,
-    DeliveryEngine,
-)
+from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
 from streamctl.delivery.observer import RuntimeObserver
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
@@ -68,12 +63,14 @@ from streamctl.pipeline.process import Pipeline
 from streamctl.store import Store
 from streamctl.store.queue import EventQueue
 
-log = logging.getLogger(__name__)
-
 CLAIM_BATCH = 5_000
 PACE_READY = 4_000
 QUEUE_POLL = 0.02  # seconds between claims when the queue is empty
 RETENTION_EVERY = 3600.0  # seconds between retention passes in `streamctl run`
+STORE_RETRY_MIN = 0.2  # seconds before trying an unreachable store again, doubling
+STORE_RETRY_MAX = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -257,44 +254,46 @@ class Runtime:
         self._appended.set()
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
-        """Claim, process, record and ack, forever. A store write that fails (a full
-        disk) records nothing and acks nothing: the claimed events are handed out again
-        and tried after a pause that grows to `STORE_RETRY_MAX`, until writes succeed.
-        The store's `health` says so in the log and in /readyz meanwhile. Any other
-        failure is logged and retried the same way: processing never stops unseen."""
-        appended = self._appended
-        pause = STORE_RETRY_FIRST
+        """Claim, process, record and ack until stopped. While the store is unreachable
+        (PostgreSQL down or restarting) or cannot be written (a full disk: its `health`
+        says so in the log and /readyz) it waits and tries again; what it had claimed and
+        not recorded is handed out again (`rewind`). Any other failure is logged and
+        retried the same way: processing never stops unseen."""
+        pause = STORE_RETRY_MIN
         while True:
-            appended.clear()  # before the claim: an append during it wakes the next wait
             try:
-                processed = await self._process_claim(queue, claim)
+                await self._process_claims(queue, claim)
             except Exception as exc:
-                if not isinstance(exc, StoreError):  # the store's health reports its own
+                if isinstance(exc, StoreUnavailable):
+                    if pause == STORE_RETRY_MIN:
+                        log.warning("processing waits for the store: %s", exc)
+                elif not isinstance(exc, StoreError):
                     log.exception("event processing failed; trying again in %.2f s", pause)
-                queue.rewind()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, STORE_RETRY_MAX)
-                continue
-            pause = STORE_RETRY_FIRST
-            if not processed:
+                with contextlib.suppress(StoreError):
+                    await self._in_store(queue.rewind)
+                    if isinstance(exc, StoreUnavailable):  # it answers again
+                        pause = STORE_RETRY_MIN
+
+    async def _process_claims(self, queue: EventQueue, claim: int) -> None:
+        appended = self._appended
+        while True:
+            appended.clear()  # before the claim: an append during it wakes the next wait
+            batch = await self._in_store(queue.claim, claim)
+            if not batch:
                 # The poll stays for producers that do not notify (another process).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(appended.wait(), QUEUE_POLL)
-
-    async def _process_claim(self, queue: EventQueue, claim: int) -> bool:
-        """Process one claim of the queue; False when it was empty."""
-        batch = await self._in_store(queue.claim, claim)
-        if not batch:
-            return False
-        by_source: dict[str, tuple[list[Event], list[int]]] = {}
-        for item in batch:
-            events, ids = by_source.setdefault(item.source, ([], []))
-            events.append(item.event)
-            if not ids or ids[-1] != item.id:  # the events of one append share its id
-                ids.append(item.id)
-        for source, (events, ids) in by_source.items():
-            await self.submit(source, events, ack=ids, pace=False)
-        return True
+                continue
+            by_source: dict[str, tuple[list[Event], list[int]]] = {}
+            for item in batch:
+                events, ids = by_source.setdefault(item.source, ([], []))
+                events.append(item.event)
+                if not ids or ids[-1] != item.id:  # the events of one append share its id
+                    ids.append(item.id)
+            for source, (events, ids) in by_source.items():
+                await self.submit(source, events, ack=ids, pace=False)
 
     async def _in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
@@ -340,7 +339,7 @@ class Runtime:
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
         while True:
-            with contextlib.suppress(StoreError):  # a full disk: the next pass prunes
+            with contextlib.suppress(StoreError):  # away, or a full disk: the next pass
                 await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
 

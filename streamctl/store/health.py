@@ -55,8 +55,8 @@ def failure_cause(exc: BaseException) -> str:
 class WriteHealth:
     """The outcome of the latest write to one store file (thread-safe)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | Path) -> None:
+        self.path = path  # the file, or where a database server is (no password)
         self.failure: str | None = None
         self.failing_since: float | None = None
         self.on_change: Callable[[str], None] = log.warning
