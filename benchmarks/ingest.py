@@ -157,8 +157,11 @@ def sample_event(i: int) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, workdir: Path, seconds: float, connections: int) -> None:
+    def __init__(
+        self, workdir: Path, seconds: float, connections: int, run_args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
+        self.run_args = run_args
         self.seconds = seconds
         self.connections = connections
         self.sink_port = free_port()
@@ -177,7 +180,7 @@ class Bench:
         sink_js = self.workdir / "sink.js"
         sink_js.write_text(SINK_JS)
         self.processes.append(subprocess.Popen(["node", str(sink_js), str(self.sink_port)]))
-        run = [sys.executable, "-m", "streamctl", "run", "--project", str(project)]
+        run = [sys.executable, "-m", "streamctl", "run", "--project", str(project), *self.run_args]
         self.processes.append(subprocess.Popen(run, stderr=subprocess.PIPE))
         self._wait_ready()
 

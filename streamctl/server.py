@@ -99,6 +99,9 @@ class ServeOptions:
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
     ingest_first: IngestFirst | None = field(default_factory=IngestFirst)
+    # Processes running the pipeline and delivery (streamctl.delivery.workers); 0: this
+    # process runs them beside the listener.
+    workers: int = 0
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
 
@@ -201,7 +204,7 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
-    store = open_store(project)
+    store = open_store(project, shared_queue=options.workers > 0)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     server = _Server(_uvicorn_config(instance, project, options))
@@ -211,6 +214,10 @@ async def serve(
         await instance.committer.start()
         if runtime_factory is not None:
             instance.runtime = runtime_factory(project, store)
+        elif options.workers > 0:
+            from streamctl.delivery.workers import DeliveryWorkers
+
+            instance.runtime = DeliveryWorkers(project, options.workers, err=err)
         else:
             yielding = _ingest_first(instance.committer, options.ingest_first)
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)

@@ -1,4 +1,5 @@
-"""`streamctl run`: the ingest listener and delivery workers, in one process (streamctl.server)."""
+"""`streamctl run`: the ingest listener, and the pipeline and delivery in worker processes
+(streamctl.server, streamctl.delivery.workers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 from streamctl.cli.options import ProjectOption
 from streamctl.config.loader import load_project
+from streamctl.delivery.workers import default_workers
 from streamctl.server import ServeOptions, run
 
 app = typer.Typer()
@@ -34,6 +36,15 @@ def run_command(
             "the running configuration).",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Processes running the pipeline and delivery beside the listener (default: "
+            "one per core; 0: all in the listener's process).",
+        ),
+    ] = None,
 ) -> None:
     """Start the ingest listener (Segment-compatible HTTP API, webhooks) and delivery workers.
 
@@ -41,4 +52,5 @@ def run_command(
     committed, delivery workers record what they were doing.
     """
     loaded = load_project(project)
-    run(loaded, ServeOptions(host=host, port=port, watch=watch))
+    count = default_workers() if workers is None else workers
+    run(loaded, ServeOptions(host=host, port=port, watch=watch, workers=count))

@@ -133,7 +133,7 @@ def _start(
 def _adopt(
     project: Project, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    threading.Thread(target=exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
     from streamctl.pipeline.process import Pipeline
 
@@ -148,7 +148,7 @@ def _adopt(
     tune_garbage_collector()
 
 
-def _exit_with(parent: int) -> None:
+def exit_with(parent: int) -> None:
     """A worker outlives a parent killed with SIGKILL (it holds its own end of the task
     pipe, so it never sees EOF): watch the parent and exit with it. A transaction cut
     short is rolled back by SQLite; its chunk is replayed by the next run."""

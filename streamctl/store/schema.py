@@ -216,6 +216,12 @@ def _alert_state(db: sqlite_utils.Database) -> None:
             db.execute(statement)  # not executescript: that would COMMIT the migration
 
 
+def _delivery_owner(db: sqlite_utils.Database) -> None:
+    # `run --workers N`: the worker that recorded a delivery sends it (streamctl.store.shard);
+    # NULL for deliveries recorded by one process.
+    db.execute("ALTER TABLE deliveries ADD COLUMN owner INTEGER")
+
+
 ALERT_TABLES = """
 CREATE TABLE IF NOT EXISTS alert_state (
     rule TEXT NOT NULL,
@@ -260,6 +266,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _queue_rows_per_append,
     _message_keys,
     _alert_state,
+    _delivery_owner,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
