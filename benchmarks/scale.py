@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import Bench, sample_event  # noqa: E402
+from ingest import Bench, sample_event
 
 
 def rss_kib(pid: int) -> int:

@@ -10,60 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
-from tests.fakes.http import FakeServer, Received, Reply
 from tests.listener_harness import ListenerProcess
 from tests.services import PostgresService
 
 WRITE_KEY = "pg-nodes-write-key"
-
-
-class Sink:
-    """A webhook destination that counts every messageId it is sent; `hold()` makes it
-    keep requests waiting until `release()`."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self.arrived: set[str] = set()  # requests come in, answered or held
-        self.lock = threading.Lock()
-        self.open = threading.Event()
-        self.open.set()
-
-    def answer(self, request: Received) -> Reply:
-        message_id = request.json()["message_id"]
-        with self.lock:
-            self.arrived.add(message_id)
-        self.open.wait(30)
-        with self.lock:
-            self.received[message_id] += 1
-        return Reply(200, {"ok": True})
-
-    def hold(self) -> None:
-        self.open.clear()
-
-    def release(self) -> None:
-        self.open.set()
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.received)
-
-
-@pytest.fixture
-def sink():
-    box = Sink()
-    with FakeServer(box.answer) as server:
-        box.url = server.url  # type: ignore[attr-defined]
-        yield box
-    box.release()
 
 
 def write_project(root: Path, store_url: str, sink_url: str) -> Path:

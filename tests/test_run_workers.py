@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from tests.listener_harness import ListenerProcess
-from tests.test_postgres_nodes import Sink, post_batch, sink, wait_for  # noqa: F401 (fixture)
+from tests.test_postgres_nodes import post_batch, wait_for
 
 
 def write_project(root: Path, sink_url: str) -> Path:

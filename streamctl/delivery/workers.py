@@ -111,7 +111,7 @@ class DeliveryWorkers:
         await self.start()
 
     def _spawn(self, index: int) -> None:
-        process = self._context.Process(
+        process = self._context.Process(  # type: ignore[attr-defined]
             target=work_on_shard,
             args=(str(self.project.root.resolve()), self._location, index, self.count, os.getpid()),
             name=f"streamctl-worker-{index}",
