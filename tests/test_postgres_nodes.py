@@ -122,7 +122,10 @@ def test_a_killed_nodes_deliveries_are_finished_by_the_other_after_its_lease(
 ):
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     ids = [f"k{i}" for i in range(200)]
-    with ListenerProcess(root) as doomed:
+    # One process a node (--workers 0): its sends stop with the SIGKILL, so the requests
+    # that reached the sink by then are all it sent. (With worker processes, requests
+    # already on the wire may arrive just after the snapshot below.)
+    with ListenerProcess(root, "--workers", "0") as doomed:
         sink.hold()  # the doomed node's first sends hang at the destination
         assert post_batch(doomed.url, ids) == 200
         wait_for(
@@ -131,7 +134,7 @@ def test_a_killed_nodes_deliveries_are_finished_by_the_other_after_its_lease(
         )
         owners = store_rows(postgres_url, "SELECT DISTINCT owner FROM deliveries")
         assert len(owners) == 1 and owners[0][0] is not None  # all leased to the doomed node
-        with ListenerProcess(root) as survivor:
+        with ListenerProcess(root, "--workers", "0") as survivor:
             wait_for(lambda: len(sink.arrived) >= 1, what="the doomed node's first sends")
             doomed.kill()
             with sink.lock:

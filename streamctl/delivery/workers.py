@@ -15,8 +15,8 @@ acknowledges in one transaction (`Store.record_and_ack`), and delivers what it
 recorded. `benchmarks/scale.py` prints the figures.
 
 Workers start from a fork server (the listener already runs threads when they
-start: forking it would copy their locks), load the project themselves, and watch
-the listener: they exit when it is gone, even after SIGKILL. The listener restarts
+start: forking it would copy their locks), load the project themselves, and die
+with the listener, even when it is killed with SIGKILL (`_die_with_fork_server`). The listener restarts
 a worker that died under the same number, so its unacknowledged rows and open
 deliveries (its shard) are taken up again: at most what it was sending is sent
 twice (at least once), nothing answered 200 is lost.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -46,7 +47,8 @@ SUPERVISE_EVERY = 0.2  # seconds between the listener's checks that every worker
 RESTART_MIN = 0.2  # seconds before starting a worker that died again, doubling while
 RESTART_MAX = 10.0  # it keeps dying within STABLE seconds (a broken store, say)
 STABLE = 5.0
-STOP_GRACE = 30.0  # seconds a worker has to record its outcomes after SIGTERM
+STOP_GRACE = 30.0
+PR_SET_PDEATHSIG = 1  # prctl(2)  # seconds a worker has to record its outcomes after SIGTERM
 
 
 def default_workers() -> int:
@@ -154,6 +156,7 @@ def _join_all(processes: list[BaseProcess], grace: float) -> None:
 
 def work_on_shard(root: str, location: str, index: int, count: int, parent: int) -> None:
     """A worker process: process and deliver shard `index` of `count` until SIGTERM."""
+    _die_with_fork_server()
     threading.Thread(target=exit_with, args=(parent,), daemon=True).start()
     # Ctrl-C reaches the whole process group: the listener decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -165,6 +168,18 @@ def work_on_shard(root: str, location: str, index: int, count: int, parent: int)
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_process_shard(project, location, Shard(index, count)))
+
+
+def _die_with_fork_server() -> None:
+    """On Linux, SIGKILL this worker the moment its parent (the fork server, which exits
+    as soon as the listener is gone) dies: a listener killed with SIGKILL takes its
+    workers with it at once, so none sends after another node took its work over.
+    Elsewhere `exit_with` notices within half a second."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 async def _process_shard(project: Project, location: str, shard: Shard) -> None:
