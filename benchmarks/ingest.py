@@ -17,7 +17,9 @@ figures printed:
    send time; the sink subtracts it from its arrival time).
 
 Responses other than 200 (429 when the queue between ingest and delivery is full)
-are counted and reported, never counted as accepted.
+are counted and reported, never counted as accepted. `--store postgres` runs the
+same phases on a PostgreSQL store (benchmarks/postgres.py): the queue's appends are
+then COPYs committed with synchronous_commit on.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from postgres import fresh_database, start_postgres
 
 WRITE_KEY = "bench-write-key"
 AUTH = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -78,7 +81,7 @@ http.createServer((req, res) => {
 
 PROJECT = """\
 version: 1
-store: .streamctl/state.db
+store: {store}
 listen: {{ host: 127.0.0.1, port: {port} }}
 sources:
   web:
@@ -158,9 +161,15 @@ def sample_event(i: int) -> dict[str, Any]:
 
 class Bench:
     def __init__(
-        self, workdir: Path, seconds: float, connections: int, run_args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        seconds: float,
+        connections: int,
+        store: str = ".streamctl/state.db",
+        run_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
+        self.store = store
         self.run_args = run_args
         self.seconds = seconds
         self.connections = connections
@@ -174,7 +183,9 @@ class Bench:
         project = self.workdir / "project"
         (project / "syncs").mkdir(parents=True)
         (project / "streamctl.yaml").write_text(
-            PROJECT.format(port=self.port, key=WRITE_KEY, sink_port=self.sink_port)
+            PROJECT.format(
+                store=self.store, port=self.port, key=WRITE_KEY, sink_port=self.sink_port
+            )
         )
         (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
         sink_js = self.workdir / "sink.js"
@@ -297,6 +308,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgres"), default="sqlite",
+        help="postgres: `streamctl run` on a PostgreSQL store (a pgserver one, or --postgres-url)",
+    )  # fmt: skip
+    parser.add_argument("--postgres-url", help="a PostgreSQL database to use (it is emptied)")
     args = parser.parse_args()
     for tool in ("wrk", "node"):
         if shutil.which(tool) is None:
@@ -327,12 +343,23 @@ def main() -> None:
             f"arrived at the sink): p50 {percentile(latencies, 0.5):.1f} ms, "
             f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
         )
+    if POSTGRES is not None:
+        POSTGRES.stop()
+
+
+POSTGRES: Any = None  # the benchmark's own server, with --store postgres
 
 
 @contextlib.contextmanager
 def fresh_instance(args: argparse.Namespace) -> Iterator[Bench]:
+    global POSTGRES
     with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.connections)
+        store = ".streamctl/state.db"
+        if args.store == "postgres":
+            if POSTGRES is None and not args.postgres_url:
+                POSTGRES = start_postgres(Path(tempfile.mkdtemp(prefix="streamctl-ingest-pg-")))
+            store = fresh_database(POSTGRES, args.postgres_url)
+        bench = Bench(Path(tmp), args.seconds, args.connections, store)
         bench.start()
         try:
             yield bench

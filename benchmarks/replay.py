@@ -44,6 +44,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from postgres import fresh_database, start_postgres
+
 KIT = Path(__file__).resolve().parents[2] / "shared" / "bench"
 if not KIT.exists():
     KIT = Path("/work/shared/bench")
@@ -131,8 +133,7 @@ def main() -> None:
                 ours = run_streamctl(work / f"project-{size}-{n}", events, url, port, args.workers)
                 on_pg = None
                 if args.store == "postgres":
-                    database = args.postgres_url or postgres.create_database()  # type: ignore[union-attr]
-                    empty_database(database)
+                    database = fresh_database(postgres, args.postgres_url)
                     on_pg = run_streamctl(
                         work / f"project-{size}-{n}-pg", events, url, port, args.workers, database
                     )
@@ -145,26 +146,6 @@ def main() -> None:
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def start_postgres(work: Path):  # type: ignore[no-untyped-def]
-    """PostgreSQL 16 from the pgserver wheel, as the test suite starts it, but durable."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.services import start_postgres as start
-
-    folder = work / "postgres"
-    folder.mkdir()
-    work.chmod(0o755)
-    folder.chmod(0o755)
-    return start(folder, durable=True)
-
-
-def empty_database(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
 
 
 def prepare_kit(target: Path) -> Path:

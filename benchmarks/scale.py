@@ -87,7 +87,7 @@ def warm_up(bench: Bench) -> None:
 def one_round(workers: int, seconds: float, connections: int) -> tuple[float, float, int, int]:
     """(sustained events/s, accepted events/s, listener MiB, worker MiB) of one fresh run."""
     with tempfile.TemporaryDirectory(prefix="streamctl-scale-bench-") as tmp:
-        bench = Bench(Path(tmp), seconds, connections, ("--workers", str(workers)))
+        bench = Bench(Path(tmp), seconds, connections, run_args=("--workers", str(workers)))
         bench.start()
         watch = MemoryWatch(bench.processes[-1].pid)
         try:

@@ -145,7 +145,7 @@ def test_every_command_answers_alike_on_both_stores(projects) -> None:
     assert "web-to-sink" in top
     same("alerts", "list", "--json")
     same("errors", "retry", "--queue-only")
-    pruned = same("store", "prune", "--older-than", "0s")
+    pruned = same("store", "prune", "--older-than", "0s", "--vacuum")
     assert "events" in pruned
     same("store", "migrate")
 
@@ -156,5 +156,6 @@ def test_a_database_that_cannot_be_reached_is_named_and_exits_1(tmp_path: Path) 
     for command in (["run", "--port", "0"], ["status"], ["errors"], ["store", "migrate"]):
         result = cli(*command, "-p", str(root))
         assert result.exit_code == 1, result.output
-        assert "database 'events' on 127.0.0.1:9" in result.output
+        # (not "database ...": a secret of another test's project may mask part of it)
+        assert "'events' on 127.0.0.1:9" in result.output
         assert PASSWORD not in result.output

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from typer.testing import CliRunner
 
+from streamctl.cli.main import app
 from tests.listener_harness import ListenerProcess
 from tests.services import PostgresService
 
@@ -183,3 +185,31 @@ def test_run_answers_503_while_the_database_is_away_and_resumes_losing_nothing(
         wait_for(lambda: sink.count() == 1 + len(accepted), what="events after the restart")
         assert node.proc is not None and node.proc.poll() is None
         assert "during" not in sink.received
+
+
+def test_errors_retry_is_sent_once_by_one_of_the_running_nodes(tmp_path, postgres_url, sink):
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    sink.refused.add("refused-1")
+    with ListenerProcess(root) as first, ListenerProcess(root) as second:
+        assert post_batch(first.url, ["fine-1", "refused-1"]) == 200
+        wait_for(
+            lambda: (
+                store_rows(postgres_url, "SELECT status FROM deliveries ORDER BY message_id")
+                == [("delivered",), ("archived",)]
+            ),
+            what="one delivered, one archived",
+        )
+        sink.refused.clear()
+        retried = CliRunner().invoke(app, ["errors", "retry", "--queue-only", "-p", str(root)])
+        assert retried.exit_code == 0, retried.output
+        wait_for(
+            lambda: (
+                store_rows(
+                    postgres_url, "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+                )
+                == [(2,)]
+            ),
+            what="the retried delivery delivered",
+        )
+        assert second.proc is not None and second.proc.poll() is None
+    assert sink.received == Counter({"fine-1": 1, "refused-1": 2})  # refused once, sent once

@@ -146,6 +146,11 @@ def test_a_silent_nodes_deliveries_are_taken_over_once_its_lease_runs_out(postgr
         taken = _poll(lambda: survivor.take_requeued(["s"]))
         assert [d.message_id for d in taken] == ["a", "b"]
         assert survivor.take_requeued(["s"]) == []  # its own now
+        nodes = "SELECT id FROM nodes ORDER BY id"
+        assert survivor.rows(nodes) == [(survivor.node,)]  # the silent one, emptied, forgotten
+        dead.heartbeat()  # it was only cut off: it comes back under its own id
+        assert survivor.rows(nodes) == [(dead.node,), (survivor.node,)]
+        assert dead.open_deliveries(["s"], 0, 10) == []  # holding nothing it lost
     dead.pool.close()
 
 

@@ -17,6 +17,7 @@ class Sink:
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
         self.arrived: set[str] = set()  # requests come in, answered or held
+        self.refused: set[str] = set()  # answered 400 (permanent: archived at once)
         self.lock = threading.Lock()
         self.open = threading.Event()
         self.open.set()
@@ -28,6 +29,8 @@ class Sink:
         self.open.wait(30)
         with self.lock:
             self.received[message_id] += 1
+            if message_id in self.refused:
+                return Reply(400, {"error": "refused"})
         return Reply(200, {"ok": True})
 
     def hold(self) -> None:

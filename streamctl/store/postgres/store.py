@@ -99,6 +99,7 @@ class PostgresStore(CommonOperations):
         self._stopping = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._unreachable: tuple[float, StoreUnavailable] | None = None  # (until, error)
+        self._name = f"{socket.gethostname()}:{os.getpid()}"  # nodes.name
 
     # -- opening ---------------------------------------------------------------------
 
@@ -136,12 +137,11 @@ class PostgresStore(CommonOperations):
         if node is not None:
             self.node = node
             return
-        name = f"{socket.gethostname()}:{os.getpid()}"
         with self._connection() as conn:
             row = conn.execute(
                 f"INSERT INTO nodes (name, started_at, heartbeat_at) VALUES (%s, %s, {DB_NOW})"
                 " RETURNING id",
-                [name, time.time()],
+                [self._name, time.time()],
             ).fetchone()
         assert row is not None
         self.node = int(row[0])
@@ -164,8 +164,15 @@ class PostgresStore(CommonOperations):
         return self.location.lease_seconds
 
     def heartbeat(self) -> None:
+        """Renew the lease; a node forgotten while it could not beat (its rows were taken
+        over) comes back under its own id, holding only what it still owns."""
         with self._connection() as conn:
-            conn.execute(f"UPDATE nodes SET heartbeat_at = {DB_NOW} WHERE id = %s", [self.node])
+            conn.execute(
+                "INSERT INTO nodes (id, name, started_at, heartbeat_at)"
+                f" VALUES (%s, %s, %s, {DB_NOW})"
+                f" ON CONFLICT (id) DO UPDATE SET heartbeat_at = {DB_NOW}",
+                [self.node, self._name, time.time()],
+            )
 
     def close(self) -> None:
         """Stop the heartbeat and hand this node's open work back (claimable at once)."""
@@ -180,7 +187,8 @@ class PostgresStore(CommonOperations):
     def release(self) -> None:
         with self.pg_transaction() as conn:
             conn.execute(
-                f"UPDATE deliveries SET owner = NULL WHERE owner = %s AND {OPEN}", [self.node]
+                f"UPDATE deliveries SET owner = NULL, requeued = 1 WHERE owner = %s AND {OPEN}",
+                [self.node],
             )
             conn.execute("UPDATE queue SET owner = NULL WHERE owner = %s", [self.node])
             conn.execute("DELETE FROM nodes WHERE id = %s", [self.node])
@@ -475,15 +483,48 @@ class PostgresStore(CommonOperations):
         )
 
     def take_requeued(self, syncs: Sequence[str]) -> list[PendingDelivery]:
-        """Deliveries to add to this node's lanes: those `streamctl errors retry` put back,
-        those a stopped node handed back, and those of nodes whose lease ran out."""
+        """Deliveries to add to this node's lanes (asked every second): those `streamctl
+        errors retry` put back and those a stopped node handed back (both marked
+        `requeued`: a partial index finds them), then those of nodes whose lease ran
+        out, looked for only while such a node exists. A silent node whose rows are
+        all taken over is forgotten."""
         if not syncs:
             return []
-        return self._claim(
-            f"sync = ANY(%(syncs)s) AND {OPEN} AND (requeued = 1 OR (owner IS DISTINCT FROM"
-            f" %(me)s AND {FREE_FOR_ME})) ORDER BY id LIMIT %(limit)s",
-            {"syncs": list(syncs), "limit": TAKEOVER_PAGE},
+        params = {"syncs": list(syncs), "limit": TAKEOVER_PAGE}
+        taken = self._claim(
+            f"sync = ANY(%(syncs)s) AND {OPEN} AND requeued = 1 ORDER BY id LIMIT %(limit)s",
+            params,
         )
+        silent = self._silent_nodes()
+        if silent and len(taken) < TAKEOVER_PAGE:
+            orphans = self._claim(
+                f"sync = ANY(%(syncs)s) AND {OPEN} AND owner = ANY(%(silent)s)"
+                " ORDER BY id LIMIT %(limit)s",
+                {**params, "silent": silent, "limit": TAKEOVER_PAGE - len(taken)},
+            )
+            if len(orphans) < TAKEOVER_PAGE - len(taken):
+                self._forget_nodes(silent)
+            taken = sorted([*taken, *orphans], key=lambda d: d.id)
+        return taken
+
+    def _silent_nodes(self) -> list[int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM nodes WHERE heartbeat_at < {DB_NOW} - %s",
+                [self.location.lease_seconds],
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def _forget_nodes(self, silent: list[int]) -> None:
+        """Delete the rows of silent nodes that hold nothing open any more (another
+        node's syncs may still have rows of theirs to take over)."""
+        with self._connection() as conn:
+            conn.execute(
+                "DELETE FROM nodes n WHERE id = ANY(%s)"
+                f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.owner = n.id AND d.{OPEN})"
+                " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.owner = n.id)",
+                [silent],
+            )
 
     def _claim(self, where: str, params: dict[str, Any]) -> list[PendingDelivery]:
         params = {**params, "me": self.node, "lease": self.location.lease_seconds}
