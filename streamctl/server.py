@@ -49,6 +49,7 @@ from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
 if TYPE_CHECKING:  # imported when delivery starts: `streamctl run` starts listening sooner
+    from streamctl.bus.kafka import BusLocation, KafkaIngest
     from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class ServeOptions:
     # Processes running the pipeline and delivery (streamctl.delivery.workers); 0: this
     # process runs them beside the listener.
     workers: int = 0
+    # An ingest node (`--bus`): accepted events go to Kafka, workers process them
+    # (streamctl.bus.kafka); nothing is processed here.
+    bus: BusLocation | None = None
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
 
@@ -125,15 +129,23 @@ class Instance:
         self.runtime: DeliveryRuntime | None = None
         self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
         self.reloads = 0
+        self.publisher: KafkaIngest | None = None  # an ingest node's bus (`run --bus`)
 
     @property
     def project(self) -> Project:
         return self._project
 
     async def submit(self, source: str, events: list[Event]) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish(source, events)
+            FEED.publish_received(source, events)
+            return
         await self.committer.submit(source, events)
 
     def check_room(self) -> None:
+        if self.publisher is not None:
+            self.publisher.check_room()
+            return
         self.committer.check_room()
 
     async def ready(self) -> str | None:
@@ -212,7 +224,12 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await instance.committer.start()
-        if runtime_factory is not None:
+        if options.bus is not None:
+            from streamctl.bus.kafka import KafkaIngest
+
+            instance.publisher = KafkaIngest(options.bus)
+            await instance.publisher.start()
+        elif runtime_factory is not None:
             instance.runtime = runtime_factory(project, store)
         elif options.workers > 0:
             from streamctl.delivery.workers import DeliveryWorkers
@@ -221,7 +238,8 @@ async def serve(
         else:
             yielding = _ingest_first(instance.committer, options.ingest_first)
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
-        await instance.runtime.start()
+        if instance.runtime is not None:
+            await instance.runtime.start()
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
@@ -235,6 +253,8 @@ async def serve(
             raise StreamctlError(msg) from None
     finally:
         await instance.committer.close()
+        if instance.publisher is not None:
+            await instance.publisher.close()
         if instance.runtime is not None:
             await instance.runtime.stop()
         for task in tasks:

@@ -62,6 +62,7 @@ def post_concurrently(url: str, batches: list[list[str]]) -> list[str]:
 
 def worker_pids(listener_pid: int) -> list[int]:
     """The workers: children of the fork server, the listener's child."""
+
     def children(pid: int) -> list[int]:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
         return [int(p) for p in text.split()]

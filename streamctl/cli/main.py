@@ -33,6 +33,7 @@ from streamctl.cli import (
     test,
     top,
     validate,
+    worker,
 )
 from streamctl.cli.output import stderr
 from streamctl.config.secrets import redact_loaded
@@ -99,7 +100,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (init, validate, test, preview, run, replay, errors, status, explain, tail, top):
+for module in (
+    init, validate, test, preview, run, worker, replay, errors, status, explain, tail, top,
+):  # fmt: skip
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(alerts.app, name="alerts")

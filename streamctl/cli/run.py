@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.delivery.workers import default_workers
@@ -45,6 +46,14 @@ def run_command(
             "one per core; 0: all in the listener's process).",
         ),
     ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            help="Make this an ingest node: accepted events go to Kafka "
+            "(kafka://HOST:PORT[,HOST:PORT...]/PREFIX), `streamctl worker` processes them.",
+        ),
+    ] = None,
 ) -> None:
     """Start the ingest listener (Segment-compatible HTTP API, webhooks) and delivery workers.
 
@@ -52,5 +61,7 @@ def run_command(
     committed, delivery workers record what they were doing.
     """
     loaded = load_project(project)
-    count = default_workers() if workers is None else workers
-    run(loaded, ServeOptions(host=host, port=port, watch=watch, workers=count))
+    location = None if bus is None else BusLocation.parse(bus)
+    count = 0 if location is not None else default_workers() if workers is None else workers
+    options = ServeOptions(host=host, port=port, watch=watch, workers=count, bus=location)
+    run(loaded, options)

@@ -234,9 +234,7 @@ class DecisionPool:
                 ]
             )
         root_dir = str(Path(root).resolve())
-        self._begin(
-            context, workers, _start, (root_dir, *self._shared(store, path, source, syncs))
-        )
+        self._begin(context, workers, _start, (root_dir, *self._shared(store, path, source, syncs)))
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
         # while the caller prepares the rest (the delivery runtime).
@@ -261,9 +259,7 @@ class DecisionPool:
         bookkeeping would be copied) and no lock held by another thread."""
         pool = cls.__new__(cls)
         context = multiprocessing.get_context("fork")
-        pool._begin(
-            context, workers, _adopt, (project, *cls._shared(store, path, source, syncs))
-        )
+        pool._begin(context, workers, _adopt, (project, *cls._shared(store, path, source, syncs)))
         pool._warm_up()  # with fork, the first submit forks every worker, here and now
         pool._warming = None
         return pool

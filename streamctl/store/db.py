@@ -183,7 +183,14 @@ class SqliteStore(SqliteConnection, CommonOperations):
                     "INSERT INTO events (id, source, message_id, message_key, received_at,"
                     " payload, contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, NULL, 1)",
                     [
-                        (after + i, d.source, d.message_id, message_key(d.message_id), now, d.event_json)
+                        (
+                            after + i,
+                            d.source,
+                            d.message_id,
+                            message_key(d.message_id),
+                            now,
+                            d.event_json,
+                        )
                         for i, d in enumerate(duplicates)
                     ],
                 )

@@ -1,0 +1,110 @@
+"""Ingest nodes and workers over Kafka: `streamctl run --bus` and `streamctl worker --bus`.
+
+Real processes on 127.0.0.1: the suite's Tansu broker, the suite's PostgreSQL (the
+workers' shared store), `python -m streamctl run --bus` as the ingest node, two
+`python -m streamctl worker --bus` processes, and a fake webhook counting every
+messageId it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from streamctl.bus.kafka import BusLocation
+from tests.listener_harness import ListenerProcess
+from tests.services import start_tansu, stop
+from tests.test_postgres_nodes import post_batch, wait_for
+from tests.test_run_workers import post_concurrently
+
+
+def write_project(root: Path, store: str, sink_url: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    project = {
+        "version": 1,
+        "store": store,
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "sources": {"web": {"type": "http", "write_keys": ["pg-nodes-write-key"]}},
+        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
+    }
+    (root / "streamctl.yaml").write_text(json.dumps(project))
+    (root / "syncs").mkdir(exist_ok=True)
+    sync = {
+        "name": "web-to-sink",
+        "source": "web",
+        "destination": "sink",
+        "event_types": [
+            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
+        ],
+        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
+    }
+    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
+    return root
+
+
+@contextmanager
+def worker(root: Path, bus: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamctl", "worker", "--project", str(root), "--bus", bus],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def recorded(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT message_id, count(*) FROM events WHERE duplicate = 0 GROUP BY message_id"
+        ).fetchall()
+
+
+def test_bus_urls_name_brokers_prefix_and_options() -> None:
+    bus = BusLocation.parse("kafka://k1:9092,k2:9092/shop?timeout=2.5&idempotent=true")
+    assert bus.brokers == ("k1:9092", "k2:9092")
+    assert (bus.topic("web"), bus.group, bus.timeout, bus.idempotent) == (
+        "shop.web", "shop.workers", 2.5, True,
+    )  # fmt: skip
+    assert bus.source_of("shop.web") == "web"
+
+
+def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/t{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus), worker(root, bus):
+        batches = [[f"b{b}-e{e}" for e in range(25)] for b in range(40)]
+        accepted = post_concurrently(ingest.url, batches)
+        assert len(accepted) == 1000
+        wait_for(lambda: set(accepted) <= set(sink.received), what="every event at the sink")
+    rows = recorded(postgres_url)
+    assert len(rows) == 1000 and {count for _, count in rows} == {1}  # recorded once each
+
+
+def test_an_ingest_node_answers_503_while_the_broker_is_away(tmp_path, postgres_url, sink):
+    broker, address = start_tansu()
+    bus = f"kafka://{address}/away?timeout=2"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    try:
+        with ListenerProcess(root, "--bus", bus) as ingest:
+            assert post_batch(ingest.url, ["before-1"]) == 200
+            stop(broker)
+            assert post_batch(ingest.url, ["during-1"]) == 503
+    finally:
+        stop(broker)
