@@ -74,6 +74,11 @@ def recorded(url: str) -> list[tuple[str, int]]:
         ).fetchall()
 
 
+def owners(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT DISTINCT owner FROM deliveries").fetchall()
+
+
 def test_bus_urls_name_brokers_prefix_and_options() -> None:
     bus = BusLocation.parse("kafka://k1:9092,k2:9092/shop?timeout=2.5&idempotent=true")
     assert bus.brokers == ("k1:9092", "k2:9092")
@@ -108,3 +113,31 @@ def test_an_ingest_node_answers_503_while_the_broker_is_away(tmp_path, postgres_
             assert post_batch(ingest.url, ["during-1"]) == 503
     finally:
         stop(broker)
+
+
+def test_a_worker_killed_under_load_loses_nothing_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/k{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url + "?lease=2s", sink.url)
+    sink.hold()  # the doomed worker's sends are under way when it dies
+    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as survivor:
+        with worker(root, bus) as doomed:
+            first = post_concurrently(
+                ingest.url, [[f"a{b}-e{e}" for e in range(20)] for b in range(20)]
+            )
+            wait_for(lambda: len(sink.arrived) > 0, what="deliveries under way")
+            # Users spread over the topic's partitions: both workers hold some.
+            wait_for(lambda: len(owners(postgres_url)) == 2, what="both workers recording")
+            doomed.kill()
+            doomed.wait(10)
+        second = post_concurrently(
+            ingest.url, [[f"z{b}-e{e}" for e in range(20)] for b in range(20)]
+        )
+        sink.release()
+        accepted = set(first) | set(second)
+        assert len(accepted) == 800
+        wait_for(lambda: accepted <= set(sink.received), what="every event answered 200 delivered")
+        assert survivor.poll() is None
+    rows = recorded(postgres_url)
+    assert len(rows) == 800 and {count for _, count in rows} == {1}

@@ -50,7 +50,9 @@ def write_project(root: Path, store_url: str, sink_url: str) -> Path:
 
 
 def event(message_id: str) -> dict[str, object]:
-    return {"type": "track", "event": "Clicked", "userId": "u1", "messageId": message_id}
+    """A track call; its user is the messageId's prefix (b3-e7: user b3)."""
+    user = message_id.split("-")[0]
+    return {"type": "track", "event": "Clicked", "userId": user, "messageId": message_id}
 
 
 def post_batch(url: str, message_ids: list[str]) -> int:
