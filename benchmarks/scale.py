@@ -84,8 +84,11 @@ def warm_up(bench: Bench) -> None:
         time.sleep(0.05)
 
 
-def one_round(workers: int, seconds: float, connections: int) -> tuple[float, float, int, int]:
-    """(sustained events/s, accepted events/s, listener MiB, worker MiB) of one fresh run."""
+def one_round(
+    workers: int, seconds: float, connections: int
+) -> tuple[float, float, float, int, int]:
+    """(sustained events/s, accepted events/s, delivered events/s once the load stopped,
+    listener MiB, worker MiB) of one fresh run."""
     with tempfile.TemporaryDirectory(prefix="streamctl-scale-bench-") as tmp:
         bench = Bench(Path(tmp), seconds, connections, run_args=("--workers", str(workers)))
         bench.start()
@@ -93,8 +96,12 @@ def one_round(workers: int, seconds: float, connections: int) -> tuple[float, fl
         try:
             warm_up(bench)
             started = time.monotonic()
-            load_seconds, ok, _, _ = bench.wrk("/v1/batch", {"batch": [sample_event(i) for i in range(100)]})
+            load_seconds, ok, _, _ = bench.wrk(
+                "/v1/batch", {"batch": [sample_event(i) for i in range(100)]}
+            )
             accepted = ok * 100 + 1  # and the warm-up event
+            loaded_at = time.monotonic()
+            at_load_end = httpx.get(f"{bench.sink_url}/count").json()["events"]
             delivered = 0
             while time.monotonic() - started < 600:
                 delivered = httpx.get(f"{bench.sink_url}/count").json()["events"]
@@ -102,12 +109,16 @@ def one_round(workers: int, seconds: float, connections: int) -> tuple[float, fl
                     break
                 time.sleep(0.1)
             elapsed = time.monotonic() - started
+            drain = (delivered - at_load_end) / max(1e-9, time.monotonic() - loaded_at)
         finally:
             watch.stop()
             bench.stop()
         if delivered < accepted:
             print(f"  --workers {workers}: only {delivered:,} of {accepted:,} delivered")
-        return (delivered - 1) / elapsed, accepted / load_seconds, watch.listener // 1024, watch.worker // 1024
+        return (
+            (delivered - 1) / elapsed, accepted / load_seconds, drain,
+            watch.listener // 1024, watch.worker // 1024,
+        )  # fmt: skip
 
 
 def main() -> None:
@@ -129,17 +140,21 @@ def main() -> None:
     for round_ in range(args.rounds):
         order = counts if round_ % 2 == 0 else counts[::-1]
         for n in order:
-            sustained, accepted, listener, worker = one_round(n, args.seconds, args.connections)
+            sustained, accepted, drain, listener, worker = one_round(
+                n, args.seconds, args.connections
+            )
             rates[n].append(sustained)
             print(
                 f"round {round_ + 1} --workers {n}: {sustained:,.0f} events/s end to end "
-                f"({accepted:,.0f}/s accepted; max RSS listener {listener} MiB, worker {worker} MiB)",
+                f"({accepted:,.0f}/s accepted, {drain:,.0f}/s delivered after the load; max RSS listener {listener} MiB, worker {worker} MiB)",
                 flush=True,
             )
     base = statistics.median(rates[counts[0]])
     for n in counts:
         median = statistics.median(rates[n])
-        print(f"--workers {n}: median {median:,.0f} events/s end to end, {median / base:.2f}x --workers {counts[0]}")
+        print(
+            f"--workers {n}: median {median:,.0f} events/s end to end, {median / base:.2f}x --workers {counts[0]}"
+        )
 
 
 if __name__ == "__main__":
