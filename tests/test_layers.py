@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),
     ("contracts", "functions", "filters", "mappings", "destinations", "channels"),
     ("config",),
-    ("store",),
+    ("store", "bus"),
     ("monitoring",),
     ("sources",),
     ("pipeline",),

@@ -6,7 +6,7 @@ and `streamctl worker --bus ...` (docs/scale-out.md).
     await producer.start()
     await producer.publish("web", events)        # returns once every broker replica has them
     ...
-    await consume(project, store, bus)           # a worker: pipeline, record, then commit
+    # a worker: streamctl.delivery.bus_worker.consume (pipeline, record, then commit)
 
 An ingest node produces each accepted (normalised) event to the topic
 `PREFIX.SOURCE`, keyed by userId, else anonymousId, so one user's events stay in one
@@ -43,16 +43,12 @@ import orjson
 
 from streamctl.core.errors import StoreError, UsageError
 from streamctl.core.events import Event
-from streamctl.core.model import Project
-from streamctl.store import Store
 from streamctl.store.queue import Overloaded
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0  # seconds the listener waits for the brokers' acknowledgement
 DEFAULT_MAX_IN_FLIGHT = 200_000  # events produced and not yet acknowledged, at most
-POLL_RECORDS = 5_000  # messages a worker takes per poll
-POLL_TIMEOUT_MS = 200
 TOPIC_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -188,39 +184,3 @@ class KafkaIngest:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
             self._producer = None
-
-
-async def consume(
-    project: Project, store: Store, bus: BusLocation, stopping: asyncio.Event
-) -> None:
-    """A worker: poll the project's source topics as one consumer group, process and record
-    each poll, then commit its offsets; until `stopping` is set."""
-    from aiokafka import AIOKafkaConsumer
-
-    from streamctl.delivery.runtime import Runtime
-
-    topics = [
-        bus.topic(name) for name, s in project.sources.items() if s.type in ("http", "webhook")
-    ]
-    consumer = AIOKafkaConsumer(
-        *topics,
-        **bus.client_options(),
-        group_id=bus.group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=POLL_RECORDS,
-    )
-    await consumer.start()
-    try:
-        async with Runtime(project, store, retention=True) as runtime:
-            while not stopping.is_set():
-                polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                if not polled:
-                    continue
-                for partition, messages in polled.items():
-                    source = bus.source_of(partition.topic)
-                    events = [orjson.loads(m.value) for m in messages]
-                    await runtime.submit(source, events)
-                await consumer.commit()  # only now: what was recorded is not read again
-    finally:
-        await consumer.stop()

@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from streamctl.bus.kafka import BusLocation, consume
+from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
+from streamctl.delivery.bus_worker import consume
 from streamctl.store.backend import open_store
 
 app = typer.Typer()

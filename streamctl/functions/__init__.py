@@ -101,9 +101,9 @@ class FunctionWorker:
         self.lock = threading.Lock()
         self.process: subprocess.Popen[bytes] | None = None
         self.mtime_ns = -1
-        self._dump = tempfile.NamedTemporaryFile(
+        self._dump = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed at once, kept by name)
             prefix="streamctl-fn-", suffix=".txt", delete=False
-        )  # noqa: SIM115
+        )
         self._dump.close()
 
     def run(self, events: list[Event], timeout: float) -> Any:
