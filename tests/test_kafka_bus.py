@@ -26,11 +26,14 @@ from tests.test_postgres_nodes import post_batch, wait_for
 from tests.test_run_workers import post_concurrently
 
 
-def write_project(root: Path, store: str, sink_url: str) -> Path:
+def write_project(
+    root: Path, store: str, sink_url: str, bus: dict[str, object] | None = None
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     project = {
         "version": 1,
         "store": store,
+        **({"bus": bus} if bus else {}),
         "listen": {"host": "127.0.0.1", "port": 0},
         "sources": {"web": {"type": "http", "write_keys": ["pg-nodes-write-key"]}},
         "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
@@ -104,10 +107,10 @@ def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
 
 def test_an_ingest_node_answers_503_while_the_broker_is_away(tmp_path, postgres_url, sink):
     broker, address = start_tansu()
-    bus = f"kafka://{address}/away?timeout=2"
-    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    bus = {"url": f"kafka://{address}/away", "timeout": 2}  # bus: in streamctl.yaml
+    root = write_project(tmp_path / "project", postgres_url, sink.url, bus)
     try:
-        with ListenerProcess(root, "--bus", bus) as ingest:
+        with ListenerProcess(root) as ingest:
             assert post_batch(ingest.url, ["before-1"]) == 200
             stop(broker)
             assert post_batch(ingest.url, ["during-1"]) == 503

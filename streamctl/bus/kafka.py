@@ -88,6 +88,16 @@ class BusLocation:
         security = _security(settings)
         return cls(brokers, prefix, security, idempotent, timeout)
 
+    @classmethod
+    def chosen(cls, url: str | None, config: Mapping[str, Any] | None) -> BusLocation | None:
+        """`--bus URL` if given, else `bus:` of streamctl.yaml, else None."""
+        if url is not None:
+            return cls.parse(url)
+        if config is None:
+            return None
+        settings = dict(config)
+        return cls.parse(str(settings.pop("url")), settings)
+
     def topic(self, source: str) -> str:
         return f"{self.prefix}.{source}"
 

@@ -51,7 +51,8 @@ def run_command(
         typer.Option(
             "--bus",
             help="Make this an ingest node: accepted events go to Kafka "
-            "(kafka://HOST:PORT[,HOST:PORT...]/PREFIX), `streamctl worker` processes them.",
+            "(kafka://HOST:PORT[,HOST:PORT...]/PREFIX; default: bus: in streamctl.yaml), "
+            "`streamctl worker` processes them.",
         ),
     ] = None,
 ) -> None:
@@ -61,7 +62,7 @@ def run_command(
     committed, delivery workers record what they were doing.
     """
     loaded = load_project(project)
-    location = None if bus is None else BusLocation.parse(bus)
+    location = BusLocation.chosen(bus, loaded.bus)
     count = 0 if location is not None else default_workers() if workers is None else workers
     options = ServeOptions(host=host, port=port, watch=watch, workers=count, bus=location)
     run(loaded, options)

@@ -13,6 +13,7 @@ from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
+from streamctl.core.errors import UsageError
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
 from streamctl.delivery.bus_worker import consume
@@ -36,7 +37,10 @@ def worker_command(
     the outcome in the store (PostgreSQL when workers are many), deliver, and commit the
     offsets only after recording. Stops cleanly on SIGTERM or Ctrl-C."""
     loaded = load_project(project)
-    location = BusLocation.parse(bus)
+    location = BusLocation.chosen(bus, loaded.bus)
+    if location is None:
+        msg = "say which bus to consume with --bus kafka://HOST:PORT/PREFIX (or bus: in streamctl.yaml)"
+        raise UsageError(msg)
     tune_garbage_collector()
     asyncio.run(_work(loaded, location))
 

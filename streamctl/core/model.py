@@ -179,6 +179,8 @@ class Project:
     retention_days: float = 30.0
     # `store: postgresql://...`: the shared PostgreSQL store (store_path is then unused).
     store_url: str | None = None
+    # `bus:`: the Kafka bus settings as written (url, timeout, security: streamctl.bus.kafka).
+    bus: Mapping[str, Any] | None = None
 
     @property
     def store_location(self) -> str:
