@@ -12,11 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from streamctl.bus.kafka import BusLocation
@@ -144,3 +146,30 @@ def test_a_worker_killed_under_load_loses_nothing_answered_200(
         assert survivor.poll() is None
     rows = recorded(postgres_url)
     assert len(rows) == 800 and {count for _, count in rows} == {1}
+
+
+def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/i{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    accepted: list[str] = []
+    with worker(root, bus):
+        with ListenerProcess(root, "--bus", bus) as ingest:
+
+            def load() -> None:
+                for b in range(10_000):
+                    ids = [f"n{b}-e{e}" for e in range(20)]
+                    try:
+                        if post_batch(ingest.url, ids) == 200:
+                            accepted.extend(ids)
+                    except httpx.TransportError:
+                        return  # the node is gone
+
+            loader = threading.Thread(target=load)
+            loader.start()
+            wait_for(lambda: len(accepted) >= 400, what="some batches accepted")
+            ingest.kill()
+            loader.join(30)
+        assert not loader.is_alive()
+        wait_for(lambda: set(accepted) <= set(sink.received), what="every event answered 200")
