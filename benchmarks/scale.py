@@ -29,16 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest import Bench, sample_event
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from replay import rss_kib
 
 
 def children(pid: int) -> list[int]:

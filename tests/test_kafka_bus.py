@@ -8,7 +8,6 @@ messageId it is sent.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,37 +21,17 @@ import httpx
 import psycopg
 
 from streamctl.bus.kafka import BusLocation
+from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
-from tests.test_postgres_nodes import post_batch, wait_for
+from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
 from tests.test_run_workers import post_concurrently
 
 
 def write_project(
     root: Path, store: str, sink_url: str, bus: dict[str, object] | None = None
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    project = {
-        "version": 1,
-        "store": store,
-        **({"bus": bus} if bus else {}),
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "sources": {"web": {"type": "http", "write_keys": ["pg-nodes-write-key"]}},
-        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
-    }
-    (root / "streamctl.yaml").write_text(json.dumps(project))
-    (root / "syncs").mkdir(exist_ok=True)
-    sync = {
-        "name": "web-to-sink",
-        "source": "web",
-        "destination": "sink",
-        "event_types": [
-            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
-        ],
-        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
-    }
-    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
-    return root
+    return write_sink_project(root, store, sink_url, WRITE_KEY, bus)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import psycopg
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
+from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import PostgresService
 
@@ -26,27 +27,7 @@ WRITE_KEY = "pg-nodes-write-key"
 
 
 def write_project(root: Path, store_url: str, sink_url: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    project = {
-        "version": 1,
-        "store": store_url + "?lease=2s",
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "sources": {"web": {"type": "http", "write_keys": [WRITE_KEY]}},
-        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
-    }
-    (root / "streamctl.yaml").write_text(json.dumps(project))
-    (root / "syncs").mkdir(exist_ok=True)
-    sync = {
-        "name": "web-to-sink",
-        "source": "web",
-        "destination": "sink",
-        "event_types": [
-            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
-        ],
-        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
-    }
-    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
-    return root
+    return write_sink_project(root, store_url + "?lease=2s", sink_url, WRITE_KEY)
 
 
 def event(message_id: str) -> dict[str, object]:

@@ -6,39 +6,19 @@ webhook on 127.0.0.1 counting every messageId it is sent, the project's SQLite f
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import threading
 from pathlib import Path
 
+from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
-from tests.test_postgres_nodes import post_batch, wait_for
+from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
 
 
 def write_project(root: Path, sink_url: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    project = {
-        "version": 1,
-        "store": ".streamctl/state.db",
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "sources": {"web": {"type": "http", "write_keys": ["pg-nodes-write-key"]}},
-        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
-    }
-    (root / "streamctl.yaml").write_text(json.dumps(project))
-    (root / "syncs").mkdir(exist_ok=True)
-    sync = {
-        "name": "web-to-sink",
-        "source": "web",
-        "destination": "sink",
-        "event_types": [
-            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
-        ],
-        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
-    }
-    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
-    return root
+    return write_sink_project(root, ".streamctl/state.db", sink_url, WRITE_KEY)
 
 
 def post_concurrently(url: str, batches: list[list[str]]) -> list[str]:

@@ -4,8 +4,10 @@ answered 200 arrived, and how often."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
+from pathlib import Path
 
 from tests.fakes.http import Received, Reply
 
@@ -42,3 +44,32 @@ class Sink:
     def count(self) -> int:
         with self.lock:
             return len(self.received)
+
+
+def write_sink_project(
+    root: Path, store: str, sink_url: str, write_key: str, bus: dict[str, object] | None = None
+) -> Path:
+    """A project whose `web` source (one write key) is delivered to the sink at
+    `sink_url` by the sync `web-to-sink`, one event a request, fast retries."""
+    root.mkdir(parents=True, exist_ok=True)
+    project = {
+        "version": 1,
+        "store": store,
+        **({"bus": bus} if bus else {}),
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "sources": {"web": {"type": "http", "write_keys": [write_key]}},
+        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
+    }
+    (root / "streamctl.yaml").write_text(json.dumps(project))
+    (root / "syncs").mkdir(exist_ok=True)
+    sync = {
+        "name": "web-to-sink",
+        "source": "web",
+        "destination": "sink",
+        "event_types": [
+            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
+        ],
+        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
+    }
+    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
+    return root
