@@ -3,7 +3,8 @@
     project = load_project(".")
     run(project, ServeOptions(port=8080, watch=True))     # blocks until SIGTERM/SIGINT
 
-One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api`, the group
+One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api` (and the web
+console at /console, streamctl.console, unless `console=False`), the group
 committer (its SQLite writes on its own thread), the delivery runtime, the file
 watcher and the alert evaluator. Shutdown on SIGTERM or SIGINT, in this order:
 
@@ -23,6 +24,7 @@ the running configuration stays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import uvicorn
+from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
@@ -44,12 +47,14 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
+from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
 from streamctl.store import Store
 from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
-if TYPE_CHECKING:  # imported when delivery starts: `streamctl run` starts listening sooner
+if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
     from streamctl.bus.kafka import BusLocation, KafkaIngest
+    from streamctl.console import Console
     from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
@@ -95,7 +100,8 @@ class ServeOptions:
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
-    max_connections: int = 2048  # concurrent connections and requests
+    # Connections, requests in flight, header size and read timeouts (http_protocol).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # Ingest first: above this many events/s or requests/s coming in, the delivery
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
@@ -108,6 +114,7 @@ class ServeOptions:
     bus: BusLocation | None = None
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
+    console: bool = True  # serve the web console at /console (streamctl.console)
 
 
 class Instance:
@@ -219,7 +226,17 @@ async def serve(
     store = open_store(project, shared_queue=options.workers > 0)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
-    server = _Server(_uvicorn_config(instance, project, options))
+    # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
+    # so memory is bounded (idle connections are bounded by the protocol).
+    app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
+    console = None
+    if options.console and project.store_url is not None:  # its rollups are SQLite's
+        print("streamctl: no console at /console: it reads SQLite stores only", file=err)
+    elif options.console:
+        console = _console(instance, options)
+    if console is not None:
+        app = console.mount(app)
+    server = _Server(_uvicorn_config(app, project, options))
     _quiet_after_uvicorn_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -243,6 +260,8 @@ async def serve(
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
+        if console is not None:
+            services.append(functools.partial(_roll_up_for, console))
         tasks = [asyncio.create_task(_guarded(service, instance)) for service in services]
         tasks.append(asyncio.create_task(_announce(server, instance, err, on_started)))
         try:
@@ -260,6 +279,8 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if console is not None:
+            console.source.close()
         store.close()
 
 
@@ -271,13 +292,39 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions) -> uvicorn.Config:
+def _console(instance: Instance, options: ServeOptions) -> Console:
+    """The web console on the listener's port, reading the project as reloads leave it."""
+    from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
+
+    project = instance.project
+    host = options.host or project.listen.host
+    source = ConsoleSource(lambda: instance.project, project.store_file, live=True)
+    access = ConsoleAccess.for_project(project, host)
+    if access.bound_beyond_loopback and access.token is None:
+        print(
+            f"streamctl: listening on {host}: the console at /console answers loopback clients"
+            " only until a console token is set (console.token or STREAMCTL_CONSOLE_TOKEN)",
+            file=instance.err,
+        )
+    return Console(source, access)
+
+
+async def _roll_up_for(console: Console, _instance: Instance) -> None:
+    from streamctl.console import keep_rolling_up
+
+    await keep_rolling_up(console)
+
+
+def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(instance),
+        app,
         host=options.host or project.listen.host,
         port=project.listen.port if options.port is None else options.port,
         loop="none",  # ours: run() already chose uvloop
-        http="httptools",
+        # httptools with timeouts, a header limit, idle-connection eviction and JSON
+        # protocol errors: streamctl.sources.http_protocol.
+        http=guarded_protocol(options.connections),
+        ws="none",  # no WebSocket endpoints: an Upgrade request is plain HTTP
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -286,9 +333,9 @@ def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions)
         date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
-        # Each connection may hold a 500 KB body: bound them, so memory is bounded too
-        # (past this uvicorn answers 503 at once).
-        limit_concurrency=options.max_connections,
+        # Not limit_concurrency: it counts idle connections too, and once they pile up
+        # it answers every request 503, /healthz included.
+        limit_concurrency=None,
     )
 
 

@@ -28,6 +28,7 @@ import orjson
 from streamctl.config.loader import load_project
 from streamctl.server import Running, ServeOptions, serve
 from streamctl.sources.group_commit import CommitLimits
+from streamctl.sources.http_protocol import ConnectionLimits
 
 WEB_KEY = "test-web-key-1"
 MOBILE_KEY = "test-mobile-key-2"
@@ -124,9 +125,15 @@ class ListenerThread:
         limits: CommitLimits | None = None,
         watch: bool = False,
         runtime_factory: Any = None,
+        connections: ConnectionLimits | None = None,
     ) -> None:
         self.project = load_project(project_dir)
-        self.options = ServeOptions(port=0, watch=watch, limits=limits or CommitLimits())
+        self.options = ServeOptions(
+            port=0,
+            watch=watch,
+            limits=limits or CommitLimits(),
+            connections=connections or ConnectionLimits(),
+        )
         self.runtime_factory = runtime_factory
         self.err = io.StringIO()
         self.running: Running | None = None
@@ -187,8 +194,9 @@ class ListenerThread:
 class ListenerProcess:
     """`streamctl run --project DIR --port 0` as a child process."""
 
-    def __init__(self, project_dir: Path, *extra: str) -> None:
+    def __init__(self, project_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.project_dir = project_dir
+        self.env = env or {}
         self.args = [sys.executable, "-m", "streamctl", "run", "--project", str(project_dir)]
         self.args += ["--port", "0", *extra]
         self.proc: subprocess.Popen[str] | None = None
@@ -201,7 +209,7 @@ class ListenerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         threading.Thread(target=self._read_stderr, daemon=True).start()
         deadline = time.monotonic() + 30

@@ -95,7 +95,7 @@ def test_open_creates_a_missing_store_and_reads_an_existing_one_readonly(tmp_pat
 
 def test_alert_tables_come_from_the_migrations_and_old_ones_are_kept(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with sqlite3.connect(path) as old:  # as the evaluator created them before migration 6
+    with sqlite3.connect(path) as old:  # as the evaluator created them before migration 7
         old.execute(
             "CREATE TABLE alert_state (rule TEXT NOT NULL, sync TEXT NOT NULL, firing INTEGER"
             " NOT NULL, since REAL, value REAL, evaluated_at REAL NOT NULL, changed_at REAL"

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sources",),
     ("pipeline",),
     ("delivery",),
-    ("server", "testing", "sync_tests"),
+    ("server", "console", "testing", "sync_tests"),
     ("cli", "__main__"),
 )
 LAYER_OF = {top: rank for rank, names in enumerate(LAYERS) for top in names}

@@ -47,6 +47,18 @@ def test_a_new_database_is_migrated_once_even_by_processes_starting_together(pos
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
+def test_a_store_of_an_older_version_gets_the_migrations_it_lacks(postgres_url):
+    migrate_url(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as migration 1 left it
+        conn.execute("DROP INDEX deliveries_archived_at, deliveries_problems_status")
+        conn.execute("UPDATE schema_version SET version = 1")
+    assert migrate_url(postgres_url) == (1, SCHEMA_VERSION)
+    assert migrate_url(postgres_url) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    with psycopg.connect(postgres_url) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+    assert {"deliveries_archived_at", "deliveries_problems_status"} <= indexes
+
+
 def test_a_store_from_a_newer_streamctl_is_refused(postgres_url):
     migrate_url(postgres_url)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
@@ -241,6 +253,6 @@ def test_errors_status_and_explain_answer_alike_on_both_stores(postgres_url, tmp
         for error_id in ("1", "2", "v1"):
             assert pg.error_detail(error_id) == sqlite.error_detail(error_id)
         assert pg.requeue([2], now=now + 5) == sqlite.requeue([2], now=now + 5) == 1
-        assert pg.delivery_statuses([1, 2]) == sqlite.delivery_statuses([1, 2])
-        assert pg.syncs_of_deliveries([1, 5]) == sqlite.syncs_of_deliveries([1, 5])
+        assert pg.statuses_of([1, 2]) == sqlite.statuses_of([1, 2])
+        assert pg.syncs_of([1, 5]) == sqlite.syncs_of([1, 5])
         assert pg.prune(0, now=now + 10) == sqlite.prune(0, now=now + 10)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from contextlib import closing
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +17,8 @@ from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
-from streamctl.core.units import parse_duration
-from streamctl.delivery.retry import retry_archived
+from streamctl.core.units import parse_moment
+from streamctl.delivery.retry import requeue, retry_candidates, retry_now
 from streamctl.store.backend import open_store
 from streamctl.store.queries import ErrorFilter
 
@@ -39,15 +38,9 @@ def parse_since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return time.time() - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"--since {value!r}: expected a duration (30m, 24h, 7d) or an ISO 8601 time"
-        raise UsageError(msg) from None
-    return moment.timestamp()
+        return parse_moment(value)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
 
 
 def json_line(data: Any, project: Project) -> str:
@@ -234,17 +227,24 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    outcome = retry_archived(project, filters, ids or (), send=not queue_only)
-    if outcome is None:
-        stderr.print("nothing to retry: no archived deliveries match", highlight=False)
-        return
-    affected = ", ".join(outcome.syncs)
-    if queue_only:
-        stderr.print(f"requeued {outcome.requeued} deliveries of {affected}", highlight=False)
-        return
+    with closing(open_store(project)) as store:
+        chosen = retry_candidates(store, filters, ids)
+        if not chosen:
+            stderr.print("nothing to retry: no archived deliveries match", highlight=False)
+            return
+        if queue_only:
+            queued = requeue(store, chosen)
+            stderr.print(
+                f"requeued {queued.requeued} deliveries of {', '.join(queued.syncs)}",
+                highlight=False,
+            )
+            return
+        result = asyncio.run(retry_now(project, store, chosen))
+    delivered = result.outcomes.get("delivered", 0)
     stderr.print(
-        f"retried {outcome.requeued} deliveries ({affected}): {outcome.delivered} delivered, {outcome.archived} archived again",
+        f"retried {result.requeued} deliveries ({', '.join(result.syncs)}): {delivered} delivered,"
+        f" {result.archived_again} archived again",
         highlight=False,
     )
-    if outcome.archived:
+    if result.archived_again:
         raise typer.Exit(1)

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from streamctl.cli import (
     alerts,
+    console,
     destinations,
     errors,
     explain,
@@ -102,6 +103,7 @@ app = typer.Typer(
 
 for module in (
     init, validate, test, preview, run, worker, replay, errors, status, explain, tail, top,
+    console,
 ):  # fmt: skip
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")

@@ -55,14 +55,23 @@ def run_command(
             "`streamctl worker` processes them.",
         ),
     ] = None,
+    no_console: Annotated[
+        bool,
+        typer.Option(
+            "--no-console", help="Do not serve the web console at /console on the same port."
+        ),
+    ] = False,
 ) -> None:
     """Start the ingest listener (Segment-compatible HTTP API, webhooks) and delivery workers.
 
-    Stops cleanly on SIGTERM or Ctrl-C: in-flight requests finish, accepted events are
-    committed, delivery workers record what they were doing.
+    The web console is at http://HOST:PORT/console (docs/console.md). Stops cleanly on
+    SIGTERM or Ctrl-C: in-flight requests finish, accepted events are committed,
+    delivery workers record what they were doing.
     """
     loaded = load_project(project)
     location = BusLocation.chosen(bus, loaded.bus)
     count = 0 if location is not None else default_workers() if workers is None else workers
-    options = ServeOptions(host=host, port=port, watch=watch, workers=count, bus=location)
+    options = ServeOptions(
+        host=host, port=port, watch=watch, console=not no_console, workers=count, bus=location
+    )
     run(loaded, options)

@@ -177,6 +177,7 @@ class Project:
     alerts: AlertsConfig = AlertsConfig()
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
+    console_token: str | None = None  # `console.token`: a secret, never print
     # `store: postgresql://...`: the shared PostgreSQL store (store_path is then unused).
     store_url: str | None = None
     # `bus:`: the Kafka bus settings as written (url, timeout, security: streamctl.bus.kafka).

@@ -51,12 +51,13 @@ def parse_timestamp(value: Any) -> datetime:
 
 def parse_iso(value: Any) -> datetime | None:
     """`parse_timestamp` of an ISO 8601 string; None for anything else (an event's
-    `timestamp` must be a string: epoch numbers are not Segment's spec)."""
+    `timestamp` must be a string: epoch numbers are not Segment's spec), and for a
+    moment outside years 1-9999 in UTC (`0001-01-01T00:00:00+01:00`)."""
     if not isinstance(value, str):
         return None
     try:
         return parse_timestamp(value)
-    except TimestampError:
+    except (TimestampError, OverflowError):
         return None
 
 

@@ -12,9 +12,14 @@ from streamctl.destinations.customerio import CustomerIODestination
 from streamctl.destinations.file import FileDestination
 from streamctl.destinations.ga4 import GA4Destination
 from streamctl.destinations.iterable import IterableDestination
+from streamctl.destinations.meta import MetaDestination
 from streamctl.destinations.mixpanel import MixpanelDestination
+from streamctl.destinations.pinterest import PinterestDestination
+from streamctl.destinations.reddit import RedditDestination
 from streamctl.destinations.segment import SegmentDestination
 from streamctl.destinations.slack import SlackDestination
+from streamctl.destinations.snapchat import SnapchatDestination
+from streamctl.destinations.tiktok import TikTokDestination
 from streamctl.destinations.webhook import WebhookDestination
 
 
@@ -32,9 +37,14 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     FileDestination,
     GA4Destination,
     IterableDestination,
+    MetaDestination,
     MixpanelDestination,
+    PinterestDestination,
+    RedditDestination,
     SegmentDestination,
     SlackDestination,
+    SnapchatDestination,
+    TikTokDestination,
     WebhookDestination,
 )
 

@@ -5,7 +5,7 @@
     state.record_notification(NotificationRecord(...))
 
 The tables (`alert_state`, `alert_notifications`) are created by the store's
-migrations (migration 6). The alert evaluator (`streamctl.monitoring.alerts`)
+migrations (migration 7). The alert evaluator (`streamctl.monitoring.alerts`)
 decides; this module only reads and writes. Its own connection to the store's file,
 safe to call from worker threads.
 """

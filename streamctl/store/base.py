@@ -149,10 +149,10 @@ class Store(Protocol):
 
     def explain(self, message_id: str) -> list[dict[str, Any]]: ...
 
-    def syncs_of_deliveries(self, ids: Sequence[int]) -> list[str]:
+    def syncs_of(self, ids: Sequence[int]) -> list[str]:
         """The syncs these deliveries belong to, sorted."""
         ...
 
-    def delivery_statuses(self, ids: Sequence[int]) -> dict[str, int]:
+    def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
         """How many of these deliveries are in each status."""
         ...

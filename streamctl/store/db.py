@@ -81,11 +81,11 @@ class SqliteStore(SqliteConnection, CommonOperations):
 
     # -- reading: CommonOperations, and the two that are SQLite's own ------------------
 
-    def syncs_of_deliveries(self, ids: Sequence[int]) -> list[str]:
-        return queries.syncs_of_deliveries(self, ids)
+    def syncs_of(self, ids: Sequence[int]) -> list[str]:
+        return queries.syncs_of(self, ids)
 
-    def delivery_statuses(self, ids: Sequence[int]) -> dict[str, int]:
-        return queries.delivery_statuses(self, ids)
+    def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
+        return queries.statuses_of(self, ids)
 
     # -- dedupe --------------------------------------------------------------------
 

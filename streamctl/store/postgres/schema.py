@@ -182,7 +182,15 @@ _INITIAL = (
     END $$""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL,)
+# As SQLite's migration 6: archived deliveries by when they were given up on (alerts'
+# `archived`, the console), and the problem rows by status, newest first (`errors
+# --status X`), each partial, so writes of other deliveries pay nothing.
+_BY_STATUS = (
+    "CREATE INDEX deliveries_archived_at ON deliveries (finished_at) WHERE status = 'archived'",
+    f"CREATE INDEX deliveries_problems_status ON deliveries (status, id) WHERE {PROBLEM_STATUSES_WHERE}",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _BY_STATUS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

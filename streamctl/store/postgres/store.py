@@ -562,14 +562,14 @@ class PostgresStore(CommonOperations):
             )
             return cursor.rowcount
 
-    def syncs_of_deliveries(self, ids: Sequence[int]) -> list[str]:
+    def syncs_of(self, ids: Sequence[int]) -> list[str]:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT DISTINCT sync FROM deliveries WHERE id = ANY(%s) ORDER BY sync", [list(ids)]
             ).fetchall()
         return [r[0] for r in rows]
 
-    def delivery_statuses(self, ids: Sequence[int]) -> dict[str, int]:
+    def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
         with self._connection() as conn:
             rows = conn.execute(
                 "SELECT status, count(*) FROM deliveries WHERE id = ANY(%s) GROUP BY status",
