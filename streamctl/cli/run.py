@@ -11,7 +11,6 @@ import typer
 from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
 from streamctl.config.loader import load_project
-from streamctl.delivery.workers import default_workers
 from streamctl.server import ServeOptions, run
 
 app = typer.Typer()
@@ -42,8 +41,9 @@ def run_command(
         typer.Option(
             "--workers",
             min=0,
-            help="Processes running the pipeline and delivery beside the listener (default: "
-            "one per core; 0: all in the listener's process).",
+            help="Processes running the pipeline and delivery beside the listener (0, the "
+            "default: all in the listener's process; their decisions and attempts are not yet "
+            "in /metrics nor the live feed).",
         ),
     ] = None,
     bus: Annotated[
@@ -70,7 +70,7 @@ def run_command(
     """
     loaded = load_project(project)
     location = BusLocation.chosen(bus, loaded.bus)
-    count = 0 if location is not None else default_workers() if workers is None else workers
+    count = 0 if location is not None or workers is None else workers
     options = ServeOptions(
         host=host, port=port, watch=watch, console=not no_console, workers=count, bus=location
     )

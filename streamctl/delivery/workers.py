@@ -51,14 +51,6 @@ STOP_GRACE = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)  # seconds a worker has to record its outcomes after SIGTERM
 
 
-def default_workers() -> int:
-    """One worker per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class DeliveryWorkers:
     """N worker processes, kept running; `streamctl.server.DeliveryRuntime` for `run`."""
 
