@@ -1,7 +1,8 @@
 """Servers the tests need, started by the suite itself: PostgreSQL 16 from the `pgserver` wheel.
 
     def test_x(postgres_url):          # a fresh, empty database on the session's server
-        store = open_location(postgres_url)
+        store = open_location(postgres_url)   # the store's tests; the storage destination's
+                                              # isolate themselves further by schema
 
     def test_y(postgres):              # the server itself: stop() and start() it
         postgres.stop(); postgres.start()

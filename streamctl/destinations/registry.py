@@ -9,12 +9,15 @@ from streamctl.destinations.base import CatalogEntry, Destination
 from streamctl.destinations.braze import BrazeDestination
 from streamctl.destinations.console import ConsoleDestination
 from streamctl.destinations.customerio import CustomerIODestination
+from streamctl.destinations.duckdb import DuckDBDestination
 from streamctl.destinations.file import FileDestination
 from streamctl.destinations.ga4 import GA4Destination
 from streamctl.destinations.iterable import IterableDestination
 from streamctl.destinations.meta import MetaDestination
 from streamctl.destinations.mixpanel import MixpanelDestination
+from streamctl.destinations.parquet import ParquetDestination
 from streamctl.destinations.pinterest import PinterestDestination
+from streamctl.destinations.postgres import PostgresDestination
 from streamctl.destinations.reddit import RedditDestination
 from streamctl.destinations.segment import SegmentDestination
 from streamctl.destinations.slack import SlackDestination
@@ -34,12 +37,15 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     BrazeDestination,
     ConsoleDestination,
     CustomerIODestination,
+    DuckDBDestination,
     FileDestination,
     GA4Destination,
     IterableDestination,
     MetaDestination,
     MixpanelDestination,
+    ParquetDestination,
     PinterestDestination,
+    PostgresDestination,
     RedditDestination,
     SegmentDestination,
     SlackDestination,
