@@ -186,10 +186,14 @@ class _Columns:
             key_path = f"{path}.{key}" if path else key
             name = snake_case(key)
             column = f"{prefix}{name}" if name else ""
-            kind = type(value)
-            if kind is dict and column:
+            if isinstance(value, dict) and column:
                 self.flatten(value, column + "_", key_path)
-            elif column in sources or kind is list or not column or column in LOAD_TIME_COLUMNS:
+            elif (
+                column in sources
+                or isinstance(value, list)
+                or not column
+                or column in LOAD_TIME_COLUMNS
+            ):
                 self.put(column, key_path, value)
             else:  # `put`'s usual case inline: half of a replay worker's layout time
                 values[column] = value
