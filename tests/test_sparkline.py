@@ -78,6 +78,9 @@ def test_status_shows_volume_and_error_sparklines_of_its_window(tmp_path: Path) 
     (trend,) = [row["trend"] for row in json.loads(data.stdout)["syncs"]]
     assert trend["minutes_per_point"] == 1 and len(trend["volume"]) in (5, 6)
     assert sum(trend["volume"]) == 9 and sum(trend["errors"]) == 6
-    assert trend["volume"][-1] == 3 and trend["errors"][-1] == 0
+    # The three recent events sit in the newest point, or in the one before it when a
+    # minute turned between writing them and reading (a loaded machine can take seconds).
+    assert trend["volume"][-1] == 3 or trend["volume"][-2:] == [3, 0]
+    assert trend["errors"][-1] == 0
     assert trend["volume_sparkline"] in table.stdout and trend["errors_sparkline"] in table.stdout
     assert trend["errors_sparkline"].count("█") == 1
