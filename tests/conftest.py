@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.http import FakeServer
+from tests.services import kafka_broker  # noqa: F401 - a session fixture
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from streamctl.cli.main import app
 from streamctl.destinations.registry import CATALOG
 
-# A minimal valid config per vendor destination (webhook, file and console have no
-# required fields in any event type, so no case here).
+# A minimal valid config per vendor destination (webhook, file, console and kafka have
+# no required fields in any event type, so no case here).
 CONFIGS = {
     "slack": {"webhook_url": "https://hooks.slack.com/services/T/B/x"},
     "amplitude": {"api_key": "k"},
@@ -32,7 +32,7 @@ CONFIGS = {
     "segment": {"write_key": "w"},
 }
 VENDORS = tuple(CONFIGS)
-ALL_TYPES = {"webhook", "file", "console", *VENDORS}
+ALL_TYPES = {"webhook", "file", "console", "kafka", *VENDORS}
 GOOD = {
     "string": "text",
     "number": 1.5,

@@ -42,6 +42,10 @@ CATALOG["amplitude"] = AmplitudeDestination
 CATALOG["mixpanel"] = MixpanelDestination
 CATALOG["braze"] = BrazeDestination
 
+from streamctl.destinations.kafka import KafkaDestination  # noqa: E402
+
+CATALOG["kafka"] = KafkaDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog
