@@ -30,6 +30,7 @@ CONFIGS = {
     "iterable": {"api_key": "k"},
     "customerio": {"site_id": "s", "api_key": "k"},
     "segment": {"write_key": "w"},
+    "hubspot": {"access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", "kafka", *VENDORS}

@@ -46,6 +46,10 @@ from streamctl.destinations.kafka import KafkaDestination  # noqa: E402
 
 CATALOG["kafka"] = KafkaDestination
 
+from streamctl.destinations.hubspot import HubSpotDestination  # noqa: E402
+
+CATALOG["hubspot"] = HubSpotDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

@@ -6,13 +6,14 @@ so the event is archived at mapping time instead of being sent with a wrong date
 
     epoch_seconds("2024-05-01T12:00:00Z", field="createdAt")   # 1714564800
     epoch_micros("2024-05-01T12:00:00.5Z", field="timestamp")   # 1714564800500000
+    iso8601(1714564800, field="occurredAt")                     # "2024-05-01T12:00:00.000Z"
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streamctl.destinations.vendor import TimestampError, parse_timestamp
+from streamctl.destinations.vendor import TimestampError, iso_millis, parse_timestamp
 from streamctl.errors import MappingError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,3 +36,8 @@ def epoch_micros(value: object, *, field: str) -> int:
     # Integer arithmetic: float seconds lose microseconds at present-day epochs.
     delta = mapped_time(value, field=field) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def iso8601(value: object, *, field: str) -> str:
+    """ISO 8601 in UTC with milliseconds (HubSpot's `occurredAt`, Intercom's dates)."""
+    return iso_millis(mapped_time(value, field=field))

@@ -69,7 +69,12 @@ def to_epoch_millis(value: Any) -> int:
 
 def to_iso8601(value: Any) -> str:
     """ISO 8601 in UTC with milliseconds, as Braze's `time` wants."""
-    return parse_timestamp(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_millis(parse_timestamp(value))
+
+
+def iso_millis(when: datetime) -> str:
+    """An aware UTC datetime as `2026-11-26T12:00:00.000Z`."""
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def converted_or_kept(value: Any, convert: Callable[[Any], Any]) -> Any:

@@ -1,0 +1,151 @@
+"""Fake HubSpot, Intercom and LinkedIn APIs for FakeServer (tests/fakes/http.py).
+
+As in vendors_b: each fake checks every request as its vendor documents it and records
+what it found wrong in `problems` (tests end with `assert fake.problems == []`),
+answers like the vendor (success bodies, per-item errors driven by knobs), and takes
+scripted whole-request answers queued with `fail_next` (429, 5xx, 400).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from tests.fakes.http import Received, Reply
+from tests.fakes.vendors_b import FakeVendor, _expect
+
+SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_iso8601(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _scalar_values(kind: str, values: Any, problems: list[str]) -> None:
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        problems.append(f"{kind} is not an object")
+        return
+    nested = [k for k, v in values.items() if not isinstance(v, SCALARS)]
+    _expect(not nested, f"{kind} with non-scalar values {nested}", problems)
+
+
+# -- HubSpot ------------------------------------------------------------------------------
+
+
+class FakeHubSpot(FakeVendor):
+    """/events/v3/send/batch (<= 500, 204) and /crm/v3/objects/contacts/batch/upsert (<= 100).
+
+    Bearer token (401 `INVALID_AUTHENTICATION` otherwise). An event named in
+    `unknown_events` makes the whole events request a 400 VALIDATION_ERROR (HubSpot
+    documents no per-item errors there); a contact whose email is in `invalid_emails`
+    is named in a 207's `errors[].context.ids`, the others are upserted.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.unknown_events: set[str] = set()
+        self.invalid_emails: set[str] = set()
+        self.contacts: dict[str, dict[str, Any]] = {}  # email -> properties
+        self._ids = itertools.count(101)
+
+    def authenticate(self, req: Received) -> Reply | None:
+        if req.headers.get("authorization") == f"Bearer {self.token}":
+            return None
+        return Reply(401, {"status": "error", "category": "INVALID_AUTHENTICATION",
+                           "message": "Authentication credentials not found."})  # fmt: skip
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect(req.method == "POST", f"method {req.method}", problems)
+        body = self.json_body(req, problems)
+        if body is None:
+            return problems
+        inputs = body.get("inputs")
+        _expect(set(body) == {"inputs"}, f"body keys {sorted(body)}", problems)
+        if req.path == "/events/v3/send/batch":
+            limit, check = 500, self._check_event
+        elif req.path == "/crm/v3/objects/contacts/batch/upsert":
+            limit, check = 100, self._check_contact
+        else:
+            return [*problems, f"unknown path {req.path}"]
+        if not isinstance(inputs, list) or not 0 < len(inputs) <= limit:
+            return [*problems, f"inputs must hold 1..{limit} items"]
+        for item in inputs:
+            check(item, problems)
+        if limit == 100:
+            ids = [str(i.get("id")).lower() for i in inputs]
+            _expect(len(ids) == len(set(ids)), "Duplicate IDs found in batch input", problems)
+        return problems
+
+    @staticmethod
+    def _check_event(item: Any, problems: list[str]) -> None:
+        if not isinstance(item, dict):
+            problems.append("input is not an object")
+            return
+        allowed = {"eventName", "email", "utk", "objectId", "occurredAt", "uuid", "properties"}
+        _expect(set(item) <= allowed, f"unknown input keys {sorted(set(item) - allowed)}", problems)
+        _expect(re.fullmatch(r"pe\d+_.+", str(item.get("eventName"))) is not None,
+                f"eventName {item.get('eventName')!r}", problems)  # fmt: skip
+        _expect(any(item.get(k) for k in ("email", "utk", "objectId")), "no identifier", problems)
+        if "occurredAt" in item:
+            _expect(_is_iso8601(item["occurredAt"]), f"occurredAt {item['occurredAt']!r}", problems)
+        if "uuid" in item:
+            try:
+                uuid.UUID(str(item["uuid"]))
+            except ValueError:
+                problems.append(f"uuid {item['uuid']!r} is not a UUID")
+        _scalar_values("properties", item.get("properties"), problems)
+
+    @staticmethod
+    def _check_contact(item: Any, problems: list[str]) -> None:
+        if not isinstance(item, dict):
+            problems.append("input is not an object")
+            return
+        _expect(
+            item.get("idProperty") == "email", f"idProperty {item.get('idProperty')!r}", problems
+        )
+        _expect(isinstance(item.get("id"), str) and item["id"] != "", "id missing", problems)
+        _expect(isinstance(item.get("properties"), dict), "properties missing", problems)
+        _scalar_values("properties", item.get("properties"), problems)
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return Reply(400, {"status": "error", "category": "VALIDATION_ERROR",
+                           "message": "; ".join(problems)})  # fmt: skip
+
+    def answer(self, req: Received) -> Reply:
+        inputs = self.body(req)["inputs"]
+        if req.path.startswith("/events/"):
+            unknown = [i["eventName"] for i in inputs if i["eventName"] in self.unknown_events]
+            if unknown:
+                return Reply(400, {"status": "error", "category": "VALIDATION_ERROR",
+                                   "message": f"Event definition {unknown[0]} not found"})  # fmt: skip
+            self.accepted.extend(inputs)
+            return Reply(204, b"")
+        results, errors = [], []
+        for item in inputs:
+            email = item["id"].lower()
+            if email in self.invalid_emails:
+                errors.append({"status": "error", "category": "VALIDATION_ERROR",
+                               "message": f"Property values were not valid: {email} is not a valid email",
+                               "context": {"ids": [item["id"]]}})  # fmt: skip
+                continue
+            self.accepted.append(item)
+            self.contacts.setdefault(email, {}).update(item["properties"])
+            results.append({"id": str(next(self._ids)), "new": True,
+                            "properties": {"email": email, **item["properties"]}})  # fmt: skip
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if errors:
+            body |= {"numErrors": len(errors), "errors": errors}
+        return Reply(207 if errors else 200, body)
