@@ -7,11 +7,13 @@ Follows HubSpot's developer documentation:
   `POST https://api.hubapi.com/events/v3/send/batch`, `Authorization: Bearer <token>`
   (a private app's access token or an OAuth token with `analytics.behavioral_events.send`),
   body `{"inputs": [{"eventName", "email"|"utk"|"objectId", "occurredAt", "uuid",
-  "properties"}]}`; `eventName` is the event's fully qualified name, `pe{HubID}_{name}`;
+  "properties"}]}` (`properties` required); `eventName` is the fully qualified name, `pe{HubID}_{name}`;
   `occurredAt` ISO 8601 (default: when HubSpot receives it); `uuid` deduplicates ("when
   multiple events have the same ID within a year, the first will be accepted"). Answers
   204 without a body; a refusal answers for the whole request (no per-item errors are
-  documented), so a refused batch is bisected to isolate the bad occurrence.
+  documented), so a refused batch is bisected to isolate the bad occurrence. The pages
+  give no maximum batch size: streamctl caps a request at 500 occurrences (a 400 for
+  the size would be bisected too).
 - Event property limits (HubSpot's developer announcement "New property limits for the
   Custom Behavioural Events API", https://community.hubspot.com/t5/Developer-Announcements/New-property-limits-for-the-Custom-Behavioural-Events-API/td-p/489700):
   at most 50 properties per occurrence, internal names of lowercase letters, digits and
@@ -149,9 +151,8 @@ class HubSpotDestination(Destination):
         dedupe = fields.get("uuid") or _occurrence_uuid(event.get("messageId"))
         if dedupe:
             occurrence["uuid"] = str(dedupe)
-        properties = {k: v for k, v in mapped.properties.items() if v is not None}
-        if properties:
-            occurrence["properties"] = properties
+        # `properties` is required by the reference, even when empty.
+        occurrence["properties"] = {k: v for k, v in mapped.properties.items() if v is not None}
         return occurrence
 
     def check_payload(self, event_type: str, payload: Payload) -> str | None:

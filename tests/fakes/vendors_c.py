@@ -106,6 +106,7 @@ class FakeHubSpot(FakeVendor):
                 uuid.UUID(str(item["uuid"]))
             except ValueError:
                 problems.append(f"uuid {item['uuid']!r} is not a UUID")
+        _expect(isinstance(item.get("properties"), dict), "properties missing", problems)
         _scalar_values("properties", item.get("properties"), problems)
 
     @staticmethod
