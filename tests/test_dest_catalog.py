@@ -31,6 +31,7 @@ CONFIGS = {
     "customerio": {"site_id": "s", "api_key": "k"},
     "segment": {"write_key": "w"},
     "hubspot": {"access_token": "t"},
+    "intercom": {"access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", "kafka", *VENDORS}

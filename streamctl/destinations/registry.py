@@ -50,6 +50,10 @@ from streamctl.destinations.hubspot import HubSpotDestination  # noqa: E402
 
 CATALOG["hubspot"] = HubSpotDestination
 
+from streamctl.destinations.intercom import IntercomDestination  # noqa: E402
+
+CATALOG["intercom"] = IntercomDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

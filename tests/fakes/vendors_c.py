@@ -150,3 +150,113 @@ class FakeHubSpot(FakeVendor):
         if errors:
             body |= {"numErrors": len(errors), "errors": errors}
         return Reply(207 if errors else 200, body)
+
+
+# -- Intercom -----------------------------------------------------------------------------
+
+
+class FakeIntercom(FakeVendor):
+    """POST /events (202), POST /contacts/search, POST /contacts, PUT /contacts/{id}.
+
+    Bearer token and an `Intercom-Version` header (401 `error.list` otherwise). Events
+    of a `user_id` in `unknown_users` get a 404 `not_found`; a contact whose email is in
+    `invalid_emails` a 400 `parameter_invalid`. Creating a contact whose external_id
+    exists is a 409, as Intercom answers.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.unknown_users: set[str] = set()
+        self.invalid_emails: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+        self.contacts: dict[str, dict[str, Any]] = {}  # Intercom id -> contact
+        self._ids = itertools.count(1)
+
+    @staticmethod
+    def error(status: int, code: str, message: str) -> Reply:
+        return Reply(status, {"type": "error.list", "request_id": "req-1",
+                              "errors": [{"code": code, "message": message}]})  # fmt: skip
+
+    def authenticate(self, req: Received) -> Reply | None:
+        if req.headers.get("authorization") == f"Bearer {self.token}":
+            return None
+        return self.error(401, "unauthorized", "Access Token Invalid")
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect(bool(req.headers.get("intercom-version")), "no Intercom-Version", problems)
+        body = self.json_body(req, problems)
+        if body is None:
+            return problems
+        route = (req.method, re.sub(r"^/contacts/(?!search$)[^/]+$", "/contacts/{id}", req.path))
+        if route == ("POST", "/events"):
+            self._check_event(body, problems)
+        elif route == ("POST", "/contacts/search"):
+            query = body.get("query") or {}
+            _expect(query.get("field") in ("external_id", "email") and query.get("operator") == "="
+                    and isinstance(query.get("value"), str), f"search query {query}", problems)  # fmt: skip
+        elif route in (("POST", "/contacts"), ("PUT", "/contacts/{id}")):
+            self._check_contact(body, problems)
+        else:
+            problems.append(f"unknown route {req.method} {req.path}")
+        return problems
+
+    @staticmethod
+    def _check_event(body: dict[str, Any], problems: list[str]) -> None:
+        allowed = {"event_name", "created_at", "user_id", "email", "id", "metadata"}
+        _expect(set(body) <= allowed, f"unknown keys {sorted(set(body) - allowed)}", problems)
+        _expect(isinstance(body.get("event_name"), str), "event_name", problems)
+        created = body.get("created_at")
+        _expect(isinstance(created, int) and 10**9 < created < 10**10,
+                f"created_at {created!r} is not Unix seconds", problems)  # fmt: skip
+        _expect(any(body.get(k) for k in ("user_id", "email", "id")), "no user", problems)
+        metadata = body.get("metadata") or {}
+        _expect(len(metadata) <= 10, "over 10 metadata keys", problems)
+        for name, value in metadata.items():
+            if isinstance(value, dict):
+                _expect(set(value) in ({"url", "value"}, {"amount", "currency"}),
+                        f"nested metadata {name}", problems)  # fmt: skip
+            else:
+                _expect(isinstance(value, SCALARS), f"metadata {name} is {value!r}", problems)
+
+    @staticmethod
+    def _check_contact(body: dict[str, Any], problems: list[str]) -> None:
+        _expect(body.get("role") in ("user", "lead"), f"role {body.get('role')!r}", problems)
+        _expect(
+            bool(body.get("external_id") or body.get("email")), "no external_id/email", problems
+        )
+        for key in ("signed_up_at", "last_seen_at"):
+            if key in body:
+                _expect(isinstance(body[key], int), f"{key} is not Unix seconds", problems)
+        _scalar_values("custom_attributes", body.get("custom_attributes"), problems)
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return self.error(400, "parameter_invalid", "; ".join(problems))
+
+    def answer(self, req: Received) -> Reply:
+        body = self.body(req)
+        if req.path == "/events":
+            if body.get("user_id") in self.unknown_users:
+                return self.error(404, "not_found", "User Not Found")
+            self.events.append(body)
+            return Reply(202, b"")
+        if req.path == "/contacts/search":
+            field, value = body["query"]["field"], body["query"]["value"]
+            data = [{"type": "contact", "id": cid} for cid, c in self.contacts.items()
+                    if c.get(field) == value]  # fmt: skip
+            return Reply(200, {"type": "list", "data": data, "total_count": len(data)})
+        if body.get("email") in self.invalid_emails:
+            return self.error(400, "parameter_invalid", f"Email {body['email']} is invalid")
+        if req.method == "PUT":
+            cid = req.path.rsplit("/", 1)[1]
+            self.contacts[cid] = {**self.contacts[cid], **body}
+            return Reply(200, {"type": "contact", "id": cid, **self.contacts[cid]})
+        existing = body.get("external_id") and any(
+            c.get("external_id") == body["external_id"] for c in self.contacts.values()
+        )
+        if existing:
+            return self.error(409, "conflict", "A contact matching those details already exists")
+        cid = f"c{next(self._ids)}"
+        self.contacts[cid] = body
+        return Reply(200, {"type": "contact", "id": cid, **body})
