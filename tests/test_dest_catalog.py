@@ -32,6 +32,7 @@ CONFIGS = {
     "segment": {"write_key": "w"},
     "hubspot": {"access_token": "t"},
     "intercom": {"access_token": "t"},
+    "linkedin": {"access_token": "t"},
 }
 VENDORS = tuple(CONFIGS)
 ALL_TYPES = {"webhook", "file", "console", "kafka", *VENDORS}

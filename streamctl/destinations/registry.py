@@ -54,6 +54,10 @@ from streamctl.destinations.intercom import IntercomDestination  # noqa: E402
 
 CATALOG["intercom"] = IntercomDestination
 
+from streamctl.destinations.linkedin import LinkedInDestination  # noqa: E402
+
+CATALOG["linkedin"] = LinkedInDestination
+
 
 def catalog_entry(type_name: str) -> CatalogEntry:
     return CATALOG[type_name].catalog

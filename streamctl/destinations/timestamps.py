@@ -6,6 +6,7 @@ so the event is archived at mapping time instead of being sent with a wrong date
 
     epoch_seconds("2024-05-01T12:00:00Z", field="createdAt")   # 1714564800
     epoch_micros("2024-05-01T12:00:00.5Z", field="timestamp")   # 1714564800500000
+    epoch_millis("2024-05-01T12:00:00.5Z", field="timestamp")   # 1714564800500
     iso8601(1714564800, field="occurredAt")                     # "2024-05-01T12:00:00.000Z"
 """
 
@@ -30,6 +31,10 @@ def mapped_time(value: object, *, field: str) -> datetime:
 
 def epoch_seconds(value: object, *, field: str) -> int:
     return epoch_micros(value, field=field) // 1_000_000
+
+
+def epoch_millis(value: object, *, field: str) -> int:
+    return epoch_micros(value, field=field) // 1000
 
 
 def epoch_micros(value: object, *, field: str) -> int:

@@ -260,3 +260,89 @@ class FakeIntercom(FakeVendor):
         cid = f"c{next(self._ids)}"
         self.contacts[cid] = body
         return Reply(200, {"type": "contact", "id": cid, **body})
+
+
+# -- LinkedIn -----------------------------------------------------------------------------
+
+LINKEDIN_ID_TYPES = {"SHA256_EMAIL", "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "ACXIOM_ID",
+                     "ORACLE_MOAT_ID", "PLAINTEXT_IP_ADDRESS", "GOOGLE_AID"}  # fmt: skip
+
+
+class FakeLinkedIn(FakeVendor):
+    """POST /conversionEvents with X-RestLi-Method BATCH_CREATE (<= 5,000 elements).
+
+    Bearer token (401 `INVALID_ACCESS_TOKEN` otherwise), `LinkedIn-Version: YYYYMM` and
+    `X-Restli-Protocol-Version: 2.0.0`. Answers 200 `{"elements": [{"status": 201}, ...]}`;
+    an element whose rule id is in `unknown_rules` gets `{"status": 400, "error": ...}`.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.unknown_rules: set[str] = set()
+
+    def authenticate(self, req: Received) -> Reply | None:
+        if req.headers.get("authorization") == f"Bearer {self.token}":
+            return None
+        return Reply(401, {"status": 401, "serviceErrorCode": 65600,
+                           "code": "INVALID_ACCESS_TOKEN", "message": "Invalid access token"})  # fmt: skip
+
+    def check(self, req: Received) -> list[str]:
+        problems: list[str] = []
+        _expect((req.method, req.path) == ("POST", "/conversionEvents"),
+                f"route {req.method} {req.path}", problems)  # fmt: skip
+        _expect(re.fullmatch(r"\d{6}", req.headers.get("linkedin-version", "")) is not None,
+                "LinkedIn-Version", problems)  # fmt: skip
+        _expect(req.headers.get("x-restli-protocol-version") == "2.0.0", "protocol", problems)
+        _expect(req.headers.get("x-restli-method") == "BATCH_CREATE", "X-RestLi-Method", problems)
+        body = self.json_body(req, problems)
+        elements = (body or {}).get("elements")
+        if not isinstance(elements, list) or not 0 < len(elements) <= 5000:
+            return [*problems, "elements must hold 1..5000 conversions"]
+        for element in elements:
+            self._check_element(element, problems)
+        return problems
+
+    @staticmethod
+    def _check_element(element: Any, problems: list[str]) -> None:
+        allowed = {"conversion", "conversionHappenedAt", "conversionValue", "eventId", "user"}
+        _expect(set(element) <= allowed, f"unknown keys {sorted(set(element) - allowed)}", problems)
+        _expect(re.fullmatch(r"urn:lla:llaPartnerConversion:\d+", str(element.get("conversion")))
+                is not None, f"conversion {element.get('conversion')!r}", problems)  # fmt: skip
+        happened = element.get("conversionHappenedAt")
+        now_ms = datetime.now().timestamp() * 1000
+        _expect(isinstance(happened, int) and now_ms - 90 * 86_400_000 < happened <= now_ms + 60_000,
+                f"conversionHappenedAt {happened!r} not epoch ms of the last 90 days", problems)  # fmt: skip
+        value = element.get("conversionValue")
+        if value is not None:
+            _expect(isinstance(value.get("amount"), str) and re.fullmatch(r"[A-Z]{3}",
+                    str(value.get("currencyCode"))) is not None, f"conversionValue {value}", problems)  # fmt: skip
+        user = element.get("user") or {}
+        ids = user.get("userIds") or []
+        _expect(bool(ids) and all(i.get("idType") in LINKEDIN_ID_TYPES for i in ids),
+                f"userIds {ids}", problems)  # fmt: skip
+        for item in ids:
+            if item.get("idType") == "SHA256_EMAIL":
+                _expect(re.fullmatch(r"[0-9a-f]{64}", str(item.get("idValue"))) is not None,
+                        "SHA256_EMAIL is not a lowercase SHA-256", problems)  # fmt: skip
+        info = user.get("userInfo")
+        if info is not None:
+            _expect(bool(info.get("firstName") and info.get("lastName")),
+                    "userInfo without firstName and lastName", problems)  # fmt: skip
+
+    def refuse(self, req: Received, problems: list[str]) -> Reply:
+        return Reply(
+            400, {"status": 400, "code": "INVALID_REQUEST", "message": "; ".join(problems)}
+        )
+
+    def answer(self, req: Received) -> Reply:
+        results = []
+        for element in self.body(req)["elements"]:
+            rule = element["conversion"].rsplit(":", 1)[1]
+            if rule in self.unknown_rules:
+                results.append({"status": 400, "error": {"status": 400, "code": "INVALID_ARGUMENT",
+                                "message": f"Conversion rule {rule} does not exist"}})  # fmt: skip
+            else:
+                self.accepted.append(element)
+                results.append({"status": 201})
+        return Reply(200, {"elements": results})
