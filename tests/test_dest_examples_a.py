@@ -21,12 +21,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLACK_HOOK = "/services/T0EXAMPLE/B0EXAMPLE/example-secret"
 
 
-@pytest.fixture
-def events_file(tmp_path) -> Path:
-    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:30]
+def example_events(tmp_path: Path, count: int) -> Path:
+    """The first `count` events of examples/events.ndjson, as a file under tmp_path."""
+    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:count]
     path = tmp_path / "events.ndjson"
     path.write_text("".join(lines))
     return path
+
+
+@pytest.fixture
+def events_file(tmp_path) -> Path:
+    return example_events(tmp_path, 30)
 
 
 def copy_example(name: str, tmp_path: Path) -> Path:

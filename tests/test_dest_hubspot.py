@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from streamctl.destinations.hubspot import HubSpotDestination
 from streamctl.errors import MappingError
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeHubSpot
+from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "pat-na1-test-token"
@@ -241,11 +241,8 @@ def test_example_project_replays_cleanly(tmp_path, module_fake_server, monkeypat
     server = serve(module_fake_server, fake)
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "hs-example-token")
     monkeypatch.setenv("HUBSPOT_BASE_URL", server.url)
-    project = tmp_path / "hubspot"
-    shutil.copytree(EXAMPLES / "hubspot", project, ignore=shutil.ignore_patterns(".streamctl"))
-    events_file = tmp_path / "events.ndjson"
-    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:60]
-    events_file.write_text("".join(lines))
+    project = copy_example("hubspot", tmp_path)
+    events_file = example_events(tmp_path, 60)
     code, summary, stderr = replay(project, events_file)
     assert code == 0, stderr
     assert fake.problems == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.intercom import IntercomDestination
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeIntercom
+from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "intercom-test-token"
@@ -194,11 +194,8 @@ def test_example_project_replays_cleanly(tmp_path, module_fake_server, monkeypat
     server = serve(module_fake_server, fake)
     monkeypatch.setenv("INTERCOM_ACCESS_TOKEN", "ic-example-token")
     monkeypatch.setenv("INTERCOM_BASE_URL", server.url)
-    project = tmp_path / "intercom"
-    shutil.copytree(EXAMPLES / "intercom", project, ignore=shutil.ignore_patterns(".streamctl"))
-    events_file = tmp_path / "events.ndjson"
-    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:40]
-    events_file.write_text("".join(lines))
+    project = copy_example("intercom", tmp_path)
+    events_file = example_events(tmp_path, 40)
     code, summary, stderr = replay(project, events_file)
     assert code == 0, stderr
     assert fake.problems == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.kafka import KafkaDestination
 from tests.services import free_port
+from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -203,11 +203,8 @@ def test_example_project_replays_into_the_broker(tmp_path, kafka_broker, monkeyp
     topic = new_topic()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker)
     monkeypatch.setenv("KAFKA_TOPIC", topic)
-    project = tmp_path / "kafka"
-    shutil.copytree(EXAMPLES / "kafka", project, ignore=shutil.ignore_patterns(".streamctl"))
-    events_file = tmp_path / "events.ndjson"
-    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:30]
-    events_file.write_text("".join(lines))
+    project = copy_example("kafka", tmp_path)
+    events_file = example_events(tmp_path, 30)
     code, summary, stderr = replay(project, events_file)
     assert code == 0, stderr
     (counts,) = summary["syncs"]

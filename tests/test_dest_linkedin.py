@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from streamctl.destinations.linkedin import LinkedInDestination
 from streamctl.errors import MappingError
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeLinkedIn
+from tests.test_dest_examples_a import copy_example
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "AQV-linkedin-oauth-token"
@@ -222,8 +222,7 @@ def test_example_project_replays_cleanly(tmp_path, module_fake_server, monkeypat
     serve(module_fake_server, fake)
     monkeypatch.setenv("LINKEDIN_ACCESS_TOKEN", "li-example-token")
     monkeypatch.setenv("LINKEDIN_BASE_URL", module_fake_server.url)
-    project = tmp_path / "linkedin"
-    shutil.copytree(EXAMPLES / "linkedin", project, ignore=shutil.ignore_patterns(".streamctl"))
+    project = copy_example("linkedin", tmp_path)
     # The example events are dated; LinkedIn takes conversions of the last 90 days only.
     lines = (EXAMPLES / "events.ndjson").read_text().splitlines()[:80]
     events = [{**json.loads(line), "timestamp": recent(n)} for n, line in enumerate(lines)]

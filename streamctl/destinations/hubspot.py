@@ -59,12 +59,16 @@ from streamctl.destinations.base import (
     ItemStatus,
     MappedEvent,
     Payload,
-    excerpt,
     parse_retry_after,
 )
 from streamctl.destinations.multipart import send_parts
 from streamctl.destinations.timestamps import iso8601
-from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
+from streamctl.destinations.vendor import (
+    base_url,
+    json_object,
+    named_failures,
+    whole_batch_outcome,
+)
 from streamctl.events import Event
 
 HOST = "https://api.hubapi.com"
@@ -313,17 +317,9 @@ def _contact_outcomes(
             key = _email_key(payload["id"])
             if key not in upserted and key not in failed:
                 failed[key] = unnamed
-    code = response.status_code
-    return BatchResult(
-        tuple(
-            ItemResult(
-                ItemStatus.FAILED,
-                code,
-                "hubspot: " + "; ".join(failed[key]),
-                response=excerpt(response),
-            )
-            if (key := _email_key(payload["id"])) in failed
-            else ItemResult(ItemStatus.DELIVERED, code)
-            for payload in payloads
-        )
-    )
+    reasons = {
+        index: failed[key]
+        for index, payload in enumerate(payloads)
+        if (key := _email_key(payload["id"])) in failed
+    }
+    return named_failures(response, len(payloads), reasons, "hubspot")

@@ -15,19 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from tests.fakes.http import Received, Reply
+from tests.fakes.vendors_a import _is_iso8601
 from tests.fakes.vendors_b import FakeVendor, _expect
 
 SCALARS = (str, int, float, bool, type(None))
-
-
-def _is_iso8601(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
 
 
 def _scalar_values(kind: str, values: Any, problems: list[str]) -> None:
