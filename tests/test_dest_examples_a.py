@@ -1,4 +1,4 @@
-"""The example projects examples/{slack,amplitude,mixpanel,braze} validate and deliver.
+"""The example projects examples/{slack,amplitude,mixpanel,braze,hubspot,intercom} validate and deliver.
 
 Each example is replayed, unchanged, with the first 30 events of examples/events.ndjson
 into the fake vendor (its `base_url` comes from the environment, as the example's
@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
+from tests.fakes.vendors_c import FakeHubSpot, FakeIntercom
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLACK_HOOK = "/services/T0EXAMPLE/B0EXAMPLE/example-secret"
@@ -65,6 +66,16 @@ CASES = {
         {"BRAZE_API_KEY": "braze-example-key"},
         "BRAZE_BASE_URL",
     ),
+    "hubspot": (
+        lambda: FakeHubSpot("hs-example-token"),
+        {"HUBSPOT_ACCESS_TOKEN": "hs-example-token"},
+        "HUBSPOT_BASE_URL",
+    ),
+    "intercom": (
+        lambda: FakeIntercom("ic-example-token"),
+        {"INTERCOM_ACCESS_TOKEN": "ic-example-token"},
+        "INTERCOM_BASE_URL",
+    ),
 }
 
 
@@ -76,6 +87,8 @@ def received(name: str, fake) -> int:
         return len(fake.ingested)
     if name == "mixpanel":
         return len(fake.ingested) + len(fake.profiles)
+    if name in ("hubspot", "intercom"):
+        return len(fake.accepted)
     return (
         len(fake.events)
         + len(fake.purchases)

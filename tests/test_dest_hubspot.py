@@ -12,7 +12,6 @@ from streamctl.destinations.hubspot import HubSpotDestination
 from streamctl.errors import MappingError
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeHubSpot
-from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "pat-na1-test-token"
@@ -234,19 +233,3 @@ def test_replay_into_hubspot_archives_only_what_hubspot_refuses(
     recorded = outcomes(tmp_path)
     assert recorded["msg-5"][0] == "archived" and "pe123_poison not found" in recorded["msg-5"][1]
     assert recorded["id-7"][0] == "archived" and "not a valid email" in recorded["id-7"][1]
-
-
-def test_example_project_replays_cleanly(tmp_path, module_fake_server, monkeypatch):
-    fake = FakeHubSpot("hs-example-token")
-    server = serve(module_fake_server, fake)
-    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "hs-example-token")
-    monkeypatch.setenv("HUBSPOT_BASE_URL", server.url)
-    project = copy_example("hubspot", tmp_path)
-    events_file = example_events(tmp_path, 60)
-    code, summary, stderr = replay(project, events_file)
-    assert code == 0, stderr
-    assert fake.problems == []
-    (counts,) = summary["syncs"]
-    assert set(counts) <= {"sync", "delivered", "filtered"}
-    assert counts["delivered"] == len(fake.accepted) > 0
-    assert "hs-example-token" not in stderr

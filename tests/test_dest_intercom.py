@@ -12,7 +12,6 @@ from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.intercom import IntercomDestination
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeIntercom
-from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "intercom-test-token"
@@ -187,18 +186,3 @@ def test_replay_into_intercom(tmp_path, module_fake_server, monkeypatch):
     recorded = outcomes(tmp_path)
     assert recorded["msg-3"][0] == "archived" and "User Not Found" in recorded["msg-3"][1]
     assert recorded["id-7"][0] == "archived" and "is invalid" in recorded["id-7"][1]
-
-
-def test_example_project_replays_cleanly(tmp_path, module_fake_server, monkeypatch):
-    fake = FakeIntercom("ic-example-token")
-    server = serve(module_fake_server, fake)
-    monkeypatch.setenv("INTERCOM_ACCESS_TOKEN", "ic-example-token")
-    monkeypatch.setenv("INTERCOM_BASE_URL", server.url)
-    project = copy_example("intercom", tmp_path)
-    events_file = example_events(tmp_path, 40)
-    code, summary, stderr = replay(project, events_file)
-    assert code == 0, stderr
-    assert fake.problems == []
-    (counts,) = summary["syncs"]
-    assert set(counts) <= {"sync", "delivered", "filtered"}
-    assert counts["delivered"] == len(fake.events) + len(fake.contacts) > 0

@@ -149,6 +149,8 @@ class FakeHubSpot(FakeVendor):
 class FakeIntercom(FakeVendor):
     """POST /events (202), POST /contacts/search, POST /contacts, PUT /contacts/{id}.
 
+    `accepted` holds every event and contact write Intercom took.
+
     Bearer token and an `Intercom-Version` header (401 `error.list` otherwise). Events
     of a `user_id` in `unknown_users` get a 404 `not_found`; a contact whose email is in
     `invalid_emails` a 400 `parameter_invalid`. Creating a contact whose external_id
@@ -231,6 +233,7 @@ class FakeIntercom(FakeVendor):
             if body.get("user_id") in self.unknown_users:
                 return self.error(404, "not_found", "User Not Found")
             self.events.append(body)
+            self.accepted.append(body)
             return Reply(202, b"")
         if req.path == "/contacts/search":
             field, value = body["query"]["field"], body["query"]["value"]
@@ -242,6 +245,7 @@ class FakeIntercom(FakeVendor):
         if req.method == "PUT":
             cid = req.path.rsplit("/", 1)[1]
             self.contacts[cid] = {**self.contacts[cid], **body}
+            self.accepted.append(body)
             return Reply(200, {"type": "contact", "id": cid, **self.contacts[cid]})
         existing = body.get("external_id") and any(
             c.get("external_id") == body["external_id"] for c in self.contacts.values()
@@ -250,6 +254,7 @@ class FakeIntercom(FakeVendor):
             return self.error(409, "conflict", "A contact matching those details already exists")
         cid = f"c{next(self._ids)}"
         self.contacts[cid] = body
+        self.accepted.append(body)
         return Reply(200, {"type": "contact", "id": cid, **body})
 
 
