@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.kafka import KafkaDestination
-from tests.services import free_port
+from tests.services import free_port, start_tansu, stop
 from tests.test_dest_examples_a import copy_example, example_events
 from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
@@ -134,6 +134,39 @@ def test_an_unreachable_broker_is_retried():
     (item,) = result.items
     assert item.status is ItemStatus.RETRY
     assert "kafka:" in (item.error or "")
+
+
+def test_a_broker_lost_mid_session_is_retried_within_the_timeout():
+    """A broker of its own, stopped after the first batch: the next batch waits at most
+    its timeout, comes back RETRY, and closing does not hang on the lost messages."""
+    process, bootstrap = start_tansu()
+    dest = destination(bootstrap, new_topic())
+
+    async def scenario():
+        async with httpx.AsyncClient() as client:
+            first = await dest.send(client, "custom", [payload(dest, {"messageId": "a"})], 2.0)
+            stop(process)
+            began = time.monotonic()
+            second = await dest.send(client, "custom", [payload(dest, {"messageId": "b"})], 2.0)
+            waited = time.monotonic() - began
+            await dest.aclose()
+            return first, second, waited
+
+    try:
+        first, second, waited = asyncio.run(scenario())
+    finally:
+        stop(process)
+    assert first.items[0].status is ItemStatus.DELIVERED
+    assert second.items[0].status is ItemStatus.RETRY
+    assert "no acks within 2 s" in (second.items[0].error or "")
+    assert waited < 10  # bounded by the timeout, not by aiokafka's own 40 s
+
+
+def test_the_idempotent_producer_names_what_the_broker_must_grant(kafka_broker):
+    dest = destination(kafka_broker, new_topic(), idempotent=True)
+    (item,) = asyncio.run(send(dest, [payload(dest, {"messageId": "m"})])).items
+    assert item.status is ItemStatus.RETRY
+    assert "InitProducerId" in (item.error or "")
 
 
 def test_the_producer_is_rebuilt_for_a_new_event_loop(kafka_broker):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +139,7 @@ class KafkaDestination(Destination):
         self._producer: AIOKafkaProducer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Lock | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     # -- shaping -----------------------------------------------------------------
 
@@ -175,21 +177,35 @@ class KafkaDestination(Destination):
         payloads: Sequence[Payload],
         timeout: float = 30.0,
     ) -> BatchResult:
+        n = len(payloads)
         try:
             async with asyncio.timeout(timeout):
-                producer = await self._started_producer()
+                producer = await self._started_producer(timeout)
+        except (TimeoutError, _errors().KafkaError, OSError) as exc:
+            return BatchResult.same(n, ItemResult(ItemStatus.RETRY, error=self._start_error(exc)))
+        try:
+            async with asyncio.timeout(timeout):
                 queued = [await self._queue(producer, payload) for payload in payloads]
                 outcomes = await asyncio.gather(*queued, return_exceptions=True)
         except TimeoutError:
-            await self._discard_producer()
+            self._discard_producer()
             item = ItemResult(ItemStatus.RETRY, error=f"kafka: no acks within {timeout:g} s")
-            return BatchResult.same(len(payloads), item)
-        except (_errors().KafkaError, OSError) as exc:
-            # A failed bootstrap, or a send refused before it was queued.
+            return BatchResult.same(n, item)
+        except (_errors().KafkaError, OSError) as exc:  # a send refused before it was queued
             if not isinstance(exc, _permanent_errors()):
-                await self._discard_producer()
-            return BatchResult.same(len(payloads), _outcome(exc))
+                self._discard_producer()
+            return BatchResult.same(n, _outcome(exc))
         return BatchResult(tuple(_outcome(outcome) for outcome in outcomes))
+
+    def _start_error(self, exc: BaseException) -> str:
+        servers = self.config["bootstrap_servers"]
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
+        hint = (
+            " (the idempotent producer needs a broker that grants InitProducerId)"
+            if self.config["idempotent"]
+            else ""
+        )
+        return f"kafka: cannot start a producer for {servers}: {reason}{hint}"
 
     async def _queue(self, producer: AIOKafkaProducer, payload: Payload) -> asyncio.Future[Any]:
         """The message handed to the producer; the future resolves on the broker's ack.
@@ -209,25 +225,27 @@ class KafkaDestination(Destination):
             future.set_exception(exc)
         return future
 
-    async def _started_producer(self) -> AIOKafkaProducer:
+    async def _started_producer(self, timeout: float) -> AIOKafkaProducer:
         loop = asyncio.get_running_loop()
         if self._starting is None or self._loop is not loop:
             # First use, or the loop of a previous asyncio.run is gone with its producer.
             self._producer, self._loop, self._starting = None, loop, asyncio.Lock()
+            self._stopping = set()
         async with self._starting:
             if self._producer is None:
                 from aiokafka import AIOKafkaProducer
 
-                producer = AIOKafkaProducer(**self._producer_options())
+                _quiet_library_logs()
+                producer = AIOKafkaProducer(**self._producer_options(timeout))
                 try:
                     await producer.start()
                 except BaseException:
-                    await producer.stop()
+                    await producer.stop()  # nothing is queued yet: returns at once
                     raise
                 self._producer = producer
             return self._producer
 
-    def _producer_options(self) -> dict[str, Any]:
+    def _producer_options(self, timeout: float) -> dict[str, Any]:
         protocol = str(self.config["security_protocol"])
         options: dict[str, Any] = {
             "bootstrap_servers": [
@@ -238,6 +256,9 @@ class KafkaDestination(Destination):
             "enable_idempotence": bool(self.config["idempotent"]),
             "compression_type": None if self.config["compression"] == "none" else "gzip",
             "max_request_size": self.max_message_bytes + RECORD_OVERHEAD,
+            # Queued messages expire after one delivery timeout, so a producer whose
+            # broker is gone drains (and stops) within that time.
+            "request_timeout_ms": max(1000, int(timeout * 1000)),
             "security_protocol": protocol,
         }
         if protocol in ("SSL", "SASL_SSL"):
@@ -250,17 +271,24 @@ class KafkaDestination(Destination):
             options["sasl_plain_password"] = self.config.get("password")
         return options
 
-    async def _discard_producer(self) -> None:
-        """Stop the producer after a failure: the next batch bootstraps afresh."""
+    def _discard_producer(self) -> None:
+        """Drop the producer after a failure: the next batch bootstraps afresh.
+
+        It stops in the background: stopping waits for its queued messages to be acked
+        or to expire (one delivery timeout), which the batch that failed must not wait
+        for. aclose waits for these stops."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            task = asyncio.get_running_loop().create_task(_stop_quietly(producer))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def aclose(self) -> None:
-        if self._producer is not None and self._loop is asyncio.get_running_loop():
-            await self._discard_producer()
-        self._producer = None
+        if self._loop is not asyncio.get_running_loop():
+            self._producer = None  # its loop is gone; nothing left to stop on this one
+            return
+        self._discard_producer()
+        await asyncio.gather(*self._stopping)
 
 
 def _key_bytes(payload: Payload) -> bytes:
@@ -268,10 +296,30 @@ def _key_bytes(payload: Payload) -> bytes:
     return key.encode() if isinstance(key, str) else b""
 
 
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(Exception):
+        await producer.stop()
+
+
+def _quiet_library_logs() -> None:
+    """aiokafka logs every failed reconnect as an error (hundreds a minute while a broker
+    is down); with no logging configured Python prints them all on stderr. A NullHandler
+    keeps them off stderr; an application that configures logging still receives them.
+    The outcome of each message carries the error either way."""
+    logging.getLogger("aiokafka").addHandler(_NULL_HANDLER)
+
+
+_NULL_HANDLER = logging.NullHandler()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _outcome(outcome: object) -> ItemResult:
     if not isinstance(outcome, BaseException):
         return ItemResult(ItemStatus.DELIVERED)
-    error = f"kafka: {type(outcome).__name__}: {outcome}"
+    error = f"kafka: {_describe(outcome)}"
     if isinstance(outcome, _permanent_errors()):
         return ItemResult(ItemStatus.FAILED, error=error)
     return ItemResult(ItemStatus.RETRY, error=error)
