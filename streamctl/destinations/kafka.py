@@ -182,7 +182,10 @@ class KafkaDestination(Destination):
             async with asyncio.timeout(timeout):
                 producer = await self._started_producer(timeout)
         except (TimeoutError, _errors().KafkaError, OSError) as exc:
-            return BatchResult.same(n, ItemResult(ItemStatus.RETRY, error=self._start_error(exc)))
+            # Refused credentials are permanent; an unreachable broker is not.
+            refused = isinstance(exc, _permanent_errors())
+            status = ItemStatus.FAILED if refused else ItemStatus.RETRY
+            return BatchResult.same(n, ItemResult(status, error=self._start_error(exc)))
         try:
             async with asyncio.timeout(timeout):
                 queued = [await self._queue(producer, payload) for payload in payloads]
