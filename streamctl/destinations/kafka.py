@@ -186,8 +186,9 @@ class KafkaDestination(Destination):
         try:
             async with asyncio.timeout(timeout):
                 producer = await self._started_producer(timeout)
-        except (TimeoutError, _errors().KafkaError, OSError) as exc:
-            # Refused credentials are permanent; an unreachable broker is not.
+        except Exception as exc:
+            # aiokafka's start may raise anything (a KeyError on a refused SCRAM login);
+            # none may stop delivery. Refused credentials are permanent, the rest is not.
             refused = isinstance(exc, _permanent_errors())
             status = ItemStatus.FAILED if refused else ItemStatus.RETRY
             return BatchResult.same(n, ItemResult(status, error=self._start_error(exc)))
@@ -199,7 +200,7 @@ class KafkaDestination(Destination):
             self._discard_producer()
             item = ItemResult(ItemStatus.RETRY, error=f"kafka: no acks within {timeout:g} s")
             return BatchResult.same(n, item)
-        except (_errors().KafkaError, OSError) as exc:  # a send refused before it was queued
+        except Exception as exc:  # a send refused before it was queued, or a client fault
             if not isinstance(exc, _permanent_errors()):
                 self._discard_producer()
             return BatchResult.same(n, _outcome(exc))
@@ -208,11 +209,11 @@ class KafkaDestination(Destination):
     def _start_error(self, exc: BaseException) -> str:
         servers = self.config["bootstrap_servers"]
         reason = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
-        hint = (
-            " (the idempotent producer needs a broker that grants InitProducerId)"
-            if self.config["idempotent"]
-            else ""
-        )
+        hint = ""
+        if str(self.config["security_protocol"]).startswith("SASL"):
+            hint = " (check username, password and sasl_mechanism)"
+        elif self.config["idempotent"]:
+            hint = " (the idempotent producer needs a broker that grants InitProducerId)"
         return f"kafka: cannot start a producer for {servers}: {reason}{hint}"
 
     async def _queue(self, producer: AIOKafkaProducer, payload: Payload) -> asyncio.Future[Any]:
