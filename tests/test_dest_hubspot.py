@@ -124,6 +124,15 @@ def test_contacts_multi_status_fails_only_the_named_email(hubspot):
     assert fake.contacts["one@example.com"] == {"firstname": "One", "lastname": "Uno"}
 
 
+def test_an_error_naming_no_contact_fails_those_missing_from_results(hubspot):
+    fake, dest = hubspot
+    fake.unnamed_failures = {"bad@example"}
+    payloads = [contact(dest, "one@example.com"), contact(dest, "bad@example")]
+    result = send_batch(dest, "identify", payloads)
+    assert [i.status for i in result.items] == [ItemStatus.DELIVERED, ItemStatus.FAILED]
+    assert "not a valid email" in (result.items[1].error or "")
+
+
 def test_more_than_100_contacts_go_in_requests_of_100(hubspot):
     fake, dest = hubspot
     payloads = [contact(dest, f"u{n}@example.com") for n in range(150)]

@@ -112,6 +112,15 @@ def test_a_batch_gets_each_element_s_outcome(linkedin):
     assert len(fake.accepted) == 2
 
 
+def test_a_throttled_element_is_retried_alone(linkedin):
+    fake, dest = linkedin
+    fake.throttled_rules = {"555"}
+    result = send_batch(dest, "purchase", [conversion(dest, "555"), conversion(dest)])
+    assert [(i.status, i.status_code) for i in result.items] == [
+        (ItemStatus.RETRY, 429), (ItemStatus.DELIVERED, 201),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "expected", "wait", "split"),
     [

@@ -48,6 +48,7 @@ class FakeHubSpot(FakeVendor):
         self.token = token
         self.unknown_events: set[str] = set()
         self.invalid_emails: set[str] = set()
+        self.unnamed_failures: set[str] = set()  # refused with an error naming no id
         self.contacts: dict[str, dict[str, Any]] = {}  # email -> properties
         self._ids = itertools.count(101)
 
@@ -128,10 +129,12 @@ class FakeHubSpot(FakeVendor):
         results, errors = [], []
         for item in inputs:
             email = item["id"].lower()
-            if email in self.invalid_emails:
-                errors.append({"status": "error", "category": "VALIDATION_ERROR",
-                               "message": f"Property values were not valid: {email} is not a valid email",
-                               "context": {"ids": [item["id"]]}})  # fmt: skip
+            if email in self.invalid_emails | self.unnamed_failures:
+                error = {"status": "error", "category": "VALIDATION_ERROR",
+                         "message": f"Property values were not valid: {email} is not a valid email"}  # fmt: skip
+                if email in self.invalid_emails:
+                    error["context"] = {"ids": [item["id"]]}
+                errors.append(error)
                 continue
             self.accepted.append(item)
             self.contacts.setdefault(email, {}).update(item["properties"])
@@ -269,13 +272,15 @@ class FakeLinkedIn(FakeVendor):
 
     Bearer token (401 `INVALID_ACCESS_TOKEN` otherwise), `LinkedIn-Version: YYYYMM` and
     `X-Restli-Protocol-Version: 2.0.0`. Answers 200 `{"elements": [{"status": 201}, ...]}`;
-    an element whose rule id is in `unknown_rules` gets `{"status": 400, "error": ...}`.
+    an element whose rule id is in `unknown_rules` gets `{"status": 400, "error": ...}`,
+    one in `throttled_rules` `{"status": 429, ...}`.
     """
 
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
         self.unknown_rules: set[str] = set()
+        self.throttled_rules: set[str] = set()  # elements answered 429
 
     def authenticate(self, req: Received) -> Reply | None:
         if req.headers.get("authorization") == f"Bearer {self.token}":
@@ -335,7 +340,10 @@ class FakeLinkedIn(FakeVendor):
         results = []
         for element in self.body(req)["elements"]:
             rule = element["conversion"].rsplit(":", 1)[1]
-            if rule in self.unknown_rules:
+            if rule in self.throttled_rules:
+                results.append({"status": 429, "error": {"status": 429, "code": "TOO_MANY_REQUESTS",
+                                "message": "Resource level throttle limit reached"}})  # fmt: skip
+            elif rule in self.unknown_rules:
                 results.append({"status": 400, "error": {"status": 400, "code": "INVALID_ARGUMENT",
                                 "message": f"Conversion rule {rule} does not exist"}})  # fmt: skip
             else:
