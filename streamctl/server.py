@@ -3,7 +3,8 @@
     project = load_project(".")
     run(project, ServeOptions(port=8080, watch=True))     # blocks until SIGTERM/SIGINT
 
-One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api`, the group
+One event loop (uvloop) runs uvicorn serving `streamctl.sources.http_api` (and the web
+console at /console, streamctl.console, unless `console=False`), the group
 committer (its SQLite writes on its own thread), the delivery runtime, the file
 watcher and the alert evaluator. Shutdown on SIGTERM or SIGINT, in this order:
 
@@ -23,15 +24,17 @@ the running configuration stays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import uvicorn
+from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
@@ -46,6 +49,9 @@ from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.store import Store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+
+if TYPE_CHECKING:
+    from streamctl.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,7 @@ class ServeOptions:
     ingest_first: IngestFirst | None = field(default_factory=IngestFirst)
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
+    console: bool = True  # serve the web console at /console (streamctl.console)
 
 
 class Instance:
@@ -199,7 +206,11 @@ async def serve(
     store = Store.open(store_path(project))
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
-    server = _Server(_uvicorn_config(instance, project, options))
+    app: ASGIApp = create_app(instance)
+    console = _console(instance, options) if options.console else None
+    if console is not None:
+        app = console.mount(app)
+    server = _Server(_uvicorn_config(app, project, options))
     _quiet_after_uvicorn_signals()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -213,6 +224,8 @@ async def serve(
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
+        if console is not None:
+            services.append(functools.partial(_roll_up_for, console))
         tasks = [asyncio.create_task(_guarded(service, instance)) for service in services]
         tasks.append(asyncio.create_task(_announce(server, instance, err, on_started)))
         try:
@@ -228,6 +241,8 @@ async def serve(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if console is not None:
+            console.source.close()
         store.close()
 
 
@@ -244,9 +259,32 @@ def store_path(project: Project) -> Path:
     return project.root / project.store_path
 
 
-def _uvicorn_config(instance: Instance, project: Project, options: ServeOptions) -> uvicorn.Config:
+def _console(instance: Instance, options: ServeOptions) -> Console:
+    """The web console on the listener's port, reading the project as reloads leave it."""
+    from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
+
+    project = instance.project
+    host = options.host or project.listen.host
+    source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
+    access = ConsoleAccess.for_project(project, host)
+    if access.bound_beyond_loopback and access.token is None:
+        print(
+            f"streamctl: listening on {host}: the console at /console answers loopback clients"
+            " only until a console token is set (console.token or STREAMCTL_CONSOLE_TOKEN)",
+            file=instance.err,
+        )
+    return Console(source, access)
+
+
+async def _roll_up_for(console: Console, _instance: Instance) -> None:
+    from streamctl.console import keep_rolling_up
+
+    await keep_rolling_up(console)
+
+
+def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(instance),
+        app,
         host=options.host or project.listen.host,
         port=project.listen.port if options.port is None else options.port,
         loop="none",  # ours: run() already chose uvloop

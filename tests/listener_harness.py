@@ -187,8 +187,9 @@ class ListenerThread:
 class ListenerProcess:
     """`streamctl run --project DIR --port 0` as a child process."""
 
-    def __init__(self, project_dir: Path, *extra: str) -> None:
+    def __init__(self, project_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.project_dir = project_dir
+        self.env = env or {}
         self.args = [sys.executable, "-m", "streamctl", "run", "--project", str(project_dir)]
         self.args += ["--port", "0", *extra]
         self.proc: subprocess.Popen[str] | None = None
@@ -201,7 +202,7 @@ class ListenerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         threading.Thread(target=self._read_stderr, daemon=True).start()
         deadline = time.monotonic() + 30

@@ -16,7 +16,7 @@ import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
-from streamctl.monitoring.feed import follow
+from streamctl.monitoring.feed import FEED, follow
 from tests.fakes.http import FakeServer
 from tests.listener_harness import (
     BASE_CONFIG,
@@ -313,7 +313,8 @@ def test_tail_command_prints_ndjson(delivering):
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(1.5)  # the command starts and subscribes
+        # the command starts and subscribes (seconds on a loaded machine: poll, never guess)
+        assert wait_for(lambda: FEED.active or proc.poll() is not None, timeout=60)
         httpx.post(
             f"{listener.url}/v1/track",
             json={"userId": "u", "event": "E", "messageId": "cli-tail"},

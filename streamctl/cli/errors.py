@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +15,11 @@ from streamctl.cli.output import stderr, stdout
 from streamctl.config.loader import load_project
 from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.config.units import parse_duration
-from streamctl.delivery.runtime import Runtime
+from streamctl.config.units import parse_moment
+from streamctl.delivery.retry import requeue, retry_candidates, retry_now
 from streamctl.errors import UsageError
 from streamctl.store.db import Store
-from streamctl.store.queries import ErrorFilter, archived_ids, error_detail, list_errors
+from streamctl.store.queries import ErrorFilter, error_detail, list_errors
 
 app = typer.Typer()
 errors_app = typer.Typer(
@@ -39,15 +37,9 @@ def parse_since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return time.time() - parse_duration(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"--since {value!r}: expected a duration (30m, 24h, 7d) or an ISO 8601 time"
-        raise UsageError(msg) from None
-    return moment.timestamp()
+        return parse_moment(value)
+    except ValueError as exc:
+        raise UsageError(f"--since {exc}") from None
 
 
 def json_line(data: Any, project: Project) -> str:
@@ -235,54 +227,23 @@ def retry(
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
     with Store.for_project(project) as store:
-        chosen = archived_ids(store, filters)
-        if ids:
-            wanted = set(ids)
-            chosen = [i for i in chosen if i in wanted]
+        chosen = retry_candidates(store, filters, ids)
         if not chosen:
             stderr.print("nothing to retry: no archived deliveries match", highlight=False)
             return
-        requeued = store.requeue(chosen)
-        affected = _syncs_of(store, chosen)
         if queue_only:
+            queued = requeue(store, chosen)
             stderr.print(
-                f"requeued {requeued} deliveries of {', '.join(affected)}", highlight=False
+                f"requeued {queued.requeued} deliveries of {', '.join(queued.syncs)}",
+                highlight=False,
             )
             return
-        known = {s.name for s in project.syncs}
-        missing = [name for name in affected if name not in known]
-        if missing:
-            msg = f"sync {missing[0]!r} is no longer in the project: cannot send its deliveries"
-            raise UsageError(msg)
-        asyncio.run(_deliver(project, store, affected))
-        outcome = _outcomes(store, chosen)
-    delivered, archived = outcome.get("delivered", 0), outcome.get("archived", 0)
+        result = asyncio.run(retry_now(project, store, chosen))
+    delivered = result.outcomes.get("delivered", 0)
     stderr.print(
-        f"retried {requeued} deliveries ({', '.join(affected)}): {delivered} delivered, {archived} archived again",
+        f"retried {result.requeued} deliveries ({', '.join(result.syncs)}): {delivered} delivered,"
+        f" {result.archived_again} archived again",
         highlight=False,
     )
-    if archived:
+    if result.archived_again:
         raise typer.Exit(1)
-
-
-async def _deliver(project: Project, store: Store, syncs: list[str]) -> None:
-    async with Runtime(project, store, syncs=syncs) as runtime:
-        await runtime.drain()
-
-
-def _syncs_of(store: Store, ids: list[int]) -> list[str]:
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) ORDER BY sync",
-            [orjson.dumps(ids).decode()],
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
-def _outcomes(store: Store, ids: list[int]) -> dict[str, int]:
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?)) GROUP BY status",
-            [orjson.dumps(ids).decode()],
-        ).fetchall()
-    return {r[0]: r[1] for r in rows}

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from streamctl.cli import (
     alerts,
+    console,
     destinations,
     errors,
     explain,
@@ -99,7 +100,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (init, validate, test, preview, run, replay, errors, status, explain, tail, top):
+for module in (
+    init,
+    validate,
+    test,
+    preview,
+    run,
+    replay,
+    errors,
+    status,
+    explain,
+    tail,
+    top,
+    console,
+):
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(alerts.app, name="alerts")

@@ -34,11 +34,18 @@ def run_command(
             "the running configuration).",
         ),
     ] = False,
+    no_console: Annotated[
+        bool,
+        typer.Option(
+            "--no-console", help="Do not serve the web console at /console on the same port."
+        ),
+    ] = False,
 ) -> None:
     """Start the ingest listener (Segment-compatible HTTP API, webhooks) and delivery workers.
 
-    Stops cleanly on SIGTERM or Ctrl-C: in-flight requests finish, accepted events are
-    committed, delivery workers record what they were doing.
+    The web console is at http://HOST:PORT/console (docs/console.md). Stops cleanly on
+    SIGTERM or Ctrl-C: in-flight requests finish, accepted events are committed,
+    delivery workers record what they were doing.
     """
     loaded = load_project(project)
-    run(loaded, ServeOptions(host=host, port=port, watch=watch))
+    run(loaded, ServeOptions(host=host, port=port, watch=watch, console=not no_console))

@@ -186,6 +186,7 @@ class _ProjectLoader:
             alerts=alerts,
             secrets=frozenset(s for s in self.secrets if len(s) >= MIN_SECRET_LENGTH),
             retention_days=float(data.get("retention_days", 30.0)),
+            console_token=(data.get("console") or {}).get("token") or None,
         )
 
     def note_secrets(self, data: dict[str, Any]) -> None:
@@ -194,6 +195,9 @@ class _ProjectLoader:
         entries after it, out of the redaction of every message."""
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
+        console = data.get("console")
+        if isinstance(console, dict):
+            self.secrets.update(secret_strings(console.get("token")))
         for spec in _entries(data.get("destinations")):
             kind, config = spec.get("type"), spec.get("config")
             if isinstance(kind, str) and kind in CATALOG and isinstance(config, dict):

@@ -158,6 +158,7 @@ class Project:
     alerts: AlertsConfig = AlertsConfig()
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
+    console_token: str | None = None  # `console.token`: a secret, never print
 
     def sync(self, name: str) -> SyncConfig:
         for sync in self.syncs:

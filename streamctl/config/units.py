@@ -10,6 +10,8 @@ already check the shape; these raise ValueError for anything else.
 from __future__ import annotations
 
 import re
+import time
+from datetime import datetime
 
 DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*")
@@ -25,6 +27,19 @@ def parse_duration(value: str | float) -> float:
         msg = f"not a duration: {value!r} (expected 500ms, 30s, 5m, 4h, 1d)"
         raise ValueError(msg)
     return float(match.group(1)) * SECONDS[match.group(2)]
+
+
+def parse_moment(value: str, now: float | None = None) -> float:
+    """Unix seconds of `--since`-style text: a duration back from `now`, or an ISO 8601 time."""
+    try:
+        return (time.time() if now is None else now) - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        msg = f"{value!r}: expected a duration (30m, 24h, 7d) or an ISO 8601 time"
+        raise ValueError(msg) from None
 
 
 def parse_rate(value: str | float) -> float:

@@ -34,6 +34,8 @@ class ErrorFilter:
     stages: tuple[str, ...] = ()
     since: float | None = None  # Unix seconds
     limit: int | None = None
+    status_codes: tuple[int, ...] = ()  # the last attempt's HTTP status
+    until: float | None = None  # Unix seconds, exclusive
 
 
 def iso(moment: float | None) -> str | None:
@@ -79,10 +81,14 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     params: list[object] = list(statuses)
     # With the partial index's own term, and the other columns behind a unary `+`
     # (SQLite then ignores their indexes), the search walks only the problem rows.
-    plus = ""
+    plus = index = ""
     if set(statuses) <= set(PROBLEM_STATUSES):
         where.append(PROBLEM_STATUSES_WHERE)
         plus = "+"
+        # One status: newest first among its rows alone. Several: newest first among the
+        # problem rows (the planner would rather sort every problem row of those statuses).
+        name = "deliveries_problems_status" if len(statuses) == 1 else "deliveries_problems"
+        index = f" INDEXED BY {name}" if _has_index(store, name) else ""
     if filters.syncs:
         where.append(f"{plus}sync IN ({_marks(filters.syncs)})")
         params.extend(filters.syncs)
@@ -92,10 +98,16 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     if filters.since is not None:
         where.append(f"{plus}created_at >= ?")
         params.append(filters.since)
+    if filters.until is not None:
+        where.append(f"{plus}created_at < ?")
+        params.append(filters.until)
+    if filters.status_codes:
+        where.append(f"{plus}status_code IN ({_marks(filters.status_codes)})")
+        params.extend(filters.status_codes)
     sql = (
         "SELECT id, message_id, sync, event_type, stage, status, attempts, status_code, error,"
         " first_attempt_at, last_attempt_at, next_attempt_at, created_at, destination, source"
-        f" FROM deliveries WHERE {' AND '.join(where)} ORDER BY id DESC"
+        f" FROM deliveries{index} WHERE {' AND '.join(where)} ORDER BY id DESC"
     )
     fetched = _select_newest(store, sql, params, filters.limit)
     return [
@@ -121,6 +133,15 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     ]
 
 
+def _has_index(store: Store, name: str) -> bool:
+    """Whether the store has the index (a store opened readonly may predate it)."""
+    with store.lock:
+        found = store.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [name]
+        ).fetchone()
+    return found is not None
+
+
 def _select_newest(
     store: Store, sql: str, params: list[object], limit: int | None
 ) -> list[tuple[Any, ...]]:
@@ -134,9 +155,14 @@ def _select_newest(
 def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
+    if filters.status_codes:  # violations have no HTTP status
+        return []
     if filters.since is not None:
         where.append("v.at >= ?")
         params.append(filters.since)
+    if filters.until is not None:
+        where.append("v.at < ?")
+        params.append(filters.until)
     if filters.statuses:
         where.append(f"v.outcome IN ({_marks(filters.statuses)})")
         params.extend(filters.statuses)
@@ -302,6 +328,28 @@ def archived_ids(store: Store, filters: ErrorFilter) -> list[int]:
     return [
         int(row["id"]) for row in _delivery_errors(store, narrowed) if row["stage"] == "delivery"
     ]
+
+
+def syncs_of(store: Store, ids: Sequence[int]) -> list[str]:
+    """The syncs the deliveries `ids` belong to, by name."""
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT DISTINCT sync FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+            " ORDER BY sync",
+            [orjson.dumps(list(ids)).decode()],
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def statuses_of(store: Store, ids: Sequence[int]) -> dict[str, int]:
+    """How many of the deliveries `ids` are in each status now."""
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT status, count(*) FROM deliveries WHERE id IN (SELECT value FROM json_each(?))"
+            " GROUP BY status",
+            [orjson.dumps(list(ids)).decode()],
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
 
 
 # -- status --------------------------------------------------------------------------------------
