@@ -1,6 +1,7 @@
 """Ingest benchmark: `streamctl run` under load from separate processes, delivery running.
 
     .venv/bin/python benchmarks/ingest.py [--seconds 10] [--connections 64] [--rate 1000]
+    .venv/bin/python benchmarks/ingest.py --baseline /tmp/main-checkout --rounds 5 --seconds 5
 
 Processes: `streamctl run` (the listener, group commit to SQLite with
 synchronous=FULL, the pipeline and delivery in the same process), a local sink
@@ -18,6 +19,16 @@ figures printed:
 
 Responses other than 200 (429 when the queue between ingest and delivery is full)
 are counted and reported, never counted as accepted.
+
+`--baseline DIR` compares this checkout with another (a `git archive` of main, say):
+phases 1 and 2 run in alternating pairs (the order flips every round, since the
+machine's speed drifts), `streamctl run` importing from DIR or from here, and the
+median ratio (this / baseline) of each phase is printed with its range: of the
+throughput, and of the server's CPU time per accepted event (user + system, from
+/proc), which other processes on a shared machine disturb far less than wall time.
+The compared instances have no sync: with delivery running, the CPU per event would
+depend on the rate (delivery yields to ingest only above 10,000 events/s), so a
+slower round would look costlier per event.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,8 +169,17 @@ def sample_event(i: int) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, workdir: Path, seconds: float, connections: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        seconds: float,
+        connections: int,
+        pythonpath: str | None = None,
+        deliver: bool = True,
+    ) -> None:
         self.workdir = workdir
+        self.pythonpath = pythonpath
+        self.deliver = deliver
         self.seconds = seconds
         self.connections = connections
         self.sink_port = free_port()
@@ -173,12 +194,14 @@ class Bench:
         (project / "streamctl.yaml").write_text(
             PROJECT.format(port=self.port, key=WRITE_KEY, sink_port=self.sink_port)
         )
-        (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
+        if self.deliver:
+            (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
         sink_js = self.workdir / "sink.js"
         sink_js.write_text(SINK_JS)
         self.processes.append(subprocess.Popen(["node", str(sink_js), str(self.sink_port)]))
         run = [sys.executable, "-m", "streamctl", "run", "--project", str(project)]
-        self.processes.append(subprocess.Popen(run, stderr=subprocess.PIPE))
+        env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
+        self.processes.append(subprocess.Popen(run, stderr=subprocess.PIPE, env=env))
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -202,6 +225,11 @@ class Bench:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    def server_cpu_seconds(self) -> float:
+        """CPU time (user + system) the `streamctl run` process has used so far (Linux)."""
+        fields = Path(f"/proc/{self.processes[-1].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wrk(self, path: str, body: dict[str, Any]) -> tuple[float, int, int, int]:
         """Run wrk for `seconds`; returns (seconds, requests answered 2xx, non-2xx, socket errors)."""
@@ -294,10 +322,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--baseline", help="another checkout to compare with (phases 1 and 2, alternating)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="pairs of runs with --baseline")
     args = parser.parse_args()
     for tool in ("wrk", "node"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed on PATH (apt-get install wrk / nodejs)")
+    if args.baseline:
+        return compare(args)
     print(
         f"load generator: wrk {args.connections} connections, 1 thread; paced asyncio client "
         f"for latency; {os.cpu_count()} cores; a fresh `streamctl run` and store per phase"
@@ -326,10 +360,48 @@ def main() -> None:
         )
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Alternating rounds of the two throughput phases: baseline checkout vs this one."""
+    here = str(Path(__file__).resolve().parent.parent)
+    batch = {"batch": [sample_event(i) for i in range(100)]}
+    phases = {"/v1/batch": (batch, 100), "/v1/track": (sample_event(1), 1)}
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    print(
+        f"baseline {args.baseline} vs this checkout {here}: {args.rounds} rounds of {args.seconds:g} s"
+    )
+    for round_number in range(args.rounds):
+        order = [("baseline", args.baseline), ("this", here)]
+        for name, pythonpath in order if round_number % 2 == 0 else order[::-1]:
+            for path, (body, events) in phases.items():
+                with fresh_instance(args, pythonpath, deliver=False) as bench:
+                    cpu_before = bench.server_cpu_seconds()
+                    seconds, ok, refused, errors = bench.wrk(path, body)
+                    cpu_used = bench.server_cpu_seconds() - cpu_before
+                accepted = ok * events
+                rates.setdefault((path, name), []).append(accepted / seconds)
+                cpu.setdefault((path, name), []).append(cpu_used / max(accepted, 1) * 1e6)
+                print(
+                    f"  round {round_number + 1} {name:8} {path}: {accepted / seconds:,.0f} events/s, "
+                    f"{cpu[(path, name)][-1]:.1f} CPU us/event ({refused} non-200, {errors} socket errors)"
+                )
+    for path in phases:
+        for label, figures, unit in (("events/s", rates, ",.0f"), ("CPU us/event", cpu, ".1f")):
+            ours, theirs = figures[(path, "this")], figures[(path, "baseline")]
+            ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+            print(
+                f"{path} {label}: baseline median {statistics.median(theirs):{unit}}, this median "
+                f"{statistics.median(ours):{unit}}; ratio this / baseline median "
+                f"{statistics.median(ratios):.3f} (from {min(ratios):.3f} to {max(ratios):.3f})"
+            )
+
+
 @contextlib.contextmanager
-def fresh_instance(args: argparse.Namespace) -> Iterator[Bench]:
+def fresh_instance(
+    args: argparse.Namespace, pythonpath: str | None = None, *, deliver: bool = True
+) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.connections)
+        bench = Bench(Path(tmp), args.seconds, args.connections, pythonpath, deliver)
         bench.start()
         try:
             yield bench

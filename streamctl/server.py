@@ -47,6 +47,7 @@ from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
+from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
 from streamctl.store import Store
 from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
 
@@ -90,7 +91,8 @@ class ServeOptions:
     watch: bool = False
     limits: CommitLimits = field(default_factory=CommitLimits)
     graceful_timeout: int = 30  # seconds for in-flight requests at shutdown
-    max_connections: int = 2048  # concurrent connections and requests
+    # Connections, requests in flight, header size and read timeouts (http_protocol).
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     # Ingest first: above this many events/s or requests/s coming in, the delivery
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
@@ -206,7 +208,9 @@ async def serve(
     store = Store.open(store_path(project))
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
-    app: ASGIApp = create_app(instance)
+    # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
+    # so memory is bounded (idle connections are bounded by the protocol).
+    app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
     console = _console(instance, options) if options.console else None
     if console is not None:
         app = console.mount(app)
@@ -288,7 +292,10 @@ def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uv
         host=options.host or project.listen.host,
         port=project.listen.port if options.port is None else options.port,
         loop="none",  # ours: run() already chose uvloop
-        http="httptools",
+        # httptools with timeouts, a header limit, idle-connection eviction and JSON
+        # protocol errors: streamctl.sources.http_protocol.
+        http=guarded_protocol(options.connections),
+        ws="none",  # no WebSocket endpoints: an Upgrade request is plain HTTP
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -297,9 +304,9 @@ def _uvicorn_config(app: ASGIApp, project: Project, options: ServeOptions) -> uv
         date_header=False,
         timeout_graceful_shutdown=options.graceful_timeout,
         backlog=4096,
-        # Each connection may hold a 500 KB body: bound them, so memory is bounded too
-        # (past this uvicorn answers 503 at once).
-        limit_concurrency=options.max_connections,
+        # Not limit_concurrency: it counts idle connections too, and once they pile up
+        # it answers every request 503, /healthz included.
+        limit_concurrency=None,
     )
 
 

@@ -28,6 +28,7 @@ import orjson
 from streamctl.config.loader import load_project
 from streamctl.server import Running, ServeOptions, serve, store_path
 from streamctl.sources.group_commit import CommitLimits
+from streamctl.sources.http_protocol import ConnectionLimits
 
 WEB_KEY = "test-web-key-1"
 MOBILE_KEY = "test-mobile-key-2"
@@ -124,9 +125,15 @@ class ListenerThread:
         limits: CommitLimits | None = None,
         watch: bool = False,
         runtime_factory: Any = None,
+        connections: ConnectionLimits | None = None,
     ) -> None:
         self.project = load_project(project_dir)
-        self.options = ServeOptions(port=0, watch=watch, limits=limits or CommitLimits())
+        self.options = ServeOptions(
+            port=0,
+            watch=watch,
+            limits=limits or CommitLimits(),
+            connections=connections or ConnectionLimits(),
+        )
         self.runtime_factory = runtime_factory
         self.err = io.StringIO()
         self.running: Running | None = None

@@ -47,7 +47,7 @@ def test_timestamp_is_original_timestamp_without_sent_at():
 
 
 def test_bad_sent_at_is_refused_naming_the_field():
-    with pytest.raises(EventError, match="sentAt is not an ISO 8601 timestamp: 'yesterday'"):
+    with pytest.raises(EventError, match="sentAt is not an ISO 8601 timestamp of years 1-9999: 'yesterday'"):
         normalise(track(originalTimestamp="2026-01-02T12:05:00Z", sentAt="yesterday"), received_at=RECEIVED)
 
 

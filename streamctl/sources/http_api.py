@@ -6,6 +6,7 @@
 | --- | --- |
 | `POST /v1/{track,identify,page,screen,group,alias,batch}` | tracking API |
 | `POST /v1/{t,i,p,s,g,a,b}` | the browser short forms of the same |
+| `POST /beacon/v1/{batch,...}` | the same from `navigator.sendBeacon` (RudderStack's `useBeacon`), 64 KB |
 | `POST /webhooks/{source}` | a webhook source (streamctl.sources.webhook) |
 | `GET /healthz` | the process answers |
 | `GET /readyz` | configuration loaded and the store writable |
@@ -13,15 +14,19 @@
 | `GET /debug/tail` | the live feed as NDJSON, loopback clients only (`streamctl tail`) |
 
 Every request to the tracking API goes: authenticate (HTTP Basic with the write key
-as user name, or `writeKey` in the body; the key picks the source) -> read the body
-within 500 KB, gunzipping incrementally so a small gzip bomb cannot grow past the
-cap -> parse with orjson -> normalise every event (32 KB each, at most 2500 per
-batch, a userId or anonymousId each) -> hand them to the group committer and wait
-until they are in SQLite -> `{"success": true}`. Refusals answer like Segment's API,
-`{"success": false, "code": ..., "message": ...}`: 400 bad JSON or a bad event
-(the message names the event), 401 unknown key or bad signature, 413 request too
-large, 429 with Retry-After when the store or the queue is saturated, 503 when the
-store fails. Nothing is answered 200 and dropped afterwards.
+as user name, `?writeKey=` in the URL, or `writeKey` in the body; the key picks the
+source) -> read the body within 500 KB (64 KB for beacons), gunzipping incrementally
+so a small gzip bomb cannot grow past the cap -> parse with orjson -> strip every
+write key from it (`writeKey` at the top and in each batch event; any other place a
+configured key's text appears is redacted) -> normalise every event (32 KB each as
+stored, at most 2500 per batch, a userId or anonymousId each) -> hand them to the
+group committer and wait until they are in SQLite -> `{"success": true}`. Refusals
+answer like Segment's API, `{"success": false, "code": ..., "message": ...}`: 400 bad
+JSON or a bad event (the message names the event and field), 401 unknown key or bad
+signature, 413 request too large, 429 with Retry-After when the store or the queue is
+saturated, 503 when the store fails or too many requests are in flight. Nothing is
+answered 200 and dropped afterwards. Errors answered below this app (malformed HTTP,
+header limits, read timeouts) have the same JSON shape: streamctl.sources.http_protocol.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import logging
 import math
 import time
 import zlib
@@ -36,15 +42,18 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from streamctl.config.model import Project, SourceConfig
+from streamctl.config.secrets import MIN_SECRET_LENGTH
 from streamctl.errors import EventError, StoreError
 from streamctl.events import Event
 from streamctl.monitoring import metrics
@@ -52,6 +61,7 @@ from streamctl.monitoring.feed import FEED, TailFilter
 from streamctl.sources.normalise import (
     MAX_BATCH_EVENTS,
     MAX_REQUEST_BYTES,
+    BatchShared,
     normalise,
 )
 from streamctl.sources.webhook import verify_signature, webhook_event
@@ -68,7 +78,12 @@ CALLS: dict[str, str | None] = {
     "batch": None, "b": None,
 }  # fmt: skip
 
+log = logging.getLogger(__name__)
+
 JSON = "application/json"
+# navigator.sendBeacon bodies are at most 64 KB (the browsers' quota per page).
+MAX_BEACON_BYTES = 64 * 1024
+REDACTED = "[redacted]"
 OK_BODY = b'{"success":true}'
 _OK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"16"))
 PREFLIGHT_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Requested-With"
@@ -98,6 +113,11 @@ class SourceDirectory:
 
     by_write_key: Mapping[str, SourceConfig]
     webhooks: Mapping[str, SourceConfig]
+    # Write keys and the project's secrets (webhook secrets, credentials): no webhook
+    # header holding one is stored.
+    secrets: frozenset[str] = frozenset()
+    # Every write key as bytes, to look for in raw bodies.
+    write_keys: tuple[bytes, ...] = ()
 
     @classmethod
     def of(cls, project: Project) -> SourceDirectory:
@@ -108,7 +128,8 @@ class SourceDirectory:
                 by_key.update(dict.fromkeys(source.write_keys, source))
             elif source.type == "webhook":
                 webhooks[source.name] = source
-        return cls(by_key, webhooks)
+        secrets = project.secrets | {key for key in by_key if len(key) >= MIN_SECRET_LENGTH}
+        return cls(by_key, webhooks, secrets, tuple(key.encode() for key in by_key if key))
 
 
 class Rejected(Exception):
@@ -132,8 +153,8 @@ class Rejected(Exception):
         return orjson.dumps({"success": False, "code": self.code, "message": str(self)})
 
 
-def create_app(listener: Listener) -> IngestApp:
-    return IngestApp(listener)
+def create_app(listener: Listener, *, max_in_flight: int | None = None) -> IngestApp:
+    return IngestApp(listener, max_in_flight=max_in_flight)
 
 
 class IngestApp:
@@ -144,34 +165,58 @@ class IngestApp:
     request object. CORS is answered here too: `Access-Control-Allow-Origin: *` on
     every ingest response to a browser, and preflight OPTIONS requests answered with
     the methods and headers a tracking snippet sends.
+
+    At most `max_in_flight` ingest requests are handled at once (each may hold a
+    500 KB body); past that one is answered 503 before its body is read. The
+    operations endpoints are not counted: /healthz answers whatever the load.
     """
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, *, max_in_flight: int | None = None) -> None:
         self._listener = listener
         self._directory_of: tuple[Project | None, SourceDirectory] = (None, SourceDirectory({}, {}))
         self._auth_cache: dict[str, str | None] = {}
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self.operations = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
                 Route("/debug/tail", self.tail, methods=["GET"]),
-            ]
+            ],
+            exception_handlers={HTTPException: _json_http_error, Exception: _json_server_error},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            method: str = scope["method"]
-            if path.startswith("/v1/"):
-                if method == "POST":
-                    return await self.track(Incoming(scope, receive), path[4:], send)
-                return await self._preflight_or_405(scope, send)
-            if path.startswith("/webhooks/"):
-                if method == "POST":
-                    return await self.webhook(Incoming(scope, receive), path[10:], send)
-                return await self._preflight_or_405(scope, send)
+            if path.startswith(("/v1/", "/beacon/v1/", "/webhooks/")):
+                return await self._ingest(scope, receive, send)
         await self.operations(scope, receive, send)
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        request = Incoming(scope, receive)
+        if scope["method"] != "POST":
+            return await self._preflight_or_405(request, scope["method"], send)
+        if self._max_in_flight is not None and self._in_flight >= self._max_in_flight:
+            busy = Rejected(503, "busy", "too many requests in flight, retry later")
+            busy.headers["Retry-After"] = "1"
+            return await reply(send, request, busy)
+        self._in_flight += 1
+        try:
+            if path.startswith("/v1/"):
+                await self.track(request, path[4:], send)
+            elif path.startswith("/beacon/v1/"):
+                await self.track(request, path[11:], send, limit=MAX_BEACON_BYTES, beacon=True)
+            else:
+                await self.webhook(request, path[10:], send)
+        except Exception:  # a bug, not bad input: logged, and still a JSON answer
+            log.exception("ingest request to %s failed", path)
+            failed = Rejected(500, "internal", "the request failed inside streamctl; see its log")
+            await reply(send, request, failed)
+        finally:
+            self._in_flight -= 1
 
     def directory(self) -> SourceDirectory:
         """The source lookup of the current configuration, rebuilt when a reload swapped it."""
@@ -184,20 +229,34 @@ class IngestApp:
 
     # -- tracking API ---------------------------------------------------------------
 
-    async def track(self, request: Incoming, call: str, send: Send) -> None:
+    async def track(
+        self,
+        request: Incoming,
+        call: str,
+        send: Send,
+        *,
+        limit: int = MAX_REQUEST_BYTES,
+        beacon: bool = False,
+    ) -> None:
         if call not in CALLS:
-            return await reply(send, request, Rejected(404, "not_found", f"no endpoint /v1/{call}"))
+            prefix = "/beacon/v1/" if beacon else "/v1/"
+            return await reply(
+                send, request, Rejected(404, "not_found", f"no endpoint {prefix}{call}")
+            )
         source = ""
         try:
-            header_key = self._basic_auth_key(request.headers.get("authorization"))
-            if header_key is not None:  # refuse a wrong key before reading the body
-                source = self._source_for(header_key).name
+            given_key = self._basic_auth_key(request.headers.get("authorization"))
+            if given_key is None and request.query_string:
+                given_key = query_write_key(request.query_string)
+            if given_key is not None:  # refuse a wrong key before reading the body
+                source = self._source_for(given_key).name
             self._listener.check_room()  # and a full queue before parsing it
-            payload = parse_json(await request.body())
-            body_key = payload.pop("writeKey", None)  # never stored with the events
-            if header_key is None:
+            body = await request.body(limit)
+            payload = parse_json(body)
+            body_key = strip_write_keys(payload, body, self.directory().write_keys)
+            if given_key is None:
                 source = self._source_for(body_key).name
-            events = collect_events(payload, CALLS[call])
+            events = collect_events(payload, CALLS[call], body_size=len(body), limit=limit)
             metrics.record_received(source, len(events))
             await self._commit(source, events)
         except Rejected as exc:
@@ -233,7 +292,7 @@ class IngestApp:
         source = self.directory().by_write_key.get(key) if isinstance(key, str) else None
         if source is None:
             reason = "no write key" if key is None else "unknown write key"
-            raise Rejected(401, "auth", f"{reason}: use HTTP Basic or writeKey")
+            raise Rejected(401, "auth", f"{reason}: use HTTP Basic, ?writeKey= or writeKey")
         return source
 
     # -- webhooks ----------------------------------------------------------------------
@@ -248,7 +307,9 @@ class IngestApp:
             headers = request.headers
             try:
                 verify_signature(raw, headers, source)
-                event = webhook_event(source, raw, headers, headers.get("content-type", ""))
+                content_type = headers.get("content-type", "")
+                secrets = self.directory().secrets
+                event = webhook_event(source, raw, headers, content_type, secrets)
                 events = [normalise(event, received_at=datetime.now(UTC))]
             except EventError as exc:
                 code = "signature" if exc.status_code == 401 else "invalid"
@@ -265,19 +326,15 @@ class IngestApp:
 
     # -- browsers ------------------------------------------------------------------------
 
-    async def _preflight_or_405(self, scope: Scope, send: Send) -> None:
-        request = Incoming(scope, _no_body)
+    async def _preflight_or_405(self, request: Incoming, method: str, send: Send) -> None:
         asked_method = request.headers.get("access-control-request-method")
-        if scope["method"] != "OPTIONS" or asked_method is None:
+        if method != "OPTIONS" or asked_method is None:
             return await reply(send, request, Rejected(405, "method", "use POST"))
-        asked_headers = request.headers.get("access-control-request-headers", "")
+        asked_headers = _echoable(request.headers.get("access-control-request-headers", ""))
         headers = [
-            (b"access-control-allow-origin", b"*"),
+            *_allow_origin(request),
             (b"access-control-allow-methods", b"POST, OPTIONS"),
-            (
-                b"access-control-allow-headers",
-                (asked_headers or PREFLIGHT_HEADERS).encode("latin-1"),
-            ),
+            (b"access-control-allow-headers", asked_headers or PREFLIGHT_HEADERS.encode()),
             (b"access-control-max-age", b"86400"),
             (b"content-length", b"0"),
             (b"vary", b"Origin"),
@@ -323,20 +380,19 @@ class IngestApp:
 class Incoming:
     """What the ingest endpoints read of an ASGI request; header names are lower-case."""
 
-    __slots__ = ("headers", "receive")
+    __slots__ = ("beacon", "headers", "query_string", "receive")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.receive = receive
+        self.query_string: bytes = scope.get("query_string", b"")
+        # sendBeacon always sends credentials: CORS must then name the origin, not `*`.
+        self.beacon = scope["path"].startswith("/beacon/")
         self.headers: dict[str, str] = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
         }
 
     async def body(self, limit: int = MAX_REQUEST_BYTES) -> bytes:
         return await read_body(self.headers, self.receive, limit)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def reply(send: Send, request: Incoming, rejected: Rejected | None = None) -> None:
@@ -351,9 +407,27 @@ async def reply(send: Send, request: Incoming, rejected: Rejected | None = None)
         ]
         headers += [(k.lower().encode(), v.encode()) for k, v in rejected.headers.items()]
     if "origin" in request.headers:
-        headers.append((b"access-control-allow-origin", b"*"))
+        headers += _allow_origin(request)
+        if request.beacon:
+            headers.append((b"vary", b"Origin"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _allow_origin(request: Incoming) -> list[tuple[bytes, bytes]]:
+    if not request.beacon:
+        return [(b"access-control-allow-origin", b"*")]
+    origin = _echoable(request.headers.get("origin", "")) or b"*"
+    return [
+        (b"access-control-allow-origin", origin),
+        (b"access-control-allow-credentials", b"true"),
+    ]
+
+
+def _echoable(value: str) -> bytes:
+    """A request header's value fit to send back in a response header ('' if it is not:
+    uvicorn refuses control characters in response headers, and that would be a 500)."""
+    return value.encode("latin-1") if value.isprintable() else b""
 
 
 def overloaded(exc: Overloaded) -> Rejected:
@@ -416,6 +490,70 @@ async def read_body(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def query_write_key(query_string: bytes) -> str | None:
+    """`writeKey` of the URL's query (`/beacon/v1/batch?writeKey=KEY`), None without one."""
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name == "writeKey":
+            return value
+    return None
+
+
+def strip_write_keys(payload: dict[str, Any], body: bytes, keys: tuple[bytes, ...]) -> Any:
+    """Remove every write key from a parsed body; returns the top-level `writeKey`.
+
+    `writeKey` is removed at the top and from each event of a `batch` (Segment's
+    analytics-next puts it in both). A configured key's text anywhere else in the
+    body (a property, a context field, a key) is replaced by `[redacted]`: the raw
+    body is searched first, so a body without one costs a substring search per key.
+    """
+    top_key = payload.pop("writeKey", None)
+    stripped = [top_key]
+    batch = payload.get("batch")
+    if isinstance(batch, list):
+        for event in batch:
+            if isinstance(event, dict) and "writeKey" in event:
+                stripped.append(event.pop("writeKey"))
+    for key in keys:
+        if body.count(key) > sum(isinstance(v, str) and v.encode() == key for v in stripped):
+            redact_text(payload, frozenset(k.decode() for k in keys))
+            break
+    return top_key
+
+
+def redact_text(value: Any, secrets: frozenset[str]) -> None:
+    """Replace each secret in the strings (values and keys) of a JSON value, in place.
+
+    Iterative: a body may nest 1,000 levels deep, past Python's recursion limit.
+    """
+
+    def clean(text: str) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for name in list(node):
+                item = node[name]
+                if isinstance(item, str):
+                    item = clean(item)
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+                cleaned = clean(name)
+                if cleaned != name:
+                    del node[name]
+                node[cleaned] = item
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = clean(item)
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
@@ -428,8 +566,19 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def collect_events(payload: dict[str, Any], call_type: str | None) -> list[Event]:
-    """Normalised events of one request: the body itself, or the body's `batch`."""
+def collect_events(
+    payload: dict[str, Any],
+    call_type: str | None,
+    *,
+    body_size: int = 0,
+    limit: int = MAX_REQUEST_BYTES,
+) -> list[Event]:
+    """Normalised events of one request: the body itself, or the body's `batch`.
+
+    A batch is measured as stored: its `context` and `integrations` are copied into
+    every event, so they count once per event against the request limit (`body_size`
+    of `limit`); 2,500 events sharing 60 KB of context are 150 MB stored, not 250 KB.
+    """
     received_at = datetime.now(UTC)
     try:
         if call_type is not None:
@@ -440,12 +589,35 @@ def collect_events(payload: dict[str, Any], call_type: str | None) -> list[Event
         if len(batch) > MAX_BATCH_EVENTS:
             msg = f"the batch has {len(batch)} events, over the {MAX_BATCH_EVENTS} event limit"
             raise Rejected(400, "too_many_events", msg)
+        shared = BatchShared.of(payload)
+        stored_size = body_size + shared.size * (len(batch) - 1)
+        if shared.size and stored_size > limit:
+            msg = (
+                f"the batch is {stored_size} bytes as stored (its {shared.size} bytes of "
+                f"context and integrations merged into each of its {len(batch)} events), "
+                f"over the {limit} byte limit"
+            )
+            raise Rejected(413, "too_large", msg)
         return [
-            normalise(event, received_at=received_at, batch=payload, index=index)
+            normalise(event, received_at=received_at, batch=shared, index=index)
             for index, event in enumerate(batch)
         ]
     except EventError as exc:
         raise Rejected(exc.status_code, "invalid_event", str(exc)) from None
+
+
+async def _json_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 404/405 (and any HTTPException) in the ingest error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method"}.get(exc.status_code, "http_error")
+    body = orjson.dumps({"success": False, "code": code, "message": exc.detail})
+    return Response(body, exc.status_code, headers=exc.headers, media_type=JSON)
+
+
+async def _json_server_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    body = {"success": False, "code": "internal", "message": "the request failed; see the log"}
+    return Response(orjson.dumps(body), 500, media_type=JSON)
 
 
 def _is_loopback(request: Request) -> bool:

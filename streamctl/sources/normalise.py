@@ -12,12 +12,21 @@ What it does, in order:
 - identity: `userId` or `anonymousId` must be present and not empty;
 - `messageId` is assigned (uuid4) when missing, and may be at most 100 characters;
 - `receivedAt` is set (ISO 8601 UTC with milliseconds and a `Z`);
+- `timestamp`, `originalTimestamp` and `sentAt`, when present, must be ISO 8601
+  strings for a moment of years 1 to 9999 in UTC (what Python's datetime holds);
+  anything else (a number, `0001-01-01T00:00:00+01:00`, year 99999) is refused
+  naming the field, never an OverflowError;
 - `timestamp`, when absent, is `receivedAt - (sentAt - originalTimestamp)`: the
   device's clock skew is removed; without `sentAt` it is `originalTimestamp`, and
-  without either it is `receivedAt`;
+  without either it is `receivedAt`; a correction that lands outside the range is
+  refused naming `originalTimestamp`;
 - batch-level `context` and `integrations` are merged into each event (the event's
   own keys win);
-- an event larger than 32 KB (serialised) is refused.
+- an event larger than 32 KB (serialised) is refused, measured as stored: with the
+  batch's context merged in. The merge is shallow (merged events share the batch's
+  values), and the merged size is only computed when the event's own size plus the
+  batch's shared size could pass the limit, so a batch-level context costs one
+  serialisation per batch, not one per event.
 
 Every refusal is an `EventError` (HTTP 400) naming the event by messageId or index.
 """
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +51,12 @@ MAX_MESSAGE_ID = 100
 
 _CALL_TYPES = frozenset(CALL_TYPES)
 _MERGED_BATCH_KEYS = ("context", "integrations")
+TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+# The most a merged `sentAt` adds to an event: `,"sentAt":"` and the longest ISO 8601
+# text fromisoformat accepts (with microseconds and an offset with seconds) is under it.
+_SENT_AT_BYTES = 64
+# Years where an offset may carry a moment out of datetime's range in UTC.
+_EDGE_YEARS = (1, 9999)
 _NO_ID = (None, "")
 # How much longer than the JSON text it was parsed from an event can serialise: a
 # number grows the most, `1e15` is written `1000000000000000.0` (4.5 times), and the
@@ -48,11 +64,40 @@ _NO_ID = (None, "")
 _MAX_GROWTH = 5
 
 
+@dataclass(frozen=True)
+class BatchShared:
+    """What a batch body gives each of its events: `context`, `integrations` and `sentAt`.
+
+    `size` is the serialised size of the shared `context` and `integrations`: merging
+    adds at most that (plus a `sentAt`) to an event, so events whose own size leaves
+    that much room are not measured again.
+    """
+
+    merged: Mapping[str, dict[str, Any]]
+    sent_at: Any
+    size: int
+    gives: bool = False  # anything to give an event (a field, not __bool__: the hot path)
+
+    @classmethod
+    def of(cls, batch: Mapping[str, Any]) -> BatchShared:
+        merged = {k: v for k in _MERGED_BATCH_KEYS if isinstance(v := batch.get(k), dict) and v}
+        try:
+            size = len(orjson.dumps(merged)) if merged else 0
+        except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+            msg = f"the batch's context or integrations cannot be stored as JSON: {exc}"
+            raise EventError(msg) from None
+        sent_at = batch.get("sentAt")
+        return cls(merged, sent_at, size, bool(merged) or sent_at is not None)
+
+
+_NOTHING_SHARED = BatchShared({}, None, 0)
+
+
 def normalise(
     event: Event,
     *,
     received_at: datetime | None = None,
-    batch: Mapping[str, Any] | None = None,
+    batch: Mapping[str, Any] | BatchShared | None = None,
     call_type: str | None = None,
     index: int | None = None,
     text_length: int | None = None,
@@ -60,7 +105,8 @@ def normalise(
     """The event ready for the pipeline (a new dict); raises EventError (400) naming what is wrong.
 
     `received_at` defaults to now; `batch` is the enclosing `/v1/batch` body (its
-    `context` and `integrations` are merged in); `call_type` is the type implied by a
+    `context` and `integrations` are merged in), or its `BatchShared` when the caller
+    normalises many events of one batch; `call_type` is the type implied by a
     typed endpoint; `index` is the event's position in its batch, for messages;
     `text_length`: the length of the JSON text the event was parsed from, when it was
     parsed alone (an NDJSON line), which can spare measuring its size.
@@ -68,8 +114,14 @@ def normalise(
     if not isinstance(event, dict):
         msg = f"{_which(None, index)}: an event must be a JSON object, got {type(event).__name__}"
         raise EventError(msg)
-    if text_length is None or text_length * _MAX_GROWTH > MAX_EVENT_BYTES:
-        _check_size(event, index)
+    if batch is None:
+        shared = _NOTHING_SHARED
+    else:
+        shared = batch if isinstance(batch, BatchShared) else BatchShared.of(batch)
+    # The event's size, or a bound of it from its text: measured only when it could matter.
+    size = None if text_length is None else text_length * _MAX_GROWTH
+    if size is None or size + shared.size > MAX_EVENT_BYTES:
+        size = _check_size(event, index)
 
     out = dict(event)
     # The checks inline their common case (this runs for every ingested event); the
@@ -82,17 +134,31 @@ def normalise(
     message_id = out.get("messageId")
     if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID:
         out["messageId"] = _message_id(message_id, index)
-    if batch:
-        _merge_batch(out, batch)
+    if shared.gives:
+        _merge_batch(out, shared)
+        if size + shared.size + _SENT_AT_BYTES > MAX_EVENT_BYTES:
+            _check_size(out, index, merged=True)  # exact, now that it could be over
 
     moment = received_at if received_at is not None else datetime.now(UTC)
     out["receivedAt"] = received = _received_text(moment)
-    if out.get("timestamp") is None:
-        out["timestamp"] = _corrected_timestamp(out, received, moment)
+    stamp = out.get("timestamp")
+    if stamp is None:
+        out["timestamp"] = _corrected_timestamp(out, received, moment, index)
+        return out
+    # The common case inline (a valid `timestamp` alone); the helpers word refusals.
+    try:
+        valid = datetime.fromisoformat(stamp).year not in _EDGE_YEARS
+    except (TypeError, ValueError):
+        valid = False
+    if not valid or "originalTimestamp" in out or "sentAt" in out:
+        for key in TIMESTAMP_FIELDS:
+            if out.get(key) is not None:
+                _parse_field(out, key, index)
     return out
 
 
-def _check_size(event: Event, index: int | None) -> None:
+def _check_size(event: Event, index: int | None, *, merged: bool = False) -> int:
+    """The event's serialised size; EventError when over the limit or not storable."""
     try:
         size = len(orjson.dumps(event))
     except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
@@ -100,8 +166,10 @@ def _check_size(event: Event, index: int | None) -> None:
         raise EventError(msg) from None
     if size > MAX_EVENT_BYTES:
         which = _which(event.get("messageId"), index)
-        msg = f"{which}: event is {size} bytes, over the {MAX_EVENT_BYTES} byte limit"
+        what = "with the batch's context and integrations merged in, " if merged else ""
+        msg = f"{which}: {what}event is {size} bytes, over the {MAX_EVENT_BYTES} byte limit"
         raise EventError(msg)
+    return size
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -113,14 +181,22 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: Any) -> datetime | None:
-    """An ISO 8601 timestamp (a `Z` or an offset; naive means UTC), or None if it is not one."""
+    """An ISO 8601 timestamp (a `Z` or an offset; naive means UTC), or None if it is not
+    one or its moment in UTC is outside years 1-9999 (`0001-01-01T00:00:00+01:00`)."""
     if not isinstance(text, str):
         return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    if moment.year in _EDGE_YEARS:  # an offset may carry it out of range in UTC
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            return None
+    return moment
 
 
 def _which(message_id: Any, index: int | None) -> str:
@@ -169,11 +245,8 @@ def _message_id(value: Any, index: int | None) -> str:
     return text
 
 
-def _merge_batch(event: Event, batch: Mapping[str, Any]) -> None:
-    for key in _MERGED_BATCH_KEYS:
-        shared = batch.get(key)
-        if not isinstance(shared, dict) or not shared:
-            continue
+def _merge_batch(event: Event, batch: BatchShared) -> None:
+    for key, shared in batch.merged.items():
         own = event.get(key)
         if own is None:
             event[key] = dict(shared)
@@ -181,8 +254,8 @@ def _merge_batch(event: Event, batch: Mapping[str, Any]) -> None:
             event[key] = {**shared, **own}
     # Segment's and RudderStack's SDKs stamp `sentAt` once on the batch, not on each event;
     # the clock-skew correction needs it.
-    if event.get("sentAt") is None and batch.get("sentAt") is not None:
-        event["sentAt"] = batch["sentAt"]
+    if event.get("sentAt") is None and batch.sent_at is not None:
+        event["sentAt"] = batch.sent_at
 
 
 # The listener stamps a whole batch with one `received_at`: format it once.
@@ -199,22 +272,40 @@ def _received_text(received_at: datetime) -> str:
     return text
 
 
-def _corrected_timestamp(event: Event, received: str, received_at: datetime) -> str:
+def _corrected_timestamp(
+    event: Event, received: str, received_at: datetime, index: int | None
+) -> str:
     original_text = event.get("originalTimestamp")
     if original_text is None:
+        if event.get("sentAt") is not None:
+            _parse_field(event, "sentAt", index)  # unused, but still a timestamp
         return received
-    original = _parse_field(event, "originalTimestamp")
+    original = _parse_field(event, "originalTimestamp", index)
     if event.get("sentAt") is None:
         return format_timestamp(original)
-    sent = _parse_field(event, "sentAt")
+    sent = _parse_field(event, "sentAt", index)
     if received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
-    return format_timestamp(received_at - (sent - original))
+    try:
+        return format_timestamp(received_at - (sent - original))
+    except OverflowError:
+        msg = (
+            f"{_which(event.get('messageId'), index)}: originalTimestamp corrected for the "
+            f"device's clock (receivedAt - (sentAt - originalTimestamp)) is outside years 1-9999"
+        )
+        raise EventError(msg) from None
 
 
-def _parse_field(event: Event, key: str) -> datetime:
-    moment = parse_timestamp(event.get(key))
+def _parse_field(event: Event, key: str, index: int | None) -> datetime:
+    value = event.get(key)
+    moment = parse_timestamp(value)
     if moment is None:
-        msg = f"{_which(event.get('messageId'), None)}: {key} is not an ISO 8601 timestamp: {event.get(key)!r}"
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        msg = (
+            f"{_which(event.get('messageId'), index)}: {key} is not an ISO 8601 timestamp "
+            f"of years 1-9999: {shown}"
+        )
         raise EventError(msg)
     return moment

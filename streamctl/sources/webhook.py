@@ -4,8 +4,10 @@
     event = webhook_event(source, raw_body, headers, content_type)
 
 The event carries the request body under `properties.body` (JSON, form fields, or
-the text as is) and its headers under `properties.headers` (lower-case names,
-credentials and the signature left out). `event` is read from the body at the
+the text as is) and its headers under `properties.headers` (lower-case names;
+credentials left out: the signature header, Authorization, Cookie and the like, any
+header whose name says it carries a credential, and any header whose value holds a
+configured secret or write key). `event` is read from the body at the
 source's `event_name` path (a field reference, SPEC §2), falling back to the source's name. Webhooks carry no
 user identity, so `anonymousId` is `webhook:<source>`; a delivery id header
 (`Webhook-Id`, `X-GitHub-Delivery`, ...) becomes the messageId, so a redelivered
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
@@ -46,6 +48,12 @@ SENSITIVE_HEADERS = frozenset(
         "x-shopify-hmac-sha256",
     }
 )
+# Any header whose name holds one of these carries a credential (X-Gitlab-Token,
+# X-Slack-Signature, Svix-Signature, X-Api-Key, ...): not stored either.
+CREDENTIAL_NAME_PARTS = (
+    "auth", "token", "secret", "signature", "cookie", "key", "password", "session", "hmac",
+    "credential",
+)  # fmt: skip
 DELIVERY_ID_HEADERS = ("webhook-id", "x-webhook-id", "x-github-delivery", "x-request-id")
 SIGNATURE_PREFIX = "sha256="
 
@@ -74,15 +82,22 @@ def verify_signature(raw_body: bytes, headers: Mapping[str, str], source: Source
 
 
 def webhook_event(
-    source: SourceConfig, raw_body: bytes, headers: Mapping[str, str], content_type: str = ""
+    source: SourceConfig,
+    raw_body: bytes,
+    headers: Mapping[str, str],
+    content_type: str = "",
+    secrets: Collection[str] = (),
 ) -> Event:
-    """The `track` event for one webhook request (not yet normalised)."""
+    """The `track` event for one webhook request (not yet normalised).
+
+    `secrets`: every secret of the configuration (webhook secrets, write keys); a
+    header whose value holds one is not stored."""
     body = parse_body(raw_body, content_type)
     event: Event = {
         "type": "track",
         "event": _event_name(source, body),
         "anonymousId": f"webhook:{source.name}",
-        "properties": {"body": body, "headers": stored_headers(headers, source)},
+        "properties": {"body": body, "headers": stored_headers(headers, source, secrets)},
         "context": {"library": {"name": "streamctl-webhook"}, "source": source.name},
     }
     delivery_id = next((headers[h] for h in DELIVERY_ID_HEADERS if headers.get(h)), None)
@@ -107,12 +122,19 @@ def parse_body(raw_body: bytes, content_type: str) -> Any:
         return raw_body.decode("utf-8", "replace")
 
 
-def stored_headers(headers: Mapping[str, str], source: SourceConfig) -> dict[str, str]:
+def stored_headers(
+    headers: Mapping[str, str], source: SourceConfig, secrets: Collection[str] = ()
+) -> dict[str, str]:
+    """The headers kept in the event: none that carries a credential."""
     signature = source.signature_header.lower()
+    secrets = [s for s in (*secrets, source.secret) if s]
     return {
         name: value
         for name, value in headers.items()
-        if name not in SENSITIVE_HEADERS and name != signature
+        if name not in SENSITIVE_HEADERS
+        and name != signature
+        and not any(part in name for part in CREDENTIAL_NAME_PARTS)
+        and not any(secret in value for secret in secrets)
     }
 
 
