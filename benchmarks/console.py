@@ -36,9 +36,9 @@ import uvicorn
 
 from streamctl.config.loader import load_project
 from streamctl.console import Console, ConsoleAccess, ConsoleSource
-from streamctl.pipeline.outcomes import STAGE_OF, Status
-from streamctl.store import AttemptRecord, Store
-from streamctl.store.encoded import EncodedResults
+from streamctl.core.outcomes import STAGE_OF, Status
+from streamctl.core.rows import AttemptRecord, DecisionRow, EncodedResults, EventRow
+from streamctl.store import SqliteStore
 from streamctl.store.rollups import aggregate, refresh
 
 SYNCS = ("web-to-crm", "web-to-ads", "web-to-warehouse")
@@ -89,7 +89,7 @@ def build_store(path: Path, events: int, now: float) -> None:
     batches = max(1, events // BATCH)
     step = WEEK / batches
     rng = random.Random(7)
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         for b in range(batches):
             at = now - WEEK + b * step
             _record_batch(store, b * BATCH, at, rng)
@@ -97,7 +97,7 @@ def build_store(path: Path, events: int, now: float) -> None:
                 print(f"  {b * BATCH:,} events written", file=sys.stderr)
 
 
-def _record_batch(store: Store, first: int, at: float, rng: random.Random) -> None:
+def _record_batch(store: SqliteStore, first: int, at: float, rng: random.Random) -> None:
     encoded = EncodedResults("web")
     finals: list[Status] = []
     for k in range(BATCH):
@@ -105,13 +105,13 @@ def _record_batch(store: Store, first: int, at: float, rng: random.Random) -> No
         message_id = f"m-{i:08d}"
         event = {"type": "track", "event": "Order Completed", "userId": f"u{i % 5000}",
                  "messageId": message_id, "properties": {"total": i % 97}}  # fmt: skip
-        encoded.events.append((message_id, orjson.dumps(event).decode(), None))
+        encoded.events.append(EventRow(message_id, orjson.dumps(event).decode(), None))
         final = status_of(i)
         recorded = Status.PENDING if final in _SENT else final
         error = "field event is missing" if final is Status.MAPPING_ERROR else None
         payload = orjson.dumps({"message_id": message_id}).decode() if final in _SENT else None
         encoded.decisions.append(
-            (k, message_id, SYNCS[i % 3], "custom" if final is not Status.FILTERED else None,
+            DecisionRow(k, message_id, SYNCS[i % 3], "custom" if final is not Status.FILTERED else None,
              recorded.value, STAGE_OF[recorded].value, error, f"u{i % 5000}", payload)
         )  # fmt: skip
         finals.append(final)
@@ -163,7 +163,7 @@ def serve(project_root: Path, store_path: Path) -> tuple[str, uvicorn.Server]:
 
 
 def pages(store_path: Path) -> list[tuple[str, str]]:
-    with Store.open(store_path, readonly=True) as store:
+    with SqliteStore.open(store_path, readonly=True) as store:
         archived = store.conn.execute(
             "SELECT id, message_id FROM deliveries WHERE status = 'archived' ORDER BY id DESC LIMIT 1"
         ).fetchone()
@@ -213,7 +213,7 @@ def main() -> None:
         print(f"store of {args.events:,} events built in {time.perf_counter() - started:.0f} s")
     if args.store:
         (work / "streamctl.yaml").write_text(PROJECT.replace("state.db", str(store_path)))
-    with Store.open(store_path) as store:
+    with SqliteStore.open(store_path) as store:
         counts = {t: store.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                   for t in ("events", "deliveries", "attempts")}  # fmt: skip
         started = time.perf_counter()

@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import EventTypeSpec, FieldSpec, MappedEvent
-from streamctl.errors import MappingError
 from streamctl.filters import Predicate, compile_filter
 from streamctl.mappings import CompiledMapping, SyncVars, compile_mapping
 

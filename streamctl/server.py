@@ -38,21 +38,22 @@ from starlette.types import ASGIApp
 from watchfiles import Change, awatch
 
 from streamctl.config.loader import check_project
-from streamctl.config.model import Project
-from streamctl.errors import StreamctlError
-from streamctl.events import Event
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.errors import StreamctlError
+from streamctl.core.events import Event
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.model import Project
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
-from streamctl.store import Store
-from streamctl.store.sqlite_queue import DEFAULT_MAX_DEPTH
+from streamctl.store import SqliteStore, Store
+from streamctl.store.queue import EventQueue, QueuedEvent
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
     from streamctl.console import Console
+    from streamctl.delivery import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ class DeliveryRuntime(Protocol):
 
     async def stop(self) -> None:
         """Stop workers after recording what they were doing."""
+
+    def notify(self) -> None:
+        """Events were appended to the ingest queue: claim them now."""
+
+    async def reload(self, project: Project) -> None:
+        """Deliver for this project from now on (`watch`)."""
 
 
 RuntimeFactory = Callable[[Project, Store], DeliveryRuntime]
@@ -142,14 +149,12 @@ class Instance:
         return None
 
     def _probe_store(self) -> None:
-        with self.store.transaction():
-            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
+        self.store.check_writable()
 
     def _committed(self, source: str, events: Sequence[Event]) -> None:
         FEED.publish_received(source, events)
-        notify = getattr(self.runtime, "notify", None)
-        if notify is not None:
-            notify()
+        if self.runtime is not None:
+            self.runtime.notify()
 
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
@@ -159,11 +164,8 @@ class Instance:
                 "streamctl: the store path and listen address change only on restart",
                 file=self.err,
             )
-        reload_runtime = getattr(self.runtime, "reload", None)
-        if reload_runtime is not None:
-            result = reload_runtime(project)
-            if asyncio.iscoroutine(result):
-                await result
+        if self.runtime is not None:
+            await self.runtime.reload(project)
         self._project = project
         self.reloads += 1
 
@@ -205,7 +207,7 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
-    store = Store.open(store_path(project))
+    store = SqliteStore.open(project.store_file)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
@@ -258,18 +260,13 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def store_path(project: Project) -> Path:
-    """The store file: `store:` of streamctl.yaml is relative to the project folder."""
-    return project.root / project.store_path
-
-
 def _console(instance: Instance, options: ServeOptions) -> Console:
     """The web console on the listener's port, reading the project as reloads leave it."""
     from streamctl.console import Console, ConsoleAccess, ConsoleSource  # only when served
 
     project = instance.project
     host = options.host or project.listen.host
-    source = ConsoleSource(lambda: instance.project, store_path(project), live=True)
+    source = ConsoleSource(lambda: instance.project, project.store_file, live=True)
     access = ConsoleAccess.for_project(project, host)
     if access.bound_beyond_loopback and access.token is None:
         print(
@@ -369,7 +366,7 @@ class RunDelivery:
     ) -> None:
         self.store = store
         self.project = project
-        self.runtime: Any = None
+        self.runtime: Runtime | None = None
         self.observer = DeliveryObserver()  # outlives reloads: attempts of old deliveries too
         self._saturated = yield_to_ingest
         queue = store.queue
@@ -396,28 +393,44 @@ class RunDelivery:
 
     async def reload(self, project: Project) -> None:
         await self.stop()
-        _rewind(self.store.queue)
+        # Events the stopped processor claimed but did not record are still in the queue:
+        # the next processor claims them again.
+        self.store.queue.rewind()
         self.project = project
         await self.start()
 
 
 class IngestFirstQueue:
-    """The ingest queue as the delivery processor sees it: no claims while ingest is saturated.
+    """The ingest queue as the delivery processor sees it: no claims while ingest is
+    saturated; every other operation is the wrapped queue's."""
 
-    Everything else (ack, depth, forget, ...) is the wrapped queue's.
-    """
-
-    def __init__(self, queue: Any, saturated: Callable[[], bool]) -> None:
+    def __init__(self, queue: EventQueue, saturated: Callable[[], bool]) -> None:
         self._queue = queue
         self._saturated = saturated
 
-    def claim(self, limit: int) -> Any:
+    @property
+    def max_depth(self) -> int:
+        return self._queue.max_depth
+
+    def claim(self, limit: int) -> list[QueuedEvent]:
         if self._saturated():
             return []
         return self._queue.claim(limit)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._queue, name)
+    def append(self, source: str, events: Sequence[Event]) -> None:
+        self._queue.append(source, events)
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        self._queue.append_many(groups)
+
+    def ack(self, ids: Sequence[int]) -> None:
+        self._queue.ack(ids)
+
+    def rewind(self) -> None:
+        self._queue.rewind()
+
+    def depth(self) -> int:
+        return self._queue.depth()
 
 
 def _ingest_first(
@@ -427,8 +440,8 @@ def _ingest_first(
     delivery must go on or the listener would soon refuse everything)."""
     if threshold is None:
         return None
-    queue: Any = committer.queue
-    half = getattr(queue, "max_depth", DEFAULT_MAX_DEPTH) // 2
+    queue = committer.queue
+    half = queue.max_depth // 2
     rate = committer.ingest_rate
 
     def saturated() -> bool:
@@ -439,14 +452,6 @@ def _ingest_first(
         return busy and queue.depth() < half
 
     return saturated
-
-
-def _rewind(queue: Any) -> None:
-    """Let the next processor claim again every event not yet acknowledged: events the
-    stopped processor claimed but did not record are still in the queue."""
-    rewind = getattr(queue, "rewind", None)  # queues without a claim cursor need nothing
-    if rewind is not None:
-        rewind()
 
 
 async def run_alerts(instance: Instance) -> None:
@@ -461,10 +466,11 @@ async def run_alerts(instance: Instance) -> None:
         return
     import httpx
 
-    from streamctl.monitoring.alerts import AlertEvaluator, AlertStateStore
-    from streamctl.monitoring.store_metrics import StoreMetrics
+    from streamctl.monitoring.alerts import AlertEvaluator
+    from streamctl.store.alert_state import AlertStateStore
+    from streamctl.store.metrics import StoreMetrics
 
-    path = store_path(instance.project)
+    path = instance.project.store_file
     readings, state = StoreMetrics.open(path), AlertStateStore(path)
     try:
         async with httpx.AsyncClient() as client:

@@ -33,11 +33,11 @@ from typing import Any
 import orjson
 
 from streamctl.config.documents import Document, parse_document
-from streamctl.config.model import Project
-from streamctl.config.schema import check_structure, is_clean, suggest
-from streamctl.errors import ConfigError, EventError, Problem, StreamctlError
-from streamctl.pipeline.outcomes import Decision, Status
-from streamctl.sources.normalise import parse_timestamp
+from streamctl.config.schema import check_structure, is_clean
+from streamctl.core.errors import ConfigError, EventError, Problem, StreamctlError, suggest
+from streamctl.core.model import Project
+from streamctl.core.outcomes import Decision, Status
+from streamctl.core.timestamps import parse_iso
 from streamctl.testing import RECEIVED_AT, run_sync
 
 TESTS_FOLDER = "tests"
@@ -106,7 +106,7 @@ def load_sync_tests(project: Project, env: Mapping[str, str] | None = None) -> l
 
 def run_sync_test(project: Project, test: SyncTest) -> TestResult:
     """Run one test's events through its sync and compare every decision with the expectation."""
-    moment = parse_timestamp(test.received_at) if test.received_at else RECEIVED_AT
+    moment = parse_iso(test.received_at) if test.received_at else RECEIVED_AT
     try:
         decisions = run_sync(project, test.sync, test.given, received_at=moment)
     except EventError as exc:
@@ -164,7 +164,7 @@ def _tests_of(
             )
             continue
         received_at = entry.get("received_at")
-        if received_at is not None and parse_timestamp(received_at) is None:
+        if received_at is not None and parse_iso(received_at) is None:
             problems.append(
                 doc.problem((*path, "received_at"), f"not an ISO 8601 timestamp: {received_at!r}")
             )

@@ -31,12 +31,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streamctl.config.model import Project
+from streamctl.core.errors import UsageError
+from streamctl.core.events import Event
+from streamctl.core.model import Project
+from streamctl.core.outcomes import Decision, EventResult
 from streamctl.destinations.base import Destination
 from streamctl.destinations.registry import create
-from streamctl.errors import UsageError
-from streamctl.events import Event
-from streamctl.pipeline.outcomes import Decision, EventResult
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.normalise import normalise
 

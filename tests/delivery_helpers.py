@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.events import Event
+from streamctl.core.model import Project
 from streamctl.delivery.runtime import Runtime
-from streamctl.events import Event
 from streamctl.sources.normalise import normalise
-from streamctl.store.db import Store, store_path
+from streamctl.store import SqliteStore
 
 FAST_DELIVERY = {
     "backoff": {"initial": "50ms", "max": "200ms"},
@@ -95,7 +95,7 @@ def deliver(
     project = load_project(root)
 
     async def main() -> None:
-        store = Store.for_project(project)
+        store = SqliteStore.for_project(project)
         try:
             async with Runtime(project, store, syncs=syncs) as runtime:
                 await runtime.submit("web", list(events))
@@ -110,7 +110,7 @@ def deliver(
 
 def rows(root: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     project = load_project(root)
-    with sqlite3.connect(store_path(project)) as conn:
+    with sqlite3.connect(project.store_file) as conn:
         return conn.execute(sql, list(params)).fetchall()
 
 

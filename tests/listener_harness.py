@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from streamctl.config.loader import load_project
-from streamctl.server import Running, ServeOptions, serve, store_path
+from streamctl.server import Running, ServeOptions, serve
 from streamctl.sources.group_commit import CommitLimits
 from streamctl.sources.http_protocol import ConnectionLimits
 
@@ -148,7 +148,7 @@ class ListenerThread:
 
     @property
     def store_path(self) -> Path:
-        return store_path(self.project)
+        return self.project.store_file
 
     def queued(self) -> list[tuple[str, dict[str, Any]]]:
         return queued_events(self.store_path)

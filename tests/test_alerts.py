@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamctl.config.model import (
+from streamctl.core.model import (
     AlertChannel,
     AlertRule,
     AlertsConfig,
@@ -22,12 +22,12 @@ from streamctl.config.model import (
 )
 from streamctl.monitoring.alerts import (
     AlertEvaluator,
-    AlertStateStore,
     NotifyPolicy,
     is_firing,
     measure,
     next_state,
 )
+from streamctl.store.alert_state import AlertStateStore
 from tests.fakes.http import FakeServer, Reply
 from tests.fakes.metrics import RecordedMetrics
 from tests.fakes.smtp import FakeSMTP

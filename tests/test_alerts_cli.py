@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from streamctl.store import Store
+from streamctl.store import SqliteStore
 from tests.fakes.http import FakeServer, Reply
 from tests.fakes.traffic import Traffic
 
@@ -89,7 +89,7 @@ def test_check_exits_1_only_while_a_critical_rule_fires_and_notifies_each_transi
         FakeServer(lambda _r: Reply(202, {"status": "success"})) as pager,
     ):
         write_project(tmp_path, slack.url, hook.url, pager.url)
-        store = Store.open(tmp_path / "state.db", synchronous="NORMAL")
+        store = SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL")
         traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
 
         def attempts(count: int, ok: bool) -> None:
@@ -136,7 +136,7 @@ def test_check_reports_a_channel_that_failed_and_list_shows_it(tmp_path: Path, e
         FakeServer(lambda _r: Reply(400, {"status": "invalid event"})) as pager,
     ):
         write_project(tmp_path, slack.url, hook.url, pager.url)
-        with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+        with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
             traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
             traffic.attempt(traffic.receive(3, at=time.time()), ok=False, at=time.time())
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from streamctl.monitoring.alerts import AlertStateStore, NotificationRecord
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.pipeline.outcomes import Status
-from streamctl.store import Store
+from streamctl.core.outcomes import Status
+from streamctl.store import SqliteStore
+from streamctl.store.alert_state import AlertStateStore, NotificationRecord
+from streamctl.store.metrics import StoreMetrics
+from streamctl.store.schema import SCHEMA_VERSION
 from tests.fakes.traffic import Traffic
 
 T0 = 1_800_000_000.0  # a minute boundary
@@ -17,11 +19,11 @@ T0 = 1_800_000_000.0  # a minute boundary
 
 @pytest.fixture
 def store(tmp_path: Path):
-    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         yield store
 
 
-def test_windowed_counts_come_from_attempts_deliveries_and_events(store: Store) -> None:
+def test_windowed_counts_come_from_attempts_deliveries_and_events(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     pending = traffic.receive(4, at=T0)
     traffic.attempt(pending, ok=False, at=T0 + 10, latency_ms=500)
@@ -44,7 +46,7 @@ def test_windowed_counts_come_from_attempts_deliveries_and_events(store: Store) 
     assert metrics.latency_p95("other", T0, T0 + 60) is None
 
 
-def test_counters_for_top_count_since_an_instant_and_gauges_now(store: Store) -> None:
+def test_counters_for_top_count_since_an_instant_and_gauges_now(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     pending = traffic.receive(5, at=T0)
     traffic.receive(2, at=T0, status=Status.FILTERED)
@@ -58,7 +60,7 @@ def test_counters_for_top_count_since_an_instant_and_gauges_now(store: Store) ->
     assert (counters.retrying, counters.queued) == (2, 3)
 
 
-def test_minute_buckets_hold_volume_and_errors_with_empty_minutes(store: Store) -> None:
+def test_minute_buckets_hold_volume_and_errors_with_empty_minutes(store: SqliteStore) -> None:
     traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
     first = traffic.receive(3, at=T0 + 5)
     traffic.attempt(first, ok=True, at=T0 + 6)
@@ -78,11 +80,31 @@ def test_open_creates_a_missing_store_and_reads_an_existing_one_readonly(tmp_pat
     assert created.received_count("web", 0, T0) == 0
     created.close()
 
-    with Store.open(path) as writer:
+    with SqliteStore.open(path) as writer:
         Traffic(writer, source="web", sync="s", destination="d").receive(2, at=T0)
     reader = StoreMetrics.open(path)
     assert reader.store.readonly and reader.received_count("web", 0, T0 + 1) == 2
     reader.close()
+
+
+def test_alert_tables_come_from_the_migrations_and_old_ones_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as old:  # as the evaluator created them before migration 7
+        old.execute(
+            "CREATE TABLE alert_state (rule TEXT NOT NULL, sync TEXT NOT NULL, firing INTEGER"
+            " NOT NULL, since REAL, value REAL, evaluated_at REAL NOT NULL, changed_at REAL"
+            " NOT NULL, notified_at REAL, PRIMARY KEY (rule, sync))"
+        )
+        old.execute("INSERT INTO alert_state VALUES ('r', 's', 1, 1.0, 2.0, 3.0, 4.0, NULL)")
+    old.close()
+
+    state = AlertStateStore(path)
+
+    assert state.states()[("r", "s")].firing
+    with SqliteStore.open(path, readonly=True) as store:
+        assert store.row("SELECT version FROM schema_version")[0] == SCHEMA_VERSION
+        assert store.row("SELECT name FROM sqlite_master WHERE name = 'alert_notifications'")
+    state.close()
 
 
 def test_a_file_holding_only_alert_state_gets_the_store_tables(tmp_path: Path) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from streamctl.config.model import AlertChannel
-from streamctl.errors import ConfigError
-from streamctl.monitoring.channels import (
+from streamctl.channels import (
     AlertNotice,
     ChannelError,
     build_channel,
-    format_duration,
 )
+from streamctl.core.errors import ConfigError
+from streamctl.core.model import AlertChannel
+from streamctl.core.units import format_duration
 from tests.fakes.http import FakeServer, Reply
 from tests.fakes.smtp import FakeSMTP
 

@@ -6,7 +6,7 @@ import pytest
 
 from streamctl.config.documents import parse_document
 from streamctl.config.interpolate import interpolate
-from streamctl.config.units import parse_duration, parse_rate
+from streamctl.core.units import parse_duration, parse_rate
 
 TEXT = """\
 name: purchases

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from streamctl.config.loader import check_project, load_project
+from streamctl.core.errors import ConfigError
 from streamctl.destinations.registry import CATALOG
-from streamctl.errors import ConfigError
 from tests.fakes.acme import AcmeDestination
 
 REPO = Path(__file__).resolve().parent.parent
@@ -341,3 +341,16 @@ def test_syncs_that_disagree_on_webhook_batching_are_an_error(project_dir):
         "(a JSON array body) but single send one object per request: use the same batch_size, "
         "or set array_body on the destination"
     ]
+
+
+def test_the_shipped_schema_lists_the_channel_types_and_keys_of_the_one_table() -> None:
+    import json
+    from importlib import resources
+
+    from streamctl.channels import CHANNELS
+
+    text = resources.files("streamctl.config.schemas").joinpath("streamctl.schema.json").read_text()
+    channel = json.loads(text)["definitions"]["channel"]
+    assert sorted(channel["properties"]["type"]["enum"]) == sorted(CHANNELS)
+    keys = {k for kind in CHANNELS.values() for k in kind.required | kind.optional}
+    assert set(channel["properties"]) == keys | {"type"}

@@ -48,7 +48,7 @@ def test_errors_reaching_the_cli_handler_are_redacted_with_loaded_secrets(tmp_pa
 
     from streamctl.cli.main import StreamctlGroup
     from streamctl.config.loader import load_project
-    from streamctl.errors import DeliveryError
+    from streamctl.core.errors import DeliveryError
     from tests.secret_leaks import SECRET, assert_not_leaked
 
     (tmp_path / "streamctl.yaml").write_text(

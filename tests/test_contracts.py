@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from streamctl.contracts import compile_contract
-from streamctl.errors import SpecError
+from streamctl.core.errors import SpecError
 
 WEB = yaml.safe_load(
     """

@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 
 from streamctl.config.loader import load_project
+from streamctl.core.rows import PendingDelivery
 from streamctl.delivery.policy import AdaptiveRate, RetryPolicy
 from streamctl.delivery.runtime import Runtime
-from streamctl.store.db import PendingDelivery, Store
+from streamctl.store import SqliteStore
 from tests.delivery_helpers import deliver, make_events, received_ns, rows, statuses, write_project
 from tests.fakes.http import FakeServer, Received, Reply
 
@@ -117,15 +118,15 @@ def test_a_hanging_destination_does_not_delay_a_healthy_one(tmp_path):
         project = load_project(root)
 
         async def main() -> tuple[int, int]:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             async with Runtime(project, store) as runtime:
                 await runtime.submit("web", make_events(60))
-                fast_lane = runtime.engine.lanes["to-fast"]
-                while not fast_lane.idle:
+                deadline = time.monotonic() + 30
+                while runtime.waiting()["to-fast"] and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
                 # The healthy destination got everything while the other still hangs.
-                fast_done = runtime.engine.counts["to-fast"]["delivered"]
-                slow_done = runtime.engine.counts["to-slow"]["delivered"]
+                fast_done = runtime.delivery_counts()["to-fast"]["delivered"]
+                slow_done = runtime.delivery_counts()["to-slow"]["delivered"]
                 release.set()
                 await runtime.drain(30)
             store.close()
@@ -235,7 +236,7 @@ def test_pending_deliveries_resume_after_a_restart(tmp_path):
         project = load_project(root)
 
         async def first_run() -> None:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             async with Runtime(project, store) as runtime:
                 await runtime.submit("web", make_events(20))
                 while len(server.requests) < 3:
@@ -274,6 +275,15 @@ def test_retry_policy_never_waits_less_than_retry_after_nor_initial():
     assert policy.gives_up(5, created_at=0.0, next_at=1.0) is not None
     assert policy.gives_up(1, created_at=0.0, next_at=61.0) is not None
     assert policy.gives_up(1, created_at=0.0, next_at=10.0) is None
+
+
+def test_backoff_is_full_jitter_under_a_doubling_ceiling():
+    policy = RetryPolicy(initial=0.5, max=4.0, max_attempts=5, max_age=60.0)
+    for attempts, ceiling in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (9, 4.0), (5000, 4.0)):
+        waits = [policy.backoff(attempts) for _ in range(400)]
+        assert all(0.5 <= w <= ceiling for w in waits)
+    third = [policy.backoff(3) for _ in range(400)]
+    assert max(third) > 1.5 and len(set(third)) > 200  # spread over the range, not fixed
 
 
 def test_adaptive_rate_halves_on_429_and_recovers_to_the_ceiling():
@@ -319,7 +329,7 @@ def test_the_processor_claims_from_the_ingest_queue_records_and_acks(tmp_path):
         project = load_project(root)
 
         async def main() -> int:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             store.queue.append("web", make_events(25))
             async with Runtime(project, store) as runtime:
                 runtime.process_queue(store.queue)
@@ -338,7 +348,7 @@ def test_an_offer_fills_a_lane_only_up_to_its_window_and_leaves_the_rest_to_the_
     async def main(url: str) -> None:
         root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": url})
         project = load_project(root)
-        store = Store.for_project(project)
+        store = SqliteStore.for_project(project)
         async with Runtime(project, store, lane_capacity=8) as runtime:
             assert await runtime.drain(5)  # the empty store read back: the lane is not spilled
             lane = runtime.engine.lanes["orders"]
@@ -366,7 +376,7 @@ def test_a_lane_over_its_memory_window_reads_the_rest_back_from_the_store(tmp_pa
         project = load_project(root)
 
         async def main() -> None:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             async with Runtime(project, store, lane_capacity=8) as runtime:
                 for start in range(0, 200, 40):
                     await runtime.submit("web", make_events(40, start=start), pace=False)

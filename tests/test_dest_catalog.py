@@ -156,9 +156,9 @@ def test_destinations_list_shows_the_eleven_catalog_types():
 
 @pytest.mark.parametrize(("type_name", "region"), [("amplitude", "EU"), ("mixpanel", "de")])
 def test_an_unknown_region_stops_the_destination_with_its_location(type_name, region):
-    from streamctl.config.model import DestinationConfig, Location
+    from streamctl.core.errors import ConfigError
+    from streamctl.core.model import DestinationConfig, Location
     from streamctl.destinations.registry import create
-    from streamctl.errors import ConfigError
 
     config = DestinationConfig(
         "dest",

@@ -11,9 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.ga4 import GA4Destination
-from streamctl.errors import MappingError
 from tests.fakes.vendors_b import FakeGA4
 
 CONFIG = {"measurement_id": "G-TEST123", "api_secret": "s3cr3t"}

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.hubspot import HubSpotDestination
-from streamctl.errors import MappingError
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeHubSpot
-from tests.test_dest_replay_a import outcomes, replay, track, write_project
+from tests.replay_helpers import outcomes, replay, track, write_project
 
 TOKEN = "pat-na1-test-token"
 EVENT = {"messageId": "m-1", "userId": "u1", "timestamp": "2026-11-26T12:00:00Z"}

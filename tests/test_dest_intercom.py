@@ -12,7 +12,7 @@ from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.intercom import IntercomDestination
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeIntercom
-from tests.test_dest_replay_a import outcomes, replay, track, write_project
+from tests.replay_helpers import outcomes, replay, track, write_project
 
 TOKEN = "intercom-test-token"
 EVENT = {"messageId": "m-1", "userId": "u1", "timestamp": "2026-11-26T12:00:00Z"}

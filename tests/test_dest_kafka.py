@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer
 
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.kafka import KafkaDestination
+from tests.replay_helpers import outcomes, replay, track, write_project
 from tests.services import free_port, start_tansu, stop
 from tests.test_dest_examples_a import copy_example, example_events
-from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
+from streamctl.core.errors import MappingError
 from streamctl.destinations.base import ItemStatus, MappedEvent
 from streamctl.destinations.linkedin import LinkedInDestination
-from streamctl.errors import MappingError
 from tests.fakes.vendors_a import send_batch, serve
 from tests.fakes.vendors_c import FakeLinkedIn
+from tests.replay_helpers import outcomes, replay, track, write_project
 from tests.test_dest_examples_a import copy_example
-from tests.test_dest_replay_a import outcomes, replay, track, write_project
 
 TOKEN = "AQV-linkedin-oauth-token"
 EVENT = {"messageId": "m-1", "userId": "u1"}

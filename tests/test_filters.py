@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from streamctl.errors import SpecError
+from streamctl.core.errors import SpecError
 from streamctl.filters import OPS, compile_filter
 from streamctl.filters.equality import json_equal, make_membership
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamctl.config.model import FunctionRef
-from streamctl.errors import FunctionError
+from streamctl.core.errors import FunctionError
+from streamctl.core.model import FunctionRef
 from streamctl.functions import check_function, close_functions, run_function
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from streamctl.config.model import DestinationConfig
+from streamctl.core.model import DestinationConfig
 from streamctl.destinations.base import BatchResult, Destination, ItemStatus, MappedEvent, Payload
 from streamctl.destinations.console import ConsoleDestination
 from streamctl.destinations.file import FileDestination

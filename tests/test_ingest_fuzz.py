@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamctl.events import CALL_TYPES
+from streamctl.core.events import CALL_TYPES
 from streamctl.sources.http_protocol import ConnectionLimits
 from tests.listener_harness import WEB_KEY, ListenerThread, write_project
 from tests.test_http_protocol import address, read_until_closed, responses

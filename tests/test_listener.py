@@ -30,6 +30,12 @@ class IdleRuntime:
     async def stop(self) -> None:
         pass
 
+    def notify(self) -> None:
+        pass
+
+    async def reload(self, project) -> None:
+        pass
+
 
 def idle_runtime(project, store):
     return IdleRuntime()

@@ -7,16 +7,16 @@ import threading
 
 import pytest
 
-from streamctl.errors import StoreError
+from streamctl.core.errors import StoreError
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
-from streamctl.store import Store
+from streamctl.store import SqliteStore
 from streamctl.store.queue import Overloaded
 
 
 class RecordingQueue:
     """Wraps the real SQLite queue and remembers each transaction (append_many call)."""
 
-    def __init__(self, store: Store, fail: Exception | None = None) -> None:
+    def __init__(self, store: SqliteStore, fail: Exception | None = None) -> None:
         self.inner = store.queue
         self.fail = fail
         self.transactions: list[int] = []
@@ -47,7 +47,7 @@ def events(n: int, prefix: str) -> list[dict]:
 
 @pytest.fixture
 def store(tmp_path):
-    with Store.open(tmp_path / "state.db") as opened:
+    with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 

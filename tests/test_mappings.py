@@ -7,8 +7,8 @@ import copy
 
 import pytest
 
+from streamctl.core.errors import MappingError, SpecError
 from streamctl.destinations.base import EventTypeSpec, FieldSpec, MappedEvent
-from streamctl.errors import MappingError, SpecError
 from streamctl.mappings import SyncVars, compile_mapping, is_json_type, json_type_of
 
 SYNC = SyncVars("purchases-to-braze", "web", "braze-prod")

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from streamctl.errors import EventError
+from streamctl.core.errors import EventError
+from streamctl.core.timestamps import format_timestamp
 from streamctl.sources.ndjson import parse_lines
-from streamctl.sources.normalise import MAX_EVENT_BYTES, format_timestamp, normalise
+from streamctl.sources.normalise import MAX_EVENT_BYTES, normalise
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

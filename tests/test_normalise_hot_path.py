@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamctl.errors import EventError
+from streamctl.core.errors import EventError
 from streamctl.sources.normalise import normalise
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

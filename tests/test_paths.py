@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamctl.errors import SpecError
+from streamctl.core.errors import SpecError
 from streamctl.mappings.paths import ABSENT, compile_path, format_path, parse_path
 
 EVENT = {

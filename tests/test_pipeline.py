@@ -5,14 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from streamctl.config.model import (
+from streamctl.contracts import compile_contract
+from streamctl.core.errors import UsageError
+from streamctl.core.model import (
     EventTypeRule,
     FunctionRef,
     Project,
     SourceConfig,
     SyncConfig,
 )
-from streamctl.contracts import compile_contract
+from streamctl.core.outcomes import Status
 from streamctl.destinations.base import (
     CatalogEntry,
     Destination,
@@ -21,11 +23,9 @@ from streamctl.destinations.base import (
     HttpRequest,
     Payload,
 )
-from streamctl.errors import UsageError
 from streamctl.filters import compile_filter
 from streamctl.functions import close_functions
 from streamctl.mappings import SyncVars, compile_mapping
-from streamctl.pipeline.outcomes import Status
 from streamctl.pipeline.process import Origins, Pipeline
 
 PURCHASE = EventTypeSpec(

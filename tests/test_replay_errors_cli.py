@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from streamctl.cli.main import app
 from streamctl.config.loader import load_project
 from streamctl.delivery.replay import replay_file
-from streamctl.store.db import Store
+from streamctl.store import SqliteStore
 from tests.delivery_helpers import deliver, make_events, received_ns, rows, statuses, write_project
 from tests.fakes.http import FakeServer, Received, Reply
 
@@ -395,7 +395,7 @@ def test_replay_file_starts_its_own_workers_from_a_fork_server(tmp_path):
         bad = {20: "{", 160: "[1]", 300: "null"}
         events_file = write_ndjson(tmp_path / "events.ndjson", raw_events(300), bad)
         project = load_project(root)
-        with Store.for_project(project) as store:
+        with SqliteStore.for_project(project) as store:
             report = asyncio.run(
                 replay_file(project, events_file, source="web", store=store, workers=2, chunk_size=50)
             )

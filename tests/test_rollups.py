@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streamctl.pipeline.outcomes import STAGE_OF, Status
-from streamctl.store import AttemptRecord, Store, rollups
-from streamctl.store.encoded import EncodedResults
+from streamctl.core.outcomes import STAGE_OF, Status
+from streamctl.core.rows import AttemptRecord, DecisionRow, EncodedResults, EventRow
+from streamctl.store import SqliteStore, rollups
 from streamctl.store.rollups import (
     LATENCY_BINS,
     SETTLE,
@@ -24,17 +24,17 @@ NOW = 1_800_000_000.0  # a fixed clock, minute-aligned
 DAY = 86400
 
 
-def record(store: Store, at: float, sync: str, statuses: list[Status], latency: float) -> None:
+def record(store: SqliteStore, at: float, sync: str, statuses: list[Status], latency: float) -> None:
     """One batch at `at`: an event per status; sent ones get one attempt of `latency` ms."""
     encoded = EncodedResults("web")
     for k, final in enumerate(statuses):
         message_id = f"{sync}-{at}-{k}"
-        encoded.events.append((message_id, orjson.dumps({"messageId": message_id}).decode(), None))
+        encoded.events.append(EventRow(message_id, orjson.dumps({"messageId": message_id}).decode(), None))
         sent = final in (Status.DELIVERED, Status.ARCHIVED)
         recorded = Status.PENDING if sent else final
         payload = "{}" if sent else None
         encoded.decisions.append(
-            (k, message_id, sync, "custom", recorded.value, STAGE_OF[recorded].value, None, "u",
+            DecisionRow(k, message_id, sync, "custom", recorded.value, STAGE_OF[recorded].value, None, "u",
              payload)
         )  # fmt: skip
     result = store.record_encoded(encoded, destinations={sync: "hook"}, now=at)
@@ -53,7 +53,7 @@ def record(store: Store, at: float, sync: str, statuses: list[Status], latency: 
 
 @pytest.fixture
 def store(tmp_path):
-    with Store.open(tmp_path / "state.db") as opened:
+    with SqliteStore.open(tmp_path / "state.db") as opened:
         for hours_ago in (30, 20, 5, 2):  # before and inside the day, rolled up
             at = NOW - hours_ago * 3600 + 17
             record(store=opened, at=at, sync="a", statuses=[Status.DELIVERED] * 3, latency=40)
@@ -62,7 +62,7 @@ def store(tmp_path):
         yield opened
 
 
-def raw_totals(store: Store, since: float) -> dict[tuple[str, str], int]:
+def raw_totals(store: SqliteStore, since: float) -> dict[tuple[str, str], int]:
     totals: dict[tuple[str, str], int] = {}
     for _start, sync, metric, n in aggregate(store, since, NOW + 1, 600):
         totals[(sync, metric)] = totals.get((sync, metric), 0) + n
@@ -96,7 +96,7 @@ def test_a_refresher_that_was_overtaken_discards_its_work(store, tmp_path, monke
     def overtaken(*args):  # while this refresher reads, a second console finishes first
         rows = real(*args)
         monkeypatch.setattr(rollups, "aggregate", real)
-        with Store.open(tmp_path / "state.db") as other:
+        with SqliteStore.open(tmp_path / "state.db") as other:
             refresh(other, NOW)
         return rows
 

@@ -9,7 +9,7 @@ from typing import Any
 from streamctl.config.loader import load_project
 from streamctl.delivery import runtime as runtime_module
 from streamctl.delivery.runtime import Runtime
-from streamctl.store.db import Store
+from streamctl.store import SqliteStore
 from tests.delivery_helpers import make_events, write_project
 from tests.fakes.http import FakeServer, Reply
 
@@ -48,7 +48,7 @@ def _run(tmp_path: Any, observer: Any, url: str, count: int = 5) -> None:
     project = load_project(root)
 
     async def main() -> None:
-        store = Store.for_project(project)
+        store = SqliteStore.for_project(project)
         store.queue.append("web", make_events(count))
         async with Runtime(project, store, observer=observer) as runtime:
             runtime.process_queue(store.queue)
@@ -100,7 +100,7 @@ def test_notify_wakes_the_processor_before_its_poll(tmp_path, monkeypatch):
         project = load_project(root)
 
         async def main() -> int:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             async with Runtime(project, store) as runtime:
                 runtime.process_queue(store.queue)
                 await asyncio.sleep(0.1)  # the processor found nothing and waits

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamctl.monitoring.source import MinuteBucket
 from streamctl.monitoring.sparkline import sparkline, squeeze, sync_trends
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store import Store
+from streamctl.store import SqliteStore
+from streamctl.store.metrics import MinuteBucket, StoreMetrics
 from tests.fakes.traffic import Traffic
 
 T0 = 1_800_000_000.0  # a minute boundary
@@ -33,7 +32,7 @@ def test_long_windows_are_summed_into_at_most_max_width_points() -> None:
 
 
 def test_trends_of_a_sync_from_the_store(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
         for minute, (count, failing) in enumerate([(2, False), (0, False), (8, True), (4, False)]):
             at = T0 + 60 * minute + 1
@@ -63,7 +62,7 @@ def test_status_shows_volume_and_error_sparklines_of_its_window(tmp_path: Path) 
     (tmp_path / "syncs").mkdir()
     (tmp_path / "syncs" / "to-hook.yaml").write_text(SYNC)
     now = time.time()
-    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
         traffic.attempt(traffic.receive(6, at=now - 150), ok=False, at=now - 150)  # 2.5 minutes ago
         traffic.attempt(traffic.receive(3, at=now - 1), ok=True, at=now - 1)  # now

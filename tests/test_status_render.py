@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.cli.status import status_table
-from streamctl.store import Store
+from streamctl.store import SqliteStore
 from streamctl.store.queries import empty_status
 from tests.fakes.traffic import Traffic
 from tests.test_top import PROJECT, SYNC
@@ -28,7 +28,7 @@ def project(tmp_path: Path) -> Path:
     for name in NAMES:
         (tmp_path / "syncs" / f"{name}.yaml").write_text(SYNC)  # named after the file
     now = time.time()
-    with Store.open(tmp_path / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         for index, name in enumerate(NAMES):
             traffic = Traffic(store, source="web", sync=name, destination="hook")
             received = traffic.receive(1200 * (index + 1), at=now - 90)

@@ -9,11 +9,11 @@ import time
 import pytest
 import sqlite_utils
 
-from streamctl.errors import StoreError
-from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
-from streamctl.store import queries
-from streamctl.store.db import PAGE_SIZE, AttemptRecord, Store
-from streamctl.store.encoded import encode_results
+from streamctl.core.errors import StoreError
+from streamctl.core.outcomes import ContractResult, Decision, EventResult, Status
+from streamctl.core.rows import AttemptRecord, encode_results
+from streamctl.store import SqliteStore, queries
+from streamctl.store.connection import PAGE_SIZE
 from streamctl.store.queue import Overloaded
 from streamctl.store.schema import (
     MIGRATIONS,
@@ -27,7 +27,7 @@ from streamctl.store.sqlite_queue import SqliteEventQueue
 
 def test_a_new_store_is_migrated_to_the_current_version(tmp_path):
     path = tmp_path / "state.db"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert (
             store.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         )
@@ -43,18 +43,18 @@ def test_a_new_store_is_migrated_to_the_current_version(tmp_path):
             "function_errors",
         } <= tables
         assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with Store.open(path) as store:  # reopening applies nothing twice
+    with SqliteStore.open(path) as store:  # reopening applies nothing twice
         assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
 
 
 def test_a_later_migration_applies_to_an_existing_file_once(tmp_path):
     path = tmp_path / "state.db"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
 
     def add_notes(db):
         db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
 
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         assert migrate(store.db, str(path), (*MIGRATIONS, add_notes)) == SCHEMA_VERSION + 1
         assert migrate(store.db, str(path), (*MIGRATIONS, add_notes)) == SCHEMA_VERSION + 1
         assert (
@@ -65,22 +65,22 @@ def test_a_later_migration_applies_to_an_existing_file_once(tmp_path):
 
 def test_a_store_from_a_newer_streamctl_is_refused(tmp_path):
     path = tmp_path / "state.db"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="newer than this streamctl"):
-        Store.open(path)
+        SqliteStore.open(path)
 
 
 def test_a_failing_migration_leaves_the_file_at_the_previous_version(tmp_path):
     path = tmp_path / "state.db"
-    Store.open(path).close()
+    SqliteStore.open(path).close()
 
     def broken(db):
         db.execute("CREATE TABLE half (id INTEGER)")
         db.execute("THIS IS NOT SQL")
 
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         with pytest.raises(StoreError, match=f"migration {SCHEMA_VERSION + 1}"):
             migrate(store.db, str(path), (*MIGRATIONS, broken))
         assert (
@@ -91,17 +91,17 @@ def test_a_failing_migration_leaves_the_file_at_the_previous_version(tmp_path):
 
 def test_readonly_open_of_a_missing_store_says_so(tmp_path):
     with pytest.raises(StoreError, match="no store yet"):
-        Store.open(tmp_path / "missing.db", readonly=True)
+        SqliteStore.open(tmp_path / "missing.db", readonly=True)
 
 
 def test_a_new_store_has_large_pages_and_an_older_file_keeps_its_own(tmp_path):
-    with Store.open(tmp_path / "new.db") as store:
+    with SqliteStore.open(tmp_path / "new.db") as store:
         assert store.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
     older = tmp_path / "older.db"
     with sqlite3.connect(older) as conn:
         conn.execute("PRAGMA page_size = 4096")
         conn.execute("CREATE TABLE kept (x)")
-    with Store.open(older) as store:
+    with SqliteStore.open(older) as store:
         assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
         store.record_results([_result("a")], destinations={"s": "d"})
         assert store.seen_message_ids("web", ["a"]) == {"a"}
@@ -109,7 +109,7 @@ def test_a_new_store_has_large_pages_and_an_older_file_keeps_its_own(tmp_path):
 
 def test_queue_append_claim_ack_depth_and_redelivery_after_restart(tmp_path):
     path = tmp_path / "state.db"
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         queue = store.queue
         queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
         queue.append("hooks", [{"messageId": "c"}])
@@ -121,13 +121,13 @@ def test_queue_append_claim_ack_depth_and_redelivery_after_restart(tmp_path):
         assert queue.claim(10) == []  # nothing is handed out twice in one process
         queue.ack([first[0].id, first[1].id])  # the row's id, once per event: counted once
         assert queue.depth() == 1
-    with Store.open(path) as store:  # claimed but never acked: handed out again
+    with SqliteStore.open(path) as store:  # claimed but never acked: handed out again
         assert [q.event["messageId"] for q in store.queue.claim(10)] == ["c"]
         assert store.queue.depth() == 1
 
 
 def test_queue_claim_stops_at_the_row_that_would_pass_the_limit(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         for name in ("a", "b", "c"):
             store.queue.append("web", [{"messageId": f"{name}1"}, {"messageId": f"{name}2"}])
         assert [q.event["messageId"] for q in store.queue.claim(3)] == ["a1", "a2"]
@@ -135,14 +135,14 @@ def test_queue_claim_stops_at_the_row_that_would_pass_the_limit(tmp_path):
 
 
 def test_queue_reads_rows_of_one_event_written_before_schema_4(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         with store.transaction() as conn:  # as streamctl wrote them: one object, no count
             conn.execute(
                 "INSERT INTO queue (source, event, appended_at) VALUES ('web', ?, 0)",
                 ['{"messageId":"old"}'],
             )
         store.queue.append("web", [{"messageId": "new"}])
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         assert store.queue.depth() == 2
         claimed = store.queue.claim(10)
         assert [q.event["messageId"] for q in claimed] == ["old", "new"]
@@ -151,7 +151,7 @@ def test_queue_reads_rows_of_one_event_written_before_schema_4(tmp_path):
 
 
 def test_queue_ids_never_come_back_after_everything_was_acked(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.queue.append("web", [{"messageId": "a"}])
         store.queue.ack([q.id for q in store.queue.claim(10)])
         store.queue.append("web", [{"messageId": "b"}])
@@ -159,7 +159,7 @@ def test_queue_ids_never_come_back_after_everything_was_acked(tmp_path):
 
 
 def test_queue_refuses_to_grow_beyond_its_depth(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         queue = SqliteEventQueue(store, max_depth=3)
         queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
         with pytest.raises(Overloaded) as raised:
@@ -174,22 +174,39 @@ def _result(message_id: str, status: Status = Status.PENDING) -> EventResult:
     return EventResult(message_id, "web", event, decisions=[decision])
 
 
-def test_record_results_acks_the_queue_in_the_same_transaction(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
-        store.queue.append("web", [{"messageId": "a"}])
+def test_record_and_ack_records_and_acks_in_one_transaction(tmp_path):
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        store.queue.append("web", [{"messageId": "a"}, {"messageId": "b"}])
         claimed = store.queue.claim(10)
-        recorded = store.record_results(
-            [_result("a")], destinations={"s": "d"}, ack=[claimed[0].id]
+        assert store.queue.depth() == 2
+        recorded = store.record_and_ack(
+            encode_results("web", [_result("a")]), [claimed[0].id], destinations={"s": "d"}
         )
         assert [p.payload for p in recorded.pending] == [{"m": "a"}]
         assert store.conn.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
+        assert store.queue.depth() == 0
         assert store.conn.execute("SELECT destination, status FROM deliveries").fetchall() == [
             ("d", "pending")
         ]
 
 
+def test_record_and_ack_acks_nothing_when_the_record_fails(tmp_path):
+    with SqliteStore.open(tmp_path / "state.db") as store:
+        store.queue.append("web", [{"messageId": "a"}])
+        claimed = store.queue.claim(10)
+        store.conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON deliveries BEGIN"
+                           " SELECT RAISE(ABORT, 'disk says no'); END")  # fmt: skip
+        with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
+            store.record_and_ack(
+                encode_results("web", [_result("a")]), [claimed[0].id], destinations={"s": "d"}
+            )
+        assert store.conn.execute("SELECT count(*) FROM queue").fetchone()[0] == 1
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert store.queue.depth() == 1
+
+
 def test_seen_message_ids_only_within_24_hours_and_per_source(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         now = time.time()
         store.record_results([_result("old")], destinations={}, now=now - 25 * 3600)
         store.record_results([_result("new")], destinations={}, now=now)
@@ -204,7 +221,7 @@ COLLIDING = ("msg-29685295", "msg-32060020")
 def test_message_keys_that_collide_are_told_apart_by_their_text(tmp_path):
     assert message_key(COLLIDING[0]) == message_key(COLLIDING[1])
     first, second = COLLIDING
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.record_results([_result(first)], destinations={"s": "d"})
         assert store.seen_message_ids("web", [second]) == set()
         recorded = store.record_encoded(
@@ -225,7 +242,7 @@ def test_events_stored_before_message_keys_are_keyed_by_the_migration(tmp_path):
             " VALUES ('web', ?, ?, '{}', ?)",
             [("before", time.time(), 0), ("before", time.time(), 1)],
         )
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         keys = store.conn.execute("SELECT DISTINCT message_key FROM events").fetchall()
         assert keys == [(message_key("before"),)]
         assert store.seen_message_ids("web", ["before", "after"]) == {"before"}
@@ -236,7 +253,7 @@ def test_events_stored_before_message_keys_are_keyed_by_the_migration(tmp_path):
 
 
 def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         now = time.time()
         store.record_results(
             [_result("old-done", Status.FILTERED)], destinations={}, now=now - 40 * 86400
@@ -251,7 +268,7 @@ def test_prune_deletes_old_events_and_their_records_but_keeps_open_deliveries(tm
 
 
 def test_queue_rewind_hands_out_unacked_events_again(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.queue.append("web", [{"messageId": "a"}])
         store.queue.append("web", [{"messageId": "b"}])
         first = store.queue.claim(10)
@@ -280,7 +297,7 @@ def _attempt(delivery_id, at, status, attempts, outcome="delivered", code=200):
 
 
 def test_record_attempts_leaves_each_delivery_in_the_state_of_its_last_attempt(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         recorded = store.record_results(
             [_result(m) for m in ("a", "b", "c")], destinations={"s": "d"}
         )
@@ -306,7 +323,7 @@ def test_record_attempts_leaves_each_delivery_in_the_state_of_its_last_attempt(t
 
 
 def test_an_attempt_shared_by_a_batch_is_a_row_per_delivery_and_the_last_state_wins(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         recorded = store.record_results(
             [_result(m) for m in ("a", "b", "c")], destinations={"s": "d"}
         )
@@ -329,7 +346,7 @@ def test_an_attempt_shared_by_a_batch_is_a_row_per_delivery_and_the_last_state_w
 
 
 def test_errors_walk_the_problems_index_whose_condition_has_no_in_list(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         (index_sql,) = store.conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'deliveries_problems'"
         ).fetchone()
@@ -349,7 +366,7 @@ def test_errors_walk_the_problems_index_whose_condition_has_no_in_list(tmp_path)
 
 
 def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_path):
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.record_results([_result("seen")], destinations={"s": "d"})
         encoded = encode_results("web", [_result(m) for m in ("a", "seen", "b", "a")])
         recorded = store.record_encoded(encoded, destinations={"s": "d"}, dedupe=True)
@@ -368,7 +385,7 @@ def test_record_encoded_with_dedupe_links_deliveries_to_the_fresh_events(tmp_pat
         assert duplicates == [("seen",), ("a",)]
 
 
-def _dedupe(store: Store, *message_ids: str) -> list[str]:
+def _dedupe(store: SqliteStore, *message_ids: str) -> list[str]:
     """Record the ids as replay's workers do; the ones taken as duplicates come back."""
     encoded = encode_results("web", [_result(m) for m in message_ids])
     before = store.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
@@ -383,7 +400,7 @@ def test_dedupe_sees_every_event_other_writers_recorded_in_between(tmp_path):
     # Two replay workers and a listener on one store: a worker dedupes against what
     # the others wrote since its last chunk, not only against its own events.
     path = tmp_path / "state.db"
-    with Store.open(path) as worker_a, Store.open(path) as worker_b, Store.open(path) as listener:
+    with SqliteStore.open(path) as worker_a, SqliteStore.open(path) as worker_b, SqliteStore.open(path) as listener:
         listener.record_results([_result("before")], destinations={"s": "d"})
         assert _dedupe(worker_a, "x", "before") == ["before"]
         assert _dedupe(worker_b, "x", "y") == ["x"]
@@ -410,7 +427,7 @@ def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
         ),
     ]  # fmt: skip
     now = 1764169200.123456789
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.record_results(results, destinations={"s": "d", sync: "dest 'x'"}, now=now)
         deliveries = store.conn.execute(
             "SELECT message_id, source, sync, destination, event_type, status, stage, error,"
@@ -434,7 +451,7 @@ def test_many_rows_are_recorded_in_full_statements_and_a_last_partial_one(tmp_pa
     # Rows go into multi-row INSERTs of at most 999 parameters: 1,000 events of 3
     # parameters each fill three statements of 333 rows and leave one row over.
     results = [_result(f"m{n}", Status.PENDING if n % 3 else Status.FILTERED) for n in range(1000)]
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         recorded = store.record_results(results, destinations={"s": "d"})
         events = store.conn.execute("SELECT id, message_id FROM events ORDER BY id").fetchall()
         deliveries = store.conn.execute(
@@ -454,11 +471,11 @@ def test_a_checkpoint_restarts_a_wal_grown_past_the_limit(tmp_path, monkeypatch)
     # catching up, and SQLite only starts a WAL over once one has: past the limit the
     # checkpoint holds them off (the writers' file lock) and RESTARTs, and the next
     # write starts the WAL again. The bulk is copied first, without holding them off.
-    with Store.open(tmp_path / "state.db") as store:
+    with SqliteStore.open(tmp_path / "state.db") as store:
         store.record_results([_result(f"small-{n}") for n in range(3)], destinations={})
         wal = tmp_path / "state.db-wal"
         limit = wal.stat().st_size + 1
-        monkeypatch.setattr("streamctl.store.db.WAL_RESTART_BYTES", limit)
+        monkeypatch.setattr("streamctl.store.connection.WAL_RESTART_BYTES", limit)
         checkpoints: list[tuple[str, bool]] = []  # (statement, writers held off)
 
         def trace(statement: str) -> None:

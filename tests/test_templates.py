@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from streamctl.errors import MappingError, SpecError
+from streamctl.core.errors import MappingError, SpecError
 from streamctl.mappings.paths import ABSENT
 from streamctl.mappings.templates import CAST_TYPES, cast_filter, compile_template
 
@@ -419,3 +419,34 @@ def test_sha256_after_string_filters_does_not_hash_a_missing_value():
     # downcase turns a missing value into "", which must not become sha256("")
     assert render("{{ row.context.traits.phone | strip | downcase | sha256 }}") == ""
     assert render("{{ row.context.traits.phone | strip | sha256 | cast: 'string' }}") == ""
+
+
+def test_liquid_ast_reads_the_shapes_the_fast_path_and_checks_need() -> None:
+    # streamctl.mappings.liquid_ast reads python-liquid's internal syntax tree: this fails
+    # when an upgrade changes it (the fast path would otherwise switch itself off).
+    from streamctl.mappings.liquid_ast import (
+        NOT_LITERAL,
+        FilterCall,
+        PathOutput,
+        filter_calls,
+        path_outputs,
+        sole_output,
+    )
+    from streamctl.mappings.templates import ENVIRONMENT
+
+    template = ENVIRONMENT.from_string("Hi {{ row.properties.items[0] | default: 'x' | upcase }}!")
+    parts = path_outputs(template)
+    assert parts is not None and parts[0] == "Hi " and parts[2] == "!"
+    output = parts[1]
+    assert isinstance(output, PathOutput)
+    assert (output.root, output.keys) == ("row", ("properties", "items", 0))
+    assert output.filters == (FilterCall("default", True, ("x",)), FilterCall("upcase", True, ()))
+
+    typed = ENVIRONMENT.from_string(" {{ event.total | cast: kind }} ")
+    only = sole_output(typed)
+    assert only is not None and only.filters == (FilterCall("cast", True, (NOT_LITERAL,)),)
+    assert path_outputs(ENVIRONMENT.from_string("{% if row %}x{% endif %}")) is None
+
+    nested = ENVIRONMENT.from_string("{% for x in row.a %}{{ x | cast: 'nmber' }}{% endfor %}")
+    assert [c.arguments for c in filter_calls(nested)] == [("nmber",)]
+    assert compile_template("{{ row.a | upcase }}", field="f", sync={}).fast

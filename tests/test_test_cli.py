@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
+from streamctl.core.outcomes import Status
 from streamctl.functions import close_functions
-from streamctl.pipeline.outcomes import Status
 from streamctl.sync_tests import json_equal, json_includes
 from streamctl.testing import load, run_sync
 from tests.sample_project import HOOK_TOKEN, write_sample_project

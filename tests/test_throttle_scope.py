@@ -12,14 +12,14 @@ from pathlib import Path
 import httpx
 
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.events import Event
+from streamctl.core.model import Project
 from streamctl.delivery.runtime import Runtime
 from streamctl.destinations import amplitude
 from streamctl.destinations.amplitude import AmplitudeDestination
 from streamctl.destinations.base import ItemResult, ItemStatus
-from streamctl.events import Event
 from streamctl.sources.normalise import normalise
-from streamctl.store.db import Store, store_path
+from streamctl.store import SqliteStore
 from tests.fakes.http import FakeServer, Received, Reply
 from tests.fakes.vendors_a import FakeAmplitude
 
@@ -61,7 +61,7 @@ def track(message_id: str, user: str) -> Event:
 
 
 def delivery_status(project: Project, message_id: str) -> str | None:
-    with sqlite3.connect(store_path(project)) as conn:
+    with sqlite3.connect(project.store_file) as conn:
         row = conn.execute(
             "SELECT status FROM deliveries WHERE message_id = ?", [message_id]
         ).fetchone()
@@ -97,7 +97,7 @@ def test_a_throttled_user_waits_while_other_users_are_delivered(tmp_path, monkey
         project = write_project(tmp_path, server.url)
 
         async def main() -> None:
-            store = Store.for_project(project)
+            store = SqliteStore.for_project(project)
             try:
                 async with Runtime(project, store) as runtime:
                     await runtime.submit("web", [track("hot-0", HOT)])

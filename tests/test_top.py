@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.cli.top import render_top
-from streamctl.monitoring.source import SyncCounters
 from streamctl.monitoring.top import Snapshot, TopSampler, top_rows
-from streamctl.store import Store
+from streamctl.store import SqliteStore
+from streamctl.store.metrics import SyncCounters
 from tests.fakes.metrics import RecordedMetrics
 from tests.fakes.traffic import Traffic
 from tests.listener_harness import FILE_SYNC, WEB_KEY, ListenerThread, write_project
@@ -145,7 +145,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_once_prints_one_table_on_stdout(project: Path) -> None:
-    with Store.open(project / "state.db", synchronous="NORMAL") as store:
+    with SqliteStore.open(project / "state.db", synchronous="NORMAL") as store:
         traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
         traffic.attempt(traffic.receive(3, at=time.time()), ok=True, at=time.time())
 
@@ -216,13 +216,13 @@ def test_live_screen_in_a_pty_shows_rates_moving_and_quits(project: Path, quit_w
     stop = threading.Event()
 
     def write_traffic() -> None:  # what the delivery engine writes while top watches
-        with Store.open(project / "state.db", synchronous="NORMAL") as store:
+        with SqliteStore.open(project / "state.db", synchronous="NORMAL") as store:
             traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
             while not stop.is_set():
                 traffic.attempt(traffic.receive(5, at=time.time()), ok=True, at=time.time())
                 time.sleep(0.05)
 
-    Store.open(project / "state.db").close()  # migrated before either side starts
+    SqliteStore.open(project / "state.db").close()  # migrated before either side starts
     writer = threading.Thread(target=write_traffic, daemon=True)
     writer.start()
     try:

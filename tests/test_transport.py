@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamctl.delivery.runtime import default_client
+from streamctl.delivery.client import DeliveryClient, default_client
 from streamctl.delivery.transport import LeanTransport, ResponseTooLarge
 from tests.fakes.http import FakeServer, Received, Reply
 
@@ -683,3 +683,20 @@ def test_the_delivery_client_sends_no_cookie_a_destination_set(
     with FakeServer(lambda _request: set_cookie) as server:
         run(send_twice(server.url))
         assert [r.headers.get("cookie") for r in server.requests] == [None, None]
+
+
+def test_delivery_client_keeps_no_cookies_through_httpx_internals() -> None:
+    # DeliveryClient sets httpx's private `_cookies`: this fails if httpx renames it.
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert "cookie" not in request.headers
+        return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"})
+
+    async def twice() -> httpx.Cookies:
+        async with DeliveryClient(transport=httpx.MockTransport(answer)) as client:
+            await client.post("http://127.0.0.1:9/a", content=b"{}")
+            await client.post("http://127.0.0.1:9/a", content=b"{}")
+            return client.cookies
+
+    cookies = asyncio.run(twice())
+    assert type(cookies).__name__ == "_NoCookies"
+    assert len(cookies.jar) == 0

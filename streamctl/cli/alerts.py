@@ -8,26 +8,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
+from streamctl.channels import format_value
 from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stderr, table_console
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
+from streamctl.core.model import Project
+from streamctl.core.timestamps import iso
+from streamctl.core.units import format_duration
 from streamctl.monitoring.alerts import (
-    AlertEvaluator,
-    AlertStateStore,
     Evaluation,
     RuleStatus,
     bounds,
+    check_once,
     rule_json,
     rule_statuses,
 )
-from streamctl.monitoring.channels import format_duration, format_value, iso
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store.db import store_path
+from streamctl.store.alert_state import AlertStateStore
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -44,7 +43,7 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     evaluates nothing.
     """
     loaded = load_project(project)
-    path = store_path(loaded)
+    path = loaded.store_file
     if not path.exists():  # listing never creates the store
         statuses = rule_statuses(loaded, None)
     else:
@@ -70,7 +69,7 @@ def check(project: ProjectOption = Path("."), as_json: JsonOption = False) -> No
     state is shared with `streamctl run`, so a transition is announced only once.
     """
     loaded = load_project(project)
-    evaluations = asyncio.run(_evaluate_once(loaded))
+    evaluations = asyncio.run(check_once(loaded))
     if as_json:
         typer.echo(json.dumps(_check_json(evaluations), indent=2))
     else:
@@ -81,19 +80,6 @@ def check(project: ProjectOption = Path("."), as_json: JsonOption = False) -> No
     if firing:
         stderr.print(f"{len(firing)} critical alert(s) firing", markup=False, highlight=False)
         raise typer.Exit(1)
-
-
-async def _evaluate_once(project: Project) -> list[Evaluation]:
-    metrics = StoreMetrics.for_project(project)
-    try:
-        async with httpx.AsyncClient() as client:
-            evaluator = AlertEvaluator(project, metrics, client)
-            try:
-                return await evaluator.evaluate_once()
-            finally:
-                evaluator.state.close()
-    finally:
-        metrics.close()
 
 
 def _value(when: str, value: float | None) -> str:
@@ -123,7 +109,7 @@ def _list_table(statuses: Sequence[RuleStatus]) -> Table:
             rule.severity,
             label[status.label],
             "" if state is None else _value(rule.when, state.value),
-            iso(state.since) if state is not None and state.since is not None else "",
+            iso(state.since, "seconds") if state is not None and state.since is not None else "",
             notify,
         )
     return table
@@ -195,4 +181,4 @@ def _report_notifications(evaluations: Sequence[Evaluation]) -> None:
 
 
 def _iso_or_none(epoch: float | None) -> str | None:
-    return None if epoch is None else iso(epoch)
+    return None if epoch is None else iso(epoch, "seconds")

@@ -18,8 +18,8 @@ from streamctl.cli.errors import parse_since
 from streamctl.cli.options import ProjectOption, since_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.errors import UsageError
-from streamctl.store.db import Store, store_path
+from streamctl.core.errors import UsageError
+from streamctl.store import SqliteStore
 
 app = typer.Typer()
 
@@ -56,8 +56,8 @@ def console(
             " (console.token in streamctl.yaml, or STREAMCTL_CONSOLE_TOKEN)"
         )
         raise UsageError(msg)
-    path = store_path(loaded)
-    Store.open(path).close()  # create and migrate before serving: a clear error if it cannot
+    path = loaded.store_file
+    SqliteStore.open(path).close()  # create and migrate before serving: a clear error if it cannot
     served = Console(ConsoleSource(lambda: loaded, path, live=False), access)
 
     async def lifespan(_app: object) -> AsyncIterator[None]:
@@ -110,11 +110,11 @@ def report(
 
     loaded = load_project(project)
     window_start = parse_since(since) or time.time() - 86400
-    path = store_path(loaded)
+    path = loaded.store_file
     if not path.exists():
         msg = f"no store at {path}: nothing has been received yet"
         raise UsageError(msg)
-    with Store.open(path) as store:
+    with SqliteStore.open(path) as store:
         text = render_report(loaded, store, window_start)
     html.write_text(text)
     stderr.print(f"wrote {html} ({len(text.encode()) // 1024} KiB)", highlight=False)

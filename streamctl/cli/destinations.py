@@ -10,10 +10,9 @@ from rich.table import Table
 
 from streamctl.cli.options import json_flag
 from streamctl.cli.output import stdout
-from streamctl.config.schema import suggest
+from streamctl.core.errors import UsageError, suggest
 from streamctl.destinations.base import CatalogEntry, EventTypeSpec, FieldSpec
 from streamctl.destinations.registry import CATALOG
-from streamctl.errors import UsageError
 
 app = typer.Typer(
     help="The destination catalog: event types, required fields, batch sizes, rate limits.",

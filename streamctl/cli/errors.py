@@ -13,12 +13,12 @@ from rich.table import Table
 from streamctl.cli.options import ProjectOption, SinceOption, SyncOption, json_flag
 from streamctl.cli.output import stderr, stdout
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.config.units import parse_moment
+from streamctl.core.errors import UsageError
+from streamctl.core.model import Project
+from streamctl.core.units import parse_moment
 from streamctl.delivery.retry import requeue, retry_candidates, retry_now
-from streamctl.errors import UsageError
-from streamctl.store.db import Store
+from streamctl.store import SqliteStore
 from streamctl.store.queries import ErrorFilter, error_detail, list_errors
 
 app = typer.Typer()
@@ -79,7 +79,7 @@ def errors(
     filters = ErrorFilter(
         tuple(syncs or ()), tuple(statuses or ()), tuple(stages or ()), parse_since(since), limit
     )
-    with Store.for_project(project, readonly=True) as store:
+    with SqliteStore.for_project(project, readonly=True) as store:
         rows = list_errors(store, filters)
     if as_json:
         for row in rows:
@@ -127,7 +127,7 @@ def show(
 ) -> None:
     """One error in full: the event, the payload, every attempt and its response."""
     project = load_project(project_dir)
-    with Store.for_project(project, readonly=True) as store:
+    with SqliteStore.for_project(project, readonly=True) as store:
         detail = error_detail(store, error_id)
     if detail is None:
         msg = f"no error with id {error_id!r} (ids come from `streamctl errors`)"
@@ -226,7 +226,7 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    with Store.for_project(project) as store:
+    with SqliteStore.for_project(project) as store:
         chosen = retry_candidates(store, filters, ids)
         if not chosen:
             stderr.print("nothing to retry: no archived deliveries match", highlight=False)

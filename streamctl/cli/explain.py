@@ -13,9 +13,8 @@ from streamctl.cli.options import ProjectOption, json_flag
 from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
-from streamctl.errors import StreamctlError
-from streamctl.store.db import Store
-from streamctl.store.queries import explain as explain_event
+from streamctl.core.errors import StreamctlError
+from streamctl.store import SqliteStore
 
 app = typer.Typer()
 
@@ -33,8 +32,8 @@ def explain(
     """Everything that happened to one event: receipt, contract, each sync's function,
     filter and mapping decision, every delivery attempt and response."""
     project = load_project(project_dir)
-    with Store.for_project(project, readonly=True) as store:
-        story = explain_event(store, message_id)
+    with SqliteStore.for_project(project, readonly=True) as store:
+        story = store.explain(message_id)
     if not story:
         msg = f"no event with messageId {message_id!r} in {project.store_path}"
         raise NotFound(msg)

@@ -37,7 +37,7 @@ from streamctl.cli import (
 )
 from streamctl.cli.output import stderr
 from streamctl.config.secrets import redact_loaded
-from streamctl.errors import ConfigError, StreamctlError, UsageError
+from streamctl.core.errors import ConfigError, StreamctlError, UsageError
 
 if TYPE_CHECKING:
     # Typer vendors Click; TyperGroup.invoke takes this Context, which has no public name.

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from streamctl.cli.options import ProjectOption, json_flag, source_flag, sync_flag
 from streamctl.cli.output import stdout
-from streamctl.errors import EventError, UsageError
+from streamctl.core.errors import EventError, UsageError
 from streamctl.pipeline.preview import PreviewReport, preview_event
 
 app = typer.Typer()

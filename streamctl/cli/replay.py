@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import multiprocessing
 from pathlib import Path
 from typing import Annotated
 
@@ -21,13 +19,15 @@ from rich.table import Table
 from streamctl.cli.options import ProjectOption, json_flag, source_flag, sync_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.delivery.parallel import DecisionPool, worker_count
-from streamctl.delivery.replay import ReplayProgress, ReplayReport, default_source, replay_file
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.model import Project
+from streamctl.delivery.replay import (
+    ReplayProgress,
+    ReplayReport,
+    ReplaySession,
+    default_source,
+)
 from streamctl.sources.ndjson import BadLine
-from streamctl.store.db import Store, store_path
 
 app = typer.Typer()
 
@@ -112,48 +112,23 @@ def _replay_one(
         text = redact(f"{file}:{line.line}: {line.message}", project.secrets)
         stderr.print(text, markup=False, highlight=False)
 
-    tune_garbage_collector()  # the project is loaded: freeze it (and the workers' copy)
-    # Forked now, before this process opens the store or starts a thread (the progress bar).
-    pool = None if dry_run else _fork_workers(project, file, source, syncs, workers)
-    store = None
-    try:
-        store = None if dry_run else Store.for_project(project)
-        with _progress_bar(show_progress) as progress:
-            task = progress.add_task(f"replay {file.name} -> {source}", total=None)
+    with ReplaySession(
+        project, file, source=source, syncs=syncs, dry_run=dry_run, workers=workers
+    ) as session, _progress_bar(show_progress) as progress:  # the bar after the fork
+        task = progress.add_task(f"replay {file.name} -> {source}", total=None)
 
-            def update(state: ReplayProgress) -> None:
-                progress.update(
-                    task,
-                    completed=state.bytes_read,
-                    total=state.bytes_total or None,
-                    description=(
-                        f"{source}: {state.events:,} in, {state.delivered:,} delivered"
-                        + (f", {state.archived:,} archived" if state.archived else "")
-                    ),
-                )
+        def update(state: ReplayProgress) -> None:
+            progress.update(
+                task,
+                completed=state.bytes_read,
+                total=state.bytes_total or None,
+                description=(
+                    f"{source}: {state.events:,} in, {state.delivered:,} delivered"
+                    + (f", {state.archived:,} archived" if state.archived else "")
+                ),
+            )
 
-            return asyncio.run(
-                replay_file(
-                    project, file, source=source, store=store, syncs=syncs, dry_run=dry_run,
-                    on_progress=update, on_bad_line=report_bad, workers=workers, pool=pool,
-                )
-            )  # fmt: skip
-    finally:
-        if pool is not None:
-            pool.close()
-        if store is not None:
-            store.close()
-
-
-def _fork_workers(
-    project: Project, file: Path, source: str, syncs: list[str], workers: int | None
-) -> DecisionPool | None:
-    if source not in project.sources or not file.is_file():
-        return None  # replay_file reports it
-    count = worker_count(file.stat().st_size, workers)
-    if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
-        return None  # replay_file decides in this process, or starts a fork server
-    return DecisionPool.forked(project, store_path(project), file, source, tuple(syncs), count)
+        return session.run(on_progress=update, on_bad_line=report_bad)
 
 
 def _progress_bar(enabled: bool) -> Progress:

@@ -20,9 +20,9 @@ from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.monitoring.sparkline import SyncTrend, sync_trends, trend_header
-from streamctl.monitoring.store_metrics import StoreMetrics
-from streamctl.store.db import Store, store_path
-from streamctl.store.queries import empty_status, sync_status
+from streamctl.store import SqliteStore
+from streamctl.store.metrics import StoreMetrics
+from streamctl.store.queries import empty_status
 
 app = typer.Typer()
 
@@ -56,9 +56,9 @@ def status(
     window_start = parse_since(since) or time.time() - 86400
     names = [s.name for s in project.syncs]
     trends: dict[str, SyncTrend] = {}
-    if store_path(project).exists():
-        with Store.for_project(project, readonly=True) as store:
-            rows = sync_status(store, window_start, names)
+    if project.store_file.exists():
+        with SqliteStore.for_project(project, readonly=True) as store:
+            rows = store.sync_status(window_start, names)
             trends = sync_trends(StoreMetrics(store), names, since=window_start, until=time.time())
     else:
         rows = sync_status_empty(names)

@@ -10,9 +10,9 @@ import typer
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
-from streamctl.config.units import parse_duration
-from streamctl.errors import UsageError
-from streamctl.store.db import Store
+from streamctl.core.errors import UsageError
+from streamctl.core.units import parse_duration
+from streamctl.store import SqliteStore
 
 app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def prune(
         seconds = parse_duration(older_than) if older_than else project.retention_days * 86400.0
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    with Store.for_project(project) as store:
+    with SqliteStore.for_project(project) as store:
         deleted = store.prune(seconds)
         if vacuum:
             store.vacuum()

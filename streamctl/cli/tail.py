@@ -10,7 +10,7 @@ import typer
 
 from streamctl.cli.options import ProjectOption, SourceOption, SyncOption
 from streamctl.config.loader import load_project
-from streamctl.errors import UsageError
+from streamctl.core.errors import UsageError
 from streamctl.monitoring.feed import follow
 
 app = typer.Typer()

@@ -11,7 +11,7 @@ from rich.markup import escape
 from streamctl.cli.options import ProjectOption, sync_flag
 from streamctl.cli.output import stderr, stdout
 from streamctl.config.secrets import redact
-from streamctl.errors import UsageError
+from streamctl.core.errors import UsageError
 
 app = typer.Typer()
 

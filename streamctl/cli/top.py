@@ -23,10 +23,10 @@ from rich.text import Text
 from streamctl.cli.options import ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import table_console
 from streamctl.config.loader import load_project
-from streamctl.config.units import parse_duration
-from streamctl.errors import UsageError
-from streamctl.monitoring.store_metrics import StoreMetrics
+from streamctl.core.errors import UsageError
+from streamctl.core.units import parse_duration
 from streamctl.monitoring.top import Rate, TopRow, TopSampler
+from streamctl.store.metrics import StoreMetrics
 
 app = typer.Typer()
 

@@ -13,9 +13,9 @@ import typer
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import check_project
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.errors import ConfigError, Problem
+from streamctl.core.errors import ConfigError, Problem
+from streamctl.core.model import Project
 from streamctl.sync_tests import load_sync_tests
 
 app = typer.Typer()

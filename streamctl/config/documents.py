@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from streamctl.config.interpolate import interpolate
-from streamctl.errors import Problem, Severity
+from streamctl.core.errors import Problem, Severity
 
 NodePath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line and column

@@ -13,7 +13,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from streamctl.errors import UsageError
+from streamctl.core.errors import UsageError
 
 # Names that packaging would drop or that would hide in the package: renamed on copy.
 RENAMES = {"gitignore": ".gitignore"}

@@ -19,8 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamctl.channels import CHANNELS
 from streamctl.config.documents import Document, NodePath, parse_document
-from streamctl.config.model import (
+from streamctl.config.schema import (
+    TYPE_WORDS,
+    SchemaName,
+    check_structure,
+    is_clean,
+    type_word,
+)
+from streamctl.config.secrets import (
+    MIN_SECRET_LENGTH,
+    redact,
+    remember_secrets,
+    secret_strings,
+)
+from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
+from streamctl.contracts import Contract, compile_contract
+from streamctl.core.errors import ConfigError, Problem, SpecError, suggest
+from streamctl.core.model import (
     AlertChannel,
     AlertRule,
     AlertsConfig,
@@ -31,43 +48,14 @@ from streamctl.config.model import (
     SourceConfig,
     SyncConfig,
 )
-from streamctl.config.schema import (
-    TYPE_WORDS,
-    SchemaName,
-    check_structure,
-    is_clean,
-    suggest,
-    type_word,
-)
-from streamctl.config.secrets import (
-    MIN_SECRET_LENGTH,
-    redact,
-    remember_secrets,
-    secret_strings,
-)
-from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
-from streamctl.config.units import parse_duration
-from streamctl.contracts import Contract, compile_contract
+from streamctl.core.units import parse_duration
 from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.registry import CATALOG
-from streamctl.errors import ConfigError, Problem, SpecError
 
 PROJECT_FILE = "streamctl.yaml"
 DEFAULT_STORE = ".streamctl/state.db"
 YAML_SUFFIXES = (".yaml", ".yml")
 
-# Alert channel settings per type (SPEC §7): required keys, optional keys, secret keys.
-CHANNEL_FIELDS: Mapping[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
-    "slack": (frozenset({"webhook_url"}), frozenset(), frozenset({"webhook_url"})),
-    # A webhook URL often carries its token in the path (as Slack's does).
-    "webhook": (frozenset({"url"}), frozenset({"headers"}), frozenset({"url", "headers"})),
-    "pagerduty": (frozenset({"routing_key"}), frozenset({"base_url"}), frozenset({"routing_key"})),
-    "email": (
-        frozenset({"host", "from", "to"}),
-        frozenset({"port", "username", "password", "starttls"}),
-        frozenset({"password"}),
-    ),
-}
 WEBHOOK_ONLY_KEYS = ("secret", "signature_header", "event_name")
 ARRAY_BODY = "array_body"  # webhook: send a JSON array even for one payload
 
@@ -207,8 +195,8 @@ class _ProjectLoader:
         channels = alerts.get("channels") if isinstance(alerts, dict) else None
         for spec in _entries(channels):
             kind = spec.get("type")
-            if isinstance(kind, str) and kind in CHANNEL_FIELDS:
-                secret = CHANNEL_FIELDS[kind][2]
+            if isinstance(kind, str) and kind in CHANNELS:
+                secret = CHANNELS[kind].secret
                 self.secrets.update(secret_strings([v for k, v in spec.items() if k in secret]))
 
     @staticmethod
@@ -453,7 +441,7 @@ class _ProjectLoader:
             if not is_clean(path, broken):
                 return None
             kind = spec["type"]
-            required, optional, _ = CHANNEL_FIELDS[kind]
+            required, optional = CHANNELS[kind].required, CHANNELS[kind].optional
             for key in sorted(required - spec.keys()):
                 message = f"a {kind} alert channel needs {key!r}"
                 self.problems.append(doc.problem(path, message, key=True))

@@ -11,7 +11,6 @@ can act on: unknown keys name the closest known key, enums list the choices.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from functools import cache
@@ -21,8 +20,9 @@ from typing import Any, Literal
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from streamctl.channels import CHANNELS
 from streamctl.config.documents import Document, NodePath
-from streamctl.errors import Problem
+from streamctl.core.errors import Problem, suggest
 
 SchemaName = Literal["streamctl", "sync", "contract", "tests"]
 
@@ -42,7 +42,16 @@ def load_schema(name: SchemaName) -> dict[str, Any]:
     """The JSON Schema for a kind of project file, as shipped in the package."""
     text = resources.files("streamctl.config.schemas").joinpath(f"{name}.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
+    if name == "streamctl":  # the channel types are those of the one table (the file's copy
+        # is for editors; tests/test_config_loader.py keeps it equal)
+        channel_type(schema)["enum"] = sorted(CHANNELS)
     return schema
+
+
+def channel_type(schema: dict[str, Any]) -> dict[str, Any]:
+    """The `type` property of an alert channel in streamctl.schema.json."""
+    node: dict[str, Any] = schema["definitions"]["channel"]["properties"]["type"]
+    return node
 
 
 @cache
@@ -92,12 +101,6 @@ def describe(path: NodePath) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def suggest(word: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'filter'?)` when a choice is close to `word`, else ``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def type_word(value: Any) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamctl.config.documents import Document, NodePath
-from streamctl.config.model import (
+from streamctl.config.schema import TYPE_WORDS, is_clean, type_word
+from streamctl.core.errors import Problem, SpecError, suggest
+from streamctl.core.model import (
     EMPTY,
     BackoffPolicy,
     DeliveryPolicy,
@@ -23,10 +25,8 @@ from streamctl.config.model import (
     Location,
     SyncConfig,
 )
-from streamctl.config.schema import TYPE_WORDS, is_clean, suggest, type_word
-from streamctl.config.units import parse_duration, parse_rate
+from streamctl.core.units import parse_duration, parse_rate
 from streamctl.destinations.base import CatalogEntry, EventTypeSpec, JSONType
-from streamctl.errors import Problem, SpecError
 from streamctl.filters import Predicate, compile_filter
 from streamctl.functions import check_function
 from streamctl.mappings import CompiledMapping, SyncVars, compile_mapping

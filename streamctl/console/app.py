@@ -19,7 +19,7 @@ Access (docs/console.md):
 - actions (retry) are POSTs carrying the page's CSRF token (header `X-CSRF-Token` or
   form field `csrf`) from the same origin; anything else is refused with 403.
 
-Store reads run in worker threads on the console's own connection, so a slow page
+SqliteStore reads run in worker threads on the console's own connection, so a slow page
 never holds the listener's event loop or the writer's lock.
 """
 
@@ -50,15 +50,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
-from streamctl.config.units import parse_moment
 from streamctl.console import views
+from streamctl.core.errors import StoreError
+from streamctl.core.model import Project
+from streamctl.core.units import parse_moment
 from streamctl.delivery.retry import requeue, retry_candidates
-from streamctl.errors import StoreError
 from streamctl.monitoring.feed import FEED, TailFilter
+from streamctl.store import SqliteStore
 from streamctl.store.console_queries import events_after, latest_event_id
-from streamctl.store.db import Store
 from streamctl.store.queries import ErrorFilter
 from streamctl.store.rollups import refresh
 
@@ -164,12 +164,12 @@ class ConsoleSource:
     project: Callable[[], Project]
     store_path: Path
     live: bool
-    _store: Store | None = None
+    _store: SqliteStore | None = None
 
     @property
-    def store(self) -> Store:
+    def store(self) -> SqliteStore:
         if self._store is None:
-            self._store = Store.open(self.store_path)
+            self._store = SqliteStore.open(self.store_path)
         return self._store
 
     def close(self) -> None:
@@ -258,7 +258,7 @@ class Console:
     def project(self) -> Project:
         return self.source.project()
 
-    async def _read(self, read: Callable[[Store], T]) -> T:
+    async def _read(self, read: Callable[[SqliteStore], T]) -> T:
         store = self.source.store
         return await asyncio.to_thread(read, store)
 
@@ -335,7 +335,7 @@ class Console:
     async def _retry(
         self, request: Request, filters: ErrorFilter, ids: list[int] | None
     ) -> Response:
-        def requeue_chosen(store: Store) -> Any:
+        def requeue_chosen(store: SqliteStore) -> Any:
             return requeue(store, retry_candidates(store, filters, ids))
 
         result = await self._read(requeue_chosen)

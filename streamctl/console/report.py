@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import time
 
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact
 from streamctl.console import views
 from streamctl.console.app import STATIC, templates
-from streamctl.store.db import Store
-from streamctl.store.queries import ErrorFilter, iso
+from streamctl.core.model import Project
+from streamctl.core.timestamps import iso
+from streamctl.store import SqliteStore
+from streamctl.store.queries import ErrorFilter
 from streamctl.store.rollups import refresh
 
 BUCKETS = {60: "minute", 600: "10 minutes", 3600: "hour"}
 
 
-def render_report(project: Project, store: Store, since: float, now: float | None = None) -> str:
+def render_report(project: Project, store: SqliteStore, since: float, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if not store.readonly:
         refresh(store, now)

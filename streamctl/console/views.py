@@ -14,14 +14,16 @@ from typing import Any, TypeVar, cast
 
 import yaml
 
-from streamctl.config.model import Project, SyncConfig
+from streamctl.channels import format_value
 from streamctl.config.secrets import redact_data
-from streamctl.errors import StreamctlError
-from streamctl.monitoring.alerts import AlertStateStore, rule_json, rule_statuses
-from streamctl.monitoring.channels import format_value
+from streamctl.core.errors import StreamctlError
+from streamctl.core.model import Project, SyncConfig
+from streamctl.core.timestamps import iso
+from streamctl.monitoring.alerts import rule_json, rule_statuses
 from streamctl.pipeline.preview import preview_event
-from streamctl.store.db import Store
-from streamctl.store.queries import ErrorFilter, error_detail, explain, iso, list_errors
+from streamctl.store import SqliteStore
+from streamctl.store.alert_state import AlertStateStore
+from streamctl.store.queries import ErrorFilter, error_detail, explain, list_errors
 from streamctl.store.rollups import LATENCY_BINS, OVERALL, percentile, read_series, totals_by_sync
 
 
@@ -60,7 +62,7 @@ def window_for(seconds: float) -> Window:
 # -- overview ---------------------------------------------------------------------------------
 
 
-def overview(store: Store, project: Project, window: Window, sync: str | None) -> dict[str, Any]:
+def overview(store: SqliteStore, project: Project, window: Window, sync: str | None) -> dict[str, Any]:
     now = time.time()
     since = now - window.seconds
     series = read_series(store, since, window.width, sync, now=now)
@@ -133,7 +135,7 @@ def _summary(name: str, metrics: dict[str, int]) -> dict[str, Any]:
 # -- syncs ---------------------------------------------------------------------------------------
 
 
-def syncs(store: Store, project: Project) -> list[dict[str, Any]]:
+def syncs(store: SqliteStore, project: Project) -> list[dict[str, Any]]:
     """Each sync as its flow, its delivery policy and its funnel over the last 24 hours."""
     day = WINDOWS["day"]
     totals = totals_by_sync(store, time.time() - day.seconds, day.width)
@@ -219,7 +221,7 @@ def _relative(root: Path, path: Path) -> str:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def errors(store: Store, project: Project, filters: ErrorFilter) -> list[dict[str, Any]]:
+def errors(store: SqliteStore, project: Project, filters: ErrorFilter) -> list[dict[str, Any]]:
     limited = ErrorFilter(
         filters.syncs, filters.statuses, filters.stages, filters.since,
         min(filters.limit or ERRORS_SHOWN, ERRORS_SHOWN), filters.status_codes, filters.until,
@@ -227,7 +229,7 @@ def errors(store: Store, project: Project, filters: ErrorFilter) -> list[dict[st
     return _redacted(list_errors(store, limited), project.secrets)
 
 
-def delivery(store: Store, project: Project, error_id: str) -> dict[str, Any] | None:
+def delivery(store: SqliteStore, project: Project, error_id: str) -> dict[str, Any] | None:
     """One error (delivery or violation) with the whole story of its event, as `explain`."""
     detail = error_detail(store, error_id)
     if detail is None:
@@ -236,7 +238,7 @@ def delivery(store: Store, project: Project, error_id: str) -> dict[str, Any] | 
     return _redacted(detail, project.secrets)
 
 
-def event_story(store: Store, project: Project, message_id: str) -> list[dict[str, Any]]:
+def event_story(store: SqliteStore, project: Project, message_id: str) -> list[dict[str, Any]]:
     return _redacted(explain(store, message_id), project.secrets)
 
 

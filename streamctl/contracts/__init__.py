@@ -31,9 +31,9 @@ import fastjsonschema
 import jsonschema
 from jsonschema import Draft7Validator
 
-from streamctl.errors import SpecError
-from streamctl.events import CALL_TYPES, Event
-from streamctl.pipeline.outcomes import ContractResult, Violation
+from streamctl.core.errors import SpecError
+from streamctl.core.events import CALL_TYPES, Event
+from streamctl.core.outcomes import ContractResult, Violation
 
 Enforcement = Literal["allow", "block"]
 FieldEnforcement = Literal["allow", "block", "omit"]

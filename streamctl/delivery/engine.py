@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 
 import httpx
 
-from streamctl.config.model import SyncConfig
+from streamctl.core.model import SyncConfig
+from streamctl.core.rows import AttemptRecord, PendingDelivery
 from streamctl.delivery.lane import SyncLane
 from streamctl.delivery.observer import GuardedObserver, RuntimeObserver
 from streamctl.destinations.base import Destination
-from streamctl.store.db import AttemptRecord, PendingDelivery, Store
+from streamctl.store import Store
 
 T = TypeVar("T")
 
@@ -106,6 +107,10 @@ class DeliveryEngine:
         """Run a store call on the store thread (one writer, in submission order)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_thread, fn, *args)
+
+    async def open_deliveries(self, sync: str, after_id: int, limit: int) -> list[PendingDelivery]:
+        """A lane's next page of open deliveries from the store (`LaneHost`)."""
+        return await self.in_store(self.store.open_deliveries, [sync], after_id, limit)
 
     # -- feeding --------------------------------------------------------------------------------
 

@@ -21,11 +21,14 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
+import httpx
 import orjson
 
-from streamctl.config.model import SyncConfig
+from streamctl.core.model import SyncConfig
+from streamctl.core.outcomes import Status
+from streamctl.core.rows import AttemptRecord, PendingDelivery
 from streamctl.delivery.policy import AdaptiveConcurrency, AdaptiveRate, RetryPolicy
 from streamctl.destinations.base import (
     BatchResult,
@@ -34,11 +37,28 @@ from streamctl.destinations.base import (
     ItemStatus,
     Payload,
 )
-from streamctl.pipeline.outcomes import Status
-from streamctl.store.db import AttemptRecord, PendingDelivery
 
-if TYPE_CHECKING:
-    from streamctl.delivery.engine import DeliveryEngine
+
+class LaneHost(Protocol):
+    """What a lane needs from the engine that runs it (`DeliveryEngine`): the shared
+    client, the store's open deliveries, and where attempts and archivals go."""
+
+    lane_capacity: int
+
+    @property
+    def client(self) -> httpx.AsyncClient: ...
+
+    async def open_deliveries(self, sync: str, after_id: int, limit: int) -> list[PendingDelivery]:
+        """Open deliveries of `sync` with id > after_id, oldest first (read on the store thread)."""
+
+    def record(self, sync: str, records: list[AttemptRecord]) -> None:
+        """Attempts made, to be counted, reported and written."""
+
+    def archive(self, sync: str, deliveries: list[PendingDelivery], reason: str, now: float) -> None:
+        """Deliveries archived without an attempt."""
+
+    def changed(self) -> None:
+        """A lane's state changed (idle now, perhaps)."""
 
 _EARLY = 0.001  # seconds of clock slack when deciding an item is due
 
@@ -46,7 +66,7 @@ _EARLY = 0.001  # seconds of clock slack when deciding an item is due
 class SyncLane:
     """The delivery queue and workers of one sync."""
 
-    def __init__(self, sync: SyncConfig, destination: Destination, engine: DeliveryEngine) -> None:
+    def __init__(self, sync: SyncConfig, destination: Destination, engine: LaneHost) -> None:
         self.sync = sync
         self.name = sync.name
         self.destination = destination
@@ -131,9 +151,7 @@ class SyncLane:
         """Read the next page of open deliveries above the cursor back into memory."""
         try:
             room = max(1, self.capacity - self.size)
-            page = await self.engine.in_store(
-                self.engine.store.open_deliveries, [self.name], self.cursor, room
-            )
+            page = await self.engine.open_deliveries(self.name, self.cursor, room)
             now = time.time()
             for delivery in page:
                 self.cursor = max(self.cursor, delivery.id)

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from streamctl.pipeline.outcomes import EventResult
-    from streamctl.store.db import AttemptRecord, PendingDelivery
+    from streamctl.core.outcomes import EventResult
+    from streamctl.core.rows import AttemptRecord, PendingDelivery
 
 log = logging.getLogger(__name__)
 

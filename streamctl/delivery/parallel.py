@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from streamctl.heap import tune_garbage_collector
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.rows import PendingDelivery, PendingRow, encode_results, pending_deliveries
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
-from streamctl.store.db import PendingDelivery, Store, pending_from_rows
-from streamctl.store.encoded import PendingRow, encode_results
+from streamctl.store import SqliteStore, Store
 
 if TYPE_CHECKING:
-    from streamctl.config.model import Project
+    from streamctl.core.model import Project
 
 MAX_AUTO_WORKERS = 8
 AUTO_MIN_BYTES = 4 * 1024 * 1024  # below this, starting processes costs more than it saves
@@ -81,7 +81,7 @@ class DecidedChunk:
 
     def pending(self) -> list[PendingDelivery]:
         """The PENDING deliveries, built in the process that delivers them."""
-        return pending_from_rows(self.pending_rows, self.recorded_at)
+        return pending_deliveries(self.pending_rows, self.recorded_at)
 
 
 def byte_ranges(path: Path, chunk_size: int) -> Iterator[tuple[int, int]]:
@@ -182,14 +182,14 @@ def decide_range(start: int, end: int) -> DecidedChunk:
     store: Store | None = _worker.get("store")
     if store is None:
         # Each turn at the writer lock finds the cache emptied by the others' writes.
-        store = Store.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
+        store = SqliteStore.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
         _worker["store"] = store
     now = time.time()
     recorded = store.record_encoded(
         encoded, destinations=_worker["destinations"], now=now, dedupe=True, build_pending=False
     )
     decisions = recorded.encoded.decisions
-    counts = Counter((row[2], row[4]) for row in decisions)
+    counts = recorded.encoded.status_counts()
     first_id = recorded.first_delivery_id
     return DecidedChunk(
         chunk.bad, len(lines), recorded.events, recorded.duplicates, counts, first_id,

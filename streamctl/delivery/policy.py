@@ -13,18 +13,23 @@ bucket.succeeded()                                              # recover step b
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 
-import tenacity
+from streamctl.core.model import DeliveryPolicy
+from streamctl.core.units import format_duration
 
-from streamctl.config.model import DeliveryPolicy
+_MAX_DOUBLINGS = 64  # past this every ceiling is `max`; 2.0**1024 would overflow
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter (tenacity's `wait_random_exponential`),
-    floored at `initial`, capped at `max`; `max_attempts` and `max_age` end it."""
+    """Exponential backoff with full jitter ("Exponential Backoff And Jitter", AWS
+    Architecture Blog, 2015; tenacity's `wait_random_exponential` is the same
+    formula), floored at `initial`, capped at `max`; `max_attempts` and `max_age` end
+    it. Written out here: tenacity computes it only from a `RetryCallState`, which
+    exists inside its own retry loop."""
 
     initial: float
     max: float
@@ -40,15 +45,12 @@ class RetryPolicy:
             delivery.max_age,
         )
 
-    @property
-    def _wait(self) -> tenacity.wait.wait_base:
-        return tenacity.wait_random_exponential(multiplier=self.initial, max=self.max)
-
     def backoff(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt (1-based)."""
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = max(1, attempts)
-        return max(self.initial, float(self._wait(state)))
+        """Seconds to wait after the `attempts`-th failed attempt (1-based): uniformly
+        random up to initial * 2^(attempts - 1), that ceiling capped at `max`."""
+        doublings = min(max(1, attempts) - 1, _MAX_DOUBLINGS)
+        ceiling = min(self.max, self.initial * 2.0**doublings)
+        return max(self.initial, random.uniform(0.0, ceiling))
 
     def next_attempt_at(self, attempts: int, now: float, retry_after: float | None = None) -> float:
         """The earliest moment for the next attempt: the backoff, or later if the
@@ -63,7 +65,7 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return f"gave up after {attempts} attempts (max_attempts {self.max_attempts})"
         if next_at - created_at > self.max_age:
-            return f"gave up: the next attempt would pass max_age ({_duration(self.max_age)})"
+            return f"gave up: the next attempt would pass max_age ({format_duration(self.max_age)})"
         return None
 
 
@@ -135,10 +137,3 @@ class AdaptiveConcurrency:
         if self._successes >= self.recover_after:
             self.current += 1
             self._successes = 0
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import multiprocessing
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -21,13 +22,15 @@ from pathlib import Path
 
 import httpx
 
-from streamctl.config.model import Project
+from streamctl.core.errors import UsageError
+from streamctl.core.heap import tune_garbage_collector
+from streamctl.core.model import Project
+from streamctl.core.rows import PendingDelivery
 from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges, worker_count
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
-from streamctl.errors import UsageError
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
-from streamctl.store.db import PendingDelivery, Store
+from streamctl.store import SqliteStore, Store
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
 FINAL = ("delivered", "archived")
@@ -59,6 +62,76 @@ class ReplayReport:
         """Exit 1: something was archived or failed on the way (SPEC §3)."""
         bad_statuses = ("archived", "mapping_error", "function_error")
         return any(c[s] for c in self.by_sync.values() for s in bad_statuses) or not self.drained
+
+
+class ReplaySession:
+    """A replay with its worker processes and store ready: `streamctl replay` opens one
+    per source, starts its progress display, then runs it.
+
+        with ReplaySession(project, path, source="web", workers=None) as session:
+            report = session.run(on_progress=..., on_bad_line=...)
+
+    Opening tunes the garbage collector (the project is loaded: it is frozen, in the
+    workers' copy too) and forks the workers, before the store is opened and before
+    the caller starts any thread (a progress bar): a child must inherit no SQLite
+    connection and no lock held by another thread (`DecisionPool.forked`). Platforms
+    without fork get a fork server from `replay_file` instead."""
+
+    def __init__(
+        self,
+        project: Project,
+        path: Path,
+        *,
+        source: str,
+        syncs: Sequence[str] = (),
+        dry_run: bool = False,
+        workers: int | None = None,
+    ) -> None:
+        self.project, self.path, self.source = project, path, source
+        self.syncs, self.dry_run, self.workers = tuple(syncs), dry_run, workers
+        tune_garbage_collector()
+        self._pool = None if dry_run else self._fork_workers()
+        self._store: SqliteStore | None = None
+        try:
+            self._store = None if dry_run else SqliteStore.for_project(project)
+        except BaseException:
+            self.close()
+            raise
+
+    def _fork_workers(self) -> DecisionPool | None:
+        if self.source not in self.project.sources or not self.path.is_file():
+            return None  # replay_file reports it
+        count = worker_count(self.path.stat().st_size, self.workers)
+        if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
+            return None  # replay_file decides in this process, or starts a fork server
+        return DecisionPool.forked(
+            self.project, self.project.store_file, self.path, self.source, self.syncs, count
+        )
+
+    def run(
+        self,
+        on_progress: Callable[[ReplayProgress], None] | None = None,
+        on_bad_line: Callable[[BadLine], None] | None = None,
+    ) -> ReplayReport:
+        return asyncio.run(
+            replay_file(
+                self.project, self.path, source=self.source, store=self._store,
+                syncs=self.syncs, dry_run=self.dry_run, on_progress=on_progress,
+                on_bad_line=on_bad_line, workers=self.workers, pool=self._pool,
+            )
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> ReplaySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def default_source(project: Project) -> str:
@@ -108,7 +181,7 @@ async def replay_file(
         processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
-            pool = DecisionPool(project.root, store.path, path, source, tuple(syncs), processes)
+            pool = DecisionPool(project.root, project.store_file, path, source, tuple(syncs), processes)
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
@@ -171,7 +244,7 @@ async def _feed_from_workers(
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
         for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending()):
-            runtime.engine.offer(pending)
+            runtime.deliver(pending)
         if on_progress is not None:
             on_progress(_progress(runtime, bytes_read, total, report))
         await runtime.wait_for_room()
@@ -183,7 +256,7 @@ async def _feed_from_workers(
     while in_flight:
         await take_oldest()
     for pending in reorder.rest():
-        runtime.engine.offer(pending)
+        runtime.deliver(pending)
 
 
 class DeliveryReorder:
@@ -231,7 +304,7 @@ async def _drain(
 
 
 def _progress(runtime: Runtime, read: int, total: int, report: ReplayReport) -> ReplayProgress:
-    counts = runtime.engine.counts.values()
+    counts = runtime.delivery_counts().values()
     delivered = sum(c["delivered"] for c in counts)
     archived = sum(c["archived"] for c in counts)
     return ReplayProgress(read, total, report.events, delivered, archived)
@@ -245,12 +318,11 @@ def _final_counts(runtime: Runtime, report: ReplayReport) -> None:
         for status, n in decided.items():
             if status != "pending":
                 counts[status] += n
-    for name, delivered in runtime.engine.counts.items():
+    for name, delivered in runtime.delivery_counts().items():
         counts = report.by_sync.setdefault(name, Counter())
         for status in FINAL:
             counts[status] += delivered[status]
-    for name, lane in runtime.engine.lanes.items():
-        left = lane.size
+    for name, left in runtime.waiting().items():
         if left:
             report.by_sync[name]["pending"] += left
 

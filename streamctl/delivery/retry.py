@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streamctl.config.model import Project
-from streamctl.errors import UsageError
-from streamctl.store.db import Store
-from streamctl.store.queries import ErrorFilter, archived_ids, statuses_of, syncs_of
+from streamctl.core.errors import UsageError
+from streamctl.core.model import Project
+from streamctl.store import Store
+from streamctl.store.queries import ErrorFilter
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def retry_candidates(
 ) -> list[int]:
     """Archived deliveries matching `filters` (and among `ids`, when given) that can be sent
     again: those with a payload (a mapping error or a blocked event never has one)."""
-    chosen = archived_ids(store, filters)
+    chosen = store.archived_ids(filters)
     if ids:
         wanted = set(ids)
         chosen = [i for i in chosen if i in wanted]
@@ -50,7 +50,7 @@ def requeue(store: Store, ids: Sequence[int]) -> RetryResult:
     if not ids:
         return RetryResult((), 0, ())
     requeued = store.requeue(ids)
-    return RetryResult(tuple(ids), requeued, tuple(syncs_of(store, ids)))
+    return RetryResult(tuple(ids), requeued, tuple(store.syncs_of(ids)))
 
 
 async def retry_now(project: Project, store: Store, ids: Sequence[int]) -> RetryResult:
@@ -67,4 +67,4 @@ async def retry_now(project: Project, store: Store, ids: Sequence[int]) -> Retry
         raise UsageError(msg)
     async with Runtime(project, store, syncs=list(queued.syncs)) as runtime:
         await runtime.drain()
-    return RetryResult(queued.ids, queued.requeued, queued.syncs, statuses_of(store, ids))
+    return RetryResult(queued.ids, queued.requeued, queued.syncs, store.statuses_of(ids))

@@ -1,16 +1,20 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = Store.open(project.store_path)
+    store = SqliteStore.for_project(project)
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
         await runtime.drain()                             # everything delivered or archived
     # __aexit__ = stop(): in-flight sends finish (or resume next start), outcomes written
 
+The one way into the engine: `submit` (events), `process_queue` (the ingest queue)
+and `deliver` (deliveries replay's worker processes recorded); `delivery_counts`
+and `waiting` report on it.
+
 `submit(source, events, ack=ids)` is the processor step: dedupe on (source,
 messageId) over 24 h, run the Pipeline, then in ONE store transaction record the
 events, every Decision, contract violation and function error, the PENDING
-deliveries, and ack the queue ids; then hand the deliveries to the engine. A crash
+deliveries, and ack the queue ids (`Store.record_and_ack`); then hand the deliveries to the engine. A crash
 before that commit leaves the events in the queue (processed again, nothing lost);
 after it, the deliveries are in the store and the next start sends them.
 
@@ -28,9 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,17 +42,24 @@ from typing import Any
 import httpx
 import orjson
 
-from streamctl.config.model import Project, SyncConfig
+from streamctl.core.errors import UsageError
+from streamctl.core.events import Event
+from streamctl.core.model import Project, SyncConfig
+from streamctl.core.rows import (
+    DuplicateRow,
+    EncodedResults,
+    PendingDelivery,
+    RecordedResults,
+    duplicates_among,
+    encode_results,
+)
+from streamctl.delivery.client import default_client
 from streamctl.delivery.engine import DEFAULT_LANE_CAPACITY, DeliveryEngine
 from streamctl.delivery.observer import RuntimeObserver
-from streamctl.delivery.transport import LeanTransport
 from streamctl.destinations import registry
 from streamctl.destinations.base import Destination
-from streamctl.errors import UsageError
-from streamctl.events import Event
 from streamctl.pipeline.process import Pipeline
-from streamctl.store.db import Store
-from streamctl.store.encoded import DuplicateRow, EncodedResults, encode_results
+from streamctl.store import Store
 from streamctl.store.queue import EventQueue
 
 CLAIM_BATCH = 5_000
@@ -86,50 +95,6 @@ def create_destinations(project: Project, syncs: Sequence[SyncConfig]) -> dict[s
         name: registry.create(project.destinations[name])
         for name in dict.fromkeys(s.destination for s in syncs)
     }
-
-
-def default_client() -> httpx.AsyncClient:
-    """Pooled keep-alive connections, shared by every lane: on LeanTransport (under a
-    third of httpcore's CPU per request), limits per origin; on httpx's own transport
-    when the environment names a proxy, since LeanTransport does not speak to proxies."""
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=128)
-    proxies = urllib.request.getproxies_environment()  # HTTP(S)_PROXY, ALL_PROXY, any case
-    if proxies.keys() & {"http", "https", "all"}:
-        return DeliveryClient(limits=limits, timeout=30.0)
-    return DeliveryClient(transport=LeanTransport(limits=limits), timeout=30.0)
-
-
-class DeliveryClient(httpx.AsyncClient):
-    """httpx's client, minus a cookie jar and a reference cycle per response.
-
-    httpx binds every response's stream to the response itself, a cycle that keeps
-    the response, its request and the request's body (a 100-event batch: ~27 KB) alive
-    until a full garbage collection: replaying 1,000,000 events, the process grew by
-    about 170 MB. A response read whole has no use for that stream: it is replaced.
-
-    Deliveries keep no cookies: what one API response sets is never sent with later
-    requests, to that API or any other (Segment's destinations, on fetch, keep none
-    either). Reading every response's Set-Cookie through http.cookiejar cost about a
-    quarter of the CPU of a request."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._cookies = _NoCookies()
-
-    async def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        response = await super().send(request, stream=stream, **kwargs)
-        if not stream:
-            response.stream = httpx.ByteStream(response.content)
-        return response
-
-
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that keeps nothing (`DeliveryClient`)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
 
 
 class Runtime:
@@ -226,6 +191,8 @@ class Runtime:
         self, source: str, events: Sequence[Event], *, ack: Sequence[int] = (), pace: bool = True
     ) -> SubmitSummary:
         """Process normalised events of `source`: dedupe, pipeline, record, enqueue deliveries.
+        `ack`: entries of `store.queue` these events came from, acknowledged in the
+        transaction that records their outcomes (`Store.record_and_ack`).
 
         With `pace`, wait first while a lane has a large backlog ready to send, so a
         fast reader does not outrun delivery (lanes that spilled to the store do not
@@ -235,35 +202,28 @@ class Runtime:
             await self.wait_for_room()
         message_ids = [str(e.get("messageId", "")) for e in events]
         seen = await self._in_store(self.store.seen_message_ids, source, message_ids)
-        fresh, duplicates = _split_duplicates(source, events, message_ids, seen)
+        # Duplicates are found before the pipeline: they are recorded, never processed.
+        fresh, duplicates = _without_duplicates(source, events, message_ids, seen)
         encoded = await self._in_pipeline(source, fresh)
-        return await self._record(encoded, duplicates, ack)
-
-    async def submit_encoded(self, encoded: EncodedResults, *, pace: bool = True) -> SubmitSummary:
-        """`submit` for events the pipeline already ran on (replay's worker processes):
-        duplicates are found now and recorded as such, their decisions discarded."""
-        if pace:
-            await self.wait_for_room()
-        seen = await self._in_store(
-            self.store.seen_message_ids, encoded.source, encoded.message_ids
-        )
-        fresh, duplicates = encoded.split_duplicates(seen)
-        return await self._record(fresh, duplicates, ())
-
-    async def _record(
-        self, encoded: EncodedResults, duplicates: list[DuplicateRow], ack: Sequence[int]
-    ) -> SubmitSummary:
-        recorded = await self._in_store(
-            functools.partial(
-                self.store.record_encoded,
-                encoded,
-                destinations=self._sync_destination,
-                duplicates=duplicates,
-                ack=ack,
-            )
-        )
+        recorded: RecordedResults = await self._in_store(self._record, encoded, duplicates, ack)
         self.engine.offer(recorded.pending)
         return self._count(encoded, len(duplicates))
+
+    def _record(
+        self, encoded: EncodedResults, duplicates: list[DuplicateRow], ack: Sequence[int]
+    ) -> RecordedResults:
+        """On the store thread: the outcomes, and the queue entries they came from."""
+        destinations = self._sync_destination
+        if ack:
+            return self.store.record_and_ack(
+                encoded, ack, destinations=destinations, duplicates=duplicates
+            )
+        return self.store.record_encoded(encoded, destinations=destinations, duplicates=duplicates)
+
+    def deliver(self, pending: Sequence[PendingDelivery]) -> None:
+        """Hand deliveries recorded elsewhere (replay's worker processes) to the lanes,
+        in ascending ids."""
+        self.engine.offer(pending)
 
     async def wait_for_room(self) -> None:
         """While a lane has more than `PACE_READY` deliveries ready to send (a few
@@ -275,7 +235,9 @@ class Runtime:
             await asyncio.sleep(0.005)
 
     def process_queue(self, queue: EventQueue, *, claim: int = CLAIM_BATCH) -> asyncio.Task[None]:
-        """Start the processor over `queue` (`streamctl run`); stopped by `stop()`."""
+        """Start the processor over `queue` (`streamctl run`); stopped by `stop()`. `queue`
+        is `store.queue`, or a view of it that claims differently (the listener's
+        `IngestFirstQueue`): entries are acknowledged by `store.record_and_ack`."""
         self._queue = queue
         task = asyncio.create_task(self._process_queue(queue, claim), name="processor")
         self._tasks.append(task)
@@ -287,7 +249,6 @@ class Runtime:
         self._appended.set()
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
-        forget = getattr(queue, "forget", None)  # the SQLite queue is acked by record_results
         appended = self._appended
         while True:
             appended.clear()  # before the claim: an append during it wakes the next wait
@@ -304,17 +265,12 @@ class Runtime:
                 if not ids or ids[-1] != item.id:  # the events of one append share its id
                     ids.append(item.id)
             for source, (events, ids) in by_source.items():
-                if forget is not None:
-                    await self.submit(source, events, ack=ids, pace=False)
-                    forget(len(events))
-                else:
-                    await self.submit(source, events, pace=False)
-                    await self._in_store(queue.ack, ids)
+                await self.submit(source, events, ack=ids, pace=False)
 
     async def _in_store(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
 
-    async def _in_pipeline(self, source: str, events: list[Event]) -> EncodedResults:
+    async def _in_pipeline(self, source: str, events: Sequence[Event]) -> EncodedResults:
         narrowed = self.sync_names if self._narrowed else None
 
         def run() -> EncodedResults:
@@ -325,8 +281,7 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, run)
 
     def _count(self, encoded: EncodedResults, duplicates: int) -> SubmitSummary:
-        pairs = Counter((row[2], row[4]) for row in encoded.decisions)  # counted in C
-        return self.count_decisions(pairs, len(encoded.events), duplicates)
+        return self.count_decisions(encoded.status_counts(), len(encoded.events), duplicates)
 
     def count_decisions(
         self, pairs: Counter[tuple[str, str]], events: int, duplicates: int
@@ -343,13 +298,15 @@ class Runtime:
 
     async def next_delivery_id(self) -> int:
         """The id the next recorded delivery will get (replay's workers write them)."""
+        return int(await self._in_store(self.store.next_delivery_id))
 
-        def read() -> int:
-            with self.store.lock:
-                row = self.store.conn.execute("SELECT max(id) FROM deliveries").fetchone()
-            return int(row[0] or 0) + 1
+    def delivery_counts(self) -> dict[str, Counter[str]]:
+        """Per sync, deliveries delivered and archived (and attempts retried) since start."""
+        return self.engine.counts
 
-        return int(await self._in_store(read))
+    def waiting(self) -> dict[str, int]:
+        """Per sync, deliveries not yet delivered nor archived (in memory or spilled)."""
+        return {name: lane.size for name, lane in self.engine.lanes.items()}
 
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
@@ -358,16 +315,14 @@ class Runtime:
             await asyncio.sleep(RETENTION_EVERY)
 
 
-def _split_duplicates(
+def _without_duplicates(
     source: str, events: Sequence[Event], message_ids: list[str], seen: set[str]
-) -> tuple[list[Event], list[DuplicateRow]]:
-    fresh: list[Event] = []
-    duplicates: list[DuplicateRow] = []
-    this_batch: set[str] = set()
-    for event, message_id in zip(events, message_ids, strict=True):
-        if message_id in seen or message_id in this_batch:
-            duplicates.append((source, message_id, orjson.dumps(event).decode()))
-        else:
-            this_batch.add(message_id)
-            fresh.append(event)
-    return fresh, duplicates
+) -> tuple[Sequence[Event], list[DuplicateRow]]:
+    """The events to process, and the others as duplicate rows (`duplicates_among`)."""
+    found = duplicates_among(message_ids, seen)
+    if not found:
+        return events, []
+    dropped = set(found)
+    fresh = [event for i, event in enumerate(events) if i not in dropped]
+    dumps = orjson.dumps
+    return fresh, [DuplicateRow(source, message_ids[i], dumps(events[i]).decode()) for i in found]

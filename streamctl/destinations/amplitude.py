@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -72,7 +73,6 @@ from streamctl.destinations.vendor import (
     to_epoch_millis,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 REGION_HOSTS = {"us": "https://api2.amplitude.com", "eu": "https://api.eu.amplitude.com"}
 UPLOAD_PATH = "/2/httpapi"

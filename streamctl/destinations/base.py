@@ -28,10 +28,12 @@ from typing import Any, ClassVar, Literal
 import httpx
 import orjson
 
-from streamctl.events import Event
+# Re-exported: destination modules have always imported them from here.
+from streamctl.core.events import Event
+from streamctl.core.events import MappedEvent as MappedEvent
+from streamctl.core.events import Payload as Payload
 
 JSONType = Literal["string", "number", "integer", "boolean", "object", "array", "any"]
-Payload = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,6 @@ class CatalogEntry:
     @property
     def secret_fields(self) -> frozenset[str]:
         return frozenset(f.name for f in self.config if f.secret)
-
-
-@dataclass(frozen=True)
-class MappedEvent:
-    """The output of a sync's mappings for one event: the three sections of SPEC §2."""
-
-    required: dict[str, Any]
-    user: dict[str, Any] = field(default_factory=dict)
-    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -60,7 +61,6 @@ from streamctl.destinations.vendor import (
     to_iso8601,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 TRACK_PATH = "/users/track"
 MAX_PER_ARRAY = 75

@@ -39,6 +39,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -55,7 +56,6 @@ from streamctl.destinations.base import (
 from streamctl.destinations.multipart import chunk_by_bytes, send_parts, whole_request_result
 from streamctl.destinations.timestamps import epoch_seconds
 from streamctl.destinations.vendor import base_url, json_object
-from streamctl.events import Event
 
 HOSTS = {"us": "https://track.customer.io", "eu": "https://track-eu.customer.io"}
 MAX_REQUEST_BYTES = 500 * 1024

@@ -55,6 +55,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -72,7 +73,6 @@ from streamctl.destinations.base import (
 from streamctl.destinations.multipart import chunk_by_bytes, send_parts, whole_request_result
 from streamctl.destinations.timestamps import epoch_micros
 from streamctl.destinations.vendor import base_url, json_object
-from streamctl.events import Event
 
 HOSTS = {"global": "https://www.google-analytics.com", "eu": "https://region1.google-analytics.com"}
 

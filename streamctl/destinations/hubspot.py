@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -69,7 +70,6 @@ from streamctl.destinations.vendor import (
     named_failures,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 HOST = "https://api.hubapi.com"
 EVENTS_PATH = "/events/v3/send/batch"

@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -59,7 +60,6 @@ from streamctl.destinations.base import (
 )
 from streamctl.destinations.timestamps import epoch_seconds
 from streamctl.destinations.vendor import base_url, json_object, seconds_until_reset
-from streamctl.events import Event
 
 HOSTS = {
     "us": "https://api.intercom.io",

@@ -43,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -59,7 +60,6 @@ from streamctl.destinations.base import (
 from streamctl.destinations.multipart import send_parts, whole_request_result
 from streamctl.destinations.timestamps import epoch_seconds
 from streamctl.destinations.vendor import base_url, json_object
-from streamctl.events import Event
 
 HOSTS = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 MAX_BULK_EVENTS = 1000

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from streamctl.core.events import Event, user_key
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -64,7 +65,6 @@ from streamctl.destinations.base import (
     Payload,
 )
 from streamctl.destinations.webhook import GENERIC_CUSTOM
-from streamctl.events import Event, user_key
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer

@@ -45,6 +45,8 @@ from typing import Any
 
 import httpx
 
+from streamctl.core.errors import MappingError
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -64,8 +66,6 @@ from streamctl.destinations.base import (
 from streamctl.destinations.hashing import IdentityFormatError, hash_identity
 from streamctl.destinations.timestamps import epoch_millis
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
-from streamctl.errors import MappingError
-from streamctl.events import Event
 
 HOST = "https://api.linkedin.com/rest"
 API_VERSION = "202505"

@@ -40,6 +40,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -62,7 +63,6 @@ from streamctl.destinations.vendor import (
     to_epoch_millis,
     whole_batch_outcome,
 )
-from streamctl.events import Event
 
 REGION_HOSTS = {
     "us": "https://api.mixpanel.com",

@@ -2,61 +2,49 @@
 
 from __future__ import annotations
 
-from streamctl.config.model import DestinationConfig
+from streamctl.core.errors import ConfigError, Problem
+from streamctl.core.model import DestinationConfig
+from streamctl.destinations.amplitude import AmplitudeDestination
 from streamctl.destinations.base import CatalogEntry, Destination
-from streamctl.errors import ConfigError, Problem
+from streamctl.destinations.braze import BrazeDestination
+from streamctl.destinations.console import ConsoleDestination
+from streamctl.destinations.customerio import CustomerIODestination
+from streamctl.destinations.file import FileDestination
+from streamctl.destinations.ga4 import GA4Destination
+from streamctl.destinations.hubspot import HubSpotDestination
+from streamctl.destinations.intercom import IntercomDestination
+from streamctl.destinations.iterable import IterableDestination
+from streamctl.destinations.kafka import KafkaDestination
+from streamctl.destinations.linkedin import LinkedInDestination
+from streamctl.destinations.mixpanel import MixpanelDestination
+from streamctl.destinations.segment import SegmentDestination
+from streamctl.destinations.slack import SlackDestination
+from streamctl.destinations.webhook import WebhookDestination
 
-CATALOG: dict[str, type[Destination]] = {}
-# Registration lines: one per destination module.
-from streamctl.destinations.console import ConsoleDestination  # noqa: E402
-from streamctl.destinations.file import FileDestination  # noqa: E402
-from streamctl.destinations.webhook import WebhookDestination  # noqa: E402
 
-CATALOG["webhook"] = WebhookDestination
-CATALOG["file"] = FileDestination
-CATALOG["console"] = ConsoleDestination
+def _by_type(*destinations: type[Destination]) -> dict[str, type[Destination]]:
+    """The catalog, keyed by each destination's own `catalog.type`."""
+    return {destination.catalog.type: destination for destination in destinations}
 
-from streamctl.destinations.ga4 import GA4Destination  # noqa: E402
 
-CATALOG["ga4"] = GA4Destination
-
-from streamctl.destinations.segment import SegmentDestination  # noqa: E402
-
-CATALOG["segment"] = SegmentDestination
-
-from streamctl.destinations.iterable import IterableDestination  # noqa: E402
-
-CATALOG["iterable"] = IterableDestination
-
-from streamctl.destinations.customerio import CustomerIODestination  # noqa: E402
-
-CATALOG["customerio"] = CustomerIODestination
-
-from streamctl.destinations.amplitude import AmplitudeDestination  # noqa: E402
-from streamctl.destinations.braze import BrazeDestination  # noqa: E402
-from streamctl.destinations.mixpanel import MixpanelDestination  # noqa: E402
-from streamctl.destinations.slack import SlackDestination  # noqa: E402
-
-CATALOG["slack"] = SlackDestination
-CATALOG["amplitude"] = AmplitudeDestination
-CATALOG["mixpanel"] = MixpanelDestination
-CATALOG["braze"] = BrazeDestination
-
-from streamctl.destinations.kafka import KafkaDestination  # noqa: E402
-
-CATALOG["kafka"] = KafkaDestination
-
-from streamctl.destinations.hubspot import HubSpotDestination  # noqa: E402
-
-CATALOG["hubspot"] = HubSpotDestination
-
-from streamctl.destinations.intercom import IntercomDestination  # noqa: E402
-
-CATALOG["intercom"] = IntercomDestination
-
-from streamctl.destinations.linkedin import LinkedInDestination  # noqa: E402
-
-CATALOG["linkedin"] = LinkedInDestination
+# A new destination: its module, its import above, and one line here.
+CATALOG: dict[str, type[Destination]] = _by_type(
+    AmplitudeDestination,
+    BrazeDestination,
+    ConsoleDestination,
+    CustomerIODestination,
+    FileDestination,
+    GA4Destination,
+    HubSpotDestination,
+    IntercomDestination,
+    IterableDestination,
+    KafkaDestination,
+    LinkedInDestination,
+    MixpanelDestination,
+    SegmentDestination,
+    SlackDestination,
+    WebhookDestination,
+)
 
 
 def catalog_entry(type_name: str) -> CatalogEntry:

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -49,7 +50,6 @@ from streamctl.destinations.base import (
 )
 from streamctl.destinations.multipart import chunk_by_bytes, send_parts, whole_request_result
 from streamctl.destinations.vendor import base_url, json_object
-from streamctl.events import Event
 
 HOSTS = {"us": "https://api.segment.io", "eu": "https://events.eu1.segmentapis.com"}
 MAX_EVENT_BYTES = 32 * 1024

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from streamctl.core.events import Event
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -52,7 +53,6 @@ from streamctl.destinations.base import (
     Payload,
 )
 from streamctl.destinations.vendor import whole_batch_outcome
-from streamctl.events import Event
 
 MAX_BLOCKS = 50
 MAX_TEXT = 40_000

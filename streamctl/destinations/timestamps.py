@@ -1,6 +1,6 @@
 """Mapped event times in the units vendors want, failing as a `mapping_error`.
 
-Built on `vendor.parse_timestamp` (ISO 8601 strings, or epoch seconds/milliseconds):
+Built on `streamctl.core.timestamps.parse_timestamp` (ISO 8601 strings, or epoch seconds/milliseconds):
 a mapped time that does not parse is a MappingError naming the field and the value,
 so the event is archived at mapping time instead of being sent with a wrong date.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streamctl.destinations.vendor import TimestampError, iso_millis, parse_timestamp
-from streamctl.errors import MappingError
+from streamctl.core.errors import MappingError
+from streamctl.core.timestamps import TimestampError, format_timestamp, parse_timestamp
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,4 +45,4 @@ def epoch_micros(value: object, *, field: str) -> int:
 
 def iso8601(value: object, *, field: str) -> str:
     """ISO 8601 in UTC with milliseconds (HubSpot's `occurredAt`, Intercom's dates)."""
-    return iso_millis(mapped_time(value, field=field))
+    return format_timestamp(mapped_time(value, field=field))

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
+from streamctl.core.timestamps import TimestampError as TimestampError
+from streamctl.core.timestamps import parse_timestamp as parse_timestamp
 from streamctl.destinations.base import (
     BatchResult,
     ItemResult,
@@ -31,37 +32,6 @@ from streamctl.destinations.base import (
     parse_retry_after,
 )
 
-# Below this an epoch number is seconds, above it milliseconds (Mixpanel's own rule
-# of thumb: 1e11 seconds is the year 5138, 1e11 milliseconds is 1973).
-_SECONDS_CEILING = 100_000_000_000
-
-
-class TimestampError(ValueError):
-    """A value that is not an ISO 8601 timestamp nor an epoch number."""
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """An aware UTC datetime from an ISO 8601 string or epoch seconds/milliseconds."""
-    if isinstance(value, bool):
-        msg = f"expected a timestamp, got the boolean {value}"
-        raise TimestampError(msg)
-    if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) >= _SECONDS_CEILING else value
-        return datetime.fromtimestamp(seconds, UTC)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            msg = f"expected an ISO 8601 timestamp, got {value!r}"
-            raise TimestampError(msg) from None
-        # A timestamp without an offset is read as UTC, as Segment's libraries send it.
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    msg = f"expected a timestamp, got {type(value).__name__} {value!r}"
-    raise TimestampError(msg)
-
 
 def to_epoch_millis(value: Any) -> int:
     """Milliseconds since the epoch, as Amplitude's `time` and Mixpanel's `time` want."""
@@ -70,12 +40,7 @@ def to_epoch_millis(value: Any) -> int:
 
 def to_iso8601(value: Any) -> str:
     """ISO 8601 in UTC with milliseconds, as Braze's `time` wants."""
-    return iso_millis(parse_timestamp(value))
-
-
-def iso_millis(when: datetime) -> str:
-    """An aware UTC datetime as `2026-11-26T12:00:00.000Z`."""
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return parse_timestamp(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def converted_or_kept(value: Any, convert: Callable[[Any], Any]) -> Any:

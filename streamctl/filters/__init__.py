@@ -24,9 +24,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from streamctl.config.schema import suggest as did_you_mean
-from streamctl.errors import SpecError
-from streamctl.events import Event
+from streamctl.core.errors import SpecError
+from streamctl.core.errors import suggest as did_you_mean
+from streamctl.core.events import Event
 from streamctl.filters.equality import json_equal, make_membership
 from streamctl.mappings.paths import ABSENT, Getter, compile_path
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
-from streamctl.config.model import FunctionRef
-from streamctl.errors import FunctionError
-from streamctl.events import CALL_TYPES, Event
+from streamctl.core.errors import FunctionError
+from streamctl.core.events import CALL_TYPES, Event
+from streamctl.core.model import FunctionRef
 from streamctl.functions.protocol import WorkerGone, WorkerTimeout, read_frame, write_frame
 
 ENTRY_POINT = "transform_events"

@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streamctl.config.schema import suggest
+from streamctl.core.errors import MappingError, SpecError, suggest
+from streamctl.core.events import Event
 from streamctl.destinations.base import EventTypeSpec, JSONType, MappedEvent
-from streamctl.errors import MappingError, SpecError
-from streamctl.events import Event
 from streamctl.mappings.paths import ABSENT, compile_path
 from streamctl.mappings.templates import compile_template, excerpt
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from streamctl.errors import SpecError
+from streamctl.core.errors import SpecError
 
 
 @final

@@ -11,7 +11,8 @@ Two renderers produce the same result:
 
 - the Liquid renderer (python-liquid), used for every template;
 - a fast path for templates made only of text and `{{ path | filter: literal ... }}`
-  outputs, which resolves the path with plain indexing and calls the very same filter
+  outputs (read from Liquid's syntax tree by `streamctl.mappings.liquid_ast`, the one
+  module that touches python-liquid's internals), which resolves the path with plain indexing and calls the very same filter
   functions. It falls back to the Liquid renderer on any exception (a missing key, a
   filter error), so every edge case (undefined values, `size`/`first`/`last`, error
   messages) is Liquid's own. tests/test_templates.py renders a corpus both ways.
@@ -23,31 +24,26 @@ import functools
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from liquid import Environment, RenderContext, Undefined, is_undefined
-from liquid.ast import Node
-from liquid.builtin.content import ContentNode
-from liquid.builtin.expressions.arguments import PositionalArgument
-from liquid.builtin.expressions.filtered import (
-    Filter,
-    FilteredExpression,
-    TernaryFilteredExpression,
-)
-from liquid.builtin.expressions.path import Path
-from liquid.builtin.expressions.primitive import Literal
-from liquid.builtin.output import OutputNode
+from liquid import BoundTemplate, Environment, Undefined, is_undefined
 from liquid.exceptions import FilterArgumentError, LiquidError
-from liquid.expression import Expression
-from liquid.stringify import to_liquid_string
-from liquid.template import BoundTemplate
 
-from streamctl.config.schema import suggest
-from streamctl.errors import MappingError, SpecError
-from streamctl.events import Event
+from streamctl.core.errors import MappingError, SpecError, suggest
+from streamctl.core.events import Event
+from streamctl.mappings.liquid_ast import (
+    NOT_LITERAL,
+    FilterCall,
+    PathOutput,
+    SoleOutput,
+    filter_calls,
+    path_outputs,
+    sole_output,
+    to_liquid_string,
+)
 from streamctl.mappings.paths import ABSENT
 
 VARIABLES: Final = ("row", "event", "sync")
@@ -272,8 +268,8 @@ def compile_template(
         raise SpecError(msg) from None
     _check_template(template, source)
     globals_ = {"sync": dict(sync)}
-    output = _only_output(template)
-    typed = output is not None and _ends_with_cast(output.expression)
+    output = sole_output(template)
+    typed = output is not None and bool(output.filters) and output.filters[-1].name == "cast"
     slow = (
         _typed_renderer(template, output, source, field, globals_)
         if typed and output
@@ -298,60 +294,23 @@ def _check_template(template: BoundTemplate, source: str) -> None:
                 "templates see row, event (both the whole event) and sync"
             )
             raise SpecError(msg)
-    for filter_ in _filters_in(template):
-        if filter_.name == "cast":
-            _check_cast_arguments(filter_, source)
+    for call in filter_calls(template):
+        if call.name == "cast":
+            _check_cast_arguments(call, source)
 
 
-def _check_cast_arguments(filter_: Filter, source: str) -> None:
-    args = filter_.args
-    if len(args) != 1 or not isinstance(args[0], PositionalArgument):
+def _check_cast_arguments(call: FilterCall, source: str) -> None:
+    if len(call.arguments) != 1 or not call.positional_only:
         msg = f"cast takes one type, e.g. cast: 'number', in {source!r}"
         raise SpecError(msg)
-    value = args[0].value
-    if isinstance(value, Literal) and value.value not in CAST_TYPES:
-        target = str(value.value)
+    (value,) = call.arguments
+    if value is not NOT_LITERAL and value not in CAST_TYPES:
+        target = str(value)
         msg = (
-            f"unknown cast type {value.value!r}{suggest(target, CAST_TYPES)} in {source!r}; "
+            f"unknown cast type {value!r}{suggest(target, CAST_TYPES)} in {source!r}; "
             f"expected one of {', '.join(CAST_TYPES)}"
         )
         raise SpecError(msg)
-
-
-def _filters_in(template: BoundTemplate) -> Iterable[Filter]:
-    static_context = RenderContext(template)
-
-    def expression_filters(expression: Expression) -> Iterable[Filter]:
-        if isinstance(expression, FilteredExpression | TernaryFilteredExpression):
-            yield from expression.filters or ()
-        if isinstance(expression, TernaryFilteredExpression):
-            yield from expression.tail_filters or ()
-            yield from expression_filters(expression.left)
-        for child in expression.children():
-            yield from expression_filters(child)
-
-    def node_filters(node: Node) -> Iterable[Filter]:
-        for expression in node.expressions():
-            yield from expression_filters(expression)
-        for child in node.children(static_context, include_partials=False):
-            yield from node_filters(child)
-
-    for node in template.nodes:
-        yield from node_filters(node)
-
-
-def _only_output(template: BoundTemplate) -> OutputNode | None:
-    """The template's one output statement when it has nothing else but whitespace."""
-    meaningful = [n for n in template.nodes if not (isinstance(n, ContentNode) and n.blank)]
-    if len(meaningful) == 1 and type(meaningful[0]) is OutputNode:
-        return meaningful[0]
-    return None
-
-
-def _ends_with_cast(expression: Expression) -> bool:
-    if type(expression) is not FilteredExpression or not expression.filters:
-        return False
-    return expression.filters[-1].name == "cast"
 
 
 # -- the Liquid renderers ----------------------------------------------------------------
@@ -373,12 +332,12 @@ def _text_renderer(
 
 def _typed_renderer(
     template: BoundTemplate,
-    output: OutputNode,
+    output: SoleOutput,
     source: str,
     field: str,
     globals_: dict[str, Any],
 ) -> Renderer:
-    expression = output.expression
+    evaluate = output.evaluate
     context_class = template.context_class
     make_globals = template.make_globals
     sync = globals_["sync"]
@@ -388,7 +347,7 @@ def _typed_renderer(
             template, globals=make_globals({"row": event, "event": event, "sync": sync})
         )
         try:
-            value = expression.evaluate(context)
+            value = evaluate(context)
         except Exception as exc:
             raise _render_error(exc, field, source) from None
         return ABSENT if is_undefined(value) else value
@@ -422,14 +381,15 @@ def _fast_renderer(
     applies the very same filter callables. If a filter raises, the event goes to the
     Liquid renderer, which produces Liquid's exact error.
     """
+    pieces = path_outputs(template)
+    if pieces is None:
+        return None
     parts: list[str | Renderer] = []
-    for node in template.nodes:
-        if type(node) is ContentNode:
-            parts.append(node.text)
+    for piece in pieces:
+        if isinstance(piece, str):
+            parts.append(piece)
             continue
-        if type(node) is not OutputNode:
-            return None
-        evaluate = _fast_expression(node.expression, globals_)
+        evaluate = _fast_expression(piece, globals_)
         if evaluate is None:
             return None
         parts.append(evaluate)
@@ -476,26 +436,18 @@ def _fast_text(parts: list[str | Renderer], slow: Renderer) -> Renderer:
     return render
 
 
-def _fast_expression(expression: Expression, globals_: dict[str, Any]) -> Renderer | None:
-    if type(expression) is not FilteredExpression or type(expression.left) is not Path:
+def _fast_expression(output: PathOutput, globals_: dict[str, Any]) -> Renderer | None:
+    root, keys = output.root, output.keys
+    if root not in VARIABLES or any(key in _SPECIAL_KEYS for key in keys):
         return None
-    path = expression.left
-    root = path.path[0]
-    if not isinstance(root, str) or root not in VARIABLES:
-        return None
-    keys: list[str | int] = []
-    for segment in path.path[1:]:
-        if not isinstance(segment, str | int) or segment in _SPECIAL_KEYS:
-            return None
-        keys.append(segment)
     filters: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-    for filter_ in expression.filters or ():
-        compiled = _fast_filter(filter_)
+    for call in output.filters:
+        compiled = _fast_filter(call)
         if compiled is None:
             return None
         filters.append(compiled)
-    undefined = ENVIRONMENT.undefined(root, hint=f"{path} is undefined", token=path.token)
-    resolve = _fast_resolver(root, tuple(keys), globals_["sync"], undefined)
+    undefined = ENVIRONMENT.undefined(root, hint=f"{output.text} is undefined", token=output.token)
+    resolve = _fast_resolver(root, keys, globals_["sync"], undefined)
     if not filters:
         return resolve
     if len(filters) == 1:
@@ -575,15 +527,12 @@ def _fast_keys(keys: tuple[str, ...], undefined: Undefined) -> Renderer:
     return resolve3
 
 
-def _fast_filter(filter_: Filter) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
-    func = ENVIRONMENT.filters.get(filter_.name)
+def _fast_filter(call: FilterCall) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+    func = ENVIRONMENT.filters.get(call.name)
     if func is None or getattr(func, "with_context", False):
         return None
     if getattr(func, "with_environment", False):
         func = functools.partial(func, environment=ENVIRONMENT)
-    args: list[Any] = []
-    for arg in filter_.args:
-        if not isinstance(arg, PositionalArgument) or not isinstance(arg.value, Literal):
-            return None
-        args.append(arg.value.value)
-    return func, tuple(args)
+    if not call.positional_only or any(arg is NOT_LITERAL for arg in call.arguments):
+        return None
+    return func, call.arguments

@@ -28,14 +28,11 @@ the outcome of every notification is recorded in `alert_notifications`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -46,75 +43,21 @@ from tenacity import (
     wait_exponential,
 )
 
-from streamctl.config.model import AlertRule, Project, SyncConfig
-from streamctl.config.secrets import redact
-from streamctl.errors import StoreError
-from streamctl.monitoring.channels import (
+from streamctl.channels import (
     AlertNotice,
     Channel,
     ChannelError,
     build_channel,
-    format_duration,
 )
-from streamctl.monitoring.source import MetricsSource
-from streamctl.store.db import store_path
+from streamctl.config.secrets import redact
+from streamctl.core.model import AlertRule, Project, SyncConfig
+from streamctl.core.units import format_duration
+from streamctl.store.alert_state import AlertStateStore, NotificationRecord, RuleState
+from streamctl.store.metrics import MetricsSource, StoreMetrics
 
 log = logging.getLogger(__name__)
 
 Comparison = Literal["above", "below"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_state (
-    rule TEXT NOT NULL,
-    sync TEXT NOT NULL,
-    firing INTEGER NOT NULL,
-    since REAL,               -- firing since (epoch s); NULL while not firing
-    value REAL,               -- last value seen; NULL when the window had no data
-    evaluated_at REAL NOT NULL,
-    changed_at REAL NOT NULL, -- last transition (or first evaluation)
-    notified_at REAL,         -- last notification that reached every channel
-    PRIMARY KEY (rule, sync)
-);
-CREATE TABLE IF NOT EXISTS alert_notifications (
-    id INTEGER PRIMARY KEY,
-    rule TEXT NOT NULL,
-    sync TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    state TEXT NOT NULL,      -- firing | resolved
-    at REAL NOT NULL,
-    ok INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    error TEXT                -- redacted; NULL when ok
-);
-CREATE INDEX IF NOT EXISTS alert_notifications_rule ON alert_notifications (rule, sync, at);
-"""
-
-
-@dataclass(frozen=True)
-class RuleState:
-    """The remembered state of one rule for one sync."""
-
-    rule: str
-    sync: str
-    firing: bool
-    since: float | None
-    value: float | None
-    evaluated_at: float
-    changed_at: float
-    notified_at: float | None = None
-
-
-@dataclass(frozen=True)
-class NotificationRecord:
-    rule: str
-    sync: str
-    channel: str
-    state: str
-    at: float
-    ok: bool
-    attempts: int
-    error: str | None
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -143,131 +86,18 @@ class NotifyPolicy:
     backoff_max: float = 10.0
 
 
-class AlertStateStore:
-    """`alert_state` and `alert_notifications` in the project's SQLite file.
-
-    Its own connection (WAL lets it share the file with the store), its own
-    idempotent migration; safe to call from worker threads.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Autocommit mode: transactions are the explicit BEGIN IMMEDIATE below.
-            self._db = sqlite3.connect(
-                path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        except sqlite3.Error as exc:
-            msg = f"cannot open the alert state in {path}: {exc}"
-            raise StoreError(msg) from exc
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: a second evaluator (run and alerts check) waits, then sees our writes."""
-        with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                msg = f"alert state in {self.path}: {exc}"
-                raise StoreError(msg) from exc
-
-    def states(self) -> dict[tuple[str, str], RuleState]:
-        with self._transaction() as db:
-            return _states(db)
-
-    def advance(
-        self, readings: Sequence[tuple[AlertRule, str, float | None]], now: float
-    ) -> list[Evaluation]:
-        """Apply each (rule, sync, value) reading to the remembered state, atomically.
-
-        Reading the previous states and writing the new ones in one write transaction
-        means two evaluators never both announce the same transition.
-        """
-        with self._transaction() as db:
-            previous = _states(db)
-            evaluations, states = [], []
-            for rule, sync, value in readings:
-                state, evaluation = next_state(
-                    rule, sync, value, previous.get((rule.name, sync)), now
-                )
-                states.append(state)
-                evaluations.append(evaluation)
-            db.executemany(
-                "INSERT OR REPLACE INTO alert_state"
-                " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
-                     s.changed_at, s.notified_at)
-                    for s in states
-                ],
-            )  # fmt: skip
-        return evaluations
-
-    def mark_notified(self, rule: str, sync: str, at: float) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE alert_state SET notified_at = ? WHERE rule = ? AND sync = ?",
-                (at, rule, sync),
-            )
-
-    def record_notification(self, record: NotificationRecord) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO alert_notifications"
-                " (rule, sync, channel, state, at, ok, attempts, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.rule,
-                    record.sync,
-                    record.channel,
-                    record.state,
-                    record.at,
-                    int(record.ok),
-                    record.attempts,
-                    record.error,
-                ),
-            )
-
-    def forget_notifications(self, before: float) -> None:
-        """The notification log keeps what the store keeps (`retention_days`)."""
-        with self._transaction() as db:
-            db.execute("DELETE FROM alert_notifications WHERE at < ?", (before,))
-
-    def notifications(self, rule: str | None = None) -> list[NotificationRecord]:
-        query = (
-            "SELECT rule, sync, channel, state, at, ok, attempts, error FROM alert_notifications"
-        )
-        args: tuple[str, ...] = ()
-        if rule is not None:
-            query, args = query + " WHERE rule = ?", (rule,)
-        with self._transaction() as db:
-            rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [
-            NotificationRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7]) for r in rows
-        ]
-
-
-def _states(db: sqlite3.Connection) -> dict[tuple[str, str], RuleState]:
-    rows = db.execute(
-        "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
-        " FROM alert_state"
-    ).fetchall()
-    return {(row[0], row[1]): RuleState(row[0], row[1], bool(row[2]), *row[3:]) for row in rows}
+def _advance(
+    readings: Sequence[tuple[AlertRule, str, float | None]],
+    now: float,
+    previous: dict[tuple[str, str], RuleState],
+) -> tuple[list[RuleState], list[Evaluation]]:
+    """Each (rule, sync, value) reading applied to the remembered states."""
+    states, evaluations = [], []
+    for rule, sync, value in readings:
+        state, evaluation = next_state(rule, sync, value, previous.get((rule.name, sync)), now)
+        states.append(state)
+        evaluations.append(evaluation)
+    return states, evaluations
 
 
 def bounds(rule: AlertRule) -> tuple[Comparison, float]:
@@ -435,7 +265,7 @@ class AlertEvaluator:
     ) -> None:
         self.metrics = metrics
         self.client = client
-        self.state = state or AlertStateStore(store_path(project))
+        self.state = state or AlertStateStore(project.store_file)
         self.policy = policy
         self.clock = clock
         self.use(project)
@@ -491,7 +321,7 @@ class AlertEvaluator:
             for rule in self.project.alerts.rules
             for sync in matching_syncs(rule, self.project)
         ]
-        return self.state.advance(readings, now)
+        return self.state.advance(functools.partial(_advance, readings, now))
 
     async def _announce(self, evaluation: Evaluation, now: float) -> Evaluation:
         """Tell the rule's channels about a transition, concurrently; no-op without one."""
@@ -553,3 +383,17 @@ def _worth_retrying(exc: BaseException) -> bool:
     if isinstance(exc, ChannelError):
         return exc.retryable
     return isinstance(exc, TimeoutError | OSError)
+
+
+async def check_once(project: Project) -> list[Evaluation]:
+    """One evaluation of every rule against the project's store (`streamctl alerts check`)."""
+    metrics = StoreMetrics.for_project(project)
+    try:
+        async with httpx.AsyncClient() as client:
+            evaluator = AlertEvaluator(project, metrics, client)
+            try:
+                return await evaluator.evaluate_once()
+            finally:
+                evaluator.state.close()
+    finally:
+        metrics.close()

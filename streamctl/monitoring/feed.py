@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from streamctl.errors import StreamctlError
-from streamctl.events import Event
+from streamctl.core.errors import StreamctlError
+from streamctl.core.events import Event
 
 Record = dict[str, Any]
 

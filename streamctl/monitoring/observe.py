@@ -24,9 +24,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from streamctl.core.outcomes import EventResult, Status
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
-from streamctl.pipeline.outcomes import EventResult, Status
 
 REMEMBERED_DELIVERIES = 200_000  # delivery id -> (messageId, created_at), oldest forgotten first
 

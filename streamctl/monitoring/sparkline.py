@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streamctl.monitoring.source import MetricsSource, MinuteBucket
+from streamctl.store.metrics import MetricsSource, MinuteBucket
 
 BARS = "▁▂▃▄▅▆▇█"
 DEFAULT_WIDTH = 30  # characters: a day is 48 minutes a character, next to status's columns

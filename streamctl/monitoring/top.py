@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from streamctl.monitoring.source import MetricsSource, SyncCounters
+from streamctl.store.metrics import MetricsSource, SyncCounters
 
 RATE_SPAN = 5  # snapshots the rate is measured over (5 s at the default refresh)
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import orjson
 
-from streamctl.config.model import Project
 from streamctl.config.secrets import redact_data, secret_strings
+from streamctl.core.errors import StreamctlError
+from streamctl.core.events import Event
+from streamctl.core.model import Project
+from streamctl.core.outcomes import ContractResult, Decision, Status, Violation
 from streamctl.destinations.base import Destination, HttpRequest
-from streamctl.errors import StreamctlError
-from streamctl.events import Event
 from streamctl.functions import display_path
-from streamctl.pipeline.outcomes import ContractResult, Decision, Status, Violation
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.normalise import normalise
 

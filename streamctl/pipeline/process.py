@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from streamctl.config.model import EventTypeRule, Project, SyncConfig
-from streamctl.contracts import Contract
+from streamctl.core.errors import FunctionError, MappingError, UsageError
+from streamctl.core.events import Event, user_key
+from streamctl.core.model import Contract, EventTypeRule, Project, SyncConfig
+from streamctl.core.outcomes import ContractResult, Decision, EventResult, Status
 from streamctl.destinations.base import Destination
-from streamctl.errors import FunctionError, MappingError, UsageError
-from streamctl.events import Event, user_key
 from streamctl.functions import run_function
-from streamctl.pipeline.outcomes import ContractResult, Decision, EventResult, Status
 
 SPLIT_SEPARATORS = "-:_./#"
 VIOLATIONS_IN_MESSAGE = 3

@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from streamctl.errors import StoreError
-from streamctl.events import Event
+from streamctl.core.errors import StoreError
+from streamctl.core.events import Event
 from streamctl.store.queue import EventQueue, Overloaded
 
 OnCommitted = Callable[[str, Sequence[Event]], None]
@@ -194,13 +194,8 @@ class GroupCommitter:
 
     def _append_round(self, round_: list[_Pending]) -> list[BaseException | None]:
         """On the writer thread: each request's outcome. The round goes in one transaction
-        when the queue can do that (`append_many`: one queue row per request), else one
-        append (one transaction) per request."""
-        append_many = getattr(self._queue, "append_many", None)
-        if append_many is None:
-            errors = [self._attempt(self._queue.append, p.source, p.events) for p in round_]
-        else:
-            errors = self._append_together(append_many, round_)
+        (`append_many`: one queue entry per request)."""
+        errors = self._append_together(self._queue.append_many, round_)
         self._refresh_depth()
         return errors
 
@@ -224,11 +219,8 @@ class GroupCommitter:
         return [outcome if id(p) in admitted else error for p in round_]
 
     def _queue_room(self) -> int:
-        """Events the queue takes before its depth limit (0 when it has none to tell)."""
-        max_depth = getattr(self._queue, "max_depth", None)
-        if not isinstance(max_depth, int):
-            return 0
-        return max(0, max_depth - self._queue.depth())
+        """Events the queue takes before its depth limit."""
+        return max(0, self._queue.max_depth - self._queue.depth())
 
     def _attempt(self, append: Callable[..., None], *args: Any) -> BaseException | None:
         try:

@@ -52,10 +52,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from streamctl.config.model import Project, SourceConfig
 from streamctl.config.secrets import MIN_SECRET_LENGTH
-from streamctl.errors import EventError, StoreError
-from streamctl.events import Event
+from streamctl.core.errors import EventError, StoreError
+from streamctl.core.events import Event
+from streamctl.core.model import Project, SourceConfig
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED, TailFilter
 from streamctl.sources.normalise import (

@@ -20,8 +20,8 @@ from typing import BinaryIO
 
 import orjson
 
-from streamctl.errors import EventError, UsageError
-from streamctl.events import Event
+from streamctl.core.errors import EventError, UsageError
+from streamctl.core.events import Event
 from streamctl.sources.normalise import normalise
 
 DEFAULT_CHUNK = 5_000

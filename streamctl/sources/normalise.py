@@ -41,8 +41,9 @@ from typing import Any
 
 import orjson
 
-from streamctl.errors import EventError
-from streamctl.events import CALL_TYPES, Event
+from streamctl.core.errors import EventError
+from streamctl.core.events import CALL_TYPES, Event
+from streamctl.core.timestamps import format_timestamp, parse_iso
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -172,33 +173,6 @@ def _check_size(event: Event, index: int | None, *, merged: bool = False) -> int
     return size
 
 
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a `Z`: `2026-11-26T12:00:00.000Z`."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text[:-6] + "Z"  # drop "+00:00"
-
-
-def parse_timestamp(text: Any) -> datetime | None:
-    """An ISO 8601 timestamp (a `Z` or an offset; naive means UTC), or None if it is not
-    one or its moment in UTC is outside years 1-9999 (`0001-01-01T00:00:00+01:00`)."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    if moment.year in _EDGE_YEARS:  # an offset may carry it out of range in UTC
-        try:
-            moment.astimezone(UTC)
-        except OverflowError:
-            return None
-    return moment
-
-
 def _which(message_id: Any, index: int | None) -> str:
     parts = []
     if index is not None:
@@ -298,7 +272,7 @@ def _corrected_timestamp(
 
 def _parse_field(event: Event, key: str, index: int | None) -> datetime:
     value = event.get(key)
-    moment = parse_timestamp(value)
+    moment = parse_iso(value)
     if moment is None:
         shown = repr(value)
         if len(shown) > 80:

@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from streamctl.config.model import SourceConfig
-from streamctl.errors import EventError
-from streamctl.events import Event
+from streamctl.core.errors import EventError
+from streamctl.core.events import Event
+from streamctl.core.model import SourceConfig
 from streamctl.mappings.paths import Getter, compile_path
 
 # Never stored: they authenticate the sender, and anyone reading events must not reuse them.

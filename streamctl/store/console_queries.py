@@ -13,17 +13,17 @@ from typing import Any
 
 import orjson
 
-from streamctl.store.db import Store
-from streamctl.store.queries import iso
+from streamctl.core.timestamps import iso
+from streamctl.store.connection import SqliteConnection
 
 
-def latest_event_id(store: Store) -> int:
+def latest_event_id(store: SqliteConnection) -> int:
     with store.lock:
         row = store.conn.execute("SELECT max(id) FROM events").fetchone()
     return int(row[0] or 0)
 
 
-def events_after(store: Store, after_id: int, limit: int = 200) -> list[dict[str, Any]]:
+def events_after(store: SqliteConnection, after_id: int, limit: int = 200) -> list[dict[str, Any]]:
     """Events recorded after `after_id` (oldest first), each with its deliveries' statuses."""
     with store.lock:
         events = store.conn.execute(

@@ -1,316 +1,94 @@
-"""The SQLite store: every received event, decision, delivery and attempt (docs/store.md).
+"""The SQLite state store: every received event, decision, delivery and attempt (docs/store.md).
 
-    store = Store.open(project.store_path)       # creates and migrates the file
-    store.queue.append("web", events)            # the ingest queue (EventQueue)
+    store = SqliteStore.open(project.store_file)  # creates and migrates the file
+    store.queue.append("web", events)            # the ingest queue (SqliteEventQueue)
     recorded = store.record_results(results, destinations={"to-braze": "braze"})
     store.record_attempts(outcomes)              # delivery results and the new states
     store.close()
 
-One writer connection per process, guarded by a lock so the listener's threads and
-the delivery engine's writer thread can share it; readers (the CLI) open their own
-connections (`Store.open(path, readonly=True)`). WAL lets them read while the
-writer writes.
-
-Durability: WAL with `synchronous=NORMAL`, and `FULL` for the transactions that
-promise durability to someone else: `durable_transaction()`, which the ingest
-queue's `append` uses, fsyncs the log before it returns, so an event the listener
-answered 200 for survives a power cut, not only a killed process. Everything else
-(recorded decisions, attempts) is atomic and survives kill -9; a power cut may
-lose the last moments of it, which at worst sends those deliveries again (the
-queue ack is in the same transaction as the records, so nothing is lost). Skipping
-an fsync per commit matters: the delivery engine commits its attempts every few
-tens of milliseconds. `synchronous="FULL"` makes every commit durable.
+One implementation of `streamctl.store.base.Store` (its docstring has the
+contract); the connection, its transactions and durability are
+`streamctl.store.connection.SqliteConnection`'s, which this class extends.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-
-try:
-    import fcntl
-except ImportError:  # Windows: SQLite's own busy handler alone
-    fcntl = None  # type: ignore[assignment]
 import functools
+import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import orjson
-import sqlite_utils
 
-from streamctl.config.model import Project
-from streamctl.errors import StoreError
-from streamctl.pipeline.outcomes import EventResult, Status
-from streamctl.store.encoded import (
+from streamctl.core.model import Project
+from streamctl.core.outcomes import EventResult, Status
+from streamctl.core.rows import (
     PENDING,
+    AttemptRecord,
     DuplicateRow,
     EncodedResults,
-    PendingRow,
+    PendingDelivery,
+    RecordedResults,
     encode_results,
+    pending_deliveries,
 )
-from streamctl.store.schema import message_key, migrate
+from streamctl.store import queries
+from streamctl.store.connection import SqliteConnection
+from streamctl.store.queries import ErrorFilter
+from streamctl.store.schema import message_key
+from streamctl.store.sqlite_queue import SqliteEventQueue
 
-if TYPE_CHECKING:
-    from streamctl.store.sqlite_queue import SqliteEventQueue
-
-Synchronous = Literal["FULL", "NORMAL"]
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
 # Parameters one statement may bind: SQLite's limit before 3.32, and the floor of builds
 # that lower it (a multi-row INSERT binds every row's values at once).
 MAX_PARAMETERS = 999
-# Pages of a new store (SQLite's default is 4 KiB; an existing file keeps its own). Replay
-# appends rows by the hundred thousand: a quarter of the pages to split, link, write to the
-# WAL and copy back at checkpoints (replay of 100,000 events: median 6-10% faster over
-# three runs of 9-11 alternating rounds; 32 KiB was no better).
-PAGE_SIZE = 16 * 1024
-CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
-WAL_RESTART_BYTES = 64 * 1024 * 1024  # a WAL this large is checkpointed to its end
-LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
 
-@dataclass(slots=True)
-class PendingDelivery:
-    """A delivery the engine still has to send (status pending or retrying).
+class SqliteStore(SqliteConnection):
+    """The state store (`streamctl.store.base.Store`) in one SQLite file."""
 
-    Mutable on purpose: the engine updates `attempts` and `next_attempt_at` as it
-    goes, and creates hundreds of thousands of these per second in replay.
-    """
-
-    id: int
-    sync: str
-    event_type: str
-    message_id: str
-    user_key: str
-    # The payload object, or its JSON text as read back from the store or sent by a
-    # replay worker: text is parsed only for a destination that reads payloads
-    # (`Destination.embeds_payloads`), so replay does not decode and re-encode each one.
-    payload: dict[str, Any] | str
-    created_at: float
-    attempts: int = 0
-    next_attempt_at: float = 0.0
-    first_attempt_at: float | None = None
-
-
-@dataclass(slots=True)
-class AttemptRecord:
-    """One attempt made for deliveries of one sync, and the state it leaves each in.
-
-    The items of a batch that got the same answer and are left in the same state share
-    one record (a whole batch, usually): the engine and the store then handle a batch's
-    hundred deliveries as one object, not a hundred."""
-
-    delivery_ids: list[int]
-    sync: str
-    destination: str
-    at: float  # when the request was sent
-    outcome: str  # delivered | retry | failed (streamctl.destinations.base.ItemStatus)
-    status_code: int | None
-    latency_ms: float
-    error: str | None
-    response: str | None
-    retry_after: float | None
-    new_status: Status  # DELIVERED, RETRYING or ARCHIVED
-    attempts: int  # each delivery's attempt count including this one
-    next_attempt_at: float | None  # when RETRYING
-    first_attempt_at: float
-
-
-@dataclass(frozen=True)
-class RecordedResults:
-    """What `record_results` wrote: the deliveries to hand to the engine, by sync."""
-
-    pending: list[PendingDelivery]
-    events: int
-    duplicates: int
-    first_delivery_id: int  # the deliveries written have ids first..first+len(decisions)-1
-    encoded: EncodedResults  # what was recorded, duplicates left out
-
-
-class Store:
-    """The one writer connection of this process to a streamctl SQLite file."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False) -> None:
-        self.conn = conn
-        self.path = path
-        self.readonly = readonly
-        self.db = sqlite_utils.Database(conn)
-        self.lock = threading.RLock()
-        self._queue: SqliteEventQueue | None = None
-        self.checkpoints = False
-        self._last_checkpoint = time.monotonic()
-        self._lock_file: IO[bytes] | None = None
-        if not readonly and fcntl is not None:
-            self._lock_file = open(f"{path}-writer", "ab")  # noqa: SIM115 (held open)
-        self.synchronous: Synchronous = "NORMAL"
-
-    # -- opening -------------------------------------------------------------------
+    _queue: SqliteEventQueue | None = None
 
     @classmethod
-    def open(
-        cls,
-        path: str | Path,
-        *,
-        readonly: bool = False,
-        synchronous: Synchronous = "NORMAL",
-        checkpoints: bool = True,
-        cache_mib: int = 64,
-    ) -> Store:
-        """Open (creating and migrating unless `readonly`) the store at `path`.
-
-        Checkpoints (copying the WAL into the database file) never run inside a write
-        transaction here: SQLite's automatic ones would run while this process holds
-        the write lock, stalling every other writer. Instead a connection with
-        `checkpoints=True` runs a PASSIVE checkpoint, which writers do not wait for,
-        after its commits at most every `CHECKPOINT_EVERY` seconds; replay's worker
-        processes open with `checkpoints=False` and leave them to the parent.
-        `cache_mib`: SQLite's page cache, which it empties whenever another connection
-        has written, so a small one serves connections that take turns writing."""
-        path = Path(path)
-        try:
-            if readonly:
-                if not path.exists():
-                    msg = f"{path}: no store yet (nothing has been received or replayed)"
-                    raise StoreError(msg)
-                conn = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-                )
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            if not readonly:
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the file is written
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(f"PRAGMA synchronous = {synchronous}")
-                conn.execute("PRAGMA temp_store = MEMORY")
-                conn.execute(f"PRAGMA cache_size = {-1024 * cache_mib}")  # in KiB
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute("PRAGMA journal_size_limit = 67108864")  # WAL back to 64 MiB
-        except sqlite3.Error as exc:
-            msg = f"{path}: cannot open the store: {exc}"
-            raise StoreError(msg) from exc
-        store = cls(conn, path, readonly=readonly)
-        store.synchronous = synchronous
-        store.checkpoints = checkpoints and not readonly
-        if not readonly:
-            migrate(store.db, str(path))
-        return store
-
-    @classmethod
-    def for_project(cls, project: Project, *, readonly: bool = False) -> Store:
+    def for_project(cls, project: Project, *, readonly: bool = False) -> SqliteStore:
         """The store of `project` (`store:` in streamctl.yaml, relative to the project root)."""
-        return cls.open(store_path(project), readonly=readonly)
-
-    def close(self) -> None:
-        with self.lock:
-            if self.checkpoints:
-                self.checkpoint()
-            self.conn.close()
-            if self._lock_file is not None:
-                self._lock_file.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return cls.open(project.store_file, readonly=readonly)
 
     @property
     def queue(self) -> SqliteEventQueue:
-        """The ingest queue (`SqliteEventQueue`) sharing this connection."""
+        """The ingest queue sharing this connection (and so its transactions)."""
         if self._queue is None:
-            from streamctl.store.sqlite_queue import SqliteEventQueue
-
             self._queue = SqliteEventQueue(self)
         return self._queue
 
-    @contextmanager
-    def durable_transaction(self) -> Iterator[sqlite3.Connection]:
-        """A transaction whose commit is fsynced (synchronous=FULL) before it returns."""
-        with self.lock:
-            if self.synchronous == "FULL":
-                with self.transaction() as conn:
-                    yield conn
-                return
-            self.conn.execute("PRAGMA synchronous = FULL")
-            try:
-                with self.transaction() as conn:
-                    yield conn
-            finally:
-                self.conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+    def check_writable(self) -> None:
+        with self.transaction():
+            pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT under the writer lock; rolled back on any error."""
-        with self.lock:
-            with self._write():
-                yield self.conn
-            if self.checkpoints and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
-                self.checkpoint()
+    # -- reading (streamctl.store.queries) ----------------------------------------------
 
-    def checkpoint(self) -> None:
-        """Copy what the WAL holds into the database file, as far as readers allow.
+    def list_errors(self, filters: ErrorFilter) -> list[dict[str, Any]]:
+        return queries.list_errors(self, filters)
 
-        A PASSIVE checkpoint never waits, but while other processes keep writing (replay's
-        workers) it never catches up either, and SQLite starts the WAL over only once it
-        has: the WAL grew to 4 GB in a replay of 1,000,000 events, and every read and the
-        memory of every process with it. Past `WAL_RESTART_BYTES` the checkpoint then
-        holds the writers' file lock and RESTARTs: it copies the rest, and the next write
-        begins the WAL again (trimmed to 64 MiB by journal_size_limit). The PASSIVE one
-        goes first, so the writers wait only while the frames added since are copied,
-        not the whole WAL (up to 0.1 s, three times in a replay of 100,000 events)."""
-        with self.lock:
-            self._last_checkpoint = time.monotonic()
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            if _size(self.wal_path) < WAL_RESTART_BYTES:
-                return
-            with self._between_processes():
-                self.conn.execute("PRAGMA wal_checkpoint(RESTART)")
+    def error_detail(self, error_id: str) -> dict[str, Any] | None:
+        return queries.error_detail(self, error_id)
 
-    @property
-    def wal_path(self) -> Path:
-        return self.path.with_name(self.path.name + "-wal")
+    def archived_ids(self, filters: ErrorFilter) -> list[int]:
+        return queries.archived_ids(self, filters)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._between_processes():
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                msg = f"{self.path}: cannot write to the store: {exc}"
-                raise StoreError(msg) from exc
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                msg = f"{self.path}: cannot commit to the store: {exc}"
-                raise StoreError(msg) from exc
+    def sync_status(self, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+        return queries.sync_status(self, since, syncs)
 
-    @contextmanager
-    def _between_processes(self) -> Iterator[None]:
-        """Writers of several processes (replay's workers, the parent) queue on a file
-        lock polled every few milliseconds at most, where SQLite's busy handler sleeps
-        up to 100 ms between tries. After `LOCK_PATIENCE` seconds the transaction goes
-        on without it (SQLite's own locking still keeps writes safe), so two stores of
-        one file in one thread can never deadlock here."""
-        handle = self._lock_file
-        locked = handle is not None and _try_lock(handle)
-        try:
-            yield
-        finally:
-            if locked and handle is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def explain(self, message_id: str) -> list[dict[str, Any]]:
+        return queries.explain(self, message_id)
+
+    def syncs_of(self, ids: Sequence[int]) -> list[str]:
+        return queries.syncs_of(self, ids)
+
+    def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
+        return queries.statuses_of(self, ids)
 
     # -- dedupe --------------------------------------------------------------------
 
@@ -342,48 +120,68 @@ class Store:
         self,
         results: Sequence[EventResult],
         *,
-        destinations: dict[str, str],
+        destinations: Mapping[str, str],
         duplicates: Sequence[DuplicateRow] = (),
-        ack: Sequence[int] = (),
         now: float | None = None,
     ) -> RecordedResults:
-        """Record events, every decision, violation and function error, and ack the queue,
-        in one transaction. Returns the PENDING deliveries with their ids.
-
-        `destinations` maps sync name -> destination name; `duplicates` are
-        (source, message_id, event JSON) received again within 24 h: recorded, not processed.
-        """
+        """`record_encoded` for pipeline results not yet flattened (tests, small callers)."""
         source = results[0].source if results else ""
         return self.record_encoded(
-            encode_results(source, results),
-            destinations=destinations,
-            duplicates=duplicates,
-            ack=ack,
-            now=now,
+            encode_results(source, results), destinations=destinations, duplicates=duplicates, now=now
         )
 
     def record_encoded(
         self,
         encoded: EncodedResults,
         *,
-        destinations: dict[str, str],
+        destinations: Mapping[str, str],
         duplicates: Sequence[DuplicateRow] = (),
-        ack: Sequence[int] = (),
         now: float | None = None,
         dedupe: bool = False,
         build_pending: bool = True,
     ) -> RecordedResults:
-        """`record_results` for results already flattened by `encode_results`.
+        """Record events, every decision, violation and function error in one transaction.
+        Returns the PENDING deliveries with their ids.
 
+        `destinations` maps sync name -> destination name; `duplicates` are events
+        received again within 24 h: recorded as such, not processed.
         `dedupe`: look for duplicates (24 h, and within the batch) inside the write
         transaction, so concurrent writers (replay's worker processes) cannot both
         record the same messageId as new. `build_pending=False`: leave
         `RecordedResults.pending` empty (the caller sends `encoded.pending_rows` on)."""
+        return self._record(encoded, destinations, duplicates, now, dedupe, build_pending, ())
+
+    def record_and_ack(
+        self,
+        encoded: EncodedResults,
+        entries: Sequence[int],
+        *,
+        destinations: Mapping[str, str],
+        duplicates: Sequence[DuplicateRow] = (),
+        now: float | None = None,
+    ) -> RecordedResults:
+        """`record_encoded`, and acknowledge these entries of `self.queue` in the same
+        transaction: the outcomes are recorded and the entries leave the queue, or
+        neither happens (a crash between the two would lose events or process them
+        twice)."""
+        return self._record(encoded, destinations, duplicates, now, False, True, entries)
+
+    def _record(
+        self,
+        encoded: EncodedResults,
+        destinations: Mapping[str, str],
+        duplicates: Sequence[DuplicateRow],
+        now: float | None,
+        dedupe: bool,
+        build_pending: bool,
+        entries: Sequence[int],
+    ) -> RecordedResults:
         now = time.time() if now is None else now
         source = encoded.source
         # The rows are built before the write lock (replay's workers queue on it):
         # ids are added by SQLite as offsets from the first free id, known only inside.
         rows = _RecordRows(encoded, destinations, now)
+        acked = 0
         with self.transaction() as conn:
             if dedupe:
                 seen = self.seen_message_ids(source, encoded.message_ids, now, rows.message_keys)
@@ -401,8 +199,8 @@ class Store:
                     "INSERT INTO events (id, source, message_id, message_key, received_at,"
                     " payload, contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, NULL, 1)",
                     [
-                        (after + i, row[0], row[1], message_key(row[1]), now, row[2])
-                        for i, row in enumerate(duplicates)
+                        (after + i, d.source, d.message_id, message_key(d.message_id), now, d.event_json)
+                        for i, d in enumerate(duplicates)
                     ],
                 )
             for sql, params in rows.delivery_inserts(first_delivery, first_event):
@@ -412,16 +210,21 @@ class Store:
                     "INSERT INTO violations (event_id, message_id, source, contract, version,"
                     " event_name, kind, pointer, message, outcome, at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(first_event + v[0], v[1], source, *v[2:], now) for v in encoded.violations],
+                    [
+                        (first_event + v.event_index, v.message_id, source, *v[2:], now)
+                        for v in encoded.violations
+                    ],
                 )
             if encoded.function_errors:
                 conn.executemany(
                     "INSERT INTO function_errors (event_id, message_id, sync, error, traceback, at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(first_event + f[0], *f[1:], now) for f in encoded.function_errors],
+                    [(first_event + f.event_index, *f[1:], now) for f in encoded.function_errors],
                 )
-            if ack:
-                _delete_ids(conn, "queue", ack)
+            if entries:
+                acked = self.queue.ack_in(conn, entries)
+        if acked:
+            self.queue.dropped(acked)
         return RecordedResults(
             _pending(encoded, first_delivery, now) if build_pending else [],
             len(encoded.events),
@@ -429,6 +232,10 @@ class Store:
             first_delivery,
             encoded,
         )
+
+    def next_delivery_id(self) -> int:
+        """The id the next recorded delivery will get (replay's workers write them)."""
+        return int(self.row("SELECT max(id) FROM deliveries")[0] or 0) + 1
 
     # -- delivery ------------------------------------------------------------------
 
@@ -561,35 +368,9 @@ class Store:
             self.conn.execute("VACUUM")
 
 
-def _try_lock(handle: IO[bytes]) -> bool:
-    wait = 0.0002
-    deadline = time.monotonic() + LOCK_PATIENCE
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(wait)
-            wait = min(wait * 2, 0.005)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def store_path(project: Project) -> Path:
-    path = Path(project.store_path)
-    return path if path.is_absolute() else Path(project.root) / path
-
-
 def _pending(encoded: EncodedResults, first_id: int, now: float) -> list[PendingDelivery]:
     """The PENDING decisions as deliveries for the engine (payload objects when at hand)."""
-    pending = pending_from_rows(encoded.pending_rows(first_id), now)
+    pending = pending_deliveries(encoded.pending_rows(first_id), now)
     if encoded.pending_payloads is not None:
         for delivery, payload in zip(pending, encoded.pending_payloads, strict=True):
             delivery.payload = payload
@@ -607,12 +388,14 @@ class _RecordRows:
     that differ).
     """
 
-    def __init__(self, encoded: EncodedResults, destinations: dict[str, str], now: float) -> None:
+    def __init__(
+        self, encoded: EncodedResults, destinations: Mapping[str, str], now: float
+    ) -> None:
         self.source = encoded.source
         self.destinations = destinations
         self.now = now
         self.events: dict[bool, list[tuple[Any, ...]]] = {}  # by "has a contract outcome"
-        self.message_keys = [message_key(row[0]) for row in encoded.events]
+        self.message_keys = [message_key(row.message_id) for row in encoded.events]
         for i, (message_id, event_json, outcome) in enumerate(encoded.events):
             hashed = self.message_keys[i]
             row = (
@@ -624,13 +407,13 @@ class _RecordRows:
         # (sync, event_type, status, stage, has error, has payload) -> rows
         self.deliveries: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
         for i, d in enumerate(encoded.decisions):
-            error, payload = d[6], d[8]
-            varying: tuple[Any, ...] = (i, d[0], d[1], d[7])
+            error, payload = d.error, d.payload_json
+            varying: tuple[Any, ...] = (i, d.event_index, d.message_id, d.user_key)
             if error is not None:
                 varying += (error,)
             if payload is not None:
                 varying += (payload,)
-            key = (d[2], d[3], d[4], d[5], error is not None, payload is not None)
+            key = (d.sync, d.event_type, d.status, d.stage, error is not None, payload is not None)
             self.deliveries.setdefault(key, []).append(varying)
 
     def event_inserts(self, first_id: int) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
@@ -751,31 +534,17 @@ def _same_updates(records: Sequence[AttemptRecord]) -> dict[tuple[Any, ...], lis
     return groups
 
 
-# The columns `_pending_from_store` reads, in its order.
+# An open delivery's columns in `PendingDelivery`'s field order, NULLs as its defaults.
 _PENDING_COLUMNS = (
-    "id, sync, event_type, message_id, user_key, payload, created_at, attempts,"
-    " next_attempt_at, first_attempt_at"
+    "id, sync, coalesce(event_type, ''), message_id, coalesce(user_key, ''),"
+    " coalesce(payload, '{}'), created_at, coalesce(attempts, 0),"
+    " coalesce(next_attempt_at, 0.0), first_attempt_at"
 )
 
 
 def _pending_from_store(rows: Sequence[Sequence[Any]]) -> list[PendingDelivery]:
     """Open deliveries read back from the store (`_PENDING_COLUMNS`); payloads stay JSON."""
-    return [
-        PendingDelivery(
-            r[0], r[1], r[2] or "", r[3], r[4] or "", r[5] or "{}",
-            r[6], r[7] or 0, r[8] or 0.0, r[9],
-        )
-        for r in rows
-    ]  # fmt: skip
-
-
-def pending_from_rows(rows: Sequence[PendingRow], created_at: float) -> list[PendingDelivery]:
-    """PendingDelivery objects from `EncodedResults.pending_rows` recorded at `created_at`."""
-    return [
-        PendingDelivery(i, sync, event_type, message_id, user_key, payload,
-                        created_at, 0, created_at)
-        for i, sync, event_type, message_id, user_key, payload in rows
-    ]  # fmt: skip
+    return [PendingDelivery(*row) for row in rows]
 
 
 def _next_id(conn: sqlite3.Connection, table: str) -> int:
@@ -783,10 +552,3 @@ def _next_id(conn: sqlite3.Connection, table: str) -> int:
     # without a round trip per row; the writer lock makes this race-free.
     row = conn.execute(f"SELECT max(id) FROM {table}").fetchone()
     return int(row[0] or 0) + 1
-
-
-def _delete_ids(conn: sqlite3.Connection, table: str, ids: Sequence[int]) -> None:
-    conn.execute(
-        f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
-        [orjson.dumps(list(ids)).decode()],
-    )

@@ -1,9 +1,12 @@
 """Read-side queries of the store for `errors`, `status` and `explain` (docs/store.md).
 
-    with Store.for_project(project, readonly=True) as store:
-        rows = list_errors(store, ErrorFilter(syncs=("to-braze",), since=time.time() - 3600))
-        funnel = sync_status(store, since=time.time() - 86400, syncs=[s.name for s in project.syncs])
-        story = explain(store, "3f1c...")
+    with SqliteStore.for_project(project, readonly=True) as store:
+        rows = store.list_errors(ErrorFilter(syncs=("to-braze",), since=time.time() - 3600))
+        funnel = store.sync_status(since=time.time() - 86400, syncs=[s.name for s in project.syncs])
+        story = store.explain("3f1c...")
+
+The functions here take the SQLite connection; `SqliteStore` offers them as the
+methods of the `Store` protocol.
 
 Everything returns plain JSON-ready data (times as ISO 8601 UTC strings); the CLI
 renders it and redacts secrets.
@@ -14,12 +17,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from streamctl.store.db import Store
+from streamctl.core.timestamps import iso
+from streamctl.store.connection import SqliteConnection
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
@@ -38,13 +41,6 @@ class ErrorFilter:
     until: float | None = None  # Unix seconds, exclusive
 
 
-def iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    text = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
-
-
 def _statuses(filters: ErrorFilter) -> tuple[str, ...]:
     if not filters.statuses:
         return PROBLEM_STATUSES
@@ -61,7 +57,7 @@ def _marks(values: Sequence[object]) -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def list_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def list_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
     """Deliveries that did not (yet) get through, and, for `--stage contract`, every
     contract violation; newest first. Keys as SPEC §3 `errors --json`."""
     rows = _delivery_errors(store, filters)
@@ -75,7 +71,7 @@ def list_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     return rows
 
 
-def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _delivery_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
     statuses = _statuses(filters)
     where = [f"status IN ({_marks(statuses)})"]
     params: list[object] = list(statuses)
@@ -133,7 +129,7 @@ def _delivery_errors(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]
     ]
 
 
-def _has_index(store: Store, name: str) -> bool:
+def _has_index(store: SqliteConnection, name: str) -> bool:
     """Whether the store has the index (a store opened readonly may predate it)."""
     with store.lock:
         found = store.conn.execute(
@@ -143,7 +139,7 @@ def _has_index(store: Store, name: str) -> bool:
 
 
 def _select_newest(
-    store: Store, sql: str, params: list[object], limit: int | None
+    store: SqliteConnection, sql: str, params: list[object], limit: int | None
 ) -> list[tuple[Any, ...]]:
     """Rows of an `ORDER BY id DESC` query, at most `limit` of them."""
     if limit is not None:
@@ -152,7 +148,7 @@ def _select_newest(
         return store.conn.execute(sql, params).fetchall()
 
 
-def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _violations(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
     if filters.status_codes:  # violations have no HTTP status
@@ -197,7 +193,7 @@ def _violations(store: Store, filters: ErrorFilter) -> list[dict[str, Any]]:
     ]
 
 
-def error_detail(store: Store, error_id: str) -> dict[str, Any] | None:
+def error_detail(store: SqliteConnection, error_id: str) -> dict[str, Any] | None:
     """`errors show ID`: the delivery (or violation), its event, payload and every attempt."""
     if error_id.startswith(VIOLATION_PREFIX):
         return _violation_detail(store, error_id)
@@ -212,7 +208,7 @@ def error_detail(store: Store, error_id: str) -> dict[str, Any] | None:
     return delivery
 
 
-def _violation_detail(store: Store, error_id: str) -> dict[str, Any] | None:
+def _violation_detail(store: SqliteConnection, error_id: str) -> dict[str, Any] | None:
     try:
         number = int(error_id[len(VIOLATION_PREFIX) :])
     except ValueError:
@@ -249,7 +245,7 @@ TIME_COLUMNS = (
 )
 
 
-def _delivery_dict(store: Store, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+def _delivery_dict(store: SqliteConnection, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     delivery = dict(zip(DELIVERY_COLUMNS, row, strict=True))
     delivery["payload"] = orjson.loads(delivery["payload"]) if delivery["payload"] else None
     for column in TIME_COLUMNS:
@@ -261,7 +257,7 @@ def _delivery_dict(store: Store, row: sqlite3.Row | tuple[Any, ...]) -> dict[str
     return delivery
 
 
-def _delivery(store: Store, delivery_id: int) -> dict[str, Any] | None:
+def _delivery(store: SqliteConnection, delivery_id: int) -> dict[str, Any] | None:
     with store.lock:
         row = store.conn.execute(
             f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries WHERE id = ?", [delivery_id]
@@ -269,7 +265,7 @@ def _delivery(store: Store, delivery_id: int) -> dict[str, Any] | None:
     return None if row is None else _delivery_dict(store, row)
 
 
-def _attempts(store: Store, delivery_id: int) -> list[dict[str, Any]]:
+def _attempts(store: SqliteConnection, delivery_id: int) -> list[dict[str, Any]]:
     with store.lock:
         rows = store.conn.execute(
             "SELECT at, status, status_code, latency_ms, error, response, retry_after"
@@ -290,7 +286,7 @@ def _attempts(store: Store, delivery_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def _traceback(store: Store, event_id: int, sync: str) -> str | None:
+def _traceback(store: SqliteConnection, event_id: int, sync: str) -> str | None:
     with store.lock:
         row = store.conn.execute(
             "SELECT traceback FROM function_errors WHERE event_id = ? AND sync = ? LIMIT 1",
@@ -299,7 +295,7 @@ def _traceback(store: Store, event_id: int, sync: str) -> str | None:
     return row[0] if row else None
 
 
-def _event(store: Store, event_id: int | None) -> dict[str, Any] | None:
+def _event(store: SqliteConnection, event_id: int | None) -> dict[str, Any] | None:
     if event_id is None:
         return None
     with store.lock:
@@ -321,7 +317,7 @@ def _event(store: Store, event_id: int | None) -> dict[str, Any] | None:
     }
 
 
-def archived_ids(store: Store, filters: ErrorFilter) -> list[int]:
+def archived_ids(store: SqliteConnection, filters: ErrorFilter) -> list[int]:
     """`errors retry`: archived deliveries matching the filters that can be sent again
     (they have a payload: mapping errors and blocked events never do)."""
     narrowed = ErrorFilter(filters.syncs, ("archived",), (), filters.since, filters.limit)
@@ -330,7 +326,7 @@ def archived_ids(store: Store, filters: ErrorFilter) -> list[int]:
     ]
 
 
-def syncs_of(store: Store, ids: Sequence[int]) -> list[str]:
+def syncs_of(store: SqliteConnection, ids: Sequence[int]) -> list[str]:
     """The syncs the deliveries `ids` belong to, by name."""
     with store.lock:
         rows = store.conn.execute(
@@ -341,7 +337,7 @@ def syncs_of(store: Store, ids: Sequence[int]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def statuses_of(store: Store, ids: Sequence[int]) -> dict[str, int]:
+def statuses_of(store: SqliteConnection, ids: Sequence[int]) -> dict[str, int]:
     """How many of the deliveries `ids` are in each status now."""
     with store.lock:
         rows = store.conn.execute(
@@ -365,7 +361,7 @@ FUNNEL = (
 )
 
 
-def sync_status(store: Store, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+def sync_status(store: SqliteConnection, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The funnel of each sync over deliveries created since `since`, the error rate
     (failed attempts / attempts) and request latency percentiles of attempts since then.
     `syncs` are listed even with no rows (in that order, then any others found)."""
@@ -419,7 +415,7 @@ def empty_status(sync: str) -> dict[str, Any]:
 
 
 def latency_percentiles(
-    store: Store, sync: str, since: float, count: int | None = None
+    store: SqliteConnection, sync: str, since: float, count: int | None = None
 ) -> dict[str, float | None]:
     """Request latency of the sync's attempts since `since`: p50, p95, p99 (nearest rank)."""
     with store.lock:
@@ -446,7 +442,7 @@ def latency_percentiles(
 # -- explain ---------------------------------------------------------------------------------------
 
 
-def explain(store: Store, message_id: str) -> list[dict[str, Any]]:
+def explain(store: SqliteConnection, message_id: str) -> list[dict[str, Any]]:
     """Every receipt of `message_id` (duplicates included), each with its contract check,
     violations, and per sync every decision with its attempts and responses."""
     with store.lock:

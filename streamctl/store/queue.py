@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamctl.events import Event
+from streamctl.core.events import Event
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,37 @@ class Overloaded(Exception):
 
 
 class EventQueue(Protocol):
+    """Every operation ingest, the listener and the processor use.
+
+    Acknowledging is `ack`, or the store's `record_and_ack`, which records the entries'
+    outcomes and acknowledges them in one transaction: a backend's store and queue
+    share a transaction for that (SQLite: one connection; PostgreSQL: one database)."""
+
+    @property
+    def max_depth(self) -> int:
+        """Events that may wait unacknowledged before `append` raises Overloaded."""
+        ...
+
     def append(self, source: str, events: Sequence[Event]) -> None:
         """Store events durably; returns only once they survive a crash. May raise Overloaded."""
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        """Several appends made durable together (one fsync: the listener's group commit);
+        each group is one entry."""
 
     def claim(self, limit: int) -> list[QueuedEvent]:
         """Up to `limit` appended events not yet acknowledged, oldest first, in whole
         entries (one entry larger than `limit` is handed out whole)."""
+        ...
 
     def ack(self, ids: Sequence[int]) -> None:
         """These entries' outcomes are recorded (every event of each); never hand them out
         again. An id repeated (one per event of its entry) counts once."""
 
+    def rewind(self) -> None:
+        """Hand out again every entry claimed and not acknowledged (a processor stopped
+        and another starts in this process)."""
+
     def depth(self) -> int:
         """Events appended and not yet acknowledged."""
+        ...

@@ -43,7 +43,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from streamctl.store.db import Store
+from streamctl.store.connection import SqliteConnection
 
 MINUTE = 60
 WIDTHS = (60, 600, 3600)
@@ -73,7 +73,7 @@ def _latency_bin_sql() -> str:
 _LATENCY_BIN = _latency_bin_sql()
 
 
-def syncs_in_store(store: Store) -> list[str]:
+def syncs_in_store(store: SqliteConnection) -> list[str]:
     """Every sync with deliveries: one index seek per sync (a DISTINCT would read them all)."""
     found: list[str] = []
     with store.lock:
@@ -86,7 +86,7 @@ def syncs_in_store(store: Store) -> list[str]:
             found.append(row[0])
 
 
-def aggregate(store: Store, since: float, until: float, width: int) -> list[Row]:
+def aggregate(store: SqliteConnection, since: float, until: float, width: int) -> list[Row]:
     """The metrics of raw rows in [since, until), in buckets of `width` seconds."""
     rows: list[Row] = []
     conn = store.conn
@@ -111,7 +111,7 @@ def aggregate(store: Store, since: float, until: float, width: int) -> list[Row]
     return [row for row in rows if row[3]]
 
 
-def _sync_rows(store: Store, sync: str, since: float, until: float, width: int) -> list[Row]:
+def _sync_rows(store: SqliteConnection, sync: str, since: float, until: float, width: int) -> list[Row]:
     statuses = ", ".join(f"sum(status = '{s}')" for s in FINAL_AT_CREATION)
     rows: list[Row] = []
     with store.lock:
@@ -149,13 +149,13 @@ def _summed(rows: Iterable[Row]) -> list[Row]:
 # -- refresh ---------------------------------------------------------------------------------
 
 
-def rolled_through(store: Store) -> float | None:
+def rolled_through(store: SqliteConnection) -> float | None:
     with store.lock:
         row = store.conn.execute("SELECT through FROM rollup_state WHERE id = 1").fetchone()
     return None if row is None else float(row[0])
 
 
-def _first_moment(store: Store) -> float | None:
+def _first_moment(store: SqliteConnection) -> float | None:
     with store.lock:
         row = store.conn.execute(
             "SELECT min(m) FROM (SELECT min(received_at) AS m FROM events"
@@ -164,7 +164,7 @@ def _first_moment(store: Store) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def refresh(store: Store, now: float | None = None) -> int:
+def refresh(store: SqliteConnection, now: float | None = None) -> int:
     """Roll up every settled minute not rolled up yet, and sample the gauges.
     Returns the number of minutes rolled up."""
     now = time.time() if now is None else now
@@ -187,7 +187,7 @@ def refresh(store: Store, now: float | None = None) -> int:
     return minutes
 
 
-def _roll_up(store: Store, start: float, end: float) -> bool:
+def _roll_up(store: SqliteConnection, start: float, end: float) -> bool:
     minute_rows = aggregate(store, start, end, MINUTE)
     rows = [(MINUTE, *row) for row in minute_rows]
     for width in WIDTHS[1:]:
@@ -216,7 +216,7 @@ def _rebucket(rows: Iterable[Row], width: int) -> list[Row]:
     return _summed((start - start % width, sync, metric, n) for start, sync, metric, n in rows)
 
 
-def sample_gauges(store: Store, now: float) -> None:
+def sample_gauges(store: SqliteConnection, now: float) -> None:
     """Record the ingest queue's depth and each sync's open deliveries (largest per bucket)."""
     with store.lock:
         (queued,) = store.conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
@@ -294,7 +294,7 @@ def latency_bin(latency_ms: float) -> int:
 
 
 def read_series(
-    store: Store, since: float, width: int, sync: str | None = None, now: float | None = None
+    store: SqliteConnection, since: float, width: int, sync: str | None = None, now: float | None = None
 ) -> Series:
     """Buckets of `width` (one of WIDTHS) from `since` to now: the rollups, then the raw
     rows of the minutes not rolled up yet. `sync` None: every sync and the whole store."""
@@ -339,7 +339,7 @@ def _series(width: int, starts: list[int], rows: Iterable[Row], sync: str | None
 
 
 def totals_by_sync(
-    store: Store, since: float, width: int, now: float | None = None
+    store: SqliteConnection, since: float, width: int, now: float | None = None
 ) -> dict[str, dict[str, int]]:
     """Each sync's sums over the window (and `*` for the whole store), from the rollups."""
     now = time.time() if now is None else now

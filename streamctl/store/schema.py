@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlite_utils
 
-from streamctl.errors import StoreError
+from streamctl.core.errors import StoreError
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -207,6 +208,41 @@ def _message_keys(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_message_key ON events(message_key)")
 
 
+def _alert_state(db: sqlite_utils.Database) -> None:
+    # Alert rules' state and notification log (streamctl.store.alert_state). Before this
+    # migration the alert evaluator created them itself, IF NOT EXISTS: so does this.
+    for statement in ALERT_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)  # not executescript: that would COMMIT the migration
+
+
+ALERT_TABLES = """
+CREATE TABLE IF NOT EXISTS alert_state (
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    firing INTEGER NOT NULL,
+    since REAL,               -- firing since (epoch s), NULL while not firing
+    value REAL,               -- last value seen, NULL when the window had no data
+    evaluated_at REAL NOT NULL,
+    changed_at REAL NOT NULL, -- last transition (or first evaluation)
+    notified_at REAL,         -- last notification that reached every channel
+    PRIMARY KEY (rule, sync)
+);
+CREATE TABLE IF NOT EXISTS alert_notifications (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL,      -- firing | resolved
+    at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    error TEXT                -- redacted, NULL when ok
+);
+CREATE INDEX IF NOT EXISTS alert_notifications_rule ON alert_notifications (rule, sync, at);
+"""
+
+
 def message_key(message_id: str) -> int:
     """`events.message_key`: CRC-32 of the messageId, signed so SQLite stores 4 bytes."""
     return zlib.crc32(message_id.encode("utf-8", "surrogatepass")) - 0x8000_0000
@@ -249,6 +285,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _queue_rows_per_append,
     _message_keys,
     _console_rollups,
+    _alert_state,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -265,7 +302,7 @@ def migrate(
 ) -> int:
     """Apply the migrations `db` lacks, each atomically; returns the version reached."""
     conn = db.conn
-    with _transaction(conn):
+    with immediate(conn, path):
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         if db.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
             db.execute("INSERT INTO schema_version (version) VALUES (0)")
@@ -278,7 +315,7 @@ def migrate(
         raise StoreError(msg)
     for number, migration in enumerate(migrations[version:], start=version + 1):
         try:
-            with _transaction(conn):
+            with immediate(conn, path):
                 migration(db)
                 db.execute("UPDATE schema_version SET version = ?", [number])
         except sqlite3.Error as exc:
@@ -287,14 +324,24 @@ def migrate(
     return len(migrations)
 
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+@contextmanager
+def immediate(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT on a connection in autocommit mode, rolled back on any
+    error; SQLite's errors become StoreErrors naming `where` (the file). The one such
+    wrapper: the store's transactions, the queue's and the migrations use it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        msg = f"{where}: cannot write to the store: {exc}"
+        raise StoreError(msg) from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        msg = f"{where}: cannot commit to the store: {exc}"
+        raise StoreError(msg) from exc

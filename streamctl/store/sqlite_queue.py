@@ -1,11 +1,11 @@
 """The SQLite `EventQueue` (streamctl.store.queue): the one-machine ingest queue.
 
-    store = Store.open(project.store_path)
+    store = SqliteStore.open(project.store_file)
     queue = store.queue                          # SqliteEventQueue, shares the writer
     queue.append("web", [event, ...])            # one transaction, fsynced: durable on return
     batch = queue.claim(1000)                    # [QueuedEvent(id, source, event), ...]
     ...                                          # process, record the outcomes
-    queue.ack([q.id for q in batch])             # or Store.record_results(..., ack=ids)
+    queue.ack([q.id for q in batch])             # or store.record_and_ack(..., entries=ids)
 
 One row per append: the events of one `append` (one HTTP request, for the
 listener) are serialised once, as one JSON array, and share the row's id, so they
@@ -25,18 +25,16 @@ process, which is why processors dedupe on (source, messageId).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import orjson
 
-from streamctl.events import Event
+from streamctl.core.events import Event
+from streamctl.store.connection import SqliteConnection
 from streamctl.store.queue import Overloaded, QueuedEvent
-
-if TYPE_CHECKING:
-    from streamctl.store.db import Store
 
 # The queue lives on disk, not in memory: a bound this size (about 0.7 GB of SQLite at
 # ~700 bytes an event) absorbs a burst of several minutes at full ingest speed while
@@ -47,14 +45,12 @@ DEFAULT_MAX_DEPTH = 1_000_000
 class SqliteEventQueue:
     """`EventQueue` over the store's `queue` table."""
 
-    def __init__(self, store: Store, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
-        self.store = store
+    def __init__(self, connection: SqliteConnection, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        self.connection = connection
         self.max_depth = max_depth
         self._claimed_up_to = 0
         self._depth_lock = threading.Lock()
-        with store.lock:
-            row = store.conn.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()
-            self._depth = int(row[0])
+        self._depth = int(connection.row("SELECT coalesce(sum(events), 0) FROM queue")[0])
 
     def append(self, source: str, events: Sequence[Event]) -> None:
         self.append_many([(source, events)])
@@ -74,7 +70,7 @@ class SqliteEventQueue:
             for source, events in groups
             if events
         ]
-        with self.store.durable_transaction() as conn:
+        with self.connection.durable_transaction() as conn:
             conn.executemany(
                 "INSERT INTO queue (source, event, events, appended_at) VALUES (?, ?, ?, ?)", rows
             )
@@ -85,8 +81,8 @@ class SqliteEventQueue:
         """Whole rows, oldest first, up to `limit` events (or one row, if it alone holds
         more); every event of a row carries the row's id."""
         rows: list[tuple[int, str, str]] = []
-        with self.store.lock:
-            cursor = self.store.conn.execute(
+        with self.connection.lock:
+            cursor = self.connection.conn.execute(
                 "SELECT id, source, event, events FROM queue WHERE id > ? ORDER BY id",
                 [self._claimed_up_to],
             )
@@ -111,27 +107,31 @@ class SqliteEventQueue:
 
     def ack(self, ids: Sequence[int]) -> None:
         """Delete these rows (an id repeated, one per event of its row, counts once)."""
-        if not ids:
-            return
-        with self.store.transaction() as conn:
-            rows = list(dict.fromkeys(ids))
-            marks = orjson.dumps(rows).decode()
-            counted = conn.execute(
-                "SELECT coalesce(sum(events), 0) FROM queue WHERE id IN"
-                " (SELECT value FROM json_each(?))",
-                [marks],
-            ).fetchone()
-            conn.execute("DELETE FROM queue WHERE id IN (SELECT value FROM json_each(?))", [marks])
-        self.forget(int(counted[0]))
+        if ids:
+            with self.connection.transaction() as conn:
+                events = self.ack_in(conn, ids)
+            self.dropped(events)
 
-    def forget(self, count: int) -> None:
-        """`count` events (not rows) were acked by `Store.record_results(..., ack=ids)`."""
+    def ack_in(self, conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+        """`ack` inside a transaction the caller holds (`SqliteStore.record_and_ack`
+        records the entries' outcomes in it): the entries go if and only if it commits.
+        Returns the events they held, for `dropped` once it has."""
+        marks = orjson.dumps(list(dict.fromkeys(ids))).decode()
+        (events,) = conn.execute(
+            "SELECT coalesce(sum(events), 0) FROM queue WHERE id IN (SELECT value FROM json_each(?))",
+            [marks],
+        ).fetchone()
+        conn.execute("DELETE FROM queue WHERE id IN (SELECT value FROM json_each(?))", [marks])
+        return int(events)
+
+    def dropped(self, events: int) -> None:
+        """`events` left the queue: the transaction of their `ack_in` committed."""
         with self._depth_lock:
-            self._depth = max(0, self._depth - count)
+            self._depth = max(0, self._depth - events)
 
     def rewind(self) -> None:
         """Hand out again every event not yet acked (a processor stopped, another starts)."""
-        with self.store.lock:
+        with self.connection.lock:
             self._claimed_up_to = 0
 
     def depth(self) -> int:

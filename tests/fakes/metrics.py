@@ -11,7 +11,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from streamctl.monitoring.source import AttemptCounts, MinuteBucket, SyncCounters
+from streamctl.store.metrics import AttemptCounts, MinuteBucket, SyncCounters
 
 
 @dataclass

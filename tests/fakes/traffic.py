@@ -1,4 +1,4 @@
-"""Write realistic traffic into a real Store: received events, their decisions, attempts.
+"""Write realistic traffic into a real SqliteStore: received events, their decisions, attempts.
 
 traffic = Traffic(store, source="web", sync="to-hook", destination="hook")
 pending = traffic.receive(3, at=1000.0)            # 3 events, 3 pending deliveries
@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from streamctl.pipeline.outcomes import Decision, EventResult, Status
-from streamctl.store import AttemptRecord, PendingDelivery, Store
+from streamctl.core.outcomes import Decision, EventResult, Status
+from streamctl.core.rows import AttemptRecord, PendingDelivery
+from streamctl.store import SqliteStore
 
 
 @dataclass
 class Traffic:
-    store: Store
+    store: SqliteStore
     source: str
     sync: str
     destination: str

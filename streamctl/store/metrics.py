@@ -1,5 +1,10 @@
-"""MetricsSource over the SQLite store (docs/store.md): the answers alerts, top and
-status sparklines need, each one indexed query.
+"""What monitoring reads from the store: windowed counts per sync, behind one small
+interface (`MetricsSource`), and its SQLite implementation (`StoreMetrics`).
+
+Alert rules, `streamctl top` and the sparklines of `streamctl status` ask these
+questions and nothing else, so the rule engine is tested against an in-memory
+implementation (tests/fakes/metrics.py) and runs against the store. Times are epoch
+seconds; windows are half-open, `since <= t < until`.
 
     metrics = StoreMetrics.for_project(project)
     metrics.attempt_counts("purchases-to-braze", now - 300, now)
@@ -20,13 +25,80 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from streamctl.config.model import Project
-from streamctl.monitoring.source import AttemptCounts, MinuteBucket, SyncCounters
-from streamctl.store import Store
-from streamctl.store.db import store_path
+from streamctl.core.model import Project
+from streamctl.store.db import SqliteStore
+
+
+@dataclass(frozen=True)
+class AttemptCounts:
+    """Delivery attempts of one sync in a window; a failed attempt is any not answered 2xx."""
+
+    attempts: int = 0
+    failed: int = 0
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.attempts if self.attempts else None
+
+
+@dataclass(frozen=True)
+class SyncCounters:
+    """Everything `streamctl top` shows for one sync.
+
+    Counters (`received` .. `archived`) count since a fixed instant, so two readings
+    give a rate; `retrying` and `queued` are gauges: deliveries in that state now.
+    """
+
+    sync: str
+    received: int = 0  # events that reached the sync (its decisions)
+    delivered: int = 0
+    filtered: int = 0
+    failed: int = 0  # failed delivery attempts
+    archived: int = 0
+    attempts: int = 0
+    retrying: int = 0
+    queued: int = 0  # pending or retrying deliveries
+    latency_p95_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class MinuteBucket:
+    """One minute of one sync, for a sparkline: events that reached it, and failures."""
+
+    start: float  # epoch seconds, a multiple of 60
+    volume: int = 0
+    errors: int = 0  # failed attempts plus archived, mapping and function errors
+
+
+class MetricsSource(Protocol):
+    def attempt_counts(self, sync: str, since: float, until: float) -> AttemptCounts:
+        """Delivery attempts of `sync` made in the window, and how many failed."""
+        ...
+
+    def archived_count(self, sync: str, since: float, until: float) -> int:
+        """Deliveries of `sync` archived (given up on) in the window."""
+        ...
+
+    def received_count(self, source: str, since: float, until: float) -> int:
+        """Events accepted by `source` in the window."""
+        ...
+
+    def latency_p95(self, sync: str, since: float, until: float) -> float | None:
+        """95th percentile of the attempts' latency in ms, None without attempts."""
+        ...
+
+    def sync_counters(self, syncs: list[str], since: float) -> dict[str, SyncCounters]:
+        """Counters since `since` (gauges: now) for every named sync."""
+        ...
+
+    def minute_buckets(self, sync: str, since: float, until: float) -> list[MinuteBucket]:
+        """One bucket per minute from the minute containing `since` to the one before `until`."""
+        ...
+
 
 # Recent enough to show what a destination answers now, long enough to hold a few attempts.
 TOP_LATENCY_WINDOW = 60.0
@@ -35,29 +107,28 @@ TOP_LATENCY_WINDOW = 60.0
 class StoreMetrics:
     """Reads through its own connection: monitoring never waits on the writer's lock."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqliteStore) -> None:
         self.store = store
 
     @classmethod
     def open(cls, path: Path) -> StoreMetrics:
         """Readonly on a store that exists; a fresh project gets an empty, migrated one."""
         if path.exists():
-            store = Store.open(path, readonly=True)
+            store = SqliteStore.open(path, readonly=True)
             if _migrated(store):
                 return cls(store)
             store.close()  # a file holding only alert state: give it the store's tables
-        return cls(Store.open(path))
+        return cls(SqliteStore.open(path))
 
     @classmethod
     def for_project(cls, project: Project) -> StoreMetrics:
-        return cls.open(store_path(project))
+        return cls.open(project.store_file)
 
     def close(self) -> None:
         self.store.close()
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self.store.lock:
-            return self.store.conn.execute(sql, list(args)).fetchall()
+        return self.store.rows(sql, args)
 
     def attempt_counts(self, sync: str, since: float, until: float) -> AttemptCounts:
         ((attempts, failed),) = self._rows(
@@ -160,7 +231,5 @@ class StoreMetrics:
         return [MinuteBucket(float(s), volume.get(s, 0), errors.get(s, 0)) for s in starts]
 
 
-def _migrated(store: Store) -> bool:
-    with store.lock:
-        row = store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone()
-    return row is not None
+def _migrated(store: SqliteStore) -> bool:
+    return store.row("SELECT 1 FROM sqlite_master WHERE name = 'attempts'") is not None

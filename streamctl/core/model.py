@@ -1,31 +1,48 @@
 """The parsed project: immutable data, compiled once at load time.
 
-Raw YAML dicts stop in `streamctl.config.loader`; everything after it receives these
+Raw YAML dicts stop in `streamctl.config.loader`, which compiles the stages; everything after it receives these
 frozen objects, whose filters, field paths and templates are ready to run.
 
     Project
     ├── sources:      {name: SourceConfig}
     ├── destinations: {name: DestinationConfig}
-    ├── contracts:    {name: Contract}            (streamctl.contracts)
+    ├── contracts:    {name: Contract}            (compiled by streamctl.contracts)
     ├── syncs:        (SyncConfig, ...)
     │     ├── function:    FunctionRef | None
-    │     ├── event_types: (EventTypeRule, ...)  filter (streamctl.filters) + mapping (streamctl.mappings)
+    │     ├── event_types: (EventTypeRule, ...)  filter + mapping (compiled by .filters, .mappings)
     │     └── delivery:    DeliveryPolicy
     └── alerts:       AlertsConfig
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-if TYPE_CHECKING:
-    from streamctl.contracts import Contract
-    from streamctl.filters import Predicate
-    from streamctl.mappings import CompiledMapping
+from streamctl.core.events import Event, MappedEvent
+from streamctl.core.outcomes import ContractResult
+
+# The compiled stages the model holds, as the pipeline sees them. The stages
+# (streamctl.contracts, .filters, .mappings) implement these; the model, below them,
+# names only what it needs, so no layer imports upwards.
+Predicate = Callable[[Event], bool]
+
+
+class Contract(Protocol):
+    """A source's compiled data contract (`streamctl.contracts.compile_contract`)."""
+
+    name: str
+
+    def check(self, event: Event) -> ContractResult: ...
+
+
+class CompiledMapping(Protocol):
+    """An event type's compiled mapping (`streamctl.mappings.compile_mapping`)."""
+
+    def apply(self, event: Event) -> MappedEvent: ...
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -122,7 +139,7 @@ class SyncConfig:
 @dataclass(frozen=True)
 class AlertChannel:
     name: str
-    type: Literal["slack", "webhook", "pagerduty", "email"]
+    type: str  # a key of streamctl.channels.CHANNELS
     config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
@@ -159,6 +176,12 @@ class Project:
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
     console_token: str | None = None  # `console.token`: a secret, never print
+
+    @property
+    def store_file(self) -> Path:
+        """`store:` of streamctl.yaml, relative to the project root unless absolute."""
+        path = Path(self.store_path)
+        return path if path.is_absolute() else Path(self.root) / path
 
     def sync(self, name: str) -> SyncConfig:
         for sync in self.syncs:

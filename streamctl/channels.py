@@ -3,6 +3,11 @@
     channel = build_channel(project.alerts.channels["oncall"], client)
     await channel.send(notice)          # raises ChannelError; the caller retries
 
+`CHANNELS` is the one table of channel types: the loader checks a channel's keys
+against its class's `required`/`optional`, masks its `secret` ones, and the JSON
+schema's list of types is read from it (`streamctl.config.schema`). A new type is a
+class here and one line in `CHANNELS`.
+
 | type | sends |
 | --- | --- |
 | `slack` | incoming webhook: `text` plus an attachment coloured by severity |
@@ -23,14 +28,15 @@ import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, ClassVar, Literal
 
 import httpx
 
-from streamctl.config.model import AlertChannel
-from streamctl.errors import ConfigError, DeliveryError, Problem
+from streamctl.core.errors import ConfigError, DeliveryError, Problem
+from streamctl.core.model import AlertChannel
+from streamctl.core.timestamps import iso
+from streamctl.core.units import format_duration
 
 NoticeState = Literal["firing", "resolved"]
 
@@ -84,8 +90,8 @@ class AlertNotice:
             "window": format_duration(self.window),
             "window_seconds": self.window,
             "severity": self.severity,
-            "since": iso(self.since),
-            "at": iso(self.at),
+            "since": iso(self.since, "seconds"),
+            "at": iso(self.at, "seconds"),
             "summary": self.summary,
         }
 
@@ -99,13 +105,19 @@ class ChannelError(DeliveryError):
 
 
 class Channel(ABC):
-    """A configured alert channel. Subclasses turn a notice into one request."""
+    """A configured alert channel. Subclasses turn a notice into one request and
+    declare their settings: required and optional keys, and which are secret."""
 
     type: ClassVar[str]
+    required: ClassVar[frozenset[str]]
+    optional: ClassVar[frozenset[str]] = frozenset()
+    secret: ClassVar[frozenset[str]]
 
-    def __init__(self, config: AlertChannel) -> None:
+    def __init__(self, config: AlertChannel, client: httpx.AsyncClient, timeout: float) -> None:
         self.name = config.name
         self.config = config.config
+        self.client = client
+        self.timeout = timeout
 
     @abstractmethod
     async def send(self, notice: AlertNotice) -> None:
@@ -117,11 +129,6 @@ class Channel(ABC):
 
 class HTTPChannel(Channel):
     """A channel that POSTs JSON; classifies answers like delivery does (SPEC §5)."""
-
-    def __init__(self, config: AlertChannel, client: httpx.AsyncClient, timeout: float) -> None:
-        super().__init__(config)
-        self.client = client
-        self.timeout = timeout
 
     async def _post(self, url: str, body: Any, headers: Mapping[str, str] | None = None) -> None:
         try:
@@ -142,6 +149,8 @@ class HTTPChannel(Channel):
 
 class SlackChannel(HTTPChannel):
     type = "slack"
+    required = frozenset({"webhook_url"})
+    secret = frozenset({"webhook_url"})
 
     async def send(self, notice: AlertNotice) -> None:
         await self._post(str(self.config["webhook_url"]), slack_message(notice))
@@ -149,6 +158,9 @@ class SlackChannel(HTTPChannel):
 
 class WebhookChannel(HTTPChannel):
     type = "webhook"
+    required = frozenset({"url"})
+    optional = frozenset({"headers"})
+    secret = frozenset({"url", "headers"})  # a webhook URL often carries its token (Slack's do)
 
     async def send(self, notice: AlertNotice) -> None:
         headers = {str(k): str(v) for k, v in dict(self.config.get("headers") or {}).items()}
@@ -157,6 +169,9 @@ class WebhookChannel(HTTPChannel):
 
 class PagerDutyChannel(HTTPChannel):
     type = "pagerduty"
+    required = frozenset({"routing_key"})
+    optional = frozenset({"base_url"})
+    secret = frozenset({"routing_key"})
 
     async def send(self, notice: AlertNotice) -> None:
         base_url = str(self.config.get("base_url") or PAGERDUTY_BASE_URL).rstrip("/")
@@ -168,10 +183,9 @@ class EmailChannel(Channel):
     """SMTP with STARTTLS (default on) and login; smtplib runs in a worker thread."""
 
     type = "email"
-
-    def __init__(self, config: AlertChannel, timeout: float) -> None:
-        super().__init__(config)
-        self.timeout = timeout
+    required = frozenset({"host", "from", "to"})
+    optional = frozenset({"port", "username", "password", "starttls"})
+    secret = frozenset({"password"})
 
     async def send(self, notice: AlertNotice) -> None:
         message = email_message(notice, sender=str(self.config["from"]), to=self._recipients())
@@ -213,21 +227,23 @@ class EmailChannel(Channel):
         return ssl.create_default_context()
 
 
+CHANNELS: Mapping[str, type[Channel]] = {
+    SlackChannel.type: SlackChannel,
+    WebhookChannel.type: WebhookChannel,
+    PagerDutyChannel.type: PagerDutyChannel,
+    EmailChannel.type: EmailChannel,
+}
+
+
 def build_channel(
     config: AlertChannel, client: httpx.AsyncClient, *, timeout: float = 10.0
 ) -> Channel:
     """The channel for one `alerts.channels` entry (the loader has checked its keys)."""
-    if config.type not in ("slack", "webhook", "pagerduty", "email"):
+    kind = CHANNELS.get(config.type)
+    if kind is None:
         message = f"alerts.channels.{config.name}: unknown type {config.type!r}"
         raise ConfigError([Problem("streamctl.yaml", 1, 1, message)])
-    if config.type == "email":
-        return EmailChannel(config, timeout)
-    http_types: dict[str, type[HTTPChannel]] = {
-        "slack": SlackChannel,
-        "webhook": WebhookChannel,
-        "pagerduty": PagerDutyChannel,
-    }
-    return http_types[config.type](config, client, timeout)
+    return kind(config, client, timeout)
 
 
 def slack_message(notice: AlertNotice) -> dict[str, Any]:
@@ -239,7 +255,7 @@ def slack_message(notice: AlertNotice) -> dict[str, Any]:
         ("Severity", notice.severity),
         ("Value", "no data" if notice.value is None else format_value(notice.when, notice.value)),
         ("Threshold", f"{notice.comparison} {format_value(notice.when, notice.threshold)}"),
-        ("Since", iso(notice.since)),
+        ("Since", iso(notice.since, "seconds")),
     ]
     return {
         "text": notice.summary,
@@ -273,7 +289,7 @@ def pagerduty_event(notice: AlertNotice, routing_key: str) -> dict[str, Any]:
             "summary": notice.summary[:1024],  # PagerDuty's limit
             "source": f"streamctl/{notice.sync}",
             "severity": _PAGERDUTY_SEVERITY[notice.severity],
-            "timestamp": iso(notice.since),
+            "timestamp": iso(notice.since, "seconds"),
             "component": notice.sync,
             "class": notice.when,
             "custom_details": notice.as_json(),
@@ -289,18 +305,6 @@ def email_message(notice: AlertNotice, *, sender: str, to: list[str]) -> EmailMe
     lines = [f"{key}: {value}" for key, value in notice.as_json().items() if key != "summary"]
     message.set_content(notice.summary + "\n\n" + "\n".join(lines) + "\n")
     return message
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def format_duration(seconds: float) -> str:
-    """300 -> '5m', 90 -> '90s', 7200 -> '2h': the way `window` is written in YAML."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def format_value(when: str, value: float) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from streamctl.events import Event
+from streamctl.core.events import Event
 
 
 class Status(StrEnum):

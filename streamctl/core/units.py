@@ -2,6 +2,7 @@
 
     parse_duration("4h")    # 14400.0 seconds
     parse_rate("6000/m")    # 100.0 events per second
+    format_duration(7200)   # "2h": the way durations are written in YAML
 
 A bare number is seconds (durations) or events per second (rates). The schemas
 already check the shape; these raise ValueError for anything else.
@@ -51,3 +52,11 @@ def parse_rate(value: str | float) -> float:
         msg = f"not a rate: {value!r} (expected 100/s, 6000/m, 20000/h)"
         raise ValueError(msg)
     return float(match.group(1)) / SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """300 -> '5m', 90 -> '90s', 7200 -> '2h', 86400 -> '1d': the way YAML writes them."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

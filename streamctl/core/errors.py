@@ -18,7 +18,8 @@ Messages never carry secret values: build them from names and redacted values
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,3 +115,9 @@ class DeliveryError(StreamctlError):
 
 class StoreError(StreamctlError):
     """The SQLite store could not be opened, migrated, read or written."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'filter'?)` when a choice is close to `word`, else ``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
