@@ -13,6 +13,11 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 
+# Ten events a request, two attempts, millisecond backoff: outcomes settle at once.
+FAST_RETRIES = (
+    "delivery: { batch_size: 10, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }"
+)
+
 
 def write_project(root: Path, destination: str, sync: str, events: list[dict]) -> Path:
     (root / "syncs").mkdir()

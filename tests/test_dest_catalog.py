@@ -3,7 +3,7 @@
 For every event type with required fields: a sync that leaves one unmapped, or maps a
 static value of the wrong JSON type, is refused by `streamctl validate` with the
 field's name; a sync mapping them all with the right types validates. `destinations
-list` shows the eleven catalog types; `show TYPE --json` gives event types and fields.
+list` shows every catalog type; `show TYPE --json` gives event types and fields.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ CONFIGS = {
     "iterable": {"api_key": "k"},
     "customerio": {"site_id": "s", "api_key": "k"},
     "segment": {"write_key": "w"},
+    "meta": {"pixel_id": "1", "access_token": "t"},
+    "tiktok": {"event_source_id": "P", "access_token": "t"},
+    "snapchat": {"pixel_id": "p", "access_token": "t"},
+    "pinterest": {"ad_account_id": "1", "access_token": "t"},
+    "reddit": {"account_id": "t2_a", "access_token": "t"},
     "hubspot": {"access_token": "t"},
     "intercom": {"access_token": "t"},
     "linkedin": {"access_token": "t"},
@@ -147,7 +152,7 @@ def test_destinations_show_json_lists_event_types_required_fields_and_config(typ
     assert "base_url" in json.dumps(shown["config"])
 
 
-def test_destinations_list_shows_the_eleven_catalog_types():
+def test_destinations_list_shows_every_catalog_type():
     result = CliRunner().invoke(app, ["destinations", "list"])
     assert result.exit_code == 0, result.stderr
     for type_name in ALL_TYPES:

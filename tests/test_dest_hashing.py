@@ -143,3 +143,17 @@ def test_hash_fields_hashes_named_keys_and_keeps_the_rest():
 def test_hash_fields_names_the_key_of_a_bad_value():
     with pytest.raises(IdentityFormatError, match=r"`ph`: a phone number"):
         hash_fields({"ph": "n/a"}, META_USER_DATA)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "normalised"),
+    [
+        # Reddit (Segment's Reddit destination): canonical email, '+digits' phone, case kept.
+        ("email_canonical", " John.Smith+ads@Example.COM ", "johnsmith@example.com"),
+        ("phone_e164", "+1 (650) 555-1212 ext. 42", "+16505551212"),
+        ("trimmed", " User-ABC ", "User-ABC"),
+    ],
+)
+def test_reddit_kinds(kind, value, normalised):
+    assert normalise_identity(kind, value) == normalised
+    assert hash_identity(kind, value) == sha(normalised)

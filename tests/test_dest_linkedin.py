@@ -54,7 +54,7 @@ def test_catalog():
 
 def test_the_email_is_normalised_and_hashed_and_a_hash_passes_through():
     dest = LinkedInDestination("li", {"access_token": TOKEN})
-    element = conversion(dest, amount=49.5, currency="EUR", li_fat_id="df5gf5-gh6t7",
+    element = conversion(dest, value=49.5, currency="EUR", li_fat_id="df5gf5-gh6t7",
                          first_name="Ada", last_name="Lovelace")  # fmt: skip
     assert element["conversion"] == "urn:lla:llaPartnerConversion:123"
     assert isinstance(element["conversionHappenedAt"], int)
@@ -87,7 +87,7 @@ def test_an_email_without_at_sign_is_a_mapping_error_that_does_not_echo_it():
         ({"email": None}, "needs a user id"),
         ({"conversionHappenedAt": "2020-01-01T00:00:00Z"}, "older than 90 days"),
         ({"first_name": "Ada"}, "both first_name and last_name"),
-        ({"amount": "lots"}, "not a number"),
+        ({"value": "lots"}, "numeric `value`"),
     ],
 )
 def test_check_payload_refuses_what_linkedin_would(fields, message):
@@ -166,7 +166,7 @@ event_types:
         conversion: { field: properties.rule }
         conversionHappenedAt: { field: timestamp }
         email: { field: context.traits.email }
-        amount: { field: properties.total }
+        value: { field: properties.total }
         currency: { field: properties.currency }
 delivery: { batch_size: 10, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }
 """

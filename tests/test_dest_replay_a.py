@@ -14,11 +14,8 @@ import sqlite3
 
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
-from tests.replay_helpers import outcomes, replay, track, write_project
+from tests.replay_helpers import FAST_RETRIES, outcomes, replay, track, write_project
 
-FAST_RETRIES = (
-    "delivery: { batch_size: 10, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }"
-)
 # Slack takes one message per request and one request per second: tests allow more.
 SLACK_DELIVERY = (
     "delivery: { rate_limit: 50/s, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }"

@@ -21,11 +21,7 @@ from tests.fakes.http import FakeServer
 from tests.fakes.vendors_b import FakeCustomerIO, FakeGA4, FakeIterable, FakeSegment
 from tests.listener_harness import WEB_KEY, ListenerThread
 from tests.listener_harness import write_project as write_listener_project
-from tests.replay_helpers import outcomes, replay, track, write_project
-
-FAST_RETRIES = (
-    "delivery: { batch_size: 10, max_attempts: 2, backoff: { initial: 10ms, max: 20ms } }"
-)
+from tests.replay_helpers import FAST_RETRIES, outcomes, replay, track, write_project
 
 
 @pytest.fixture

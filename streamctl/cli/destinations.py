@@ -108,6 +108,8 @@ def _event_type_json(spec: EventTypeSpec) -> dict[str, Any]:
         "optional": _fields_json(spec.optional),
         "open_fields": spec.open_fields,
         "user_fields": spec.user_fields,
+        # Only where the section takes a fixed set of keys (the ad platforms' user_data).
+        **({"user_keys": list(spec.user_keys)} if spec.user_keys else {}),
         "properties": spec.properties,
         "batch_size": spec.batch_size,
     }
@@ -148,6 +150,8 @@ def _print_event_type(spec: EventTypeSpec) -> None:
     if spec.batch_size:
         notes += f"; batch size {spec.batch_size}"
     stdout.print(notes, markup=False)
+    if spec.user_keys:
+        stdout.print(f"user fields: {', '.join(spec.user_keys)}", markup=False)
     if not spec.required and not spec.optional:
         return
     table = Table("field", "type", "required", "description")

@@ -250,6 +250,16 @@ def _check_mappings(
     ):
         if section in mappings and not accepted:
             build.error((*path, section), f"{where} takes no {section!r} section", key=True)
+    user = mappings.get("user")
+    if type_spec.user_keys and isinstance(user, dict):
+        for name in user:
+            if name not in type_spec.user_keys:
+                build.error(
+                    (*path, "user", name),
+                    f"{where} has no user field {name!r}{suggest(name, type_spec.user_keys)}; "
+                    f"its user fields: {', '.join(type_spec.user_keys)}",
+                    key=True,
+                )
     required = mappings.get("required")
     required = required if isinstance(required, dict) else {}
     for field_spec in type_spec.required:

@@ -55,6 +55,9 @@ class EventTypeSpec:
     optional: tuple[FieldSpec, ...] = ()
     open_fields: bool = False  # any field name may be mapped (webhook, file, console)
     user_fields: bool = True  # accepts a `user` section
+    # The only keys the `user` section may map (an ad platform's user_data keys); empty:
+    # any key. `validate` refuses others with the file and line.
+    user_keys: tuple[str, ...] = ()
     properties: bool = True  # accepts a `properties` section
     batch_size: int | None = None  # overrides CatalogEntry.batch_size for this type
 

@@ -35,8 +35,10 @@ Rules, from the vendors' documentation:
 - Pinterest Conversions API, `ConversionEventsUserData` (Pinterest's OpenAPI spec):
   phone "only digits with country code ... remove any symbols, letters, spaces and
   leading zeros"; gender `f`, `m` or `n`; the rest as Meta.
-- Reddit Conversions API v2: email trimmed and lowercased, external_id and the IP
-  address hashed (see reddit.py).
+- Reddit Conversions API v2 (Segment's Reddit destination, see reddit.py): the email
+  canonicalised (trimmed, lowercased, the local part's dots and +tag dropped), the
+  phone as '+digits' without an extension, external_id, IP address and device ids
+  trimmed with their case kept.
 
 Bad values raise `IdentityFormatError` naming the kind and the value's shape, never
 the value (it is personal data): the destination turns it into a mapping_error.
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -58,6 +61,8 @@ _NOT_DIGIT = re.compile(r"\D")
 _US_ZIP = re.compile(r"(\d{5})(?:-?\d{4})?")
 _SPACES = re.compile(r"\s+")
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%m/%d/%Y", "%d.%m.%Y")
+# Where a phone number's extension starts (Reddit's normaliser drops it before hashing).
+_PHONE_EXTENSION = re.compile(r"(?:ext|x|anexo|#|poste|int)\.?\s*\d*$")
 
 
 class IdentityFormatError(ValueError):
@@ -69,7 +74,16 @@ def _is_punctuation_or_symbol(char: str) -> bool:
     return unicodedata.category(char)[0] in "PS"
 
 
+# ASCII text (nearly all of it) is cleaned by one str.translate; other text char by char.
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_PUNCTUATION_SPACE_DIGITS = str.maketrans(
+    "", "", string.punctuation + string.whitespace + string.digits
+)
+
+
 def _without_punctuation(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_PUNCTUATION)
     return "".join(char for char in text if not _is_punctuation_or_symbol(char))
 
 
@@ -90,7 +104,13 @@ def _phone_digits(text: str) -> str:
 
 
 def _phone_e164(text: str) -> str:
-    return "+" + _phone_digits(text)
+    return "+" + _phone_digits(_PHONE_EXTENSION.sub("", text))
+
+
+def _email_canonical(text: str) -> str:
+    """Reddit's canonical email: the local part without dots and without a +tag."""
+    local, at, domain = _email(text).rpartition("@")
+    return local.split("+", 1)[0].replace(".", "") + at + domain
 
 
 def _name(text: str) -> str:
@@ -98,6 +118,8 @@ def _name(text: str) -> str:
 
 
 def _city(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_PUNCTUATION_SPACE_DIGITS)
     return "".join(
         char
         for char in text
@@ -152,6 +174,7 @@ def _as_is(text: str) -> str:
 # kind -> how a plain value is normalised before hashing (after trim and lowercase).
 NORMALISERS: Mapping[str, Normaliser] = {
     "email": _email,
+    "email_canonical": _email_canonical,  # Reddit: dots and +tag of the local part dropped
     "phone": _phone_digits,  # Meta, Snapchat, Pinterest: digits with country code, no '+'
     "phone_e164": _phone_e164,  # TikTok: E.164 with its '+'
     "name": _name,
@@ -164,7 +187,10 @@ NORMALISERS: Mapping[str, Normaliser] = {
     "date_of_birth": _date_of_birth,
     "external_id": _as_is,
     "ip": _as_is,
+    "trimmed": _as_is,  # Reddit's external_id, ip_address, device ids: trimmed, case kept
 }
+# Kinds whose values keep their case (every other kind is lowercased first).
+CASE_KEPT: frozenset[str] = frozenset({"trimmed"})
 
 # Meta's user_data keys and their kinds; every other key (fbp, fbc, client_ip_address,
 # client_user_agent, fb_login_id, lead_id, ...) is sent as it arrives.
@@ -198,7 +224,9 @@ def normalise_identity(kind: str, value: object) -> str | None:
         return None
     if isinstance(value, (date, datetime)):
         value = value.strftime("%Y-%m-%d")
-    text = str(value).strip().lower()
+    text = str(value).strip()
+    if kind not in CASE_KEPT:
+        text = text.lower()
     if not text:
         return None
     return normaliser(text) or None

@@ -60,7 +60,6 @@ from streamctl.destinations.base import (
     ItemStatus,
     MappedEvent,
     Payload,
-    parse_retry_after,
 )
 from streamctl.destinations.multipart import send_parts
 from streamctl.destinations.timestamps import iso8601
@@ -68,6 +67,7 @@ from streamctl.destinations.vendor import (
     base_url,
     json_object,
     named_failures,
+    retry_after_or,
     whole_batch_outcome,
 )
 
@@ -231,9 +231,7 @@ class HubSpotDestination(Destination):
             if is_contacts and body.get("errors"):
                 return _contact_outcomes(response, body, payloads)
             return BatchResult.same(len(payloads), ItemResult(ItemStatus.DELIVERED, code))
-        wait = parse_retry_after(response.headers.get("retry-after"))
-        if code == 429 and wait is None:
-            wait = RATE_WINDOW_SECONDS
+        wait = retry_after_or(response, RATE_WINDOW_SECONDS if code == 429 else None)
         message = body.get("message") or response.reason_phrase
         category = f" {body['category']}" if body.get("category") else ""
         return whole_batch_outcome(

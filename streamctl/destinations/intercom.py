@@ -56,10 +56,14 @@ from streamctl.destinations.base import (
     excerpt,
     exchange,
     is_retryable_status,
-    parse_retry_after,
 )
 from streamctl.destinations.timestamps import epoch_seconds
-from streamctl.destinations.vendor import base_url, json_object, seconds_until_reset
+from streamctl.destinations.vendor import (
+    base_url,
+    json_object,
+    retry_after_or,
+    seconds_until_reset,
+)
 
 HOSTS = {
     "us": "https://api.intercom.io",
@@ -312,9 +316,8 @@ def _outcome(response: httpx.Response) -> ItemResult:
     code = response.status_code
     if 200 <= code < 300:
         return ItemResult(ItemStatus.DELIVERED, code)
-    wait = parse_retry_after(response.headers.get("retry-after"))
-    if wait is None and code == 429:
-        wait = seconds_until_reset(response.headers.get("x-ratelimit-reset"))
+    reset = response.headers.get("x-ratelimit-reset") if code == 429 else None
+    wait = retry_after_or(response, seconds_until_reset(reset))
     return ItemResult(
         ItemStatus.RETRY if is_retryable_status(code) else ItemStatus.FAILED,
         code,

@@ -12,7 +12,8 @@ Follows LinkedIn's Conversions API documentation
   the refused ones are archived.
 - An element: `conversion` (the rule's URN, `urn:lla:llaPartnerConversion:{id}`),
   `conversionHappenedAt` (epoch milliseconds, within the past 90 days),
-  `conversionValue` `{"currencyCode", "amount"}` (the amount as a string), `eventId`
+  `conversionValue` `{"currencyCode", "amount"}` (the amount as a string; mapped as
+  `value` and `currency`, as for the other conversion APIs), `eventId`
   (deduplicates against the Insight Tag; default: the messageId), and `user`:
   `userIds` `[{"idType", "idValue"}]` with `SHA256_EMAIL` (the SHA-256 of the
   lowercased, trimmed email: hashed here when it arrives in plain text),
@@ -39,7 +40,6 @@ the rule's id in `conversion`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,6 +63,7 @@ from streamctl.destinations.base import (
     is_retryable_status,
     parse_retry_after,
 )
+from streamctl.destinations.conversions import MONEY_FIELDS, event_age_problem, money_problems
 from streamctl.destinations.hashing import IdentityFormatError, hash_identity
 from streamctl.destinations.timestamps import epoch_millis
 from streamctl.destinations.vendor import base_url, json_object, whole_batch_outcome
@@ -71,7 +72,7 @@ HOST = "https://api.linkedin.com/rest"
 API_VERSION = "202505"
 RULE_URN = "urn:lla:llaPartnerConversion:"
 MAX_EVENTS = 5000
-MAX_AGE_MS = 90 * 86_400 * 1000
+MAX_AGE_DAYS = 90
 # Mapped field -> LinkedIn's idType; `email` is hashed for the user.
 ID_TYPES = {
     "email": "SHA256_EMAIL",
@@ -100,8 +101,7 @@ FIELDS = (
     FieldSpec("company_name", "string", "userInfo.companyName"),
     FieldSpec("title", "string", "userInfo.title (job title)"),
     FieldSpec("country_code", "string", "userInfo.countryCode, ISO 3166-1 alpha-2"),
-    FieldSpec("amount", "number", "conversion value"),
-    FieldSpec("currency", "string", "ISO 4217 code of the amount (default USD)"),
+    *MONEY_FIELDS,  # value and currency, named as the other conversion APIs name them
     FieldSpec("event_id", "string", "deduplication id; default: the messageId"),
 )
 
@@ -161,10 +161,10 @@ class LinkedInDestination(Destination):
                 fields.get("conversionHappenedAt"), field="conversionHappenedAt"
             ),
         }
-        if "amount" in fields:
+        if "value" in fields:
             element["conversionValue"] = {
                 "currencyCode": str(fields.get("currency") or "USD"),
-                "amount": str(fields["amount"]),
+                "amount": str(fields["value"]),
             }
         event_id = fields.get("event_id") or event.get("messageId")
         if event_id:
@@ -180,12 +180,9 @@ class LinkedInDestination(Destination):
         problems = []
         if payload["conversion"] == RULE_URN:
             problems.append("`conversion` (the conversion rule's id) is empty")
-        age = time.time() * 1000 - payload["conversionHappenedAt"]
-        if age > MAX_AGE_MS:
-            problems.append(
-                f"the conversion is {age / 86_400_000:.0f} days old; LinkedIn rejects"
-                " conversions older than 90 days"
-            )
+        too_old = event_age_problem(payload["conversionHappenedAt"] // 1000, MAX_AGE_DAYS)
+        if too_old:
+            problems.append(too_old)
         if not payload["user"]["userIds"]:
             problems.append(
                 "LinkedIn needs a user id: map email, li_fat_id, acxiom_id, oracle_moat_id,"
@@ -195,8 +192,9 @@ class LinkedInDestination(Destination):
         if info and not (info.get("firstName") and info.get("lastName")):
             problems.append("userInfo needs both first_name and last_name")
         value = payload.get("conversionValue")
-        if value is not None and not _is_amount(value["amount"]):
-            problems.append(f"amount {value['amount']!r} is not a number")
+        if value is not None:
+            money = {"value": value["amount"], "currency": value["currencyCode"]}
+            problems.extend(money_problems(money, event_type))
         return "; ".join(f"linkedin: {p}" for p in problems) or None
 
     # -- sending -----------------------------------------------------------------
@@ -248,14 +246,6 @@ def _user_ids(fields: Mapping[str, Any]) -> list[dict[str, str]]:
                 continue
         ids.append({"idType": id_type, "idValue": str(value).strip()})
     return ids
-
-
-def _is_amount(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _element_outcome(response: httpx.Response, element: Any) -> ItemResult:

@@ -16,9 +16,14 @@ from streamctl.destinations.intercom import IntercomDestination
 from streamctl.destinations.iterable import IterableDestination
 from streamctl.destinations.kafka import KafkaDestination
 from streamctl.destinations.linkedin import LinkedInDestination
+from streamctl.destinations.meta import MetaDestination
 from streamctl.destinations.mixpanel import MixpanelDestination
+from streamctl.destinations.pinterest import PinterestDestination
+from streamctl.destinations.reddit import RedditDestination
 from streamctl.destinations.segment import SegmentDestination
 from streamctl.destinations.slack import SlackDestination
+from streamctl.destinations.snapchat import SnapchatDestination
+from streamctl.destinations.tiktok import TikTokDestination
 from streamctl.destinations.webhook import WebhookDestination
 
 
@@ -40,9 +45,14 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     IterableDestination,
     KafkaDestination,
     LinkedInDestination,
+    MetaDestination,
     MixpanelDestination,
+    PinterestDestination,
+    RedditDestination,
     SegmentDestination,
     SlackDestination,
+    SnapchatDestination,
+    TikTokDestination,
     WebhookDestination,
 )
 

@@ -82,6 +82,17 @@ def int_list(value: Any) -> list[int]:
     return [item for item in value if isinstance(item, int) and not isinstance(item, bool)]
 
 
+def retry_after_or(response: httpx.Response, *fallbacks: float | None) -> float | None:
+    """Seconds to wait from the response's Retry-After (`0` included: retry at once), else
+    the first of `fallbacks` that is not None."""
+    wait = parse_retry_after(response.headers.get("retry-after"))
+    for fallback in fallbacks:
+        if wait is not None:
+            break
+        wait = fallback
+    return wait
+
+
 def whole_batch_outcome(
     response: httpx.Response,
     n: int,
