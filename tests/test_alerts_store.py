@@ -1,4 +1,4 @@
-"""StoreMetrics: the monitoring questions answered from a real SQLite store."""
+"""StoreMetrics: the monitoring questions answered from a real store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ from streamctl.core.outcomes import Status
 from streamctl.store import SqliteStore
 from streamctl.store.alert_state import AlertStateStore, NotificationRecord
 from streamctl.store.metrics import StoreMetrics
+from streamctl.store.postgres.store import PostgresStore
 from streamctl.store.schema import SCHEMA_VERSION
 from tests.fakes.traffic import Traffic
 
 T0 = 1_800_000_000.0  # a minute boundary
 
 
-@pytest.fixture
-def store(tmp_path: Path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(tmp_path: Path, request: pytest.FixtureRequest):
+    """The same monitoring questions of both stores (the SQL is shared)."""
+    if request.param == "postgres":
+        with PostgresStore.open(request.getfixturevalue("postgres_url")) as shared:
+            yield shared
+        return
     with SqliteStore.open(tmp_path / "state.db", synchronous="NORMAL") as store:
         yield store
 

@@ -26,7 +26,7 @@ from streamctl.monitoring.alerts import (
     rule_json,
     rule_statuses,
 )
-from streamctl.store.alert_state import AlertStateStore
+from streamctl.store.backend import open_alert_state, store_exists
 
 app = typer.Typer(
     help="Alert rules (streamctl.yaml `alerts:`) and their state.", no_args_is_help=True
@@ -43,11 +43,10 @@ def list_alerts(project: ProjectOption = Path("."), as_json: JsonOption = False)
     evaluates nothing.
     """
     loaded = load_project(project)
-    path = loaded.store_file
-    if not path.exists():  # listing never creates the store
+    if not store_exists(loaded):  # listing never creates the store
         statuses = rule_statuses(loaded, None)
     else:
-        store = AlertStateStore(path)
+        store = open_alert_state(loaded)
         try:
             statuses = rule_statuses(loaded, store)
         finally:

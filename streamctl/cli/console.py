@@ -19,6 +19,7 @@ from streamctl.cli.options import ProjectOption, since_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
+from streamctl.core.model import Project
 from streamctl.store import SqliteStore
 
 app = typer.Typer()
@@ -56,7 +57,7 @@ def console(
             " (console.token in streamctl.yaml, or STREAMCTL_CONSOLE_TOKEN)"
         )
         raise UsageError(msg)
-    path = loaded.store_file
+    path = sqlite_store_file(loaded)
     SqliteStore.open(path).close()  # create and migrate before serving: a clear error if it cannot
     served = Console(ConsoleSource(lambda: loaded, path, live=False), access)
 
@@ -110,7 +111,7 @@ def report(
 
     loaded = load_project(project)
     window_start = parse_since(since) or time.time() - 86400
-    path = loaded.store_file
+    path = sqlite_store_file(loaded)
     if not path.exists():
         msg = f"no store at {path}: nothing has been received yet"
         raise UsageError(msg)
@@ -118,3 +119,11 @@ def report(
         text = render_report(loaded, store, window_start)
     html.write_text(text)
     stderr.print(f"wrote {html} ({len(text.encode()) // 1024} KiB)", highlight=False)
+
+
+def sqlite_store_file(project: Project) -> Path:
+    """The console and the report read a SQLite store (their rollups are SQLite's)."""
+    if project.store_url is not None:
+        msg = "the console and the report read SQLite stores only (store: is a PostgreSQL URL)"
+        raise UsageError(msg)
+    return project.store_file

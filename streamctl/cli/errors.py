@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +19,8 @@ from streamctl.core.errors import UsageError
 from streamctl.core.model import Project
 from streamctl.core.units import parse_moment
 from streamctl.delivery.retry import requeue, retry_candidates, retry_now
-from streamctl.store import SqliteStore
-from streamctl.store.queries import ErrorFilter, error_detail, list_errors
+from streamctl.store.backend import open_store
+from streamctl.store.queries import ErrorFilter
 
 app = typer.Typer()
 errors_app = typer.Typer(
@@ -79,8 +80,8 @@ def errors(
     filters = ErrorFilter(
         tuple(syncs or ()), tuple(statuses or ()), tuple(stages or ()), parse_since(since), limit
     )
-    with SqliteStore.for_project(project, readonly=True) as store:
-        rows = list_errors(store, filters)
+    with closing(open_store(project, readonly=True)) as store:
+        rows = store.list_errors(filters)
     if as_json:
         for row in rows:
             typer.echo(json_line(row, project))
@@ -127,8 +128,8 @@ def show(
 ) -> None:
     """One error in full: the event, the payload, every attempt and its response."""
     project = load_project(project_dir)
-    with SqliteStore.for_project(project, readonly=True) as store:
-        detail = error_detail(store, error_id)
+    with closing(open_store(project, readonly=True)) as store:
+        detail = store.error_detail(error_id)
     if detail is None:
         msg = f"no error with id {error_id!r} (ids come from `streamctl errors`)"
         raise UsageError(msg)
@@ -226,7 +227,7 @@ def retry(
     """
     project = load_project(project_dir)
     filters = ErrorFilter(tuple(syncs or ()), since=parse_since(since))
-    with SqliteStore.for_project(project) as store:
+    with closing(open_store(project)) as store:
         chosen = retry_candidates(store, filters, ids)
         if not chosen:
             stderr.print("nothing to retry: no archived deliveries match", highlight=False)

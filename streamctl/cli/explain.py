@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.core.errors import StreamctlError
-from streamctl.store import SqliteStore
+from streamctl.store.backend import open_store
 
 app = typer.Typer()
 
@@ -32,10 +33,10 @@ def explain(
     """Everything that happened to one event: receipt, contract, each sync's function,
     filter and mapping decision, every delivery attempt and response."""
     project = load_project(project_dir)
-    with SqliteStore.for_project(project, readonly=True) as store:
+    with closing(open_store(project, readonly=True)) as store:
         story = store.explain(message_id)
     if not story:
-        msg = f"no event with messageId {message_id!r} in {project.store_path}"
+        msg = f"no event with messageId {message_id!r} in {redact(project.store_location, project.secrets)}"
         raise NotFound(msg)
     if as_json:
         text = orjson.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from streamctl.cli.output import stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.monitoring.sparkline import SyncTrend, sync_trends, trend_header
-from streamctl.store import SqliteStore
+from streamctl.store.backend import open_store, store_exists
 from streamctl.store.metrics import StoreMetrics
 from streamctl.store.queries import empty_status
 
@@ -56,10 +57,11 @@ def status(
     window_start = parse_since(since) or time.time() - 86400
     names = [s.name for s in project.syncs]
     trends: dict[str, SyncTrend] = {}
-    if project.store_file.exists():
-        with SqliteStore.for_project(project, readonly=True) as store:
+    if store_exists(project):
+        with closing(open_store(project, readonly=True)) as store:
             rows = store.sync_status(window_start, names)
-            trends = sync_trends(StoreMetrics(store), names, since=window_start, until=time.time())
+        with closing(StoreMetrics.for_project(project)) as metrics:
+            trends = sync_trends(metrics, names, since=window_start, until=time.time())
     else:
         rows = sync_status_empty(names)
     for row in rows:  # per-minute volume and errors (streamctl.monitoring.sparkline)

@@ -1,7 +1,8 @@
-"""`streamctl store prune`: keep the SQLite file from growing forever."""
+"""`streamctl store migrate` and `streamctl store prune`: the store's upkeep."""
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -10,11 +11,29 @@ import typer
 from streamctl.cli.options import ProjectOption
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
+from streamctl.config.secrets import redact
 from streamctl.core.errors import UsageError
 from streamctl.core.units import parse_duration
-from streamctl.store import SqliteStore
+from streamctl.store.backend import migrate_store, open_store
 
-app = typer.Typer(help="Maintenance of the SQLite store.", no_args_is_help=True)
+app = typer.Typer(help="Maintenance of the store (SQLite or PostgreSQL).", no_args_is_help=True)
+
+
+@app.command("migrate")
+def migrate(project_dir: ProjectOption = Path(".")) -> None:
+    """Bring the store's schema to this streamctl's version (creating it if new).
+
+    Every command that writes does this on start; run it alone to upgrade a shared
+    PostgreSQL store before the nodes restart. Safe while other processes start:
+    they wait for each other (an advisory lock on PostgreSQL, the write lock on SQLite).
+    """
+    project = load_project(project_dir)
+    before, after = migrate_store(project)
+    where = redact(project.store_location, project.secrets)
+    if before == after:
+        stderr.print(f"{where}: schema version {after}, up to date", highlight=False)
+    else:
+        stderr.print(f"{where}: migrated from schema version {before} to {after}", highlight=False)
 
 
 @app.command("prune")
@@ -41,7 +60,7 @@ def prune(
         seconds = parse_duration(older_than) if older_than else project.retention_days * 86400.0
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
-    with SqliteStore.for_project(project) as store:
+    with closing(open_store(project)) as store:
         deleted = store.prune(seconds)
         if vacuum:
             store.vacuum()

@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streamctl.channels import CHANNELS
 from streamctl.config.documents import Document, NodePath, parse_document
@@ -53,6 +54,7 @@ from streamctl.destinations.base import CatalogEntry, ConfigField
 from streamctl.destinations.registry import CATALOG
 
 PROJECT_FILE = "streamctl.yaml"
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_STORE = ".streamctl/state.db"
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -160,9 +162,11 @@ class _ProjectLoader:
         if any(p.severity == "error" for p in self.problems) or alerts is None:
             return None
         listen = data.get("listen", {})
+        store_url = _store_url(data.get("store"))
         return Project(
             root=self.root,
-            store_path=Path(data.get("store", DEFAULT_STORE)),
+            store_path=Path(DEFAULT_STORE if store_url else data.get("store", DEFAULT_STORE)),
+            store_url=store_url,
             listen=ListenConfig(
                 host=listen.get("host", ListenConfig.host),
                 port=listen.get("port", ListenConfig.port),
@@ -181,6 +185,9 @@ class _ProjectLoader:
         """Every credential streamctl.yaml holds, noted before anything is checked: a
         problem in one entry (a typo'd key) must not leave its secrets, or those of the
         entries after it, out of the redaction of every message."""
+        store_url = _store_url(data.get("store"))
+        if store_url is not None:
+            self.secrets.update(secret_strings([urlsplit(store_url).password]))
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
         console = data.get("console")
@@ -546,3 +553,10 @@ def _choice_message(entry: CatalogEntry, spec: ConfigField, value: Any) -> str:
 def _entries(specs: Any) -> list[dict[str, Any]]:
     """The entries of a `name: {...}` section that are mappings, whatever else is wrong."""
     return [s for s in specs.values() if isinstance(s, dict)] if isinstance(specs, dict) else []
+
+
+def _store_url(value: object) -> str | None:
+    """`store:` when it is a PostgreSQL URL (else it is a SQLite file)."""
+    if isinstance(value, str) and value.lower().startswith(STORE_URL_SCHEMES):
+        return value
+    return None

@@ -9,7 +9,8 @@
     ├── FunctionError        an event function raised, timed out or returned garbage
     ├── MappingError         a required field is missing or mistyped, a template failed
     ├── DeliveryError        a destination could not be reached or refused the data
-    └── StoreError           the SQLite store could not be read or written
+    └── StoreError           the store could not be read or written
+        └── StoreUnavailable the PostgreSQL store cannot be reached now
 
 The CLI maps these to exit codes in exactly one place (`streamctl.cli.main`).
 Messages never carry secret values: build them from names and redacted values
@@ -114,7 +115,12 @@ class DeliveryError(StreamctlError):
 
 
 class StoreError(StreamctlError):
-    """The SQLite store could not be opened, migrated, read or written."""
+    """The store (SQLite or PostgreSQL) could not be opened, migrated, read or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The PostgreSQL store cannot be reached now (down, restarting, network): worth
+    trying again later, unlike a refused statement. The listener answers 503."""
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from streamctl.core.events import Event, MappedEvent
 from streamctl.core.outcomes import ContractResult
@@ -43,6 +44,7 @@ class CompiledMapping(Protocol):
     """An event type's compiled mapping (`streamctl.mappings.compile_mapping`)."""
 
     def apply(self, event: Event) -> MappedEvent: ...
+
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -176,6 +178,19 @@ class Project:
     secrets: frozenset[str] = field(default_factory=frozenset)  # values to redact everywhere
     retention_days: float = 30.0
     console_token: str | None = None  # `console.token`: a secret, never print
+    # `store: postgresql://...`: the shared PostgreSQL store (store_path is then unused).
+    store_url: str | None = None
+
+    @property
+    def store_location(self) -> str:
+        """The store for messages: the file, or the URL with its password masked."""
+        if self.store_url is None:
+            return str(self.store_path)
+        parts = urlsplit(self.store_url)
+        if parts.password is None:
+            return self.store_url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
     @property
     def store_file(self) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from streamctl.core.errors import StoreUnavailable
 from streamctl.core.model import SyncConfig
 from streamctl.core.rows import AttemptRecord, PendingDelivery
 from streamctl.delivery.lane import SyncLane
@@ -37,7 +39,10 @@ T = TypeVar("T")
 DEFAULT_LANE_CAPACITY = 20_000
 FLUSH_INTERVAL = 0.05  # seconds
 FLUSH_AT = 5_000  # deliveries with buffered attempts that trigger a flush at once
-REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry`
+REQUEUE_POLL = 1.0  # seconds between checks for `streamctl errors retry` (and take-overs)
+UNAVAILABLE_PAUSE = 5.0  # seconds at most between flushes while the store is away
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryEngine:
@@ -97,7 +102,10 @@ class DeliveryEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.flush()
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:  # sent, not recorded: sent again after a restart
+            log.warning("attempts not recorded at shutdown: %s", exc)
         if self._own_thread:
             self.store_thread.shutdown(wait=True)
 
@@ -188,6 +196,12 @@ class DeliveryEngine:
         self._flushing = True
         try:
             await self.in_store(self._write, records, archived)
+        except BaseException:
+            # Not written: kept, in order, for the next flush (a store that was away).
+            self._records[:0] = records
+            self._recorded += sum(len(r.delivery_ids) for r in records)
+            self._archived[:0] = archived
+            raise
         finally:
             self._flushing = False
             self._changed.set()
@@ -200,22 +214,32 @@ class DeliveryEngine:
             self.store.archive(deliveries, reason, now)
 
     async def _flush_loop(self) -> None:
+        pause = self.flush_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
+                await asyncio.wait_for(self._flush_now.wait(), pause)
             self._flush_now.clear()
             try:
                 await self.flush()
+            except StoreUnavailable as exc:  # kept in memory; written once the store is back
+                if pause == self.flush_interval:
+                    log.warning("attempts wait for the store: %s", exc)
+                pause = min(pause * 2, UNAVAILABLE_PAUSE)
+                continue
             except Exception as exc:  # surfaced by wait_idle / the runtime
                 self.failure = exc
                 self._changed.set()
                 raise
+            pause = self.flush_interval
 
     async def _requeue_loop(self) -> None:
         names = list(self.lanes)
         while True:
             await asyncio.sleep(REQUEUE_POLL)
-            deliveries = await self.in_store(self.store.take_requeued, names)
+            try:
+                deliveries = await self.in_store(self.store.take_requeued, names)
+            except StoreUnavailable:
+                continue
             if deliveries:
                 by_sync: dict[str, list[PendingDelivery]] = {}
                 for delivery in deliveries:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, cast
 import httpx
 import orjson
 
+from streamctl.core.errors import StoreUnavailable
 from streamctl.core.model import SyncConfig
 from streamctl.core.outcomes import Status
 from streamctl.core.rows import AttemptRecord, PendingDelivery
@@ -61,6 +62,7 @@ class LaneHost(Protocol):
         """A lane's state changed (idle now, perhaps)."""
 
 _EARLY = 0.001  # seconds of clock slack when deciding an item is due
+LOAD_RETRY = 1.0  # seconds before reading the store again after it was unreachable
 
 
 class SyncLane:
@@ -92,6 +94,7 @@ class SyncLane:
         self.spilled = True  # the store may hold open deliveries above the cursor
         self.loading = False
         self._missed = False  # an offer came while loading
+        self._load_after = 0.0  # the store was unreachable: no read-back before then
         self.wakeup = asyncio.Event()
         self._batch_sizes: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,11 +127,15 @@ class SyncLane:
         self.wakeup.set()
 
     def requeue(self, deliveries: Sequence[PendingDelivery]) -> None:
-        """Deliveries put back by `streamctl errors retry` (ids below the cursor)."""
+        """Deliveries put back by `streamctl errors retry`, or taken over from a stopped
+        PostgreSQL node: those below the cursor join now, the store read-back brings
+        the others."""
         now = time.time()
         for delivery in deliveries:
-            if delivery.id <= self.cursor:  # above it, the store read-back brings it
+            if delivery.id <= self.cursor:
                 self._enqueue(delivery, now)
+            else:
+                self.spilled = True
         self.wakeup.set()
 
     def _enqueue(self, delivery: PendingDelivery, now: float, front: bool = False) -> None:
@@ -151,7 +158,11 @@ class SyncLane:
         """Read the next page of open deliveries above the cursor back into memory."""
         try:
             room = max(1, self.capacity - self.size)
-            page = await self.engine.open_deliveries(self.name, self.cursor, room)
+            try:
+                page = await self.engine.open_deliveries(self.name, self.cursor, room)
+            except StoreUnavailable:  # still spilled: read again after a pause
+                self._load_after = time.time() + LOAD_RETRY
+                return
             now = time.time()
             for delivery in page:
                 self.cursor = max(self.cursor, delivery.id)
@@ -169,7 +180,12 @@ class SyncLane:
         while True:
             now = time.time()
             self._promote_due(now)
-            if self.spilled and not self.loading and self.size < self.capacity // 2:
+            if (
+                self.spilled
+                and not self.loading
+                and self.size < self.capacity // 2
+                and now >= self._load_after
+            ):
                 self.loading = True  # now, not when the task starts: one load at a time
                 self._missed = False
                 self._spawn(self._load_from_store())
@@ -185,6 +201,8 @@ class SyncLane:
                 self._spawn(self._send(event_type, deliveries))
                 continue
             timeout = self.delayed[0][0] - now if self.delayed else None
+            if self.spilled and not self.loading and self._load_after > now:
+                timeout = min(timeout or LOAD_RETRY, self._load_after - now)
             await self._sleep_until_woken(timeout)
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:

@@ -13,7 +13,8 @@ delivery needs: the PENDING deliveries with their ids, as tuples of strings
 (`PendingRow`; payload dicts cost several times more to pickle). The parent
 process delivers, and records attempts.
 
-    with DecisionPool(project.root, store_file, path, "web", syncs=(), workers=2) as pool:
+    with DecisionPool(project.root, store_location(project), path, "web", syncs=(), workers=2) as pool:
+        pool.node = store.node                        # PostgreSQL: the node they record for
         for start, end in byte_ranges(path, 5000):
             chunk = await pool.submit(start, end)     # DecidedChunk, its lines numbered from 1
             deliveries = chunk.pending()
@@ -41,7 +42,9 @@ from typing import IO, TYPE_CHECKING, Any
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.rows import PendingDelivery, PendingRow, encode_results, pending_deliveries
 from streamctl.sources.ndjson import BadLine, open_events_file, parse_lines
-from streamctl.store import SqliteStore, Store
+from streamctl.store import Store
+from streamctl.store.backend import open_location
+from streamctl.store.postgres.location import is_postgres_url
 
 if TYPE_CHECKING:
     from streamctl.core.model import Project
@@ -119,16 +122,16 @@ def lines_starting_in(handle: IO[bytes], start: int, end: int) -> list[bytes]:
 
 
 def _start(
-    root: str, store_file: str, path: str, source: str, syncs: tuple[str, ...], parent: int
+    root: str, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
     """A worker started by the fork server: load the project, then `_adopt` it."""
     from streamctl.config.loader import load_project
 
-    _adopt(load_project(Path(root)), store_file, path, source, syncs, parent)
+    _adopt(load_project(Path(root)), store, path, source, syncs, parent)
 
 
 def _adopt(
-    project: Project, store_file: str, path: str, source: str, syncs: tuple[str, ...], parent: int
+    project: Project, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
@@ -138,7 +141,7 @@ def _adopt(
     _worker["pipeline"] = Pipeline(project, create_destinations(project, chosen))
     _worker["destinations"] = {s.name: s.destination for s in project.syncs}
     # Opened on first use, when the parent has created (or migrated) the store.
-    _worker["store_file"] = store_file
+    _worker["store_location"] = store
     _worker["path"] = Path(path)
     _worker["source"] = source
     _worker["narrowed"] = list(syncs) if syncs else None
@@ -168,9 +171,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def decide_range(start: int, end: int) -> DecidedChunk:
+def decide_range(start: int, end: int, node: int | None = None) -> DecidedChunk:
     """In a worker: decide the lines that start between these offsets of the file and
-    record them; the pending deliveries come back."""
+    record them; the pending deliveries come back. `node`: the parent's PostgreSQL node,
+    which holds the lease on what they record (known only once the parent opened the
+    store, after the workers were forked)."""
     handle: IO[bytes] | None = _worker.get("file")
     if handle is None:  # opened on first use: a missing file is the parent's error to report
         handle = _worker["file"] = _worker["path"].open("rb")
@@ -182,7 +187,9 @@ def decide_range(start: int, end: int) -> DecidedChunk:
     store: Store | None = _worker.get("store")
     if store is None:
         # Each turn at the writer lock finds the cache emptied by the others' writes.
-        store = SqliteStore.open(_worker["store_file"], checkpoints=False, cache_mib=WORKER_CACHE_MIB)
+        store = open_location(
+            _worker["store_location"], node=node, checkpoints=False, cache_mib=WORKER_CACHE_MIB
+        )
         _worker["store"] = store
     now = time.time()
     recorded = store.record_encoded(
@@ -208,7 +215,7 @@ class DecisionPool:
     def __init__(
         self,
         root: Path,
-        store_file: Path,
+        store: str | Path,
         path: Path,
         source: str,
         syncs: tuple[str, ...],
@@ -228,7 +235,7 @@ class DecisionPool:
             )
         root_dir = str(Path(root).resolve())
         self._begin(
-            context, workers, _start, (root_dir, *self._shared(store_file, path, source, syncs))
+            context, workers, _start, (root_dir, *self._shared(store, path, source, syncs))
         )
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
@@ -242,7 +249,7 @@ class DecisionPool:
     def forked(
         cls,
         project: Project,
-        store_file: Path,
+        store: str | Path,
         path: Path,
         source: str,
         syncs: tuple[str, ...],
@@ -255,7 +262,7 @@ class DecisionPool:
         pool = cls.__new__(cls)
         context = multiprocessing.get_context("fork")
         pool._begin(
-            context, workers, _adopt, (project, *cls._shared(store_file, path, source, syncs))
+            context, workers, _adopt, (project, *cls._shared(store, path, source, syncs))
         )
         pool._warm_up()  # with fork, the first submit forks every worker, here and now
         pool._warming = None
@@ -263,10 +270,16 @@ class DecisionPool:
 
     @staticmethod
     def _shared(
-        store_file: Path, path: Path, source: str, syncs: tuple[str, ...]
+        store: str | Path, path: Path, source: str, syncs: tuple[str, ...]
     ) -> tuple[str, str, str, tuple[str, ...], int]:
-        resolved = (str(Path(store_file).resolve()), str(Path(path).resolve()))
+        """The workers' arguments: the store (a file, or a PostgreSQL URL), the events
+        file, the source, the syncs, the parent's pid."""
+        text = str(store)
+        location = text if is_postgres_url(text) else str(Path(text).resolve())
+        resolved = (location, str(Path(path).resolve()))
         return (*resolved, source, syncs, os.getpid())
+
+    node: int | None = None  # the PostgreSQL node the workers record for (set when known)
 
     def _begin(
         self,
@@ -286,7 +299,7 @@ class DecisionPool:
 
     def submit(self, start: int, end: int) -> asyncio.Future[DecidedChunk]:
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, decide_range, start, end)
+        return loop.run_in_executor(self._executor, decide_range, start, end, self.node)
 
     def close(self) -> None:
         if self._warming is not None:

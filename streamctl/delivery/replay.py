@@ -30,7 +30,8 @@ from streamctl.delivery.parallel import DecidedChunk, DecisionPool, byte_ranges,
 from streamctl.delivery.runtime import Runtime, SubmitSummary, create_destinations, select_syncs
 from streamctl.pipeline.process import Pipeline
 from streamctl.sources.ndjson import DEFAULT_CHUNK, BadLine, read_ndjson
-from streamctl.store import SqliteStore, Store
+from streamctl.store import Store
+from streamctl.store.backend import open_store, store_location
 
 BAD_LINES_KEPT = 1000  # the report keeps the first ones; `bad_lines` counts them all
 FINAL = ("delivered", "archived")
@@ -74,7 +75,8 @@ class ReplaySession:
     Opening tunes the garbage collector (the project is loaded: it is frozen, in the
     workers' copy too) and forks the workers, before the store is opened and before
     the caller starts any thread (a progress bar): a child must inherit no SQLite
-    connection and no lock held by another thread (`DecisionPool.forked`). Platforms
+    connection, no PostgreSQL pool and no lock held by another thread
+    (`DecisionPool.forked`). Platforms
     without fork get a fork server from `replay_file` instead."""
 
     def __init__(
@@ -91,9 +93,9 @@ class ReplaySession:
         self.syncs, self.dry_run, self.workers = tuple(syncs), dry_run, workers
         tune_garbage_collector()
         self._pool = None if dry_run else self._fork_workers()
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
         try:
-            self._store = None if dry_run else SqliteStore.for_project(project)
+            self._store = None if dry_run else open_store(project)
         except BaseException:
             self.close()
             raise
@@ -105,7 +107,7 @@ class ReplaySession:
         if count == 0 or "fork" not in multiprocessing.get_all_start_methods():
             return None  # replay_file decides in this process, or starts a fork server
         return DecisionPool.forked(
-            self.project, self.project.store_file, self.path, self.source, self.syncs, count
+            self.project, store_location(self.project), self.path, self.source, self.syncs, count
         )
 
     def run(
@@ -181,7 +183,11 @@ async def replay_file(
         processes = worker_count(total, workers)
         if pool is None and processes > 0:
             # Started first, so their start-up (imports, project) overlaps the runtime's.
-            pool = DecisionPool(project.root, project.store_file, path, source, tuple(syncs), processes)
+            pool = DecisionPool(
+                project.root, store_location(project), path, source, tuple(syncs), processes
+            )
+        if pool is not None:
+            pool.node = store.node  # PostgreSQL: the workers record for this process's node
         try:
             runtime = Runtime(project, store, client, syncs=syncs)
             await runtime.start()
@@ -243,7 +249,10 @@ async def _feed_from_workers(
         report.events += chunk.events
         report.duplicates += chunk.duplicates
         runtime.count_decisions(chunk.counts, chunk.events, chunk.duplicates)
-        for pending in reorder.add(chunk.first_delivery_id, chunk.deliveries, chunk.pending()):
+        released = reorder.add(
+            chunk.first_delivery_id, chunk.deliveries, chunk.pending(), len(in_flight)
+        )
+        for pending in released:
             runtime.deliver(pending)
         if on_progress is not None:
             on_progress(_progress(runtime, bytes_read, total, report))
@@ -261,27 +270,41 @@ async def _feed_from_workers(
 
 class DeliveryReorder:
     """Releases chunks' pending deliveries in id order: lanes take offers in ascending
-    ids (anything below their cursor they consider already read from the store)."""
+    ids (anything below their cursor they consider already read from the store).
+
+    A chunk is released once every lower id is accounted for: by the chunks released
+    before it, or, for ids another process took from a shared PostgreSQL store (gaps
+    no chunk of this replay fills), once every chunk that was still in flight when it
+    came back has come back too: chunks sent out later record later, with higher ids."""
 
     def __init__(self, next_id: int) -> None:
         self.next_id = next_id
-        self._waiting: list[tuple[int, int, int, list[PendingDelivery]]] = []
-        self._order = 0
+        # (first id, count, order, release once this many chunks arrived, deliveries)
+        self._waiting: list[tuple[int, int, int, int, list[PendingDelivery]]] = []
+        self._arrived = 0
 
     def add(
-        self, first_id: int, count: int, pending: list[PendingDelivery]
+        self,
+        first_id: int,
+        count: int,
+        pending: list[PendingDelivery],
+        in_flight: int | None = None,
     ) -> list[list[PendingDelivery]]:
-        self._order += 1
-        heapq.heappush(self._waiting, (first_id, count, self._order, pending))
+        """`in_flight`: chunks still out when this one came back (None: no other
+        process writes ids, wait for the gap to fill)."""
+        self._arrived += 1
+        settled = self._arrived + in_flight if in_flight is not None else 1 << 62
+        heapq.heappush(self._waiting, (first_id, count, self._arrived, settled, pending))
+        known = max((w[0] for w in self._waiting if w[3] <= self._arrived), default=-1)
         ready = []
-        while self._waiting and self._waiting[0][0] <= self.next_id:
-            first, count, _, chunk = heapq.heappop(self._waiting)
+        while self._waiting and self._waiting[0][0] <= max(self.next_id, known):
+            first, count, _, _, chunk = heapq.heappop(self._waiting)
             self.next_id = max(self.next_id, first + count)
             ready.append(chunk)
         return ready
 
     def rest(self) -> list[list[PendingDelivery]]:
-        return [chunk for *_, chunk in sorted(self._waiting)]
+        return [chunk for *_, chunk in sorted(self._waiting, key=lambda w: w[:3])]
 
 
 async def _drain(

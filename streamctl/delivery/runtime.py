@@ -1,6 +1,6 @@
 """The runtime shared by `streamctl run` and `streamctl replay`: process, record, deliver.
 
-    store = SqliteStore.for_project(project)
+    store = open_store(project)                           # SQLite or PostgreSQL
     async with Runtime(project, store) as runtime:        # start(): lanes resume open deliveries
         await runtime.submit("web", events)               # replay: events already normalised
         runtime.process_queue(store.queue)                # run: a task claiming from the EventQueue
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ from typing import Any
 import httpx
 import orjson
 
-from streamctl.core.errors import UsageError
+from streamctl.core.errors import StoreUnavailable, UsageError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SyncConfig
 from streamctl.core.rows import (
@@ -66,6 +67,10 @@ CLAIM_BATCH = 5_000
 PACE_READY = 4_000
 QUEUE_POLL = 0.02  # seconds between claims when the queue is empty
 RETENTION_EVERY = 3600.0  # seconds between retention passes in `streamctl run`
+STORE_RETRY_MIN = 0.2  # seconds before trying an unreachable store again, doubling
+STORE_RETRY_MAX = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -249,6 +254,23 @@ class Runtime:
         self._appended.set()
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
+        """Claim, process, record and ack until stopped. While the store is unreachable
+        (PostgreSQL down or restarting) it waits and tries again; what it had claimed
+        and not recorded is handed out again (`rewind`) once the store answers."""
+        pause = STORE_RETRY_MIN
+        while True:
+            try:
+                await self._process_claims(queue, claim)
+            except StoreUnavailable as exc:
+                if pause == STORE_RETRY_MIN:
+                    log.warning("processing waits for the store: %s", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, STORE_RETRY_MAX)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._in_store(queue.rewind)
+                    pause = STORE_RETRY_MIN
+
+    async def _process_claims(self, queue: EventQueue, claim: int) -> None:
         appended = self._appended
         while True:
             appended.clear()  # before the claim: an append during it wakes the next wait
@@ -311,7 +333,8 @@ class Runtime:
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
         while True:
-            await self._in_store(self.store.prune, older_than)
+            with contextlib.suppress(StoreUnavailable):  # the next pass catches up
+                await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
 
 

@@ -9,6 +9,7 @@ from streamctl.destinations.base import CatalogEntry, Destination
 from streamctl.destinations.braze import BrazeDestination
 from streamctl.destinations.console import ConsoleDestination
 from streamctl.destinations.customerio import CustomerIODestination
+from streamctl.destinations.duckdb import DuckDBDestination
 from streamctl.destinations.file import FileDestination
 from streamctl.destinations.ga4 import GA4Destination
 from streamctl.destinations.hubspot import HubSpotDestination
@@ -18,7 +19,9 @@ from streamctl.destinations.kafka import KafkaDestination
 from streamctl.destinations.linkedin import LinkedInDestination
 from streamctl.destinations.meta import MetaDestination
 from streamctl.destinations.mixpanel import MixpanelDestination
+from streamctl.destinations.parquet import ParquetDestination
 from streamctl.destinations.pinterest import PinterestDestination
+from streamctl.destinations.postgres import PostgresDestination
 from streamctl.destinations.reddit import RedditDestination
 from streamctl.destinations.segment import SegmentDestination
 from streamctl.destinations.slack import SlackDestination
@@ -38,6 +41,7 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     BrazeDestination,
     ConsoleDestination,
     CustomerIODestination,
+    DuckDBDestination,
     FileDestination,
     GA4Destination,
     HubSpotDestination,
@@ -47,7 +51,9 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     LinkedInDestination,
     MetaDestination,
     MixpanelDestination,
+    ParquetDestination,
     PinterestDestination,
+    PostgresDestination,
     RedditDestination,
     SegmentDestination,
     SlackDestination,

@@ -53,6 +53,7 @@ from streamctl.config.secrets import redact
 from streamctl.core.model import AlertRule, Project, SyncConfig
 from streamctl.core.units import format_duration
 from streamctl.store.alert_state import AlertStateStore, NotificationRecord, RuleState
+from streamctl.store.backend import open_alert_state
 from streamctl.store.metrics import MetricsSource, StoreMetrics
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ class AlertEvaluator:
     ) -> None:
         self.metrics = metrics
         self.client = client
-        self.state = state or AlertStateStore(project.store_file)
+        self.state = state or open_alert_state(project)
         self.policy = policy
         self.clock = clock
         self.use(project)

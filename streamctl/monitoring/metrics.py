@@ -120,7 +120,7 @@ def record_rejected(source: str, reason: str, events: int = 1) -> None:
 
 
 def record_outcomes(sync: str, status: str, events: int = 1) -> None:
-    """Count stage outcomes (a `streamctl.pipeline.outcomes.Status` value) of a sync."""
+    """Count stage outcomes (a `streamctl.core.outcomes.Status` value) of a sync."""
     SYNC_EVENTS.labels(sync, status).inc(events)
 
 

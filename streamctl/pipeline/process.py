@@ -24,10 +24,13 @@ from streamctl.core.errors import FunctionError, MappingError, UsageError
 from streamctl.core.events import Event, user_key
 from streamctl.core.model import Contract, EventTypeRule, Project, SyncConfig
 from streamctl.core.outcomes import ContractResult, Decision, EventResult, Status
-from streamctl.destinations.base import Destination
+from streamctl.destinations.base import Destination, MappedEvent
 from streamctl.functions import run_function
 
 SPLIT_SEPARATORS = "-:_./#"
+# An event type of this name (the storage destinations have one) is given the contract's
+# findings about each event of the source that broke it, blocked or not, instead of events.
+VIOLATIONS = "violations"
 VIOLATIONS_IN_MESSAGE = 3
 
 
@@ -68,6 +71,8 @@ class Pipeline:
 
         for route in self.routes(source, syncs):
             sync_name = route.sync.name
+            if contract is not None:
+                self._violations(route, results)
             for index in blocked:
                 result = results[index]
                 assert result.contract is not None
@@ -161,7 +166,7 @@ class Pipeline:
         sync = route.sync
         matched = False
         for rule in sync.event_types:
-            if rule.filter is not None and not rule.filter(event):
+            if rule.type == VIOLATIONS or (rule.filter is not None and not rule.filter(event)):
                 continue
             matched = True
             decisions.append(self._map(route, rule, event, origin))
@@ -175,6 +180,30 @@ class Pipeline:
                     origin_message_id=origin,
                 )
             )  # fmt: skip
+
+    def _violations(self, route: _Route, results: list[EventResult]) -> None:
+        """A PENDING delivery of the sync's `violations` event type for each event whose
+        contract found anything (Hightouch's `event_violations`): the findings are its
+        mapped fields, the event as it arrived its event."""
+        rules = [rule for rule in route.sync.event_types if rule.type == VIOLATIONS]
+        if not rules:
+            return
+        for result in results:
+            checked = result.contract
+            if checked is None or not checked.violations:
+                continue
+            for rule in rules:
+                if rule.filter is not None and not rule.filter(result.event):
+                    continue
+                findings = MappedEvent({"outcome": checked.outcome, "violations": findings_of(checked)})
+                payload = route.destination.build_payload(VIOLATIONS, findings, result.event)
+                result.decisions.append(
+                    Decision(
+                        result.message_id, route.sync.name, Status.PENDING, event_type=VIOLATIONS,
+                        payload=payload, user_key=user_key(result.event), event=result.event,
+                        origin_message_id=result.message_id,
+                    )
+                )  # fmt: skip
 
     def _map(self, route: _Route, rule: EventTypeRule, event: Event, origin: str) -> Decision:
         message_id = str(event.get("messageId", origin))
@@ -199,6 +228,15 @@ class Pipeline:
             message_id, route.sync.name, Status.PENDING, event_type=event_type, payload=payload,
             user_key=user_key(event), event=event, origin_message_id=origin,
         )  # fmt: skip
+
+
+def findings_of(checked: ContractResult) -> list[dict[str, str | None]]:
+    """A contract's violations of one event, as the `violations` event type gets them."""
+    return [
+        {"kind": v.kind, "pointer": v.pointer, "message": v.message, "contract": v.contract,
+         "version": v.version}
+        for v in checked.violations
+    ]  # fmt: skip
 
 
 class Origins:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from streamctl.store.connection import SqliteConnection
+from streamctl.store.connection import SqliteConnection, SqlReader
 
 T = TypeVar("T")
 
@@ -55,7 +55,17 @@ class AlertStateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = SqliteConnection.open(path)
+        self._db: SqlReader = SqliteConnection.open(path)
+
+    @classmethod
+    def on(cls, db: SqlReader, where: str) -> AlertStateStore:
+        """Over another connection: the PostgreSQL store's, whose transactions here begin
+        with an advisory lock (`streamctl.store.postgres.store.PostgresAlertDatabase`),
+        so evaluators on several nodes take turns and announce a transition once."""
+        state = cls.__new__(cls)
+        state.path = Path(where)
+        state._db = db
+        return state
 
     def close(self) -> None:
         self._db.close()
@@ -69,12 +79,15 @@ class AlertStateStore:
         """Read every state, let `step` decide the new ones, write them: one write
         transaction, so two evaluators (`run` and `alerts check`) never both announce
         the same transition. Returns what `step` returned beside the states."""
-        with self._db.transaction():
+        with self._db.transaction() as db:
             states, outcome = step(_states(self._db))
-            self._db.conn.executemany(
-                "INSERT OR REPLACE INTO alert_state"
+            db.executemany(
+                "INSERT INTO alert_state"
                 " (rule, sync, firing, since, value, evaluated_at, changed_at, notified_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rule, sync) DO UPDATE SET"
+                " firing = excluded.firing, since = excluded.since, value = excluded.value,"
+                " evaluated_at = excluded.evaluated_at, changed_at = excluded.changed_at,"
+                " notified_at = excluded.notified_at",
                 [
                     (s.rule, s.sync, int(s.firing), s.since, s.value, s.evaluated_at,
                      s.changed_at, s.notified_at)
@@ -119,7 +132,7 @@ class AlertStateStore:
         ]
 
 
-def _states(db: SqliteConnection) -> dict[StateKey, RuleState]:
+def _states(db: SqlReader) -> dict[StateKey, RuleState]:
     rows = db.rows(
         "SELECT rule, sync, firing, since, value, evaluated_at, changed_at, notified_at"
         " FROM alert_state"

@@ -4,7 +4,8 @@
     recorded = store.record_and_ack(encoded, entries, destinations=...)
     store.record_attempts(records)
 
-A backend (SQLite in `streamctl.store.db`; PostgreSQL next) implements this
+A backend (SQLite in `streamctl.store.db`, PostgreSQL in `streamctl.store.postgres`,
+chosen from `store:` by `streamctl.store.backend`) implements this
 Protocol and `streamctl.store.queue.EventQueue` for its `queue`; callers type
 against these two and never ask a store for a method it may lack, nor for its
 connection: the SQL stays in `streamctl/store/`. The guarantees a backend must keep
@@ -31,6 +32,12 @@ from streamctl.store.queue import EventQueue
 
 class Store(Protocol):
     """Events, decisions, deliveries and attempts of one project, and its ingest queue."""
+
+    @property
+    def node(self) -> int | None:
+        """The id under which this process leases work in a store shared by many
+        (PostgreSQL: replay's workers record for it); None where nothing is leased."""
+        ...
 
     @property
     def queue(self) -> EventQueue:

@@ -31,9 +31,9 @@ except ImportError:  # Windows: SQLite's own busy handler alone
     fcntl = None  # type: ignore[assignment]
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Literal, Protocol, TypeVar
 
 import sqlite_utils
 
@@ -54,8 +54,50 @@ LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying 
 Self = TypeVar("Self", bound="SqliteConnection")
 
 
+class Executor(Protocol):
+    """A connection as sqlite3 speaks to it (`?` placeholders)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
+class SqlReader(Protocol):
+    """What the SQL both stores share (streamctl.store.queries, .metrics, .alert_state)
+    asks of a connection: SQLite's, or the PostgreSQL store's, which takes `?`
+    placeholders too. The few lines the dialects write differently ask `dialect`
+    or `minute_of`."""
+
+    @property
+    def dialect(self) -> str: ...
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]: ...
+
+    @property
+    def conn(self) -> Executor: ...
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def transaction(self) -> AbstractContextManager[Executor]: ...
+
+    def minute_of(self, column: str) -> str:
+        """SQL: the start of the minute of a Unix-seconds column."""
+        ...
+
+    def has_tables(self) -> bool:
+        """Whether the store's tables exist (a SQLite file may hold only alert state)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class SqliteConnection:
     """The one writer connection of this process to a streamctl SQLite file."""
+
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False) -> None:
         self.conn = conn
@@ -198,6 +240,12 @@ class SqliteConnection:
         """The first row of one query (None without one), read under the writer lock."""
         with self.lock:
             return self.conn.execute(sql, params).fetchone()
+
+    def minute_of(self, column: str) -> str:
+        return f"CAST({column} / 60 AS INTEGER) * 60"
+
+    def has_tables(self) -> bool:
+        return self.row("SELECT 1 FROM sqlite_master WHERE name = 'attempts'") is not None
 
     @contextmanager
     def _between_processes(self) -> Iterator[None]:

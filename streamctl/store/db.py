@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from streamctl.core.model import Project
-from streamctl.core.outcomes import EventResult, Status
+from streamctl.core.outcomes import Status
 from streamctl.core.rows import (
     PENDING,
     AttemptRecord,
@@ -31,12 +31,11 @@ from streamctl.core.rows import (
     EncodedResults,
     PendingDelivery,
     RecordedResults,
-    encode_results,
     pending_deliveries,
 )
 from streamctl.store import queries
+from streamctl.store.common import CommonOperations
 from streamctl.store.connection import SqliteConnection
-from streamctl.store.queries import ErrorFilter
 from streamctl.store.schema import message_key
 from streamctl.store.sqlite_queue import SqliteEventQueue
 
@@ -46,10 +45,11 @@ DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are no
 MAX_PARAMETERS = 999
 
 
-class SqliteStore(SqliteConnection):
+class SqliteStore(SqliteConnection, CommonOperations):
     """The state store (`streamctl.store.base.Store`) in one SQLite file."""
 
     _queue: SqliteEventQueue | None = None
+    node: int | None = None  # one process writes a SQLite file's deliveries: no leases
 
     @classmethod
     def for_project(cls, project: Project, *, readonly: bool = False) -> SqliteStore:
@@ -67,22 +67,7 @@ class SqliteStore(SqliteConnection):
         with self.transaction():
             pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
 
-    # -- reading (streamctl.store.queries) ----------------------------------------------
-
-    def list_errors(self, filters: ErrorFilter) -> list[dict[str, Any]]:
-        return queries.list_errors(self, filters)
-
-    def error_detail(self, error_id: str) -> dict[str, Any] | None:
-        return queries.error_detail(self, error_id)
-
-    def archived_ids(self, filters: ErrorFilter) -> list[int]:
-        return queries.archived_ids(self, filters)
-
-    def sync_status(self, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
-        return queries.sync_status(self, since, syncs)
-
-    def explain(self, message_id: str) -> list[dict[str, Any]]:
-        return queries.explain(self, message_id)
+    # -- reading: CommonOperations, and the two that are SQLite's own ------------------
 
     def syncs_of(self, ids: Sequence[int]) -> list[str]:
         return queries.syncs_of(self, ids)
@@ -115,20 +100,6 @@ class SqliteStore(SqliteConnection):
         return {row[0] for row in rows if row[0] in wanted}
 
     # -- pipeline outcomes -----------------------------------------------------------
-
-    def record_results(
-        self,
-        results: Sequence[EventResult],
-        *,
-        destinations: Mapping[str, str],
-        duplicates: Sequence[DuplicateRow] = (),
-        now: float | None = None,
-    ) -> RecordedResults:
-        """`record_encoded` for pipeline results not yet flattened (tests, small callers)."""
-        source = results[0].source if results else ""
-        return self.record_encoded(
-            encode_results(source, results), destinations=destinations, duplicates=duplicates, now=now
-        )
 
     def record_encoded(
         self,

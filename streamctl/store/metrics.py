@@ -1,5 +1,5 @@
 """What monitoring reads from the store: windowed counts per sync, behind one small
-interface (`MetricsSource`), and its SQLite implementation (`StoreMetrics`).
+interface (`MetricsSource`), and its implementation over either store (`StoreMetrics`).
 
 Alert rules, `streamctl top` and the sparklines of `streamctl status` ask these
 questions and nothing else, so the rule engine is tested against an in-memory
@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streamctl.core.model import Project
+from streamctl.store.connection import SqlReader
 from streamctl.store.db import SqliteStore
+from streamctl.store.postgres.store import PostgresStore, migrate_url
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ TOP_LATENCY_WINDOW = 60.0
 class StoreMetrics:
     """Reads through its own connection: monitoring never waits on the writer's lock."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqlReader) -> None:
         self.store = store
 
     @classmethod
@@ -115,13 +117,16 @@ class StoreMetrics:
         """Readonly on a store that exists; a fresh project gets an empty, migrated one."""
         if path.exists():
             store = SqliteStore.open(path, readonly=True)
-            if _migrated(store):
+            if store.has_tables():
                 return cls(store)
             store.close()  # a file holding only alert state: give it the store's tables
         return cls(SqliteStore.open(path))
 
     @classmethod
     def for_project(cls, project: Project) -> StoreMetrics:
+        if project.store_url is not None:  # shared: read it, register no node, lease nothing
+            migrate_url(project.store_url)
+            return cls(PostgresStore.open(project.store_url, readonly=True))
         return cls.open(project.store_file)
 
     def close(self) -> None:
@@ -132,7 +137,7 @@ class StoreMetrics:
 
     def attempt_counts(self, sync: str, since: float, until: float) -> AttemptCounts:
         ((attempts, failed),) = self._rows(
-            "SELECT count(*), coalesce(sum(status != 'delivered'), 0) FROM attempts"
+            "SELECT count(*), count(*) FILTER (WHERE status != 'delivered') FROM attempts"
             " WHERE sync = ? AND at >= ? AND at < ?",
             (sync, since, until),
         )
@@ -171,12 +176,12 @@ class StoreMetrics:
 
     def _counters(self, sync: str, since: float) -> SyncCounters:
         ((received, filtered),) = self._rows(
-            "SELECT count(DISTINCT event_id), coalesce(sum(status = 'filtered'), 0)"
+            "SELECT count(DISTINCT event_id), count(*) FILTER (WHERE status = 'filtered')"
             " FROM deliveries WHERE sync = ? AND created_at >= ?",
             (sync, since),
         )
         ((attempts, delivered),) = self._rows(
-            "SELECT count(*), coalesce(sum(status = 'delivered'), 0) FROM attempts"
+            "SELECT count(*), count(*) FILTER (WHERE status = 'delivered') FROM attempts"
             " WHERE sync = ? AND at >= ?",
             (sync, since),
         )
@@ -205,9 +210,10 @@ class StoreMetrics:
         """Volume: events that reached the sync; errors: failed attempts plus mapping and
         function errors, each counted in the minute it happened."""
         first = math.floor(since / 60) * 60
+        minute = self.store.minute_of
         volume = dict(
             self._rows(
-                "SELECT CAST(created_at / 60 AS INTEGER) * 60, count(DISTINCT event_id)"
+                f"SELECT {minute('created_at')}, count(DISTINCT event_id)"
                 " FROM deliveries WHERE sync = ? AND created_at >= ? AND created_at < ?"
                 " GROUP BY 1",
                 (sync, first, until),
@@ -215,21 +221,17 @@ class StoreMetrics:
         )
         errors = dict(
             self._rows(
-                "SELECT CAST(created_at / 60 AS INTEGER) * 60, count(*) FROM deliveries"
+                f"SELECT {minute('created_at')}, count(*) FROM deliveries"
                 " WHERE sync = ? AND created_at >= ? AND created_at < ?"
                 " AND status IN ('mapping_error', 'function_error') GROUP BY 1",
                 (sync, first, until),
             )
         )
-        for minute, failed in self._rows(
-            "SELECT CAST(at / 60 AS INTEGER) * 60, count(*) FROM attempts"
+        for start, failed in self._rows(
+            f"SELECT {minute('at')}, count(*) FROM attempts"
             " WHERE sync = ? AND at >= ? AND at < ? AND status != 'delivered' GROUP BY 1",
             (sync, first, until),
         ):
-            errors[minute] = errors.get(minute, 0) + failed
+            errors[start] = errors.get(start, 0) + failed
         starts = range(int(first), math.ceil(until / 60) * 60, 60)
         return [MinuteBucket(float(s), volume.get(s, 0), errors.get(s, 0)) for s in starts]
-
-
-def _migrated(store: SqliteStore) -> bool:
-    return store.row("SELECT 1 FROM sqlite_master WHERE name = 'attempts'") is not None

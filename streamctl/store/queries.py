@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from streamctl.core.timestamps import iso
-from streamctl.store.connection import SqliteConnection
+from streamctl.store.connection import SqlReader
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
 
 # `--status failed`: everything that ended without delivery for a reason worth a look.
@@ -57,7 +57,7 @@ def _marks(values: Sequence[object]) -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def list_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
+def list_errors(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     """Deliveries that did not (yet) get through, and, for `--stage contract`, every
     contract violation; newest first. Keys as SPEC §3 `errors --json`."""
     rows = _delivery_errors(store, filters)
@@ -71,7 +71,7 @@ def list_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str,
     return rows
 
 
-def _delivery_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _delivery_errors(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     statuses = _statuses(filters)
     where = [f"status IN ({_marks(statuses)})"]
     params: list[object] = list(statuses)
@@ -80,11 +80,13 @@ def _delivery_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict
     plus = index = ""
     if set(statuses) <= set(PROBLEM_STATUSES):
         where.append(PROBLEM_STATUSES_WHERE)
-        plus = "+"
+        plus = "+" if store.dialect == "sqlite" else ""  # PostgreSQL: no unary + on text
         # One status: newest first among its rows alone. Several: newest first among the
-        # problem rows (the planner would rather sort every problem row of those statuses).
+        # problem rows (SQLite's planner would rather sort every problem row of those
+        # statuses; PostgreSQL's takes no INDEXED BY and needs none).
         name = "deliveries_problems_status" if len(statuses) == 1 else "deliveries_problems"
-        index = f" INDEXED BY {name}" if _has_index(store, name) else ""
+        if store.dialect == "sqlite" and _has_index(store, name):
+            index = f" INDEXED BY {name}"
     if filters.syncs:
         where.append(f"{plus}sync IN ({_marks(filters.syncs)})")
         params.extend(filters.syncs)
@@ -129,7 +131,7 @@ def _delivery_errors(store: SqliteConnection, filters: ErrorFilter) -> list[dict
     ]
 
 
-def _has_index(store: SqliteConnection, name: str) -> bool:
+def _has_index(store: SqlReader, name: str) -> bool:
     """Whether the store has the index (a store opened readonly may predate it)."""
     with store.lock:
         found = store.conn.execute(
@@ -139,16 +141,16 @@ def _has_index(store: SqliteConnection, name: str) -> bool:
 
 
 def _select_newest(
-    store: SqliteConnection, sql: str, params: list[object], limit: int | None
+    store: SqlReader, sql: str, params: list[object], limit: int | None
 ) -> list[tuple[Any, ...]]:
     """Rows of an `ORDER BY id DESC` query, at most `limit` of them."""
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with store.lock:
-        return store.conn.execute(sql, params).fetchall()
+    rows: list[tuple[Any, ...]] = store.rows(sql, params)
+    return rows
 
 
-def _violations(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str, Any]]:
+def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     where = ["1 = 1"]
     params: list[object] = []
     if filters.status_codes:  # violations have no HTTP status
@@ -193,7 +195,7 @@ def _violations(store: SqliteConnection, filters: ErrorFilter) -> list[dict[str,
     ]
 
 
-def error_detail(store: SqliteConnection, error_id: str) -> dict[str, Any] | None:
+def error_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
     """`errors show ID`: the delivery (or violation), its event, payload and every attempt."""
     if error_id.startswith(VIOLATION_PREFIX):
         return _violation_detail(store, error_id)
@@ -208,7 +210,7 @@ def error_detail(store: SqliteConnection, error_id: str) -> dict[str, Any] | Non
     return delivery
 
 
-def _violation_detail(store: SqliteConnection, error_id: str) -> dict[str, Any] | None:
+def _violation_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
     try:
         number = int(error_id[len(VIOLATION_PREFIX) :])
     except ValueError:
@@ -245,7 +247,7 @@ TIME_COLUMNS = (
 )
 
 
-def _delivery_dict(store: SqliteConnection, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
+def _delivery_dict(store: SqlReader, row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     delivery = dict(zip(DELIVERY_COLUMNS, row, strict=True))
     delivery["payload"] = orjson.loads(delivery["payload"]) if delivery["payload"] else None
     for column in TIME_COLUMNS:
@@ -257,7 +259,7 @@ def _delivery_dict(store: SqliteConnection, row: sqlite3.Row | tuple[Any, ...]) 
     return delivery
 
 
-def _delivery(store: SqliteConnection, delivery_id: int) -> dict[str, Any] | None:
+def _delivery(store: SqlReader, delivery_id: int) -> dict[str, Any] | None:
     with store.lock:
         row = store.conn.execute(
             f"SELECT {', '.join(DELIVERY_COLUMNS)} FROM deliveries WHERE id = ?", [delivery_id]
@@ -265,7 +267,7 @@ def _delivery(store: SqliteConnection, delivery_id: int) -> dict[str, Any] | Non
     return None if row is None else _delivery_dict(store, row)
 
 
-def _attempts(store: SqliteConnection, delivery_id: int) -> list[dict[str, Any]]:
+def _attempts(store: SqlReader, delivery_id: int) -> list[dict[str, Any]]:
     with store.lock:
         rows = store.conn.execute(
             "SELECT at, status, status_code, latency_ms, error, response, retry_after"
@@ -286,7 +288,7 @@ def _attempts(store: SqliteConnection, delivery_id: int) -> list[dict[str, Any]]
     ]
 
 
-def _traceback(store: SqliteConnection, event_id: int, sync: str) -> str | None:
+def _traceback(store: SqlReader, event_id: int, sync: str) -> str | None:
     with store.lock:
         row = store.conn.execute(
             "SELECT traceback FROM function_errors WHERE event_id = ? AND sync = ? LIMIT 1",
@@ -295,7 +297,7 @@ def _traceback(store: SqliteConnection, event_id: int, sync: str) -> str | None:
     return row[0] if row else None
 
 
-def _event(store: SqliteConnection, event_id: int | None) -> dict[str, Any] | None:
+def _event(store: SqlReader, event_id: int | None) -> dict[str, Any] | None:
     if event_id is None:
         return None
     with store.lock:
@@ -317,7 +319,7 @@ def _event(store: SqliteConnection, event_id: int | None) -> dict[str, Any] | No
     }
 
 
-def archived_ids(store: SqliteConnection, filters: ErrorFilter) -> list[int]:
+def archived_ids(store: SqlReader, filters: ErrorFilter) -> list[int]:
     """`errors retry`: archived deliveries matching the filters that can be sent again
     (they have a payload: mapping errors and blocked events never do)."""
     narrowed = ErrorFilter(filters.syncs, ("archived",), (), filters.since, filters.limit)
@@ -326,7 +328,7 @@ def archived_ids(store: SqliteConnection, filters: ErrorFilter) -> list[int]:
     ]
 
 
-def syncs_of(store: SqliteConnection, ids: Sequence[int]) -> list[str]:
+def syncs_of(store: SqlReader, ids: Sequence[int]) -> list[str]:
     """The syncs the deliveries `ids` belong to, by name."""
     with store.lock:
         rows = store.conn.execute(
@@ -337,7 +339,7 @@ def syncs_of(store: SqliteConnection, ids: Sequence[int]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def statuses_of(store: SqliteConnection, ids: Sequence[int]) -> dict[str, int]:
+def statuses_of(store: SqlReader, ids: Sequence[int]) -> dict[str, int]:
     """How many of the deliveries `ids` are in each status now."""
     with store.lock:
         rows = store.conn.execute(
@@ -361,20 +363,20 @@ FUNNEL = (
 )
 
 
-def sync_status(store: SqliteConnection, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
+def sync_status(store: SqlReader, since: float, syncs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The funnel of each sync over deliveries created since `since`, the error rate
     (failed attempts / attempts) and request latency percentiles of attempts since then.
     `syncs` are listed even with no rows (in that order, then any others found)."""
     with store.lock:
         funnel = store.conn.execute(
             "SELECT sync, count(DISTINCT event_id), "
-            + ", ".join(f"sum(status = '{s}')" for s in FUNNEL)
-            + ", sum(status IN ('pending', 'retrying'))"
+            + ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in FUNNEL)
+            + ", count(*) FILTER (WHERE status IN ('pending', 'retrying'))"
             " FROM deliveries WHERE created_at >= ? GROUP BY sync",
             [since],
         ).fetchall()
         attempts = store.conn.execute(
-            "SELECT sync, count(*), sum(status != 'delivered') FROM attempts"
+            "SELECT sync, count(*), count(*) FILTER (WHERE status != 'delivered') FROM attempts"
             " WHERE at >= ? GROUP BY sync",
             [since],
         ).fetchall()
@@ -415,15 +417,16 @@ def empty_status(sync: str) -> dict[str, Any]:
 
 
 def latency_percentiles(
-    store: SqliteConnection, sync: str, since: float, count: int | None = None
+    store: SqlReader, sync: str, since: float, count: int | None = None
 ) -> dict[str, float | None]:
     """Request latency of the sync's attempts since `since`: p50, p95, p99 (nearest rank)."""
     with store.lock:
         if count is None:
-            count = store.conn.execute(
+            counted = store.conn.execute(
                 "SELECT count(*) FROM attempts WHERE sync = ? AND at >= ? AND latency_ms IS NOT NULL",
                 [sync, since],
-            ).fetchone()[0]
+            ).fetchone()
+            count = counted[0] if counted else 0
         out: dict[str, float | None] = {}
         for name, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
             if not count:
@@ -442,7 +445,7 @@ def latency_percentiles(
 # -- explain ---------------------------------------------------------------------------------------
 
 
-def explain(store: SqliteConnection, message_id: str) -> list[dict[str, Any]]:
+def explain(store: SqlReader, message_id: str) -> list[dict[str, Any]]:
     """Every receipt of `message_id` (duplicates included), each with its contract check,
     violations, and per sync every decision with its attempts and responses."""
     with store.lock:

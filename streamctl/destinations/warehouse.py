@@ -1,0 +1,691 @@
+"""Event storage in Segment's warehouse layout: naming, flattening, types, discards.
+
+Shared by the storage destinations (`postgres`, `duckdb`, `parquet`); each of their
+modules holds only its database's specifics, behind `WarehouseBackend`.
+
+    payload = layout_event(event)                  # in the pipeline: one event's rows
+    batch = TableRows.collect(payloads)            # at delivery: rows per table
+    plan = plan_load(batch, schema, widen_to_text=False)
+    plan.changes                                   # columns to add / widen first
+    plan.tables["order_completed"].columns         # then load these rows
+
+The layout (docs/destinations/postgres.md has the whole table, against Segment's
+warehouse schema docs):
+
+- `tracks`, `identifies`, `pages`, `screens`, `groups`, `aliases`: one row per call;
+  one table per track event name (`order_completed` for "Order Completed") with the
+  event's properties as columns; `users`: the latest traits per `userId`.
+- column names are snake_case (Segment's go-snakecase: `orderId` -> `order_id`,
+  `Order Completed` -> `order_completed`), nested objects are flattened with `_`
+  (`context.page.url` -> `context_page_url`), arrays are stored as JSON text, nulls
+  are left out (a column appears with its first non-null value, as in Segment).
+- Two keys that give one column name (`orderId` and `order_id`): the key that already
+  is the column name wins, else the first in code-point order; the other's value goes
+  to `discards`. A property named like a standard column (`id`, `user_id`, ...) goes
+  to `discards` too (Segment drops those).
+- Types: boolean, bigint, double, timestamp (an ISO 8601 date-time string), text.
+  A value of another type than its column's: bigint into double is stored as a
+  double; a double into a bigint column widens the column to double; anything goes
+  into a text column as its JSON text; with `widen_to_text` any other conflict
+  turns the column into text; otherwise the value goes to `discards` (table, column,
+  value, reason, messageId, as RudderStack's `rudder_discards`) and the row is
+  still written without it.
+
+Why the work is split this way: the pipeline (`layout_event`, run by replay's worker
+processes) does the per-event flattening and naming, once per event; delivery (the one
+process that owns the database connection) only checks each value's type against its
+column and builds the rows, which keeps the delivering process's share small.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from streamctl.core.events import Event
+
+ColumnType = Literal["boolean", "bigint", "double", "timestamp", "text"]
+TableSchema = dict[str, ColumnType]  # column name -> type
+Row = dict[str, Any]
+
+_ABSENT = object()
+MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; the same names in every backend
+DISCARDS = "discards"
+USERS = "users"
+CALL_TABLES = {
+    "track": "tracks",
+    "identify": "identifies",
+    "page": "pages",
+    "screen": "screens",
+    "group": "groups",
+    "alias": "aliases",
+}
+# Tables whose names an event table may not take: `track_` goes in front of such an event.
+RESERVED_TABLES = frozenset({*CALL_TABLES.values(), USERS, DISCARDS, "event_violations"})
+TIMESTAMP_COLUMNS = ("received_at", "sent_at", "timestamp", "original_timestamp")
+# Every call table's columns taken from the envelope, in this order, and their types.
+STANDARD_COLUMNS: dict[str, ColumnType] = {
+    "id": "text",
+    "anonymous_id": "text",
+    "user_id": "text",
+    **dict.fromkeys(TIMESTAMP_COLUMNS, "timestamp"),
+    "event": "text",
+    "event_text": "text",
+    "name": "text",
+    "category": "text",
+    "group_id": "text",
+    "previous_id": "text",
+}
+# Set by the database when a row is written (Segment's `loaded_at` and `uuid_ts`).
+LOAD_TIME_COLUMNS = ("loaded_at", "uuid_ts")
+RESERVED_COLUMNS = frozenset({*STANDARD_COLUMNS, *LOAD_TIME_COLUMNS})
+DISCARD_COLUMNS: dict[str, ColumnType] = {
+    "table_name": "text",
+    "column_name": "text",
+    "column_value": "text",
+    "reason": "text",
+    "row_id": "text",  # the event's messageId
+    "received_at": "timestamp",
+}
+DISCARD_KEY = ("row_id", "table_name", "column_name")
+USER_COLUMNS: dict[str, ColumnType] = {"id": "text", "received_at": "timestamp"}
+
+_CAMEL_RUN = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_NOT_WORD = re.compile(r"[\W_]+")
+_ISO_DATETIME = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
+    r"(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?"
+)
+
+
+# -- names ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8192)
+def snake_case(key: str) -> str:
+    """A column or table name as Segment makes it: `orderId` -> `order_id`,
+    `Order Completed` -> `order_completed`, `HTTPStatus` -> `http_status`. Unicode
+    letters stay (lowercased); a leading digit gets `_` in front; at most 63 bytes.
+    Empty when the key has no letter or digit."""
+    name = _CAMEL.sub(r"\1_\2", _CAMEL_RUN.sub(r"\1_\2", key))
+    name = _NOT_WORD.sub("_", name).strip("_").lower()
+    if name[:1].isdigit():
+        name = "_" + name
+    encoded = name.encode()
+    if len(encoded) > MAX_NAME_BYTES:
+        name = encoded[:MAX_NAME_BYTES].decode(errors="ignore").rstrip("_")
+    return name
+
+
+def event_table(event_name: str) -> str:
+    """The table of a track event: `Order Completed` -> `order_completed`; a name that
+    is a standard table's gets `track_` in front (`Users` -> `track_users`)."""
+    name = snake_case(event_name)
+    return f"track_{name}" if name in RESERVED_TABLES else name
+
+
+# -- one event's rows (pipeline side) ---------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """Flattened columns of one row, with who claimed each name (for collisions)."""
+
+    table: str
+    values: Row = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # column -> the key path it came from
+    discards: list[list[str]] = field(default_factory=list)  # [table, column, value, reason]
+
+    def put(self, column: str, path: str, value: Any) -> None:
+        if value is None:
+            return
+        if not column:
+            self.discard(path, value, f"key {path!r} gives no column name")
+            return
+        if column in LOAD_TIME_COLUMNS:
+            self.discard(column, value, f"{path!r} would overwrite the column {column!r}")
+            return
+        if isinstance(value, list):
+            value = orjson.dumps(value).decode()
+        holder = self.sources.get(column)
+        if holder is None:
+            self.values[column] = value
+            self.sources[column] = path
+            return
+        if holder == "":
+            self.discard(column, value, f"{path!r} would overwrite the standard column {column!r}")
+            return
+        if _claim_rank(column, path) < _claim_rank(column, holder):
+            loser_value, self.values[column], self.sources[column] = (
+                self.values[column],
+                value,
+                path,
+            )
+            self.discard(column, loser_value, f"column {column!r} is taken by key {path!r}", holder)
+        else:
+            self.discard(column, value, f"column {column!r} is taken by key {holder!r}", path)
+
+    def standard(self, column: str, value: Any) -> None:
+        """A column of the envelope: it wins over any property of the same name."""
+        if value is None:
+            return
+        self.values[column] = value
+        self.sources[column] = ""
+
+    def flatten(self, obj: Mapping[str, Any], prefix: str = "", path: str = "") -> None:
+        for key, value in obj.items():
+            key_path = f"{path}.{key}" if path else key
+            name = snake_case(key)
+            column = f"{prefix}{name}" if name else ""
+            if isinstance(value, dict) and column:
+                self.flatten(value, column + "_", key_path)
+            else:
+                self.put(column, key_path, value)
+
+    def discard(self, column: str, value: Any, reason: str, path: str | None = None) -> None:
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        self.discards.append([self.table, column or (path or ""), text, reason])
+
+
+def _claim_rank(column: str, path: str) -> tuple[bool, str]:
+    """Lower wins: a key that already is the column name, then code-point order."""
+    return (snake_key(path) != column, path)
+
+
+def snake_key(path: str) -> str:
+    """The column a key path would give if it were written as-is: `context.page.url` ->
+    `context_page_url` (no case change), to tell `order_id` (itself) from `orderId`."""
+    return path.replace(".", "_")
+
+
+def layout_event(event: Event) -> dict[str, Any]:
+    """One event's rows in the warehouse layout: `{"message_id", "received_at",
+    "rows": {table: {column: value}}, "discards": [[table, column, value, reason]],
+    "extends": {table: base table}}`: a track's event-table row holds only what its
+    properties add to its `tracks` row (`extends`)."""
+    call = str(event.get("type") or "track")
+    table = CALL_TABLES.get(call, "tracks")
+    base = _Columns(table)
+    _envelope(base, event)
+    context = event.get("context")
+    if isinstance(context, dict):
+        base.flatten(context, "context_", "context")
+    rows: dict[str, Row] = {}
+    extends: dict[str, str] = {}  # table -> the table whose row this one's extends
+    discards = base.discards
+    if call == "track":
+        name = event.get("event")
+        if isinstance(name, str) and name:
+            base.standard("event", snake_case(name))
+            base.standard("event_text", name)
+        rows[table] = base.values
+        if isinstance(name, str) and event_table(name):
+            own = event_table(name)
+            full = _with_object(base, own, event.get("properties"))
+            # Only what the properties add: the event table's row is `tracks`' row plus
+            # these (`TableRows.collect` joins them), which keeps the payload, its JSON
+            # in the store and its decoding at delivery about half as large.
+            rows[own] = {k: v for k, v in full.items() if base.values.get(k, _ABSENT) is not v}
+            extends[own] = table
+    elif call in ("identify", "group"):
+        traits = event.get("traits")
+        rows[table] = _with_object(base, table, traits)
+        if call == "identify" and event.get("userId") is not None:
+            user = _Columns(USERS)
+            user.standard("id", str(event["userId"]))
+            user.standard("received_at", event.get("receivedAt"))
+            if isinstance(traits, dict):
+                user.flatten(traits)
+            rows[USERS] = user.values
+            discards.extend(user.discards)
+    elif call in ("page", "screen"):
+        rows[table] = _with_object(base, table, event.get("properties"))
+    else:
+        rows[table] = base.values
+    laid = {
+        "message_id": str(event.get("messageId", "")),
+        "received_at": event.get("receivedAt"),
+        "rows": rows,
+        "discards": discards,
+    }
+    if extends:
+        laid["extends"] = extends
+    return laid
+
+
+def _envelope(columns: _Columns, event: Event) -> None:
+    put = columns.standard
+    put("id", str(event.get("messageId", "")))
+    put("anonymous_id", _text(event.get("anonymousId")))
+    put("user_id", _text(event.get("userId")))
+    put("received_at", event.get("receivedAt"))
+    put("sent_at", event.get("sentAt"))
+    put("timestamp", event.get("timestamp"))
+    put("original_timestamp", event.get("originalTimestamp"))
+    put("name", _text(event.get("name")))
+    put("category", _text(event.get("category")))
+    put("group_id", _text(event.get("groupId")))
+    put("previous_id", _text(event.get("previousId")))
+
+
+def _with_object(base: _Columns, table: str, obj: Any) -> Row:
+    """The base row plus an object's keys as top-level columns (properties, traits)."""
+    columns = _Columns(table, dict(base.values), dict(base.sources))
+    if isinstance(obj, dict):
+        columns.flatten(obj)
+    base.discards.extend(columns.discards)
+    return columns.values
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def layout_mapped(table: str, columns: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    """A mapped row (event type `row`): the mapped fields as columns of `table`,
+    flattened and named like the rest; `id` is the messageId unless mapped."""
+    row = _Columns(snake_case(table))
+    row.standard("id", str(columns.get("id", event.get("messageId", ""))))
+    row.standard("received_at", event.get("receivedAt"))
+    row.flatten({k: v for k, v in columns.items() if k != "id"})
+    return {
+        "message_id": str(event.get("messageId", "")),
+        "received_at": event.get("receivedAt"),
+        "rows": {row.table: row.values},
+        "discards": row.discards,
+    }
+
+
+VIOLATIONS_TABLE = "event_violations"
+
+
+def layout_violations(event: Event, findings: Mapping[str, Any]) -> dict[str, Any]:
+    """One event's contract findings as a row of `event_violations`, in Hightouch's
+    columns (`payload`, `event_name`, `event_type`, `schema_version`,
+    `has_undeclared_schema`, `has_undeclared_fields`, `has_schema_violated`,
+    `violations`), plus `outcome` (allowed, blocked or omitted) and `contract`."""
+    violations = list(findings.get("violations") or ())
+    kinds = {v.get("kind") for v in violations}
+    context = event.get("context")
+    version = context.get("schemaVersion") if isinstance(context, dict) else None
+    row = _Columns(VIOLATIONS_TABLE)
+    row.standard("id", str(event.get("messageId", "")))
+    row.standard("received_at", event.get("receivedAt"))
+    row.standard("user_id", _text(event.get("userId")))
+    row.standard("anonymous_id", _text(event.get("anonymousId")))
+    row.put("event_name", "event_name", _text(event.get("event") or event.get("name")))
+    row.put("event_type", "event_type", _text(event.get("type")))
+    row.put("schema_version", "schema_version", _text(version))
+    row.put("contract", "contract", next((v.get("contract") for v in violations), None))
+    row.put("outcome", "outcome", findings.get("outcome"))
+    row.put("has_undeclared_schema", "has_undeclared_schema", "undeclared_event" in kinds)
+    row.put("has_undeclared_fields", "has_undeclared_fields", "undeclared_field" in kinds)
+    row.put("has_schema_violated", "has_schema_violated", "schema" in kinds)
+    messages = [f"{v.get('pointer') or '/'}: {v.get('message')}" for v in violations]
+    row.put("violations", "violations", orjson.dumps(messages).decode())
+    row.put("payload", "payload", orjson.dumps(event).decode())
+    return {
+        "message_id": str(event.get("messageId", "")),
+        "received_at": event.get("receivedAt"),
+        "rows": {VIOLATIONS_TABLE: row.values},
+        "discards": row.discards,
+    }
+
+
+# -- types (delivery side) ----------------------------------------------------------------
+
+_PY_TYPES: dict[type, ColumnType] = {bool: "boolean", int: "bigint", float: "double"}
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def value_type(value: Any) -> ColumnType:
+    """The column type a JSON value asks for."""
+    kind = _PY_TYPES.get(type(value))
+    if kind is not None:
+        if kind == "bigint" and not INT64[0] <= value <= INT64[1]:
+            return "text"
+        return kind
+    if type(value) is str and is_timestamp(value):
+        return "timestamp"
+    return "text"
+
+
+def is_timestamp(text: str) -> bool:
+    """An ISO 8601 date-time (`2026-12-03T10:00:00.123Z`). The pattern checks each
+    field's range; a day a month lacks (Feb 30) passes it, the database refuses it,
+    and the engine's split isolates that event."""
+    return _ISO_DATETIME.fullmatch(text) is not None
+
+
+def as_text(value: Any) -> str:
+    """A value stored in a text column: strings as they are, others as JSON text."""
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def fits(value_kind: ColumnType, column_kind: ColumnType) -> bool:
+    """Whether a value of one type is stored in a column of the other as it is."""
+    return (
+        value_kind == column_kind
+        or column_kind == "text"
+        or (value_kind == "bigint" and column_kind == "double")
+    )
+
+
+# -- a batch's load plan --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """A column to create (with its table when missing) or to widen to `type`."""
+
+    table: str
+    column: str
+    type: ColumnType
+    widen: bool = False
+
+
+@dataclass
+class TableLoad:
+    """The rows of one table in one batch: dicts holding some of `columns`, each value
+    of its column's type (`types`)."""
+
+    name: str
+    columns: list[str]
+    types: list[ColumnType]
+    rows: list[Row]
+
+    def tuples(self) -> list[tuple[Any, ...]]:
+        """The rows as tuples in `columns` order (None where a row has no value)."""
+        columns = self.columns
+        return [tuple(map(row.get, columns)) for row in self.rows]
+
+
+@dataclass
+class LoadPlan:
+    changes: list[SchemaChange]
+    tables: dict[str, TableLoad]
+    users: TableLoad | None
+    discards: TableLoad | None
+
+
+@dataclass
+class TableRows:
+    """A batch's rows by table, with the discards their events already carry."""
+
+    tables: dict[str, list[tuple[str, str | None, Row]]]  # table -> (message_id, received_at, row)
+    discards: list[tuple[str, str | None, list[str]]]
+
+    @classmethod
+    def collect(cls, payloads: Iterable[Mapping[str, Any]]) -> TableRows:
+        tables: dict[str, list[tuple[str, str | None, Row]]] = {}
+        discards: list[tuple[str, str | None, list[str]]] = []
+        for payload in payloads:
+            message_id = payload["message_id"]
+            received = payload.get("received_at")
+            rows = payload["rows"]
+            extends = payload.get("extends") or {}
+            for table, row in rows.items():
+                base = extends.get(table)
+                if base is not None:
+                    row = {**rows[base], **row}
+                tables.setdefault(table, []).append((message_id, received, row))
+            for discard in payload.get("discards") or ():
+                discards.append((message_id, received, discard))
+        return cls(tables, discards)
+
+
+def table_columns(table: str) -> TableSchema:
+    """The columns a table is created with, before any property's."""
+    if table == DISCARDS:
+        return dict(DISCARD_COLUMNS)
+    if table == USERS:
+        return dict(USER_COLUMNS)
+    return {"id": "text", "received_at": "timestamp"}
+
+
+def table_key(table: str) -> tuple[str, ...]:
+    """The columns that make a row unique: what makes a retried batch a no-op."""
+    return DISCARD_KEY if table == DISCARDS else ("id",)
+
+
+def plan_load(
+    batch: TableRows, schema: Mapping[str, TableSchema], *, widen_to_text: bool = False
+) -> LoadPlan:
+    """What to change in the schema, then what to write, for a batch.
+
+    A plan with `changes` is for applying them and planning again against the schema
+    the database then has; a plan without is ready to load.
+
+    Column by column: a column whose values are all of the types its column takes
+    (the usual case) is taken as it is, checked by one pass over a list of types;
+    only a column with a stray value goes value by value (`_column_values`)."""
+    changes: list[SchemaChange] = []
+    tables: dict[str, TableLoad] = {}
+    users: TableLoad | None = None
+    patches: list[tuple[list[Row], str, list[Any]]] = []  # rows, column, its new values
+    discards: list[tuple[Any, ...]] = [
+        (*discard, message_id, received) for message_id, received, discard in batch.discards
+    ]
+    for table, entries in batch.tables.items():
+        known = schema.get(table)
+        planned = dict(table_columns(table)) if known is None else dict(known)
+        if known is None:
+            changes.extend(SchemaChange(table, c, t) for c, t in planned.items())
+        entries = _unique_keys(table, entries)
+        rows = [row for _, _, row in entries]
+        present: dict[str, None] = dict.fromkeys(table_key(table))
+        for row in rows:
+            present.update(dict.fromkeys(row))
+        types: list[ColumnType] = []
+        for column in present:
+            column_values = [row.get(column) for row in rows]
+            target = planned.get(column)
+            if target is None:
+                planned[column] = target = _new_column_type(column, column_values)
+                changes.append(SchemaChange(table, column, target))
+            if not _all_fit(column_values, target):
+                target, replaced = _column_values(
+                    table, column, target, column_values, entries, discards, widen_to_text
+                )
+                if target != planned[column]:
+                    planned[column] = target
+                    changes.append(SchemaChange(table, column, target, widen=True))
+                patches.append((rows, column, replaced))
+            types.append(target)
+        load = TableLoad(table, list(present), types, rows)
+        if table == USERS:
+            users = load
+        else:
+            tables[table] = load
+    if discards and DISCARDS not in schema:
+        changes.extend(SchemaChange(DISCARDS, c, t) for c, t in DISCARD_COLUMNS.items())
+    discard_load = (
+        TableLoad(
+            DISCARDS,
+            list(DISCARD_COLUMNS),
+            list(DISCARD_COLUMNS.values()),
+            [dict(zip(DISCARD_COLUMNS, d, strict=True)) for d in discards],
+        )
+        if discards
+        else None
+    )
+    if changes:
+        return LoadPlan(_unique(changes), tables, users, discard_load)
+    # The plan is final: only now are the rows (the payloads' own dicts) changed.
+    for rows, column, replaced in patches:
+        for row, value in zip(rows, replaced, strict=True):
+            if value is None:
+                row.pop(column, None)
+            else:
+                row[column] = value
+    return LoadPlan([], tables, None if users is None else merge_users(users), discard_load)
+
+
+# The Python types a column of each type takes as they are (None aside).
+_TAKES: dict[ColumnType, frozenset[type]] = {
+    "boolean": frozenset({bool, type(None)}),
+    "bigint": frozenset({int, type(None)}),
+    "double": frozenset({float, type(None)}),
+    "timestamp": frozenset({str, type(None)}),
+    "text": frozenset({str, type(None)}),
+}
+
+
+def _all_fit(values: list[Any], target: ColumnType) -> bool:
+    if not _TAKES[target].issuperset(map(type, values)):
+        return False
+    if target == "timestamp":
+        return all(is_timestamp(v) for v in values if v is not None)
+    if target == "bigint":
+        present = [v for v in values if v is not None]
+        return not present or (INT64[0] <= min(present) and max(present) <= INT64[1])
+    return True
+
+
+def _new_column_type(column: str, values: list[Any]) -> ColumnType:
+    """A new column's type: a standard column's own, else its first value's (a double
+    when the batch holds both integers and doubles)."""
+    standard = STANDARD_COLUMNS.get(column)
+    kinds = {value_type(v) for v in values if v is not None}
+    if standard is not None and all(fits(k, standard) for k in kinds):
+        return standard
+    if kinds == {"bigint", "double"}:
+        return "double"
+    first = next((v for v in values if v is not None), None)
+    return value_type(first)
+
+
+def _column_values(
+    table: str,
+    column: str,
+    target: ColumnType,
+    values: list[Any],
+    entries: Sequence[tuple[str, str | None, Row]],
+    discards: list[tuple[Any, ...]],
+    widen_to_text: bool,
+) -> tuple[ColumnType, list[Any]]:
+    """A column with values of other types than its own, value by value: converted
+    when that loses nothing, the column widened when it may be, else discarded."""
+    kinds = [None if v is None else value_type(v) for v in values]
+    if target == "bigint" and "double" in kinds:
+        target = "double"
+    if widen_to_text and any(k is not None and not fits(k, target) for k in kinds):
+        target = "text"
+    out: list[Any] = []
+    for value, kind, (message_id, received, _) in zip(values, kinds, entries, strict=True):
+        if kind is None or kind == target:
+            out.append(value)
+        elif kind == "bigint" and target == "double":
+            out.append(float(value))
+        elif target == "text":
+            out.append(as_text(value))
+        else:
+            reason = f"incompatible schema conversion from {kind} to {target}"
+            discards.append((table, column, as_text(value), reason, message_id, received))
+            out.append(None)
+    return target, out
+
+
+def _unique_keys(
+    table: str, entries: list[tuple[str, str | None, Row]]
+) -> list[tuple[str, str | None, Row]]:
+    """A batch's rows with one row per key (an event replayed twice in one batch);
+    `users` keeps them all, for `merge_users`."""
+    if table == USERS:
+        return entries
+    if table != DISCARDS:
+        ids = {entry[2].get("id") for entry in entries}
+        if len(ids) == len(entries):
+            return entries
+    key = table_key(table)
+    unique: dict[tuple[Any, ...], tuple[str, str | None, Row]] = {}
+    for entry in entries:
+        unique.setdefault(tuple(entry[2].get(c) for c in key), entry)
+    return list(unique.values())
+
+
+def _unique(changes: list[SchemaChange]) -> list[SchemaChange]:
+    """One change per column: its last (widest) type; creations before widenings."""
+    last: dict[tuple[str, str], SchemaChange] = {}
+    for change in changes:
+        previous = last.get((change.table, change.column))
+        widen = change.widen and (previous is None or previous.widen)
+        last[(change.table, change.column)] = SchemaChange(
+            change.table, change.column, change.type, widen
+        )
+    return list(last.values())
+
+
+def merge_users(load: TableLoad) -> TableLoad:
+    """One row per user: each trait's latest non-null value by `received_at`, as the
+    `users` table keeps it (the database merges it again with what it holds)."""
+    merged: dict[Any, Row] = {}
+    for row in sorted(load.rows, key=lambda r: r.get("received_at") or ""):
+        current = merged.get(row["id"])
+        if current is None:
+            merged[row["id"]] = dict(row)
+        else:
+            current.update(row)
+    return TableLoad(load.name, load.columns, load.types, list(merged.values()))
+
+
+_WIDTH: dict[ColumnType, int] = {"bigint": 1, "double": 2, "text": 3}
+
+
+def widens(change: SchemaChange, current: ColumnType) -> bool:
+    """Whether a widening change still has work to do on a column of type `current`
+    (another writer may have widened it as far already)."""
+    return change.widen and _WIDTH.get(change.type, 0) > _WIDTH.get(current, 0)
+
+
+def by_table(changes: Iterable[SchemaChange]) -> dict[str, list[SchemaChange]]:
+    grouped: dict[str, list[SchemaChange]] = {}
+    for change in changes:
+        grouped.setdefault(change.table, []).append(change)
+    return grouped
+
+
+def schema_of(
+    columns: Iterable[tuple[str, str, str]], types: Mapping[str, ColumnType]
+) -> dict[str, TableSchema]:
+    """A database's (table, column, data type) rows as a schema; a type this layout does
+    not make (someone changed the table by hand) is taken for text."""
+    schema: dict[str, TableSchema] = {}
+    for table, column, data_type in columns:
+        schema.setdefault(table, {})[column] = types.get(data_type, "text")
+    return schema
+
+
+def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]) -> None:
+    """`schema` after `changes` (what a backend that just applied them now has)."""
+    for change in changes:
+        schema.setdefault(change.table, {})[change.column] = change.type
+
+
+# -- the backends ---------------------------------------------------------------------------
+
+
+class WarehouseBackend(Protocol):
+    """One database's specifics. Called from one thread at a time per connection;
+    `evolve` must be safe with another process doing the same at once."""
+
+    def schema(self) -> dict[str, TableSchema]:
+        """Every table of the destination and its columns' types, as the database has them."""
+        ...
+
+    def evolve(self, changes: Sequence[SchemaChange]) -> dict[str, TableSchema]:
+        """Create the missing tables and columns, widen columns; the schema after."""
+        ...
+
+    def load(self, plan: LoadPlan) -> None:
+        """Write the plan's rows in one transaction: a row whose key is already stored
+        is skipped, `users` rows are merged into theirs. Committed on return."""
+        ...
+
+    def close(self) -> None: ...

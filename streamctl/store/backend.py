@@ -1,0 +1,67 @@
+"""Which store a project uses, decided in this one place: `store:` in streamctl.yaml.
+
+    store = open_store(project)                  # SQLite file or PostgreSQL, migrated
+    store = open_store(project, readonly=True)   # a reader (the CLI, monitoring)
+    store = open_location(store_location(project), node=...)   # replay's workers
+
+A `postgresql://` (or `postgres://`) URL is the shared PostgreSQL store
+(streamctl.store.postgres); anything else is a SQLite file, relative to the project.
+Both are `streamctl.store.base.Store`s.
+"""
+
+from __future__ import annotations
+
+from streamctl.core.model import Project
+from streamctl.store.alert_state import AlertStateStore
+from streamctl.store.base import Store
+from streamctl.store.db import SqliteStore
+from streamctl.store.postgres.location import is_postgres_url
+from streamctl.store.postgres.store import AlertDatabase, PostgresStore, migrate_url
+from streamctl.store.schema import current_version as sqlite_version
+
+
+def open_store(project: Project, *, readonly: bool = False) -> Store:
+    if project.store_url is not None:
+        return PostgresStore.open(project.store_url, readonly=readonly)
+    return SqliteStore.open(project.store_file, readonly=readonly)
+
+
+def open_location(
+    location: str, *, node: int | None = None, checkpoints: bool = True, cache_mib: int = 64
+) -> Store:
+    """The store at `location` (a file path or a URL), for writing: replay's workers.
+    `node`: the PostgreSQL node they record for; the SQLite options: `SqliteStore.open`'s."""
+    if is_postgres_url(location):
+        return PostgresStore.open(location, node=node)
+    return SqliteStore.open(location, checkpoints=checkpoints, cache_mib=cache_mib)
+
+
+def store_location(project: Project) -> str:
+    """What `open_location` takes: the URL, or the file's absolute path."""
+    return project.store_url or str(project.store_file.resolve())
+
+
+def store_exists(project: Project) -> bool:
+    """Whether a reader finds something: a PostgreSQL store is asked when opened."""
+    return project.store_url is not None or project.store_file.exists()
+
+
+def migrate_store(project: Project) -> tuple[int, int]:
+    """`streamctl store migrate`: (schema version before, version now)."""
+    if project.store_url is not None:
+        return migrate_url(project.store_url)
+    path = project.store_file
+    before = 0
+    if path.exists():
+        with SqliteStore.open(path, readonly=True) as reader:
+            before = sqlite_version(reader.db)
+    with SqliteStore.open(path) as store:
+        return before, sqlite_version(store.db)
+
+
+def open_alert_state(project: Project) -> AlertStateStore:
+    """The alert state of the project's store (its `alert_state` tables)."""
+    if project.store_url is not None:
+        store = PostgresStore.open(project.store_url, readonly=True)
+        return AlertStateStore.on(AlertDatabase(store), store.location.describe())
+    return AlertStateStore(project.store_file)
