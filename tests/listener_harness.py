@@ -237,9 +237,10 @@ class ListenerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def terminate(self) -> int:
+    def terminate(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it with `sig` (SIGINT: as Ctrl-C would); its exit code."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         return self.proc.wait(30)
 
     def __exit__(self, *exc: object) -> None:

@@ -35,6 +35,13 @@ def test_every_command_has_help(path, command):
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.stdout
+    assert "<bool>" not in result.stdout  # flags take no value: no type to show
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("streamctl ")
 
 
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)

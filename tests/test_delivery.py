@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -387,3 +388,80 @@ def test_a_lane_over_its_memory_window_reads_the_rest_back_from_the_store(tmp_pa
         received = received_ns(server.bodies())
     assert sorted(received) == list(range(200))  # each exactly once
     assert statuses(root, "orders") == {"delivered": 200}
+
+
+# -- the default retry policy: bounded by time, not by a small count -------------------------
+
+
+def test_the_default_policy_keeps_retrying_through_an_hour_long_outage():
+    from streamctl.core.model import DeliveryPolicy
+
+    policy = RetryPolicy.of(DeliveryPolicy())
+    assert policy.max_attempts is None
+    assert policy.max_age == 4 * 3600.0
+    clock, attempts = 0.0, 0
+    while clock < 3600.0:  # a fake clock: every attempt in the outage fails
+        attempts += 1
+        next_at = policy.next_attempt_at(attempts, now=clock)
+        assert next_at - clock <= 300.0  # the wait is capped at 5 minutes
+        assert policy.gives_up(attempts, created_at=0.0, next_at=next_at) is None
+        clock = next_at
+    assert attempts > 10  # the old budget (max_attempts 10) archived it long before
+    assert clock < 3600.0 + 300.0  # delivered within 5 minutes of the destination's return
+    late = policy.next_attempt_at(attempts, now=4 * 3600.0)
+    assert "max_age (4h)" in str(policy.gives_up(attempts, created_at=0.0, next_at=late))
+
+
+def test_an_outage_longer_than_the_old_attempt_budget_ends_in_delivery(tmp_path):
+    failures = 25  # two and a half times the old default of 10 attempts
+    answered = Counter[str]()
+
+    def answer(req: Received) -> Reply:
+        answered["requests"] += 1
+        if answered["requests"] <= failures:
+            return Reply(503, "down for maintenance")
+        return Reply(200, {"ok": True})
+
+    with FakeServer(answer) as server:
+        # The default policy, its durations scaled down: no max_attempts, max_age 4h.
+        fast = {"backoff": {"initial": "5ms", "max": "20ms"}, "timeout": "10s"}
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        sync_file = root / "syncs" / "orders.yaml"
+        sync = json.loads(sync_file.read_text())
+        sync["delivery"] = fast  # not the helpers' max_attempts: the default policy's shape
+        sync_file.write_text(json.dumps(sync))
+        deliver(root, make_events(1))
+    assert statuses(root, "orders") == {"delivered": 1}
+    assert rows(root, "SELECT attempts, status_code FROM deliveries") == [(failures + 1, 200)]
+
+
+def test_a_processing_failure_is_logged_and_retried_not_a_silent_stop(tmp_path, caplog):
+    from streamctl.pipeline.process import Pipeline
+
+    class FailsOnce(Pipeline):
+        failed = False
+
+        def process(self, *args, **kwargs):
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("a bug in one batch")
+            return super().process(*args, **kwargs)
+
+    with FakeServer() as server:
+        root = write_project(tmp_path, {"orders": {"destination": "api"}}, {"api": server.url})
+        project = load_project(root)
+
+        async def main() -> None:
+            with SqliteStore.for_project(project) as store:
+                store.queue.append("web", make_events(5))
+                runtime = Runtime(project, store)
+                runtime.pipeline = FailsOnce(project, runtime.destinations)
+                async with runtime:
+                    runtime.process_queue(store.queue)
+                    assert await runtime.drain(30)
+
+        asyncio.run(main())
+        assert sorted(received_ns(server.bodies())) == list(range(5))
+    assert FailsOnce.failed
+    assert "event processing failed" in caplog.text and "a bug in one batch" in caplog.text
+    assert statuses(root, "orders") == {"delivered": 5}

@@ -133,9 +133,10 @@ def test_readable_view_names_every_stage(project):
     out = result.stdout
     assert "contract web: omitted" in out
     assert "undeclared_field /properties/debug" in out
-    assert "sync orders-to-hook -> hook: delivered" in out
+    assert "sync orders-to-hook -> hook: would be sent (nothing is sent by a preview)" in out
     assert "function functions/enrich.py: ok (1 event out)" in out
-    assert "request: POST http://127.0.0.1:9/hook" in out
+    assert "request that would be sent: POST http://127.0.0.1:9/hook" in out
+    assert "delivered" not in out  # a preview delivers nothing
     assert '"order_id": "o1"' in out
 
 

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.table import Table
 
 from streamctl.cli.options import ProjectOption, SinceOption, SyncOption, json_flag
-from streamctl.cli.output import stderr, stdout
+from streamctl.cli.output import stderr, stdout, table_console
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.core.errors import UsageError
@@ -89,32 +88,58 @@ def errors(
     if not rows:
         stderr.print("no errors: nothing failed, retrying or archived", highlight=False)
         return
-    stdout.print(errors_table(rows, project))
+    console = table_console()
+    for line in error_lines(rows, console.width, project.secrets):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def errors_table(rows: list[dict[str, Any]], project: Project) -> Table:
-    table = Table(title=f"{len(rows)} errors (newest first)")
-    for column in (
-        "id",
-        "sync",
-        "message id",
-        "stage",
-        "status",
-        "attempts",
-        "code",
-        "error",
-        "last attempt",
-        "next",
-    ):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        cells = [
-            row["id"], row["sync"] or row.get("source"), row["message_id"], row["stage"],
-            row["status"], row["attempts"], row["status_code"], row["error"],
-            row["last_attempt_at"] or row.get("created_at"), row["next_attempt_at"],
-        ]  # fmt: skip
-        table.add_row(*(redact("" if c is None else str(c), project.secrets) for c in cells))
-    return table
+SYNC_WIDTH = 20  # a longer sync name is cut (`errors --sync NAME` takes it whole)
+HEADINGS = ("id", "message id", "sync", "status")
+
+
+def error_lines(rows: list[dict[str, Any]], width: int, secrets: frozenset[str]) -> list[str]:
+    """Two lines an error, within `width` columns: the id, the message id (always whole,
+    to be copied into `explain`), the sync and the status; then, under the message id,
+    the attempts, when, and the error cut to fit (`errors show ID` has it all)."""
+    heads = [
+        (str(row["id"]), str(row["message_id"]), _cut(str(row["sync"] or row.get("source") or ""), SYNC_WIDTH), str(row["status"]))
+        for row in rows
+    ]  # fmt: skip
+    widths = [max(len(head[i]) for head in [HEADINGS, *heads]) for i in range(len(HEADINGS))]
+    indent = " " * (widths[0] + 2)
+    lines = [f"{len(rows)} errors, newest first (`streamctl errors show ID` for one in full)"]
+    lines.append(_aligned(HEADINGS, widths))
+    for row, head in zip(rows, heads, strict=True):
+        lines.append(redact(_aligned(head, widths), secrets))
+        lines.append(_cut(redact(indent + _detail(row), secrets), width))  # cut after masking
+    return lines
+
+
+def _aligned(cells: tuple[str, ...], widths: list[int]) -> str:
+    first, *others = cells
+    padded = [first.rjust(widths[0]), *(c.ljust(w) for c, w in zip(others, widths[1:], strict=True))]
+    return "  ".join(padded).rstrip()
+
+
+def _detail(row: dict[str, Any]) -> str:
+    attempts = row["attempts"] or 0
+    when = _short_time(row["last_attempt_at"] or row.get("created_at"))
+    parts = [
+        f"{attempts} attempt{'s' if attempts != 1 else ''}" + (f", last {when}" if when else "")
+    ]
+    if row["status"] == "retrying" and row["next_attempt_at"]:
+        parts.append(f"next {_short_time(row['next_attempt_at'])}")
+    error = " ".join(str(row["error"] or row["stage"] or "").split())  # one line
+    return "; ".join(parts) + (f": {error}" if error else "")
+
+
+def _short_time(value: Any) -> str:
+    """`2026-12-03T13:32:00.414Z` as `2026-12-03 13:32:00`."""
+    return "" if value is None else str(value).replace("T", " ")[:19]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 @errors_app.command("show")
@@ -166,6 +191,9 @@ def describe_record(detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+DECIDED = ("dropped", "filtered", "duplicate")  # outcomes chosen on purpose: a reason, no error
+
+
 def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]:
     made = delivery.get("attempts_made", 0)
     head = (
@@ -176,7 +204,10 @@ def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]
     )
     lines = [head]
     if delivery.get("error"):
-        lines.append(f"{indent}  error: {delivery['error']}")
+        # A function leaving an event out, or no event type matching, is a decision
+        # the project made, not a failure.
+        label = "reason" if delivery["status"] in DECIDED else "error"
+        lines.append(f"{indent}  {label}: {delivery['error']}")
     if delivery.get("traceback"):
         lines.append(
             f"{indent}  traceback:\n{indent}    "
@@ -185,11 +216,10 @@ def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]
     if delivery.get("next_attempt_at") and delivery["status"] == "retrying":
         lines.append(f"{indent}  next attempt at {delivery['next_attempt_at']}")
     for number, attempt in enumerate(delivery.get("attempts", []), start=1):
-        code = attempt["status_code"] if attempt["status_code"] is not None else "-"
-        latency = f"{attempt['latency_ms']} ms" if attempt["latency_ms"] is not None else ""
-        lines.append(
-            f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']} HTTP {code} {latency}".rstrip()
-        )
+        # Destinations that speak no HTTP (file, console) have no status code to show.
+        code = "" if attempt["status_code"] is None else f" HTTP {attempt['status_code']}"
+        latency = "" if attempt["latency_ms"] is None else f" in {attempt['latency_ms']} ms"
+        lines.append(f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']}{code}{latency}")
         if attempt.get("error"):
             lines.append(f"{indent}    error: {attempt['error']}")
         if attempt.get("retry_after") is not None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import traceback
-from typing import TYPE_CHECKING, Any, NoReturn
+from importlib import metadata
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -47,7 +48,17 @@ DEBUG_VARIABLE = "STREAMCTL_DEBUG"
 
 
 class StreamctlGroup(TyperGroup):
-    """Turns every exception into a message on stderr and an exit code, for every command."""
+    """Turns every exception into a message on stderr and an exit code, for every command;
+    shows no value type (Typer's `<bool>`) for flags, which take no value."""
+
+    def get_params(self, ctx: Context) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _hide_flag_types(command, ctx)
+        return command
 
     def invoke(self, ctx: Context) -> Any:
         try:
@@ -71,6 +82,33 @@ class StreamctlGroup(TyperGroup):
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 raise  # stdout closed by `| head`: Typer exits quietly
             _unexpected(exc)
+
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    """An empty metavar on each flag: its help line then shows no `<bool>` (a flag's
+    metavar is used for nothing else)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def _hide_flag_types(command: Any, ctx: Context) -> None:
+    """`_without_flag_types` for a command, or a group and every command under it."""
+    _without_flag_types(command.get_params(ctx))
+    if isinstance(command, TyperGroup):
+        for name in command.list_commands(ctx):
+            _hide_flag_types(command.get_command(ctx, name), ctx)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("streamctl")
+        except metadata.PackageNotFoundError:  # run from a source tree, not installed
+            version = "unknown (not installed)"
+        typer.echo(f"streamctl {version}")
+        raise typer.Exit()
 
 
 def _say(text: str) -> None:
@@ -99,6 +137,18 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
     add_completion=False,
 )
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Real-time event streaming as code: ingest, contracts, functions, mappings, delivery."""
+
 
 for module in (
     init,

@@ -48,7 +48,7 @@ def preview(
         str | None, source_flag("Run every sync of this source (when no --sync is given).")
     ] = None,
     project: ProjectOption = Path("."),
-    as_json: Annotated[bool, json_flag("One JSON object on stdout (SPEC §3).")] = False,
+    as_json: Annotated[bool, json_flag("One JSON object on stdout (docs/preview-and-test.md).")] = False,
 ) -> None:
     """Run one event through the pipeline and show every stage's decision and the request
     that would be sent. Nothing is delivered.
@@ -159,7 +159,7 @@ def _render_sync(data: dict[str, Any]) -> None:
         if request is None:
             _say(f"  request: [red]{escape(delivery['error'] or '')}[/]")
             continue
-        _say(f"  request: {request['method']} {escape(request['url'])}")
+        _say(f"  request that would be sent: {request['method']} {escape(request['url'])}")
         for header, value in request["headers"].items():
             _say(f"    {escape(header)}: {escape(str(value))}")
         _say(
@@ -169,9 +169,13 @@ def _render_sync(data: dict[str, Any]) -> None:
         )
 
 
+# What a preview says instead of an outcome it only foresees (`--json` keeps the outcome).
+PREVIEW_WORDS = {"delivered": "would be sent (nothing is sent by a preview)"}
+
+
 def _styled(outcome: str) -> str:
     style = OUTCOME_STYLE.get(outcome, "bold")
-    return f"[{style}]{outcome}[/]"
+    return f"[{style}]{PREVIEW_WORDS.get(outcome, outcome)}[/]"
 
 
 def _json(value: Any) -> Text:

@@ -109,7 +109,7 @@ def _replay_one(
     show_progress: bool,
 ) -> ReplayReport:
     def report_bad(line: BadLine) -> None:
-        text = redact(f"{file}:{line.line}: {line.message}", project.secrets)
+        text = redact(f"{file}:{line.where()}: {line.message}", project.secrets)
         stderr.print(text, markup=False, highlight=False)
 
     with ReplaySession(

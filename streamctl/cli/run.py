@@ -23,7 +23,10 @@ def run_command(
     port: Annotated[
         int | None,
         typer.Option(
-            "--port", help="Port to listen on (default: listen.port; 0 picks a free one)."
+            "--port",
+            help="Port to listen on, 0-65535 (default: listen.port; 0 picks a free one).",
+            min=0,
+            max=65535,
         ),
     ] = None,
     watch: Annotated[

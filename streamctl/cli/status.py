@@ -11,13 +11,13 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from streamctl.cli.errors import parse_since
 from streamctl.cli.options import JsonOption, ProjectOption, SyncOption, since_flag
-from streamctl.cli.output import stdout
+from streamctl.cli.output import natural_width, stdout
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.monitoring.sparkline import SyncTrend, sync_trends, trend_header
@@ -130,7 +130,7 @@ def status_table(
     tables: list[Table] = []
     for layout in layouts():
         tables = _layout_tables(layout, rows, title, trends or {})
-        if all(_natural_width(table) <= width for table in tables):
+        if all(natural_width(table) <= width for table in tables):
             break
     return Group(*tables)
 
@@ -176,11 +176,6 @@ def _trends_below(
         lines = Text.assemble(trend.volume, "\n", (trend.errors, "red")) if trend else Text("")
         table.add_row(str(row["sync"]), lines)
     return table
-
-
-def _natural_width(table: Table) -> int:
-    """Columns the table takes when nothing is wrapped or squeezed."""
-    return Console(width=10_000).measure(table).maximum
 
 
 def row_cells(row: dict[str, Any], columns: Sequence[tuple[str, str]] = COLUMNS) -> list[str]:

@@ -43,9 +43,6 @@ def tail(
         raise UsageError(msg)
     target = url or f"http://{loaded.listen.host}:{loaded.listen.port}"
     out = sys.stdout.buffer
-    try:
-        for line in follow(target, sources, syncs):
-            out.write(line + b"\n")
-            out.flush()
-    except KeyboardInterrupt:
-        pass
+    for line in follow(target, sources, syncs):  # until Ctrl-C: exit 130, as `run` and `top`
+        out.write(line + b"\n")
+        out.flush()

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamctl.cli.options import ProjectOption, SyncOption, since_flag
-from streamctl.cli.output import table_console
+from streamctl.cli.output import natural_width, stdout, table_console
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
 from streamctl.core.units import parse_duration
@@ -67,31 +67,43 @@ def top(
             sampler.sample()
             time.sleep(interval)
             sampler.sample()
-            screen = render_top(sampler.rows(), since=sampler.since, now=time.time())
-            table_console().print(screen)
-        else:
+            _print_plain(sampler)
+        elif stdout.is_terminal:
             _live(sampler, interval)
+        else:  # piped or logged: a table per interval, appended, never a screen
+            sampler.sample()
+            while True:
+                time.sleep(interval)
+                sampler.sample()
+                _print_plain(sampler)
     finally:
         metrics.close()
+
+
+def _print_plain(sampler: TopSampler) -> None:
+    console = table_console()
+    screen = render_top(sampler.rows(), since=sampler.since, now=time.time(), width=console.width)
+    console.print(screen)
+    console.file.flush()
 
 
 def _live(sampler: TopSampler, interval: float) -> None:
     console = Console()
     sampler.sample()
+    # Ctrl-C leaves through the `with`s (the terminal restored), then exits 130.
     with (
         _keys() as read_key,
         Live(console=console, screen=True, auto_refresh=False, transient=True) as live,
     ):
-        try:
-            while True:
-                rows = sampler.rows()
-                screen = render_top(rows, since=sampler.since, now=time.time(), live=True)
-                live.update(screen, refresh=True)
-                if read_key(interval) in ("q", "Q"):
-                    return
-                sampler.sample()
-        except KeyboardInterrupt:
-            return
+        while True:
+            rows = sampler.rows()
+            screen = render_top(
+                rows, since=sampler.since, now=time.time(), live=True, width=console.width
+            )
+            live.update(screen, refresh=True)
+            if read_key(interval) in ("q", "Q"):
+                return
+            sampler.sample()
 
 
 @contextlib.contextmanager
@@ -124,40 +136,60 @@ class _KeyReader:
         return os.read(self.fd, 1).decode(errors="replace")
 
 
-def render_top(rows: Sequence[TopRow], *, since: float, now: float, live: bool = False) -> Group:
-    """Pure: the screen for these rows. Counters read `total (rate/s)`."""
+# Narrower screens first put each counter's rate under its total, then leave out these
+# columns, one at a time, least looked-at first (the caption names them).
+GIVE_WAY = ("filtered", "queue", "p95", "retrying")
+
+
+def render_top(
+    rows: Sequence[TopRow], *, since: float, now: float, live: bool = False, width: int = 200
+) -> Group:
+    """Pure: the screen for these rows, in the widest layout that fits `width` columns.
+    Counters read `total (rate/s)`, or the rate under the total when narrow."""
     started = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
     clock = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
-    title = Text.assemble(
-        ("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC"
-    )
+    title = Text.assemble(("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC")
     if live:
         title.append("  q quits", "dim")
-    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    table.add_column("sync", no_wrap=True)
-    for heading in ("in", "delivered", "filtered", "failed", "archived"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    for heading in ("retrying", "queue", "error rate", "p95"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(
-            row.sync,
-            _rate(row.received),
-            _rate(row.delivered, "green"),
-            _rate(row.filtered),
-            _rate(row.failed, "red"),
-            _rate(row.archived, "red"),
-            str(row.retrying),
-            str(row.queued),
-            "-" if row.error_rate is None else f"{row.error_rate:.1%}",
-            "-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:.0f} ms",
-        )
     if not rows:
         return Group(title, Text("no syncs in this project"))
+    layouts = [(False, ()), *((True, GIVE_WAY[:count]) for count in range(len(GIVE_WAY) + 1))]
+    for stacked, hidden in layouts:
+        table = _top_table(rows, stacked, hidden)
+        if natural_width(table) <= width:
+            break
     return Group(title, Text(""), table)
 
 
-def _rate(rate: Rate, style: str = "") -> Text:
+def _top_table(rows: Sequence[TopRow], stacked: bool, hidden: Sequence[str]) -> Table:
+    caption = f"hidden at this width: {', '.join(hidden)}" if hidden else None
+    table = Table(
+        box=None, header_style="bold", pad_edge=False, expand=False, caption=caption
+    )
+    table.add_column("sync", no_wrap=True)
+    for row in rows:
+        cells = {
+            "in": _rate(row.received, "", stacked),
+            "delivered": _rate(row.delivered, "green", stacked),
+            "filtered": _rate(row.filtered, "", stacked),
+            "failed": _rate(row.failed, "red", stacked),
+            "archived": _rate(row.archived, "red", stacked),
+            "retrying": Text(str(row.retrying)),
+            "queue": Text(str(row.queued)),
+            "error rate": Text("-" if row.error_rate is None else f"{row.error_rate:.1%}"),
+            "p95": Text("-" if row.latency_p95_ms is None else f"{row.latency_p95_ms:.0f} ms"),
+        }
+        shown = {heading: cell for heading, cell in cells.items() if heading not in hidden}
+        if not table.rows:
+            for heading in shown:
+                table.add_column(heading, justify="right", no_wrap=True)
+        table.add_row(row.sync, *shown.values())
+    return table
+
+
+def _rate(rate: Rate, style: str = "", stacked: bool = False) -> Text:
     per_second = "…" if rate.per_second is None else f"{rate.per_second:.1f}/s"
     moving = style if rate.per_second else ""
+    if stacked:
+        return Text.assemble(f"{rate.total:,}\n", (per_second, moving or "dim"))
     return Text.assemble(f"{rate.total:,} ", (f"({per_second})", moving))

@@ -190,6 +190,7 @@ class _ProjectLoader:
             self.secrets.update(secret_strings([urlsplit(store_url).password]))
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
+            self.secrets.update(secret_strings(spec.get("write_keys")))  # SPEC §4: never printed
         console = data.get("console")
         if isinstance(console, dict):
             self.secrets.update(secret_strings(console.get("token")))
@@ -335,6 +336,8 @@ class _ProjectLoader:
         fields = {f.name: f for f in entry.config}
         at: NodePath = (*path, "config")
         for spec in entry.config:
+            if (*at, spec.name) in doc.unresolved:
+                continue  # its missing environment variable is the problem, reported already
             if spec.required and config.get(spec.name) in (None, ""):
                 message = f"the {entry.type} destination needs config key {spec.name!r}"
                 where = at if (*path, "config") in doc.value_positions else (*path, "type")

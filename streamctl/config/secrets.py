@@ -9,6 +9,15 @@ Anything that prints text derived from a project passes it through `redact` firs
     redact("POST https://hooks.example/T0/abc123 failed", {"abc123"})
     # 'POST https://hooks.example/T0/*** failed'
 
+Credentials that are not the project's own are masked by where they stand, whatever
+their value: the password of a URL (`https://user:***@host`), a credential query
+parameter (`?api_key=***`, `token`, `sig`, ...), and the value of a credential header
+or field (`Authorization`, `X-Api-Key`, `Cookie`, `writeKey`, any `*signature*`), as
+JSON, as a Python repr or as a `Name: value` header line:
+
+    redact('GET https://u:pw@api.example/v1?api_key=k1 {"Authorization": "Bearer t"}', ())
+    # 'GET https://u:***@api.example/v1?api_key=*** {"Authorization": "***"}'
+
 Values shorter than `MIN_SECRET_LENGTH` are not treated as secrets: redacting every
 "1" or "on" would garble the output without protecting anything.
 
@@ -34,6 +43,37 @@ MIN_SECRET_LENGTH = 4
 # A secret URL's path or query at least this long is a credential on its own (Slack's
 # `/services/T.../B.../token`); shorter ones (`/`, `/hooks`) are too common to mask.
 MIN_URL_PART_LENGTH = 16
+
+# Query parameters that carry credentials (Google's `key`, GA4's `api_secret`, signed
+# URLs' `sig`/`signature`, RudderStack's `writeKey`), compared without case.
+QUERY_CREDENTIALS = (
+    "api_key|apikey|api-key|api_secret|key|token|access_token|auth|secret|password|sig"
+    "|signature|writekey|write_key|client_secret|code"
+)
+# Header and field names whose values are credentials, compared without case. Narrower
+# than the query's: a payload field named `key` or `token` is usually plain data.
+FIELD_CREDENTIALS = (
+    r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|api_key|apikey"
+    r"|api_secret|client_secret|password|access_token|refresh_token|writekey|write_key"
+    r"|routing_key|[\w-]*signature(?:-256)?|[\w-]*hmac[\w-]*"
+)
+# The same as `Name: value` lines: header names only (with a `-`, or one of these), so
+# a message such as `signature_header: must be a string` is left alone.
+HEADER_CREDENTIALS = (
+    r"authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key"
+    r"|[\w-]*-signature(?:-256)?|[\w-]*-hmac[\w-]*"
+)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/@:\"'<>]*:)[^\s/@\"'<>]+@", re.I)
+_QUERY_VALUE = re.compile(rf"(?P<head>[?&;](?:{QUERY_CREDENTIALS})=)[^&#\s\"'<>\\]+", re.I)
+# A quote may itself be escaped: JSON text inside a JSON string (a response body).
+_QUOTED_FIELD = re.compile(
+    rf"(?P<head>(?P<q>\\?[\"'])(?:{FIELD_CREDENTIALS})(?P=q)\s*:\s*(?P<v>\\?[\"']))"
+    r"(?:(?!(?P=v))(?:\\.|[^\\]))*(?P=v)",
+    re.I,
+)
+_HEADER_LINE = re.compile(
+    rf"(?P<head>(?:^|(?<=\s))(?:{HEADER_CREDENTIALS}):[ \t]*)(?![\"'*])[^\r\n]+", re.I | re.M
+)
 
 # Every secret of every project loaded in this process: the last line of defence for
 # text that reaches the user without a Project at hand (the CLI's error handler).
@@ -83,9 +123,29 @@ def _url_credentials(text: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret (and its JSON- and repr-escaped forms) replaced by `***`."""
+    """`text` with every secret (and its JSON- and repr-escaped forms) replaced by `***`,
+    and every credential a URL, header or field carries (`redact_credentials`)."""
     pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH))
-    return text if pattern is None else pattern.sub(MASK, text)
+    return redact_credentials(text if pattern is None else pattern.sub(MASK, text))
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the credentials masked that are known by where they stand, not by
+    their value: URL passwords, credential query parameters, header and field values."""
+    if not _MAY_HOLD_CREDENTIALS.search(text):  # the common case: one cheap scan
+        return text
+    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}@", text)
+    text = _QUERY_VALUE.sub(rf"\g<head>{MASK}", text)
+    text = _QUOTED_FIELD.sub(rf"\g<head>{MASK}\g<v>", text)
+    return _HEADER_LINE.sub(rf"\g<head>{MASK}", text)
+
+
+def _is_credential_name(key: object) -> bool:
+    return isinstance(key, str) and _CREDENTIAL_NAME.fullmatch(key) is not None
+
+
+_CREDENTIAL_NAME = re.compile(FIELD_CREDENTIALS, re.I)
+_MAY_HOLD_CREDENTIALS = re.compile(rf"://|[?&;]|{FIELD_CREDENTIALS}", re.I)
 
 
 def redact_data(value: Any, secrets: Iterable[str]) -> Any:
@@ -94,7 +154,10 @@ def redact_data(value: Any, secrets: Iterable[str]) -> Any:
     if isinstance(value, str):
         return redact(value, frozen)
     if isinstance(value, dict):
-        return {k: redact_data(v, frozen) for k, v in value.items()}
+        return {
+            k: MASK if _is_credential_name(k) and v is not None else redact_data(v, frozen)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [redact_data(v, frozen) for v in value]
     return value

@@ -102,7 +102,10 @@ class DeliveryPolicy:
     batch_size: int | None = None
     concurrency: int = 4
     rate_limit: float | None = None  # events per second
-    max_attempts: int = 10
+    # Retries are bounded by time, like Segment's 4 hours and RudderStack's 3: a count
+    # of 10 with this backoff gave up after about ten minutes, and a destination down for
+    # two minutes under load lost events to the archive. None: no count limit.
+    max_attempts: int | None = None
     max_age: float = 4 * 3600.0  # seconds
     backoff: BackoffPolicy = BackoffPolicy()
     ordering: Literal["none", "per_user"] = "none"

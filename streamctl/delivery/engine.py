@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from streamctl.core.errors import StoreUnavailable
+from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.model import SyncConfig
 from streamctl.core.rows import AttemptRecord, PendingDelivery
 from streamctl.delivery.lane import SyncLane
@@ -104,7 +104,7 @@ class DeliveryEngine:
         self._tasks.clear()
         try:
             await self.flush()
-        except StoreUnavailable as exc:  # sent, not recorded: sent again after a restart
+        except StoreError as exc:  # sent, not recorded: sent again after a restart
             log.warning("attempts not recorded at shutdown: %s", exc)
         if self._own_thread:
             self.store_thread.shutdown(wait=True)
@@ -209,9 +209,14 @@ class DeliveryEngine:
     def _write(
         self, records: list[AttemptRecord], archived: list[tuple[list[PendingDelivery], str, float]]
     ) -> None:
-        self.store.record_attempts(records)
-        for deliveries, reason, now in archived:
-            self.store.archive(deliveries, reason, now)
+        """Write and empty `records`, then `archived` one group at a time; on a failure the
+        lists keep exactly what was not written (nothing is recorded twice)."""
+        if records:
+            self.store.record_attempts(records)
+            records.clear()
+        while archived:
+            self.store.archive(*archived[0])
+            del archived[0]
 
     async def _flush_loop(self) -> None:
         pause = self.flush_interval
@@ -221,12 +226,14 @@ class DeliveryEngine:
             self._flush_now.clear()
             try:
                 await self.flush()
-            except StoreUnavailable as exc:  # kept in memory; written once the store is back
-                if pause == self.flush_interval:
+            except StoreError as exc:  # kept in memory; written once the store takes writes
+                # (a full disk is said by the store's health, once)
+                if pause == self.flush_interval and isinstance(exc, StoreUnavailable):
                     log.warning("attempts wait for the store: %s", exc)
                 pause = min(pause * 2, UNAVAILABLE_PAUSE)
                 continue
             except Exception as exc:  # surfaced by wait_idle / the runtime
+                log.exception("recording delivery outcomes failed: delivery stops")
                 self.failure = exc
                 self._changed.set()
                 raise
@@ -238,7 +245,7 @@ class DeliveryEngine:
             await asyncio.sleep(REQUEUE_POLL)
             try:
                 deliveries = await self.in_store(self.store.take_requeued, names)
-            except StoreUnavailable:
+            except StoreError:  # away, or a full disk: they stay requeued, taken later
                 continue
             if deliveries:
                 by_sync: dict[str, list[PendingDelivery]] = {}

@@ -27,13 +27,14 @@ _MAX_DOUBLINGS = 64  # past this every ceiling is `max`; 2.0**1024 would overflo
 class RetryPolicy:
     """Exponential backoff with full jitter ("Exponential Backoff And Jitter", AWS
     Architecture Blog, 2015; tenacity's `wait_random_exponential` is the same
-    formula), floored at `initial`, capped at `max`; `max_attempts` and `max_age` end
-    it. Written out here: tenacity computes it only from a `RetryCallState`, which
+    formula), floored at `initial`, capped at `max`; `max_age` ends it, and
+    `max_attempts` when set (by default retries are bounded by time only: 4 hours, with
+    a wait of at most 5 min). Written out here: tenacity computes it only from a `RetryCallState`, which
     exists inside its own retry loop."""
 
     initial: float
     max: float
-    max_attempts: int
+    max_attempts: int | None
     max_age: float
 
     @classmethod
@@ -62,7 +63,7 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int, created_at: float, next_at: float) -> str | None:
         """Why the delivery is archived instead of retried at `next_at`, or None."""
-        if attempts >= self.max_attempts:
+        if self.max_attempts is not None and attempts >= self.max_attempts:
             return f"gave up after {attempts} attempts (max_attempts {self.max_attempts})"
         if next_at - created_at > self.max_age:
             return f"gave up: the next attempt would pass max_age ({format_duration(self.max_age)})"

@@ -17,7 +17,7 @@ import multiprocessing
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -243,7 +243,7 @@ async def _feed_from_workers(
         nonlocal lines_before
         future, bytes_read = in_flight.popleft()
         chunk = await future
-        bad = [BadLine(line.line + lines_before, line.message) for line in chunk.bad]
+        bad = [replace(line, line=line.line + lines_before) for line in chunk.bad]
         lines_before += chunk.lines
         _note_bad(bad, report, on_bad_line)
         report.events += chunk.events

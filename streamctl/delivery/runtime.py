@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import orjson
 
-from streamctl.core.errors import StoreUnavailable, UsageError
+from streamctl.core.errors import StoreError, StoreUnavailable, UsageError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SyncConfig
 from streamctl.core.rows import (
@@ -255,20 +255,26 @@ class Runtime:
 
     async def _process_queue(self, queue: EventQueue, claim: int) -> None:
         """Claim, process, record and ack until stopped. While the store is unreachable
-        (PostgreSQL down or restarting) it waits and tries again; what it had claimed
-        and not recorded is handed out again (`rewind`) once the store answers."""
+        (PostgreSQL down or restarting) or cannot be written (a full disk: its `health`
+        says so in the log and /readyz) it waits and tries again; what it had claimed and
+        not recorded is handed out again (`rewind`). Any other failure is logged and
+        retried the same way: processing never stops unseen."""
         pause = STORE_RETRY_MIN
         while True:
             try:
                 await self._process_claims(queue, claim)
-            except StoreUnavailable as exc:
-                if pause == STORE_RETRY_MIN:
-                    log.warning("processing waits for the store: %s", exc)
+            except Exception as exc:
+                if isinstance(exc, StoreUnavailable):
+                    if pause == STORE_RETRY_MIN:
+                        log.warning("processing waits for the store: %s", exc)
+                elif not isinstance(exc, StoreError):
+                    log.exception("event processing failed; trying again in %.2f s", pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, STORE_RETRY_MAX)
-                with contextlib.suppress(StoreUnavailable):
+                with contextlib.suppress(StoreError):
                     await self._in_store(queue.rewind)
-                    pause = STORE_RETRY_MIN
+                    if isinstance(exc, StoreUnavailable):  # it answers again
+                        pause = STORE_RETRY_MIN
 
     async def _process_claims(self, queue: EventQueue, claim: int) -> None:
         appended = self._appended
@@ -333,7 +339,7 @@ class Runtime:
     async def _retention_loop(self) -> None:
         older_than = self.project.retention_days * 86400.0
         while True:
-            with contextlib.suppress(StoreUnavailable):  # the next pass catches up
+            with contextlib.suppress(StoreError):  # away, or a full disk: the next pass
                 await self._in_store(self.store.prune, older_than)
             await asyncio.sleep(RETENTION_EVERY)
 

@@ -35,7 +35,7 @@ class ConsoleDestination(Destination):
     catalog = CatalogEntry(
         type="console",
         description="Print each payload as one JSON line on stdout.",
-        docs="SPEC §6 (generic destinations)",
+        docs="docs/configuration.md#generic-destinations",
         config=(),
         event_types=(GENERIC_CUSTOM,),
         batch_size=100,

@@ -43,7 +43,7 @@ class FileDestination(Destination):
     catalog = CatalogEntry(
         type="file",
         description="Append each payload as one JSON line to a local NDJSON file.",
-        docs="SPEC §6 (generic destinations)",
+        docs="docs/configuration.md#generic-destinations",
         config=(
             ConfigField(
                 "path",

@@ -40,7 +40,7 @@ class WebhookDestination(Destination):
     catalog = CatalogEntry(
         type="webhook",
         description="Generic HTTP: POST each payload (or a JSON array of payloads) to a URL.",
-        docs="SPEC §6 (generic destinations)",
+        docs="docs/configuration.md#generic-destinations",
         config=(
             ConfigField("url", "string", required=True, description="Where requests go."),
             ConfigField("method", "string", default="POST", description="HTTP method."),

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from streamctl.store.metrics import MetricsSource, MinuteBucket
 
 BARS = "▁▂▃▄▅▆▇█"
-DEFAULT_WIDTH = 30  # characters: a day is 48 minutes a character, next to status's columns
+DEFAULT_WIDTH = 30  # characters: a day is an hour a character (24), next to status's columns
+# Minutes a character may sum: round spans a person reads at a glance (`volume/h`, not
+# the `volume/49min` that dividing a day by the width gave).
+ROUND_SPANS = (1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 240, 360, 720, 1440)
 
 
 def sparkline(values: Sequence[float]) -> str:
@@ -35,9 +38,9 @@ def sparkline(values: Sequence[float]) -> str:
 
 def squeeze(buckets: Sequence[MinuteBucket], max_width: int) -> list[MinuteBucket]:
     """At most `max_width` buckets, each the sum of consecutive ones (oldest first)."""
-    if len(buckets) <= max_width:
+    per_bucket = minutes_per_char(len(buckets), max_width)
+    if per_bucket == 1:
         return list(buckets)
-    per_bucket = math.ceil(len(buckets) / max_width)
     return [
         MinuteBucket(
             group[0].start,
@@ -79,7 +82,7 @@ def sync_trends(
     for sync in syncs:
         minutes = metrics.minute_buckets(sync, since, until)
         points = squeeze(minutes, max_width)
-        per_char = math.ceil(len(minutes) / len(points)) if points else 1
+        per_char = minutes_per_char(len(minutes), max_width)
         trends[sync] = SyncTrend(
             sync,
             volume=sparkline([b.volume for b in points]),
@@ -90,6 +93,26 @@ def sync_trends(
     return trends
 
 
+def minutes_per_char(minutes: int, max_width: int) -> int:
+    """What one character of a sparkline sums so that `minutes` fit `max_width` characters."""
+    return 1 if minutes <= max_width else round_span(math.ceil(minutes / max_width))
+
+
+def round_span(minutes: int) -> int:
+    """The smallest round span of at least `minutes` (whole days past a day)."""
+    for span in ROUND_SPANS:
+        if span >= minutes:
+            return span
+    return math.ceil(minutes / 1440) * 1440
+
+
 def trend_header(name: str, minutes_per_char: int) -> str:
-    """`volume/min`, or `volume/24min` when each character sums 24 minutes."""
+    """`volume/min`, `volume/15min`, `volume/h`, `volume/2h`, `volume/day`: what one
+    character sums."""
+    if minutes_per_char % 1440 == 0:
+        days = minutes_per_char // 1440
+        return f"{name}/day" if days == 1 else f"{name}/{days}d"
+    if minutes_per_char % 60 == 0:
+        hours = minutes_per_char // 60
+        return f"{name}/h" if hours == 1 else f"{name}/{hours}h"
     return f"{name}/min" if minutes_per_char == 1 else f"{name}/{minutes_per_char}min"

@@ -32,9 +32,14 @@ READ_HINT = 4 * 1024 * 1024  # bytes per read: a few thousand typical events
 class BadLine:
     line: int  # 1-based
     message: str
+    column: int | None = None  # 1-based, within the line, when the parser names one
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return f"line {self.where()}: {self.message}"
+
+    def where(self) -> str:
+        """`LINE` or `LINE:COLUMN`, as editors and `validate` locate a problem."""
+        return str(self.line) if self.column is None else f"{self.line}:{self.column}"
 
 
 @dataclass
@@ -106,7 +111,10 @@ def _parse_line(raw: bytes, line_number: int, received_at: datetime, chunk: Ndjs
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        chunk.bad.append(BadLine(line_number, f"not valid JSON: {exc}"))
+        # The parser counts lines and columns within what it was given, one line of the
+        # file: its own "line 1 column 27 (char 26)" would repeat the location, wrongly.
+        line = line_number + exc.lineno - 1
+        chunk.bad.append(BadLine(line, f"not valid JSON: {exc.msg}", column=exc.colno))
         return
     if not isinstance(event, dict):
         chunk.bad.append(

@@ -26,6 +26,7 @@ from streamctl.core.rows import (
     PendingDelivery,
     RecordedResults,
 )
+from streamctl.store.health import WriteHealth
 from streamctl.store.queries import ErrorFilter
 from streamctl.store.queue import EventQueue
 
@@ -46,8 +47,14 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def health(self) -> WriteHealth:
+        """Whether writes succeed now, and why not (a full disk): /readyz and the log."""
+        ...
+
     def check_writable(self) -> None:
-        """Raise StoreError unless this process can write (taken and released at once)."""
+        """Raise StoreError unless this process can write (taken and released at once);
+        while writes are failing, only once there is room to write again."""
 
     # -- processing ----------------------------------------------------------------------
 

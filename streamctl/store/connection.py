@@ -38,6 +38,7 @@ from typing import IO, Any, Literal, Protocol, TypeVar
 import sqlite_utils
 
 from streamctl.core.errors import StoreError
+from streamctl.store.health import WriteHealth, is_store_failure
 from streamctl.store.schema import immediate, migrate
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -111,6 +112,7 @@ class SqliteConnection:
         if not readonly and fcntl is not None:
             self._lock_file = open(f"{path}-writer", "ab")  # noqa: SIM115 (held open)
         self.synchronous: Synchronous = "NORMAL"
+        self.health = WriteHealth(path)  # every write transaction reports its outcome
 
     # -- opening -------------------------------------------------------------------
 
@@ -201,7 +203,16 @@ class SqliteConnection:
             with self._write():
                 yield self.conn
             if self.checkpoints and time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY:
-                self.checkpoint()
+                self._checkpoint_after_commit()
+
+    def _checkpoint_after_commit(self) -> None:
+        """A checkpoint that fails (the database file cannot grow on a full disk) must not
+        make the committed transaction look failed: its writes are safe in the WAL, and
+        the next checkpoint copies them."""
+        try:
+            self.checkpoint()
+        except sqlite3.Error as exc:
+            self.health.failed(exc)
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as readers allow.
@@ -228,8 +239,20 @@ class SqliteConnection:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._between_processes(), immediate(self.conn, str(self.path)):
-            yield self.conn
+        """One write transaction; its outcome goes to `health` (a full disk and its end)."""
+        with self._between_processes():
+            try:
+                with immediate(self.conn, str(self.path)):
+                    yield self.conn
+            except StoreError as exc:
+                self.health.failed(exc.__cause__ or exc)
+                raise
+            except sqlite3.Error as exc:
+                if not is_store_failure(exc):  # a constraint, a bad statement: the caller's
+                    raise
+                msg = f"{self.path}: cannot write to the store: {self.health.failed(exc)}"
+                raise StoreError(msg) from exc
+        self.health.succeeded()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one query, read under the writer lock."""

@@ -14,6 +14,7 @@ contract); the connection, its transactions and durability are
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from streamctl.core.errors import StoreError
 from streamctl.core.model import Project
 from streamctl.core.outcomes import Status
 from streamctl.core.rows import (
@@ -39,6 +41,8 @@ from streamctl.store.connection import SqliteConnection
 from streamctl.store.schema import message_key
 from streamctl.store.sqlite_queue import SqliteEventQueue
 
+# Bytes `check_writable` writes beside the store while its writes fail: room for a few commits.
+PROBE_BYTES = 1 << 20
 DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are not delivered twice
 # Parameters one statement may bind: SQLite's limit before 3.32, and the floor of builds
 # that lower it (a multi-row INSERT binds every row's values at once).
@@ -64,6 +68,21 @@ class SqliteStore(SqliteConnection, CommonOperations):
         return self._queue
 
     def check_writable(self) -> None:
+        """Take the write lock and commit. While writes are failing, first write
+        `PROBE_BYTES` beside the store file (and remove them): an empty transaction, or a
+        page rewritten in the WAL's old space, succeeds on a full disk, so neither proves
+        there is room again."""
+        if self.health.failure is not None:
+            probe = self.path.with_name(self.path.name + "-probe")
+            try:
+                with open(probe, "wb") as handle:
+                    handle.write(bytes(PROBE_BYTES))
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                msg = f"{self.path}: cannot write beside the store: {self.health.failed(exc)}"
+                raise StoreError(msg) from exc
+            finally:
+                probe.unlink(missing_ok=True)
         with self.transaction():
             pass  # BEGIN IMMEDIATE takes the write lock: proves the file is writable
 

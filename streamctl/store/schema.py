@@ -21,6 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from streamctl.core.errors import StoreError
+from streamctl.store.health import failure_cause
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -332,16 +333,23 @@ def immediate(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connecti
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
-        msg = f"{where}: cannot write to the store: {exc}"
+        msg = f"{where}: cannot write to the store: {failure_cause(exc)}"
         raise StoreError(msg) from exc
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     try:
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
-        msg = f"{where}: cannot commit to the store: {exc}"
+        _rollback(conn)
+        msg = f"{where}: cannot commit to the store: {failure_cause(exc)}"
         raise StoreError(msg) from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """SQLite rolls back by itself on some errors (SQLITE_FULL among them): a second
+    ROLLBACK would fail ("no transaction is active") and hide the real cause."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

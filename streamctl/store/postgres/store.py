@@ -68,6 +68,7 @@ from streamctl.store.db import (
     _same_attempts,
     _same_updates,
 )
+from streamctl.store.health import WriteHealth
 from streamctl.store.postgres.leases import DB_NOW, FREE_FOR_ME, OPEN, Connection
 from streamctl.store.postgres.location import PostgresLocation, parse_location
 from streamctl.store.postgres.queue import PostgresEventQueue
@@ -90,6 +91,9 @@ class PostgresStore(CommonOperations):
     ) -> None:
         self.location = location
         self.readonly = readonly
+        # Unreachable is StoreUnavailable, said by the processor; this stays for the
+        # protocol (a full disk is the database server's to report).
+        self.health = WriteHealth(location.describe())
         self.pool = pool
         self.lock = threading.RLock()  # the read-side queries' (shared with SQLite) habit
         self.conn = _Reader(self)
