@@ -180,11 +180,13 @@ class Bench:
         pythonpath: str | None = None,
         deliver: bool = True,
         store: str = ".streamctl/state.db",
+        run_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.pythonpath = pythonpath
         self.deliver = deliver
         self.store = store
+        self.run_args = run_args
         self.seconds = seconds
         self.connections = connections
         self.sink_port = free_port()
@@ -206,7 +208,7 @@ class Bench:
         sink_js = self.workdir / "sink.js"
         sink_js.write_text(SINK_JS)
         self.processes.append(subprocess.Popen(["node", str(sink_js), str(self.sink_port)]))
-        run = [sys.executable, "-m", "streamctl", "run", "--project", str(project)]
+        run = [sys.executable, "-m", "streamctl", "run", "--project", str(project), *self.run_args]
         env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
         self.processes.append(subprocess.Popen(run, stderr=subprocess.PIPE, env=env))
         self._wait_ready()

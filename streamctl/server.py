@@ -55,6 +55,7 @@ from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
 
 if TYPE_CHECKING:  # imported when delivery and the console start: `run` listens sooner
+    from streamctl.bus.kafka import BusLocation, KafkaIngest
     from streamctl.console import Console
     from streamctl.delivery import Runtime
 
@@ -107,6 +108,12 @@ class ServeOptions:
     # processor yields to the listener (the durable queue absorbs the burst, delivery
     # catches up after it). None: never yield.
     ingest_first: IngestFirst | None = field(default_factory=IngestFirst)
+    # Processes running the pipeline and delivery (streamctl.delivery.workers); 0: this
+    # process runs them beside the listener.
+    workers: int = 0
+    # An ingest node (`--bus`): accepted events go to Kafka, workers process them
+    # (streamctl.bus.kafka); nothing is processed here.
+    bus: BusLocation | None = None
     # Extra tasks for the lifetime of the server (the alert evaluator is added by default).
     services: Sequence[BackgroundService] = field(default_factory=tuple)
     console: bool = True  # serve the web console at /console (streamctl.console)
@@ -132,15 +139,23 @@ class Instance:
         self.committer = GroupCommitter(store.queue, limits, on_committed=self._committed)
         self.reloads = 0
         store.health.on_change = self.say  # a full disk, and its end, in the log of `run`
+        self.publisher: KafkaIngest | None = None  # an ingest node's bus (`run --bus`)
 
     @property
     def project(self) -> Project:
         return self._project
 
     async def submit(self, source: str, events: list[Event]) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish(source, events)
+            FEED.publish_received(source, events)
+            return
         await self.committer.submit(source, events)
 
     def check_room(self) -> None:
+        if self.publisher is not None:
+            self.publisher.check_room()
+            return
         self.committer.check_room()
 
     async def ready(self) -> str | None:
@@ -225,7 +240,7 @@ async def _serve(
     err: TextIO,
     on_started: OnStarted | None,
 ) -> int | None:
-    store = open_store(project)
+    store = open_store(project, shared_queue=options.workers > 0)
     instance = Instance(project, store, options.limits, err=err, watching=options.watch)
     metrics.set_queue_depth(store.queue.depth)
     # Each request may hold a 500 KB body: the app answers 503 past this many in flight,
@@ -243,12 +258,22 @@ async def _serve(
     tasks: list[asyncio.Task[None]] = []
     try:
         await instance.committer.start()
-        if runtime_factory is not None:
+        if options.bus is not None:
+            from streamctl.bus.kafka import KafkaIngest
+
+            instance.publisher = KafkaIngest(options.bus)
+            await instance.publisher.start()
+        elif runtime_factory is not None:
             instance.runtime = runtime_factory(project, store)
+        elif options.workers > 0:
+            from streamctl.delivery.workers import DeliveryWorkers
+
+            instance.runtime = DeliveryWorkers(project, options.workers, err=err)
         else:
             yielding = _ingest_first(instance.committer, options.ingest_first)
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
-        await instance.runtime.start()
+        if instance.runtime is not None:
+            await instance.runtime.start()
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
@@ -264,6 +289,8 @@ async def _serve(
             raise StreamctlError(msg) from None
     finally:
         await instance.committer.close()
+        if instance.publisher is not None:
+            await instance.publisher.close()
         if instance.runtime is not None:
             await instance.runtime.stop()
         for task in tasks:

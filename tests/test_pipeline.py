@@ -62,12 +62,22 @@ def rule(event_type, filter_spec, required, sync="s"):
     return EventTypeRule(
         type=event_type,
         filter=compile_filter(filter_spec) if filter_spec is not None else None,
-        mapping=compile_mapping({"required": required}, sync=SyncVars(sync, "web", "shop"), event_type=spec),
+        mapping=compile_mapping(
+            {"required": required}, sync=SyncVars(sync, "web", "shop"), event_type=spec
+        ),
     )
 
 
 ORDER_FILTER = {"field": "event", "op": "eq", "value": "Order Completed"}
-PURCHASE_RULE = rule("purchase", ORDER_FILTER, {"user": {"field": "userId"}, "total": {"field": "properties.total"}, "name": {"field": "event"}})
+PURCHASE_RULE = rule(
+    "purchase",
+    ORDER_FILTER,
+    {
+        "user": {"field": "userId"},
+        "total": {"field": "properties.total"},
+        "name": {"field": "event"},
+    },
+)
 CUSTOM_RULE = rule("custom", None, {"name": {"field": "event"}})
 
 
@@ -85,7 +95,13 @@ def project(*syncs, contract=None, root=Path(".")):
 
 
 def sync(name="s", rules=(PURCHASE_RULE, CUSTOM_RULE), **kw):
-    return SyncConfig(name=name, source=kw.pop("source", "web"), destination="shop", event_types=tuple(rules), **kw)
+    return SyncConfig(
+        name=name,
+        source=kw.pop("source", "web"),
+        destination="shop",
+        event_types=tuple(rules),
+        **kw,
+    )
 
 
 def pipeline(*syncs, contract=None):
@@ -93,7 +109,14 @@ def pipeline(*syncs, contract=None):
 
 
 def event(name="Order Completed", mid="m1", **extra):
-    return {"type": "track", "event": name, "userId": "u1", "messageId": mid, "properties": {"total": 9.5}, **extra}
+    return {
+        "type": "track",
+        "event": name,
+        "userId": "u1",
+        "messageId": mid,
+        "properties": {"total": 9.5},
+        **extra,
+    }
 
 
 def test_first_matching_event_type_is_mapped_and_pending():
@@ -109,12 +132,17 @@ def test_first_matching_event_type_is_mapped_and_pending():
 
 def test_match_all_sends_every_matching_type():
     [result] = pipeline(sync(match="all")).process("web", [event()])
-    assert [(d.event_type, d.status) for d in result.decisions] == [("purchase", Status.PENDING), ("custom", Status.PENDING)]
+    assert [(d.event_type, d.status) for d in result.decisions] == [
+        ("purchase", Status.PENDING),
+        ("custom", Status.PENDING),
+    ]
 
 
 def test_no_matching_type_is_filtered():
     [result] = pipeline(sync(rules=(PURCHASE_RULE,))).process("web", [event("Viewed")])
-    assert [(d.status, d.event_type, d.error) for d in result.decisions] == [(Status.FILTERED, None, "no event type matched")]
+    assert [(d.status, d.event_type, d.error) for d in result.decisions] == [
+        (Status.FILTERED, None, "no event type matched")
+    ]
 
 
 def test_a_missing_required_field_is_a_mapping_error_naming_the_field():
@@ -141,7 +169,10 @@ CONTRACT = {
             "name": "Order Completed",
             "on_violation": "block",
             "on_undeclared_fields": "omit",
-            "properties": {"type": "object", "properties": {"total": {"type": "number", "minimum": 0}}},
+            "properties": {
+                "type": "object",
+                "properties": {"total": {"type": "number", "minimum": 0}},
+            },
         }
     ],
 }
@@ -151,18 +182,29 @@ def test_a_blocked_event_is_blocked_for_every_sync_of_the_source_with_violations
     pipe = pipeline(sync("a"), sync("b"), sync("other", source="app"), contract=CONTRACT)
     good, bad = pipe.process("web", [event(), event(mid="m2", properties={"total": -1})])
     assert [d.status for d in good.decisions] == [Status.PENDING, Status.PENDING]
-    assert [(d.sync, d.status) for d in bad.decisions] == [("a", Status.BLOCKED), ("b", Status.BLOCKED)]
-    assert bad.decisions[0].error == "blocked by contract 'web': /properties/total: -1 is less than the minimum of 0"
+    assert [(d.sync, d.status) for d in bad.decisions] == [
+        ("a", Status.BLOCKED),
+        ("b", Status.BLOCKED),
+    ]
+    assert (
+        bad.decisions[0].error
+        == "blocked by contract 'web': /properties/total: -1 is less than the minimum of 0"
+    )
     assert bad.contract.outcome == "blocked"
     assert [v.pointer for v in bad.contract.violations] == ["/properties/total"]
 
 
 def test_omitted_fields_never_reach_the_mappings():
     whole = rule("custom", None, {"properties": {"field": "properties"}})
-    [result] = pipeline(sync(rules=(whole,)), contract=CONTRACT).process("web", [event(properties={"total": 1, "secret": "x"})])
+    [result] = pipeline(sync(rules=(whole,)), contract=CONTRACT).process(
+        "web", [event(properties={"total": 1, "secret": "x"})]
+    )
     assert result.contract.outcome == "omitted"
     assert result.decisions[0].payload == {"properties": {"total": 1}}
-    assert result.event["properties"] == {"total": 1, "secret": "x"}  # the received event is kept as received
+    assert result.event["properties"] == {
+        "total": 1,
+        "secret": "x",
+    }  # the received event is kept as received
 
 
 def write_function(tmp_path, source, timeout=5.0):
@@ -191,10 +233,16 @@ def transform_events(events, settings):
 def test_function_drops_and_splits_linked_to_the_received_event(tmp_path):
     fn = write_function(tmp_path, SPLIT_AND_DROP)
     cart = event("Cart", mid="c1", properties={"items": [1, 2]})
-    kept, dropped, split = pipeline(sync(function=fn)).process("web", [event(), event("Ping", mid="p1"), cart])
+    kept, dropped, split = pipeline(sync(function=fn)).process(
+        "web", [event(), event("Ping", mid="p1"), cart]
+    )
     assert [(d.status, d.message_id) for d in kept.decisions] == [(Status.PENDING, "m1")]
-    assert [(d.status, d.error) for d in dropped.decisions] == [(Status.DROPPED, "the function left the event out")]
-    assert [(d.status, d.message_id, d.origin_message_id, d.payload["total"]) for d in split.decisions] == [
+    assert [(d.status, d.error) for d in dropped.decisions] == [
+        (Status.DROPPED, "the function left the event out")
+    ]
+    assert [
+        (d.status, d.message_id, d.origin_message_id, d.payload["total"]) for d in split.decisions
+    ] == [
         (Status.PENDING, "c1-0", "c1", 1),
         (Status.PENDING, "c1-1", "c1", 2),
     ]
@@ -202,8 +250,12 @@ def test_function_drops_and_splits_linked_to_the_received_event(tmp_path):
 
 
 def test_a_function_error_fails_the_batch_of_that_sync_only(tmp_path):
-    fn = write_function(tmp_path, "def transform_events(events, settings):\n    raise RuntimeError('nope')\n")
-    first, second = pipeline(sync("with-fn", function=fn), sync("plain")).process("web", [event(), event(mid="m2")])
+    fn = write_function(
+        tmp_path, "def transform_events(events, settings):\n    raise RuntimeError('nope')\n"
+    )
+    first, second = pipeline(sync("with-fn", function=fn), sync("plain")).process(
+        "web", [event(), event(mid="m2")]
+    )
     for result in (first, second):
         failed, delivered = result.decisions
         assert (failed.sync, failed.status) == ("with-fn", Status.FUNCTION_ERROR)
@@ -241,4 +293,7 @@ def test_origins_of_function_output():
 def test_a_duplicated_message_id_in_one_batch_is_not_dropped(tmp_path):
     fn = write_function(tmp_path, "def transform_events(events, settings):\n    return events\n")
     first, second = pipeline(sync(function=fn)).process("web", [event(), event()])
-    assert [d.status for d in first.decisions + second.decisions] == [Status.PENDING, Status.PENDING]
+    assert [d.status for d in first.decisions + second.decisions] == [
+        Status.PENDING,
+        Status.PENDING,
+    ]

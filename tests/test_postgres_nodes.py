@@ -10,93 +10,30 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
-from tests.fakes.http import FakeServer, Received, Reply
+from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import PostgresService
 
 WRITE_KEY = "pg-nodes-write-key"
 
 
-class Sink:
-    """A webhook destination that counts every messageId it is sent; `hold()` makes it
-    keep requests waiting until `release()`."""
-
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-        self.arrived: set[str] = set()  # requests come in, answered or held
-        self.refused: set[str] = set()  # answered 400 (permanent: archived at once)
-        self.lock = threading.Lock()
-        self.open = threading.Event()
-        self.open.set()
-
-    def answer(self, request: Received) -> Reply:
-        message_id = request.json()["message_id"]
-        with self.lock:
-            self.arrived.add(message_id)
-        self.open.wait(30)
-        with self.lock:
-            self.received[message_id] += 1
-            if message_id in self.refused:
-                return Reply(400, {"error": "refused"})
-        return Reply(200, {"ok": True})
-
-    def hold(self) -> None:
-        self.open.clear()
-
-    def release(self) -> None:
-        self.open.set()
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.received)
-
-
-@pytest.fixture
-def sink():
-    box = Sink()
-    with FakeServer(box.answer) as server:
-        box.url = server.url  # type: ignore[attr-defined]
-        yield box
-    box.release()
-
-
 def write_project(root: Path, store_url: str, sink_url: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    project = {
-        "version": 1,
-        "store": store_url + "?lease=2s",
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "sources": {"web": {"type": "http", "write_keys": [WRITE_KEY]}},
-        "destinations": {"sink": {"type": "webhook", "config": {"url": sink_url + "/hook"}}},
-    }
-    (root / "streamctl.yaml").write_text(json.dumps(project))
-    (root / "syncs").mkdir(exist_ok=True)
-    sync = {
-        "name": "web-to-sink",
-        "source": "web",
-        "destination": "sink",
-        "event_types": [
-            {"type": "custom", "mappings": {"required": {"message_id": {"field": "messageId"}}}}
-        ],
-        "delivery": {"backoff": {"initial": "50ms", "max": "200ms"}, "timeout": "10s"},
-    }
-    (root / "syncs" / "web-to-sink.yaml").write_text(json.dumps(sync))
-    return root
+    return write_sink_project(root, store_url + "?lease=2s", sink_url, WRITE_KEY)
 
 
 def event(message_id: str) -> dict[str, object]:
-    return {"type": "track", "event": "Clicked", "userId": "u1", "messageId": message_id}
+    """A track call; its user is the messageId's prefix (b3-e7: user b3)."""
+    user = message_id.split("-")[0]
+    return {"type": "track", "event": "Clicked", "userId": user, "messageId": message_id}
 
 
 def post_batch(url: str, message_ids: list[str]) -> int:
@@ -171,7 +108,10 @@ def test_a_killed_nodes_deliveries_are_finished_by_the_other_after_its_lease(
 ):
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     ids = [f"k{i}" for i in range(200)]
-    with ListenerProcess(root) as doomed:
+    # One process a node (--workers 0): its sends stop with the SIGKILL, so the requests
+    # that reached the sink by then are all it sent. (With worker processes, requests
+    # already on the wire may arrive just after the snapshot below.)
+    with ListenerProcess(root, "--workers", "0") as doomed:
         sink.hold()  # the doomed node's first sends hang at the destination
         assert post_batch(doomed.url, ids) == 200
         wait_for(
@@ -180,7 +120,7 @@ def test_a_killed_nodes_deliveries_are_finished_by_the_other_after_its_lease(
         )
         owners = store_rows(postgres_url, "SELECT DISTINCT owner FROM deliveries")
         assert len(owners) == 1 and owners[0][0] is not None  # all leased to the doomed node
-        with ListenerProcess(root) as survivor:
+        with ListenerProcess(root, "--workers", "0") as survivor:
             wait_for(lambda: len(sink.arrived) >= 1, what="the doomed node's first sends")
             doomed.kill()
             with sink.lock:

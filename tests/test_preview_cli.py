@@ -92,11 +92,20 @@ def test_blocked(project):
 def test_dropped(project):
     data = preview_json(project, {**ORDER, "event": "Internal Ping"})
     [sync] = data["syncs"]
-    assert (sync["outcome"], sync["function"]["outcome"], sync["function"]["events"]) == ("dropped", "dropped", [])
+    assert (sync["outcome"], sync["function"]["outcome"], sync["function"]["events"]) == (
+        "dropped",
+        "dropped",
+        [],
+    )
 
 
 def test_mis_mapped(project):
-    signup = {"type": "track", "event": "Signed Up", "userId": "u1", "properties": {"plan": "pro", "seats": "many"}}
+    signup = {
+        "type": "track",
+        "event": "Signed Up",
+        "userId": "u1",
+        "properties": {"plan": "pro", "seats": "many"},
+    }
     data = preview_json(project, signup)
     [sync] = data["syncs"]
     assert sync["outcome"] == "mapping_error"
@@ -117,14 +126,20 @@ def test_file_destination_request_is_the_line_it_would_append(project):
     [delivery] = data["syncs"][0]["deliveries"]
     assert delivery["request"]["method"] == "APPEND"
     assert delivery["request"]["url"].endswith("out/events.ndjson")
-    assert delivery["request"]["body"] == {"event": "Order Completed", "at": data["event"]["timestamp"]}
+    assert delivery["request"]["body"] == {
+        "event": "Order Completed",
+        "at": data["event"]["timestamp"],
+    }
     assert not (project / "out" / "events.ndjson").exists()  # nothing delivered
 
 
 def test_every_sync_of_a_source_from_stdin(project):
     result = preview(project, {}, "--source", "web", "--json", input_text=json.dumps(ORDER))
     assert result.exit_code == 0, result.stderr
-    assert sorted(s["sync"] for s in json.loads(result.stdout)["syncs"]) == ["everything-to-file", "orders-to-hook"]
+    assert sorted(s["sync"] for s in json.loads(result.stdout)["syncs"]) == [
+        "everything-to-file",
+        "orders-to-hook",
+    ]
 
 
 def test_readable_view_names_every_stage(project):
@@ -148,7 +163,12 @@ def test_an_event_the_listener_would_refuse_is_an_error(project):
 
 
 def test_bad_json_and_usage_errors(project):
-    bad = CliRunner().invoke(app, ["preview", "--project", str(project), "--sync", "orders-to-hook", "-"], env=ENV, input="{nope")
+    bad = CliRunner().invoke(
+        app,
+        ["preview", "--project", str(project), "--sync", "orders-to-hook", "-"],
+        env=ENV,
+        input="{nope",
+    )
     assert bad.exit_code == 1
     assert "stdin: invalid JSON" in bad.stderr
     unknown = preview(project, ORDER, "--sync", "nope")
@@ -181,13 +201,20 @@ SPLITTER = {
 def test_splits_and_match_all_show_every_delivery(tmp_path):
     root = write_sample_project(tmp_path, SPLITTER)
     try:
-        data = preview_json(root, {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "s"}, sync="split-to-file")
+        data = preview_json(
+            root,
+            {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "s"},
+            sync="split-to-file",
+        )
     finally:
         close_functions()
     [sync] = data["syncs"]
     assert sync["function"]["outcome"] == "split"
     assert [e["messageId"] for e in sync["function"]["events"]] == ["s-0", "s-1"]
     assert [(d["message_id"], d["payload"]) for d in sync["deliveries"]] == [
-        ("s-0", {"n": 0}), ("s-0", {"twice": 0}), ("s-1", {"n": 1}), ("s-1", {"twice": 1}),
+        ("s-0", {"n": 0}),
+        ("s-0", {"twice": 0}),
+        ("s-1", {"n": 1}),
+        ("s-1", {"twice": 1}),
     ]
     assert sync["outcome"] == "delivered"

@@ -399,7 +399,9 @@ def test_replay_file_starts_its_own_workers_from_a_fork_server(tmp_path):
         project = load_project(root)
         with SqliteStore.for_project(project) as store:
             report = asyncio.run(
-                replay_file(project, events_file, source="web", store=store, workers=2, chunk_size=50)
+                replay_file(
+                    project, events_file, source="web", store=store, workers=2, chunk_size=50
+                )
             )
         assert sorted(received_ns(server.bodies())) == list(range(300))
     assert (report.events, report.bad_lines) == (300, 3)

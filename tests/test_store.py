@@ -400,7 +400,11 @@ def test_dedupe_sees_every_event_other_writers_recorded_in_between(tmp_path):
     # Two replay workers and a listener on one store: a worker dedupes against what
     # the others wrote since its last chunk, not only against its own events.
     path = tmp_path / "state.db"
-    with SqliteStore.open(path) as worker_a, SqliteStore.open(path) as worker_b, SqliteStore.open(path) as listener:
+    with (
+        SqliteStore.open(path) as worker_a,
+        SqliteStore.open(path) as worker_b,
+        SqliteStore.open(path) as listener,
+    ):
         listener.record_results([_result("before")], destinations={"s": "d"})
         assert _dedupe(worker_a, "x", "before") == ["before"]
         assert _dedupe(worker_b, "x", "y") == ["x"]
@@ -412,7 +416,7 @@ def test_dedupe_sees_every_event_other_writers_recorded_in_between(tmp_path):
 def test_recorded_rows_keep_every_value_whatever_their_group(tmp_path):
     # Values shared by a group of rows are bound once for many rows: quotes, NUL and
     # the exact float time come back as they were, each row in its own group.
-    sync = "it's \"quoted\"\x00"
+    sync = 'it\'s "quoted"\x00'
     results = [
         _result("p"),
         EventResult(

@@ -129,8 +129,13 @@ def test_invalid_fixture_files_are_reported_with_their_lines(project):
     result = run(project, {"broken.yaml": broken})
     assert result.exit_code == 1
     assert "tests/broken.yaml:2:5: test 'no sync anywhere' names no sync" in result.stderr
-    assert "tests/broken.yaml:8:24: tests[1].expect.outcome: 'vanished' is not one of" in result.stderr
-    assert "tests/broken.yaml:10:11: unknown sync 'orders-to-hok' (did you mean 'orders-to-hook'?)" in result.stderr
+    assert (
+        "tests/broken.yaml:8:24: tests[1].expect.outcome: 'vanished' is not one of" in result.stderr
+    )
+    assert (
+        "tests/broken.yaml:10:11: unknown sync 'orders-to-hok' (did you mean 'orders-to-hook'?)"
+        in result.stderr
+    )
 
 
 def test_a_refused_event_fails_its_test(project):
@@ -143,7 +148,10 @@ def test_a_refused_event_fails_its_test(project):
     """
     result = run(project, {"refused.yaml": fixture})
     assert result.exit_code == 1
-    assert "the given event is refused at ingest: event 0 messageId 'test-1': needs a userId" in result.stdout
+    assert (
+        "the given event is refused at ingest: event 0 messageId 'test-1': needs a userId"
+        in result.stdout
+    )
 
 
 def test_no_tests(project):
@@ -160,19 +168,33 @@ def test_streamctl_testing_run_sync(tmp_path, monkeypatch):
             loaded,
             "orders-to-hook",
             [
-                {"type": "track", "event": "Order Completed", "userId": "u1", "properties": {"order_id": "o", "total": 1}},
+                {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "userId": "u1",
+                    "properties": {"order_id": "o", "total": 1},
+                },
                 {"type": "track", "event": "Internal Ping", "userId": "u1"},
             ],
         )
     finally:
         close_functions()
-    assert [(d.status, d.message_id) for d in decisions] == [(Status.PENDING, "test-1"), (Status.DROPPED, "test-2")]
+    assert [(d.status, d.message_id) for d in decisions] == [
+        (Status.PENDING, "test-1"),
+        (Status.DROPPED, "test-2"),
+    ]
     assert decisions[0].payload["team"] == "growth"
 
 
 @pytest.mark.parametrize(
     ("actual", "expected", "equal"),
-    [(1, 1.0, True), (True, 1, False), ("1", 1, False), (None, None, True), ({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2.0}]}, True)],
+    [
+        (1, 1.0, True),
+        (True, 1, False),
+        ("1", 1, False),
+        (None, None, True),
+        ({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2.0}]}, True),
+    ],
 )
 def test_json_equal(actual, expected, equal):
     assert json_equal(actual, expected) is equal

@@ -35,6 +35,7 @@ from streamctl.cli import (
     test,
     top,
     validate,
+    worker,
 )
 from streamctl.cli.output import stderr
 from streamctl.config.secrets import redact_loaded
@@ -151,19 +152,9 @@ def _options(
 
 
 for module in (
-    init,
-    validate,
-    test,
-    preview,
-    run,
-    replay,
-    errors,
-    status,
-    explain,
-    tail,
-    top,
+    init, validate, test, preview, run, worker, replay, errors, status, explain, tail, top,
     console,
-):
+):  # fmt: skip
     app.add_typer(module.app)
 app.add_typer(destinations.app, name="destinations")
 app.add_typer(alerts.app, name="alerts")

@@ -112,9 +112,12 @@ def _replay_one(
         text = redact(f"{file}:{line.where()}: {line.message}", project.secrets)
         stderr.print(text, markup=False, highlight=False)
 
-    with ReplaySession(
-        project, file, source=source, syncs=syncs, dry_run=dry_run, workers=workers
-    ) as session, _progress_bar(show_progress) as progress:  # the bar after the fork
+    with (
+        ReplaySession(
+            project, file, source=source, syncs=syncs, dry_run=dry_run, workers=workers
+        ) as session,
+        _progress_bar(show_progress) as progress,
+    ):  # the bar after the fork
         task = progress.add_task(f"replay {file.name} -> {source}", total=None)
 
         def update(state: ReplayProgress) -> None:

@@ -1,4 +1,5 @@
-"""`streamctl run`: the ingest listener and delivery workers, in one process (streamctl.server)."""
+"""`streamctl run`: the ingest listener, and the pipeline and delivery in worker processes
+(streamctl.server, streamctl.delivery.workers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
 from streamctl.config.loader import load_project
 from streamctl.server import ServeOptions, run
@@ -37,6 +39,25 @@ def run_command(
             "the running configuration).",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Processes running the pipeline and delivery beside the listener (0, the "
+            "default: all in the listener's process; their decisions and attempts are not yet "
+            "in /metrics nor the live feed).",
+        ),
+    ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            help="Make this an ingest node: accepted events go to Kafka "
+            "(kafka://HOST:PORT[,HOST:PORT...]/PREFIX; default: bus: in streamctl.yaml), "
+            "`streamctl worker` processes them.",
+        ),
+    ] = None,
     no_console: Annotated[
         bool,
         typer.Option(
@@ -51,4 +72,9 @@ def run_command(
     delivery workers record what they were doing.
     """
     loaded = load_project(project)
-    run(loaded, ServeOptions(host=host, port=port, watch=watch, console=not no_console))
+    location = BusLocation.chosen(bus, loaded.bus)
+    count = 0 if location is not None or workers is None else workers
+    options = ServeOptions(
+        host=host, port=port, watch=watch, console=not no_console, workers=count, bus=location
+    )
+    run(loaded, options)

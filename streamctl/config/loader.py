@@ -178,6 +178,7 @@ class _ProjectLoader:
             alerts=alerts,
             secrets=frozenset(s for s in self.secrets if len(s) >= MIN_SECRET_LENGTH),
             retention_days=float(data.get("retention_days", 30.0)),
+            bus=data.get("bus"),
             console_token=(data.get("console") or {}).get("token") or None,
         )
 
@@ -188,6 +189,9 @@ class _ProjectLoader:
         store_url = _store_url(data.get("store"))
         if store_url is not None:
             self.secrets.update(secret_strings([urlsplit(store_url).password]))
+        bus = data.get("bus")
+        if isinstance(bus, dict):
+            self.secrets.update(secret_strings(bus.get("sasl_plain_password")))
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
             self.secrets.update(secret_strings(spec.get("write_keys")))  # SPEC §4: never printed

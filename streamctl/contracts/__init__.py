@@ -40,7 +40,11 @@ FieldEnforcement = Literal["allow", "block", "omit"]
 
 NodePath = tuple[str | int, ...]
 
-_NAMED_TYPES = {"track": "event", "page": "name", "screen": "name"}  # call type -> the key holding its name
+_NAMED_TYPES = {
+    "track": "event",
+    "page": "name",
+    "screen": "name",
+}  # call type -> the key holding its name
 _TARGET_KEY = {
     "track": "properties",
     "page": "properties",
@@ -50,10 +54,28 @@ _TARGET_KEY = {
     "alias": None,
 }
 _CONTRACT_KEYS = frozenset(
-    {"name", "description", "on_undeclared_event", "on_violation", "on_undeclared_fields", "context", "events"}
+    {
+        "name",
+        "description",
+        "on_undeclared_event",
+        "on_violation",
+        "on_undeclared_fields",
+        "context",
+        "events",
+    }
 )
 _EVENT_KEYS = frozenset(
-    {"name", "type", "description", "on_violation", "on_undeclared_fields", "properties", "traits", "context", "versions"}
+    {
+        "name",
+        "type",
+        "description",
+        "on_violation",
+        "on_undeclared_fields",
+        "properties",
+        "traits",
+        "context",
+        "versions",
+    }
 )
 _VERSION_KEYS = frozenset({"properties", "traits", "context"})
 
@@ -78,7 +100,9 @@ class CompiledSchema:
         properties = schema.get("properties")
         self.declared = frozenset(properties) if isinstance(properties, dict) else frozenset()
         patterns = schema.get("patternProperties")
-        self._patterns = tuple(re.compile(p) for p in patterns) if isinstance(patterns, dict) else ()
+        self._patterns = (
+            tuple(re.compile(p) for p in patterns) if isinstance(patterns, dict) else ()
+        )
 
     def undeclared(self, checked: Mapping[str, Any]) -> list[str]:
         """The keys of `checked` the schema does not declare, in their order."""
@@ -104,7 +128,9 @@ class CompiledSchema:
             except Exception:  # a crash of generated code: let jsonschema decide alone
                 rejection = None
         found = []
-        for error in sorted(self._detailed.iter_errors(value), key=lambda e: list(map(str, e.path))):
+        for error in sorted(
+            self._detailed.iter_errors(value), key=lambda e: list(map(str, e.path))
+        ):
             where = pointer + "".join("/" + _escape_pointer(str(p)) for p in error.path)
             if error.validator == "required" and isinstance(error.instance, dict):
                 # Point at the missing key itself: /properties/total, not /properties.
@@ -239,7 +265,9 @@ class Contract:
             pointer = "/type"
             message = f"{kind} calls are not declared in contract {self.name!r}"
         violation = self._violation("undeclared_event", pointer, message, event, None)
-        outcome: Literal["allowed", "blocked"] = "blocked" if self.on_undeclared_event == "block" else "allowed"
+        outcome: Literal["allowed", "blocked"] = (
+            "blocked" if self.on_undeclared_event == "block" else "allowed"
+        )
         return ContractResult(outcome, event, (violation,))
 
     def _violation(
@@ -248,13 +276,15 @@ class Contract:
     ) -> Violation:  # fmt: skip
         name_key = _NAMED_TYPES.get(event.get("type", "track"))
         name = event.get(name_key) if name_key else event.get("type")
-        return Violation(kind, pointer, message, self.name, name if isinstance(name, str) else None, version)
+        return Violation(
+            kind, pointer, message, self.name, name if isinstance(name, str) else None, version
+        )
 
 
 def compile_contract(spec: Mapping[str, Any], name: str) -> Contract:
     """Compile every schema once; raises SpecError (with the node path) for an invalid contract.
 
-        compile_contract({"events": [{"name": "Signed Up", "properties": {"type": "object"}}]}, "web")
+    compile_contract({"events": [{"name": "Signed Up", "properties": {"type": "object"}}]}, "web")
     """
     if not isinstance(spec, Mapping):
         msg = f"a contract must be a mapping, got {type(spec).__name__}"
@@ -266,7 +296,9 @@ def compile_contract(spec: Mapping[str, Any], name: str) -> Contract:
     on_undeclared_event = _choice(spec, "on_undeclared_event", ("allow", "block"), "allow", ())
     defaults = {
         "on_violation": _choice(spec, "on_violation", ("allow", "block"), "allow", ()),
-        "on_undeclared_fields": _choice(spec, "on_undeclared_fields", ("allow", "block", "omit"), "allow", ()),
+        "on_undeclared_fields": _choice(
+            spec, "on_undeclared_fields", ("allow", "block", "omit"), "allow", ()
+        ),
         "context": _schema(spec.get("context"), ("context",)),
     }
     events = spec.get("events", [])
@@ -277,7 +309,9 @@ def compile_contract(spec: Mapping[str, Any], name: str) -> Contract:
         rule = _compile_rule(entry, ("events", index), defaults)
         key = (rule.type, rule.name if rule.type in _NAMED_TYPES else None)
         if key in rules:
-            what = f"{rule.type} {rule.name!r}" if rule.type in _NAMED_TYPES else f"{rule.type} calls"
+            what = (
+                f"{rule.type} {rule.name!r}" if rule.type in _NAMED_TYPES else f"{rule.type} calls"
+            )
             msg = f"{what} is declared twice"
             raise SpecError(msg, ("events", index, "name" if rule.type in _NAMED_TYPES else "type"))
         rules[key] = rule
@@ -301,12 +335,16 @@ def _compile_rule(entry: Any, path: NodePath, defaults: Mapping[str, Any]) -> Ev
     schemas = _event_schemas(entry, kind, path, defaults["context"])
     versions_spec = entry.get("versions", {})
     if not isinstance(versions_spec, Mapping):
-        raise SpecError("versions must be a mapping of version name to schemas", (*path, "versions"))
+        raise SpecError(
+            "versions must be a mapping of version name to schemas", (*path, "versions")
+        )
     versions = {}
     for version, version_spec in versions_spec.items():
         version_path = (*path, "versions", version)
         if not isinstance(version_spec, Mapping):
-            raise SpecError("a version must be a mapping with properties/traits/context", version_path)
+            raise SpecError(
+                "a version must be a mapping with properties/traits/context", version_path
+            )
         _check_keys(version_spec, _VERSION_KEYS, version_path)
         compiled = _event_schemas(version_spec, kind, version_path, None)
         # A version replaces only what it declares.
@@ -316,9 +354,15 @@ def _compile_rule(entry: Any, path: NodePath, defaults: Mapping[str, Any]) -> Ev
     return EventRule(
         name=name,
         type=kind,
-        on_violation=_choice(entry, "on_violation", ("allow", "block"), defaults["on_violation"], path),
+        on_violation=_choice(
+            entry, "on_violation", ("allow", "block"), defaults["on_violation"], path
+        ),
         on_undeclared_fields=_choice(
-            entry, "on_undeclared_fields", ("allow", "block", "omit"), defaults["on_undeclared_fields"], path
+            entry,
+            "on_undeclared_fields",
+            ("allow", "block", "omit"),
+            defaults["on_undeclared_fields"],
+            path,
         ),
         schemas=schemas,
         versions=versions,
@@ -352,7 +396,9 @@ def _schema(value: Any, path: NodePath) -> CompiledSchema | None:
     return CompiledSchema(value, path)
 
 
-def _choice(spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str, path: NodePath) -> Any:
+def _choice(
+    spec: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str, path: NodePath
+) -> Any:
     value = spec.get(key, default)
     if value not in allowed:
         msg = f"{key} must be one of {', '.join(allowed)}, got {value!r}"

@@ -183,6 +183,8 @@ class Project:
     console_token: str | None = None  # `console.token`: a secret, never print
     # `store: postgresql://...`: the shared PostgreSQL store (store_path is then unused).
     store_url: str | None = None
+    # `bus:`: the Kafka bus settings as written (url, timeout, security: streamctl.bus.kafka).
+    bus: Mapping[str, Any] | None = None
 
     @property
     def store_location(self) -> str:

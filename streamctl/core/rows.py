@@ -192,7 +192,11 @@ def encode_results(
         events.append(
             new(
                 EventRow,
-                (result.message_id, dumps(result.event).decode(), contract.outcome if contract else None),
+                (
+                    result.message_id,
+                    dumps(result.event).decode(),
+                    contract.outcome if contract else None,
+                ),
             )
         )
         if contract is not None and contract.violations:

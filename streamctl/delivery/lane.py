@@ -55,11 +55,14 @@ class LaneHost(Protocol):
     def record(self, sync: str, records: list[AttemptRecord]) -> None:
         """Attempts made, to be counted, reported and written."""
 
-    def archive(self, sync: str, deliveries: list[PendingDelivery], reason: str, now: float) -> None:
+    def archive(
+        self, sync: str, deliveries: list[PendingDelivery], reason: str, now: float
+    ) -> None:
         """Deliveries archived without an attempt."""
 
     def changed(self) -> None:
         """A lane's state changed (idle now, perhaps)."""
+
 
 _EARLY = 0.001  # seconds of clock slack when deciding an item is due
 LOAD_RETRY = 1.0  # seconds before reading the store again after it was unreachable

@@ -133,7 +133,7 @@ def _start(
 def _adopt(
     project: Project, store: str, path: str, source: str, syncs: tuple[str, ...], parent: int
 ) -> None:
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    threading.Thread(target=exit_with, args=(parent,), daemon=True).start()
     from streamctl.delivery.runtime import create_destinations, select_syncs
     from streamctl.pipeline.process import Pipeline
 
@@ -148,7 +148,7 @@ def _adopt(
     tune_garbage_collector()
 
 
-def _exit_with(parent: int) -> None:
+def exit_with(parent: int) -> None:
     """A worker outlives a parent killed with SIGKILL (it holds its own end of the task
     pipe, so it never sees EOF): watch the parent and exit with it. A transaction cut
     short is rolled back by SQLite; its chunk is replayed by the next run."""
@@ -234,9 +234,7 @@ class DecisionPool:
                 ]
             )
         root_dir = str(Path(root).resolve())
-        self._begin(
-            context, workers, _start, (root_dir, *self._shared(store, path, source, syncs))
-        )
+        self._begin(context, workers, _start, (root_dir, *self._shared(store, path, source, syncs)))
         # The pool starts workers on demand, and starting one waits for the fork
         # server's imports: start them all now, in a thread, so their start-up runs
         # while the caller prepares the rest (the delivery runtime).
@@ -261,9 +259,7 @@ class DecisionPool:
         bookkeeping would be copied) and no lock held by another thread."""
         pool = cls.__new__(cls)
         context = multiprocessing.get_context("fork")
-        pool._begin(
-            context, workers, _adopt, (project, *cls._shared(store, path, source, syncs))
-        )
+        pool._begin(context, workers, _adopt, (project, *cls._shared(store, path, source, syncs)))
         pool._warm_up()  # with fork, the first submit forks every worker, here and now
         pool._warming = None
         return pool

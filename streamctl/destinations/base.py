@@ -94,7 +94,9 @@ class CatalogEntry:
     batch_size: int = 1  # events per request by default
     max_batch_size: int = 1  # the most the API accepts in one request
     max_batch_bytes: int | None = None
-    rate_limit: float | None = None  # events per second (the vendor limit converted), None: unlimited
+    rate_limit: float | None = (
+        None  # events per second (the vendor limit converted), None: unlimited
+    )
     identity: str = ""  # e.g. "user_id or device_id"
 
     def event_type(self, name: str) -> EventTypeSpec | None:

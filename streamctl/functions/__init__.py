@@ -101,7 +101,9 @@ class FunctionWorker:
         self.lock = threading.Lock()
         self.process: subprocess.Popen[bytes] | None = None
         self.mtime_ns = -1
-        self._dump = tempfile.NamedTemporaryFile(prefix="streamctl-fn-", suffix=".txt", delete=False)  # noqa: SIM115
+        self._dump = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed at once, kept by name)
+            prefix="streamctl-fn-", suffix=".txt", delete=False
+        )
         self._dump.close()
 
     def run(self, events: list[Event], timeout: float) -> Any:
@@ -122,7 +124,9 @@ class FunctionWorker:
                 raise FunctionError(msg, stack) from None
             except WorkerGone:
                 code = self._reap()
-                msg = f"function {display_path(self.path)} exited (code {code}) while running a batch"
+                msg = (
+                    f"function {display_path(self.path)} exited (code {code}) while running a batch"
+                )
                 raise FunctionError(msg) from None
             except TypeError as exc:  # orjson: an event we were given is not JSON
                 msg = f"function {display_path(self.path)}: the batch cannot be serialised: {exc}"

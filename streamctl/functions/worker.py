@@ -40,7 +40,9 @@ def main(argv: list[str]) -> int:
         try:
             transform = _load(path)
         except BaseException as exc:  # the module's own code failed while importing
-            write_frame(proto_out, _error(f"importing {path.name} failed: {_describe(exc)}", exc), None)
+            write_frame(
+                proto_out, _error(f"importing {path.name} failed: {_describe(exc)}", exc), None
+            )
             return 1
         call = _caller(transform, settings)
         write_frame(proto_out, {"ready": True}, None)

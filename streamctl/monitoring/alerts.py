@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 Comparison = Literal["above", "below"]
 
+
 @dataclass(frozen=True)
 class Evaluation:
     """One rule for one sync at one instant; `transition` is set when a channel must hear of it."""

@@ -154,7 +154,9 @@ def preview_event(
                 destination=sync.destination,
                 function=display_path(sync.function.path) if sync.function else None,
                 decisions=decisions,
-                deliveries=tuple(_delivery(destination, d) for d in decisions if d.status is Status.PENDING),
+                deliveries=tuple(
+                    _delivery(destination, d) for d in decisions if d.status is Status.PENDING
+                ),
             )
         )
     source_config = project.sources.get(source)
@@ -185,11 +187,15 @@ def violation_json(violation: Violation) -> dict[str, Any]:
 def _delivery(destination: Destination, decision: Decision) -> DeliveryPreview:
     assert decision.event_type is not None and decision.payload is not None
     try:
-        request: HttpRequest | None = destination.build_request(decision.event_type, [decision.payload])
+        request: HttpRequest | None = destination.build_request(
+            decision.event_type, [decision.payload]
+        )
         error = None
     except StreamctlError as exc:
         request, error = None, str(exc)
-    return DeliveryPreview(decision.event_type, decision.payload, request, decision.message_id, error)
+    return DeliveryPreview(
+        decision.event_type, decision.payload, request, decision.message_id, error
+    )
 
 
 def _secret_values(destination: Destination) -> set[str]:

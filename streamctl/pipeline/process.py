@@ -289,6 +289,12 @@ def blocked_message(contract: ContractResult) -> str:
     violations = contract.violations
     if not violations:
         return "blocked by the contract"
-    shown = "; ".join(f"{v.pointer or '/'}: {v.message}" for v in violations[:VIOLATIONS_IN_MESSAGE])
-    more = f" (and {len(violations) - VIOLATIONS_IN_MESSAGE} more)" if len(violations) > VIOLATIONS_IN_MESSAGE else ""
+    shown = "; ".join(
+        f"{v.pointer or '/'}: {v.message}" for v in violations[:VIOLATIONS_IN_MESSAGE]
+    )
+    more = (
+        f" (and {len(violations) - VIOLATIONS_IN_MESSAGE} more)"
+        if len(violations) > VIOLATIONS_IN_MESSAGE
+        else ""
+    )
     return f"blocked by contract {violations[0].contract!r}: {shown}{more}"

@@ -21,6 +21,7 @@ from streamctl.store.connection import SqliteConnection, SqlReader
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class RuleState:
     """The remembered state of one rule for one sync."""
@@ -138,6 +139,8 @@ def _states(db: SqlReader) -> dict[StateKey, RuleState]:
         " FROM alert_state"
     )
     return {
-        (rule, sync): RuleState(rule, sync, bool(firing), since, value, evaluated, changed, notified)
+        (rule, sync): RuleState(
+            rule, sync, bool(firing), since, value, evaluated, changed, notified
+        )
         for rule, sync, firing, since, value, evaluated, changed, notified in rows
     }

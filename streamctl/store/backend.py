@@ -3,6 +3,7 @@
     store = open_store(project)                  # SQLite file or PostgreSQL, migrated
     store = open_store(project, readonly=True)   # a reader (the CLI, monitoring)
     store = open_location(store_location(project), node=...)   # replay's workers
+    store = open_worker_store(store_location(project), Shard(1, 2))   # run's workers
 
 A `postgresql://` (or `postgres://`) URL is the shared PostgreSQL store
 (streamctl.store.postgres); anything else is a SQLite file, relative to the project.
@@ -18,12 +19,25 @@ from streamctl.store.db import SqliteStore
 from streamctl.store.postgres.location import is_postgres_url
 from streamctl.store.postgres.store import AlertDatabase, PostgresStore, migrate_url
 from streamctl.store.schema import current_version as sqlite_version
+from streamctl.store.shard import Shard
 
 
-def open_store(project: Project, *, readonly: bool = False) -> Store:
+def open_store(project: Project, *, readonly: bool = False, shared_queue: bool = False) -> Store:
+    """`shared_queue`: other processes acknowledge the queue's entries (`run --workers N`),
+    so its depth is counted in the store, not kept by this process."""
     if project.store_url is not None:
         return PostgresStore.open(project.store_url, readonly=readonly)
-    return SqliteStore.open(project.store_file, readonly=readonly)
+    store = SqliteStore.open(project.store_file, readonly=readonly)
+    store.queue.acked_elsewhere = shared_queue
+    return store
+
+
+def open_worker_store(location: str, shard: Shard) -> Store:
+    """The store of one of `run --workers N`'s processes: on SQLite, its `shard` of the
+    work (streamctl.store.shard); on PostgreSQL, its own node (leases share the work)."""
+    if is_postgres_url(location):
+        return PostgresStore.open(location)
+    return SqliteStore.open(location, checkpoints=False).for_shard(shard)
 
 
 def open_location(

@@ -39,6 +39,7 @@ from streamctl.store import queries
 from streamctl.store.common import CommonOperations
 from streamctl.store.connection import SqliteConnection
 from streamctl.store.schema import message_key
+from streamctl.store.shard import Shard
 from streamctl.store.sqlite_queue import SqliteEventQueue
 
 # Bytes `check_writable` writes beside the store while its writes fail: room for a few commits.
@@ -54,6 +55,17 @@ class SqliteStore(SqliteConnection, CommonOperations):
 
     _queue: SqliteEventQueue | None = None
     node: int | None = None  # one process writes a SQLite file's deliveries: no leases
+    shard: Shard | None = None  # `run --workers N`: this process's share of the work
+
+    def for_shard(self, shard: Shard | None) -> SqliteStore:
+        """This store as worker `shard.index` of `shard.count` sees it (streamctl.store.shard):
+        its queue claims, the deliveries it records, resumes and takes; None: all of them."""
+        self.shard = shard
+        self.queue.shard = shard
+        return self
+
+    def _open_deliveries_of_mine(self) -> str:
+        return "" if self.shard is None else f" AND {self.shard.deliveries()}"
 
     @classmethod
     def for_project(cls, project: Project, *, readonly: bool = False) -> SqliteStore:
@@ -170,7 +182,8 @@ class SqliteStore(SqliteConnection, CommonOperations):
         source = encoded.source
         # The rows are built before the write lock (replay's workers queue on it):
         # ids are added by SQLite as offsets from the first free id, known only inside.
-        rows = _RecordRows(encoded, destinations, now)
+        owner = None if self.shard is None else self.shard.index
+        rows = _RecordRows(encoded, destinations, now, owner)
         acked = 0
         with self.transaction() as conn:
             if dedupe:
@@ -178,7 +191,7 @@ class SqliteStore(SqliteConnection, CommonOperations):
                 kept, found = encoded.split_duplicates(seen)
                 if found:
                     encoded, duplicates = kept, [*duplicates, *found]
-                    rows = _RecordRows(encoded, destinations, now)
+                    rows = _RecordRows(encoded, destinations, now, owner)
             first_event = _next_id(conn, "events")
             first_delivery = _next_id(conn, "deliveries")
             for sql, params in rows.event_inserts(first_event):
@@ -189,7 +202,14 @@ class SqliteStore(SqliteConnection, CommonOperations):
                     "INSERT INTO events (id, source, message_id, message_key, received_at,"
                     " payload, contract_outcome, duplicate) VALUES (?, ?, ?, ?, ?, ?, NULL, 1)",
                     [
-                        (after + i, d.source, d.message_id, message_key(d.message_id), now, d.event_json)
+                        (
+                            after + i,
+                            d.source,
+                            d.message_id,
+                            message_key(d.message_id),
+                            now,
+                            d.event_json,
+                        )
                         for i, d in enumerate(duplicates)
                     ],
                 )
@@ -273,7 +293,7 @@ class SqliteStore(SqliteConnection, CommonOperations):
         sql = (
             f"SELECT {_PENDING_COLUMNS} FROM deliveries"
             f" WHERE sync IN ({marks}) AND status IN ('pending', 'retrying') AND id > ?"
-            " ORDER BY id LIMIT ?"
+            f"{self._open_deliveries_of_mine()} ORDER BY id LIMIT ?"
         )
         with self.lock:
             rows = self.conn.execute(sql, [*syncs, after_id, limit]).fetchall()
@@ -284,6 +304,7 @@ class SqliteStore(SqliteConnection, CommonOperations):
         if not syncs:
             return []
         marks = ", ".join("?" for _ in syncs)
+        mine = self._open_deliveries_of_mine()
         with self.lock:
             if (
                 self.conn.execute("SELECT 1 FROM deliveries WHERE requeued = 1 LIMIT 1").fetchone()
@@ -293,11 +314,11 @@ class SqliteStore(SqliteConnection, CommonOperations):
         with self.transaction() as conn:
             rows = conn.execute(
                 f"SELECT {_PENDING_COLUMNS} FROM deliveries WHERE requeued = 1"
-                f" AND sync IN ({marks}) AND status IN ('pending', 'retrying') ORDER BY id",
+                f" AND sync IN ({marks}) AND status IN ('pending', 'retrying'){mine} ORDER BY id",
                 list(syncs),
             ).fetchall()
             conn.execute(
-                f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks})",
+                f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks}){mine}",
                 list(syncs),
             )
         return _pending_from_store(rows)
@@ -307,9 +328,10 @@ class SqliteStore(SqliteConnection, CommonOperations):
         if not syncs:
             return
         marks = ", ".join("?" for _ in syncs)
+        mine = self._open_deliveries_of_mine()
         with self.transaction() as conn:
             conn.execute(
-                f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks})",
+                f"UPDATE deliveries SET requeued = 0 WHERE requeued = 1 AND sync IN ({marks}){mine}",
                 list(syncs),
             )
 
@@ -379,9 +401,14 @@ class _RecordRows:
     """
 
     def __init__(
-        self, encoded: EncodedResults, destinations: Mapping[str, str], now: float
+        self,
+        encoded: EncodedResults,
+        destinations: Mapping[str, str],
+        now: float,
+        owner: int | None = None,
     ) -> None:
         self.source = encoded.source
+        self.owner = owner
         self.destinations = destinations
         self.now = now
         self.events: dict[bool, list[tuple[Any, ...]]] = {}  # by "has a contract outcome"
@@ -430,6 +457,8 @@ class _RecordRows:
                 "created_at": self.now,
                 "next_attempt_at": self.now if status == PENDING else None,
             }
+            if self.owner is not None:
+                shared["owner"] = self.owner
             columns = (
                 "id",
                 "event_id",

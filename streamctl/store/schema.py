@@ -217,6 +217,12 @@ def _alert_state(db: sqlite_utils.Database) -> None:
             db.execute(statement)  # not executescript: that would COMMIT the migration
 
 
+def _delivery_owner(db: sqlite_utils.Database) -> None:
+    # `run --workers N`: the worker that recorded a delivery sends it (streamctl.store.shard);
+    # NULL for deliveries recorded by one process.
+    db.execute("ALTER TABLE deliveries ADD COLUMN owner INTEGER")
+
+
 ALERT_TABLES = """
 CREATE TABLE IF NOT EXISTS alert_state (
     rule TEXT NOT NULL,
@@ -287,6 +293,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _message_keys,
     _console_rollups,
     _alert_state,
+    _delivery_owner,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -35,11 +35,15 @@ import orjson
 from streamctl.core.events import Event
 from streamctl.store.connection import SqliteConnection
 from streamctl.store.queue import Overloaded, QueuedEvent
+from streamctl.store.shard import Shard
 
 # The queue lives on disk, not in memory: a bound this size (about 0.7 GB of SQLite at
 # ~700 bytes an event) absorbs a burst of several minutes at full ingest speed while
 # delivery catches up, and still turns a never-ending overload into 429s.
 DEFAULT_MAX_DEPTH = 1_000_000
+# With `run --workers N` other processes acknowledge: the listener counts the table, at
+# most this often (a sum over the rows: about 1 ms per 10,000 queued requests).
+SHARED_DEPTH_REFRESH = 0.2  # seconds
 
 
 class SqliteEventQueue:
@@ -50,7 +54,13 @@ class SqliteEventQueue:
         self.max_depth = max_depth
         self._claimed_up_to = 0
         self._depth_lock = threading.Lock()
-        self._depth = int(connection.row("SELECT coalesce(sum(events), 0) FROM queue")[0])
+        self._depth = self._count()
+        self.shard: Shard | None = None  # claim only this worker's rows (streamctl.store.shard)
+        self.acked_elsewhere = False  # `depth` counts the table (`run --workers N`)
+        self._counted_at = time.monotonic()
+
+    def _count(self) -> int:
+        return int(self.connection.row("SELECT coalesce(sum(events), 0) FROM queue")[0])
 
     def append(self, source: str, events: Sequence[Event]) -> None:
         self.append_many([(source, events)])
@@ -82,8 +92,9 @@ class SqliteEventQueue:
         more); every event of a row carries the row's id."""
         rows: list[tuple[int, str, str]] = []
         with self.connection.lock:
+            mine = "" if self.shard is None else f" AND {self.shard.queue_rows()}"
             cursor = self.connection.conn.execute(
-                "SELECT id, source, event, events FROM queue WHERE id > ? ORDER BY id",
+                f"SELECT id, source, event, events FROM queue WHERE id > ?{mine} ORDER BY id",
                 [self._claimed_up_to],
             )
             try:
@@ -135,6 +146,10 @@ class SqliteEventQueue:
             self._claimed_up_to = 0
 
     def depth(self) -> int:
+        if self.acked_elsewhere and time.monotonic() - self._counted_at >= SHARED_DEPTH_REFRESH:
+            counted = self._count()
+            with self._depth_lock:
+                self._depth, self._counted_at = counted, time.monotonic()
         return self._depth
 
 

@@ -1,0 +1,152 @@
+"""Scale-out benchmark: sustained ingest-to-delivery events/s of `streamctl run --workers N`.
+
+    python3 benchmarks/scale.py [--seconds 10] [--rounds 3] [--workers 0,1,2]
+
+Each round starts a fresh `streamctl run --workers N` (SQLite store) and the Node
+sink of benchmarks/ingest.py, loads `/v1/batch` with 100-event batches from wrk for
+`--seconds`, then waits until every event answered 200 has reached the sink. The
+figure is sustained end-to-end throughput: events answered 200, divided by the time
+from the first request to the last of them arriving at the sink (the load phase plus
+the drain after it). Worker counts alternate within each round, and the medians and
+the ratio to the first count are printed: the machine's speed drifts, ratios
+measured in one run hold. Also printed: the largest resident memory of the listener
+and of any worker process, sampled every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest import Bench, sample_event
+from replay import rss_kib
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class MemoryWatch:
+    """The largest RSS seen of the listener and of each worker (the fork server excluded)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.listener = 0
+        self.worker = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            self.listener = max(self.listener, rss_kib(self.pid))
+            for child in children(self.pid):  # the fork server; workers are its children
+                for worker in children(child) or [child]:
+                    self.worker = max(self.worker, rss_kib(worker))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def warm_up(bench: Bench) -> None:
+    """One event through to the sink: the workers have started (loaded the project)."""
+    event = {**sample_event(0), "messageId": "warm-up"}
+    auth = ("bench-write-key", "")
+    httpx.post(f"{bench.url}/v1/track", json=event, auth=auth).raise_for_status()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{bench.sink_url}/count").json()["events"] < 1:
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm-up event never reached the sink")
+        time.sleep(0.05)
+
+
+def one_round(
+    workers: int, seconds: float, connections: int
+) -> tuple[float, float, float, int, int]:
+    """(sustained events/s, accepted events/s, delivered events/s once the load stopped,
+    listener MiB, worker MiB) of one fresh run."""
+    with tempfile.TemporaryDirectory(prefix="streamctl-scale-bench-") as tmp:
+        bench = Bench(Path(tmp), seconds, connections, run_args=("--workers", str(workers)))
+        bench.start()
+        watch = MemoryWatch(bench.processes[-1].pid)
+        try:
+            warm_up(bench)
+            started = time.monotonic()
+            load_seconds, ok, _, _ = bench.wrk(
+                "/v1/batch", {"batch": [sample_event(i) for i in range(100)]}
+            )
+            accepted = ok * 100 + 1  # and the warm-up event
+            loaded_at = time.monotonic()
+            at_load_end = httpx.get(f"{bench.sink_url}/count").json()["events"]
+            delivered = 0
+            while time.monotonic() - started < 600:
+                delivered = httpx.get(f"{bench.sink_url}/count").json()["events"]
+                if delivered >= accepted:
+                    break
+                time.sleep(0.1)
+            elapsed = time.monotonic() - started
+            drain = (delivered - at_load_end) / max(1e-9, time.monotonic() - loaded_at)
+        finally:
+            watch.stop()
+            bench.stop()
+        if delivered < accepted:
+            print(f"  --workers {workers}: only {delivered:,} of {accepted:,} delivered")
+        return (
+            (delivered - 1) / elapsed, accepted / load_seconds, drain,
+            watch.listener // 1024, watch.worker // 1024,
+        )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="load phase of each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--workers", default="0,1,2", help="worker counts to compare")
+    args = parser.parse_args()
+    for tool in ("wrk", "node"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed on PATH (apt-get install wrk / nodejs)")
+    counts = [int(n) for n in args.workers.split(",")]
+    print(
+        f"{os.cpu_count()} cores; /v1/batch, 100 events a request, wrk {args.connections} "
+        f"connections for {args.seconds:g} s, then drained to the sink; {args.rounds} rounds"
+    )
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    for round_ in range(args.rounds):
+        order = counts if round_ % 2 == 0 else counts[::-1]
+        for n in order:
+            sustained, accepted, drain, listener, worker = one_round(
+                n, args.seconds, args.connections
+            )
+            rates[n].append(sustained)
+            print(
+                f"round {round_ + 1} --workers {n}: {sustained:,.0f} events/s end to end "
+                f"({accepted:,.0f}/s accepted, {drain:,.0f}/s delivered after the load; max RSS listener {listener} MiB, worker {worker} MiB)",
+                flush=True,
+            )
+    base = statistics.median(rates[counts[0]])
+    for n in counts:
+        median = statistics.median(rates[n])
+        print(
+            f"--workers {n}: median {median:,.0f} events/s end to end, {median / base:.2f}x --workers {counts[0]}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Ingest nodes and workers over Kafka: `streamctl run --bus` and `streamctl worker --bus`.
+
+Real processes on 127.0.0.1: the suite's Tansu broker, the suite's PostgreSQL (the
+workers' shared store), `python -m streamctl run --bus` as the ingest node, two
+`python -m streamctl worker --bus` processes, and a fake webhook counting every
+messageId it is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from streamctl.bus.kafka import BusLocation
+from tests.fakes.sink import write_sink_project
+from tests.listener_harness import ListenerProcess
+from tests.services import start_tansu, stop
+from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
+from tests.test_run_workers import post_concurrently
+
+
+def write_project(
+    root: Path, store: str, sink_url: str, bus: dict[str, object] | None = None
+) -> Path:
+    return write_sink_project(root, store, sink_url, WRITE_KEY, bus)
+
+
+@contextmanager
+def worker(root: Path, bus: str) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamctl", "worker", "--project", str(root), "--bus", bus],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def recorded(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT message_id, count(*) FROM events WHERE duplicate = 0 GROUP BY message_id"
+        ).fetchall()
+
+
+def owners(url: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT DISTINCT owner FROM deliveries").fetchall()
+
+
+def test_bus_urls_name_brokers_prefix_and_options() -> None:
+    bus = BusLocation.parse("kafka://k1:9092,k2:9092/shop?timeout=2.5&idempotent=true")
+    assert bus.brokers == ("k1:9092", "k2:9092")
+    assert (bus.topic("web"), bus.group, bus.timeout, bus.idempotent) == (
+        "shop.web", "shop.workers", 2.5, True,
+    )  # fmt: skip
+    assert bus.source_of("shop.web") == "web"
+
+
+def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/t{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus), worker(root, bus):
+        batches = [[f"b{b}-e{e}" for e in range(25)] for b in range(40)]
+        accepted = post_concurrently(ingest.url, batches)
+        assert len(accepted) == 1000
+        wait_for(lambda: set(accepted) <= set(sink.received), what="every event at the sink")
+    rows = recorded(postgres_url)
+    assert len(rows) == 1000 and {count for _, count in rows} == {1}  # recorded once each
+
+
+def test_ingest_refuses_while_the_broker_is_away_and_accepts_again_when_it_is_back(
+    tmp_path, postgres_url, sink
+):
+    broker, address = start_tansu()
+    port = int(address.rpartition(":")[2])
+    bus = {"url": f"kafka://{address}/away", "timeout": 2}  # bus: in streamctl.yaml
+    root = write_project(tmp_path / "project", postgres_url, sink.url, bus)
+    consumer_bus = f"kafka://{address}/away"
+    try:
+        with ListenerProcess(root) as ingest:
+            with worker(root, consumer_bus):
+                assert post_batch(ingest.url, ["before-1"]) == 200
+                wait_for(lambda: "before-1" in sink.received, what="the first event delivered")
+            stop(broker)
+            assert post_batch(ingest.url, ["during-1"]) == 503  # never 200 unacknowledged
+            broker, _ = start_tansu(port=port)  # back, empty (memory storage)
+            wait_for(
+                lambda: post_batch(ingest.url, ["after-1"]) == 200,
+                what="ingest to accept again",
+            )
+    finally:
+        stop(broker)
+
+
+def test_a_worker_killed_under_load_loses_nothing_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/k{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url + "?lease=2s", sink.url)
+    sink.hold()  # the doomed worker's sends are under way when it dies
+    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as survivor:
+        with worker(root, bus) as doomed:
+            first = post_concurrently(
+                ingest.url, [[f"a{b}-e{e}" for e in range(20)] for b in range(20)]
+            )
+            wait_for(lambda: len(sink.arrived) > 0, what="deliveries under way")
+            # Users spread over the topic's partitions: both workers hold some.
+            wait_for(lambda: len(owners(postgres_url)) == 2, what="both workers recording")
+            doomed.kill()
+            doomed.wait(10)
+        second = post_concurrently(
+            ingest.url, [[f"z{b}-e{e}" for e in range(20)] for b in range(20)]
+        )
+        sink.release()
+        accepted = set(first) | set(second)
+        assert len(accepted) == 800
+        wait_for(lambda: accepted <= set(sink.received), what="every event answered 200 delivered")
+        assert survivor.poll() is None
+    rows = recorded(postgres_url)
+    assert len(rows) == 800 and {count for _, count in rows} == {1}
+
+
+def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
+    tmp_path, kafka_broker, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/i{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    accepted: list[str] = []
+    with worker(root, bus):
+        with ListenerProcess(root, "--bus", bus) as ingest:
+
+            def load() -> None:
+                for b in range(10_000):
+                    ids = [f"n{b}-e{e}" for e in range(20)]
+                    try:
+                        if post_batch(ingest.url, ids) == 200:
+                            accepted.extend(ids)
+                    except httpx.TransportError:
+                        return  # the node is gone
+
+            loader = threading.Thread(target=load)
+            loader.start()
+            wait_for(lambda: len(accepted) >= 400, what="some batches accepted")
+            ingest.kill()
+            loader.join(30)
+        assert not loader.is_alive()
+        wait_for(lambda: set(accepted) <= set(sink.received), what="every event answered 200")
