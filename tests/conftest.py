@@ -6,7 +6,7 @@ import pytest
 
 from tests.fakes.http import FakeServer
 
-pytest_plugins = ["tests.services"]  # postgres, postgres_url: a real PostgreSQL 16
+pytest_plugins = ["tests.services"]  # postgres, postgres_url, kafka_broker: real servers
 
 
 @pytest.fixture

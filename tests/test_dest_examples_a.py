@@ -1,4 +1,4 @@
-"""The example projects examples/{slack,amplitude,mixpanel,braze} validate and deliver.
+"""The example projects examples/{slack,amplitude,mixpanel,braze,hubspot,intercom} validate and deliver.
 
 Each example is replayed, unchanged, with the first 30 events of examples/events.ndjson
 into the fake vendor (its `base_url` comes from the environment, as the example's
@@ -16,17 +16,23 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
+from tests.fakes.vendors_c import FakeHubSpot, FakeIntercom
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SLACK_HOOK = "/services/T0EXAMPLE/B0EXAMPLE/example-secret"
 
 
-@pytest.fixture
-def events_file(tmp_path) -> Path:
-    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:30]
+def example_events(tmp_path: Path, count: int) -> Path:
+    """The first `count` events of examples/events.ndjson, as a file under tmp_path."""
+    lines = (EXAMPLES / "events.ndjson").read_text().splitlines(keepends=True)[:count]
     path = tmp_path / "events.ndjson"
     path.write_text("".join(lines))
     return path
+
+
+@pytest.fixture
+def events_file(tmp_path) -> Path:
+    return example_events(tmp_path, 30)
 
 
 def copy_example(name: str, tmp_path: Path) -> Path:
@@ -60,6 +66,16 @@ CASES = {
         {"BRAZE_API_KEY": "braze-example-key"},
         "BRAZE_BASE_URL",
     ),
+    "hubspot": (
+        lambda: FakeHubSpot("hs-example-token"),
+        {"HUBSPOT_ACCESS_TOKEN": "hs-example-token"},
+        "HUBSPOT_BASE_URL",
+    ),
+    "intercom": (
+        lambda: FakeIntercom("ic-example-token"),
+        {"INTERCOM_ACCESS_TOKEN": "ic-example-token"},
+        "INTERCOM_BASE_URL",
+    ),
 }
 
 
@@ -71,6 +87,8 @@ def received(name: str, fake) -> int:
         return len(fake.ingested)
     if name == "mixpanel":
         return len(fake.ingested) + len(fake.profiles)
+    if name in ("hubspot", "intercom"):
+        return len(fake.accepted)
     return (
         len(fake.events)
         + len(fake.purchases)

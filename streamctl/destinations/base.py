@@ -207,6 +207,25 @@ def excerpt(response: httpx.Response) -> str:
     return response.text[:RESPONSE_EXCERPT]
 
 
+async def exchange(
+    client: httpx.AsyncClient, request: HttpRequest, timeout: float
+) -> httpx.Response | ItemResult:
+    """Send one request: the response, or a RETRY outcome when none came (timeout, connection)."""
+    try:
+        return await client.request(
+            request.method,
+            parsed_url(request.url),
+            headers=dict(request.headers),
+            content=request.body() or None,
+            auth=request.auth,
+            timeout=timeout,
+        )
+    except httpx.TimeoutException as exc:
+        return ItemResult(ItemStatus.RETRY, error=f"timeout: {type(exc).__name__}")
+    except httpx.HTTPError as exc:
+        return ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}")
+
+
 class Destination(ABC):
     """One configured destination (a `destinations:` entry of streamctl.yaml)."""
 
@@ -271,25 +290,10 @@ class Destination(ABC):
         payloads: Sequence[Payload],
         timeout: float = 30.0,
     ) -> BatchResult:
-        request = self.build_request(event_type, payloads)
-        try:
-            response = await client.request(
-                request.method,
-                parsed_url(request.url),
-                headers=dict(request.headers),
-                content=request.body() or None,
-                auth=request.auth,
-                timeout=timeout,
-            )
-        except httpx.TimeoutException as exc:
-            return BatchResult.same(
-                len(payloads), ItemResult(ItemStatus.RETRY, error=f"timeout: {type(exc).__name__}")
-            )
-        except httpx.HTTPError as exc:
-            return BatchResult.same(
-                len(payloads), ItemResult(ItemStatus.RETRY, error=f"connection error: {exc!r}")
-            )
-        return self.classify(response, payloads)
+        answer = await exchange(client, self.build_request(event_type, payloads), timeout)
+        if isinstance(answer, ItemResult):
+            return BatchResult.same(len(payloads), answer)
+        return self.classify(answer, payloads)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook; most destinations hold nothing
         """Release what the destination holds open (files)."""

@@ -33,7 +33,6 @@ payload that contributed that object.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -58,6 +57,7 @@ from streamctl.destinations.vendor import (
     converted_or_kept,
     json_object,
     named_failures,
+    seconds_until_reset,
     to_iso8601,
     whole_batch_outcome,
 )
@@ -202,7 +202,7 @@ class BrazeDestination(Destination):
         message = body.get("message") or response.reason_phrase
         wait = parse_retry_after(response.headers.get("retry-after"))
         if wait is None and code == 429:
-            wait = _seconds_until_reset(response.headers.get("x-ratelimit-reset"))
+            wait = seconds_until_reset(response.headers.get("x-ratelimit-reset"))
         # A fatal 400 may come from one object: bisect. 401/403/404 are about the key.
         return whole_batch_outcome(
             response,
@@ -262,15 +262,6 @@ def _is_iso(value: Any) -> bool:
     except TimestampError:
         return False
     return isinstance(value, str)
-
-
-def _seconds_until_reset(value: str | None) -> float | None:
-    """Seconds until `X-RateLimit-Reset` (UTC epoch seconds)."""
-    try:
-        reset = float(value) if value else None
-    except ValueError:
-        return None
-    return None if reset is None else max(0.0, reset - time.time())
 
 
 def _classify_accepted(

@@ -12,7 +12,11 @@ from streamctl.destinations.customerio import CustomerIODestination
 from streamctl.destinations.duckdb import DuckDBDestination
 from streamctl.destinations.file import FileDestination
 from streamctl.destinations.ga4 import GA4Destination
+from streamctl.destinations.hubspot import HubSpotDestination
+from streamctl.destinations.intercom import IntercomDestination
 from streamctl.destinations.iterable import IterableDestination
+from streamctl.destinations.kafka import KafkaDestination
+from streamctl.destinations.linkedin import LinkedInDestination
 from streamctl.destinations.meta import MetaDestination
 from streamctl.destinations.mixpanel import MixpanelDestination
 from streamctl.destinations.parquet import ParquetDestination
@@ -40,7 +44,11 @@ CATALOG: dict[str, type[Destination]] = _by_type(
     DuckDBDestination,
     FileDestination,
     GA4Destination,
+    HubSpotDestination,
+    IntercomDestination,
     IterableDestination,
+    KafkaDestination,
+    LinkedInDestination,
     MetaDestination,
     MixpanelDestination,
     ParquetDestination,

@@ -14,6 +14,7 @@ numbers are accepted too, read as seconds when small enough to be seconds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -49,6 +50,15 @@ def converted_or_kept(value: Any, convert: Callable[[Any], Any]) -> Any:
         return convert(value)
     except TimestampError:
         return value
+
+
+def seconds_until_reset(value: str | None) -> float | None:
+    """Seconds until an `X-RateLimit-Reset` header's time (UTC epoch seconds): Braze, Intercom."""
+    try:
+        reset = float(value) if value else None
+    except ValueError:
+        return None
+    return None if reset is None else max(0.0, reset - time.time())
 
 
 def base_url(config: Mapping[str, Any], default: str) -> str:
