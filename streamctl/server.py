@@ -192,12 +192,16 @@ class Instance:
         old = self._project
         if project.store_location != old.store_location or project.listen != old.listen:
             self.say("streamctl: the store path and listen address change only on restart")
-        if list(kafka_sources(project)) != list(kafka_sources(old)):
+        if _kafka_settings(project) != _kafka_settings(old):
             self.say("streamctl: kafka sources change only on restart")
         if self.runtime is not None:
             await self.runtime.reload(project)
         self._project = project
         self.reloads += 1
+
+
+def _kafka_settings(project: Project) -> list[tuple[str, object]]:
+    return [(source.name, source.kafka) for source in kafka_sources(project)]
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,10 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.config.loader import check_project
-from streamctl.sources.kafka import message_id
+from streamctl.core.model import KafkaSourceConfig, SourceConfig
+from streamctl.core.rows import PartitionLag, RejectedInput
+from streamctl.sources.kafka import KafkaSource, message_id
+from streamctl.store.queue import Overloaded
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
 
@@ -284,3 +287,50 @@ def test_a_message_id_from_topic_partition_offset_fits_the_limit(length):
     found = message_id("t" * length, 3, 12)
     assert len(found) <= 100 and found == message_id("t" * length, 3, 12)
     assert found != message_id("t" * length, 3, 13)
+
+
+class RefusingIngest:
+    """The ingest path refusing the first `refusals` offers as a full queue does (429)."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.batches: list[list[dict[str, Any]]] = []
+        self.lags: list[PartitionLag] = []
+
+    async def submit(self, source: str, events: list[dict[str, Any]]) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise Overloaded(0.1)
+        self.batches.append(events)
+
+    async def record_rejected(self, rejected: Sequence[RejectedInput]) -> None:
+        raise AssertionError(f"nothing is rejected here: {rejected}")
+
+    async def record_lag(self, source: str, lags: Sequence[PartitionLag]) -> None:
+        self.lags = [g for g in lags if g.partition == 0]
+
+
+def test_a_refusing_ingest_pauses_the_source_which_drops_nothing_and_polls_a_bounded_batch(
+    kafka_broker,
+):
+    orders = topic()
+    produce(kafka_broker, orders, [track(n) for n in range(20)])
+    config = KafkaSourceConfig(
+        brokers=(kafka_broker,), group=f"g-{orders}", topics=(orders,), max_poll_records=5
+    )
+    ingest = RefusingIngest(refusals=3)
+    source = KafkaSource(SourceConfig("orders", "kafka", kafka=config), ingest)
+
+    async def consume_all() -> None:
+        task = asyncio.create_task(source.run())
+        deadline = time.monotonic() + 60
+        while sum(map(len, ingest.batches)) < 20 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        source.stopping.set()  # as SIGTERM does: commit what is stored, leave
+        await task
+
+    asyncio.run(consume_all())
+    taken = [event["messageId"] for batch in ingest.batches for event in batch]
+    assert taken == [f"m-{n}" for n in range(20)]  # each once, in order, none dropped
+    assert ingest.refusals == 0 and max(map(len, ingest.batches)) <= 5
+    assert [(g.committed, g.end_offset) for g in ingest.lags] == [(20, 20)]

@@ -64,7 +64,7 @@ from streamctl.sources.webhook import body_event
 from streamctl.store.queue import Overloaded
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+    from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class KafkaSource:
 
     async def _until_taken(self, consumer: AIOKafkaConsumer, hand: Any, *args: Any) -> bool:
         """`await hand(*args)`, offered again while the ingest refuses; False if stopped first."""
-        paused: set[TopicPartition] = set()
+        paused = False
         try:
             while True:
                 try:
@@ -275,16 +275,25 @@ class KafkaSource:
                 except (Overloaded, StoreError) as exc:
                     wait = exc.retry_after if isinstance(exc, Overloaded) else RETRY_EVERY
                     if not paused:
-                        paused = set(consumer.assignment())
-                        consumer.pause(*paused)
                         log.warning("kafka source %r paused: %s", self.source.name, exc)
-                # A paused consumer's poll returns nothing and keeps it in the group.
-                await consumer.getmany(timeout_ms=int(wait * 1000))
+                    paused = True
+                await self._poll_paused(consumer, wait)
                 if self.stopping.is_set():
                     return False
         finally:
             if paused:
-                consumer.resume(*(p for p in paused if p in consumer.assignment()))
+                consumer.resume(*consumer.assignment())
+
+    @staticmethod
+    async def _poll_paused(consumer: AIOKafkaConsumer, seconds: float) -> None:
+        """Wait, polling with every partition paused (those a rebalance just assigned
+        too): the group keeps this member, and nothing more is read. Whatever a poll
+        returns anyway is read again after the pause (seek), never dropped."""
+        consumer.pause(*consumer.assignment())
+        polled = await consumer.getmany(timeout_ms=int(seconds * 1000))
+        for partition, records in polled.items():
+            if records:
+                consumer.seek(partition, records[0].offset)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
