@@ -1,0 +1,168 @@
+"""A kafka source's throughput: events/s from a topic into the file destination.
+
+    python benchmarks/kafka_source.py [--events N] [--rounds R] [--max-poll-records M]
+
+Starts Tansu (the test suite's broker, memory storage), produces N Segment events to
+a fresh topic (one partition), then runs `streamctl run` with a `type: kafka` source
+reading it into the `file` destination, and times from the first event in the file
+to the last (the consumer group's join, seconds on Tansu, is left out). Each round
+also replays the same events from an NDJSON file (`streamctl replay --json`, the same
+sync, timed by its own report: start-up left out too) as the scale: rounds alternate which goes first, figures are medians, and the ratio
+kafka / replay is taken within each round. Wall-clock rates on one shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.listener_harness import ListenerProcess  # noqa: E402
+from tests.services import start_tansu, stop  # noqa: E402
+
+SYNC = """\
+name: orders-to-file
+source: orders
+destination: out
+event_types:
+  - type: custom
+    mappings:
+      required:
+        message_id: { field: messageId }
+        event: { field: event }
+        total: { field: properties.total }
+"""
+
+
+def events(n: int) -> list[bytes]:
+    return [
+        orjson.dumps({"type": "track", "event": "Order Completed", "userId": f"u{i % 97}",
+                      "messageId": f"m-{i}", "properties": {"order_id": f"o-{i}", "total": i}})
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def produce(broker: str, topic: str, values: list[bytes]) -> None:
+    async def send() -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            sent = [await producer.send(topic, value, partition=0) for value in values]
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+def project(root: Path, source: dict[str, object]) -> Path:
+    root.mkdir(parents=True)
+    config = {
+        "version": 1,
+        "store": ".streamctl/state.db",
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "sources": {"orders": source},
+        "destinations": {"out": {"type": "file", "config": {"path": "out.ndjson"}}},
+    }
+    (root / "streamctl.yaml").write_text(json.dumps(config))
+    (root / "syncs").mkdir()
+    (root / "syncs" / "orders-to-file.yaml").write_text(SYNC)
+    return root
+
+
+def lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except FileNotFoundError:
+        return 0
+
+
+def kafka_round(broker: str, values: list[bytes], folder: Path, max_poll: int) -> float:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    produce(broker, topic, values)
+    source = {"type": "kafka", "brokers": [broker], "topics": [topic], "format": "segment",
+              "max_poll_records": max_poll}  # fmt: skip
+    root = project(folder / topic, source)
+    out = root / "out.ndjson"
+    with ListenerProcess(root):
+        deadline = time.monotonic() + 600
+        while (first := lines(out)) == 0:
+            assert time.monotonic() < deadline, "nothing consumed"
+            time.sleep(0.01)
+        began = time.perf_counter()
+        while (done := lines(out)) < len(values):
+            assert time.monotonic() < deadline, f"{done} of {len(values)} consumed"
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - began
+    return (len(values) - first) / elapsed
+
+
+def replay_round(values: list[bytes], folder: Path) -> float:
+    root = project(
+        folder / f"replay-{uuid.uuid4().hex[:8]}", {"type": "http", "write_keys": ["bench-key-1"]}
+    )
+    file = root / "events.ndjson"
+    file.write_bytes(b"\n".join(values) + b"\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "streamctl", "replay", str(file), "--project", str(root), "--json"],
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert lines(root / "out.ndjson") == len(values)
+    (report,) = json.loads(done.stdout)
+    return len(values) / report["seconds"]  # its own time: no start-up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-poll-records", type=int, default=500)
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = str(ROOT)  # `run` children import this checkout
+    values = events(args.events)
+    process, broker = start_tansu()
+    kafka: list[float] = []
+    replay: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for round_no in range(args.rounds):
+                first_kafka = round_no % 2 == 0
+                if first_kafka:
+                    kafka.append(kafka_round(broker, values, Path(folder), args.max_poll_records))
+                replay.append(replay_round(values, Path(folder)))
+                if not first_kafka:
+                    kafka.append(kafka_round(broker, values, Path(folder), args.max_poll_records))
+                print(f"round {round_no + 1}: kafka source {kafka[-1]:,.0f} events/s,"
+                      f" replay {replay[-1]:,.0f} events/s", flush=True)  # fmt: skip
+    finally:
+        stop(process)
+    ratios = [k / r for k, r in zip(kafka, replay, strict=True)]
+    print(
+        f"{args.events:,} events, max_poll_records {args.max_poll_records}, {args.rounds} rounds:"
+    )
+    print(f"  kafka source -> file: median {statistics.median(kafka):,.0f} events/s"
+          f" ({min(kafka):,.0f}-{max(kafka):,.0f})")  # fmt: skip
+    print(f"  replay -> file:       median {statistics.median(replay):,.0f} events/s"
+          f" ({min(replay):,.0f}-{max(replay):,.0f})")  # fmt: skip
+    print(f"  kafka / replay: median {statistics.median(ratios):.2f}"
+          f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
