@@ -128,6 +128,8 @@ def _detail(row: dict[str, Any]) -> str:
     parts = [
         f"{attempts} attempt{'s' if attempts != 1 else ''}" + (f", last {when}" if when else "")
     ]
+    if row["stage"] == "source":  # rejected input: never attempted
+        parts = [f"read {when}"]
     if row["status"] == "retrying" and row["next_attempt_at"]:
         parts.append(f"next {_short_time(row['next_attempt_at'])}")
     error = " ".join(str(row["error"] or row["stage"] or "").split())  # one line

@@ -234,7 +234,7 @@ def _rejected(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
             "status": REJECTED_STATUS,
             "attempts": 0,
             "status_code": None,
-            "error": f"{r[2]}: {r[3]}",
+            "error": r[3],
             "first_attempt_at": None,
             "last_attempt_at": None,
             "next_attempt_at": None,
