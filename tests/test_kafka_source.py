@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import sqlite3
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -24,11 +25,17 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from streamctl.bus.kafka import BusLocation
 from streamctl.cli.main import app
 from streamctl.config.loader import check_project
+from streamctl.core.kafka import client_security, message_key
 from streamctl.core.model import KafkaSourceConfig, SourceConfig
 from streamctl.core.rows import PartitionLag, RejectedInput
+from streamctl.destinations.kafka import KafkaDestination
 from streamctl.sources.kafka import KafkaSource, message_id
+from streamctl.store.db import SqliteStore
+from streamctl.store.postgres.store import PostgresStore
+from streamctl.store.queries import ErrorFilter
 from streamctl.store.queue import Overloaded
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
@@ -334,3 +341,61 @@ def test_a_refusing_ingest_pauses_the_source_which_drops_nothing_and_polls_a_bou
     assert taken == [f"m-{n}" for n in range(20)]  # each once, in order, none dropped
     assert ingest.refusals == 0 and max(map(len, ingest.batches)) <= 5
     assert [(g.committed, g.end_offset) for g in ingest.lags] == [(20, 20)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        opened: Any = SqliteStore.open(tmp_path / "state.db")
+    else:
+        opened = PostgresStore.open(request.getfixturevalue("postgres_url"))
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_both_stores_keep_rejected_input_for_errors_and_the_lag_for_status(store):
+    now = time.time()
+    store.record_rejected([
+        RejectedInput("orders", "orders/0@3", "not valid JSON", "{x", now - 100),
+        RejectedInput("orders", "orders/1@9", "an empty message", "", now),
+    ])  # fmt: skip
+    listed = store.list_errors(ErrorFilter())
+    assert [(r["id"], r["origin"], r["status"], r["stage"]) for r in listed] == [
+        ("r2", "orders/1@9", "rejected", "source"), ("r1", "orders/0@3", "rejected", "source"),
+    ]  # fmt: skip
+    assert store.list_errors(ErrorFilter(syncs=("orders-to-file",))) == []
+    assert store.list_errors(ErrorFilter(stages=("delivery",))) == []
+    assert len(store.list_errors(ErrorFilter(statuses=("rejected",), since=now - 10))) == 1
+    assert store.error_detail("r1")["excerpt"] == "{x"
+    assert store.error_detail("r99") is None
+
+    store.record_lag("orders", [PartitionLag("orders", "o", 0, 10, 4, now),
+                                PartitionLag("orders", "o", 1, 7, 7, now)])  # fmt: skip
+    store.record_lag("orders", [PartitionLag("orders", "o", 1, 9, 8, now)])  # a rebalance
+    store.record_lag("clicks", [PartitionLag("clicks", "c", 0, 5, 0, now)])
+    assert [(g.source, g.partition, g.lag) for g in store.partition_lags()] == [
+        ("clicks", 0, 5), ("orders", 1, 1),
+    ]  # fmt: skip
+    assert store.prune(50, now=now)["rejected_input"] == 1
+
+
+def test_one_helper_turns_the_sasl_and_tls_keys_into_client_options_for_all_three_clients():
+    assert client_security({}) == {"security_protocol": "PLAINTEXT"}
+    sasl = client_security({"security_protocol": "SASL_PLAINTEXT", "sasl_plain_username": "u",
+                            "sasl_plain_password": "p", "topics": ["ignored"]})  # fmt: skip
+    assert sasl == {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                    "sasl_plain_username": "u", "sasl_plain_password": "p"}  # fmt: skip
+    tls = client_security({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"})
+    assert isinstance(tls["ssl_context"], ssl.SSLContext)
+    assert tls["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    # The bus, the source and the destination all build their options with it.
+    bus = BusLocation.parse("kafka://k:9092/p?security_protocol=SSL")
+    assert isinstance(bus.security["ssl_context"], ssl.SSLContext)
+    options = KafkaDestination("d", {"bootstrap_servers": "k:9092", "topic": "t",
+        "security_protocol": "SASL_PLAINTEXT", "sasl_plain_username": "u",
+        "sasl_plain_password": "p"})._producer_options(5.0)  # fmt: skip
+    assert options["sasl_plain_password"] == "p" and options["sasl_mechanism"] == "PLAIN"
+    assert message_key({"userId": "u1", "anonymousId": "a"}) == b"u1"
+    assert message_key({"anonymousId": "a"}) == b"a" and message_key({}) is None
