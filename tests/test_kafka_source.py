@@ -399,3 +399,20 @@ def test_one_helper_turns_the_sasl_and_tls_keys_into_client_options_for_all_thre
     assert options["sasl_plain_password"] == "p" and options["sasl_mechanism"] == "PLAIN"
     assert message_key({"userId": "u1", "anonymousId": "a"}) == b"u1"
     assert message_key({"anonymousId": "a"}) == b"a" and message_key({}) is None
+
+
+def test_on_an_ingest_node_a_kafka_source_feeds_the_bus_and_a_worker_delivers(
+    tmp_path, kafka_broker, postgres_url
+):
+    from tests.test_kafka_bus import worker
+
+    orders, bus = topic(), f"kafka://{kafka_broker}/b{uuid.uuid4().hex[:8]}"
+    produce(kafka_broker, orders, [track(n) for n in range(5)])
+    root = write_project(
+        tmp_path / f"p{uuid.uuid4().hex[:8]}", {"orders": kafka(kafka_broker, orders)}
+    )
+    config = json.loads((root / "streamctl.yaml").read_text())
+    (root / "streamctl.yaml").write_text(json.dumps({**config, "store": postgres_url}))
+    with ListenerProcess(root, "--bus", bus), worker(root, bus):
+        wait_for(lambda: len(delivered(root)) == 5, "the 5 events through the bus")
+    assert sorted(line["message_id"] for line in delivered(root)) == [f"m-{n}" for n in range(5)]
