@@ -4,8 +4,10 @@
 
 Starts Tansu (the test suite's broker, memory storage), produces N Segment events to
 a fresh topic (one partition), then runs `streamctl run` with a `type: kafka` source
-reading it into the `file` destination, and times from the first event in the file
-to the last (the consumer group's join, seconds on Tansu, is left out). Each round
+reading it into the `file` destination, and times two rates, each from its first
+event on (the consumer group's join, seconds on Tansu, is left out): events stored
+(taken from the topic into the ingest queue, `streamctl_events_accepted_total` of
+`/metrics`) and events delivered (lines in the file). Each round
 also replays the same events from an NDJSON file (`streamctl replay --json`, the same
 sync, timed by its own report: start-up left out too) as the scale: rounds alternate which goes first, figures are medians, and the ratio
 kafka / replay is taken within each round. Wall-clock rates on one shared machine.
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,24 +97,46 @@ def lines(path: Path) -> int:
         return 0
 
 
-def kafka_round(broker: str, values: list[bytes], folder: Path, max_poll: int) -> float:
+def accepted(url: str) -> int:
+    """Events the kafka source stored (handed to the queue), from `run`'s /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    found = re.search(r'^streamctl_events_accepted_total\{source="orders"\} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def kafka_round(
+    broker: str, values: list[bytes], folder: Path, max_poll: int
+) -> tuple[float, float]:
+    """(events/s stored from the topic, events/s delivered into the file), each from its
+    first event on."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produce(broker, topic, values)
     source = {"type": "kafka", "brokers": [broker], "topics": [topic], "format": "segment",
               "max_poll_records": max_poll}  # fmt: skip
     root = project(folder / topic, source)
     out = root / "out.ndjson"
-    with ListenerProcess(root):
+    n = len(values)
+    with ListenerProcess(root) as run:
         deadline = time.monotonic() + 600
-        while (first := lines(out)) == 0:
+        while (first_stored := accepted(run.url)) == 0:
             assert time.monotonic() < deadline, "nothing consumed"
             time.sleep(0.01)
         began = time.perf_counter()
-        while (done := lines(out)) < len(values):
-            assert time.monotonic() < deadline, f"{done} of {len(values)} consumed"
+        stored_after = delivered_after = None
+        first_delivered = began_delivering = None
+        while stored_after is None or delivered_after is None:
+            assert time.monotonic() < deadline, "not everything consumed and delivered"
+            now = time.perf_counter()
+            if stored_after is None and accepted(run.url) >= n:
+                stored_after = now - began
+            done = lines(out)
+            if first_delivered is None and done:
+                first_delivered, began_delivering = done, now
+            if delivered_after is None and done >= n:
+                delivered_after = now - (began_delivering or began)
             time.sleep(0.01)
-        elapsed = time.perf_counter() - began
-    return (len(values) - first) / elapsed
+    delivered_from = first_delivered or 0
+    return (n - first_stored) / stored_after, (n - delivered_from) / delivered_after
 
 
 def replay_round(values: list[bytes], folder: Path) -> float:
@@ -137,6 +163,7 @@ def main() -> None:
     os.environ["PYTHONPATH"] = str(ROOT)  # `run` children import this checkout
     values = events(args.events)
     process, broker = start_tansu()
+    stored: list[float] = []
     kafka: list[float] = []
     replay: list[float] = []
     try:
@@ -144,23 +171,26 @@ def main() -> None:
             for round_no in range(args.rounds):
                 first_kafka = round_no % 2 == 0
                 if first_kafka:
-                    kafka.append(kafka_round(broker, values, Path(folder), args.max_poll_records))
+                    rates = kafka_round(broker, values, Path(folder), args.max_poll_records)
                 replay.append(replay_round(values, Path(folder)))
                 if not first_kafka:
-                    kafka.append(kafka_round(broker, values, Path(folder), args.max_poll_records))
-                print(f"round {round_no + 1}: kafka source {kafka[-1]:,.0f} events/s,"
-                      f" replay {replay[-1]:,.0f} events/s", flush=True)  # fmt: skip
+                    rates = kafka_round(broker, values, Path(folder), args.max_poll_records)
+                stored.append(rates[0])
+                kafka.append(rates[1])
+                print(f"round {round_no + 1}: kafka source stored {stored[-1]:,.0f} events/s,"
+                      f" delivered {kafka[-1]:,.0f} events/s; replay {replay[-1]:,.0f} events/s",
+                      flush=True)  # fmt: skip
     finally:
         stop(process)
     ratios = [k / r for k, r in zip(kafka, replay, strict=True)]
     print(
         f"{args.events:,} events, max_poll_records {args.max_poll_records}, {args.rounds} rounds:"
     )
-    print(f"  kafka source -> file: median {statistics.median(kafka):,.0f} events/s"
-          f" ({min(kafka):,.0f}-{max(kafka):,.0f})")  # fmt: skip
-    print(f"  replay -> file:       median {statistics.median(replay):,.0f} events/s"
-          f" ({min(replay):,.0f}-{max(replay):,.0f})")  # fmt: skip
-    print(f"  kafka / replay: median {statistics.median(ratios):.2f}"
+    for name, figures in (("kafka source stored", stored), ("kafka source -> file", kafka),
+                          ("replay -> file", replay)):  # fmt: skip
+        print(f"  {name + ':':22} median {statistics.median(figures):,.0f} events/s"
+              f" ({min(figures):,.0f}-{max(figures):,.0f})")  # fmt: skip
+    print(f"  kafka -> file / replay: median {statistics.median(ratios):.2f}"
           f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
 
 
