@@ -34,21 +34,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.listener_harness import ListenerProcess  # noqa: E402
+from tests.listener_harness import FILE_SYNC, ListenerProcess  # noqa: E402
 from tests.services import start_tansu, stop  # noqa: E402
-
-SYNC = """\
-name: orders-to-file
-source: orders
-destination: out
-event_types:
-  - type: custom
-    mappings:
-      required:
-        message_id: { field: messageId }
-        event: { field: event }
-        total: { field: properties.total }
-"""
 
 
 def events(n: int) -> list[bytes]:
@@ -80,12 +67,12 @@ def project(root: Path, source: dict[str, object]) -> Path:
         "version": 1,
         "store": ".streamctl/state.db",
         "listen": {"host": "127.0.0.1", "port": 0},
-        "sources": {"orders": source},
-        "destinations": {"out": {"type": "file", "config": {"path": "out.ndjson"}}},
+        "sources": {"web": source},
+        "destinations": {"local-file": {"type": "file", "config": {"path": "out.ndjson"}}},
     }
     (root / "streamctl.yaml").write_text(json.dumps(config))
     (root / "syncs").mkdir()
-    (root / "syncs" / "orders-to-file.yaml").write_text(SYNC)
+    (root / "syncs" / "web-to-file.yaml").write_text(FILE_SYNC)
     return root
 
 
@@ -100,7 +87,7 @@ def lines(path: Path) -> int:
 def accepted(url: str) -> int:
     """Events the kafka source stored (handed to the queue), from `run`'s /metrics."""
     text = httpx.get(f"{url}/metrics").text
-    found = re.search(r'^streamctl_events_accepted_total\{source="orders"\} (\S+)$', text, re.M)
+    found = re.search(r'^streamctl_events_accepted_total\{source="web"\} (\S+)$', text, re.M)
     return int(float(found.group(1))) if found else 0
 
 

@@ -155,17 +155,22 @@ def _select_newest(
     return rows
 
 
-def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
-    where = ["1 = 1"]
-    params: list[object] = []
-    if filters.status_codes:  # violations have no HTTP status
-        return []
+def _window(column: str, filters: ErrorFilter) -> tuple[list[str], list[object]]:
+    """The WHERE terms (and their parameters) of `--since` / `--until` on `column`."""
+    where, params = ["1 = 1"], list[object]()
     if filters.since is not None:
-        where.append("v.at >= ?")
+        where.append(f"{column} >= ?")
         params.append(filters.since)
     if filters.until is not None:
-        where.append("v.at < ?")
+        where.append(f"{column} < ?")
         params.append(filters.until)
+    return where, params
+
+
+def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
+    if filters.status_codes:  # violations have no HTTP status
+        return []
+    where, params = _window("v.at", filters)
     if filters.statuses:
         where.append(f"v.outcome IN ({_marks(filters.statuses)})")
         params.extend(filters.statuses)
@@ -213,13 +218,7 @@ def _lists_rejected(filters: ErrorFilter) -> bool:
 def _rejected(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     if not _has_table(store, "rejected_input"):  # a store written by an older streamctl
         return []
-    where, params = ["1 = 1"], list[object]()
-    if filters.since is not None:
-        where.append("at >= ?")
-        params.append(filters.since)
-    if filters.until is not None:
-        where.append("at < ?")
-        params.append(filters.until)
+    where, params = _window("at", filters)
     sql = (
         "SELECT id, source, origin, reason, at FROM rejected_input"
         f" WHERE {' AND '.join(where)} ORDER BY id DESC"
