@@ -182,6 +182,7 @@ def test_segment_and_json_messages_are_delivered_and_bad_ones_recorded_and_skipp
              for g in status["kafka_lag"] if g["partition"] == 0]  # fmt: skip
     assert sorted(first) == sorted([("orders", orders, 0, 8), ("raw", raw, 0, 3)])
     assert {g["lag"] for g in status["kafka_lag"]} == {0}
+    assert status["rejected_input"] == {"orders": 5, "raw": 1}
     assert (
         f'streamctl_kafka_source_lag{{partition="0",source="orders",topic="{orders}"}} 0.0'
         in metrics
@@ -370,6 +371,7 @@ def test_both_stores_keep_rejected_input_for_errors_and_the_lag_for_status(store
     assert len(store.list_errors(ErrorFilter(statuses=("rejected",), since=now - 10))) == 1
     assert store.error_detail("r1")["excerpt"] == "{x"
     assert store.error_detail("r99") is None
+    assert store.rejected_counts(now - 10) == {"orders": 1}
 
     store.record_lag("orders", [PartitionLag("orders", "o", 0, 10, 4, now),
                                 PartitionLag("orders", "o", 1, 7, 7, now)])  # fmt: skip

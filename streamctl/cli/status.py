@@ -61,10 +61,12 @@ def status(
     names = [s.name for s in project.syncs]
     trends: dict[str, SyncTrend] = {}
     lags: list[PartitionLag] = []
+    rejected: dict[str, int] = {}
     if store_exists(project):
         with closing(open_store(project, readonly=True)) as store:
             rows = store.sync_status(window_start, names)
             lags = store.partition_lags()
+            rejected = store.rejected_counts(window_start)
         with closing(StoreMetrics.for_project(project)) as metrics:
             trends = sync_trends(metrics, names, since=window_start, until=time.time())
     else:
@@ -75,13 +77,17 @@ def status(
     if syncs:
         rows = [r for r in rows if r["sync"] in set(syncs)]
     if as_json:
-        document = {"since": since, "syncs": rows, "kafka_lag": [lag_json(g) for g in lags]}
+        document = {"since": since, "syncs": rows, "kafka_lag": [lag_json(g) for g in lags],
+                    "rejected_input": rejected}  # fmt: skip
         typer.echo(redact(orjson.dumps(document).decode(), project.secrets))
         return
     stdout.print(status_table(rows, title=f"streamctl status, last {since}", trends=trends))
     if lags:
         stdout.print(Text("\nkafka source lag (messages not yet stored)", style="bold"))
         stdout.print(lag_table(lags, time.time()))
+    if rejected:
+        counts = ", ".join(f"{source} {count:,}" for source, count in rejected.items())
+        stdout.print(f"\nrejected input (`streamctl errors --stage source`): {counts}")
 
 
 def lag_json(lag: PartitionLag) -> dict[str, Any]:

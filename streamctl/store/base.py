@@ -152,6 +152,10 @@ class Store(Protocol):
         """Every Kafka source's last recorded lag, by source, topic and partition."""
         ...
 
+    def rejected_counts(self, since: float) -> dict[str, int]:
+        """How much input each source rejected since `since` (Unix seconds)."""
+        ...
+
     # -- retention -----------------------------------------------------------------------
 
     def prune(self, older_than: float, now: float | None = None) -> dict[str, int]:

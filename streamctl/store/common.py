@@ -91,3 +91,6 @@ class CommonOperations:
 
     def partition_lags(self: SqlReader) -> list[PartitionLag]:
         return queries.partition_lags(self)
+
+    def rejected_counts(self: SqlReader, since: float) -> dict[str, int]:
+        return queries.rejected_counts(self, since)

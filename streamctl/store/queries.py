@@ -271,6 +271,17 @@ def _rejected_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+def rejected_counts(store: SqlReader, since: float) -> dict[str, int]:
+    """Input each source rejected since `since` (`status`)."""
+    if not _has_table(store, "rejected_input"):
+        return {}
+    rows = store.rows(
+        "SELECT source, count(*) FROM rejected_input WHERE at >= ? GROUP BY source ORDER BY source",
+        [since],
+    )
+    return {source: int(count) for source, count in rows}
+
+
 def partition_lags(store: SqlReader) -> list[PartitionLag]:
     if not _has_table(store, "source_lag"):
         return []
