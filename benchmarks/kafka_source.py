@@ -7,7 +7,9 @@ a fresh topic (one partition), then runs `streamctl run` with a `type: kafka` so
 reading it into the `file` destination, and times two rates, each from its first
 event on (the consumer group's join, seconds on Tansu, is left out): events stored
 (taken from the topic into the ingest queue, `streamctl_events_accepted_total` of
-`/metrics`) and events delivered (lines in the file). Each round
+`/metrics`) and events delivered (lines in the file). A third figure is the source
+alone, in this process: polled, parsed and normalised, handed to an ingest that
+takes everything at once (no store, no delivery). Each round
 also replays the same events from an NDJSON file (`streamctl replay --json`, the same
 sync, timed by its own report: start-up left out too) as the scale: rounds alternate which goes first, figures are medians, and the ratio
 kafka / replay is taken within each round. Wall-clock rates on one shared machine.
@@ -34,6 +36,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streamctl.core.model import KafkaSourceConfig, SourceConfig  # noqa: E402
+from streamctl.sources.kafka import KafkaSource  # noqa: E402
 from tests.listener_harness import FILE_SYNC, ListenerProcess  # noqa: E402
 from tests.services import start_tansu, stop  # noqa: E402
 
@@ -121,9 +125,48 @@ def kafka_round(
                 first_delivered, began_delivering = done, now
             if delivered_after is None and done >= n:
                 delivered_after = now - (began_delivering or began)
-            time.sleep(0.01)
+            time.sleep(0.05)  # /metrics costs the process measured: not too often
     delivered_from = first_delivered or 0
     return (n - first_stored) / stored_after, (n - delivered_from) / delivered_after
+
+
+class Discard:
+    """An ingest that takes everything at once: the source's own cost, alone."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.first: tuple[float, int] | None = None
+
+    async def submit(self, source: str, events: list[dict[str, object]]) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter(), len(events))
+        self.taken += len(events)
+
+    async def record_rejected(self, rejected: object) -> None: ...
+
+    async def record_lag(self, source: str, lags: object) -> None: ...
+
+
+def consume_round(broker: str, values: list[bytes], max_poll: int) -> float:
+    """Events/s the source polls, parses and normalises, handed to `Discard`, in-process."""
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    produce(broker, topic, values)
+    config = KafkaSourceConfig(brokers=(broker,), group=f"g-{topic}", topics=(topic,),
+                               max_poll_records=max_poll)  # fmt: skip
+    ingest = Discard()
+    source = KafkaSource(SourceConfig("web", "kafka", kafka=config), ingest)
+
+    async def consume() -> float:
+        task = asyncio.create_task(source.run())
+        while ingest.taken < len(values):
+            await asyncio.sleep(0.01)
+        ended = time.perf_counter()
+        source.stopping.set()
+        await task
+        assert ingest.first is not None
+        return (len(values) - ingest.first[1]) / (ended - ingest.first[0])
+
+    return asyncio.run(consume())
 
 
 def replay_round(values: list[bytes], folder: Path) -> float:
@@ -151,6 +194,7 @@ def main() -> None:
     values = events(args.events)
     process, broker = start_tansu()
     stored: list[float] = []
+    alone: list[float] = []
     kafka: list[float] = []
     replay: list[float] = []
     try:
@@ -164,7 +208,9 @@ def main() -> None:
                     rates = kafka_round(broker, values, Path(folder), args.max_poll_records)
                 stored.append(rates[0])
                 kafka.append(rates[1])
-                print(f"round {round_no + 1}: kafka source stored {stored[-1]:,.0f} events/s,"
+                alone.append(consume_round(broker, values, args.max_poll_records))
+                print(f"round {round_no + 1}: source alone {alone[-1]:,.0f} events/s;"
+                      f" kafka source stored {stored[-1]:,.0f} events/s,"
                       f" delivered {kafka[-1]:,.0f} events/s; replay {replay[-1]:,.0f} events/s",
                       flush=True)  # fmt: skip
     finally:
@@ -173,7 +219,8 @@ def main() -> None:
     print(
         f"{args.events:,} events, max_poll_records {args.max_poll_records}, {args.rounds} rounds:"
     )
-    for name, figures in (("kafka source stored", stored), ("kafka source -> file", kafka),
+    for name, figures in (("source alone", alone), ("kafka source stored", stored),
+                          ("kafka source -> file", kafka),
                           ("replay -> file", replay)):  # fmt: skip
         print(f"  {name + ':':22} median {statistics.median(figures):,.0f} events/s"
               f" ({min(figures):,.0f}-{max(figures):,.0f})")  # fmt: skip
