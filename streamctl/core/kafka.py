@@ -17,6 +17,7 @@ brokers against the system's CA certificates unless `ssl_cafile` names others, a
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -55,3 +56,14 @@ def message_key(event: Event) -> bytes | None:
     land on one partition, in order; None for an event without either."""
     user = user_key(event)
     return user.encode() if user else None
+
+
+def quiet_client_logs() -> None:
+    """aiokafka logs every failed reconnect as an error (hundreds a minute while a broker
+    is down); with no logging configured Python prints them all on stderr. A NullHandler
+    keeps them off stderr; an application that configures logging still receives them.
+    Callers report the failures themselves (an outcome's error, a source's warning)."""
+    logging.getLogger("aiokafka").addHandler(_NULL_HANDLER)
+
+
+_NULL_HANDLER = logging.NullHandler()

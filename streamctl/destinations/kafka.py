@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,12 @@ import httpx
 import orjson
 
 from streamctl.core.events import Event, user_key
-from streamctl.core.kafka import SASL_MECHANISMS, SECURITY_PROTOCOLS, client_security
+from streamctl.core.kafka import (
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    client_security,
+    quiet_client_logs,
+)
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -248,7 +252,7 @@ class KafkaDestination(Destination):
             if self._producer is None:
                 from aiokafka import AIOKafkaProducer
 
-                _quiet_library_logs()
+                quiet_client_logs()
                 producer = AIOKafkaProducer(**self._producer_options(timeout))
                 try:
                     await producer.start()
@@ -302,17 +306,6 @@ def _key_bytes(payload: Payload) -> bytes:
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:
     with contextlib.suppress(Exception):
         await producer.stop()
-
-
-def _quiet_library_logs() -> None:
-    """aiokafka logs every failed reconnect as an error (hundreds a minute while a broker
-    is down); with no logging configured Python prints them all on stderr. A NullHandler
-    keeps them off stderr; an application that configures logging still receives them.
-    The outcome of each message carries the error either way."""
-    logging.getLogger("aiokafka").addHandler(_NULL_HANDLER)
-
-
-_NULL_HANDLER = logging.NullHandler()
 
 
 def _describe(exc: BaseException) -> str:

@@ -54,7 +54,7 @@ import orjson
 
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
-from streamctl.core.kafka import client_security
+from streamctl.core.kafka import client_security, quiet_client_logs
 from streamctl.core.model import KafkaSourceConfig, Project, SourceConfig
 from streamctl.core.rows import REJECTED_EXCERPT, PartitionLag, RejectedInput
 from streamctl.core.timestamps import format_timestamp
@@ -188,6 +188,7 @@ class KafkaSource:
     def consumer(self) -> AIOKafkaConsumer:
         from aiokafka import AIOKafkaConsumer
 
+        quiet_client_logs()
         config = self.config
         return AIOKafkaConsumer(
             *config.topics,
@@ -256,7 +257,8 @@ class KafkaSource:
         metrics.record_received(name, len(poll.events) + len(poll.rejected))
         if poll.rejected:
             metrics.record_rejected(name, "invalid", len(poll.rejected))
-            await self._until_taken(consumer, self.ingest.record_rejected, poll.rejected)
+            if not await self._until_taken(consumer, self.ingest.record_rejected, poll.rejected):
+                return  # stopped first: nothing of the poll committed, read again on start
         if poll.events:
             started = time.monotonic()
             if not await self._until_taken(consumer, self.ingest.submit, name, poll.events):
