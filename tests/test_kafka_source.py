@@ -152,7 +152,8 @@ def test_segment_and_json_messages_are_delivered_and_bad_ones_recorded_and_skipp
     produce(kafka_broker, raw, [b'{"kind": "push", "n": 1}', b'"just text"', b"\xff"])
     root = write_project(tmp_path / f"p{uuid.uuid4().hex[:8]}", {
         "orders": kafka(kafka_broker, orders),
-        "raw": kafka(kafka_broker, raw, format="json", event_name={"field": "kind"}),
+        "raw": {"type": "kafka", "brokers": [kafka_broker], "topic_pattern": f"^{raw}$",
+                "format": "json", "event_name": {"field": "kind"}},
     })  # fmt: skip
     with ListenerProcess(root) as run:
         wait_for(lambda: len(delivered(root)) == 5, "5 events in the file")
