@@ -82,8 +82,8 @@ def produce(broker: str, topic: str, values: Sequence[bytes]) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
         await producer.start()
         try:
-            for value in values:
-                await producer.send_and_wait(topic, value, partition=0)  # in order
+            sent = [await producer.send(topic, value, partition=0) for value in values]
+            await asyncio.gather(*sent)  # one partition: in order
         finally:
             await producer.stop()
 
@@ -217,6 +217,24 @@ def test_every_message_is_delivered_once_across_restarts_and_a_reread_is_deduped
         wait_for(lambda: duplicates(root) == 30, "the 30 read again recorded as duplicates")
     counts = Counter(line["message_id"] for line in delivered(root))
     assert len(counts) == 30 and set(counts.values()) == {1}
+
+
+def test_a_run_killed_mid_way_loses_nothing_and_records_each_event_once(tmp_path, kafka_broker):
+    orders = topic()
+    produce(kafka_broker, orders, [track(n) for n in range(3000)])
+    root = write_project(
+        tmp_path / f"p{uuid.uuid4().hex[:8]}", {"orders": kafka(kafka_broker, orders)}
+    )
+    with ListenerProcess(root) as run:
+        wait_for(lambda: len(delivered(root)) > 0, "the first deliveries")
+        run.kill()  # kill -9: what was stored and not committed is read again
+    with ListenerProcess(root):
+        wait_for(lambda: len({line["message_id"] for line in delivered(root)}) == 3000, "all 3000")
+    with sqlite3.connect(root / ".streamctl" / "state.db") as conn:
+        recorded = conn.execute(
+            "SELECT count(*), count(DISTINCT message_id) FROM events WHERE duplicate = 0"
+        ).fetchone()
+    assert recorded == (3000, 3000)
 
 
 def duplicates(root: Path) -> int:
