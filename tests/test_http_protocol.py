@@ -254,6 +254,41 @@ def test_headers_just_under_the_limit_are_served(listener: ListenerThread) -> No
     assert status == 200 and json.loads(body) == {"status": "ok"}
 
 
+def test_headers_after_a_request_in_the_same_read_count_against_the_limit(
+    listener: ListenerThread,
+) -> None:
+    # One packet: a whole request, then 40 KB of the next one's headers that never end.
+    # Counted from their first byte, they pass the 32 KB limit now: 431. Fed uncounted,
+    # they were held, with room for another 32 KB, until the header timeout (408).
+    with connect(listener) as sock:
+        unfinished = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (40 * 1024)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + unfinished)
+        answers = responses(read_until_closed(sock))
+    assert [status for status, _, _ in answers] == [200, 431], answers
+    assert_json_error(*answers[1], 431)
+
+
+def test_requests_after_bodies_in_the_same_read_are_each_answered(
+    listener: ListenerThread,
+) -> None:
+    # Each part is fed on its own (a Content-Length body, a chunked one whose data holds
+    # a blank line, then a request with headers near the limit): all answered.
+    ids = [f"parts-{uuid.uuid4()}" for _ in range(2)]
+    body = json.dumps({"userId": "u1", "event": "E\r\n\r\n", "messageId": ids[1]}).encode()
+    auth = basic(WEB_KEY)["Authorization"]
+    chunked = (
+        f"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    padding = b"X-Padding: " + b"a" * (30 * 1024) + b"\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + padding + b"\r\n"
+    with connect(listener) as sock:
+        sock.sendall(track_request(ids[0]) + chunked + last)
+        answers = responses(read_until_closed(sock))
+    assert [status for status, _, _ in answers] == [200, 200, 200], answers
+    assert set(ids) <= stored_ids(listener)
+
+
 # -- protocol errors ---------------------------------------------------------------------
 
 
