@@ -17,8 +17,9 @@ Every request to the tracking API goes: authenticate (HTTP Basic with the write 
 as user name, `?writeKey=` in the URL, or `writeKey` in the body; the key picks the
 source) -> read the body within 500 KB (64 KB for beacons), gunzipping incrementally
 so a small gzip bomb cannot grow past the cap -> parse with orjson -> strip every
-write key from it (`writeKey` at the top and in each batch event; any other place a
-configured key's text appears is redacted) -> normalise every event (32 KB each as
+write key from it (`writeKey` at the top and in each batch event; any other place the
+text of a write key, a webhook secret or a destination's secret config field appears,
+however JSON escapes it, is redacted) -> normalise every event (32 KB each as
 stored, at most 2500 per batch, a userId or anonymousId each) -> hand them to the
 group committer and wait until they are in SQLite -> `{"success": true}`. Refusals
 answer like Segment's API, `{"success": false, "code": ..., "message": ...}`: 400 bad
@@ -41,6 +42,7 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -52,10 +54,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from streamctl.config.secrets import MIN_SECRET_LENGTH
+from streamctl.config.secrets import JSON_SHORT_ESCAPES, MIN_SECRET_LENGTH, secret_strings
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SourceConfig
+from streamctl.destinations.registry import CATALOG
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED, TailFilter
 from streamctl.sources.normalise import (
@@ -116,8 +119,9 @@ class SourceDirectory:
     # Write keys and the project's secrets (webhook secrets, credentials): no webhook
     # header holding one is stored.
     secrets: frozenset[str] = frozenset()
-    # Every write key as bytes, to look for in raw bodies.
-    write_keys: tuple[bytes, ...] = ()
+    # Credentials whose text is redacted wherever it stands in a body (write keys,
+    # webhook secrets, destinations' secret config fields), as bytes for raw bodies.
+    body_secrets: tuple[bytes, ...] = ()
 
     @classmethod
     def of(cls, project: Project) -> SourceDirectory:
@@ -129,7 +133,13 @@ class SourceDirectory:
             elif source.type == "webhook":
                 webhooks[source.name] = source
         secrets = project.secrets | {key for key in by_key if len(key) >= MIN_SECRET_LENGTH}
-        return cls(by_key, webhooks, secrets, tuple(key.encode() for key in by_key if key))
+        credentials = {key for key in by_key if key}
+        credentials |= secret_strings([source.secret for source in webhooks.values()])
+        for destination in project.destinations.values():
+            entry = CATALOG.get(destination.type)
+            secret = entry.catalog.secret_fields if entry else frozenset()
+            credentials |= secret_strings([v for k, v in destination.config.items() if k in secret])
+        return cls(by_key, webhooks, secrets, tuple(c.encode() for c in sorted(credentials)))
 
 
 class Rejected(Exception):
@@ -253,7 +263,7 @@ class IngestApp:
             self._listener.check_room()  # and a full queue before parsing it
             body = await request.body(limit)
             payload = parse_json(body)
-            body_key = strip_write_keys(payload, body, self.directory().write_keys)
+            body_key = strip_write_keys(payload, body, self.directory().body_secrets)
             if given_key is None:
                 source = self._source_for(body_key).name
             events = collect_events(payload, CALLS[call], body_size=len(body), limit=limit)
@@ -310,6 +320,10 @@ class IngestApp:
                 content_type = headers.get("content-type", "")
                 secrets = self.directory().secrets
                 event = webhook_event(source, raw, headers, content_type, secrets)
+                # Any text may spell a credential (JSON escapes, form encoding): look always.
+                body_secrets = self.directory().body_secrets
+                properties = event["properties"]
+                properties["body"] = redact_text(properties["body"], _texts(body_secrets))
                 events = [normalise(event, received_at=datetime.now(UTC))]
             except EventError as exc:
                 code = "signature" if exc.status_code == 401 else "invalid"
@@ -498,13 +512,15 @@ def query_write_key(query_string: bytes) -> str | None:
     return None
 
 
-def strip_write_keys(payload: dict[str, Any], body: bytes, keys: tuple[bytes, ...]) -> Any:
+def strip_write_keys(payload: dict[str, Any], body: bytes, secrets: tuple[bytes, ...]) -> Any:
     """Remove every write key from a parsed body; returns the top-level `writeKey`.
 
     `writeKey` is removed at the top and from each event of a `batch` (Segment's
-    analytics-next puts it in both). A configured key's text anywhere else in the
-    body (a property, a context field, a key) is replaced by `[redacted]`: the raw
-    body is searched first, so a body without one costs a substring search per key.
+    analytics-next puts it in both). A credential's text (`secrets`: write keys, webhook
+    secrets, destination keys) anywhere else in the body (a property, a context field,
+    a key) is replaced by `[redacted]`. The raw body is searched first, so a body without
+    one costs a substring search per credential; a body with JSON escapes that could
+    spell one (`\\u0062ench-key` is `bench-key`) is searched once parsed.
     """
     top_key = payload.pop("writeKey", None)
     stripped = [top_key]
@@ -513,15 +529,40 @@ def strip_write_keys(payload: dict[str, Any], body: bytes, keys: tuple[bytes, ..
         for event in batch:
             if isinstance(event, dict) and "writeKey" in event:
                 stripped.append(event.pop("writeKey"))
-    for key in keys:
-        if body.count(key) > sum(isinstance(v, str) and v.encode() == key for v in stripped):
-            redact_text(payload, frozenset(k.decode() for k in keys))
-            break
+    if _may_spell_escaped(body, secrets) or any(
+        body.count(secret) > sum(isinstance(v, str) and v.encode() == secret for v in stripped)
+        for secret in secrets
+    ):
+        redact_text(payload, _texts(secrets))
     return top_key
 
 
-def redact_text(value: Any, secrets: frozenset[str]) -> None:
-    """Replace each secret in the strings (values and keys) of a JSON value, in place.
+# Each character JSON has a short escape for, as a byte, and that escape (`\\u` is any).
+_SHORT_ESCAPES = {ord(c): ("\\" + e).encode() for c, e in JSON_SHORT_ESCAPES.items()}
+
+
+def _may_spell_escaped(body: bytes, secrets: tuple[bytes, ...]) -> bool:
+    """Whether a JSON escape in `body` could spell a character of a credential."""
+    if b"\\" not in body:  # the common case: no escape at all
+        return False
+    if b"\\u" in body:
+        return True
+    return any(
+        _SHORT_ESCAPES[char] in body
+        for secret in secrets
+        for char in secret
+        if char in _SHORT_ESCAPES
+    )
+
+
+@lru_cache(maxsize=16)
+def _texts(secrets: tuple[bytes, ...]) -> frozenset[str]:
+    return frozenset(secret.decode() for secret in secrets)
+
+
+def redact_text(value: Any, secrets: frozenset[str]) -> Any:
+    """Replace each secret in the strings (values and keys) of a JSON value, in place;
+    returns the value (a new one when it is a string).
 
     Iterative: a body may nest 1,000 levels deep, past Python's recursion limit.
     """
@@ -532,6 +573,8 @@ def redact_text(value: Any, secrets: frozenset[str]) -> None:
                 text = text.replace(secret, REDACTED)
         return text
 
+    if isinstance(value, str):
+        return clean(value)
     stack = [value]
     while stack:
         node = stack.pop()
@@ -552,6 +595,7 @@ def redact_text(value: Any, secrets: frozenset[str]) -> None:
                     node[index] = clean(item)
                 elif isinstance(item, dict | list):
                     stack.append(item)
+    return value
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
