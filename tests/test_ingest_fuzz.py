@@ -3,7 +3,8 @@
 Requests mix valid and hostile parts: every call type and endpoint (tracking API,
 browser short forms, beacons, webhooks), each auth form, timestamps of every type and
 range, batch-level context, deep nesting, numbers JSON cannot hold, bodies that are
-not JSON, bad gzip, odd methods; and raw bytes on a socket. What must hold for each:
+not JSON, Latin-1 bytes, charsets and media types JSON parsers do not expect, gzip,
+bad gzip and encodings the API refuses, odd methods; and raw bytes on a socket. What must hold for each:
 no 5xx, every error answered with the JSON error shape, and every event of a 200 in
 the store. `derandomize=True`: the same examples on every run (no flaky failures, no
 example database), bounded to a few seconds.
@@ -168,10 +169,24 @@ def assert_error_shape(status: int, content_type: str, body: bytes) -> None:
     path=st.sampled_from(PATHS),
     auth=AUTH,
     body_and_events=bodies(),
-    encoding=st.sampled_from([None] * 6 + ["gzip", "broken-gzip", "br"]),
-    content_type=st.sampled_from(
-        ["application/json", "text/plain", "", "application/x-www-form-urlencoded"]
+    encoding=st.sampled_from(
+        [None] * 6 + ["gzip", "broken-gzip", "br", "GZIP", "x-gzip", "gzip, identity", "deflate"]
     ),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "",
+            "application/x-www-form-urlencoded",
+            "application/json; charset=latin-1",
+            "text/plain;charset=ISO-8859-1",
+            "application/x-www-form-urlencoded; charset=latin-1",
+            "application/json; charset=utf-16",
+            "multipart/form-data; boundary=x",
+            "application/vnd.api+json",
+        ]
+    ),
+    latin1=st.booleans(),
 )
 def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     listener: ListenerThread,
@@ -182,8 +197,11 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     body_and_events: tuple[bytes, list[dict[str, Any]]],
     encoding: str | None,
     content_type: str,
+    latin1: bool,
 ) -> None:
     body, sent_events = body_and_events
+    if latin1:  # the text as Latin-1 bytes (what charset=latin-1 says), not UTF-8
+        body = body.decode("utf-8", "replace").encode("latin-1", "replace") + b"\xe9"
     headers = {"Origin": "https://shop.example"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -192,8 +210,8 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     elif auth == "wrong":
         headers["Authorization"] = "Basic !!!"
     url = path + (f"?writeKey={WEB_KEY}" if auth == "query" else "")
-    if encoding == "gzip":
-        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    if encoding in ("gzip", "GZIP"):
+        body, headers["Content-Encoding"] = gzip.compress(body), encoding
     elif encoding is not None:
         headers["Content-Encoding"] = "gzip" if encoding == "broken-gzip" else encoding
     reply = client.request(method, url, content=body, headers=headers)
