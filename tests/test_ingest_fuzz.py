@@ -226,6 +226,62 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
         assert {event["messageId"] for event in sent_events} <= stored
 
 
+CHARSETS = [
+    "utf-8", "latin-1", "ISO-8859-1", "windows-1252", "utf-16", "utf-32", "ascii",
+    "unicode_escape", "base64", "idna", "no-such-charset", '"utf-8"', "",
+]  # fmt: skip
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(
+        ["/webhooks/plain", "/webhooks/stripe", f"/beacon/v1/batch?writeKey={WEB_KEY}"]
+    ),
+    media_type=st.sampled_from(
+        ["application/json", "text/plain", "application/x-www-form-urlencoded", "", "text/csv"]
+    ),
+    charset=st.sampled_from(CHARSETS),
+    text=st.one_of(
+        st.text(max_size=40),
+        st.builds(json.dumps, VALUES),
+        st.builds(
+            lambda d: "&".join(f"{k}={v}" for k, v in d.items()),
+            st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+        ),
+    ),
+    raw=st.one_of(st.none(), st.binary(max_size=40)),
+    gzipped=st.booleans(),
+)
+def test_webhooks_and_beacons_in_any_charset_answer_json_never_5xx_and_store_every_200(
+    listener: ListenerThread,
+    client: httpx.Client,
+    path: str,
+    media_type: str,
+    charset: str,
+    text: str,
+    raw: bytes | None,
+    gzipped: bool,
+) -> None:
+    # The body in the charset it declares (or raw bytes whatever it declares).
+    codec = charset.strip('"') if charset not in ("", "no-such-charset") else "utf-8"
+    try:
+        body = text.encode(codec) if raw is None else raw
+    except (LookupError, UnicodeError, TypeError):
+        body = text.encode("utf-8", "surrogatepass")
+    delivery_id = f"fuzz-hook-{uuid.uuid4()}"
+    headers = {"Webhook-Id": delivery_id}
+    if media_type:
+        headers["Content-Type"] = media_type + (f"; charset={charset}" if charset else "")
+    if gzipped:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    reply = client.post(path, content=body, headers=headers)
+    hypothesis.event(f"{path.split('/')[1]} {reply.status_code}")
+    if reply.status_code != 200:
+        assert_error_shape(reply.status_code, reply.headers.get("content-type", ""), reply.content)
+    elif path.startswith("/webhooks/"):
+        assert delivery_id in {event["messageId"] for _, event in listener.queued()}
+
+
 @settings(FUZZ, max_examples=40)  # an unfinished request waits for a timeout
 @given(
     prefix=st.sampled_from([b"", b"POST /v1/track HTTP/1.1\r\n", b"GET /healthz HTTP/1.1\r\n"]),

@@ -440,3 +440,25 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
         # Refused before its body is read: even a body that is not JSON gets the 429.
         garbled = http.post("/v1/track", content=b"{not json", headers=basic(WEB_KEY))
         assert (garbled.status_code, garbled.json()["code"]) == (429, "overloaded")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("application/x-www-form-urlencoded; charset=latin-1", b"note=caf\xe9", {"note": "café"}),
+        ("application/x-www-form-urlencoded; charset=ISO-8859-1", b"note=caf%E9", {"note": "café"}),
+        ("text/plain; charset=latin-1", b"caf\xe9", "café"),
+        ("application/json; charset=windows-1252", b'{"note": "caf\xe9 \x80"}', {"note": "café €"}),
+        ("text/plain; charset=base64", b"caf\xc3\xa9", "café"),  # no text charset: UTF-8
+        ("text/plain", b"caf\xe9", "caf\ufffd"),  # not UTF-8, and no charset said
+    ],
+)
+def test_a_webhook_body_is_read_in_the_charset_its_content_type_names(
+    listener, client, content_type, body, expected
+):
+    delivery_id = f"charset-{hashlib.sha256(content_type.encode() + body).hexdigest()[:12]}"
+    headers = {"Content-Type": content_type, "Webhook-Id": delivery_id}
+    reply = client.post("/webhooks/plain", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    [(_, event)] = stored(listener, delivery_id)
+    assert event["properties"]["body"] == expected
