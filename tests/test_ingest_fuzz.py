@@ -139,6 +139,7 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]]]:
 PATHS = [
     "/v1/track", "/v1/t", "/v1/identify", "/v1/page", "/v1/batch", "/v1/b",
     "/beacon/v1/batch", "/webhooks/plain", "/webhooks/stripe", "/v1/nope", "/healthz",
+    "/readyz", "/metrics", "/webhooks/nope", "/beacon/v1/nope",
 ]  # fmt: skip
 AUTH = st.sampled_from(["basic", "basic", "query", "none", "wrong"])
 

@@ -26,8 +26,9 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.config.loader import load_project
-from streamctl.sources.http_api import MAX_BEACON_BYTES, SourceDirectory, strip_write_keys
+from streamctl.sources.http_api import MAX_BEACON_BYTES, SourceDirectory
 from streamctl.sources.normalise import MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+from streamctl.sources.redaction import strip_write_keys
 from tests.listener_harness import (
     BASE_CONFIG,
     HOOK_SECRET,
@@ -272,7 +273,7 @@ def test_credentials_spelled_with_json_escapes_are_redacted_on_every_output_path
     )
     assert reply.status_code == 200, reply.text
     # A webhook body with the secrets escaped (JSON) and percent-encoded (a form field).
-    hook_raw = json.dumps({"type": "charge.succeeded", "note": escaped(WEB_KEY)})
+    hook_raw = json.dumps({"type": f"charge.{escaped(WEB_KEY)}", "note": escaped(WEB_KEY)})
     hook_raw = hook_raw.replace("\\\\", "\\").encode()  # the escapes as escapes
     signature = hmac.new(HOOK_SECRET.encode(), hook_raw, hashlib.sha256).hexdigest()
     reply = httpx.post(
@@ -290,6 +291,7 @@ def test_credentials_spelled_with_json_escapes_are_redacted_on_every_output_path
         "hook": "[redacted]",
     }
     assert events[hook_id]["properties"]["body"]["note"] == "[redacted]"
+    assert events[hook_id]["event"] == "charge.[redacted]"  # the name is read after redaction
     root = str(listener.project.root)
     explained = [
         CliRunner().invoke(app, ["explain", message_id, "--json", "--project", root])

@@ -42,7 +42,6 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -54,7 +53,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from streamctl.config.secrets import JSON_SHORT_ESCAPES, MIN_SECRET_LENGTH, secret_strings
+from streamctl.config.secrets import MIN_SECRET_LENGTH, secret_strings
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SourceConfig
@@ -67,6 +66,7 @@ from streamctl.sources.normalise import (
     BatchShared,
     normalise,
 )
+from streamctl.sources.redaction import strip_write_keys
 from streamctl.sources.webhook import verify_signature, webhook_event
 from streamctl.store.queue import Overloaded
 
@@ -86,7 +86,6 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 # navigator.sendBeacon bodies are at most 64 KB (the browsers' quota per page).
 MAX_BEACON_BYTES = 64 * 1024
-REDACTED = "[redacted]"
 OK_BODY = b'{"success":true}'
 _OK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"16"))
 PREFLIGHT_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Requested-With"
@@ -318,12 +317,10 @@ class IngestApp:
             try:
                 verify_signature(raw, headers, source)
                 content_type = headers.get("content-type", "")
-                secrets = self.directory().secrets
-                event = webhook_event(source, raw, headers, content_type, secrets)
-                # Any text may spell a credential (JSON escapes, form encoding): look always.
-                body_secrets = self.directory().body_secrets
-                properties = event["properties"]
-                properties["body"] = redact_text(properties["body"], _texts(body_secrets))
+                directory = self.directory()
+                event = webhook_event(
+                    source, raw, headers, content_type, directory.secrets, directory.body_secrets
+                )
                 events = [normalise(event, received_at=datetime.now(UTC))]
             except EventError as exc:
                 code = "signature" if exc.status_code == 401 else "invalid"
@@ -510,92 +507,6 @@ def query_write_key(query_string: bytes) -> str | None:
         if name == "writeKey":
             return value
     return None
-
-
-def strip_write_keys(payload: dict[str, Any], body: bytes, secrets: tuple[bytes, ...]) -> Any:
-    """Remove every write key from a parsed body; returns the top-level `writeKey`.
-
-    `writeKey` is removed at the top and from each event of a `batch` (Segment's
-    analytics-next puts it in both). A credential's text (`secrets`: write keys, webhook
-    secrets, destination keys) anywhere else in the body (a property, a context field,
-    a key) is replaced by `[redacted]`. The raw body is searched first, so a body without
-    one costs a substring search per credential; a body with JSON escapes that could
-    spell one (`\\u0062ench-key` is `bench-key`) is searched once parsed.
-    """
-    top_key = payload.pop("writeKey", None)
-    stripped = [top_key]
-    batch = payload.get("batch")
-    if isinstance(batch, list):
-        for event in batch:
-            if isinstance(event, dict) and "writeKey" in event:
-                stripped.append(event.pop("writeKey"))
-    if _may_spell_escaped(body, secrets) or any(
-        body.count(secret) > sum(isinstance(v, str) and v.encode() == secret for v in stripped)
-        for secret in secrets
-    ):
-        redact_text(payload, _texts(secrets))
-    return top_key
-
-
-# Each character JSON has a short escape for, as a byte, and that escape (`\\u` is any).
-_SHORT_ESCAPES = {ord(c): ("\\" + e).encode() for c, e in JSON_SHORT_ESCAPES.items()}
-
-
-def _may_spell_escaped(body: bytes, secrets: tuple[bytes, ...]) -> bool:
-    """Whether a JSON escape in `body` could spell a character of a credential."""
-    if b"\\" not in body:  # the common case: no escape at all
-        return False
-    if b"\\u" in body:
-        return True
-    return any(
-        _SHORT_ESCAPES[char] in body
-        for secret in secrets
-        for char in secret
-        if char in _SHORT_ESCAPES
-    )
-
-
-@lru_cache(maxsize=16)
-def _texts(secrets: tuple[bytes, ...]) -> frozenset[str]:
-    return frozenset(secret.decode() for secret in secrets)
-
-
-def redact_text(value: Any, secrets: frozenset[str]) -> Any:
-    """Replace each secret in the strings (values and keys) of a JSON value, in place;
-    returns the value (a new one when it is a string).
-
-    Iterative: a body may nest 1,000 levels deep, past Python's recursion limit.
-    """
-
-    def clean(text: str) -> str:
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    if isinstance(value, str):
-        return clean(value)
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for name in list(node):
-                item = node[name]
-                if isinstance(item, str):
-                    item = clean(item)
-                elif isinstance(item, dict | list):
-                    stack.append(item)
-                cleaned = clean(name)
-                if cleaned != name:
-                    del node[name]
-                node[cleaned] = item
-        elif isinstance(node, list):
-            for index, item in enumerate(node):
-                if isinstance(item, str):
-                    node[index] = clean(item)
-                elif isinstance(item, dict | list):
-                    stack.append(item)
-    return value
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

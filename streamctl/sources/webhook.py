@@ -30,6 +30,7 @@ from streamctl.core.errors import EventError
 from streamctl.core.events import Event
 from streamctl.core.model import SourceConfig
 from streamctl.mappings.paths import Getter, compile_path
+from streamctl.sources.redaction import redact_text, texts
 
 # Never stored: they authenticate the sender, and anyone reading events must not reuse them.
 SENSITIVE_HEADERS = frozenset(
@@ -88,12 +89,15 @@ def webhook_event(
     headers: Mapping[str, str],
     content_type: str = "",
     secrets: Collection[str] = (),
+    body_secrets: tuple[bytes, ...] = (),
 ) -> Event:
     """The `track` event for one webhook request (not yet normalised).
 
     `secrets`: every secret of the configuration (webhook secrets, write keys); a
-    header whose value holds one is not stored."""
-    body = parse_body(raw_body, content_type)
+    header whose value holds one is not stored. `body_secrets`: the credentials whose
+    text is redacted in the body (before the event name is read from it); any text
+    may spell one (JSON escapes, form encoding), so the parsed body is searched."""
+    body = redact_text(parse_body(raw_body, content_type), texts(body_secrets))
     event: Event = {
         "type": "track",
         "event": _event_name(source, body),
