@@ -37,9 +37,11 @@ def write_project(
 
 
 @contextmanager
-def worker(root: Path, bus: str) -> Iterator[subprocess.Popen[str]]:
+def worker(root: Path, bus: str | None) -> Iterator[subprocess.Popen[str]]:
+    """`streamctl worker` on `bus` (None: the project's `bus:`)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamctl", "worker", "--project", str(root), "--bus", bus],
+        [sys.executable, "-m", "streamctl", "worker", "--project", str(root)]
+        + (["--bus", bus] if bus else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -141,7 +143,7 @@ def test_the_broker_restarted_under_load_loses_nothing_answered_200(
     bus = {"url": f"kafka://{address}/restart", "timeout": 1}  # bus: in streamctl.yaml
     root = write_project(tmp_path / "project", postgres_url, sink.url, bus)
     try:
-        with ListenerProcess(root) as ingest, worker(root, str(bus["url"])) as first:
+        with ListenerProcess(root) as ingest, worker(root, None) as first:
             load = Load(ingest.url, "r", size=20)
             try:
                 wait_for(lambda: len(load.accepted()) >= 100, what="load accepted")
@@ -152,7 +154,7 @@ def test_the_broker_restarted_under_load_loses_nothing_answered_200(
                 first.wait(10)
                 back = time.monotonic()
                 broker, _ = start_tansu(port=port, object_store=object_store)
-                with worker(root, str(bus["url"])):
+                with worker(root, None):
                     accepted_before = len(load.accepted())
                     wait_for(
                         lambda: len(load.accepted()) >= accepted_before + 100,
