@@ -235,3 +235,24 @@ def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
             loader.join(30)
         assert not loader.is_alive()
         wait_for(lambda: set(accepted) <= set(sink.received), what="every event answered 200")
+
+
+def test_a_worker_waits_while_the_database_is_away_and_loses_nothing(
+    tmp_path, kafka_broker, postgres, postgres_url, sink
+):
+    bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}"
+    root = write_project(tmp_path / "project", postgres_url, sink.url)
+    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as consumer:
+        assert post_batch(ingest.url, ["before-1"]) == 200
+        wait_for(lambda: "before-1" in sink.received, what="the first event delivered")
+        postgres.stop()
+        try:
+            during = [f"during-{i}" for i in range(50)]
+            assert post_batch(ingest.url, during) == 200  # an ingest node needs no database
+            time.sleep(1)  # the worker polls them and finds the store away (no condition to poll)
+        finally:
+            postgres.start()
+        wait_for(lambda: set(during) <= set(sink.received), what="every event delivered")
+        assert consumer.poll() is None  # it waited; it did not exit
+    rows = recorded(postgres_url)
+    assert len(rows) == 51 and {count for _, count in rows} == {1}
