@@ -21,7 +21,8 @@ PostgreSQL started once for the run (pgserver, fsync on), which the workers shar
 The load starts once the workers' consumer group is stable with N members (a
 rebalance stops consumption for several seconds on Tansu). Bus rounds alternate with
 the `--workers` rounds. Memory: the RSS of the ingest node, of each worker and of the
-broker, first (after the warm-up) and largest, sampled every second.
+broker, sampled every second from the warm-up to the end of the drain: the first, the
+last and the largest.
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ def one_round(
 
 
 class ProcessMemory:
-    """The RSS of named processes, the first sample and the largest, every second."""
+    """The RSS of named processes, sampled every second: the first, last and largest."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
         self.largest: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -145,6 +147,7 @@ class ProcessMemory:
             for name, pid in self.pids.items():
                 rss = rss_kib(pid)
                 self.first.setdefault(name, rss)
+                self.last[name] = rss
                 self.largest[name] = max(self.largest.get(name, 0), rss)
             if self._stop.wait(1.0):
                 return
@@ -280,7 +283,7 @@ def main() -> None:
                 print(
                     f"round {round_ + 1} --bus, {n} workers: {sustained:,.0f} events/s end to end "
                     f"({accepted:,.0f}/s accepted, {drain:,.0f}/s delivered after the load; "
-                    f"RSS first->largest MiB: {memory})",
+                    f"RSS MiB first->last (largest): {memory})",
                     flush=True,
                 )
                 continue
