@@ -153,11 +153,12 @@ class ProcessMemory:
                 return
 
     def stop(self) -> str:
-        """ "name first->largest MiB, ..." once sampling stopped."""
+        """`name first->last (largest)` in MiB for each process, once sampling stopped."""
         self._stop.set()
         self._thread.join()
         return ", ".join(
-            f"{name} {self.first[name] // 1024}->{self.largest[name] // 1024}" for name in self.pids
+            f"{name} {self.first[name] >> 10}->{self.last[name] >> 10} ({self.largest[name] >> 10})"
+            for name in self.pids
         )
 
 
