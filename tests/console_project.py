@@ -2,8 +2,9 @@
 fake webhook that fails `Will Fail` events until told to recover (tests/test_console_*).
 
     root = write_project(path, console_config(destination.url, store), {"web-to-hook": SYNC})
-    track(proc.url, "ok-1", "Signed Up", plan="pro")
-    assert wait_for(lambda: status_of(proc.url, "fail-1") == "archived")
+    feed(proc.url)                        # 30 delivered, 3 filtered, fail-1 archived
+    track(proc.url, "ok-99", "Signed Up", plan="pro")
+    assert wait_for(lambda: status_of(proc.url, "ok-99") == "delivered")
 """
 
 from __future__ import annotations
@@ -102,3 +103,14 @@ def status_of(url: str, message_id: str) -> str | None:
     html = httpx.get(f"{url}/console/debugger/events/{message_id}").text
     found = re.search(r'class="badge (\w+)"', html)
     return found.group(1) if found else None
+
+
+def feed(url: str) -> None:
+    """What the console's tests expect of a fresh `run`: 30 events delivered, 3 filtered
+    (`Ignored`), and `fail-1` archived after its one attempt got a 500."""
+    for i in range(30):
+        track(url, f"ok-{i}", "Signed Up", plan="pro", n=i)
+    for i in range(3):
+        track(url, f"skip-{i}", "Ignored")
+    track(url, "fail-1", "Will Fail", note=f"carries {HOOK_TOKEN}")
+    assert wait_for(lambda: status_of(url, "fail-1") == "archived")

@@ -25,6 +25,7 @@ from tests.console_project import (
     SYNC,
     Destination,
     console_config,
+    feed,
     status_of,
     track,
     wait_for,
@@ -65,12 +66,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, destination: FakeServer) -
 @pytest.fixture(scope="module")
 def running(project: Path, destination: FakeServer):  # type: ignore[no-untyped-def]
     with ListenerProcess(project, env={"HOOK_TOKEN": HOOK_TOKEN}) as proc:
-        for i in range(30):
-            track(proc.url, f"ok-{i}", "Signed Up", plan="pro", n=i)
-        for i in range(3):
-            track(proc.url, f"skip-{i}", "Ignored")
-        track(proc.url, "fail-1", "Will Fail", note=f"carries {HOOK_TOKEN}")
-        assert wait_for(lambda: status_of(proc.url, "fail-1") == "archived"), proc.stderr
+        feed(proc.url)
         yield proc
 
 

@@ -30,6 +30,7 @@ from tests.console_project import (
     SYNC,
     Destination,
     console_config,
+    feed,
     status_of,
     track,
     wait_for,
@@ -67,12 +68,7 @@ def project(
 def running(project: Path, destination: FakeServer) -> Iterator[ListenerProcess]:
     destination.behaviour.failing = True  # type: ignore[attr-defined]
     with ListenerProcess(project, env=ENV) as proc:
-        for i in range(30):
-            track(proc.url, f"ok-{i}", "Signed Up", plan="pro", n=i)
-        for i in range(3):
-            track(proc.url, f"skip-{i}", "Ignored")
-        track(proc.url, "fail-1", "Will Fail", note=f"carries {HOOK_TOKEN}")
-        assert wait_for(lambda: status_of(proc.url, "fail-1") == "archived"), proc.stderr
+        feed(proc.url)
         assert wait_for(lambda: _summary(proc.url)[2] == "30"), proc.stderr  # every delivery
         yield proc
 
