@@ -35,6 +35,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -167,26 +168,31 @@ class ConsoleSource:
     live: bool
     _store: ConsoleStore | None = None
     _alert_state: AlertStateStore | None = None
+    # Pages open these from worker threads: two first requests must not open two pools.
+    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def store(self) -> ConsoleStore:
-        if self._store is None:
-            self._store = open_console_store(self.project())
-        return self._store
+        with self._opening:
+            if self._store is None:
+                self._store = open_console_store(self.project())
+            return self._store
 
     @property
     def alert_state(self) -> AlertStateStore:
-        if self._alert_state is None:
-            self._alert_state = open_alert_state(self.project())
-        return self._alert_state
+        with self._opening:
+            if self._alert_state is None:
+                self._alert_state = open_alert_state(self.project())
+            return self._alert_state
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        if self._alert_state is not None:
-            self._alert_state.close()
-            self._alert_state = None
+        with self._opening:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            if self._alert_state is not None:
+                self._alert_state.close()
+                self._alert_state = None
 
 
 def templates() -> jinja2.Environment:
