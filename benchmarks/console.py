@@ -15,8 +15,10 @@ Then the console is served by uvicorn on 127.0.0.1 (as `streamctl console` serve
 and every page is requested over HTTP, `--rounds` times in turn; the figures are the
 median and the slowest of each page's rounds (client-side wall time, rendering and
 transfer included). Printed beside them: the first roll-up of the store (once per
-store, by the first page or `streamctl run`'s background task), and what one Overview
-chart costs straight from the raw rows, which is why the rollups exist.
+store, by the first page or `streamctl run`'s background task), the roll-up of one
+more minute (what each `run` node's console does every minute, 5 in a row: the
+minutes after the first roll-up's end), and what one Overview chart costs straight
+from the raw rows, which is why the rollups exist.
 
 `--store postgres` builds the same events into a PostgreSQL store too (`--postgres-url`,
 or a PostgreSQL 16 from the pgserver wheel started here, fsync on) and serves a second
@@ -234,14 +236,20 @@ def prepare(kind: str, root: Path, location: str, events: int, now: float) -> tu
         raw_week = store.rollup_tables.aggregate(now - WEEK, now, 3600)  # type: ignore[attr-defined]
         raw_ms = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        minutes = store.refresh_rollups()  # type: ignore[attr-defined]
+        minutes = store.refresh_rollups(now)  # type: ignore[attr-defined]
         first_refresh = time.perf_counter() - started
+        each_minute = []  # what `run` then does every minute: roll up the one that settled
+        for k in range(1, 6):
+            started = time.perf_counter()
+            store.refresh_rollups(now + 60 * k)  # type: ignore[attr-defined]
+            each_minute.append((time.perf_counter() - started) * 1000)
         stored = sum(n for _s, sync, metric, n in raw_week if metric == "events" and sync == "*")
     finally:
         store.close()
     print(f"{kind}: {stored:,} events in the last week")
     print(f"{kind}: one week's chart from the raw rows: {raw_ms:,.0f} ms ({len(raw_week):,} rows)")
     print(f"{kind}: first roll-up of the store: {first_refresh:.1f} s ({minutes:,} minutes, once)")
+    print(f"{kind}: then a minute's roll-up: median {statistics.median(each_minute):.1f} ms of 5")
     return serve(root)
 
 

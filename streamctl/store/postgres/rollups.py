@@ -19,8 +19,10 @@ Each statement groups in the database; the rows of a chunk go back in one statem
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
+from streamctl.store.postgres.leases import Connection
 from streamctl.store.rollups import (
     FINAL_AT_CREATION,
     OVERALL,
@@ -31,8 +33,15 @@ from streamctl.store.rollups import (
     sync_rows,
 )
 
-if TYPE_CHECKING:
-    from streamctl.store.postgres.store import PostgresStore
+
+class Database(Protocol):
+    """What the rollups ask of the PostgreSQL store (`PostgresStore`)."""
+
+    def pg_transaction(self, durable: bool = False) -> AbstractContextManager[Connection]: ...
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    def row(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
 
 def _bucket(column: str, width: int) -> str:
@@ -64,7 +73,7 @@ _UPSERT = (
 class PostgresRollups:
     """The rollups of a PostgreSQL store, on its pool."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: Database) -> None:
         self.store = store
 
     def aggregate(self, since: float, until: float, width: int) -> list[Row]:
