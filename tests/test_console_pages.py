@@ -250,8 +250,12 @@ def test_console_command_serves_the_store_alone(project: Path, running: Listener
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
-        url = re.search(r"(http://\S+)/console", line)[1]  # type: ignore[index]
+        said = ""
+        while (found := re.search(r"(http://\S+)/console", said)) is None:
+            line = proc.stderr.readline()  # a warning may come first; EOF: it exited
+            assert line, f"streamctl console exited: {said}"
+            said += line
+        url = found[1]
         received = _summary(url)[1]
         assert received == _summary(running.url)[1]  # the same figures as the node's own
         records = _stream_until(url, running.url, "polled", _event_seen("polled"))
