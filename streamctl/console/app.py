@@ -180,19 +180,20 @@ class ConsoleSource:
 
     @property
     def alert_state(self) -> AlertStateStore:
+        store = self.store  # PostgreSQL: the alert state reads through its pool
         with self._opening:
             if self._alert_state is None:
-                self._alert_state = open_alert_state(self.project())
+                self._alert_state = open_alert_state(self.project(), through=store)
             return self._alert_state
 
     def close(self) -> None:
         with self._opening:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
             if self._alert_state is not None:
                 self._alert_state.close()
                 self._alert_state = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def templates() -> jinja2.Environment:

@@ -83,9 +83,14 @@ def migrate_store(project: Project) -> tuple[int, int]:
         return before, sqlite_version(store.db)
 
 
-def open_alert_state(project: Project) -> AlertStateStore:
-    """The alert state of the project's store (its `alert_state` tables)."""
+def open_alert_state(project: Project, through: Store | None = None) -> AlertStateStore:
+    """The alert state of the project's store (its `alert_state` tables). `through`: the
+    project's store, already open, to read it through (PostgreSQL: its pool rather than
+    one more; it stays open when the alert state is closed)."""
     if project.store_url is not None:
-        store = PostgresStore.open(project.store_url, readonly=True)
-        return AlertStateStore.on(AlertDatabase(store), store.location.describe())
+        if isinstance(through, PostgresStore):
+            database = AlertDatabase(through, owns_store=False)
+        else:
+            database = AlertDatabase(PostgresStore.open(project.store_url, readonly=True))
+        return AlertStateStore.on(database, database.store.location.describe())
     return AlertStateStore(project.store_file)

@@ -712,8 +712,9 @@ class AlertDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, *, owns_store: bool = True) -> None:
         self.store = store
+        self.owns_store = owns_store  # False: borrowed (the console's), left open by close()
         self.lock = store.lock
         self.conn = store.conn
 
@@ -736,7 +737,8 @@ class AlertDatabase:
         return self.store.has_tables()
 
     def close(self) -> None:
-        self.store.close()
+        if self.owns_store:
+            self.store.close()
 
 
 ALERTS_LOCK = 0x5354_4D32  # pg_advisory_xact_lock key of alert evaluations ("STM2")
