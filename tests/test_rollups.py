@@ -21,13 +21,20 @@ DAY = 86400
 
 
 def record(
-    store: ConsoleStore, at: float, sync: str, statuses: list[Status], latency: float, node: str = ""
+    store: ConsoleStore,
+    at: float,
+    sync: str,
+    statuses: list[Status],
+    latency: float,
+    node: str = "",
 ) -> None:
     """One batch at `at`: an event per status; sent ones get one attempt of `latency` ms."""
     encoded = EncodedResults("web")
     for k, final in enumerate(statuses):
         message_id = f"{node}{sync}-{at}-{k}"
-        encoded.events.append(EventRow(message_id, orjson.dumps({"messageId": message_id}).decode(), None))
+        encoded.events.append(
+            EventRow(message_id, orjson.dumps({"messageId": message_id}).decode(), None)
+        )
         sent = final in (Status.DELIVERED, Status.ARCHIVED)
         recorded = Status.PENDING if sent else final
         payload = "{}" if sent else None

@@ -57,7 +57,9 @@ def console(
             " (console.token in streamctl.yaml, or STREAMCTL_CONSOLE_TOKEN)"
         )
         raise UsageError(msg)
-    open_console_store(loaded).close()  # create and migrate before serving: a clear error if it cannot
+    open_console_store(
+        loaded
+    ).close()  # create and migrate before serving: a clear error if it cannot
     served = Console(ConsoleSource(lambda: loaded, live=False), access)
 
     async def lifespan(_app: object) -> AsyncIterator[None]:
@@ -117,4 +119,3 @@ def report(
         text = render_report(loaded, store, window_start)
     html.write_text(text)
     stderr.print(f"wrote {html} ({len(text.encode()) // 1024} KiB)", highlight=False)
-

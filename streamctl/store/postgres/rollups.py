@@ -49,9 +49,7 @@ def _bucket(column: str, width: int) -> str:
 
 
 _LATENCY_BIN = latency_bin_sql()
-_ENDED_AT_CREATION = ", ".join(
-    f"count(*) FILTER (WHERE status = '{s}')" for s in FINAL_AT_CREATION
-)
+_ENDED_AT_CREATION = ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in FINAL_AT_CREATION)
 # Every sync with deliveries, one index seek each (a loose index scan: DISTINCT would
 # read every row of deliveries_sync_created).
 _SYNCS = """
