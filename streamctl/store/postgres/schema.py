@@ -190,7 +190,24 @@ _BY_STATUS = (
     f"CREATE INDEX deliveries_problems_status ON deliveries (status, id) WHERE {PROBLEM_STATUSES_WHERE}",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _BY_STATUS)
+# As SQLite's migration 6: the console's per-minute counts (streamctl.store.rollups; the
+# PostgreSQL side in streamctl.store.postgres.rollups).
+_CONSOLE_ROLLUPS = (
+    """CREATE TABLE rollups (
+        width integer NOT NULL,
+        start bigint NOT NULL,
+        sync text NOT NULL,
+        metric text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (width, start, sync, metric)
+    )""",
+    """CREATE TABLE rollup_state (
+        id integer PRIMARY KEY CHECK (id = 1),
+        through double precision NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _BY_STATUS, _CONSOLE_ROLLUPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
