@@ -204,8 +204,8 @@ def test_tail_and_the_console_debugger_see_the_workers_decisions(tmp_path, sink)
 
         for followed in (lines, frames):
             delivered = functools.partial(outcomes, followed, "delivered")
-            wait_for(lambda: delivered() == set(ids), what="every delivery followed")  # noqa: B023
-            assert outcomes(followed, "pending") == set(ids)
+            wait_for(lambda: set(ids) <= delivered(), what="every delivery followed")  # noqa: B023
+            assert set(ids) <= outcomes(followed, "pending")
         assert run.terminate() == 0
 
 
