@@ -23,7 +23,9 @@ from streamctl.store.rollups import refresh
 BUCKETS = {60: "minute", 600: "10 minutes", 3600: "hour"}
 
 
-def render_report(project: Project, store: SqliteStore, since: float, now: float | None = None) -> str:
+def render_report(
+    project: Project, store: SqliteStore, since: float, now: float | None = None
+) -> str:
     now = time.time() if now is None else now
     if not store.readonly:
         refresh(store, now)

@@ -62,7 +62,9 @@ def window_for(seconds: float) -> Window:
 # -- overview ---------------------------------------------------------------------------------
 
 
-def overview(store: SqliteStore, project: Project, window: Window, sync: str | None) -> dict[str, Any]:
+def overview(
+    store: SqliteStore, project: Project, window: Window, sync: str | None
+) -> dict[str, Any]:
     now = time.time()
     since = now - window.seconds
     series = read_series(store, since, window.width, sync, now=now)

@@ -54,7 +54,9 @@ from streamctl.monitoring.relay import (
     report_channel,
 )
 from streamctl.store.backend import open_worker_store, store_location
+from streamctl.store.queue import EventQueue
 from streamctl.store.shard import Shard
+from streamctl.store.sqlite_queue import SqliteEventQueue
 
 SUPERVISE_EVERY = 0.2  # seconds between the listener's checks that every worker runs
 RESTART_MIN = 0.2  # seconds before starting a worker that died again, doubling while
@@ -67,7 +69,15 @@ PR_SET_PDEATHSIG = 1  # prctl(2)  # seconds a worker has to record its outcomes 
 class DeliveryWorkers:
     """N worker processes, kept running; `streamctl.server.DeliveryRuntime` for `run`."""
 
-    def __init__(self, project: Project, count: int, *, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        project: Project,
+        count: int,
+        *,
+        err: TextIO = sys.stderr,
+        queue: EventQueue | None = None,
+    ) -> None:
+        """`queue`: the listener's, whose depth follows what the workers acknowledge."""
         self.project = project
         self.count = count
         self.err = err
@@ -82,7 +92,8 @@ class DeliveryWorkers:
         )
         # 1 while the live feed has followers: workers build feed records only then.
         self._feed_on: Flag = self._context.RawValue("b", 0)
-        self.reports = ReportReceiver(self._feed_on)
+        acked = queue.dropped if isinstance(queue, SqliteEventQueue) else None
+        self.reports = ReportReceiver(self._feed_on, on_acked=acked)
         if "forkserver" in methods:  # imported once in the fork server, not in every worker
             self._context.set_forkserver_preload(
                 ["streamctl.delivery.workers", "streamctl.config.loader", "streamctl.delivery"]
@@ -214,6 +225,8 @@ async def _process_shard(project: Project, location: str, shard: Shard, relay: W
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     store = open_worker_store(location, shard)
     observer = RelayObserver(relay)
+    if isinstance(store.queue, SqliteEventQueue):  # the listener's depth of the queue follows
+        store.queue.on_dropped = relay.acked
     sending = asyncio.create_task(relay.keep_sending(), name="streamctl-reports")
     try:
         async with Runtime(

@@ -46,7 +46,7 @@ import pickle
 import socket
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,6 +91,7 @@ class Batch:
     latencies: metrics.SyncHistogram = field(default_factory=_histogram)
     records: list[Record] = field(default_factory=list)
     dropped: int = 0
+    acked: int = 0  # events this worker took off the ingest queue (the listener's depth)
 
     @property
     def active(self) -> bool:
@@ -114,7 +115,11 @@ class Batch:
         else:
             self.dropped += 1
 
+    def record_acked(self, events: int) -> None:
+        self.acked += events
+
     def add(self, other: Batch) -> None:
+        self.acked += other.acked
         self.outcomes.update(other.outcomes)
         self.attempts.update(other.attempts)
         for mine, theirs in ((self.requests, other.requests), (self.latencies, other.latencies)):
@@ -127,7 +132,7 @@ class Batch:
     @property
     def empty(self) -> bool:
         return not (
-            self.outcomes or self.attempts or self.records or self.dropped
+            self.outcomes or self.attempts or self.records or self.dropped or self.acked
             or self.requests.observed or self.latencies.observed
         )  # fmt: skip
 
@@ -149,6 +154,11 @@ class WorkerRelay:
         with self._lock:
             self._pending.add(batch)
 
+    def acked(self, events: int) -> None:
+        """These events left the ingest queue (called after the commit, on the store thread)."""
+        with self._lock:
+            self._pending.record_acked(events)
+
     @property
     def pending(self) -> Batch:
         """Where observations go straight (attempts): sent by the next `send`."""
@@ -164,7 +174,7 @@ class WorkerRelay:
                 requests, latencies = pending.requests.take(), pending.latencies.take()
                 message = (
                     dict(pending.outcomes), dict(pending.attempts), requests, latencies,
-                    records, pending.dropped,
+                    records, pending.dropped, pending.acked,
                 )  # fmt: skip
                 try:
                     self._channel.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
@@ -177,7 +187,7 @@ class WorkerRelay:
                 pending.outcomes.clear()
                 pending.attempts.clear()
                 del pending.records[: len(records)]
-                pending.dropped = 0
+                pending.dropped = pending.acked = 0
             return True
 
     async def keep_sending(self) -> None:
@@ -227,8 +237,9 @@ class RelayObserver:
 class ReportReceiver:
     """The listener's end: reads every worker's reports into /metrics and the live feed."""
 
-    def __init__(self, feed_on: Flag) -> None:
+    def __init__(self, feed_on: Flag, on_acked: Callable[[int], None] | None = None) -> None:
         self.feed_on = feed_on
+        self.on_acked = on_acked  # the listener's queue: its depth follows the workers' acks
         self._channels: set[socket.socket] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -253,9 +264,10 @@ class ReportReceiver:
                 return
             self._apply(pickle.loads(data))
 
-    @staticmethod
-    def _apply(message: tuple[Any, ...]) -> None:
-        outcomes, attempts, requests, latencies, records, dropped = message
+    def _apply(self, message: tuple[Any, ...]) -> None:
+        outcomes, attempts, requests, latencies, records, dropped, acked = message
+        if acked and self.on_acked is not None:
+            self.on_acked(acked)
         metrics.add_reported(outcomes, attempts, requests, latencies)
         for record in records:
             FEED.publish_record(record)

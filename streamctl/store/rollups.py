@@ -111,7 +111,9 @@ def aggregate(store: SqliteConnection, since: float, until: float, width: int) -
     return [row for row in rows if row[3]]
 
 
-def _sync_rows(store: SqliteConnection, sync: str, since: float, until: float, width: int) -> list[Row]:
+def _sync_rows(
+    store: SqliteConnection, sync: str, since: float, until: float, width: int
+) -> list[Row]:
     statuses = ", ".join(f"sum(status = '{s}')" for s in FINAL_AT_CREATION)
     rows: list[Row] = []
     with store.lock:
@@ -294,7 +296,11 @@ def latency_bin(latency_ms: float) -> int:
 
 
 def read_series(
-    store: SqliteConnection, since: float, width: int, sync: str | None = None, now: float | None = None
+    store: SqliteConnection,
+    since: float,
+    width: int,
+    sync: str | None = None,
+    now: float | None = None,
 ) -> Series:
     """Buckets of `width` (one of WIDTHS) from `since` to now: the rollups, then the raw
     rows of the minutes not rolled up yet. `sync` None: every sync and the whole store."""
