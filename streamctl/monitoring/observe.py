@@ -113,14 +113,15 @@ class DeliveryObserver:
             key = (ok, record.latency_ms)
             requests[key] = requests.get(key, 0) + count
             answered = record.at + record.latency_ms / 1000.0
-            for delivery_id in record.delivery_ids:
-                message_id, created_at = self._settle(delivery_id, final=status != "retrying")
-                if ok and created_at is not None:
-                    latencies.append(max(0.0, answered - created_at))
-                if publish:
+            ids = record.delivery_ids
+            known = self._settle_all(ids, final=status != "retrying")
+            if ok:
+                latencies += [max(0.0, answered - k[1]) for k in known if k is not None]
+            if publish:
+                for delivery_id, found in zip(ids, known, strict=True):
                     self.feed.publish_outcome(
                         sync=sync,
-                        message_id=message_id,
+                        message_id=found[0] if found else f"delivery:{delivery_id}",
                         status=status,
                         stage="delivery",
                         delivery_id=delivery_id,
@@ -149,6 +150,15 @@ class DeliveryObserver:
                     delivery_id=delivery.id,
                     error=reason,
                 )
+
+    def _settle_all(
+        self, delivery_ids: Sequence[int], *, final: bool
+    ) -> list[tuple[str, float] | None]:
+        """(messageId, created_at) of each delivery offered (None: not remembered), under
+        one lock: this runs for every event delivered."""
+        with self._lock:
+            take = self._deliveries.pop if final else self._deliveries.get
+            return [take(delivery_id, None) for delivery_id in delivery_ids]
 
     def _settle(self, delivery_id: int, *, final: bool) -> tuple[str, float | None]:
         with self._lock:
