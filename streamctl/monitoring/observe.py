@@ -73,11 +73,11 @@ class DeliveryObserver:
         self.feed = feed
 
     def on_decisions(self, results: Sequence[EventResult]) -> None:
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, Status], int] = {}  # a Status hashes as its str: no `.value`
         publish = self.feed.active
         for result in results:
             for decision in result.decisions:
-                key = (decision.sync, decision.status.value)
+                key = (decision.sync, decision.status)
                 counts[key] = counts.get(key, 0) + 1
                 if publish:
                     self.feed.publish_outcome(
@@ -89,7 +89,7 @@ class DeliveryObserver:
                         error=decision.error,
                     )
         for (sync, status), count in counts.items():
-            self.counts.record_outcomes(sync, status, count)
+            self.counts.record_outcomes(sync, status.value, count)
 
     def on_offered(self, deliveries: Sequence[Any]) -> None:
         with self._lock:
