@@ -16,7 +16,12 @@ its histograms as bucket counts (`metrics.SyncHistogram`), and, only while someo
 follows the live feed (a flag in shared memory the listener sets), the outcome
 records. One message per processed claim or attempt batch, not per event: the
 listener does per-message work (a few counter increments), the per-event work
-(bucketing latencies, building feed records) stays in the workers.
+(bucketing latencies, building feed records) stays in the workers. Measured (CPU
+time, 5,000 events decided, recorded and delivered in batches of 100, median of 7):
+1.55 us an event in the worker, as the one-process observer's 1.50; 0.14 us an
+event in the listener (51 messages). Against main, where workers reported nothing,
+`benchmarks/scale.py --workers 2 --baseline` saw no difference in CPU per event
+delivered (median ratios 0.95 and 1.04 in two runs).
 
 Why not prometheus_client's multiprocess mode: it only does metrics (the feed would
 need a channel anyway), needs an environment variable set before the library is
@@ -30,13 +35,18 @@ and are never dropped; feed records wait up to FEED_BACKLOG, beyond which they a
 dropped and counted (`tail` then shows `{"kind": "dropped", "count": N}`). What
 waits is sent with the next report, or within RETRY_EVERY.
 
-Exactly once across a worker's death: decisions are reported only after the store
-transaction that recorded them (`on_offered` follows it), so a worker killed with
-SIGKILL before that commit has reported nothing of the batch the next worker
-processes again. Attempts are reported as they are made (as in one process): a
+Across a worker's death: decisions are reported only after the store transaction
+that recorded them (`on_offered` follows it), so a worker killed with SIGKILL
+before that commit has reported nothing of the batch the next worker processes
+again; one killed in the microseconds between the commit and the send loses that
+batch's report. Attempts are reported as they are made (as in one process): a
 send the killed worker made and had not recorded is made again and counted again,
 as the destination received it twice. What the listener received stays counted
 when a worker dies; its restarted successor reports on a new socket.
+
+The reports also carry the events each worker acknowledged from the ingest queue:
+the listener's queue depth (its 429 bound) follows them instead of counting the
+table (streamctl.store.sqlite_queue).
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ RECORDS_PER_MESSAGE = 100  # a message stays well under the socket buffer (~200 
 RETRY_EVERY = 0.1  # seconds between a worker's attempts to send what waits
 FEED_CHECK_EVERY = 0.05  # seconds between the listener's looks at whether anyone follows
 RECEIVE_SIZE = 1 << 20
+CLOSE_GRACE = 5.0  # seconds a stopping worker waits for the listener to take its last reports
 
 
 class Flag(Protocol):
@@ -197,6 +208,8 @@ class WorkerRelay:
             self.send()
 
     def close(self) -> None:
+        """At the worker's exit: what waits, waiting up to CLOSE_GRACE for the listener."""
+        self._channel.settimeout(CLOSE_GRACE)
         self.send()
         self._channel.close()
 
