@@ -1,7 +1,7 @@
 """Scale-out benchmark: sustained ingest-to-delivery events/s of `streamctl run --workers N`
 and over the Kafka bus (`run --bus` + N `streamctl worker --bus`).
 
-    python3 benchmarks/scale.py [--seconds 10] [--rounds 3] [--workers 0,1,2] [--bus 1,2]
+    python3 benchmarks/scale.py [--seconds 10] [--rounds 3] [--workers 0,1,2] [--bus 1,2] [--baseline DIR]
 
 Each round starts a fresh `streamctl run --workers N` (SQLite store) and the Node
 sink of benchmarks/ingest.py, loads `/v1/batch` with 100-event batches from wrk for
@@ -78,6 +78,16 @@ class MemoryWatch:
         self._thread.join()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants alive now (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in children(pid))
+
+
 def warm_up(bench: Bench) -> None:
     """One event through to the sink: the workers have started (loaded the project)."""
     event = {**sample_event(0), "messageId": "warm-up"}
@@ -91,16 +101,19 @@ def warm_up(bench: Bench) -> None:
 
 
 def one_round(
-    workers: int, seconds: float, connections: int
-) -> tuple[float, float, float, int, int]:
+    workers: int, seconds: float, connections: int, pythonpath: str | None = None
+) -> tuple[float, float, float, int, int, float]:
     """(sustained events/s, accepted events/s, delivered events/s once the load stopped,
-    listener MiB, worker MiB) of one fresh run."""
+    listener MiB, worker MiB, CPU ms per event) of one fresh run."""
     with tempfile.TemporaryDirectory(prefix="streamctl-scale-bench-") as tmp:
-        bench = Bench(Path(tmp), seconds, connections, run_args=("--workers", str(workers)))
+        bench = Bench(
+            Path(tmp), seconds, connections, pythonpath, run_args=("--workers", str(workers))
+        )
         bench.start()
         watch = MemoryWatch(bench.processes[-1].pid)
         try:
             warm_up(bench)
+            cpu_before = cpu_seconds(bench.processes[-1].pid)
             started = time.monotonic()
             load_seconds, ok, _, _ = bench.wrk(
                 "/v1/batch", {"batch": [sample_event(i) for i in range(100)]}
@@ -116,6 +129,7 @@ def one_round(
                 time.sleep(0.1)
             elapsed = time.monotonic() - started
             drain = (delivered - at_load_end) / max(1e-9, time.monotonic() - loaded_at)
+            cpu = cpu_seconds(bench.processes[-1].pid) - cpu_before
         finally:
             watch.stop()
             bench.stop()
@@ -123,7 +137,7 @@ def one_round(
             print(f"  --workers {workers}: only {delivered:,} of {accepted:,} delivered")
         return (
             (delivered - 1) / elapsed, accepted / load_seconds, drain,
-            watch.listener // 1024, watch.worker // 1024,
+            watch.listener // 1024, watch.worker // 1024, cpu * 1000 / max(1, delivered - 1),
         )  # fmt: skip
 
 
@@ -257,11 +271,14 @@ def main() -> None:
     parser.add_argument(
         "--bus", default="1,2", help="`streamctl worker --bus` counts to compare ('': none)"
     )
+    parser.add_argument("--baseline", help="a checkout to compare --workers with (PYTHONPATH)")
     args = parser.parse_args()
     for tool in ("wrk", "node"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed on PATH (apt-get install wrk / nodejs)")
-    counts = [int(n) for n in args.workers.split(",") if n]
+    runs: list[tuple[int, str | None]] = [(int(n), None) for n in args.workers.split(",") if n]
+    if args.baseline:
+        runs = [run for n, _ in runs for run in ((n, None), (n, args.baseline))]
     bus_counts = [int(n) for n in args.bus.split(",") if n]
     postgres = (
         start_postgres(Path(tempfile.mkdtemp(prefix="streamctl-scale-pg-"))) if bus_counts else None
@@ -270,12 +287,13 @@ def main() -> None:
         f"{os.cpu_count()} cores; /v1/batch, 100 events a request, wrk {args.connections} "
         f"connections for {args.seconds:g} s, then drained to the sink; {args.rounds} rounds"
     )
-    rates: dict[int, list[float]] = {n: [] for n in counts}
+    rates: dict[tuple[int, str | None], list[float]] = {run: [] for run in runs}
+    costs: dict[tuple[int, str | None], list[float]] = {run: [] for run in runs}
     bus_rates: dict[int, list[float]] = {n: [] for n in bus_counts}
-    modes = [("workers", n) for n in counts] + [("bus", n) for n in bus_counts]
+    modes: list[tuple[str, int, str | None]] = [("workers", n, b) for n, b in runs]
+    modes += [("bus", n, None) for n in bus_counts]
     for round_ in range(args.rounds):
-        order = modes if round_ % 2 == 0 else modes[::-1]
-        for mode, n in order:
+        for mode, n, baseline in modes if round_ % 2 == 0 else modes[::-1]:
             if mode == "bus":
                 sustained, accepted, drain, memory = bus_round(
                     n, args.seconds, args.connections, postgres
@@ -288,25 +306,42 @@ def main() -> None:
                     flush=True,
                 )
                 continue
-            sustained, accepted, drain, listener, worker = one_round(
-                n, args.seconds, args.connections
+            sustained, accepted, drain, listener, worker, cpu = one_round(
+                n, args.seconds, args.connections, baseline
             )
-            rates[n].append(sustained)
+            rates[(n, baseline)].append(sustained)
+            costs[(n, baseline)].append(cpu)
             print(
-                f"round {round_ + 1} --workers {n}: {sustained:,.0f} events/s end to end "
-                f"({accepted:,.0f}/s accepted, {drain:,.0f}/s delivered after the load; max RSS listener {listener} MiB, worker {worker} MiB)",
+                f"round {round_ + 1} --workers {n}{' (baseline)' if baseline else ''}: "
+                f"{sustained:,.0f} events/s end to end ({accepted:,.0f}/s accepted, "
+                f"{drain:,.0f}/s delivered after the load; {cpu:.3f} CPU ms an event; "
+                f"max RSS listener {listener} MiB, worker {worker} MiB)",
                 flush=True,
             )
-    base = statistics.median(rates[counts[0]]) if counts else 0.0
-    for n in counts:
-        median = statistics.median(rates[n])
+    base = statistics.median(rates[runs[0]]) if runs else 0.0
+    for run in runs:
+        n, baseline = run
+        median = statistics.median(rates[run])
         print(
-            f"--workers {n}: median {median:,.0f} events/s end to end, {median / base:.2f}x --workers {counts[0]}"
+            f"--workers {n}{' (baseline)' if baseline else ''}: median {median:,.0f} events/s "
+            f"end to end, {median / base:.2f}x --workers {runs[0][0]}; median "
+            f"{statistics.median(costs[run]):.3f} CPU ms an event"
         )
     for n in bus_counts:
         median = statistics.median(bus_rates[n])
-        compared = f", {median / base:.2f}x --workers {counts[0]}" if base else ""
+        compared = f", {median / base:.2f}x --workers {runs[0][0]}" if base else ""
         print(f"--bus, {n} workers: median {median:,.0f} events/s end to end{compared}")
+    if args.baseline:
+        for n, _ in runs[::2]:
+            pairs = zip(rates[(n, None)], rates[(n, args.baseline)], strict=True)
+            ratios = sorted(mine / theirs for mine, theirs in pairs)
+            cost_pairs = zip(costs[(n, None)], costs[(n, args.baseline)], strict=True)
+            cost_ratios = sorted(mine / theirs for mine, theirs in cost_pairs)
+            print(
+                f"--workers {n}: this / baseline: events/s median {statistics.median(ratios):.2f}x "
+                f"({ratios[0]:.2f}-{ratios[-1]:.2f}), CPU per event median "
+                f"{statistics.median(cost_ratios):.2f}x ({cost_ratios[0]:.2f}-{cost_ratios[-1]:.2f})"
+            )
     if postgres is not None:
         postgres.stop()
 

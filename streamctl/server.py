@@ -265,7 +265,7 @@ async def _serve(
         elif options.workers > 0:
             from streamctl.delivery.workers import DeliveryWorkers
 
-            instance.runtime = DeliveryWorkers(project, options.workers, err=err)
+            instance.runtime = DeliveryWorkers(project, options.workers, err=err, queue=store.queue)
         else:
             yielding = _ingest_first(instance.committer, options.ingest_first)
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
