@@ -264,11 +264,8 @@ async def _serve(
     # so memory is bounded (idle connections are bounded by the protocol).
     app: ASGIApp = create_app(instance, max_in_flight=options.connections.max_connections)
     console = None
-    if options.console and project.store_url is not None:  # its rollups are SQLite's
-        print("streamctl: no console at /console: it reads SQLite stores only", file=err)
-    elif options.console:
+    if options.console:
         console = _console(instance, options)
-    if console is not None:
         app = console.mount(app)
     server = _Server(_uvicorn_config(app, project, options))
     _quiet_after_uvicorn_signals()
@@ -286,7 +283,7 @@ async def _serve(
         elif options.workers > 0:
             from streamctl.delivery.workers import DeliveryWorkers
 
-            instance.runtime = DeliveryWorkers(project, options.workers, err=err)
+            instance.runtime = DeliveryWorkers(project, options.workers, err=err, queue=store.queue)
         else:
             yielding = _ingest_first(instance.committer, options.ingest_first)
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
@@ -373,7 +370,7 @@ def _console(instance: Instance, options: ServeOptions) -> Console:
 
     project = instance.project
     host = options.host or project.listen.host
-    source = ConsoleSource(lambda: instance.project, project.store_file, live=True)
+    source = ConsoleSource(lambda: instance.project, live=True)
     access = ConsoleAccess.for_project(project, host)
     if access.bound_beyond_loopback and access.token is None:
         instance.say(

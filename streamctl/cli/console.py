@@ -19,8 +19,7 @@ from streamctl.cli.options import ProjectOption, since_flag
 from streamctl.cli.output import stderr
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
-from streamctl.core.model import Project
-from streamctl.store import SqliteStore
+from streamctl.store.backend import open_console_store, store_exists
 
 app = typer.Typer()
 
@@ -44,8 +43,9 @@ def console(
 ) -> None:
     """Serve the web console from the store alone, without ingesting or delivering.
 
-    For a store another node writes (`streamctl run` elsewhere on the same file): its
-    Debugger polls the store, and "retry" requeues deliveries for that node to send.
+    For a store other nodes write (`streamctl run` elsewhere on the same SQLite file, or
+    on the same PostgreSQL database): its Debugger polls the store, and "retry" requeues
+    deliveries for a running node to send.
     """
     from streamctl.console import Console, ConsoleAccess, ConsoleSource, keep_rolling_up
 
@@ -57,9 +57,10 @@ def console(
             " (console.token in streamctl.yaml, or STREAMCTL_CONSOLE_TOKEN)"
         )
         raise UsageError(msg)
-    path = sqlite_store_file(loaded)
-    SqliteStore.open(path).close()  # create and migrate before serving: a clear error if it cannot
-    served = Console(ConsoleSource(lambda: loaded, path, live=False), access)
+    open_console_store(
+        loaded
+    ).close()  # create and migrate before serving: a clear error if it cannot
+    served = Console(ConsoleSource(lambda: loaded, live=False), access)
 
     async def lifespan(_app: object) -> AsyncIterator[None]:
         task = asyncio.create_task(keep_rolling_up(served))
@@ -111,19 +112,10 @@ def report(
 
     loaded = load_project(project)
     window_start = parse_since(since) or time.time() - 86400
-    path = sqlite_store_file(loaded)
-    if not path.exists():
-        msg = f"no store at {path}: nothing has been received yet"
+    if not store_exists(loaded):
+        msg = f"no store at {loaded.store_file}: nothing has been received yet"
         raise UsageError(msg)
-    with SqliteStore.open(path) as store:
+    with contextlib.closing(open_console_store(loaded)) as store:
         text = render_report(loaded, store, window_start)
     html.write_text(text)
     stderr.print(f"wrote {html} ({len(text.encode()) // 1024} KiB)", highlight=False)
-
-
-def sqlite_store_file(project: Project) -> Path:
-    """The console and the report read a SQLite store (their rollups are SQLite's)."""
-    if project.store_url is not None:
-        msg = "the console and the report read SQLite stores only (store: is a PostgreSQL URL)"
-        raise UsageError(msg)
-    return project.store_file

@@ -118,7 +118,10 @@ def error_lines(rows: list[dict[str, Any]], width: int, secrets: frozenset[str])
 
 def _aligned(cells: tuple[str, ...], widths: list[int]) -> str:
     first, *others = cells
-    padded = [first.rjust(widths[0]), *(c.ljust(w) for c, w in zip(others, widths[1:], strict=True))]
+    padded = [
+        first.rjust(widths[0]),
+        *(c.ljust(w) for c, w in zip(others, widths[1:], strict=True)),
+    ]
     return "  ".join(padded).rstrip()
 
 
@@ -227,7 +230,9 @@ def describe_delivery(delivery: dict[str, Any], indent: str = "  ") -> list[str]
         # Destinations that speak no HTTP (file, console) have no status code to show.
         code = "" if attempt["status_code"] is None else f" HTTP {attempt['status_code']}"
         latency = "" if attempt["latency_ms"] is None else f" in {attempt['latency_ms']} ms"
-        lines.append(f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']}{code}{latency}")
+        lines.append(
+            f"{indent}  attempt {number} at {attempt['at']}: {attempt['outcome']}{code}{latency}"
+        )
         if attempt.get("error"):
             lines.append(f"{indent}    error: {attempt['error']}")
         if attempt.get("retry_after") is not None:

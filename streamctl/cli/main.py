@@ -139,6 +139,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
 @app.callback()
 def _options(
     version: Annotated[

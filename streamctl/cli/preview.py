@@ -48,7 +48,9 @@ def preview(
         str | None, source_flag("Run every sync of this source (when no --sync is given).")
     ] = None,
     project: ProjectOption = Path("."),
-    as_json: Annotated[bool, json_flag("One JSON object on stdout (docs/preview-and-test.md).")] = False,
+    as_json: Annotated[
+        bool, json_flag("One JSON object on stdout (docs/preview-and-test.md).")
+    ] = False,
 ) -> None:
     """Run one event through the pipeline and show every stage's decision and the request
     that would be sent. Nothing is delivered.

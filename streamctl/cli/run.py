@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -44,9 +45,8 @@ def run_command(
         typer.Option(
             "--workers",
             min=0,
-            help="Processes running the pipeline and delivery beside the listener (0, the "
-            "default: all in the listener's process; their decisions and attempts are not yet "
-            "in /metrics nor the live feed).",
+            help="Processes running the pipeline and delivery beside the listener (default: "
+            "one per core this process may use; 0: all in the listener's process).",
         ),
     ] = None,
     bus: Annotated[
@@ -73,8 +73,17 @@ def run_command(
     """
     loaded = load_project(project)
     location = BusLocation.chosen(bus, loaded.bus)
-    count = 0 if location is not None or workers is None else workers
+    count = 0 if location is not None else default_workers() if workers is None else workers
     options = ServeOptions(
         host=host, port=port, watch=watch, console=not no_console, workers=count, bus=location
     )
     run(loaded, options)
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on (its CPU affinity, e.g. a container's
+    cpuset), else per core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -159,7 +159,9 @@ def render_top(
     Counters read `total (rate/s)`, or the rate under the total when narrow."""
     started = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S")
     clock = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S")
-    title = Text.assemble(("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC")
+    title = Text.assemble(
+        ("streamctl top", "bold"), f"  totals since {started} UTC, now {clock} UTC"
+    )
     if live:
         title.append("  q quits", "dim")
     if not rows:
@@ -192,9 +194,7 @@ def lag_table(lags: Sequence[PartitionLag], now: float) -> Table:
 
 def _top_table(rows: Sequence[TopRow], stacked: bool, hidden: Sequence[str]) -> Table:
     caption = f"hidden at this width: {', '.join(hidden)}" if hidden else None
-    table = Table(
-        box=None, header_style="bold", pad_edge=False, expand=False, caption=caption
-    )
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False, caption=caption)
     table.add_column("sync", no_wrap=True)
     for row in rows:
         cells = {

@@ -25,12 +25,13 @@ app = typer.Typer()
 @app.command("worker")
 def worker_command(
     bus: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--bus",
-            help="The Kafka bus the ingest nodes produce to: kafka://HOST:PORT[,...]/PREFIX.",
+            help="The Kafka bus the ingest nodes produce to: kafka://HOST:PORT[,...]/PREFIX "
+            "(default: bus: of streamctl.yaml).",
         ),
-    ],
+    ] = None,
     project: ProjectOption = Path("."),
 ) -> None:
     """Join the workers' consumer group on the bus: run the pipeline on each event, record

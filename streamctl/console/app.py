@@ -1,6 +1,6 @@
 """The console's ASGI app: pages under `/console`, their guard, the debugger's live stream.
 
-    console = Console(ConsoleSource(project=lambda: project, store_path=path, live=True),
+    console = Console(ConsoleSource(project=lambda: project, live=True),
                       ConsoleAccess.for_host("127.0.0.1"))
     app = console.mount(ingest_app)       # /console/... here, everything else to ingest_app
 
@@ -19,14 +19,15 @@ Access (docs/console.md):
 - actions (retry) are POSTs carrying the page's CSRF token (header `X-CSRF-Token` or
   form field `csrf`) from the same origin; anything else is refused with 403.
 
-SqliteStore reads run in worker threads on the console's own connection, so a slow page
-never holds the listener's event loop or the writer's lock.
+Store reads run in worker threads on the console's own connection (SQLite) or pool
+(PostgreSQL), so a slow page never holds the listener's event loop or the writer's
+lock. The console speaks to the store through `ConsoleStore` only (streamctl.store.base):
+the same pages on both backends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,6 +35,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -57,10 +59,10 @@ from streamctl.core.model import Project
 from streamctl.core.units import parse_moment
 from streamctl.delivery.retry import requeue, retry_candidates
 from streamctl.monitoring.feed import FEED, TailFilter
-from streamctl.store import SqliteStore
-from streamctl.store.console_queries import events_after, latest_event_id
+from streamctl.store.alert_state import AlertStateStore
+from streamctl.store.backend import open_alert_state, open_console_store
+from streamctl.store.base import ConsoleStore
 from streamctl.store.queries import ErrorFilter
-from streamctl.store.rollups import refresh
 
 PREFIX = "/console"
 STATIC = Path(__file__).parent / "static"
@@ -156,26 +158,42 @@ def _refused(status: int, message: str) -> Response:
 
 @dataclass
 class ConsoleSource:
-    """Where the console reads from: the running project and the store file.
+    """Where the console reads from: the running project and its store (`store:`,
+    SQLite or PostgreSQL), opened on first use.
 
     `live`: the process feeds streamctl.monitoring.feed (under `streamctl run`), so the
     debugger follows it; otherwise the debugger polls the store."""
 
     project: Callable[[], Project]
-    store_path: Path
     live: bool
-    _store: SqliteStore | None = None
+    _store: ConsoleStore | None = None
+    _alert_state: AlertStateStore | None = None
+    # Pages open these from worker threads: two first requests must not open two pools.
+    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def store(self) -> SqliteStore:
-        if self._store is None:
-            self._store = SqliteStore.open(self.store_path)
-        return self._store
+    def store(self) -> ConsoleStore:
+        with self._opening:
+            if self._store is None:
+                self._store = open_console_store(self.project())
+            return self._store
+
+    @property
+    def alert_state(self) -> AlertStateStore:
+        store = self.store  # PostgreSQL: the alert state reads through its pool
+        with self._opening:
+            if self._alert_state is None:
+                self._alert_state = open_alert_state(self.project(), through=store)
+            return self._alert_state
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        with self._opening:
+            if self._alert_state is not None:
+                self._alert_state.close()
+                self._alert_state = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def templates() -> jinja2.Environment:
@@ -258,7 +276,7 @@ class Console:
     def project(self) -> Project:
         return self.source.project()
 
-    async def _read(self, read: Callable[[SqliteStore], T]) -> T:
+    async def _read(self, read: Callable[[ConsoleStore], T]) -> T:
         store = self.source.store
         return await asyncio.to_thread(read, store)
 
@@ -269,7 +287,7 @@ class Console:
                 return
             self._refreshed = time.monotonic()
             try:
-                await self._read(refresh)
+                await self._read(lambda store: store.refresh_rollups())
             except (StoreError, sqlite3.Error) as exc:  # pages still show what is rolled up
                 log.warning("console: cannot roll up the store: %s", exc)
 
@@ -335,7 +353,7 @@ class Console:
     async def _retry(
         self, request: Request, filters: ErrorFilter, ids: list[int] | None
     ) -> Response:
-        def requeue_chosen(store: SqliteStore) -> Any:
+        def requeue_chosen(store: ConsoleStore) -> Any:
             return requeue(store, retry_candidates(store, filters, ids))
 
         result = await self._read(requeue_chosen)
@@ -370,8 +388,7 @@ class Console:
         )
 
     async def alerts(self, request: Request) -> Response:
-        path = self.source.store_path
-        data = await asyncio.to_thread(views.alerts, self.project, path if path.exists() else None)
+        data = await asyncio.to_thread(lambda: views.alerts(self.project, self.source.alert_state))
         return self.page("alerts.html", request, data=data)
 
     # -- the debugger's stream --------------------------------------------------------------------
@@ -410,10 +427,10 @@ class Console:
 
     async def _polled(self) -> AsyncIterator[dict[str, Any] | None]:
         """Events as the store records them (another node ingests), polled by id."""
-        after = await self._read(latest_event_id)
+        after = await self._read(lambda store: store.latest_event_id())
         quiet = 0.0
         while True:
-            found = await self._read(functools.partial(events_after, after_id=after))
+            found = await self._read(_events_after(after))
             for row in found:
                 after = row["id"]
                 yield {"kind": "event", "at": row["at"], "source": row["source"],
@@ -425,6 +442,10 @@ class Console:
                 quiet = 0.0
                 yield None
             await asyncio.sleep(POLL_EVERY)
+
+
+def _events_after(after_id: int) -> Callable[[ConsoleStore], list[dict[str, Any]]]:
+    return lambda store: store.events_after(after_id)
 
 
 def _error_filter(request: Request) -> tuple[ErrorFilter, dict[str, str]]:

@@ -1,10 +1,11 @@
 """`streamctl report --html FILE`: the Overview and Errors as one self-contained file.
 
-    html = render_report(project, store, since=time.time() - 86400)
+    with closing(open_console_store(project)) as store:    # SQLite or PostgreSQL
+        html = render_report(project, store, since=time.time() - 86400)
 
 Charts included: uPlot, the console's script and styles are inlined, the data sits in
 the page, so the file opens anywhere (an incident ticket, a laptop offline) and makes
-no request at all.
+no request at all. The store's rollups are brought up to date first.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ from streamctl.console import views
 from streamctl.console.app import STATIC, templates
 from streamctl.core.model import Project
 from streamctl.core.timestamps import iso
-from streamctl.store import SqliteStore
+from streamctl.store.base import ConsoleStore
 from streamctl.store.queries import ErrorFilter
-from streamctl.store.rollups import refresh
 
 BUCKETS = {60: "minute", 600: "10 minutes", 3600: "hour"}
 
 
-def render_report(project: Project, store: SqliteStore, since: float, now: float | None = None) -> str:
+def render_report(
+    project: Project, store: ConsoleStore, since: float, now: float | None = None
+) -> str:
     now = time.time() if now is None else now
-    if not store.readonly:
-        refresh(store, now)
+    store.refresh_rollups(now)
     window = views.window_for(now - since)
     data = views.overview(store, project, window, None)
     rows = views.errors(store, project, ErrorFilter(since=since))

@@ -1,7 +1,7 @@
 """What each console page shows, as plain data for its template (and `streamctl report`).
 
-Every function reads through the library (streamctl.store.rollups, .queries, the
-alert state) and returns JSON-ready dicts with the project's secrets redacted: the
+Every function reads through the store's protocols (`ConsoleStore`: its rollups,
+errors and stories, on SQLite or PostgreSQL alike; the alert state) and returns JSON-ready dicts with the project's secrets redacted: the
 templates only lay them out.
 """
 
@@ -21,10 +21,10 @@ from streamctl.core.model import Project, SyncConfig
 from streamctl.core.timestamps import iso
 from streamctl.monitoring.alerts import rule_json, rule_statuses
 from streamctl.pipeline.preview import preview_event
-from streamctl.store import SqliteStore
 from streamctl.store.alert_state import AlertStateStore
-from streamctl.store.queries import ErrorFilter, error_detail, explain, list_errors
-from streamctl.store.rollups import LATENCY_BINS, OVERALL, percentile, read_series, totals_by_sync
+from streamctl.store.base import ConsoleStore
+from streamctl.store.queries import ErrorFilter
+from streamctl.store.rollups import LATENCY_BINS, OVERALL, percentile
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,12 @@ def window_for(seconds: float) -> Window:
 # -- overview ---------------------------------------------------------------------------------
 
 
-def overview(store: SqliteStore, project: Project, window: Window, sync: str | None) -> dict[str, Any]:
+def overview(
+    store: ConsoleStore, project: Project, window: Window, sync: str | None
+) -> dict[str, Any]:
     now = time.time()
     since = now - window.seconds
-    series = read_series(store, since, window.width, sync, now=now)
+    series = store.read_series(since, window.width, sync, now=now)
     received = series.values("events" if sync is None else "received")
     attempts, failed = series.values("attempts"), series.values("failed")
     # Each chart: [name, values] pairs in drawing order (a JSON object's keys get sorted).
@@ -84,7 +86,7 @@ def overview(store: SqliteStore, project: Project, window: Window, sync: str | N
         ],
         "backlog": [["queue", series.values("queue")], ["open", series.values("open")]],
     }
-    totals = totals_by_sync(store, since, window.width, now=now)
+    totals = store.totals_by_sync(since, window.width, now=now)
     rows = [_summary(name, totals.get(name, {})) for name in _sync_names(project, totals)]
     overall = _summary("all syncs", _sum_syncs(totals))
     overall["received"] = totals.get(OVERALL, {}).get("events", 0)
@@ -135,10 +137,10 @@ def _summary(name: str, metrics: dict[str, int]) -> dict[str, Any]:
 # -- syncs ---------------------------------------------------------------------------------------
 
 
-def syncs(store: SqliteStore, project: Project) -> list[dict[str, Any]]:
+def syncs(store: ConsoleStore, project: Project) -> list[dict[str, Any]]:
     """Each sync as its flow, its delivery policy and its funnel over the last 24 hours."""
     day = WINDOWS["day"]
-    totals = totals_by_sync(store, time.time() - day.seconds, day.width)
+    totals = store.totals_by_sync(time.time() - day.seconds, day.width)
     flows = [_flow(project, sync, totals.get(sync.name, {})) for sync in project.syncs]
     return _redacted(flows, project.secrets)
 
@@ -221,25 +223,25 @@ def _relative(root: Path, path: Path) -> str:
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def errors(store: SqliteStore, project: Project, filters: ErrorFilter) -> list[dict[str, Any]]:
+def errors(store: ConsoleStore, project: Project, filters: ErrorFilter) -> list[dict[str, Any]]:
     limited = ErrorFilter(
         filters.syncs, filters.statuses, filters.stages, filters.since,
         min(filters.limit or ERRORS_SHOWN, ERRORS_SHOWN), filters.status_codes, filters.until,
     )  # fmt: skip
-    return _redacted(list_errors(store, limited), project.secrets)
+    return _redacted(store.list_errors(limited), project.secrets)
 
 
-def delivery(store: SqliteStore, project: Project, error_id: str) -> dict[str, Any] | None:
+def delivery(store: ConsoleStore, project: Project, error_id: str) -> dict[str, Any] | None:
     """One error (delivery or violation) with the whole story of its event, as `explain`."""
-    detail = error_detail(store, error_id)
+    detail = store.error_detail(error_id)
     if detail is None:
         return None
-    detail["story"] = explain(store, detail["message_id"]) if detail.get("message_id") else []
+    detail["story"] = store.explain(detail["message_id"]) if detail.get("message_id") else []
     return _redacted(detail, project.secrets)
 
 
-def event_story(store: SqliteStore, project: Project, message_id: str) -> list[dict[str, Any]]:
-    return _redacted(explain(store, message_id), project.secrets)
+def event_story(store: ConsoleStore, project: Project, message_id: str) -> list[dict[str, Any]]:
+    return _redacted(store.explain(message_id), project.secrets)
 
 
 def would_send(project: Project, source: str, event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -262,15 +264,10 @@ def would_send(project: Project, source: str, event: dict[str, Any]) -> list[dic
 # -- alerts ------------------------------------------------------------------------------------------
 
 
-def alerts(project: Project, state_path: Path | None, limit: int = 200) -> dict[str, Any]:
+def alerts(project: Project, state: AlertStateStore, limit: int = 200) -> dict[str, Any]:
     """Each rule per matching sync with its state, and the newest notifications."""
-    state = AlertStateStore(state_path) if state_path is not None else None
-    try:
-        statuses = rule_statuses(project, state)
-        notifications = state.notifications() if state is not None else []
-    finally:
-        if state is not None:
-            state.close()
+    statuses = rule_statuses(project, state)
+    notifications = state.notifications()
     rules = []
     for status in statuses:
         rule = rule_json(status.rule)

@@ -20,6 +20,11 @@ with the listener, even when it is killed with SIGKILL (`_die_with_fork_server`)
 a worker that died under the same number, so its unacknowledged rows and open
 deliveries (its shard) are taken up again: at most what it was sending is sent
 twice (at least once), nothing answered 200 is lost.
+
+Each worker reports what it decides and sends to the listener over a socket of
+its own (streamctl.monitoring.relay), so /metrics, `streamctl tail` and the
+console's Debugger see the workers' decisions and attempts as they would in one
+process.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -40,8 +46,17 @@ from typing import TextIO
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
 from streamctl.delivery.parallel import exit_with
+from streamctl.monitoring.relay import (
+    Flag,
+    RelayObserver,
+    ReportReceiver,
+    WorkerRelay,
+    report_channel,
+)
 from streamctl.store.backend import open_worker_store, store_location
+from streamctl.store.queue import EventQueue
 from streamctl.store.shard import Shard
+from streamctl.store.sqlite_queue import SqliteEventQueue
 
 SUPERVISE_EVERY = 0.2  # seconds between the listener's checks that every worker runs
 RESTART_MIN = 0.2  # seconds before starting a worker that died again, doubling while
@@ -54,7 +69,15 @@ PR_SET_PDEATHSIG = 1  # prctl(2)  # seconds a worker has to record its outcomes 
 class DeliveryWorkers:
     """N worker processes, kept running; `streamctl.server.DeliveryRuntime` for `run`."""
 
-    def __init__(self, project: Project, count: int, *, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        project: Project,
+        count: int,
+        *,
+        err: TextIO = sys.stderr,
+        queue: EventQueue | None = None,
+    ) -> None:
+        """`queue`: the listener's, whose depth follows what the workers acknowledge."""
         self.project = project
         self.count = count
         self.err = err
@@ -67,6 +90,10 @@ class DeliveryWorkers:
         self._context = multiprocessing.get_context(
             "forkserver" if "forkserver" in methods else "spawn"
         )
+        # 1 while the live feed has followers: workers build feed records only then.
+        self._feed_on: Flag = self._context.RawValue("b", 0)
+        acked = queue.dropped if isinstance(queue, SqliteEventQueue) else None
+        self.reports = ReportReceiver(self._feed_on, on_acked=acked)
         if "forkserver" in methods:  # imported once in the fork server, not in every worker
             self._context.set_forkserver_preload(
                 ["streamctl.delivery.workers", "streamctl.config.loader", "streamctl.delivery"]
@@ -94,6 +121,7 @@ class DeliveryWorkers:
         for process in processes:
             process.terminate()
         await asyncio.to_thread(_join_all, processes, STOP_GRACE)
+        await self.reports.close()
 
     def notify(self) -> None:
         """Workers are other processes: they poll the queue (every 20 ms when idle)."""
@@ -105,12 +133,18 @@ class DeliveryWorkers:
         await self.start()
 
     def _spawn(self, index: int) -> None:
+        mine, theirs = report_channel()
+        root = str(self.project.root.resolve())
         process = self._context.Process(  # type: ignore[attr-defined]
             target=work_on_shard,
-            args=(str(self.project.root.resolve()), self._location, index, self.count, os.getpid()),
+            args=(root, self._location, index, self.count, os.getpid(), theirs, self._feed_on),
             name=f"streamctl-worker-{index}",
         )
-        process.start()
+        try:
+            process.start()
+        finally:
+            theirs.close()  # the worker has its own copy: EOF here once it is gone
+        self.reports.attach(mine)
         self._processes[index] = (process, time.monotonic())
 
     async def _supervise(self) -> None:
@@ -146,7 +180,15 @@ def _join_all(processes: list[BaseProcess], grace: float) -> None:
             process.join()
 
 
-def work_on_shard(root: str, location: str, index: int, count: int, parent: int) -> None:
+def work_on_shard(
+    root: str,
+    location: str,
+    index: int,
+    count: int,
+    parent: int,
+    reports: socket.socket,
+    feed_on: Flag,
+) -> None:
     """A worker process: process and deliver shard `index` of `count` until SIGTERM."""
     _die_with_fork_server()
     threading.Thread(target=exit_with, args=(parent,), daemon=True).start()
@@ -159,7 +201,9 @@ def work_on_shard(root: str, location: str, index: int, count: int, parent: int)
     project = load_project(Path(root))
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_process_shard(project, location, Shard(index, count)))
+        runner.run(
+            _process_shard(project, location, Shard(index, count), WorkerRelay(reports, feed_on))
+        )
 
 
 def _die_with_fork_server() -> None:
@@ -174,15 +218,23 @@ def _die_with_fork_server() -> None:
         pass
 
 
-async def _process_shard(project: Project, location: str, shard: Shard) -> None:
+async def _process_shard(project: Project, location: str, shard: Shard, relay: WorkerRelay) -> None:
     from streamctl.delivery.runtime import Runtime
 
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     store = open_worker_store(location, shard)
+    observer = RelayObserver(relay)
+    if isinstance(store.queue, SqliteEventQueue):  # the listener's depth of the queue follows
+        store.queue.on_dropped = relay.acked
+    sending = asyncio.create_task(relay.keep_sending(), name="streamctl-reports")
     try:
-        async with Runtime(project, store, retention=shard.index == 1) as runtime:
+        async with Runtime(
+            project, store, retention=shard.index == 1, observer=observer
+        ) as runtime:
             runtime.process_queue(store.queue)
             await stopping.wait()
     finally:
+        sending.cancel()
+        relay.close()  # what the last flush recorded
         store.close()

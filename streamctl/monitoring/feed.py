@@ -95,6 +95,13 @@ class Subscription:
             else:
                 self._dropped += 1
 
+    def missed(self, count: int) -> None:
+        """Records lost upstream: reported as this subscriber's own drops (any thread)."""
+        if self._loop_is_current():
+            self._dropped += count
+        else:
+            self._loop.call_soon_threadsafe(self.missed, count)
+
     async def next(self) -> Record | None:
         """The next record; None once the feed ended (the server is shutting down)."""
         if self._dropped:
@@ -166,21 +173,34 @@ class LiveFeed:
         `details` may carry `event_type`, `attempt`, `status_code`, `error`: anything
         JSON-serialisable a person debugging would want to see.
         """
-        subscriptions = self._subscriptions
-        if not subscriptions:
-            return
-        record = {
-            "kind": "outcome",
-            "at": _now(),
-            "sync": sync,
-            "message_id": message_id,
-            "status": status,
-            **({"stage": stage} if stage else {}),
-            **details,
-        }
-        for subscription in subscriptions:
-            if subscription.wanted.wants_sync(sync):
+        if self._subscriptions:
+            self.publish_record(outcome_record(sync, message_id, status, stage, details))
+
+    def publish_record(self, record: Record) -> None:
+        """An outcome record made elsewhere (`outcome_record` in a worker process)."""
+        for subscription in self._subscriptions:
+            if subscription.wanted.wants_sync(record["sync"]):
                 subscription.offer(record)
+
+    def publish_dropped(self, count: int) -> None:
+        """`count` records were lost before they got here (a worker's bounded backlog):
+        every subscriber is told, as when it falls behind itself."""
+        for subscription in self._subscriptions:
+            subscription.missed(count)
+
+
+def outcome_record(
+    sync: str, message_id: str, status: str, stage: str | None, details: Mapping[str, Any]
+) -> Record:
+    return {
+        "kind": "outcome",
+        "at": _now(),
+        "sync": sync,
+        "message_id": message_id,
+        "status": status,
+        **({"stage": stage} if stage else {}),
+        **details,
+    }
 
 
 def _now() -> str:

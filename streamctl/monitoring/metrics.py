@@ -35,7 +35,10 @@ Per-sync `delivered`, `failed` (failed attempts), `retried` and `archived` are
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+import math
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
@@ -47,10 +50,14 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE",
     "REGISTRY",
+    "SyncHistogram",
+    "add_reported",
     "record_accepted",
     "record_attempt",
     "record_end_to_end",
@@ -95,13 +102,84 @@ DELIVERY_ATTEMPTS = Counter(
     "streamctl_delivery_attempts", "Delivery attempts per sync, by outcome.", ["sync", "outcome"],
     registry=REGISTRY,
 )  # fmt: skip
-DELIVERY_REQUEST_SECONDS = Histogram(
-    "streamctl_delivery_request_seconds", "Duration of one request to a destination.", ["sync"],
-    buckets=_DELIVERY_BUCKETS, registry=REGISTRY,
+
+
+class SyncHistogram(Collector):
+    """A histogram labelled by sync that can also add bucket counts observed in another
+    process (`run --workers`: each worker buckets its observations and sends the
+    counts, streamctl.monitoring.relay). prometheus_client's Histogram can only
+    observe one value at a time, and replaying a worker's observations one by one
+    would put per-event work back on the listener, the busiest process."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = (*buckets, math.inf)
+        self._counts: dict[str, list[int]] = {}  # per bucket, not cumulative
+        self._sums: dict[str, float] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, sync: str, values: Iterable[float]) -> None:
+        bounds = self.bounds
+        with self._lock:
+            counts = self._counts.setdefault(sync, [0] * len(bounds))
+            total = 0.0
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1  # `le` is inclusive
+                total += value
+            self._sums[sync] = self._sums.get(sync, 0.0) + total
+
+    def add(self, sync: str, counts: Sequence[int], total: float) -> None:
+        """Bucket counts (as `take` returns them) observed elsewhere, with the same bounds."""
+        with self._lock:
+            mine = self._counts.setdefault(sync, [0] * len(self.bounds))
+            for index, count in enumerate(counts):
+                mine[index] += count
+            self._sums[sync] = self._sums.get(sync, 0.0) + total
+
+    @property
+    def observed(self) -> bool:
+        """Anything observed since the last `take`."""
+        return bool(self._counts)
+
+    def take(self) -> dict[str, tuple[list[int], float]]:
+        """Everything observed since the last `take`, per sync; starts again from zero."""
+        with self._lock:
+            taken = {sync: (counts, self._sums[sync]) for sync, counts in self._counts.items()}
+            self._counts, self._sums = {}, {}
+        return taken
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=["sync"])]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["sync"])
+        labels = ["+Inf" if math.isinf(b) else repr(float(b)) for b in self.bounds]
+        with self._lock:
+            for sync, counts in sorted(self._counts.items()):
+                cumulative, buckets = 0, []
+                for label, count in zip(labels, counts, strict=True):
+                    cumulative += count
+                    buckets.append((label, float(cumulative)))
+                family.add_metric([sync], buckets, self._sums[sync])
+        yield family
+
+
+DELIVERY_REQUEST_SECONDS = SyncHistogram(
+    "streamctl_delivery_request_seconds", "Duration of one request to a destination.",
+    _DELIVERY_BUCKETS, REGISTRY,
 )  # fmt: skip
-DELIVERY_LATENCY_SECONDS = Histogram(
-    "streamctl_delivery_latency_seconds", "From event received to event delivered.", ["sync"],
-    buckets=_DELIVERY_BUCKETS, registry=REGISTRY,
+DELIVERY_LATENCY_SECONDS = SyncHistogram(
+    "streamctl_delivery_latency_seconds", "From event received to event delivered.",
+    _DELIVERY_BUCKETS, REGISTRY,
 )  # fmt: skip
 KAFKA_SOURCE_LAG = Gauge(
     "streamctl_kafka_source_lag",
@@ -147,14 +225,30 @@ def record_outcomes(sync: str, status: str, events: int = 1) -> None:
 def record_attempt(sync: str, *, ok: bool, seconds: float, events: int = 1) -> None:
     """One request to a destination carrying `events` events."""
     DELIVERY_ATTEMPTS.labels(sync, "success" if ok else "failure").inc(events)
-    DELIVERY_REQUEST_SECONDS.labels(sync).observe(seconds)
+    DELIVERY_REQUEST_SECONDS.observe(sync, (seconds,))
 
 
 def record_end_to_end(sync: str, latencies: Iterable[float]) -> None:
     """Seconds from receipt to delivery, one value per delivered event."""
-    histogram = DELIVERY_LATENCY_SECONDS.labels(sync)
-    for seconds in latencies:
-        histogram.observe(seconds)
+    DELIVERY_LATENCY_SECONDS.observe(sync, latencies)
+
+
+def add_reported(
+    outcomes: dict[tuple[str, str], int],
+    attempts: dict[tuple[str, bool], int],
+    requests: dict[str, tuple[list[int], float]],
+    latencies: dict[str, tuple[list[int], float]],
+) -> None:
+    """What a worker process counted (streamctl.monitoring.relay): outcomes and attempted
+    events per (sync, status) and (sync, ok), and its histograms' bucket counts."""
+    for (sync, status), events in outcomes.items():
+        SYNC_EVENTS.labels(sync, status).inc(events)
+    for (sync, ok), events in attempts.items():
+        DELIVERY_ATTEMPTS.labels(sync, "success" if ok else "failure").inc(events)
+    for sync, (counts, total) in requests.items():
+        DELIVERY_REQUEST_SECONDS.add(sync, counts, total)
+    for sync, (counts, total) in latencies.items():
+        DELIVERY_LATENCY_SECONDS.add(sync, counts, total)
 
 
 def set_queue_depth(read_depth: Callable[[], float]) -> None:

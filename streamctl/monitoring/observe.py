@@ -15,14 +15,18 @@ for both:
   `delivery_request_seconds`, `delivery_latency_seconds` (recorded -> delivered) and
   the delivered / retrying / archived outcomes;
 - `on_archived(sync, deliveries, reason)` -> archived without an attempt.
+
+Both ends are pluggable: in a worker process of `run --workers N` they are a
+`streamctl.monitoring.relay.WorkerRelay`, which carries the same facts to the
+listener's process.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 from streamctl.core.outcomes import EventResult, Status
 from streamctl.monitoring import metrics
@@ -31,23 +35,52 @@ from streamctl.monitoring.feed import FEED
 REMEMBERED_DELIVERIES = 200_000  # delivery id -> (messageId, created_at), oldest forgotten first
 
 
+class Counting(Protocol):
+    """Where counts go: the module streamctl.monitoring.metrics, or a worker's relay."""
+
+    def record_outcomes(self, sync: str, status: str, events: int = 1) -> None: ...
+
+    def record_attempt(self, sync: str, *, ok: bool, seconds: float, events: int = 1) -> None: ...
+
+    def record_end_to_end(self, sync: str, latencies: Iterable[float]) -> None: ...
+
+
+class Publishing(Protocol):
+    """Where outcomes go for `tail`: the live feed FEED, or a worker's relay."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def publish_outcome(
+        self, *, sync: str, message_id: str, status: str, stage: str | None = None, **details: Any
+    ) -> None: ...
+
+
 class DeliveryObserver:
     """The RuntimeObserver of `streamctl run`: Prometheus metrics and the live feed."""
 
-    def __init__(self, limit: int = REMEMBERED_DELIVERIES) -> None:
+    def __init__(
+        self,
+        limit: int = REMEMBERED_DELIVERIES,
+        *,
+        counts: Counting = metrics,
+        feed: Publishing = FEED,
+    ) -> None:
         self._deliveries: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
+        self.counts = counts
+        self.feed = feed
 
     def on_decisions(self, results: Sequence[EventResult]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        publish = FEED.active
+        counts: dict[tuple[str, Status], int] = {}  # a Status hashes as its str: no `.value`
+        publish = self.feed.active
         for result in results:
             for decision in result.decisions:
-                key = (decision.sync, decision.status.value)
+                key = (decision.sync, decision.status)
                 counts[key] = counts.get(key, 0) + 1
                 if publish:
-                    FEED.publish_outcome(
+                    self.feed.publish_outcome(
                         sync=decision.sync,
                         message_id=decision.message_id,
                         status=decision.status.value,
@@ -56,7 +89,7 @@ class DeliveryObserver:
                         error=decision.error,
                     )
         for (sync, status), count in counts.items():
-            metrics.record_outcomes(sync, status, count)
+            self.counts.record_outcomes(sync, status.value, count)
 
     def on_offered(self, deliveries: Sequence[Any]) -> None:
         with self._lock:
@@ -68,7 +101,7 @@ class DeliveryObserver:
 
     def on_attempts(self, sync: str, records: Sequence[Any]) -> None:
         """AttemptRecords of one sync (streamctl.store.db), usually one batch's worth."""
-        publish = FEED.active
+        publish = self.feed.active
         statuses: dict[str, int] = {}
         requests: dict[tuple[bool, float], int] = {}  # a batch's records share one request
         latencies: list[float] = []
@@ -80,14 +113,15 @@ class DeliveryObserver:
             key = (ok, record.latency_ms)
             requests[key] = requests.get(key, 0) + count
             answered = record.at + record.latency_ms / 1000.0
-            for delivery_id in record.delivery_ids:
-                message_id, created_at = self._settle(delivery_id, final=status != "retrying")
-                if ok and created_at is not None:
-                    latencies.append(max(0.0, answered - created_at))
-                if publish:
-                    FEED.publish_outcome(
+            ids = record.delivery_ids
+            known = self._settle_all(ids, final=status != "retrying")
+            if ok:
+                latencies += [max(0.0, answered - k[1]) for k in known if k is not None]
+            if publish:
+                for delivery_id, found in zip(ids, known, strict=True):
+                    self.feed.publish_outcome(
                         sync=sync,
-                        message_id=message_id,
+                        message_id=found[0] if found else f"delivery:{delivery_id}",
                         status=status,
                         stage="delivery",
                         delivery_id=delivery_id,
@@ -97,18 +131,18 @@ class DeliveryObserver:
                         latency_ms=round(record.latency_ms, 2),
                     )
         for status, count in statuses.items():
-            metrics.record_outcomes(sync, status, count)
+            self.counts.record_outcomes(sync, status, count)
         for (ok, latency_ms), count in requests.items():
-            metrics.record_attempt(sync, ok=ok, seconds=latency_ms / 1000.0, events=count)
+            self.counts.record_attempt(sync, ok=ok, seconds=latency_ms / 1000.0, events=count)
         if latencies:
-            metrics.record_end_to_end(sync, latencies)
+            self.counts.record_end_to_end(sync, latencies)
 
     def on_archived(self, sync: str, deliveries: Sequence[Any], reason: str) -> None:
-        metrics.record_outcomes(sync, Status.ARCHIVED.value, len(deliveries))
+        self.counts.record_outcomes(sync, Status.ARCHIVED.value, len(deliveries))
         for delivery in deliveries:
             self._settle(delivery.id, final=True)
-            if FEED.active:
-                FEED.publish_outcome(
+            if self.feed.active:
+                self.feed.publish_outcome(
                     sync=sync,
                     message_id=delivery.message_id,
                     status=Status.ARCHIVED.value,
@@ -116,6 +150,15 @@ class DeliveryObserver:
                     delivery_id=delivery.id,
                     error=reason,
                 )
+
+    def _settle_all(
+        self, delivery_ids: Sequence[int], *, final: bool
+    ) -> list[tuple[str, float] | None]:
+        """(messageId, created_at) of each delivery offered (None: not remembered), under
+        one lock: this runs for every event delivered."""
+        with self._lock:
+            take = self._deliveries.pop if final else self._deliveries.get
+            return [take(delivery_id, None) for delivery_id in delivery_ids]
 
     def _settle(self, delivery_id: int, *, final: bool) -> tuple[str, float | None]:
         with self._lock:

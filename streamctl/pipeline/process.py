@@ -195,7 +195,9 @@ class Pipeline:
             for rule in rules:
                 if rule.filter is not None and not rule.filter(result.event):
                     continue
-                findings = MappedEvent({"outcome": checked.outcome, "violations": findings_of(checked)})
+                findings = MappedEvent(
+                    {"outcome": checked.outcome, "violations": findings_of(checked)}
+                )
                 payload = route.destination.build_payload(VIOLATIONS, findings, result.event)
                 result.decisions.append(
                     Decision(

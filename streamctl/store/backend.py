@@ -4,6 +4,7 @@
     store = open_store(project, readonly=True)   # a reader (the CLI, monitoring)
     store = open_location(store_location(project), node=...)   # replay's workers
     store = open_worker_store(store_location(project), Shard(1, 2))   # run's workers
+    store = open_console_store(project)          # the web console's own, with its rollups
 
 A `postgresql://` (or `postgres://`) URL is the shared PostgreSQL store
 (streamctl.store.postgres); anything else is a SQLite file, relative to the project.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from streamctl.core.model import Project
 from streamctl.store.alert_state import AlertStateStore
-from streamctl.store.base import Store
+from streamctl.store.base import ConsoleStore, Store
 from streamctl.store.db import SqliteStore
 from streamctl.store.postgres.location import is_postgres_url
 from streamctl.store.postgres.store import AlertDatabase, PostgresStore, migrate_url
@@ -30,6 +31,15 @@ def open_store(project: Project, *, readonly: bool = False, shared_queue: bool =
     store = SqliteStore.open(project.store_file, readonly=readonly)
     store.queue.acked_elsewhere = shared_queue
     return store
+
+
+def open_console_store(project: Project) -> ConsoleStore:
+    """The web console's (and `streamctl report`'s) own connection, migrated (the rollups'
+    tables): reads, rollups and retry's requeue. On PostgreSQL it registers no node: it
+    claims no work, and a running node claims what it requeues."""
+    if project.store_url is not None:
+        return PostgresStore.open(project.store_url, leases=False)
+    return SqliteStore.open(project.store_file)
 
 
 def open_worker_store(location: str, shard: Shard) -> Store:
@@ -73,9 +83,14 @@ def migrate_store(project: Project) -> tuple[int, int]:
         return before, sqlite_version(store.db)
 
 
-def open_alert_state(project: Project) -> AlertStateStore:
-    """The alert state of the project's store (its `alert_state` tables)."""
+def open_alert_state(project: Project, through: Store | None = None) -> AlertStateStore:
+    """The alert state of the project's store (its `alert_state` tables). `through`: the
+    project's store, already open, to read it through (PostgreSQL: its pool rather than
+    one more; it stays open when the alert state is closed)."""
     if project.store_url is not None:
-        store = PostgresStore.open(project.store_url, readonly=True)
-        return AlertStateStore.on(AlertDatabase(store), store.location.describe())
+        if isinstance(through, PostgresStore):
+            database = AlertDatabase(through, owns_store=False)
+        else:
+            database = AlertDatabase(PostgresStore.open(project.store_url, readonly=True))
+        return AlertStateStore.on(database, database.store.location.describe())
     return AlertStateStore(project.store_file)

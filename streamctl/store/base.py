@@ -31,6 +31,7 @@ from streamctl.core.rows import (
 from streamctl.store.health import WriteHealth
 from streamctl.store.queries import ErrorFilter
 from streamctl.store.queue import EventQueue
+from streamctl.store.rollups import Series
 
 
 class Store(Protocol):
@@ -185,3 +186,36 @@ class Store(Protocol):
     def statuses_of(self, ids: Sequence[int]) -> dict[str, int]:
         """How many of these deliveries are in each status."""
         ...
+
+
+class ConsoleReads(Protocol):
+    """What the web console (and `streamctl report`) asks of a store beyond `Store`:
+    its rollups (streamctl.store.rollups) and the debugger's polling. Both stores
+    implement it (streamctl.store.console_queries); the console never sees SQL."""
+
+    def refresh_rollups(self, now: float | None = None) -> int:
+        """Roll up every settled minute not rolled up yet, and sample the gauges; safe
+        while other processes refresh the same store. Minutes rolled up."""
+        ...
+
+    def read_series(
+        self, since: float, width: int, sync: str | None = None, now: float | None = None
+    ) -> Series:
+        """Buckets of `width` seconds from `since` to now, of one sync or (None) all."""
+        ...
+
+    def totals_by_sync(
+        self, since: float, width: int, now: float | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Each sync's sums over the window (`*`: the whole store)."""
+        ...
+
+    def latest_event_id(self) -> int: ...
+
+    def events_after(self, after_id: int, limit: int = 200) -> list[dict[str, Any]]:
+        """Events recorded after `after_id`, oldest first, with their deliveries' outcomes."""
+        ...
+
+
+class ConsoleStore(Store, ConsoleReads, Protocol):
+    """A store the console serves from (`streamctl.store.backend.open_console_store`)."""

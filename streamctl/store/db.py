@@ -38,6 +38,8 @@ from streamctl.core.rows import (
 from streamctl.store import queries
 from streamctl.store.common import CommonOperations
 from streamctl.store.connection import SqliteConnection
+from streamctl.store.console_queries import ConsoleOperations
+from streamctl.store.rollups import SqliteRollups
 from streamctl.store.schema import message_key
 from streamctl.store.shard import Shard
 from streamctl.store.sqlite_queue import SqliteEventQueue
@@ -50,8 +52,9 @@ DEDUPE_WINDOW = 24 * 3600.0  # SPEC §4: duplicate messageIds within 24 h are no
 MAX_PARAMETERS = 999
 
 
-class SqliteStore(SqliteConnection, CommonOperations):
-    """The state store (`streamctl.store.base.Store`) in one SQLite file."""
+class SqliteStore(SqliteConnection, CommonOperations, ConsoleOperations):
+    """The state store (`streamctl.store.base.Store`, and the console's `ConsoleReads`)
+    in one SQLite file."""
 
     _queue: SqliteEventQueue | None = None
     node: int | None = None  # one process writes a SQLite file's deliveries: no leases
@@ -71,6 +74,10 @@ class SqliteStore(SqliteConnection, CommonOperations):
     def for_project(cls, project: Project, *, readonly: bool = False) -> SqliteStore:
         """The store of `project` (`store:` in streamctl.yaml, relative to the project root)."""
         return cls.open(project.store_file, readonly=readonly)
+
+    @property
+    def rollup_tables(self) -> SqliteRollups:
+        return SqliteRollups(self)
 
     @property
     def queue(self) -> SqliteEventQueue:

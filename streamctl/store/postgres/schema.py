@@ -190,6 +190,23 @@ _BY_STATUS = (
     f"CREATE INDEX deliveries_problems_status ON deliveries (status, id) WHERE {PROBLEM_STATUSES_WHERE}",
 )
 
+# As SQLite's migration 6: the console's per-minute counts (streamctl.store.rollups; the
+# PostgreSQL side in streamctl.store.postgres.rollups).
+_CONSOLE_ROLLUPS = (
+    """CREATE TABLE rollups (
+        width integer NOT NULL,
+        start bigint NOT NULL,
+        sync text NOT NULL,
+        metric text NOT NULL,
+        n bigint NOT NULL,
+        PRIMARY KEY (width, start, sync, metric)
+    )""",
+    """CREATE TABLE rollup_state (
+        id integer PRIMARY KEY CHECK (id = 1),
+        through double precision NOT NULL
+    )""",
+)
+
 # As SQLite's migration 9: rejected input and Kafka sources' lag (the SQL is the same,
 # but for the key that numbers rejected input).
 _SOURCE_RECORDS = tuple(
@@ -199,7 +216,12 @@ _SOURCE_RECORDS = tuple(
     for s in SOURCE_RECORDS
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _BY_STATUS, _SOURCE_RECORDS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _INITIAL,
+    _BY_STATUS,
+    _CONSOLE_ROLLUPS,
+    _SOURCE_RECORDS,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -60,6 +60,7 @@ from streamctl.core.rows import (
     RecordedResults,
 )
 from streamctl.store.common import CommonOperations
+from streamctl.store.console_queries import ConsoleOperations
 from streamctl.store.db import (
     _PENDING_COLUMNS,
     DEDUPE_WINDOW,
@@ -72,6 +73,7 @@ from streamctl.store.health import WriteHealth
 from streamctl.store.postgres.leases import DB_NOW, FREE_FOR_ME, OPEN, Connection
 from streamctl.store.postgres.location import PostgresLocation, parse_location
 from streamctl.store.postgres.queue import PostgresEventQueue
+from streamctl.store.postgres.rollups import PostgresRollups
 from streamctl.store.postgres.schema import current_version, migrate
 from streamctl.store.schema import message_key
 
@@ -81,7 +83,7 @@ CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 HEARTBEAT_EVERY = 0.25  # of the lease
 
 
-class PostgresStore(CommonOperations):
+class PostgresStore(CommonOperations, ConsoleOperations):
     """A process's pool of connections to a streamctl PostgreSQL database."""
 
     dialect = "postgresql"
@@ -108,9 +110,13 @@ class PostgresStore(CommonOperations):
     # -- opening ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, *, readonly: bool = False, node: int | None = None) -> PostgresStore:
+    def open(
+        cls, url: str, *, readonly: bool = False, node: int | None = None, leases: bool = True
+    ) -> PostgresStore:
         """Connect, migrate (unless `readonly`) and register this process as a node.
-        `node`: join that node instead (replay's workers record for their parent)."""
+        `node`: join that node instead (replay's workers record for their parent);
+        `leases` False: no node at all, for a process that claims no work (the console:
+        its retry hands deliveries back unowned, for a running node to claim)."""
         location = parse_location(url)
         if readonly:
             _require_schema(location)
@@ -133,7 +139,7 @@ class PostgresStore(CommonOperations):
         except PoolTimeout as exc:
             raise _unavailable(location, exc) from None
         store = cls(location, pool, readonly=readonly)
-        if not readonly:
+        if not readonly and leases:
             store._join(node)
         return store
 
@@ -202,6 +208,10 @@ class PostgresStore(CommonOperations):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def rollup_tables(self) -> PostgresRollups:
+        return PostgresRollups(self)
 
     @property
     def queue(self) -> PostgresEventQueue:
@@ -703,8 +713,9 @@ class AlertDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, *, owns_store: bool = True) -> None:
         self.store = store
+        self.owns_store = owns_store  # False: borrowed (the console's), left open by close()
         self.lock = store.lock
         self.conn = store.conn
 
@@ -727,7 +738,8 @@ class AlertDatabase:
         return self.store.has_tables()
 
     def close(self) -> None:
-        self.store.close()
+        if self.owns_store:
+            self.store.close()
 
 
 ALERTS_LOCK = 0x5354_4D32  # pg_advisory_xact_lock key of alert evaluations ("STM2")
