@@ -42,8 +42,8 @@ class DuckDBDestination(StorageDestination):
             WIDEN_TO_TEXT,
         ),
         event_types=STORAGE_EVENT_TYPES,
-        batch_size=5000,
-        max_batch_size=10_000,
+        batch_size=10_000,  # a load's statements and commit cost the same for 10 rows or 10,000
+        max_batch_size=20_000,
         identity="messageId (every table's key)",
     )
 
