@@ -2,6 +2,7 @@
 
     python benchmarks/storage.py                       # 100,000 events, 3 alternating rounds
     python benchmarks/storage.py --events 20000 --rounds 5
+    python benchmarks/storage.py --only file,postgres   # some destinations (and their limit)
 
 One run, on one machine, in alternating rounds (file, postgres, duckdb, parquet, then
 the plain loads), medians at the end: these machines drift by a third within minutes,
@@ -87,7 +88,11 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="replay --workers (default: auto)"
     )
+    parser.add_argument(
+        "--only", default=",".join(KINDS), help="destinations to replay into (comma-separated)"
+    )
     args = parser.parse_args()
+    kinds = [k for k in KINDS if k in args.only.split(",")]
 
     import pgserver
 
@@ -102,16 +107,18 @@ def main() -> None:
         rows = laid_out(events)
         figures: dict[str, list[float]] = {k: [] for k in (*KINDS, "copy", "insert")}
         for n in range(args.rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 rate = replay(work / f"{kind}-{n}", kind, events, url, n, args.workers)
                 figures[kind].append(rate)
                 print(f"round {n + 1} {kind:8} {rate:10,.0f} events/s", file=sys.stderr)
             figures["copy"].append(args.events / copy_into_postgres(rows, url, f"limit_{n}"))
-            figures["insert"].append(
-                args.events / insert_into_duckdb(rows, work / f"limit-{n}.duckdb")
-            )
+            if "duckdb" in kinds or "parquet" in kinds:
+                figures["insert"].append(
+                    args.events / insert_into_duckdb(rows, work / f"limit-{n}.duckdb")
+                )
+            limits = {k: figures[k][-1] for k in ("copy", "insert") if len(figures[k]) > n}
             print(
-                f"round {n + 1} copy {figures['copy'][-1]:,.0f} insert {figures['insert'][-1]:,.0f} events/s",
+                f"round {n + 1} " + " ".join(f"{k} {v:,.0f}" for k, v in limits.items()) + " events/s",
                 file=sys.stderr,
             )
         report(figures, args.events)
@@ -254,10 +261,14 @@ def report(figures: dict[str, list[float]], events: int) -> None:
     }
     for kind, label in labels.items():
         values = figures[kind]
+        if not values:
+            continue
         median = statistics.median(values)
         rounds = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{label:28} {median:10,.0f} {median / file_median:7.2f}   {rounds}")
     for kind, floor in (("postgres", 0.6), ("duckdb", 0.8)):
+        if not figures[kind] or not figures["file"]:
+            continue
         ratios = [v / f for v, f in zip(figures[kind], figures["file"], strict=True)]
         print(f"{kind} / file per round: {', '.join(f'{r:.2f}' for r in ratios)} (floor {floor})")
 
