@@ -118,7 +118,9 @@ def main() -> None:
                 )
             limits = {k: figures[k][-1] for k in ("copy", "insert") if len(figures[k]) > n}
             print(
-                f"round {n + 1} " + " ".join(f"{k} {v:,.0f}" for k, v in limits.items()) + " events/s",
+                f"round {n + 1} "
+                + " ".join(f"{k} {v:,.0f}" for k, v in limits.items())
+                + " events/s",
                 file=sys.stderr,
             )
         report(figures, args.events)

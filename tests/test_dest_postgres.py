@@ -99,4 +99,3 @@ def test_batches_sharing_users_loaded_at_once_wait_for_each_other(
     assert len(plans) == 200
     assert plans["u000"] == "team" and plans["u199"] == "pro"
     assert warehouse.query("SELECT count(*) FROM {t:identifies}") == [(600,)]
-
