@@ -17,9 +17,12 @@ from typing import Any
 
 import orjson
 import psycopg
+import pytest
 
+from streamctl.destinations import postgres_backend
 from streamctl.destinations.base import MappedEvent
 from streamctl.destinations.postgres import PostgresDestination
+from streamctl.destinations.warehouse import layout_event
 from tests.test_dest_storage import Warehouse, event
 
 START = datetime(2026, 12, 3, 10, tzinfo=UTC)
@@ -99,3 +102,24 @@ def test_batches_sharing_users_loaded_at_once_wait_for_each_other(
     assert len(plans) == 200
     assert plans["u000"] == "team" and plans["u199"] == "pro"
     assert warehouse.query("SELECT count(*) FROM {t:identifies}") == [(600,)]
+
+
+def test_a_batch_larger_than_a_statement_goes_in_parts_and_retries_alike(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_backend, "MAX_STATEMENT_BYTES", 2_000)
+    warehouse = Warehouse("postgres", tmp_path, postgres_url)
+    destination = warehouse.destination()
+    batch = [
+        event(f"m{n}", event="Order Completed", properties={"note": "x" * 300, "nul": "a\u0000b"})
+        for n in range(20)
+    ]
+    batch += identifies("i", range(20), "pro")
+    rows = [orjson.loads(orjson.dumps(layout_event(e)))["rows"]["tracks"] for e in batch[:20]]
+    assert len(postgres_backend._json_parts(rows)) > 1
+    for _ in range(2):  # the second time, every key is taken: nothing written twice
+        destination.load(payloads(destination, batch))
+    asyncio.run(destination.aclose())
+    for table in ("tracks", "order_completed", "identifies", "users"):
+        assert warehouse.query(f"SELECT count(*) FROM {{t:{table}}}") == [(20,)], table
+    assert warehouse.query("SELECT DISTINCT nul FROM {t:order_completed}") == [("ab",)]
