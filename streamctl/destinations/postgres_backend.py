@@ -26,6 +26,7 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -235,7 +236,8 @@ def _json_parts(rows: list[Row]) -> list[Json]:
     data = _json(rows)
     if len(data) <= MAX_STATEMENT_BYTES:
         return [Json(data, dumps=bytes)]
-    step = -(-len(rows) // -(-len(data) // MAX_STATEMENT_BYTES))
+    parts = math.ceil(len(data) / MAX_STATEMENT_BYTES)
+    step = math.ceil(len(rows) / parts)
     return [Json(_json(rows[i : i + step]), dumps=bytes) for i in range(0, len(rows), step)]
 
 
