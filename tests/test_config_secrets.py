@@ -23,6 +23,21 @@ def test_json_escaped_forms_are_masked_too():
     assert "ss" not in redact(dumped, {secret}).replace("password", "")
 
 
+def test_secrets_spelled_with_any_json_escape_are_masked():
+    # As APIs echo them: \u escapes of any case (Go escapes <>&, others all but ASCII),
+    # PHP's \/, a surrogate pair, and JSON inside a JSON string (doubled backslashes).
+    secret = "ab/cd<ef\U0001f511"
+    spellings = [
+        "\\u0061b\\/cd\\u003Cef\\ud83d\\udd11",
+        "".join(f"\\u{ord(char):04x}" for char in "ab/cd<ef") + "\\uD83D\\uDD11",
+        "\\\\u0061b\\\\/cd<ef\U0001f511",
+    ]
+    for spelled in spellings:
+        masked = redact(f'{{"detail": "bad key {spelled}."}}', {secret})
+        assert masked == '{"detail": "bad key ***."}', spelled
+    assert redact("\\u0061B/cd<ef", {"ab/cd<ef"}) == "\\u0061B/cd<ef"  # not the secret
+
+
 def test_very_short_values_are_not_secrets():
     assert redact("line 1 of 12", {"1", "on"}) == "line 1 of 12"
     assert secret_strings("on") == set()

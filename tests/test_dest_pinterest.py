@@ -89,7 +89,7 @@ def test_check_payload_refuses_what_pinterest_would():
     problem = dest.check_payload("purchase", no_identity)
     assert (
         problem is not None
-        and "Pinterest needs em" in problem
+        and "Pinterest matches on em, hashed_maids" in problem
         and "`event_id` is required" in problem
     )
     named = dest.build_payload("custom", MappedEvent({"event_name": "purchase"}), event(2))

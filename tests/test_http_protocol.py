@@ -7,6 +7,7 @@ errors have JSON bodies, and a valid request followed by garbage gets its 200.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import selectors
@@ -19,9 +20,17 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
-from streamctl.sources.http_protocol import OVERRIDDEN, USED_ATTRIBUTES, ConnectionLimits
+from streamctl.sources.http_protocol import (
+    OVERRIDDEN,
+    USED_ATTRIBUTES,
+    ConnectionLimits,
+    GuardedHttpToolsProtocol,
+    guarded_protocol,
+)
 from tests.listener_harness import WEB_KEY, ListenerThread, write_project
 from tests.test_listener import basic, idle_runtime
 
@@ -252,6 +261,127 @@ def test_headers_just_under_the_limit_are_served(listener: ListenerThread) -> No
         sock.sendall(padding + b"\r\n")
         [(status, _, body)] = responses(read_until_closed(sock))
     assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_headers_after_a_request_in_the_same_read_count_against_the_limit(
+    listener: ListenerThread,
+) -> None:
+    # One packet: a whole request, then 40 KB of the next one's headers that never end.
+    # Counted from their first byte, they pass the 32 KB limit now: 431. Fed uncounted,
+    # they were held, with room for another 32 KB, until the header timeout (408).
+    with connect(listener) as sock:
+        unfinished = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (40 * 1024)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + unfinished)
+        answers = responses(read_until_closed(sock))
+    assert [status for status, _, _ in answers] == [200, 431], answers
+    assert_json_error(*answers[1], 431)
+
+
+def test_requests_after_bodies_in_the_same_read_are_each_answered(
+    listener: ListenerThread,
+) -> None:
+    # Each part is fed on its own (a Content-Length body, a chunked one whose data holds
+    # a blank line, then a request with headers near the limit): all answered.
+    ids = [f"parts-{uuid.uuid4()}" for _ in range(2)]
+    body = json.dumps({"userId": "u1", "event": "E\r\n\r\n", "messageId": ids[1]}).encode()
+    auth = basic(WEB_KEY)["Authorization"]
+    chunked = (
+        f"POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    padding = b"X-Padding: " + b"a" * (30 * 1024) + b"\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + padding + b"\r\n"
+    with connect(listener) as sock:
+        sock.sendall(track_request(ids[0]) + chunked + last)
+        answers = responses(read_until_closed(sock))
+    assert [status for status, _, _ in answers] == [200, 200, 200], answers
+    assert set(ids) <= stored_ids(listener)
+
+
+class NullTransport:
+    """A transport that keeps what the protocol writes (for the in-process cases)."""
+
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _never_called(scope: object, receive: object, send: object) -> None:
+    pass
+
+
+def in_process_protocol(limits: ConnectionLimits) -> tuple[GuardedHttpToolsProtocol, NullTransport]:
+    """The guarded protocol on a loop that is not running: requests are parsed and
+    queued, never answered, so what it made of the bytes can be inspected."""
+    cls = guarded_protocol(limits)
+    config = uvicorn.Config(app=_never_called, http=cls, lifespan="off", log_level="error")
+    config.load()
+    loop = asyncio.new_event_loop()
+    protocol = cls(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    transport = NullTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def close(protocol: GuardedHttpToolsProtocol) -> None:
+    protocol.connection_lost(None)
+    for task in asyncio.all_tasks(protocol.loop):  # the app calls set up, never run
+        task.cancel()
+    protocol.loop.run_until_complete(asyncio.sleep(0))
+    protocol.loop.close()
+
+
+def test_every_split_of_pipelined_requests_parses_alike_and_counts_headers_from_their_start() -> (
+    None
+):
+    # Three requests (a Content-Length body, a chunked body holding a blank line, a GET
+    # with a header near the limit) in two reads split at every byte: a blank line cut
+    # between reads still ends its part, so each request is parsed whole, no 431.
+    padding = b"X-Padding: " + b"a" * 150 + b"\r\n"
+    stream = (
+        b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody"
+        b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\nx\r\n\r\ny\r\n0\r\n\r\n"
+        b"GET /c HTTP/1.1\r\n" + padding + b"\r\n"
+    )
+    limits = ConnectionLimits(max_header_bytes=200)
+    for split in range(len(stream) + 1):
+        protocol, transport = in_process_protocol(limits)
+        protocol.data_received(stream[:split])
+        protocol.data_received(stream[split:])
+        queued = [cycle for cycle, _ in reversed(protocol.pipeline)]
+        assert transport.written == b"", (split, transport.written)
+        assert [c.scope["path"] for c in queued] == ["/b", "/c"], split
+        assert [(c.body, c.more_body) for c in queued] == [(b"x\r\n\r\ny", False), (b"", False)]
+        close(protocol)
+    # The same GET with 60 more header bytes is over the limit, however the bytes came.
+    over = stream[:-2] + b"X-More: " + b"b" * 50 + b"\r\n\r\n"
+    for split in range(len(over) + 1):
+        protocol, transport = in_process_protocol(limits)
+        protocol.data_received(over[:split])
+        protocol.data_received(over[split:])
+        # Refused at once; answered after the requests before it (never, here).
+        assert protocol._refused and protocol._deferred is not None, split
+        assert protocol._deferred.startswith(b"HTTP/1.1 431"), split
+        close(protocol)
 
 
 # -- protocol errors ---------------------------------------------------------------------

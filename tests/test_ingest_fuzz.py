@@ -3,7 +3,8 @@
 Requests mix valid and hostile parts: every call type and endpoint (tracking API,
 browser short forms, beacons, webhooks), each auth form, timestamps of every type and
 range, batch-level context, deep nesting, numbers JSON cannot hold, bodies that are
-not JSON, bad gzip, odd methods; and raw bytes on a socket. What must hold for each:
+not JSON, Latin-1 bytes, charsets and media types JSON parsers do not expect, gzip,
+bad gzip and encodings the API refuses, odd methods; and raw bytes on a socket. What must hold for each:
 no 5xx, every error answered with the JSON error shape, and every event of a 200 in
 the store. `derandomize=True`: the same examples on every run (no flaky failures, no
 example database), bounded to a few seconds.
@@ -138,6 +139,7 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]]]:
 PATHS = [
     "/v1/track", "/v1/t", "/v1/identify", "/v1/page", "/v1/batch", "/v1/b",
     "/beacon/v1/batch", "/webhooks/plain", "/webhooks/stripe", "/v1/nope", "/healthz",
+    "/readyz", "/metrics", "/webhooks/nope", "/beacon/v1/nope",
 ]  # fmt: skip
 AUTH = st.sampled_from(["basic", "basic", "query", "none", "wrong"])
 
@@ -168,10 +170,24 @@ def assert_error_shape(status: int, content_type: str, body: bytes) -> None:
     path=st.sampled_from(PATHS),
     auth=AUTH,
     body_and_events=bodies(),
-    encoding=st.sampled_from([None] * 6 + ["gzip", "broken-gzip", "br"]),
-    content_type=st.sampled_from(
-        ["application/json", "text/plain", "", "application/x-www-form-urlencoded"]
+    encoding=st.sampled_from(
+        [None] * 6 + ["gzip", "broken-gzip", "br", "GZIP", "x-gzip", "gzip, identity", "deflate"]
     ),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "text/plain",
+            "",
+            "application/x-www-form-urlencoded",
+            "application/json; charset=latin-1",
+            "text/plain;charset=ISO-8859-1",
+            "application/x-www-form-urlencoded; charset=latin-1",
+            "application/json; charset=utf-16",
+            "multipart/form-data; boundary=x",
+            "application/vnd.api+json",
+        ]
+    ),
+    latin1=st.booleans(),
 )
 def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     listener: ListenerThread,
@@ -182,8 +198,11 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     body_and_events: tuple[bytes, list[dict[str, Any]]],
     encoding: str | None,
     content_type: str,
+    latin1: bool,
 ) -> None:
     body, sent_events = body_and_events
+    if latin1:  # the text as Latin-1 bytes (what charset=latin-1 says), not UTF-8
+        body = body.decode("utf-8", "replace").encode("latin-1", "replace") + b"\xe9"
     headers = {"Origin": "https://shop.example"}
     if content_type:
         headers["Content-Type"] = content_type
@@ -192,8 +211,8 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
     elif auth == "wrong":
         headers["Authorization"] = "Basic !!!"
     url = path + (f"?writeKey={WEB_KEY}" if auth == "query" else "")
-    if encoding == "gzip":
-        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    if encoding in ("gzip", "GZIP"):
+        body, headers["Content-Encoding"] = gzip.compress(body), encoding
     elif encoding is not None:
         headers["Content-Encoding"] = "gzip" if encoding == "broken-gzip" else encoding
     reply = client.request(method, url, content=body, headers=headers)
@@ -206,6 +225,62 @@ def test_ingest_endpoints_answer_json_never_5xx_and_store_every_200(
         assert reply.json() == {"success": True}
         stored = {event["messageId"] for _, event in listener.queued()}
         assert {event["messageId"] for event in sent_events} <= stored
+
+
+CHARSETS = [
+    "utf-8", "latin-1", "ISO-8859-1", "windows-1252", "utf-16", "utf-32", "ascii",
+    "unicode_escape", "base64", "idna", "no-such-charset", '"utf-8"', "",
+]  # fmt: skip
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(
+        ["/webhooks/plain", "/webhooks/stripe", f"/beacon/v1/batch?writeKey={WEB_KEY}"]
+    ),
+    media_type=st.sampled_from(
+        ["application/json", "text/plain", "application/x-www-form-urlencoded", "", "text/csv"]
+    ),
+    charset=st.sampled_from(CHARSETS),
+    text=st.one_of(
+        st.text(max_size=40),
+        st.builds(json.dumps, VALUES),
+        st.builds(
+            lambda d: "&".join(f"{k}={v}" for k, v in d.items()),
+            st.dictionaries(st.text(max_size=6), st.text(max_size=6), max_size=3),
+        ),
+    ),
+    raw=st.one_of(st.none(), st.binary(max_size=40)),
+    gzipped=st.booleans(),
+)
+def test_webhooks_and_beacons_in_any_charset_answer_json_never_5xx_and_store_every_200(
+    listener: ListenerThread,
+    client: httpx.Client,
+    path: str,
+    media_type: str,
+    charset: str,
+    text: str,
+    raw: bytes | None,
+    gzipped: bool,
+) -> None:
+    # The body in the charset it declares (or raw bytes whatever it declares).
+    codec = charset.strip('"') if charset not in ("", "no-such-charset") else "utf-8"
+    try:
+        body = text.encode(codec) if raw is None else raw
+    except (LookupError, UnicodeError, TypeError):
+        body = text.encode("utf-8", "surrogatepass")
+    delivery_id = f"fuzz-hook-{uuid.uuid4()}"
+    headers = {"Webhook-Id": delivery_id}
+    if media_type:
+        headers["Content-Type"] = media_type + (f"; charset={charset}" if charset else "")
+    if gzipped:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    reply = client.post(path, content=body, headers=headers)
+    hypothesis.event(f"{path.split('/')[1]} {reply.status_code}")
+    if reply.status_code != 200:
+        assert_error_shape(reply.status_code, reply.headers.get("content-type", ""), reply.content)
+    elif path.startswith("/webhooks/"):
+        assert delivery_id in {event["messageId"] for _, event in listener.queued()}
 
 
 @settings(FUZZ, max_examples=40)  # an unfinished request waits for a timeout

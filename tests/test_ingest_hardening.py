@@ -22,10 +22,20 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from streamctl.sources.http_api import MAX_BEACON_BYTES
+from streamctl.cli.main import app
+from streamctl.config.loader import load_project
+from streamctl.sources.http_api import MAX_BEACON_BYTES, SourceDirectory
 from streamctl.sources.normalise import MAX_BATCH_EVENTS, MAX_EVENT_BYTES
-from tests.listener_harness import HOOK_SECRET, WEB_KEY, ListenerThread, write_project
+from streamctl.sources.redaction import strip_write_keys
+from tests.listener_harness import (
+    BASE_CONFIG,
+    HOOK_SECRET,
+    WEB_KEY,
+    ListenerThread,
+    write_project,
+)
 
 WHOLE_EVENT_MAPPING = """\
 event_types:
@@ -238,6 +248,74 @@ def test_write_keys_wherever_they_came_are_not_stored_forwarded_or_tailed(
     assert key not in store_bytes(listener)
     assert key not in out_file(listener).read_bytes()
     assert key not in tail.text
+
+
+def escaped(text: str) -> str:
+    """`text` as JSON may spell it inside a string: every character a `\\uXXXX` escape."""
+    return "".join(f"\\u{ord(char):04x}" for char in text)
+
+
+def test_credentials_spelled_with_json_escapes_are_redacted_on_every_output_path(
+    running: tuple[ListenerThread, Tail],
+) -> None:
+    listener, tail = running
+    [track_id, hook_id] = ids("escaped-key", 2)
+    # The write key in `writeKey` with its first letter escaped (it still authenticates),
+    # and elsewhere spelled with escapes: a raw-text search of the body finds none.
+    one_escape = escaped(WEB_KEY[0]) + WEB_KEY[1:]
+    raw = (
+        f'{{"userId":"u","event":"E","messageId":"{track_id}","writeKey":"{one_escape}",'
+        f'"properties":{{"note":"key={escaped(WEB_KEY)}","{one_escape}":1,'
+        f'"hook":"{escaped(HOOK_SECRET)}"}}}}'
+    )
+    reply = httpx.post(
+        f"{listener.url}/v1/track", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status_code == 200, reply.text
+    # A webhook body with the secrets escaped (JSON) and percent-encoded (a form field).
+    hook_raw = json.dumps({"type": f"charge.{escaped(WEB_KEY)}", "note": escaped(WEB_KEY)})
+    hook_raw = hook_raw.replace("\\\\", "\\").encode()  # the escapes as escapes
+    signature = hmac.new(HOOK_SECRET.encode(), hook_raw, hashlib.sha256).hexdigest()
+    reply = httpx.post(
+        f"{listener.url}/webhooks/stripe",
+        content=hook_raw,
+        headers={"Stripe-Signature": signature, "Webhook-Id": hook_id},
+    )
+    assert reply.status_code == 200, reply.text
+    assert wait_for(lambda: delivered(listener).keys() >= {track_id, hook_id})
+    assert wait_for(lambda: track_id.encode() in tail.text and hook_id.encode() in tail.text)
+    events = stored(listener)
+    assert events[track_id]["properties"] == {
+        "note": "key=[redacted]",
+        "[redacted]": 1,
+        "hook": "[redacted]",
+    }
+    assert events[hook_id]["properties"]["body"]["note"] == "[redacted]"
+    assert events[hook_id]["event"] == "charge.[redacted]"  # the name is read after redaction
+    root = str(listener.project.root)
+    explained = [
+        CliRunner().invoke(app, ["explain", message_id, "--json", "--project", root])
+        for message_id in (track_id, hook_id)
+    ]
+    assert all(result.exit_code == 0 for result in explained), explained[0].output
+    written = store_bytes(listener) + out_file(listener).read_bytes() + tail.text
+    written += b"".join(result.stdout.encode() for result in explained)
+    for secret in (WEB_KEY, HOOK_SECRET):
+        assert secret.encode() not in written, secret
+
+
+def test_a_destination_key_and_a_webhook_secret_in_a_body_are_redacted_however_escaped(
+    tmp_path: Path,
+) -> None:
+    dest_key = "dest-write-key-5678"
+    config = BASE_CONFIG + f"  crm:\n    type: segment\n    config: {{ write_key: {dest_key} }}\n"
+    directory = SourceDirectory.of(load_project(write_project(tmp_path / "p", config)))
+    body = json.dumps({"note": f"{escaped(dest_key)} {HOOK_SECRET[:3]}{escaped(HOOK_SECRET[3:])}"})
+    raw = body.replace("\\\\", "\\").encode()  # the escapes as escapes
+    payload = json.loads(raw)
+    assert payload["note"] == f"{dest_key} {HOOK_SECRET}"
+    strip_write_keys(payload, raw, directory.body_secrets)
+    assert payload == {"note": "[redacted] [redacted]"}
 
 
 # -- timestamps ------------------------------------------------------------------------------

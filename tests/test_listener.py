@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import tracemalloc
 
 import httpx
 import pytest
@@ -185,14 +186,40 @@ def test_a_chunked_request_over_500_kb_is_413(client):
     assert reply.status_code == 413
 
 
-def test_a_gzip_bomb_is_413_without_inflating_it(client):
+GZIP_ENDPOINTS = ["/v1/track", f"/beacon/v1/track?writeKey={WEB_KEY}", "/webhooks/plain"]
+
+
+@pytest.mark.parametrize("path", GZIP_ENDPOINTS)
+def test_a_gzip_bomb_is_413_without_inflating_it(client, path):
     # 50 MB of zeros compress to ~50 KB: under the cap on the wire, far over it inflated.
     bomb = gzip.compress(b'{"userId": "u1", "p": "' + b"0" * (50 * 1024 * 1024) + b'"}')
-    assert len(bomb) < 500 * 1024
-    reply = client.post(
-        "/v1/track", content=bomb, headers=basic(WEB_KEY) | {"Content-Encoding": "gzip"}
-    )
-    assert reply.status_code == 413
+    assert len(bomb) < 64 * 1024
+    headers = basic(WEB_KEY) | {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    tracemalloc.start()  # the listener runs in this process: its allocations count too
+    try:
+        reply = client.post(path, content=bomb, headers=headers)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reply.status_code == 413, reply.text
+    assert reply.json()["code"] == "too_large"
+    assert peak < 8 * 1024 * 1024, peak  # never the 50 MB, nor much past the 500 KB cap
+
+
+@pytest.mark.parametrize("path", GZIP_ENDPOINTS)
+def test_gzip_bodies_are_accepted_on_every_ingest_endpoint(listener, client, path):
+    # Segment's libraries send gzip when asked (analytics-python's `gzip=True` posts
+    # /v1/batch with Content-Encoding: gzip), so the API takes it, as Segment's does.
+    message_id = f"gzipped-{path.split('/')[1]}"
+    body = json.dumps({"userId": "u1", "event": "Zipped", "messageId": message_id}).encode()
+    headers = basic(WEB_KEY) | {"Content-Encoding": "gzip", "Webhook-Id": message_id}
+    reply = client.post(path, content=gzip.compress(body), headers=headers)
+    assert reply.status_code == 200, reply.text
+    [(_, event)] = stored(listener, message_id)
+    if path.startswith("/webhooks/"):
+        assert event["properties"]["body"]["event"] == "Zipped"  # inflated, then parsed
+    else:
+        assert event["event"] == "Zipped"
 
 
 def test_an_event_over_32_kb_is_400_naming_it(listener, client):
@@ -413,3 +440,25 @@ def test_a_full_queue_answers_429_with_retry_after(tmp_path):
         # Refused before its body is read: even a body that is not JSON gets the 429.
         garbled = http.post("/v1/track", content=b"{not json", headers=basic(WEB_KEY))
         assert (garbled.status_code, garbled.json()["code"]) == (429, "overloaded")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("application/x-www-form-urlencoded; charset=latin-1", b"note=caf\xe9", {"note": "café"}),
+        ("application/x-www-form-urlencoded; charset=ISO-8859-1", b"note=caf%E9", {"note": "café"}),
+        ("text/plain; charset=latin-1", b"caf\xe9", "café"),
+        ("application/json; charset=windows-1252", b'{"note": "caf\xe9 \x80"}', {"note": "café €"}),
+        ("text/plain; charset=base64", b"caf\xc3\xa9", "café"),  # no text charset: UTF-8
+        ("text/plain", b"caf\xe9", "caf\ufffd"),  # not UTF-8, and no charset said
+    ],
+)
+def test_a_webhook_body_is_read_in_the_charset_its_content_type_names(
+    listener, client, content_type, body, expected
+):
+    delivery_id = f"charset-{hashlib.sha256(content_type.encode() + body).hexdigest()[:12]}"
+    headers = {"Content-Type": content_type, "Webhook-Id": delivery_id}
+    reply = client.post("/webhooks/plain", content=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    [(_, event)] = stored(listener, delivery_id)
+    assert event["properties"]["body"] == expected

@@ -40,8 +40,14 @@ def echo_everything(req: Received) -> Reply:
             "request_url": f"http://crm:{URL_PASSWORD}@127.0.0.1/hook?api_key={API_KEY}",
             "authorization": req.headers.get("Authorization", ""),
             "api_key": API_KEY,
+            "detail": f"no source for {escaped(WRITE_KEY)}",
         },
     )
+
+
+def escaped(text: str) -> str:
+    """`text` with every character a JSON \\u escape, as some encoders write it."""
+    return "".join(f"\\u{ord(char):04x}" for char in text)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +85,13 @@ def failed_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
             )
         )
         event = normalise(
-            {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m-1",
-             "context": {"note": f"key {WRITE_KEY}"}}
+            {
+                "type": "track",
+                "event": "Signed Up",
+                "userId": "u1",
+                "messageId": "m-1",
+                "context": {"note": f"key {WRITE_KEY}"},
+            }
         )
         project = load_project(root)
 
@@ -115,6 +126,8 @@ def test_no_command_prints_a_credential(failed_project, command):
     result = CliRunner().invoke(app, [*command, "--project", str(root)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert_not_leaked(result, *SECRETS)
+    # The key as the destination's answer spelled it (doubled backslashes in --json).
+    assert escaped(WRITE_KEY)[6:] not in result.stdout.replace("\\\\", "\\")
     if command[:2] in (["explain", "m-1"], ["errors", "show"]) and "--json" not in command:
         assert "***" in result.stdout  # masked where they stood, not dropped unseen
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -68,8 +69,13 @@ def fill(folder: Path) -> Path:
 def batch(prefix: str, count: int) -> dict[str, object]:
     return {
         "batch": [
-            {"type": "track", "event": "Viewed", "userId": "u1", "messageId": f"{prefix}-{i}",
-             "properties": {"pad": "x" * 2000}}
+            {
+                "type": "track",
+                "event": "Viewed",
+                "userId": "u1",
+                "messageId": f"{prefix}-{i}",
+                "properties": {"pad": "x" * 2000},
+            }
             for i in range(count)
         ]
     }
@@ -99,25 +105,16 @@ def test_a_full_disk_is_reported_refused_with_503_and_survived(tmp_path, small_f
         assert http.get("/readyz").status_code == 200
 
         filler = fill(small_filesystem)
-        # Writes that still fit (SQLite reuses its log's space) are answered 200 and kept;
-        # once nothing fits, every request gets a 503 naming the cause.
-        refused: httpx.Response | None = None
-        for round_ in range(200):
-            response = send(f"full-{round_}")
-            if response.status_code != 200:
-                refused = response
-                break
-        assert refused is not None, "the full filesystem never refused a write"
-        assert refused.status_code == 503
-        assert refused.headers["content-type"].startswith("application/json")
-        assert "disk full" in refused.json()["message"]
-        assert "no transaction is active" not in refused.text
-
-        ready = http.get("/readyz")
-        assert ready.status_code == 503
-        assert "disk full" in ready.json()["reason"]
-        time.sleep(0.3)  # a few more tries of the processor and readiness: still refused
-        assert http.get("/readyz").status_code == 503
+        # Writes that still fit (SQLite reuses its log's space) are answered 200 and kept,
+        # and may say the store is writable again for a moment; once nothing fits, a
+        # request, a small one too, is refused with 503 naming the cause, and /readyz too.
+        refusals = until_full(send, http)
+        assert refusals, "the full filesystem never refused a write"
+        for refused in refusals:
+            assert refused.status_code == 503
+            assert refused.headers["content-type"].startswith("application/json")
+            assert "disk full" in refused.json()["message"]
+            assert "no transaction is active" not in refused.text
         assert "cannot be written (disk full" in listener.err.getvalue()
 
         os.remove(filler)
@@ -131,7 +128,8 @@ def test_a_full_disk_is_reported_refused_with_503_and_survived(tmp_path, small_f
             for round_ in range(3):
                 assert send(f"queued-{round_}", 40).status_code == 200
             filler = fill(small_filesystem)
-        assert wait_for(lambda: http.get("/readyz").status_code == 503, timeout=20)
+            assert until_full(send, http, prefix="held"), "the full disk refused nothing"
+        assert until_full(send, http, prefix="released"), "the full disk refused nothing"
         assert listener.err.getvalue().count("cannot be written (disk full") >= 2
         assert queue_depth(listener) > 0
         os.remove(filler)
@@ -144,6 +142,34 @@ def test_a_full_disk_is_reported_refused_with_503_and_survived(tmp_path, small_f
             listener.err.getvalue(),
         )
         assert queue_depth(listener) == 0
+
+
+def until_full(
+    send: Callable[[str, int], httpx.Response],
+    http: httpx.Client,
+    prefix: str = "full",
+    timeout: float = 30.0,
+) -> list[httpx.Response]:
+    """Send until a batch and then a one-event request are refused and /readyz answers
+    503 naming a full disk, all in one round: the refusals then; [] by the deadline.
+
+    Polls on that condition, not on one refusal: a write that still fits (SQLite
+    reuses its log's space, a checkpoint frees some) succeeds and marks the store
+    writable again, so the log and /readyz may alternate before nothing fits."""
+    deadline = time.monotonic() + timeout
+    for round_ in itertools.count():
+        if time.monotonic() > deadline:
+            return []
+        batch_reply = send(f"{prefix}-{round_}", 20)
+        if batch_reply.status_code == 200:
+            continue
+        small_reply = send(f"{prefix}-{round_}-small", 1)
+        if small_reply.status_code == 200:
+            continue
+        ready = http.get("/readyz")
+        if ready.status_code == 503 and "disk full" in ready.json()["reason"]:
+            return [batch_reply, small_reply]
+    return []
 
 
 def queue_depth(listener: ListenerThread) -> int:

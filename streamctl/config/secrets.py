@@ -124,9 +124,18 @@ def _url_credentials(text: str) -> set[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret (and its JSON- and repr-escaped forms) replaced by `***`,
-    and every credential a URL, header or field carries (`redact_credentials`)."""
-    pattern = _pattern(frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH))
-    return redact_credentials(text if pattern is None else pattern.sub(MASK, text))
+    and every credential a URL, header or field carries (`redact_credentials`).
+
+    JSON may spell any character as `\\uXXXX` (and `/` as `\\/`): an API's answer
+    echoing a key so (Go escapes `<>&`, PHP `/`, some encoders all but ASCII) is
+    masked too; that second, slower pattern runs only on text with a backslash."""
+    wanted = frozenset(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+    pattern = _pattern(wanted)
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+        if "\\" in text:
+            text = _escaped_pattern(wanted).sub(MASK, text)
+    return redact_credentials(text)
 
 
 def redact_credentials(text: str) -> str:
@@ -172,3 +181,37 @@ def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
         return None
     # Longest first, so a secret containing another is masked whole.
     return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+
+# The one-character escapes of JSON: the character, and the letter after the backslash.
+JSON_SHORT_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "\b": "b",
+    "\f": "f",
+    "\n": "n",
+    "\r": "r",
+    "\t": "t",
+}
+
+
+def json_escape_forms(char: str) -> str:
+    """A regex matching `char` as written in JSON text: itself, `\\uXXXX` (either case;
+    a surrogate pair past U+FFFF) or its short escape; with any number of backslashes,
+    so JSON inside a JSON string matches too."""
+    units = char.encode("utf-16-be")
+    escaped = "".join(
+        rf"\\+u(?i:{units[i]:02x}{units[i + 1]:02x})" for i in range(0, len(units), 2)
+    )
+    forms = [re.escape(char), escaped]
+    if char in JSON_SHORT_ESCAPES:
+        forms.append(r"\\+" + re.escape(JSON_SHORT_ESCAPES[char]))
+    return "(?:" + "|".join(forms) + ")"
+
+
+@lru_cache(maxsize=64)
+def _escaped_pattern(secrets: frozenset[str]) -> re.Pattern[str]:
+    """Every secret with each of its characters in any JSON spelling (`json_escape_forms`)."""
+    longest_first = sorted(secrets, key=len, reverse=True)
+    return re.compile("|".join("".join(map(json_escape_forms, s)) for s in longest_first))

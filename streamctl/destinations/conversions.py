@@ -2,7 +2,9 @@
 
     hashed_user(mapped.user, META_USER_DATA, "meta", as_list=True)   # plain PII hashed
     context_defaults(event)      # {"ip": ..., "user_agent": ..., "page_url": ..., "email": ...}
+    user_with_defaults(found, {"em": "email"}, mapped.user, META_USER_DATA, "meta")
     epoch_seconds(payload, "event_time", "meta")   # ISO 8601 or epoch -> Unix seconds
+    time_and_id_defaults(payload, event, "meta")   # event_time <- timestamp, event_id <- messageId
     money_problems(custom_data, "Purchase")        # a value that is no number, a bad currency
     event_age_problem(seconds, 7)                  # "... older than 7 days" or None
 
@@ -77,6 +79,24 @@ def epoch_seconds(payload: Payload, key: str, vendor: str) -> None:
         raise MappingError(msg, field=key) from None
 
 
+def time_and_id_defaults(
+    payload: Payload, event: Event, vendor: str, time_key: str = "event_time"
+) -> None:
+    """`payload[time_key]` from the event's timestamp unless mapped, as Unix seconds, and
+    `event_id` (the vendor's deduplication with its pixel) from its messageId, in place."""
+    payload.setdefault(time_key, event.get("timestamp"))
+    epoch_seconds(payload, time_key, vendor)
+    if event.get("messageId") is not None:
+        payload.setdefault("event_id", str(event["messageId"]))
+
+
+def event_time_problem(payload: Payload) -> str | None:
+    """Why the payload's `event_time` (APIs that state no age limit) is unusable, or None."""
+    if isinstance(payload.get("event_time"), int):
+        return None
+    return "the event has no `event_time` (map one, or send events with a timestamp)"
+
+
 def event_age_problem(seconds: Any, max_days: int, now: float | None = None) -> str | None:
     """Why an event time the vendor refuses by age is refused, or None."""
     if not isinstance(seconds, int):
@@ -116,18 +136,19 @@ def event_type_spec(
 
 
 def user_with_defaults(
-    defaults: Mapping[str, Any],
+    found: Mapping[str, Any],
+    defaults: Mapping[str, str],
     user: Mapping[str, Any],
     kinds: Mapping[str, str],
     vendor: str,
     *,
     as_list: bool = True,
 ) -> dict[str, Any]:
-    """The mapped user fields over the defaults found in the event (nulls left out), hashed
-    (as arrays, or single values when not `as_list`)."""
-    merged = {key: value for key, value in defaults.items() if value is not None} | {
-        key: value for key, value in user.items() if value is not None
-    }
+    """The mapped user fields over defaults from the event (`defaults`: the vendor's user
+    key -> the `context_defaults` key it comes from), nulls left out, hashed (as arrays,
+    or single values when not `as_list`)."""
+    merged = {key: found[source] for key, source in defaults.items() if source in found}
+    merged.update({key: value for key, value in user.items() if value is not None})
     return hashed_user(merged, kinds, vendor, as_list=as_list)
 
 

@@ -183,6 +183,8 @@ class PinterestDestination(ServerEventsDestination):
     TOP_LEVEL = frozenset(spec.name for spec in EVENT_FIELDS)
     PURCHASE_EVENT = "checkout"
     MAX_AGE_DAYS = None
+    MATCH_KEYS = ("em", "hashed_maids")
+    MATCH_NAME = "Pinterest"
 
     def shape_custom_data(self, custom_data: Payload) -> Payload:
         for key in _TEXT_AMOUNTS:
@@ -190,13 +192,6 @@ class PinterestDestination(ServerEventsDestination):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 custom_data[key] = str(value)
         return custom_data
-
-    def identity_problem(self, user_data: Mapping[str, Any]) -> str | None:
-        if user_data.get("em") or user_data.get("hashed_maids"):
-            return None
-        if user_data.get("client_ip_address") and user_data.get("client_user_agent"):
-            return None
-        return "Pinterest needs em, hashed_maids, or client_ip_address with client_user_agent"
 
     def check_payload(self, event_type: str, payload: Payload) -> str | None:
         problem = super().check_payload(event_type, payload)

@@ -108,6 +108,14 @@ REDDIT_USER: Mapping[str, str] = {
     "idfa": "trimmed",
     "aaid": "trimmed",
 }
+# user key -> the context_defaults key it defaults to
+USER_DEFAULTS = {
+    "email": "email",
+    "phone_number": "phone",
+    "external_id": "user_id",
+    "ip_address": "ip",
+    "user_agent": "user_agent",
+}
 USER_FIELDS = frozenset(REDDIT_USER) | {
     "user_agent", "uuid", "opt_out", "screen_dimensions", "data_processing_options",
 }  # fmt: skip
@@ -195,15 +203,8 @@ class RedditDestination(Destination):
         metadata.update({k: v for k, v in mapped.properties.items() if v is not None})
         if event.get("messageId") is not None:
             metadata.setdefault("conversion_id", str(event["messageId"]))
-        defaults = {
-            "email": found.get("email"),
-            "phone_number": found.get("phone"),
-            "external_id": found.get("user_id"),
-            "ip_address": found.get("ip"),
-            "user_agent": found.get("user_agent"),
-        }
         payload["user"] = user_with_defaults(
-            defaults, mapped.user, REDDIT_USER, "reddit", as_list=False
+            found, USER_DEFAULTS, mapped.user, REDDIT_USER, "reddit", as_list=False
         )
         if metadata:
             payload["event_metadata"] = metadata

@@ -32,9 +32,10 @@ from streamctl.core.events import Event
 from streamctl.destinations.base import Destination, MappedEvent, Payload
 from streamctl.destinations.conversions import (
     context_defaults,
-    epoch_seconds,
     event_age_problem,
+    event_time_problem,
     money_problems,
+    time_and_id_defaults,
     unknown_keys,
     user_with_defaults,
 )
@@ -61,6 +62,10 @@ class ServerEventsDestination(Destination):
         "ph": "phone",
     }
     WEB_REQUIRED_USER_KEYS: ClassVar[tuple[str, ...]] = ()
+    # The user_data keys of which one lets the vendor match a person, besides IP and
+    # user agent together; empty: any parameter at all (Meta). `MATCH_NAME` says whose.
+    MATCH_KEYS: ClassVar[tuple[str, ...]] = ()
+    MATCH_NAME: ClassVar[str] = ""
     TOP_LEVEL: ClassVar[frozenset[str]]  # required-section keys kept beside event_name
     PURCHASE_EVENT: ClassVar[str]  # the event_name that needs value and currency
     MAX_AGE_DAYS: ClassVar[int | None]  # None: the API states no age limit
@@ -77,16 +82,12 @@ class ServerEventsDestination(Destination):
             if value is not None:
                 (payload if key in self.TOP_LEVEL else custom_data)[key] = value
         custom_data.update({k: v for k, v in mapped.properties.items() if v is not None})
-        payload.setdefault("event_time", event.get("timestamp"))
-        epoch_seconds(payload, "event_time", self.VENDOR)
-        if event.get("messageId") is not None:
-            payload.setdefault("event_id", str(event["messageId"]))
+        time_and_id_defaults(payload, event, self.VENDOR)
         payload.setdefault("action_source", self.config.get("action_source") or self.WEB_SOURCE)
         if payload["action_source"] == self.WEB_SOURCE and "page_url" in found:
             payload.setdefault("event_source_url", found["page_url"])
-        defaults = {key: found.get(source) for key, source in self.USER_DEFAULTS.items()}
         payload["user_data"] = user_with_defaults(
-            defaults, mapped.user, self.USER_KINDS, self.VENDOR
+            found, self.USER_DEFAULTS, mapped.user, self.USER_KINDS, self.VENDOR
         )
         if custom_data:
             payload["custom_data"] = self.shape_custom_data(custom_data)
@@ -124,10 +125,8 @@ class ServerEventsDestination(Destination):
             too_old = event_age_problem(payload.get("event_time"), max_days)
             if too_old:
                 problems.append(too_old)
-        elif not isinstance(payload.get("event_time"), int):
-            problems.append(
-                "the event has no `event_time` (map one, or send events with a timestamp)"
-            )
+        elif no_time := event_time_problem(payload):
+            problems.append(no_time)
         if source == self.WEB_SOURCE and not payload.get("event_source_url"):
             problems.append("website events need `event_source_url`")
         return problems
@@ -152,7 +151,14 @@ class ServerEventsDestination(Destination):
         return problems
 
     def identity_problem(self, user_data: Mapping[str, Any]) -> str | None:
-        """Why the vendor could not match this person, or None (default: anything at all)."""
-        if not user_data:
-            return "`user_data` is empty; the API needs at least one customer information parameter"
-        return None
+        """Why the vendor could not match this person, or None."""
+        if not self.MATCH_KEYS:
+            if not user_data:
+                return "`user_data` is empty; the API needs at least one customer information parameter"
+            return None
+        if any(user_data.get(key) for key in self.MATCH_KEYS):
+            return None
+        if user_data.get("client_ip_address") and user_data.get("client_user_agent"):
+            return None
+        keys = ", ".join(self.MATCH_KEYS)
+        return f"{self.MATCH_NAME} matches on {keys}, or client_ip_address with client_user_agent; the event has none"

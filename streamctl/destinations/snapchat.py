@@ -38,8 +38,8 @@ events, so the batch is bisected until the bad event is alone and archived with 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 import httpx
 
@@ -160,13 +160,8 @@ class SnapchatDestination(ServerEventsDestination):
     TOP_LEVEL = frozenset(spec.name for spec in EVENT_FIELDS)
     PURCHASE_EVENT = "PURCHASE"
     MAX_AGE_DAYS = MAX_AGE_DAYS
-
-    def identity_problem(self, user_data: Mapping[str, Any]) -> str | None:
-        if any(user_data.get(key) for key in ("em", "ph", "madid", "idfa")):
-            return None
-        if user_data.get("client_ip_address") and user_data.get("client_user_agent"):
-            return None
-        return "Snap matches on em, ph, madid/idfa, or client_ip_address with client_user_agent; the event has none"
+    MATCH_KEYS = ("em", "ph", "madid", "idfa")
+    MATCH_NAME = "Snap"
 
     # -- sending -----------------------------------------------------------------
 

@@ -66,8 +66,9 @@ from streamctl.destinations.base import (
 from streamctl.destinations.conversions import (
     context_defaults,
     conversion_event_types,
-    epoch_seconds,
+    event_time_problem,
     money_problems,
+    time_and_id_defaults,
     unknown_keys,
     user_with_defaults,
 )
@@ -117,6 +118,15 @@ EVENT_FIELDS = (
     FieldSpec("referrer", "string", "page.referrer; defaults to context.page.referrer"),
 )
 _PAGE = {"page_url": "url", "referrer": "referrer"}
+# user key -> the context_defaults key it defaults to
+USER_DEFAULTS = {
+    "ip": "ip",
+    "user_agent": "user_agent",
+    "locale": "locale",
+    "external_id": "user_id",
+    "email": "email",
+    "phone": "phone",
+}
 _TOP_LEVEL = frozenset({"event", "event_id", "event_time", "limited_data_use"})
 PROPERTY_FIELDS = (
     FieldSpec("value", "number"),
@@ -196,11 +206,10 @@ class TikTokDestination(Destination):
             elif value is not None:
                 (payload if key in _TOP_LEVEL else properties)[key] = value
         properties.update({k: v for k, v in mapped.properties.items() if v is not None})
-        payload.setdefault("event_time", event.get("timestamp"))
-        epoch_seconds(payload, "event_time", "tiktok")
-        if event.get("messageId") is not None:
-            payload.setdefault("event_id", str(event["messageId"]))
-        payload["user"] = self._user(mapped.user, found)
+        time_and_id_defaults(payload, event, "tiktok")
+        payload["user"] = user_with_defaults(
+            found, USER_DEFAULTS, mapped.user, TIKTOK_USER, "tiktok"
+        )
         if properties:
             payload["properties"] = properties
         page = {key: value for key, value in page.items() if value is not None}
@@ -208,26 +217,12 @@ class TikTokDestination(Destination):
             payload["page"] = page
         return payload
 
-    @staticmethod
-    def _user(user: Mapping[str, Any], found: Mapping[str, Any]) -> Payload:
-        defaults = {
-            "ip": found.get("ip"),
-            "user_agent": found.get("user_agent"),
-            "locale": found.get("locale"),
-            "external_id": found.get("user_id"),
-            "email": found.get("email"),
-            "phone": found.get("phone"),
-        }
-        return user_with_defaults(defaults, user, TIKTOK_USER, "tiktok")
-
     def check_payload(self, event_type: str, payload: Payload) -> str | None:
         problems: list[str] = []
         if not isinstance(payload.get("event"), str) or not payload["event"]:
             problems.append(f"`event` must be a non-empty string, got {payload.get('event')!r}")
-        if not isinstance(payload.get("event_time"), int):
-            problems.append(
-                "the event has no `event_time` (map one, or send events with a timestamp)"
-            )
+        if no_time := event_time_problem(payload):
+            problems.append(no_time)
         user = payload.get("user") or {}
         unknown = unknown_keys(user, USER_FIELDS, "user")
         if unknown:

@@ -17,8 +17,9 @@ Every request to the tracking API goes: authenticate (HTTP Basic with the write 
 as user name, `?writeKey=` in the URL, or `writeKey` in the body; the key picks the
 source) -> read the body within 500 KB (64 KB for beacons), gunzipping incrementally
 so a small gzip bomb cannot grow past the cap -> parse with orjson -> strip every
-write key from it (`writeKey` at the top and in each batch event; any other place a
-configured key's text appears is redacted) -> normalise every event (32 KB each as
+write key from it (`writeKey` at the top and in each batch event; any other place the
+text of a write key, a webhook secret or a destination's secret config field appears,
+however JSON escapes it, is redacted) -> normalise every event (32 KB each as
 stored, at most 2500 per batch, a userId or anonymousId each) -> hand them to the
 group committer and wait until they are in SQLite -> `{"success": true}`. Refusals
 answer like Segment's API, `{"success": false, "code": ..., "message": ...}`: 400 bad
@@ -52,10 +53,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from streamctl.config.secrets import MIN_SECRET_LENGTH
+from streamctl.config.secrets import MIN_SECRET_LENGTH, secret_strings
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
 from streamctl.core.model import Project, SourceConfig
+from streamctl.destinations.registry import CATALOG
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED, TailFilter
 from streamctl.sources.normalise import (
@@ -64,6 +66,7 @@ from streamctl.sources.normalise import (
     BatchShared,
     normalise,
 )
+from streamctl.sources.redaction import strip_write_keys
 from streamctl.sources.webhook import verify_signature, webhook_event
 from streamctl.store.queue import Overloaded
 
@@ -83,7 +86,6 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 # navigator.sendBeacon bodies are at most 64 KB (the browsers' quota per page).
 MAX_BEACON_BYTES = 64 * 1024
-REDACTED = "[redacted]"
 OK_BODY = b'{"success":true}'
 _OK_HEADERS = ((b"content-type", b"application/json"), (b"content-length", b"16"))
 PREFLIGHT_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Requested-With"
@@ -116,8 +118,9 @@ class SourceDirectory:
     # Write keys and the project's secrets (webhook secrets, credentials): no webhook
     # header holding one is stored.
     secrets: frozenset[str] = frozenset()
-    # Every write key as bytes, to look for in raw bodies.
-    write_keys: tuple[bytes, ...] = ()
+    # Credentials whose text is redacted wherever it stands in a body (write keys,
+    # webhook secrets, destinations' secret config fields), as bytes for raw bodies.
+    body_secrets: tuple[bytes, ...] = ()
 
     @classmethod
     def of(cls, project: Project) -> SourceDirectory:
@@ -129,7 +132,13 @@ class SourceDirectory:
             elif source.type == "webhook":
                 webhooks[source.name] = source
         secrets = project.secrets | {key for key in by_key if len(key) >= MIN_SECRET_LENGTH}
-        return cls(by_key, webhooks, secrets, tuple(key.encode() for key in by_key if key))
+        credentials = {key for key in by_key if key}
+        credentials |= secret_strings([source.secret for source in webhooks.values()])
+        for destination in project.destinations.values():
+            entry = CATALOG.get(destination.type)
+            secret = entry.catalog.secret_fields if entry else frozenset()
+            credentials |= secret_strings([v for k, v in destination.config.items() if k in secret])
+        return cls(by_key, webhooks, secrets, tuple(c.encode() for c in sorted(credentials)))
 
 
 class Rejected(Exception):
@@ -253,7 +262,7 @@ class IngestApp:
             self._listener.check_room()  # and a full queue before parsing it
             body = await request.body(limit)
             payload = parse_json(body)
-            body_key = strip_write_keys(payload, body, self.directory().write_keys)
+            body_key = strip_write_keys(payload, body, self.directory().body_secrets)
             if given_key is None:
                 source = self._source_for(body_key).name
             events = collect_events(payload, CALLS[call], body_size=len(body), limit=limit)
@@ -308,8 +317,10 @@ class IngestApp:
             try:
                 verify_signature(raw, headers, source)
                 content_type = headers.get("content-type", "")
-                secrets = self.directory().secrets
-                event = webhook_event(source, raw, headers, content_type, secrets)
+                directory = self.directory()
+                event = webhook_event(
+                    source, raw, headers, content_type, directory.secrets, directory.body_secrets
+                )
                 events = [normalise(event, received_at=datetime.now(UTC))]
             except EventError as exc:
                 code = "signature" if exc.status_code == 401 else "invalid"
@@ -496,62 +507,6 @@ def query_write_key(query_string: bytes) -> str | None:
         if name == "writeKey":
             return value
     return None
-
-
-def strip_write_keys(payload: dict[str, Any], body: bytes, keys: tuple[bytes, ...]) -> Any:
-    """Remove every write key from a parsed body; returns the top-level `writeKey`.
-
-    `writeKey` is removed at the top and from each event of a `batch` (Segment's
-    analytics-next puts it in both). A configured key's text anywhere else in the
-    body (a property, a context field, a key) is replaced by `[redacted]`: the raw
-    body is searched first, so a body without one costs a substring search per key.
-    """
-    top_key = payload.pop("writeKey", None)
-    stripped = [top_key]
-    batch = payload.get("batch")
-    if isinstance(batch, list):
-        for event in batch:
-            if isinstance(event, dict) and "writeKey" in event:
-                stripped.append(event.pop("writeKey"))
-    for key in keys:
-        if body.count(key) > sum(isinstance(v, str) and v.encode() == key for v in stripped):
-            redact_text(payload, frozenset(k.decode() for k in keys))
-            break
-    return top_key
-
-
-def redact_text(value: Any, secrets: frozenset[str]) -> None:
-    """Replace each secret in the strings (values and keys) of a JSON value, in place.
-
-    Iterative: a body may nest 1,000 levels deep, past Python's recursion limit.
-    """
-
-    def clean(text: str) -> str:
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for name in list(node):
-                item = node[name]
-                if isinstance(item, str):
-                    item = clean(item)
-                elif isinstance(item, dict | list):
-                    stack.append(item)
-                cleaned = clean(name)
-                if cleaned != name:
-                    del node[name]
-                node[cleaned] = item
-        elif isinstance(node, list):
-            for index, item in enumerate(node):
-                if isinstance(item, str):
-                    node[index] = clean(item)
-                elif isinstance(item, dict | list):
-                    stack.append(item)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:

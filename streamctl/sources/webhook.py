@@ -16,6 +16,7 @@ webhook is recognised as a duplicate.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import hmac
 from collections.abc import Collection, Mapping
@@ -29,6 +30,7 @@ from streamctl.core.errors import EventError
 from streamctl.core.events import Event
 from streamctl.core.model import SourceConfig
 from streamctl.mappings.paths import Getter, compile_path
+from streamctl.sources.redaction import redact_text, texts
 
 # Never stored: they authenticate the sender, and anyone reading events must not reuse them.
 SENSITIVE_HEADERS = frozenset(
@@ -87,12 +89,15 @@ def webhook_event(
     headers: Mapping[str, str],
     content_type: str = "",
     secrets: Collection[str] = (),
+    body_secrets: tuple[bytes, ...] = (),
 ) -> Event:
     """The `track` event for one webhook request (not yet normalised).
 
     `secrets`: every secret of the configuration (webhook secrets, write keys); a
-    header whose value holds one is not stored."""
-    body = parse_body(raw_body, content_type)
+    header whose value holds one is not stored. `body_secrets`: the credentials whose
+    text is redacted in the body (before the event name is read from it); any text
+    may spell one (JSON escapes, form encoding), so the parsed body is searched."""
+    body = redact_text(parse_body(raw_body, content_type), texts(body_secrets))
     event: Event = {
         "type": "track",
         "event": _event_name(source, body),
@@ -107,19 +112,50 @@ def webhook_event(
 
 
 def parse_body(raw_body: bytes, content_type: str) -> Any:
-    """JSON when it parses, form fields for form posts, otherwise the text itself."""
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    """JSON when it parses, form fields for form posts, otherwise the text itself.
+
+    Text is read in the Content-Type's `charset` (a form or a text body in Latin-1 keeps
+    its `é`), UTF-8 when it names none or one Python does not know; undecodable bytes
+    become U+FFFD. JSON is UTF-8 (RFC 8259), but a sender declaring another charset
+    is read in it."""
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    charset = _charset(parameters)
     if media_type == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(raw_body.decode("utf-8", "replace"), keep_blank_values=True))
+        text = raw_body.decode(charset, "replace")
+        fields = parse_qsl(text, keep_blank_values=True, encoding=charset, errors="replace")
+        return {_storable(name): _storable(value) for name, value in fields}
     if not raw_body.strip():
         return None
     try:
-        return orjson.loads(raw_body)
+        return orjson.loads(raw_body if charset == "utf-8" else raw_body.decode(charset, "replace"))
     except orjson.JSONDecodeError:
         if media_type.endswith("json"):
             msg = "webhook body is not valid JSON"
             raise EventError(msg) from None
-        return raw_body.decode("utf-8", "replace")
+        return _storable(raw_body.decode(charset, "replace"))
+
+
+def _storable(text: str) -> str:
+    """`text` without lone surrogates (`unicode_escape` can decode `\\ud800` to one),
+    which no JSON encoder writes: each becomes `?`."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _charset(parameters: str) -> str:
+    """The `charset` of a Content-Type's parameters, as Python's codec name; utf-8 when
+    absent, unknown, or no text encoding that can replace what it cannot read (`base64`,
+    `idna`: decoding with them would fail)."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            try:
+                codec = codecs.lookup(value.strip().strip('"')).name
+                b"\xff\xfe\x00".decode(codec, "replace")
+            except (LookupError, UnicodeError, ValueError):
+                break
+            return codec
+    return "utf-8"
 
 
 def stored_headers(
