@@ -2,6 +2,12 @@
 
     python benchmarks/storage.py                       # 100,000 events, 3 alternating rounds
     python benchmarks/storage.py --events 20000 --rounds 5
+    python benchmarks/storage.py --kinds file,duckdb --baseline /tmp/main  # A/B a change
+
+`--baseline DIR` (repeatable): another checkout (a `git archive` of main, say); each
+round replays into the storage destinations with its code too, beside this checkout's
+(the order rotates from round to round), so a change is measured against the code
+before it in one run. Its rows are labelled `KIND@DIR's name`.
 
 One run, on one machine, in alternating rounds (file, postgres, duckdb, parquet, then
 the plain loads), medians at the end: these machines drift by a third within minutes,
@@ -24,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -54,7 +62,6 @@ source: web
 destination: out
 event_types:
   - type: event
-delivery: {{ batch_size: {batch} }}
 """
 FILE_SYNC = """\
 name: store-all
@@ -77,7 +84,9 @@ event_types:
         context: { field: context }
 """
 KINDS = ("file", "postgres", "duckdb", "parquet")
-BATCH = 5000  # events per load: a statement per table per batch costs the same for 10 rows or 5,000
+# CPU seconds per event of each replay (process and workers): steadier than events/s
+# on a loaded machine, where the wall clock mostly measures the other processes.
+CPU: dict[str, list[float]] = defaultdict(list)
 
 
 def main() -> None:
@@ -87,7 +96,18 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="replay --workers (default: auto)"
     )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="replays to run (comma-separated; file always)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, action="append", default=[], help="a checkout to replay beside"
+    )
+    parser.add_argument("--no-limit", action="store_true", help="skip the plain loads")
     args = parser.parse_args()
+    kinds = ["file", *(k for k in args.kinds.split(",") if k in KINDS and k != "file")]
+    runs = [(k, ROOT, 0) for k in kinds]  # (label, checkout, its number)
+    for number, other in enumerate(args.baseline, 1):
+        runs += [(f"{k}@{other.name}", other.resolve(), number) for k in kinds if k != "file"]
 
     import pgserver
 
@@ -100,16 +120,29 @@ def main() -> None:
             [sys.executable, str(KIT / "gen_events.py"), str(args.events), str(events)], check=True
         )
         rows = laid_out(events)
-        figures: dict[str, list[float]] = {k: [] for k in (*KINDS, "copy", "insert")}
+        figures: dict[str, list[float]] = {k: [] for k, _, _ in runs}
+        if not args.no_limit:
+            figures.update(copy=[], insert=[])
         for n in range(args.rounds):
-            for kind in KINDS:
-                rate = replay(work / f"{kind}-{n}", kind, events, url, n, args.workers)
-                figures[kind].append(rate)
-                print(f"round {n + 1} {kind:8} {rate:10,.0f} events/s", file=sys.stderr)
+            # The checkouts take turns at going first: none always runs right after
+            # the file replay.
+            versions = 1 + len(args.baseline)
+            ordered = sorted(
+                runs, key=lambda r: (kinds.index(r[0].split("@")[0]), (r[2] - n) % versions)
+            )
+            for label, code, _ in ordered:
+                kind = label.split("@")[0]
+                rate = replay(work / f"{label}-{n}", kind, events, url, n, args.workers, code)
+                figures[label].append(rate)
+                print(f"round {n + 1} {label:13} {rate:10,.0f} events/s", file=sys.stderr)
+            if args.no_limit:
+                continue
             figures["copy"].append(args.events / copy_into_postgres(rows, url, f"limit_{n}"))
+            cpu = time.process_time()  # DuckDB's threads included: one process
             figures["insert"].append(
                 args.events / insert_into_duckdb(rows, work / f"limit-{n}.duckdb")
             )
+            CPU["insert"].append((time.process_time() - cpu) / args.events)
             print(
                 f"round {n + 1} copy {figures['copy'][-1]:,.0f} insert {figures['insert'][-1]:,.0f} events/s",
                 file=sys.stderr,
@@ -120,23 +153,27 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def replay(root: Path, kind: str, events: Path, url: str, n: int, workers: int | None) -> float:
+def replay(
+    root: Path, kind: str, events: Path, url: str, n: int, workers: int | None, code: Path
+) -> float:
     config = {
         "file": {"path": "out.ndjson"},
-        "postgres": {"url": url, "schema": f"bench_{n}"},
+        "postgres": {
+            "url": url,
+            "schema": f"bench_{root.name.replace('@', '_').replace('-', '_')}",
+        },
         "duckdb": {"path": "warehouse.duckdb"},
         "parquet": {"path": "lake"},
     }[kind]
     (root / "syncs").mkdir(parents=True)
     (root / "streamctl.yaml").write_text(PROJECT.format(type=kind, config=json.dumps(config)))
-    (root / "syncs" / "store-all.yaml").write_text(
-        FILE_SYNC if kind == "file" else STORE_SYNC.format(batch=BATCH)
-    )
+    (root / "syncs" / "store-all.yaml").write_text(FILE_SYNC if kind == "file" else STORE_SYNC)
     command = [sys.executable, "-m", "streamctl", "replay", str(events), "-p", str(root), "--json"]
     if workers is not None:
         command += ["--workers", str(workers)]
+    before = _children_cpu()
     out = subprocess.run(
-        command, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(ROOT)}
+        command, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(code)}
     )
     if out.returncode != 0:
         raise SystemExit(f"replay into {kind} failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -144,7 +181,14 @@ def replay(root: Path, kind: str, events: Path, url: str, n: int, workers: int |
     delivered = summary["syncs"][0].get("delivered", 0)
     if delivered != summary["events"]:
         raise SystemExit(f"{kind}: {delivered} of {summary['events']} events delivered")
+    CPU[root.name.rsplit("-", 1)[0]].append((_children_cpu() - before) / summary["events"])
     return float(summary["events"]) / float(summary["seconds"])
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (a replay, with its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _env() -> dict[str, str]:
@@ -245,19 +289,29 @@ def report(figures: dict[str, list[float]], events: int) -> None:
     )
     print(f"{'':28} {'events/s':>10} {'ratio':>7}   rounds")
     labels = {
-        "file": "replay into file",
-        "postgres": "replay into postgres",
-        "duckdb": "replay into duckdb",
-        "parquet": "replay into parquet",
         "copy": "plain COPY (postgres)",
         "insert": "plain INSERT (duckdb)",
     }
-    for kind, label in labels.items():
+    for kind in figures:
+        label = labels.get(kind) or "replay into " + kind
         values = figures[kind]
         median = statistics.median(values)
         rounds = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{label:28} {median:10,.0f} {median / file_median:7.2f}   {rounds}")
-    for kind, floor in (("postgres", 0.6), ("duckdb", 0.8)):
+    file_cpu = statistics.median(CPU["file"])
+    print(
+        "\nCPU of the whole replay (process and workers), us/event (ratio: file's / this);"
+        " insert: the plain DuckDB INSERT's"
+    )
+    for kind, values in CPU.items():
+        median = statistics.median(values)
+        rounds = ", ".join(f"{v * 1e6:,.0f}" for v in values)
+        print(f"{kind:28} {median * 1e6:10,.0f} {file_cpu / median:7.2f}   {rounds}")
+    floors = {"postgres": 0.6, "duckdb": 0.8}
+    for kind in figures:
+        floor = floors.get(kind.split("@")[0])
+        if floor is None:
+            continue
         ratios = [v / f for v, f in zip(figures[kind], figures["file"], strict=True)]
         print(f"{kind} / file per round: {', '.join(f'{r:.2f}' for r in ratios)} (floor {floor})")
 

@@ -43,6 +43,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -497,7 +498,7 @@ def plan_load(
             if target is not None and _TAKES[target].issuperset(kinds) and target in _ANY_VALUE:
                 types.append(target)  # every value fits: no need to look at each
                 continue
-            column_values = [row.get(column) for row in rows]
+            column_values = list(map(dict.get, rows, repeat(column)))  # no Python frame per row
             if target is None:
                 planned[column] = target = _new_column_type(column, column_values)
                 changes.append(SchemaChange(table, column, target))
@@ -572,7 +573,8 @@ def _all_fit(values: list[Any], target: ColumnType) -> bool:
     if not _TAKES[target].issuperset(map(type, values)):
         return False
     if target == "timestamp":
-        return all(map(_ISO_DATETIME.fullmatch, [v for v in values if v is not None]))
+        # Each distinct value once: a replay's `received_at` repeats across a batch.
+        return all(map(_ISO_DATETIME.fullmatch, set(values).difference((None,))))
     if target == "bigint":
         present = [v for v in values if v is not None]
         return not present or (INT64[0] <= min(present) and max(present) <= INT64[1])
@@ -631,7 +633,7 @@ def _unique_keys(
     if table == USERS:
         return entries
     if table != DISCARDS:
-        ids = {entry[2].get("id") for entry in entries}
+        ids = set(map(dict.get, [entry[2] for entry in entries], repeat("id")))
         if len(ids) == len(entries):
             return entries
     key = table_key(table)
