@@ -10,10 +10,12 @@ watcher and the alert evaluator. Shutdown on SIGTERM or SIGINT, in this order:
 
 1. uvicorn stops accepting connections and lets in-flight requests finish; those
    requests still reach the committer, so every 200 sent is a committed event;
-2. the committer commits what is pending and stops;
-3. the delivery runtime stops its workers (it records what it was doing; what it
+2. kafka sources (streamctl.sources.kafka) finish the poll in hand, commit the
+   offsets of what is stored and leave their consumer groups;
+3. the committer commits what is pending and stops;
+4. the delivery runtime stops its workers (it records what it was doing; what it
    had not recorded is sent again after a restart, nothing is half-recorded);
-4. background tasks (watcher, alerts) are cancelled and the store is closed.
+5. background tasks (watcher, alerts) are cancelled and the store is closed.
 
 Hot reload (`watch`): a changed project file is validated with `check_project`
 first; a valid project replaces the running one between two requests (a request
@@ -44,12 +46,14 @@ from streamctl.core.errors import StreamctlError
 from streamctl.core.events import Event
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
+from streamctl.core.rows import PartitionLag, RejectedInput
 from streamctl.monitoring import metrics
 from streamctl.monitoring.feed import FEED
 from streamctl.monitoring.observe import DeliveryObserver
 from streamctl.sources.group_commit import CommitLimits, GroupCommitter
 from streamctl.sources.http_api import create_app
 from streamctl.sources.http_protocol import ConnectionLimits, guarded_protocol
+from streamctl.sources.kafka import KafkaSources, kafka_sources
 from streamctl.store import Store
 from streamctl.store.backend import open_store
 from streamctl.store.queue import EventQueue, QueuedEvent
@@ -152,6 +156,13 @@ class Instance:
             return
         await self.committer.submit(source, events)
 
+    async def record_rejected(self, rejected: Sequence[RejectedInput]) -> None:
+        """A kafka source's messages that are no events (streamctl.sources.kafka)."""
+        await self.committer.run_on_writer_thread(self.store.record_rejected, rejected)
+
+    async def record_lag(self, source: str, lags: Sequence[PartitionLag]) -> None:
+        await self.committer.run_on_writer_thread(self.store.record_lag, source, lags)
+
     def check_room(self) -> None:
         if self.publisher is not None:
             self.publisher.check_room()
@@ -181,10 +192,16 @@ class Instance:
         old = self._project
         if project.store_location != old.store_location or project.listen != old.listen:
             self.say("streamctl: the store path and listen address change only on restart")
+        if _kafka_settings(project) != _kafka_settings(old):
+            self.say("streamctl: kafka sources change only on restart")
         if self.runtime is not None:
             await self.runtime.reload(project)
         self._project = project
         self.reloads += 1
+
+
+def _kafka_settings(project: Project) -> list[tuple[str, object]]:
+    return [(source.name, source.kafka) for source in kafka_sources(project)]
 
 
 @dataclass(frozen=True)
@@ -253,6 +270,7 @@ async def _serve(
     server = _Server(_uvicorn_config(app, project, options))
     _quiet_after_uvicorn_signals()
     tasks: list[asyncio.Task[None]] = []
+    consumers: KafkaSources | None = None
     try:
         await instance.committer.start()
         if options.bus is not None:
@@ -271,6 +289,7 @@ async def _serve(
             instance.runtime = RunDelivery(project, store, yield_to_ingest=yielding)
         if instance.runtime is not None:
             await instance.runtime.start()
+        consumers = KafkaSources.start(project, instance)
         services = [*options.services, run_alerts]
         if options.watch:
             services.append(watch_project)
@@ -285,6 +304,8 @@ async def _serve(
             msg = f"cannot listen on {config.host}:{config.port} (the reason is logged above)"
             raise StreamctlError(msg) from None
     finally:
+        if consumers is not None:  # first: what they stored is committed, before the writer stops
+            await consumers.stop()
         await instance.committer.close()
         if instance.publisher is not None:
             await instance.publisher.close()

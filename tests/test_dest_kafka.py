@@ -67,7 +67,7 @@ async def send(dest: KafkaDestination, payloads: list, timeout: float = 10.0):
 
 def test_catalog_and_payload_keys():
     entry = KafkaDestination.catalog
-    assert entry.secret_fields == frozenset({"password"})
+    assert entry.secret_fields == frozenset({"sasl_plain_password"})
     dest = destination("127.0.0.1:9", "t")
     known = payload(dest, {"messageId": "m1", "userId": "u1", "anonymousId": "a1", "event": "E"})
     assert known == {
@@ -175,12 +175,13 @@ def test_a_refused_sasl_login_is_an_outcome_not_a_crash():
     process, bootstrap = start_tansu("--authentication")
     try:
         dest = destination(bootstrap, new_topic(), security_protocol="SASL_PLAINTEXT",
-                           sasl_mechanism="SCRAM-SHA-512", username="alice", password="pw-secret")  # fmt: skip
+                           sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
+                           sasl_plain_password="pw-secret")  # fmt: skip
         (item,) = asyncio.run(send(dest, [payload(dest, {"messageId": "m"})], timeout=5.0)).items
     finally:
         stop(process)
     assert item.status is ItemStatus.RETRY
-    assert "check username, password and sasl_mechanism" in (item.error or "")
+    assert "check sasl_plain_username, sasl_plain_password and sasl_mechanism" in (item.error or "")
     assert "pw-secret" not in (item.error or "")
 
 

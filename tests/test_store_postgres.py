@@ -51,6 +51,7 @@ def test_a_store_of_an_older_version_gets_the_migrations_it_lacks(postgres_url):
     migrate_url(postgres_url)
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # as migration 1 left it
         conn.execute("DROP INDEX deliveries_archived_at, deliveries_problems_status")
+        conn.execute("DROP TABLE rejected_input, source_lag")
         conn.execute("DROP TABLE rollups, rollup_state")
         conn.execute("UPDATE schema_version SET version = 1")
     assert migrate_url(postgres_url) == (1, SCHEMA_VERSION)
@@ -60,6 +61,7 @@ def test_a_store_of_an_older_version_gets_the_migrations_it_lacks(postgres_url):
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables")}
     assert {"deliveries_archived_at", "deliveries_problems_status"} <= indexes
     assert {"rollups", "rollup_state"} <= tables  # migration 3: the console's rollups
+    assert {"rejected_input", "source_lag"} <= tables  # migration 4: kafka sources
 
 
 def test_a_store_from_a_newer_streamctl_is_refused(postgres_url):

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +42,7 @@ import orjson
 
 from streamctl.core.errors import StoreError, UsageError
 from streamctl.core.events import Event
+from streamctl.core.kafka import SECURITY_KEYS, client_security, message_key
 from streamctl.store.queue import Overloaded
 
 log = logging.getLogger(__name__)
@@ -113,27 +113,11 @@ class BusLocation:
 
 
 def _security(settings: dict[str, Any]) -> dict[str, Any]:
-    known = {
-        "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
-        "ssl_cafile", "ssl_certfile", "ssl_keyfile",
-    }  # fmt: skip
-    unknown = sorted(set(settings) - known)
+    unknown = sorted(set(settings) - set(SECURITY_KEYS))
     if unknown:
-        msg = f"bus: unknown option {unknown[0]!r}; known: idempotent, timeout, {', '.join(sorted(known))}"
+        msg = f"bus: unknown option {unknown[0]!r}; known: idempotent, timeout, {', '.join(sorted(SECURITY_KEYS))}"
         raise UsageError(msg)
-    options = {k: v for k, v in settings.items() if not k.startswith("ssl_")}
-    if any(k.startswith("ssl_") for k in settings):
-        context = ssl.create_default_context(cafile=settings.get("ssl_cafile"))
-        if settings.get("ssl_certfile"):
-            context.load_cert_chain(settings["ssl_certfile"], settings.get("ssl_keyfile"))
-        options["ssl_context"] = context
-    return options
-
-
-def user_key(event: Event) -> bytes | None:
-    """The partitioning key: userId, else anonymousId (one user's events in order)."""
-    user = event.get("userId") or event.get("anonymousId")
-    return None if user is None else str(user).encode()
+    return client_security(settings)
 
 
 class KafkaIngest:
@@ -179,7 +163,7 @@ class KafkaIngest:
         try:
             async with asyncio.timeout(self.bus.timeout):
                 sent = [
-                    await self._producer.send(topic, dumps(event), key=user_key(event))
+                    await self._producer.send(topic, dumps(event), key=message_key(event))
                     for event in events
                 ]
                 await asyncio.gather(*sent)

@@ -55,15 +55,16 @@ def errors(
         list[str] | None,
         typer.Option(
             "--status",
-            help="retrying, archived, blocked, mapping_error, function_error, or failed"
-            " (every permanent failure). Repeatable.",
+            help="retrying, archived, blocked, mapping_error, function_error, rejected (bad"
+            " source input), or failed (every permanent failure). Repeatable.",
         ),
     ] = None,
     stages: Annotated[
         list[str] | None,
         typer.Option(
             "--stage",
-            help="contract (lists every contract violation too), function, mapping or delivery. Repeatable.",
+            help="contract (lists every contract violation too), function, mapping, delivery,"
+            " or source (input a source rejected: a bad Kafka message). Repeatable.",
         ),
     ] = None,
     since: SinceOption = None,
@@ -102,7 +103,7 @@ def error_lines(rows: list[dict[str, Any]], width: int, secrets: frozenset[str])
     to be copied into `explain`), the sync and the status; then, under the message id,
     the attempts, when, and the error cut to fit (`errors show ID` has it all)."""
     heads = [
-        (str(row["id"]), str(row["message_id"]), _cut(str(row["sync"] or row.get("source") or ""), SYNC_WIDTH), str(row["status"]))
+        (str(row["id"]), str(row["message_id"] or row.get("origin")), _cut(str(row["sync"] or row.get("source") or ""), SYNC_WIDTH), str(row["status"]))
         for row in rows
     ]  # fmt: skip
     widths = [max(len(head[i]) for head in [HEADINGS, *heads]) for i in range(len(HEADINGS))]
@@ -130,6 +131,8 @@ def _detail(row: dict[str, Any]) -> str:
     parts = [
         f"{attempts} attempt{'s' if attempts != 1 else ''}" + (f", last {when}" if when else "")
     ]
+    if row["stage"] == "source":  # rejected input: never attempted
+        parts = [f"read {when}"]
     if row["status"] == "retrying" and row["next_attempt_at"]:
         parts.append(f"next {_short_time(row['next_attempt_at'])}")
     error = " ".join(str(row["error"] or row["stage"] or "").split())  # one line
@@ -173,6 +176,11 @@ def show(
 def describe_record(detail: dict[str, Any]) -> list[str]:
     """A delivery or violation record as lines of text, for people."""
     lines: list[str] = []
+    if detail.get("stage") == "source":
+        lines.append(f"rejected input {detail['id']} of source {detail['source']} at {detail['at']}")
+        lines.append(f"  read at {detail['origin']}: {detail['reason']}")
+        lines.append(f"  input: {detail['excerpt']}")
+        return lines
     if detail.get("stage") == "contract" and "kind" in detail:
         lines.append(
             f"violation {detail['id']} of contract {detail['contract']} ({detail['outcome']})"

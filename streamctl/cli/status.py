@@ -18,8 +18,11 @@ from rich.text import Text
 from streamctl.cli.errors import parse_since
 from streamctl.cli.options import JsonOption, ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import natural_width, stdout
+from streamctl.cli.top import lag_table
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
+from streamctl.core.rows import PartitionLag
+from streamctl.core.timestamps import iso
 from streamctl.monitoring.sparkline import SyncTrend, sync_trends, trend_header
 from streamctl.store.backend import open_store, store_exists
 from streamctl.store.metrics import StoreMetrics
@@ -57,9 +60,13 @@ def status(
     window_start = parse_since(since) or time.time() - 86400
     names = [s.name for s in project.syncs]
     trends: dict[str, SyncTrend] = {}
+    lags: list[PartitionLag] = []
+    rejected: dict[str, int] = {}
     if store_exists(project):
         with closing(open_store(project, readonly=True)) as store:
             rows = store.sync_status(window_start, names)
+            lags = store.partition_lags()
+            rejected = store.rejected_counts(window_start)
         with closing(StoreMetrics.for_project(project)) as metrics:
             trends = sync_trends(metrics, names, since=window_start, until=time.time())
     else:
@@ -70,9 +77,25 @@ def status(
     if syncs:
         rows = [r for r in rows if r["sync"] in set(syncs)]
     if as_json:
-        typer.echo(redact(orjson.dumps({"since": since, "syncs": rows}).decode(), project.secrets))
+        document = {"since": since, "syncs": rows, "kafka_lag": [lag_json(g) for g in lags],
+                    "rejected_input": rejected}  # fmt: skip
+        typer.echo(redact(orjson.dumps(document).decode(), project.secrets))
         return
     stdout.print(status_table(rows, title=f"streamctl status, last {since}", trends=trends))
+    if lags:
+        stdout.print(Text("\nkafka source lag (messages not yet stored)", style="bold"))
+        stdout.print(lag_table(lags, time.time()))
+    if rejected:
+        counts = ", ".join(f"{source} {count:,}" for source, count in rejected.items())
+        stdout.print(f"\nrejected input (`streamctl errors --stage source`): {counts}")
+
+
+def lag_json(lag: PartitionLag) -> dict[str, Any]:
+    return {
+        "source": lag.source, "topic": lag.topic, "partition": lag.partition, "lag": lag.lag,
+        "committed": lag.committed, "high_watermark": lag.end_offset,
+        "measured_at": iso(lag.updated_at),
+    }  # fmt: skip
 
 
 def sync_status_empty(names: list[str]) -> list[dict[str, Any]]:

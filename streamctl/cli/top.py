@@ -24,6 +24,7 @@ from streamctl.cli.options import ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import natural_width, stdout, table_console
 from streamctl.config.loader import load_project
 from streamctl.core.errors import UsageError
+from streamctl.core.rows import PartitionLag
 from streamctl.core.units import parse_duration
 from streamctl.monitoring.top import Rate, TopRow, TopSampler
 from streamctl.store.metrics import StoreMetrics
@@ -82,7 +83,10 @@ def top(
 
 def _print_plain(sampler: TopSampler) -> None:
     console = table_console()
-    screen = render_top(sampler.rows(), since=sampler.since, now=time.time(), width=console.width)
+    screen = render_top(
+        sampler.rows(), since=sampler.since, now=time.time(), width=console.width,
+        lags=sampler.lags(),
+    )  # fmt: skip
     console.print(screen)
     console.file.flush()
 
@@ -98,8 +102,9 @@ def _live(sampler: TopSampler, interval: float) -> None:
         while True:
             rows = sampler.rows()
             screen = render_top(
-                rows, since=sampler.since, now=time.time(), live=True, width=console.width
-            )
+                rows, since=sampler.since, now=time.time(), live=True, width=console.width,
+                lags=sampler.lags(),
+            )  # fmt: skip
             live.update(screen, refresh=True)
             if read_key(interval) in ("q", "Q"):
                 return
@@ -142,7 +147,13 @@ GIVE_WAY = ("filtered", "queue", "p95", "retrying")
 
 
 def render_top(
-    rows: Sequence[TopRow], *, since: float, now: float, live: bool = False, width: int = 200
+    rows: Sequence[TopRow],
+    *,
+    since: float,
+    now: float,
+    live: bool = False,
+    width: int = 200,
+    lags: Sequence[PartitionLag] = (),
 ) -> Group:
     """Pure: the screen for these rows, in the widest layout that fits `width` columns.
     Counters read `total (rate/s)`, or the rate under the total when narrow."""
@@ -160,7 +171,25 @@ def render_top(
         table = _top_table(rows, stacked, hidden)
         if natural_width(table) <= width:
             break
-    return Group(title, Text(""), table)
+    if not lags:
+        return Group(title, Text(""), table)
+    return Group(title, Text(""), table, Text(""), lag_table(lags, now))
+
+
+def lag_table(lags: Sequence[PartitionLag], now: float) -> Table:
+    """Kafka sources' consumer lag per partition (`status` shows it too)."""
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+    for heading in ("kafka source", "topic", "partition"):
+        table.add_column(heading, no_wrap=True)
+    for heading in ("lag", "committed", "high watermark", "measured"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    for lag in lags:
+        style = "yellow" if lag.lag else ""
+        table.add_row(
+            lag.source, lag.topic, str(lag.partition), Text(f"{lag.lag:,}", style),
+            f"{lag.committed:,}", f"{lag.end_offset:,}", f"{max(0.0, now - lag.updated_at):.0f}s ago",
+        )  # fmt: skip
+    return table
 
 
 def _top_table(rows: Sequence[TopRow], stacked: bool, hidden: Sequence[str]) -> Table:

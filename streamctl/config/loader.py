@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +39,13 @@ from streamctl.config.secrets import (
 from streamctl.config.syncs import SyncContext, build_sync, matches_json_type, sync_name
 from streamctl.contracts import Contract, compile_contract
 from streamctl.core.errors import ConfigError, Problem, SpecError, suggest
+from streamctl.core.kafka import SECRET_SECURITY_KEYS, SECURITY_KEYS
 from streamctl.core.model import (
     AlertChannel,
     AlertRule,
     AlertsConfig,
     DestinationConfig,
+    KafkaSourceConfig,
     ListenConfig,
     Location,
     Project,
@@ -58,7 +61,11 @@ STORE_URL_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_STORE = ".streamctl/state.db"
 YAML_SUFFIXES = (".yaml", ".yml")
 
-WEBHOOK_ONLY_KEYS = ("secret", "signature_header", "event_name")
+WEBHOOK_ONLY_KEYS = ("secret", "signature_header")
+KAFKA_ONLY_KEYS = (
+    "brokers", "topics", "topic_pattern", "group", "start_offset", "format", "max_poll_records",
+    *SECURITY_KEYS,
+)  # fmt: skip
 ARRAY_BODY = "array_body"  # webhook: send a JSON array even for one payload
 
 
@@ -195,6 +202,7 @@ class _ProjectLoader:
         for spec in _entries(data.get("sources")):
             self.secrets.update(secret_strings(spec.get("secret")))
             self.secrets.update(secret_strings(spec.get("write_keys")))  # SPEC §4: never printed
+            self.secrets.update(secret_strings([spec.get(k) for k in SECRET_SECURITY_KEYS]))
         console = data.get("console")
         if isinstance(console, dict):
             self.secrets.update(secret_strings(console.get("token")))
@@ -280,13 +288,14 @@ class _ProjectLoader:
                 f"no contracts/{contract}.yaml declares it"
             )
             self.problems.append(doc.problem((*path, "contract"), message))
-        if kind != "webhook":
-            for key in WEBHOOK_ONLY_KEYS:
-                if key in spec:
-                    message = f"{key!r} applies to webhook sources only (this one is {kind})"
-                    self.problems.append(doc.problem((*path, key), message, key=True))
-        elif "write_keys" in spec:
-            message = "webhook sources take no write_keys: they receive POST /webhooks/" + name
+        self.only_for(doc, path, spec, kind, "webhook", WEBHOOK_ONLY_KEYS)
+        self.only_for(doc, path, spec, kind, "kafka", KAFKA_ONLY_KEYS)
+        if "event_name" in spec and kind != "webhook" and spec.get("format") != "json":
+            message = f"'event_name' applies to webhook sources and kafka sources of format json (this one is {kind})"
+            self.problems.append(doc.problem((*path, "event_name"), message, key=True))
+        if kind in ("webhook", "kafka") and "write_keys" in spec:
+            receives = "POST /webhooks/" + name if kind == "webhook" else "their topics"
+            message = f"{kind} sources take no write_keys: they receive {receives}"
             self.problems.append(doc.problem((*path, "write_keys"), message, key=True))
         if kind == "http" and not spec.get("write_keys"):
             message = f"http source {name!r} needs at least one write key (write_keys: [...])"
@@ -302,6 +311,46 @@ class _ProjectLoader:
             signature_header=spec.get("signature_header", "X-Signature"),
             event_name_field=spec.get("event_name", {}).get("field"),
             location=Location(doc.path, line, column),
+            kafka=self.kafka_source(doc, path, name, spec) if kind == "kafka" else None,
+        )
+
+    def only_for(
+        self, doc: Document, path: NodePath, spec: dict[str, Any], kind: str, owner: str,
+        keys: Collection[str],
+    ) -> None:  # fmt: skip
+        if kind == owner:
+            return
+        for key in keys:
+            if key in spec:
+                message = f"{key!r} applies to {owner} sources only (this one is {kind})"
+                self.problems.append(doc.problem((*path, key), message, key=True))
+
+    def kafka_source(
+        self, doc: Document, path: NodePath, name: str, spec: dict[str, Any]
+    ) -> KafkaSourceConfig:
+        pattern = spec.get("topic_pattern")
+        if pattern is not None:
+            if "topics" in spec:
+                message = "give `topics` or `topic_pattern`, not both"
+                self.problems.append(doc.problem((*path, "topic_pattern"), message, key=True))
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                message = f"topic_pattern {pattern!r} is not a regular expression: {exc}"
+                self.problems.append(doc.problem((*path, "topic_pattern"), message))
+        protocol = str(spec.get("security_protocol", "PLAINTEXT"))
+        if protocol.startswith("SASL") and not spec.get("sasl_plain_username"):
+            message = f"security_protocol {protocol} needs sasl_plain_username and sasl_plain_password"
+            self.problems.append(doc.problem((*path, "security_protocol"), message))
+        return KafkaSourceConfig(
+            brokers=tuple(spec["brokers"]),
+            group=spec.get("group") or f"streamctl.{self.root.name}.{name}",
+            topics=tuple(spec.get("topics", ())),
+            topic_pattern=pattern,
+            start_offset=spec.get("start_offset", "earliest"),
+            format=spec["format"],
+            max_poll_records=int(spec.get("max_poll_records", 500)),
+            security={k: spec[k] for k in SECURITY_KEYS if k in spec},
         )
 
     # -- streamctl.yaml: destinations ------------------------------------------------

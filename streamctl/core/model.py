@@ -68,15 +68,31 @@ class ListenConfig:
 
 
 @dataclass(frozen=True)
+class KafkaSourceConfig:
+    """`type: kafka` of a source: the topics it reads and how (docs/sources/kafka.md)."""
+
+    brokers: tuple[str, ...]
+    group: str  # the consumer group; default streamctl.PROJECT.SOURCE
+    topics: tuple[str, ...] = ()
+    topic_pattern: str | None = None  # a regular expression, instead of `topics`
+    start_offset: Literal["earliest", "latest"] = "earliest"  # for a group with no offsets yet
+    format: Literal["segment", "json"] = "segment"
+    max_poll_records: int = 500
+    # The SASL/TLS settings as written (streamctl.core.kafka.SECURITY_KEYS): never print.
+    security: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     name: str
-    type: Literal["http", "webhook", "stream"]
+    type: Literal["http", "webhook", "stream", "kafka"]
     write_keys: tuple[str, ...] = ()
     contract: str | None = None
     secret: str | None = None  # webhook HMAC-SHA256 secret
     signature_header: str = "X-Signature"
-    event_name_field: str | None = None  # webhook: path into the body giving `event`
+    event_name_field: str | None = None  # webhook, kafka json: path into the body giving `event`
     location: Location = Location("streamctl.yaml")
+    kafka: KafkaSourceConfig | None = None  # `type: kafka` only
 
 
 @dataclass(frozen=True)

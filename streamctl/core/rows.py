@@ -288,3 +288,34 @@ def pending_deliveries(rows: Iterable[PendingRow], created_at: float) -> list[Pe
                         created_at, 0, created_at)
         for delivery_id, sync, event_type, message_id, user_key, payload_json in rows
     ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedInput:
+    """Input a source could not take as an event (not JSON, not an object, not a valid
+    event), where it came from and why: `errors` lists it (id `r<N>`, stage `source`)."""
+
+    source: str
+    origin: str  # where it was read: `TOPIC/PARTITION@OFFSET` for a Kafka message
+    reason: str
+    excerpt: str  # the input's first bytes, as text (REJECTED_EXCERPT at most)
+    at: float  # Unix seconds
+
+
+REJECTED_EXCERPT = 1024  # characters of a rejected input kept to look at
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """How far a consumer group is behind on one partition of a source's topic."""
+
+    source: str
+    topic: str
+    partition: int
+    end_offset: int  # the high watermark: the offset the next message written will get
+    committed: int  # the next offset the group reads: everything before it is stored
+    updated_at: float  # Unix seconds
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end_offset - self.committed)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 POLL_RECORDS = 5_000  # messages a worker takes per poll
 POLL_TIMEOUT_MS = 200
-BUS_SOURCE_TYPES = ("http", "webhook")  # the sources an ingest node produces to the bus
+BUS_SOURCE_TYPES = ("http", "webhook", "kafka")  # the sources an ingest node produces to the bus
 
 
 async def consume(
@@ -41,7 +41,7 @@ async def consume(
     from aiokafka import AIOKafkaConsumer
 
     topics = [
-        bus.topic(name) for name, s in project.sources.items() if s.type in ("http", "webhook")
+        bus.topic(name) for name, s in project.sources.items() if s.type in BUS_SOURCE_TYPES
     ]
     consumer = AIOKafkaConsumer(
         *topics,

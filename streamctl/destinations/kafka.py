@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,12 @@ import httpx
 import orjson
 
 from streamctl.core.events import Event, user_key
+from streamctl.core.kafka import (
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    client_security,
+    quiet_client_logs,
+)
 from streamctl.destinations.base import (
     BatchResult,
     CatalogEntry,
@@ -117,17 +122,20 @@ class KafkaDestination(Destination):
             ConfigField(
                 "security_protocol",
                 default="PLAINTEXT",
-                choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                choices=SECURITY_PROTOCOLS,
                 description="how to reach the brokers (SSL uses the system's CA certificates)",
             ),
             ConfigField(
                 "sasl_mechanism",
                 default="PLAIN",
-                choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                choices=SASL_MECHANISMS,
                 description="SASL mechanism (SASL_* protocols)",
             ),
-            ConfigField("username", description="SASL user name"),
-            ConfigField("password", secret=True, description="SASL password"),
+            ConfigField("sasl_plain_username", description="SASL user name"),
+            ConfigField("sasl_plain_password", secret=True, description="SASL password"),
+            ConfigField("ssl_cafile", description="CA certificates to verify the brokers with"),
+            ConfigField("ssl_certfile", description="client certificate (mutual TLS)"),
+            ConfigField("ssl_keyfile", description="the client certificate's private key"),
         ),
         event_types=(GENERIC_CUSTOM,),
         # benchmarks/kafka_produce.py, 5 alternating rounds against Tansu: batches of 500
@@ -211,7 +219,7 @@ class KafkaDestination(Destination):
         reason = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
         hint = ""
         if str(self.config["security_protocol"]).startswith("SASL"):
-            hint = " (check username, password and sasl_mechanism)"
+            hint = " (check sasl_plain_username, sasl_plain_password and sasl_mechanism)"
         elif self.config["idempotent"]:
             hint = " (the idempotent producer needs a broker that grants InitProducerId)"
         return f"kafka: cannot start a producer for {servers}: {reason}{hint}"
@@ -244,7 +252,7 @@ class KafkaDestination(Destination):
             if self._producer is None:
                 from aiokafka import AIOKafkaProducer
 
-                _quiet_library_logs()
+                quiet_client_logs()
                 producer = AIOKafkaProducer(**self._producer_options(timeout))
                 try:
                     await producer.start()
@@ -255,8 +263,7 @@ class KafkaDestination(Destination):
             return self._producer
 
     def _producer_options(self, timeout: float) -> dict[str, Any]:
-        protocol = str(self.config["security_protocol"])
-        options: dict[str, Any] = {
+        return {
             "bootstrap_servers": [
                 s.strip() for s in str(self.config["bootstrap_servers"]).split(",")
             ],
@@ -268,17 +275,8 @@ class KafkaDestination(Destination):
             # Queued messages expire after one delivery timeout, so a producer whose
             # broker is gone drains (and stops) within that time.
             "request_timeout_ms": max(1000, int(timeout * 1000)),
-            "security_protocol": protocol,
+            **client_security(self.config),
         }
-        if protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context()
-        if protocol.startswith("SASL"):
-            options["sasl_mechanism"] = str(self.config["sasl_mechanism"])
-            options["sasl_plain_username"] = self.config.get("username")
-            options["sasl_plain_password"] = self.config.get("password")
-        return options
 
     def _discard_producer(self) -> None:
         """Drop the producer after a failure: the next batch bootstraps afresh.
@@ -308,17 +306,6 @@ def _key_bytes(payload: Payload) -> bytes:
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:
     with contextlib.suppress(Exception):
         await producer.stop()
-
-
-def _quiet_library_logs() -> None:
-    """aiokafka logs every failed reconnect as an error (hundreds a minute while a broker
-    is down); with no logging configured Python prints them all on stderr. A NullHandler
-    keeps them off stderr; an application that configures logging still receives them.
-    The outcome of each message carries the error either way."""
-    logging.getLogger("aiokafka").addHandler(_NULL_HANDLER)
-
-
-_NULL_HANDLER = logging.NullHandler()
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ Exported series (all prefixed `streamctl_`):
 | `delivery_request_seconds` | histogram | sync | time of one request to the destination |
 | `delivery_latency_seconds` | histogram | sync | end to end: event received -> delivered |
 | `queue_depth` | gauge | | events stored and not yet processed |
+| `kafka_source_lag` | gauge | source, topic, partition | a Kafka source's messages not yet stored and committed: the partition's high watermark minus the group's committed offset |
 
 Per-sync `delivered`, `failed` (failed attempts), `retried` and `archived` are
 `sync_events_total{status="delivered"|"retrying"|"archived"}` and
@@ -33,6 +34,7 @@ Per-sync `delivered`, `failed` (failed attempts), `retried` and `archived` are
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from bisect import bisect_left
@@ -63,6 +65,7 @@ __all__ = [
     "record_received",
     "record_rejected",
     "render",
+    "set_partition_lags",
     "set_queue_depth",
 ]
 
@@ -178,6 +181,11 @@ DELIVERY_LATENCY_SECONDS = SyncHistogram(
     "streamctl_delivery_latency_seconds", "From event received to event delivered.",
     _DELIVERY_BUCKETS, REGISTRY,
 )  # fmt: skip
+KAFKA_SOURCE_LAG = Gauge(
+    "streamctl_kafka_source_lag",
+    "Messages of a Kafka source's partition not yet stored: high watermark minus committed.",
+    ["source", "topic", "partition"], registry=REGISTRY,
+)  # fmt: skip
 QUEUE_DEPTH = Gauge(
     "streamctl_queue_depth", "Events stored and not yet processed.", registry=REGISTRY
 )
@@ -195,6 +203,18 @@ def record_accepted(source: str, events: int, commit_seconds: float) -> None:
 def record_rejected(source: str, reason: str, events: int = 1) -> None:
     """`source` is "" when the write key matched no source."""
     EVENTS_REJECTED.labels(source, reason).inc(events)
+
+
+def set_partition_lags(
+    source: str, lags: Iterable[tuple[str, int, int]], gone: Iterable[tuple[str, int]] = ()
+) -> None:
+    """A Kafka source's lag now: (topic, partition, lag) of each partition it reads;
+    `gone`: (topic, partition) it read before and no longer does (a rebalance)."""
+    for topic, partition in gone:
+        with contextlib.suppress(KeyError):
+            KAFKA_SOURCE_LAG.remove(source, topic, str(partition))
+    for topic, partition, lag in lags:
+        KAFKA_SOURCE_LAG.labels(source, topic, str(partition)).set(lag)
 
 
 def record_outcomes(sync: str, status: str, events: int = 1) -> None:

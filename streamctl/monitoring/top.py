@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from streamctl.core.rows import PartitionLag
 from streamctl.store.metrics import MetricsSource, SyncCounters
 
 RATE_SPAN = 5  # snapshots the rate is measured over (5 s at the default refresh)
@@ -26,6 +27,7 @@ RATE_SPAN = 5  # snapshots the rate is measured over (5 s at the default refresh
 class Snapshot:
     taken_at: float
     syncs: dict[str, SyncCounters]
+    lags: tuple[PartitionLag, ...] = ()  # kafka sources' consumer lag, as last recorded
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class TopSampler:
         self.history: deque[Snapshot] = deque(maxlen=RATE_SPAN + 1)
 
     def sample(self) -> Snapshot:
-        snapshot = Snapshot(self.clock(), self.metrics.sync_counters(self.syncs, self.since))
+        counters = self.metrics.sync_counters(self.syncs, self.since)
+        snapshot = Snapshot(self.clock(), counters, tuple(self.metrics.partition_lags()))
         self.history.append(snapshot)
         return snapshot
 
@@ -113,3 +116,6 @@ class TopSampler:
             self.sample()
         oldest = self.history[0] if len(self.history) > 1 else None
         return top_rows(self.history[-1], oldest)
+
+    def lags(self) -> tuple[PartitionLag, ...]:
+        return self.history[-1].lags if self.history else ()

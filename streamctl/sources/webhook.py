@@ -1,4 +1,5 @@
-"""Webhook sources (SPEC §4): any service's POST becomes a `track` event.
+"""Webhook sources (SPEC §4): any service's POST becomes a `track` event (and so does a
+kafka source's message of `format: json`: `body_event`).
 
     verify_signature(raw_body, headers, source)      # raises EventError(401) if wrong
     event = webhook_event(source, raw_body, headers, content_type)
@@ -98,17 +99,26 @@ def webhook_event(
     text is redacted in the body (before the event name is read from it); any text
     may spell one (JSON escapes, form encoding), so the parsed body is searched."""
     body = redact_text(parse_body(raw_body, content_type), texts(body_secrets))
-    event: Event = {
-        "type": "track",
-        "event": _event_name(source, body),
-        "anonymousId": f"webhook:{source.name}",
-        "properties": {"body": body, "headers": stored_headers(headers, source, secrets)},
-        "context": {"library": {"name": "streamctl-webhook"}, "source": source.name},
-    }
+    event = body_event(source, body, headers=stored_headers(headers, source, secrets))
     delivery_id = next((headers[h] for h in DELIVERY_ID_HEADERS if headers.get(h)), None)
     if delivery_id:
         event["messageId"] = delivery_id
     return event
+
+
+def body_event(source: SourceConfig, body: Any, **received: Any) -> Event:
+    """The `track` event carrying any JSON `body` a source received (a webhook's request,
+    a kafka source's message of `format: json`): `event` read at the source's
+    `event_name` path, else the source's name; `anonymousId` `TYPE:SOURCE`; the body,
+    and what else the source tells about it (`received`: headers, the Kafka record),
+    under `properties`."""
+    return {
+        "type": "track",
+        "event": _event_name(source, body),
+        "anonymousId": f"{source.type}:{source.name}",
+        "properties": {"body": body, **received},
+        "context": {"library": {"name": f"streamctl-{source.type}"}, "source": source.name},
+    }
 
 
 def parse_body(raw_body: bytes, content_type: str) -> Any:

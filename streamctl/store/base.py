@@ -23,8 +23,10 @@ from streamctl.core.rows import (
     AttemptRecord,
     DuplicateRow,
     EncodedResults,
+    PartitionLag,
     PendingDelivery,
     RecordedResults,
+    RejectedInput,
 )
 from streamctl.store.health import WriteHealth
 from streamctl.store.queries import ErrorFilter
@@ -133,6 +135,26 @@ class Store(Protocol):
 
     def requeue(self, ids: Sequence[int], now: float | None = None) -> int:
         """Put archived deliveries back to pending; returns how many."""
+        ...
+
+    # -- the sources' own records -------------------------------------------------------
+
+    def record_rejected(self, rejected: Sequence[RejectedInput]) -> None:
+        """Input a source skipped as no event (`errors` lists it, stage `source`)."""
+
+    def forget_rejected(self, before: float) -> int:
+        """Delete rejected input recorded before `before` (Unix seconds); how many."""
+        ...
+
+    def record_lag(self, source: str, lags: Sequence[PartitionLag]) -> None:
+        """Replace a Kafka source's consumer lag (its partitions now) with `lags`."""
+
+    def partition_lags(self) -> list[PartitionLag]:
+        """Every Kafka source's last recorded lag, by source, topic and partition."""
+        ...
+
+    def rejected_counts(self, since: float) -> dict[str, int]:
+        """How much input each source rejected since `since` (Unix seconds)."""
         ...
 
     # -- retention -----------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """What both stores do alike, written once: the read side (`streamctl.store.queries`,
-the same SQL on SQLite and PostgreSQL) and `record_results`.
+the same SQL on SQLite and PostgreSQL), `record_results`, and the sources' own records
+(rejected input, Kafka consumer lag), written through `transaction()` with `?`
+placeholders on either.
 
     class SqliteStore(SqliteConnection, CommonOperations): ...
     class PostgresStore(CommonOperations): ...
@@ -11,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamctl.core.outcomes import EventResult
-from streamctl.core.rows import DuplicateRow, RecordedResults, encode_results
+from streamctl.core.rows import (
+    DuplicateRow,
+    PartitionLag,
+    RecordedResults,
+    RejectedInput,
+    encode_results,
+)
 from streamctl.store import queries
 from streamctl.store.base import Store
 from streamctl.store.connection import SqlReader
@@ -54,3 +62,35 @@ class CommonOperations:
 
     def explain(self: SqlReader, message_id: str) -> list[dict[str, Any]]:
         return queries.explain(self, message_id)
+
+    # -- the sources' own records ---------------------------------------------------------
+
+    def record_rejected(self: SqlReader, rejected: Sequence[RejectedInput]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO rejected_input (source, origin, reason, excerpt, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(r.source, r.origin, r.reason, r.excerpt, r.at) for r in rejected],
+            )
+
+    def forget_rejected(self: SqlReader, before: float) -> int:
+        with self.transaction() as db:
+            deleted: int = db.execute("DELETE FROM rejected_input WHERE at < ?", [before]).rowcount
+        return deleted
+
+    def record_lag(self: SqlReader, source: str, lags: Sequence[PartitionLag]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM source_lag WHERE source = ?", [source])
+            db.executemany(
+                "INSERT INTO source_lag"
+                " (source, topic, partition_id, end_offset, committed, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(source, g.topic, g.partition, g.end_offset, g.committed, g.updated_at)
+                 for g in lags],
+            )  # fmt: skip
+
+    def partition_lags(self: SqlReader) -> list[PartitionLag]:
+        return queries.partition_lags(self)
+
+    def rejected_counts(self: SqlReader, since: float) -> dict[str, int]:
+        return queries.rejected_counts(self, since)

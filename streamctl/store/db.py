@@ -378,6 +378,7 @@ class SqliteStore(SqliteConnection, CommonOperations, ConsoleOperations):
                 "DELETE FROM events WHERE id IN (SELECT id FROM temp.doomed)"
             ).rowcount
             conn.execute("DROP TABLE temp.doomed")
+        deleted["rejected_input"] = self.forget_rejected(cutoff)
         return deleted
 
     def vacuum(self) -> None:

@@ -18,6 +18,7 @@ Which rows answer which question:
 | events received by a source | `events` by `received_at` (duplicates included: they arrived) |
 | events that reached a sync | distinct `event_id` of the sync's `deliveries`, by `created_at` |
 | retrying / queued now | `deliveries` in `retrying` / `pending` or `retrying` |
+| kafka source lag | `source_lag`, as each source's process last wrote it |
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streamctl.core.model import Project
+from streamctl.core.rows import PartitionLag
+from streamctl.store import queries
 from streamctl.store.connection import SqlReader
 from streamctl.store.db import SqliteStore
 from streamctl.store.postgres.store import PostgresStore, migrate_url
@@ -101,6 +104,10 @@ class MetricsSource(Protocol):
         """One bucket per minute from the minute containing `since` to the one before `until`."""
         ...
 
+    def partition_lags(self) -> list[PartitionLag]:
+        """Each kafka source's consumer lag per partition, as its process last wrote it."""
+        ...
+
 
 # Recent enough to show what a destination answers now, long enough to hold a few attempts.
 TOP_LATENCY_WINDOW = 60.0
@@ -131,6 +138,9 @@ class StoreMetrics:
 
     def close(self) -> None:
         self.store.close()
+
+    def partition_lags(self) -> list[PartitionLag]:
+        return queries.partition_lags(self.store)
 
     def _rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self.store.rows(sql, args)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from streamctl.core.rows import PartitionLag
 from streamctl.core.timestamps import iso
 from streamctl.store.connection import SqlReader
 from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, message_key
@@ -28,6 +29,8 @@ from streamctl.store.schema import PROBLEM_STATUSES, PROBLEM_STATUSES_WHERE, mes
 # `--status failed`: everything that ended without delivery for a reason worth a look.
 STATUS_ALIASES = {"failed": ("archived", "mapping_error", "function_error", "blocked")}
 VIOLATION_PREFIX = "v"  # ids of contract violations in `errors`: v12
+REJECTED_PREFIX = "r"  # ids of rejected input (a source's bad message) in `errors`: r7
+REJECTED_STATUS = "rejected"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def list_errors(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     rows = _delivery_errors(store, filters)
     if "contract" in filters.stages:
         rows.extend(_violations(store, filters))
+    if _lists_rejected(filters):
+        rows.extend(_rejected(store, filters))
     rows.sort(key=lambda r: r["_at"], reverse=True)
     if filters.limit is not None:
         rows = rows[: filters.limit]
@@ -150,17 +155,22 @@ def _select_newest(
     return rows
 
 
-def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
-    where = ["1 = 1"]
-    params: list[object] = []
-    if filters.status_codes:  # violations have no HTTP status
-        return []
+def _window(column: str, filters: ErrorFilter) -> tuple[list[str], list[object]]:
+    """The WHERE terms (and their parameters) of `--since` / `--until` on `column`."""
+    where, params = ["1 = 1"], list[object]()
     if filters.since is not None:
-        where.append("v.at >= ?")
+        where.append(f"{column} >= ?")
         params.append(filters.since)
     if filters.until is not None:
-        where.append("v.at < ?")
+        where.append(f"{column} < ?")
         params.append(filters.until)
+    return where, params
+
+
+def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
+    if filters.status_codes:  # violations have no HTTP status
+        return []
+    where, params = _window("v.at", filters)
     if filters.statuses:
         where.append(f"v.outcome IN ({_marks(filters.statuses)})")
         params.extend(filters.statuses)
@@ -195,8 +205,98 @@ def _violations(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
     ]
 
 
+def _lists_rejected(filters: ErrorFilter) -> bool:
+    """Rejected input belongs to no sync and has no HTTP status: listed by default, with
+    `--stage source` or `--status rejected`, and left out by filters it cannot match."""
+    if filters.syncs or filters.status_codes:
+        return False
+    if filters.stages and "source" not in filters.stages:
+        return False
+    return not filters.statuses or REJECTED_STATUS in filters.statuses
+
+
+def _rejected(store: SqlReader, filters: ErrorFilter) -> list[dict[str, Any]]:
+    if not _has_table(store, "rejected_input"):  # a store written by an older streamctl
+        return []
+    where, params = _window("at", filters)
+    sql = (
+        "SELECT id, source, origin, reason, at FROM rejected_input"
+        f" WHERE {' AND '.join(where)} ORDER BY id DESC"
+    )
+    return [
+        {
+            "id": f"{REJECTED_PREFIX}{r[0]}",
+            "message_id": None,
+            "sync": None,
+            "event_type": None,
+            "stage": "source",
+            "status": REJECTED_STATUS,
+            "attempts": 0,
+            "status_code": None,
+            "error": r[3],
+            "first_attempt_at": None,
+            "last_attempt_at": None,
+            "next_attempt_at": None,
+            "source": r[1],
+            "origin": r[2],
+            "created_at": iso(r[4]),
+            "_at": r[4],
+        }
+        for r in _select_newest(store, sql, params, filters.limit)
+    ]
+
+
+def _has_table(store: SqlReader, name: str) -> bool:
+    if store.dialect == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+    return store.row(sql, [name]) is not None
+
+
+def _rejected_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
+    number = error_id[len(REJECTED_PREFIX) :]
+    if not number.isdigit() or not _has_table(store, "rejected_input"):
+        return None
+    row = store.row(
+        "SELECT source, origin, reason, excerpt, at FROM rejected_input WHERE id = ?",
+        [int(number)],
+    )
+    if row is None:
+        return None
+    source, origin, reason, excerpt, at = row
+    return {
+        "id": error_id, "stage": "source", "status": REJECTED_STATUS, "source": source,
+        "origin": origin, "reason": reason, "excerpt": excerpt, "at": iso(at),
+    }  # fmt: skip
+
+
+def rejected_counts(store: SqlReader, since: float) -> dict[str, int]:
+    """Input each source rejected since `since` (`status`)."""
+    if not _has_table(store, "rejected_input"):
+        return {}
+    rows = store.rows(
+        "SELECT source, count(*) FROM rejected_input WHERE at >= ? GROUP BY source ORDER BY source",
+        [since],
+    )
+    return {source: int(count) for source, count in rows}
+
+
+def partition_lags(store: SqlReader) -> list[PartitionLag]:
+    if not _has_table(store, "source_lag"):
+        return []
+    rows = store.rows(
+        "SELECT source, topic, partition_id, end_offset, committed, updated_at FROM source_lag"
+        " ORDER BY source, topic, partition_id"
+    )
+    return [PartitionLag(*row) for row in rows]
+
+
 def error_detail(store: SqlReader, error_id: str) -> dict[str, Any] | None:
-    """`errors show ID`: the delivery (or violation), its event, payload and every attempt."""
+    """`errors show ID`: the delivery (or violation, or rejected input), its event,
+    payload and every attempt."""
+    if error_id.startswith(REJECTED_PREFIX):
+        return _rejected_detail(store, error_id)
     if error_id.startswith(VIOLATION_PREFIX):
         return _violation_detail(store, error_id)
     try:

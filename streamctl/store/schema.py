@@ -285,6 +285,25 @@ PROBLEM_STATUSES_SQL = ", ".join(f"'{status}'" for status in PROBLEM_STATUSES)  
 # The partial index's term (migration 3): a query must contain it verbatim to use the index.
 PROBLEM_STATUSES_WHERE = "(" + " OR ".join(f"status = '{s}'" for s in PROBLEM_STATUSES) + ")"
 
+SOURCE_RECORDS = (
+    # Input a source could not take as an event (a Kafka message that is not JSON, not a
+    # valid event, too large), with where it was read: `errors` lists it.
+    "CREATE TABLE rejected_input (id INTEGER PRIMARY KEY, source TEXT NOT NULL,"
+    " origin TEXT NOT NULL, reason TEXT NOT NULL, excerpt TEXT, at REAL NOT NULL)",
+    "CREATE INDEX rejected_input_at ON rejected_input(at)",
+    # Each Kafka source's consumer lag per partition, as its process last measured it:
+    # `status` and `top` run in other processes and read it here.
+    "CREATE TABLE source_lag (source TEXT NOT NULL, topic TEXT NOT NULL,"
+    " partition_id INTEGER NOT NULL, end_offset INTEGER NOT NULL, committed INTEGER NOT NULL,"
+    " updated_at REAL NOT NULL, PRIMARY KEY (source, topic, partition_id))",
+)
+
+
+def _source_records(db: sqlite_utils.Database) -> None:
+    for statement in SOURCE_RECORDS:
+        db.execute(statement)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial_schema,
     _problems_index_by_id,
@@ -294,6 +313,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _console_rollups,
     _alert_state,
     _delivery_owner,
+    _source_records,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import psycopg
 
 from streamctl.core.errors import StoreError
-from streamctl.store.schema import PROBLEM_STATUSES_WHERE
+from streamctl.store.schema import PROBLEM_STATUSES_WHERE, SOURCE_RECORDS
 
 MIGRATION_LOCK = 0x5354_4D31  # pg_advisory_lock key of the migrations ("STM1")
 
@@ -207,7 +207,21 @@ _CONSOLE_ROLLUPS = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _BY_STATUS, _CONSOLE_ROLLUPS)
+# As SQLite's migration 9: rejected input and Kafka sources' lag (the SQL is the same,
+# but for the key that numbers rejected input).
+_SOURCE_RECORDS = tuple(
+    s.replace("id INTEGER PRIMARY KEY", "id bigserial PRIMARY KEY")
+    .replace(" REAL", " double precision")
+    .replace(" INTEGER", " bigint")
+    for s in SOURCE_RECORDS
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _INITIAL,
+    _BY_STATUS,
+    _CONSOLE_ROLLUPS,
+    _SOURCE_RECORDS,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -642,6 +642,7 @@ class PostgresStore(CommonOperations, ConsoleOperations):
                 [min(cutoff, (time.time() if now is None else now) - DEDUPE_WINDOW)],
             )
             conn.execute(f"DELETE FROM nodes WHERE heartbeat_at < {DB_NOW} - 86400")
+        deleted["rejected_input"] = self.forget_rejected(cutoff)
         return deleted
 
     def vacuum(self) -> None:
