@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def deliver(
 
 def rows(root: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     project = load_project(root)
-    with sqlite3.connect(project.store_file) as conn:
+    with closing(sqlite3.connect(project.store_file)) as conn:
         return conn.execute(sql, list(params)).fetchall()
 
 

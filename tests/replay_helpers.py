@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -47,7 +48,7 @@ def replay(root: Path, events_file: Path) -> tuple[int, dict, str]:
 
 def outcomes(root: Path) -> dict[str, tuple[str, str | None]]:
     """message_id -> (status, error) of every delivery recorded in the store."""
-    with sqlite3.connect(root / ".streamctl" / "state.db") as db:
+    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as db:
         rows = db.execute("SELECT message_id, status, error FROM deliveries").fetchall()
     return {message_id: (status, error) for message_id, status, error in rows}
 

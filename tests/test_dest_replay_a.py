@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
@@ -291,7 +292,7 @@ def test_replay_into_slack_honours_retry_after_then_delivers(
     assert code == 0, stderr
     assert summary["syncs"] == [{"sync": "sync", "delivered": 1}]
     assert fake.messages == [{"text": "*Order Completed*\norder: o-1"}]
-    with sqlite3.connect(tmp_path / ".streamctl" / "state.db") as db:
+    with closing(sqlite3.connect(tmp_path / ".streamctl" / "state.db")) as db:
         attempts = db.execute(
             "SELECT status, status_code, retry_after, at FROM attempts ORDER BY id"
         ).fetchall()

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -77,7 +78,7 @@ def test_the_readme_tour_request_reaches_the_console(bundled_project, capfd):
         store = listener.store_path
 
         def welcomed() -> list[tuple[str, str]]:
-            with sqlite3.connect(store) as conn:
+            with closing(sqlite3.connect(store)) as conn:
                 return conn.execute(
                     "SELECT status, stage FROM deliveries WHERE sync = 'signups-to-console'"
                 ).fetchall()

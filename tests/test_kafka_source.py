@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def lags(root: Path) -> list[tuple[Any, ...]]:
     path = root / ".streamctl" / "state.db"
     if not path.exists():
         return []
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         try:
             return conn.execute(
                 "SELECT source, topic, partition_id, end_offset, committed FROM source_lag"
@@ -238,7 +239,7 @@ def test_a_run_killed_mid_way_loses_nothing_and_records_each_event_once(tmp_path
         run.kill()  # kill -9: what was stored and not committed is read again
     with ListenerProcess(root):
         wait_for(lambda: len({line["message_id"] for line in delivered(root)}) == 3000, "all 3000")
-    with sqlite3.connect(root / ".streamctl" / "state.db") as conn:
+    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as conn:
         recorded = conn.execute(
             "SELECT count(*), count(DISTINCT message_id) FROM events WHERE duplicate = 0"
         ).fetchone()
@@ -246,7 +247,7 @@ def test_a_run_killed_mid_way_loses_nothing_and_records_each_event_once(tmp_path
 
 
 def duplicates(root: Path) -> int:
-    with sqlite3.connect(root / ".streamctl" / "state.db") as conn:
+    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as conn:
         (count,) = conn.execute("SELECT count(*) FROM events WHERE duplicate = 1").fetchone()
     return int(count)
 

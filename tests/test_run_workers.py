@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -59,7 +60,7 @@ def worker_pids(listener_pid: int) -> list[int]:
 
 
 def rows(store: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(store) as conn:
+    with closing(sqlite3.connect(store)) as conn:
         return conn.execute(sql).fetchall()
 
 

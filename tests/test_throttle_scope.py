@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -61,7 +62,7 @@ def track(message_id: str, user: str) -> Event:
 
 
 def delivery_status(project: Project, message_id: str) -> str | None:
-    with sqlite3.connect(project.store_file) as conn:
+    with closing(sqlite3.connect(project.store_file)) as conn:
         row = conn.execute(
             "SELECT status FROM deliveries WHERE message_id = ?", [message_id]
         ).fetchone()
