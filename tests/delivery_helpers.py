@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from streamctl.core.model import Project
 from streamctl.delivery.runtime import Runtime
 from streamctl.sources.normalise import normalise
 from streamctl.store import SqliteStore
+from tests.store_rows import store_rows
 
 FAST_DELIVERY = {
     "backoff": {"initial": "50ms", "max": "200ms"},
@@ -110,9 +109,7 @@ def deliver(
 
 
 def rows(root: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    project = load_project(root)
-    with closing(sqlite3.connect(project.store_file)) as conn:
-        return conn.execute(sql, list(params)).fetchall()
+    return store_rows(load_project(root).store_file, sql, params)
 
 
 def statuses(root: Path, sync: str) -> dict[str, int]:

@@ -5,14 +5,13 @@ store recorded."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import textwrap
-from contextlib import closing
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from streamctl.cli.main import app
+from tests.store_rows import store_rows
 
 # Ten events a request, two attempts, millisecond backoff: outcomes settle at once.
 FAST_RETRIES = (
@@ -48,8 +47,9 @@ def replay(root: Path, events_file: Path) -> tuple[int, dict, str]:
 
 def outcomes(root: Path) -> dict[str, tuple[str, str | None]]:
     """message_id -> (status, error) of every delivery recorded in the store."""
-    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as db:
-        rows = db.execute("SELECT message_id, status, error FROM deliveries").fetchall()
+    rows = store_rows(
+        root / ".streamctl" / "state.db", "SELECT message_id, status, error FROM deliveries"
+    )
     return {message_id: (status, error) for message_id, status, error in rows}
 
 

@@ -10,12 +10,11 @@ the events the vendor refused are archived.
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 
 from tests.fakes.http import Reply
 from tests.fakes.vendors_a import FakeAmplitude, FakeBraze, FakeMixpanel, FakeSlack, serve
 from tests.replay_helpers import FAST_RETRIES, outcomes, replay, track, write_project
+from tests.store_rows import store_rows
 
 # Slack takes one message per request and one request per second: tests allow more.
 SLACK_DELIVERY = (
@@ -292,10 +291,10 @@ def test_replay_into_slack_honours_retry_after_then_delivers(
     assert code == 0, stderr
     assert summary["syncs"] == [{"sync": "sync", "delivered": 1}]
     assert fake.messages == [{"text": "*Order Completed*\norder: o-1"}]
-    with closing(sqlite3.connect(tmp_path / ".streamctl" / "state.db")) as db:
-        attempts = db.execute(
-            "SELECT status, status_code, retry_after, at FROM attempts ORDER BY id"
-        ).fetchall()
+    attempts = store_rows(
+        tmp_path / ".streamctl" / "state.db",
+        "SELECT status, status_code, retry_after, at FROM attempts ORDER BY id",
+    )
     assert [(status, code, wait) for status, code, wait, _ in attempts] == [
         ("retry", 429, 1.0),
         ("delivered", 200, None),

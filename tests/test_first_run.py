@@ -10,11 +10,9 @@ import re
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -28,6 +26,7 @@ from streamctl.cli.top import render_top
 from streamctl.monitoring.sparkline import minutes_per_char, trend_header
 from streamctl.monitoring.top import Rate, TopRow
 from tests.listener_harness import ListenerProcess, ListenerThread
+from tests.store_rows import store_rows
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -78,10 +77,9 @@ def test_the_readme_tour_request_reaches_the_console(bundled_project, capfd):
         store = listener.store_path
 
         def welcomed() -> list[tuple[str, str]]:
-            with closing(sqlite3.connect(store)) as conn:
-                return conn.execute(
-                    "SELECT status, stage FROM deliveries WHERE sync = 'signups-to-console'"
-                ).fetchall()
+            return store_rows(
+                store, "SELECT status, stage FROM deliveries WHERE sync = 'signups-to-console'"
+            )
 
         deadline = time.monotonic() + 20
         while welcomed() != [("delivered", "delivery")] and time.monotonic() < deadline:

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from streamctl.store.queries import ErrorFilter
 from streamctl.store.queue import Overloaded
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
+from tests.store_rows import store_rows
 
 SYNC = """\
 name: {source}-to-file
@@ -125,14 +125,14 @@ def lags(root: Path) -> list[tuple[Any, ...]]:
     path = root / ".streamctl" / "state.db"
     if not path.exists():
         return []
-    with closing(sqlite3.connect(path)) as conn:
-        try:
-            return conn.execute(
-                "SELECT source, topic, partition_id, end_offset, committed FROM source_lag"
-                " WHERE partition_id = 0"
-            ).fetchall()
-        except sqlite3.OperationalError:  # not migrated yet
-            return []
+    try:
+        return store_rows(
+            path,
+            "SELECT source, topic, partition_id, end_offset, committed FROM source_lag"
+            " WHERE partition_id = 0",
+        )
+    except sqlite3.OperationalError:  # not migrated yet
+        return []
 
 
 def cli(root: Path, *args: str) -> Any:
@@ -239,16 +239,17 @@ def test_a_run_killed_mid_way_loses_nothing_and_records_each_event_once(tmp_path
         run.kill()  # kill -9: what was stored and not committed is read again
     with ListenerProcess(root):
         wait_for(lambda: len({line["message_id"] for line in delivered(root)}) == 3000, "all 3000")
-    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as conn:
-        recorded = conn.execute(
-            "SELECT count(*), count(DISTINCT message_id) FROM events WHERE duplicate = 0"
-        ).fetchone()
-    assert recorded == (3000, 3000)
+    recorded = store_rows(
+        root / ".streamctl" / "state.db",
+        "SELECT count(*), count(DISTINCT message_id) FROM events WHERE duplicate = 0",
+    )
+    assert recorded == [(3000, 3000)]
 
 
 def duplicates(root: Path) -> int:
-    with closing(sqlite3.connect(root / ".streamctl" / "state.db")) as conn:
-        (count,) = conn.execute("SELECT count(*) FROM events WHERE duplicate = 1").fetchone()
+    [(count,)] = store_rows(
+        root / ".streamctl" / "state.db", "SELECT count(*) FROM events WHERE duplicate = 1"
+    )
     return int(count)
 
 

@@ -11,11 +11,9 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ import orjson
 
 from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
+from tests.store_rows import store_rows as rows
 from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
 
 
@@ -57,11 +56,6 @@ def worker_pids(listener_pid: int) -> list[int]:
         return [int(p) for p in text.split()]
 
     return [worker for server in children(listener_pid) for worker in children(server)]
-
-
-def rows(store: Path, sql: str) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(store)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_two_workers_share_the_queue_and_deliver_each_event_once(tmp_path, sink):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ from streamctl.sources.normalise import normalise
 from streamctl.store import SqliteStore
 from tests.fakes.http import FakeServer, Received, Reply
 from tests.fakes.vendors_a import FakeAmplitude
+from tests.store_rows import store_rows
 
 KEY = "amp-key-123"
 HOT, COLD = "hot-user-1", "cold-user-1"
@@ -62,11 +61,10 @@ def track(message_id: str, user: str) -> Event:
 
 
 def delivery_status(project: Project, message_id: str) -> str | None:
-    with closing(sqlite3.connect(project.store_file)) as conn:
-        row = conn.execute(
-            "SELECT status FROM deliveries WHERE message_id = ?", [message_id]
-        ).fetchone()
-    return None if row is None else str(row[0])
+    found = store_rows(
+        project.store_file, "SELECT status FROM deliveries WHERE message_id = ?", [message_id]
+    )
+    return str(found[0][0]) if found else None
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
