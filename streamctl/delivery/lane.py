@@ -358,9 +358,12 @@ class SyncLane:
         return result
 
     def _payloads(self, deliveries: list[PendingDelivery]) -> list[Payload]:
-        """What the destination is given: stored JSON text becomes an orjson.Fragment for a
-        destination that only embeds payloads, else the payload object."""
+        """What the destination is given: stored JSON text as it is for a destination that
+        takes it, an orjson.Fragment for one that only embeds payloads, else the payload
+        object."""
         stored = [d.payload for d in deliveries]
+        if self.destination.takes_payload_text:
+            return cast(list[Payload], stored)  # decoded by the destination, off the loop
         if self.destination.embeds_payloads:
             embedded = [p if isinstance(p, dict) else orjson.Fragment(p) for p in stored]
             return cast(list[Payload], embedded)  # serialised as they are, never read

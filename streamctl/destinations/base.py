@@ -234,6 +234,9 @@ class Destination(ABC):
     # (orjson.dumps), never read them: the engine then hands over stored payloads as
     # `orjson.Fragment`s of their JSON, sparing a decode and re-encode of every event.
     embeds_payloads: ClassVar[bool] = False
+    # True when `send` takes stored payloads as their JSON text (`str`) and decodes them
+    # itself, off the event loop, or hands the text to a database (the storage ones).
+    takes_payload_text: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         self.name = name

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+import orjson
 
 from streamctl.core.events import Event
 from streamctl.destinations.base import (
@@ -92,6 +93,8 @@ WIDEN_TO_TEXT = ConfigField(
 class StorageDestination(Destination):
     """A destination that stores events in tables (see the module docstring)."""
 
+    takes_payload_text = True  # decoded in `load`'s thread, off the event loop
+
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
         self.widen_to_text = bool(self.config.get("widen_to_text"))
@@ -150,7 +153,7 @@ class StorageDestination(Destination):
     def load(self, payloads: Sequence[Payload]) -> None:
         """Store a batch; committed when this returns (blocking: call it off the loop)."""
         backend = self.backend()
-        batch = TableRows.collect(payloads)
+        batch = TableRows.collect(map(decoded, payloads))
         for _ in range(MAX_PLANS):
             schema = self._known_schema(backend)
             plan = plan_load(batch, schema, widen_to_text=self.widen_to_text)
@@ -180,3 +183,8 @@ class StorageDestination(Destination):
             backend, self._backend, self._schema = self._backend, None, None
         if backend is not None:
             await asyncio.to_thread(backend.close)
+
+
+def decoded(payload: Payload) -> Any:
+    """A payload as an object: stored payloads arrive as their JSON text."""
+    return orjson.loads(payload) if isinstance(payload, str) else payload
