@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
 LAG_EVERY = 2.0  # seconds between lag measurements
 RETRY_EVERY = 1.0  # seconds between offers of a refused poll, and between connection attempts
+PAUSED_POLL_EVERY = 1.0  # seconds between polls of a paused consumer (a poll waits)
 FETCH_MAX_BYTES = 16 * 1024 * 1024  # aiokafka's fetch buffer per consumer (its default: 50 MiB)
 
 
@@ -214,21 +215,54 @@ class KafkaSource:
                 await self._wait(RETRY_EVERY)
 
     async def _consume(self) -> None:
-        """Consume until `stopping` is set; then commit what is stored and leave the group."""
+        """Consume until `stopping` is set; then commit what is stored and leave the group.
+
+        Two polls at most are in hand: one being stored and committed (`storing`, a
+        task), and the next, read meanwhile (`waiting`). A poll is handed over only
+        once the one before it is stored and committed, so the partitions' order and
+        the commit order hold; while a poll waits, nothing more is read."""
         consumer = await self._started()
         if consumer is None:
             return
+        storing: asyncio.Task[None] | None = None
+        waiting: Poll | None = None
         try:
             while not self.stopping.is_set():
-                polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                if polled:
-                    await self._take(consumer, read_poll(self.source, polled))
+                if waiting is None:
+                    polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                    if polled:
+                        waiting = read_poll(self.source, polled)
+                elif storing is not None:
+                    await self._until_stored(consumer, storing)
+                if storing is not None and storing.done():
+                    storing.result()  # a failure of the ingest path: `run` starts afresh
+                    storing = None
+                if storing is None and waiting is not None:
+                    storing = asyncio.create_task(self._take(consumer, waiting))
+                    waiting = None
                 if time.monotonic() - self._lag_at >= LAG_EVERY:
                     await self._report_lag(consumer)
         finally:
+            if storing is not None:  # stopping: it finishes (stored, committed) or gives up
+                await asyncio.wait({storing})
             with contextlib.suppress(Exception):
                 await self._report_lag(consumer)
             await consumer.stop()  # leaves the group: its partitions move on at once
+
+    async def _until_stored(self, consumer: AIOKafkaConsumer, storing: asyncio.Task[None]) -> None:
+        """Wait while the poll before the waiting one is stored. Past a second of it (the
+        ingest refuses) the partitions are paused and the consumer polled each second, so
+        the group keeps this member and nothing more is fetched."""
+        paused = False
+        try:
+            while not storing.done():
+                done, _ = await asyncio.wait({storing}, timeout=PAUSED_POLL_EVERY)
+                if not done:
+                    paused = True
+                    await self._poll_paused(consumer)
+        finally:
+            if paused:
+                consumer.resume(*consumer.assignment())
 
     async def _started(self) -> AIOKafkaConsumer | None:
         """A started consumer, trying again while no broker answers (warned once)."""
@@ -257,42 +291,42 @@ class KafkaSource:
         metrics.record_received(name, len(poll.events) + len(poll.rejected))
         if poll.rejected:
             metrics.record_rejected(name, "invalid", len(poll.rejected))
-            if not await self._until_taken(consumer, self.ingest.record_rejected, poll.rejected):
+            if not await self._until_taken(self.ingest.record_rejected, poll.rejected):
                 return  # stopped first: nothing of the poll committed, read again on start
         if poll.events:
             started = time.monotonic()
-            if not await self._until_taken(consumer, self.ingest.submit, name, poll.events):
+            if not await self._until_taken(self.ingest.submit, name, poll.events):
                 return  # stopped while refused: nothing stored, nothing committed
             metrics.record_accepted(name, len(poll.events), time.monotonic() - started)
         await self._commit(consumer, poll.next_offsets)
 
-    async def _until_taken(self, consumer: AIOKafkaConsumer, hand: Any, *args: Any) -> bool:
-        """`await hand(*args)`, offered again while the ingest refuses; False if stopped first."""
-        paused = False
-        try:
-            while True:
-                try:
-                    await hand(*args)
-                    return True
-                except (Overloaded, StoreError) as exc:
-                    wait = exc.retry_after if isinstance(exc, Overloaded) else RETRY_EVERY
-                    if not paused:
-                        log.warning("kafka source %r paused: %s", self.source.name, exc)
-                    paused = True
-                await self._poll_paused(consumer, wait)
-                if self.stopping.is_set():
-                    return False
-        finally:
-            if paused:
-                consumer.resume(*consumer.assignment())
+    async def _until_taken(self, hand: Any, *args: Any) -> bool:
+        """`await hand(*args)`, offered again while the ingest refuses; False if stopped first.
+        Meanwhile the consume loop reads nothing more (a poll waits) and keeps the
+        partitions paused (`_until_stored`)."""
+        refused = False
+        while True:
+            try:
+                await hand(*args)
+                if refused:
+                    log.warning("kafka source %r resumed", self.source.name)
+                return True
+            except (Overloaded, StoreError) as exc:
+                wait = exc.retry_after if isinstance(exc, Overloaded) else RETRY_EVERY
+                if not refused:
+                    log.warning("kafka source %r paused: %s", self.source.name, exc)
+                refused = True
+            await self._wait(wait)
+            if self.stopping.is_set():
+                return False
 
     @staticmethod
-    async def _poll_paused(consumer: AIOKafkaConsumer, seconds: float) -> None:
-        """Wait, polling with every partition paused (those a rebalance just assigned
-        too): the group keeps this member, and nothing more is read. Whatever a poll
-        returns anyway is read again after the pause (seek), never dropped."""
+    async def _poll_paused(consumer: AIOKafkaConsumer) -> None:
+        """Poll with every partition paused (those a rebalance just assigned too): the
+        group keeps this member, and nothing more is read. Whatever the poll returns
+        anyway is read again after the pause (seek), never dropped."""
         consumer.pause(*consumer.assignment())
-        polled = await consumer.getmany(timeout_ms=int(seconds * 1000))
+        polled = await consumer.getmany(timeout_ms=0)
         for partition, records in polled.items():
             if records:
                 consumer.seek(partition, records[0].offset)
