@@ -8,7 +8,9 @@ messageId it is sent.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,11 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from typer.testing import CliRunner
 
 from streamctl.bus.kafka import BusLocation
+from streamctl.cli.main import app
 from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
@@ -37,10 +42,10 @@ def write_project(
 
 
 @contextmanager
-def worker(root: Path, bus: str | None) -> Iterator[subprocess.Popen[str]]:
+def worker(root: Path, bus: str | None, *extra: str) -> Iterator[subprocess.Popen[str]]:
     """`streamctl worker` on `bus` (None: the project's `bus:`)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamctl", "worker", "--project", str(root)]
+        [sys.executable, "-m", "streamctl", "worker", "--project", str(root), *extra]
         + (["--bus", bus] if bus else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -53,6 +58,32 @@ def worker(root: Path, bus: str | None) -> Iterator[subprocess.Popen[str]]:
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+def metrics_url(process: subprocess.Popen[str]) -> str:
+    """The /metrics address a worker started with `--metrics-port 0` announces."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        found = re.search(r"worker metrics at (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"the worker exited ({process.poll()}) without serving metrics")
+
+
+def bus_lags(url: str, topic: str) -> dict[int, int]:
+    """Partition -> the workers' lag on `topic`, from a worker's /metrics."""
+    found = re.findall(
+        rf'^streamctl_bus_lag{{partition="(\d+)",topic="{re.escape(topic)}"}} (\S+)$',
+        httpx.get(url).text, re.M,
+    )  # fmt: skip
+    return {int(partition): int(float(lag)) for partition, lag in found}
+
+
+def status_json(root: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["status", "--json", "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 def recorded(url: str) -> list[tuple[str, int]]:
@@ -86,6 +117,17 @@ def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
         accepted = post_concurrently(ingest.url, batches)
         assert len(accepted) == 1000
         wait_for(lambda: set(accepted) <= set(sink.received), what="every event at the sink")
+
+        def bus_lag() -> list[dict[str, Any]]:
+            return [g for g in status_json(root)["bus_lag"] if g["topic"] == bus_topic]
+
+        # The workers measure their group's lag and write it to the store for `status`:
+        # every partition of the topic, and what the group committed is every event.
+        bus_topic = BusLocation.parse(bus).topic("web")
+        wait_for(lambda: sum(g["committed"] for g in bus_lag()) == 1000, what="the bus lag")
+        lags = bus_lag()
+        assert {g["group"] for g in lags} == {BusLocation.parse(bus).group}
+        assert {g["lag"] for g in lags} == {0} and len(lags) == 4  # Tansu's four partitions
     rows = recorded(postgres_url)
     assert len(rows) == 1000 and {count for _, count in rows} == {1}  # recorded once each
 
@@ -242,17 +284,27 @@ def test_a_worker_waits_while_the_database_is_away_and_loses_nothing(
 ):
     bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}"
     root = write_project(tmp_path / "project", postgres_url, sink.url)
-    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as consumer:
+    topic = BusLocation.parse(bus).topic("web")
+    with (
+        ListenerProcess(root, "--bus", bus) as ingest,
+        worker(root, bus, "--metrics-port", "0") as consumer,
+    ):
+        metrics = metrics_url(consumer)
         assert post_batch(ingest.url, ["before-1"]) == 200
         wait_for(lambda: "before-1" in sink.received, what="the first event delivered")
         postgres.stop()
         try:
-            during = [f"during-{i}" for i in range(50)]
-            assert post_batch(ingest.url, during) == 200  # an ingest node needs no database
-            time.sleep(1)  # the worker polls them and finds the store away (no condition to poll)
+            # One event a request: Tansu's high watermark is right after each (see
+            # docs/scale-out.md), so the lag the worker measures is exact.
+            during = [f"during-{i}" for i in range(20)]
+            for message_id in during:  # an ingest node needs no database
+                assert post_batch(ingest.url, [message_id]) == 200
+            # The worker polled them and waits for the store; its lag shows them.
+            wait_for(lambda: sum(bus_lags(metrics, topic).values()) == 20, what="lag of 20")
         finally:
             postgres.start()
         wait_for(lambda: set(during) <= set(sink.received), what="every event delivered")
+        wait_for(lambda: set(bus_lags(metrics, topic).values()) == {0}, what="no lag")
         assert consumer.poll() is None  # it waited; it did not exit
     rows = recorded(postgres_url)
-    assert len(rows) == 51 and {count for _, count in rows} == {1}
+    assert len(rows) == 21 and {count for _, count in rows} == {1}

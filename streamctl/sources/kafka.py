@@ -54,7 +54,7 @@ import orjson
 
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
-from streamctl.core.kafka import client_security, quiet_client_logs
+from streamctl.core.kafka import client_security, partition_lags, quiet_client_logs
 from streamctl.core.model import KafkaSourceConfig, Project, SourceConfig
 from streamctl.core.rows import REJECTED_EXCERPT, PartitionLag, RejectedInput
 from streamctl.core.timestamps import format_timestamp
@@ -345,7 +345,10 @@ class KafkaSource:
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         self._lag_at = time.monotonic()
-        lags = await partition_lags(self.source.name, consumer, self._committed)
+        partitions = consumer.assignment()
+        lags = await partition_lags(
+            self.source.name, consumer, partitions, self._committed, self.config.start_offset
+        )
         now_reported = {(g.topic, g.partition) for g in lags}
         metrics.set_partition_lags(
             self.source.name,
@@ -359,34 +362,6 @@ class KafkaSource:
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-
-
-async def partition_lags(
-    source: str, consumer: AIOKafkaConsumer, committed: dict[Any, int]
-) -> list[PartitionLag]:
-    """The lag of each partition the consumer has: high watermark minus committed offset
-    (this process's last commit, else the group's, else where the consumer starts)."""
-    partitions = sorted(consumer.assignment(), key=lambda p: (p.topic, p.partition))
-    if not partitions:
-        return []
-    try:
-        ends = await consumer.end_offsets(partitions)
-    except Exception as exc:  # a broker away: no figure this time, not a stop
-        log.debug("kafka source %r: no end offsets: %s", source, exc)
-        return []
-    now = time.time()
-    lags = []
-    for partition in partitions:
-        done = committed.get(partition)
-        if done is None:
-            done = await consumer.committed(partition)
-        if done is None:
-            with contextlib.suppress(Exception):
-                done = await consumer.position(partition)
-        end = ends.get(partition, 0)
-        lags.append(PartitionLag(source, partition.topic, partition.partition, end,
-                                 end if done is None else done, now))  # fmt: skip
-    return lags
 
 
 @dataclass
