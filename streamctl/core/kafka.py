@@ -57,6 +57,14 @@ def client_security(settings: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+def group_timing(session_timeout: float) -> dict[str, int]:
+    """A consumer's session timeout (seconds) as aiokafka's options, with the heartbeat
+    a third of it at most (aiokafka's default 3 s, which must stay below it). The
+    broker bounds it (Apache Kafka: group.min.session.timeout.ms, 6 s by default)."""
+    session_ms = int(session_timeout * 1000)
+    return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": min(3000, session_ms // 3)}
+
+
 def message_key(event: Event) -> bytes | None:
     """The partitioning key: the user (userId, else anonymousId), so one user's events
     land on one partition, in order; None for an event without either."""

@@ -34,7 +34,7 @@ import orjson
 from streamctl.bus.kafka import BusLocation
 from streamctl.core.errors import StoreError, StoreUnavailable
 from streamctl.core.events import Event
-from streamctl.core.kafka import partition_lags
+from streamctl.core.kafka import group_timing, partition_lags
 from streamctl.core.model import Project
 from streamctl.core.rows import bus_lag_name
 from streamctl.delivery.runtime import STORE_RETRY_MAX, STORE_RETRY_MIN, Runtime
@@ -67,6 +67,7 @@ async def consume(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=POLL_RECORDS,
+        **group_timing(bus.session_timeout),
     )
     await consumer.start()
     lag = GroupLag(bus, store, topics)

@@ -54,7 +54,12 @@ import orjson
 
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
-from streamctl.core.kafka import client_security, partition_lags, quiet_client_logs
+from streamctl.core.kafka import (
+    client_security,
+    group_timing,
+    partition_lags,
+    quiet_client_logs,
+)
 from streamctl.core.model import KafkaSourceConfig, Project, SourceConfig
 from streamctl.core.rows import REJECTED_EXCERPT, PartitionLag, RejectedInput
 from streamctl.core.timestamps import format_timestamp
@@ -200,6 +205,7 @@ class KafkaSource:
             auto_offset_reset=config.start_offset,
             max_poll_records=config.max_poll_records,
             fetch_max_bytes=FETCH_MAX_BYTES,
+            **group_timing(config.session_timeout),
             **client_security(config.security),
         )
 
