@@ -286,7 +286,9 @@ def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
 def test_a_worker_waits_while_the_database_is_away_and_loses_nothing(
     tmp_path, kafka_broker, postgres, postgres_url, sink
 ):
-    bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}?{QUICK_GROUP}"
+    """The outage outlasts the worker's max poll interval (2 s here, 5 minutes by
+    default): the group drops it meanwhile, and it rejoins and loses nothing."""
+    bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}?{QUICK_GROUP}&max_poll_interval=2"
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     topic = BusLocation.parse(bus).topic("web")
     with (
@@ -305,10 +307,14 @@ def test_a_worker_waits_while_the_database_is_away_and_loses_nothing(
                 assert post_batch(ingest.url, [message_id]) == 200
             # The worker polled them and waits for the store; its lag shows them.
             wait_for(lambda: sum(bus_lags(metrics, topic).values()) == 20, what="lag of 20")
+            away_until = time.monotonic() + 5  # past the max poll interval, twice over
+            while time.monotonic() < away_until:  # ingest goes on meanwhile
+                during.append(f"during-{len(during)}")
+                assert post_batch(ingest.url, [during[-1]]) == 200
         finally:
             postgres.start()
         wait_for(lambda: set(during) <= set(sink.received), what="every event delivered")
         wait_for(lambda: set(bus_lags(metrics, topic).values()) == {0}, what="no lag")
         assert consumer.poll() is None  # it waited; it did not exit
     rows = recorded(postgres_url)
-    assert len(rows) == 21 and {count for _, count in rows} == {1}
+    assert len(rows) == 1 + len(during) and {count for _, count in rows} == {1}

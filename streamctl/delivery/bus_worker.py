@@ -68,6 +68,7 @@ async def consume(
         auto_offset_reset="earliest",
         max_poll_records=POLL_RECORDS,
         **group_timing(bus.session_timeout),
+        max_poll_interval_ms=int(bus.max_poll_interval * 1000),
     )
     await consumer.start()
     lag = GroupLag(bus, store, topics)
@@ -82,7 +83,7 @@ async def consume(
                     source = bus.source_of(partition.topic)
                     events = [orjson.loads(m.value) for m in messages]
                     await record(runtime, source, events, stopping)
-                await consumer.commit()  # only now: what was recorded is not read again
+                await commit(consumer)  # only now: what was recorded is not read again
     finally:
         measuring.cancel()
         with contextlib.suppress(Exception):
@@ -130,6 +131,19 @@ class GroupLag:
             for topic in self.topics
             for number in consumer.partitions_for_topic(topic) or ()
         ]
+
+
+async def commit(consumer: AIOKafkaConsumer) -> None:
+    """Commit what was polled. A worker that waited past `max_poll_interval` (the store
+    away) has been dropped from the group meanwhile: its commit fails, the partitions'
+    next owner (this worker, once it rejoins at its next poll, or another) reads the
+    messages again, and dedupe records them as duplicates. Not a reason to stop."""
+    from aiokafka.errors import CommitFailedError, IllegalStateError
+
+    try:
+        await consumer.commit()
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("the worker's offsets were not committed (its partitions moved): %s", exc)
 
 
 async def record(
