@@ -46,9 +46,9 @@ aiokafka's fetch buffer (`fetch_max_bytes`).
 
 Lag: every `LAG_EVERY` seconds each source asks the brokers for its partitions'
 high watermarks (`end_offsets`); the lag of a partition is that minus the committed
-offset (`streamctl.core.kafka.partition_lags`, which the bus workers use too). It is exported in /metrics (`streamctl_kafka_source_lag`) and written to
-the store (`Store.record_lag`), where `streamctl status` and `top`, other processes,
-read it.
+offset (`streamctl.core.kafka.partition_lags`, which the bus workers use too). It
+is exported in /metrics (`streamctl_kafka_source_lag`) and written to the store
+(`Store.record_lag`), where `streamctl status` and `top`, other processes, read it.
 """
 
 from __future__ import annotations
