@@ -31,7 +31,7 @@ from streamctl.cli.main import app
 from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
-from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
+from tests.test_postgres_nodes import WRITE_KEY, post_batch, store_rows, wait_for
 from tests.test_run_workers import post_concurrently
 
 # Tansu completes a group's (re)balance after about its session timeout, whoever joins
@@ -122,15 +122,14 @@ def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
         assert len(accepted) == 1000
         wait_for(lambda: set(accepted) <= set(sink.received), what="every event at the sink")
 
-        def bus_lag() -> list[dict[str, Any]]:
-            return [g for g in status_json(root)["bus_lag"] if g["topic"] == bus_topic]
-
         # The workers measure their group's lag and write it to the store for `status`:
         # every partition of the topic, and what the group committed is every event.
-        bus_topic = BusLocation.parse(bus).topic("web")
-        wait_for(lambda: sum(g["committed"] for g in bus_lag()) == 1000, what="the bus lag")
-        lags = bus_lag()
-        assert {g["group"] for g in lags} == {BusLocation.parse(bus).group}
+        location = BusLocation.parse(bus)
+        committed = "SELECT sum(committed) FROM source_lag WHERE source = 'bus:%s'"
+        wait_for(lambda: store_rows(postgres_url, committed % location.group) == [(1000,)],
+                 what="the bus lag recorded")  # fmt: skip
+        lags = status_json(root)["bus_lag"]
+        assert {(g["group"], g["topic"]) for g in lags} == {(location.group, location.topic("web"))}
         assert {g["lag"] for g in lags} == {0} and len(lags) == 4  # Tansu's four partitions
     rows = recorded(postgres_url)
     assert len(rows) == 1000 and {count for _, count in rows} == {1}  # recorded once each
