@@ -1,6 +1,7 @@
 """A kafka source's throughput: events/s from a topic into the file destination.
 
     python benchmarks/kafka_source.py [--events N] [--rounds R] [--max-poll-records M]
+                                      [--baseline DIR] [--workers N]
 
 Starts Tansu (the test suite's broker, memory storage), produces N Segment events to
 a fresh topic (one partition), then runs `streamctl run` with a `type: kafka` source
@@ -13,6 +14,9 @@ takes everything at once (no store, no delivery). Each round
 also replays the same events from an NDJSON file (`streamctl replay --json`, the same
 sync, timed by its own report: start-up left out too) as the scale: rounds alternate which goes first, figures are medians, and the ratio
 kafka / replay is taken within each round. Wall-clock rates on one shared machine.
+`--baseline DIR` (a `git archive` of main, say) runs `streamctl run` of that checkout
+too in each round, in alternating order, and prints its figures and the ratio of this
+checkout's delivered rate to the baseline's within each round.
 """
 
 from __future__ import annotations
@@ -96,10 +100,15 @@ def accepted(url: str) -> int:
 
 
 def kafka_round(
-    broker: str, values: list[bytes], folder: Path, max_poll: int
+    broker: str,
+    values: list[bytes],
+    folder: Path,
+    max_poll: int,
+    code: Path = ROOT,
+    workers: int | None = None,
 ) -> tuple[float, float]:
     """(events/s stored from the topic, events/s delivered into the file), each from its
-    first event on."""
+    first event on, by `streamctl run` of the checkout `code`."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produce(broker, topic, values)
     source = {"type": "kafka", "brokers": [broker], "topics": [topic], "format": "segment",
@@ -107,7 +116,8 @@ def kafka_round(
     root = project(folder / topic, source)
     out = root / "out.ndjson"
     n = len(values)
-    with ListenerProcess(root) as run:
+    extra = () if workers is None else ("--workers", str(workers))
+    with ListenerProcess(root, *extra, env={"PYTHONPATH": str(code)}) as run:
         deadline = time.monotonic() + 600
         while (first_stored := accepted(run.url)) == 0:
             assert time.monotonic() < deadline, "nothing consumed"
@@ -189,43 +199,62 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-poll-records", type=int, default=500)
+    parser.add_argument("--baseline", type=Path, help="another checkout's `run` to compare with")
+    parser.add_argument("--workers", type=int, help="`run --workers N` (default: run's own)")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = str(ROOT)  # `run` children import this checkout
     values = events(args.events)
     process, broker = start_tansu()
-    stored: list[float] = []
-    alone: list[float] = []
-    kafka: list[float] = []
-    replay: list[float] = []
+    figures: dict[str, list[float]] = {}
+
+    def note(name: str, rate: float) -> None:
+        figures.setdefault(name, []).append(rate)
+
+    runs: list[tuple[str, Path | None]] = [("kafka source", ROOT), ("replay", None)]
+    if args.baseline is not None:
+        runs.append(("baseline kafka source", args.baseline.resolve()))
     try:
         with tempfile.TemporaryDirectory() as folder:
             for round_no in range(args.rounds):
-                first_kafka = round_no % 2 == 0
-                if first_kafka:
-                    rates = kafka_round(broker, values, Path(folder), args.max_poll_records)
-                replay.append(replay_round(values, Path(folder)))
-                if not first_kafka:
-                    rates = kafka_round(broker, values, Path(folder), args.max_poll_records)
-                stored.append(rates[0])
-                kafka.append(rates[1])
-                alone.append(consume_round(broker, values, args.max_poll_records))
-                print(f"round {round_no + 1}: source alone {alone[-1]:,.0f} events/s;"
-                      f" kafka source stored {stored[-1]:,.0f} events/s,"
-                      f" delivered {kafka[-1]:,.0f} events/s; replay {replay[-1]:,.0f} events/s",
-                      flush=True)  # fmt: skip
+                shift = round_no % len(runs)
+                for name, code in runs[shift:] + runs[:shift]:  # each goes first in turn
+                    if code is None:
+                        note("replay -> file", replay_round(values, Path(folder)))
+                        continue
+                    stored, delivered = kafka_round(
+                        broker, values, Path(folder), args.max_poll_records, code, args.workers
+                    )
+                    note(f"{name} stored", stored)
+                    note(f"{name} -> file", delivered)
+                note("source alone", consume_round(broker, values, args.max_poll_records))
+                print(f"round {round_no + 1}: " + "; ".join(
+                    f"{name} {rates[-1]:,.0f}" for name, rates in figures.items()
+                ) + " events/s", flush=True)  # fmt: skip
     finally:
         stop(process)
-    ratios = [k / r for k, r in zip(kafka, replay, strict=True)]
     print(
         f"{args.events:,} events, max_poll_records {args.max_poll_records}, {args.rounds} rounds:"
     )
-    for name, figures in (("source alone", alone), ("kafka source stored", stored),
-                          ("kafka source -> file", kafka),
-                          ("replay -> file", replay)):  # fmt: skip
-        print(f"  {name + ':':22} median {statistics.median(figures):,.0f} events/s"
-              f" ({min(figures):,.0f}-{max(figures):,.0f})")  # fmt: skip
-    print(f"  kafka -> file / replay: median {statistics.median(ratios):.2f}"
-          f" ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    for name, rates in figures.items():
+        print(f"  {name + ':':32} median {statistics.median(rates):,.0f} events/s"
+              f" ({min(rates):,.0f}-{max(rates):,.0f})")  # fmt: skip
+    replay = figures["replay -> file"]
+    ratios = {
+        "kafka -> file / replay": [
+            k / r for k, r in zip(figures["kafka source -> file"], replay, strict=True)
+        ]
+    }
+    if args.baseline is not None:
+        baseline = figures["baseline kafka source -> file"]
+        ratios["baseline kafka -> file / replay"] = [
+            b / r for b, r in zip(baseline, replay, strict=True)
+        ]
+        ratios["kafka -> file: this / baseline"] = [
+            k / b for k, b in zip(figures["kafka source -> file"], baseline, strict=True)
+        ]
+    for name, values_ in ratios.items():
+        print(f"  {name}: median {statistics.median(values_):.2f}"
+              f" ({min(values_):.2f}-{max(values_):.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

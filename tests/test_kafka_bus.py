@@ -8,7 +8,9 @@ messageId it is sent.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -18,16 +20,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from typer.testing import CliRunner
 
 from streamctl.bus.kafka import BusLocation
+from streamctl.cli.main import app
 from tests.fakes.sink import write_sink_project
 from tests.listener_harness import ListenerProcess
 from tests.services import start_tansu, stop
-from tests.test_postgres_nodes import WRITE_KEY, post_batch, wait_for
+from tests.test_postgres_nodes import WRITE_KEY, post_batch, store_rows, wait_for
 from tests.test_run_workers import post_concurrently
+
+# Tansu completes a group's (re)balance after about its session timeout, whoever joins
+# or leaves (docs/scale-out.md): 3 s instead of 10 keeps the tests' waits short.
+QUICK_GROUP = "session_timeout=3"
 
 
 def write_project(
@@ -37,10 +46,10 @@ def write_project(
 
 
 @contextmanager
-def worker(root: Path, bus: str | None) -> Iterator[subprocess.Popen[str]]:
+def worker(root: Path, bus: str | None, *extra: str) -> Iterator[subprocess.Popen[str]]:
     """`streamctl worker` on `bus` (None: the project's `bus:`)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamctl", "worker", "--project", str(root)]
+        [sys.executable, "-m", "streamctl", "worker", "--project", str(root), *extra]
         + (["--bus", bus] if bus else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -53,6 +62,32 @@ def worker(root: Path, bus: str | None) -> Iterator[subprocess.Popen[str]]:
         if process.poll() is None:
             process.terminate()
             process.wait(30)
+
+
+def metrics_url(process: subprocess.Popen[str]) -> str:
+    """The /metrics address a worker started with `--metrics-port 0` announces."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        found = re.search(r"worker metrics at (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"the worker exited ({process.poll()}) without serving metrics")
+
+
+def bus_lags(url: str, topic: str) -> dict[int, int]:
+    """Partition -> the workers' lag on `topic`, from a worker's /metrics."""
+    found = re.findall(
+        rf'^streamctl_bus_lag{{partition="(\d+)",topic="{re.escape(topic)}"}} (\S+)$',
+        httpx.get(url).text, re.M,
+    )  # fmt: skip
+    return {int(partition): int(float(lag)) for partition, lag in found}
+
+
+def status_json(root: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["status", "--json", "--project", str(root)])
+    assert result.exit_code == 0, result.output
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
 
 
 def recorded(url: str) -> list[tuple[str, int]]:
@@ -79,13 +114,23 @@ def test_bus_urls_name_brokers_prefix_and_options() -> None:
 def test_an_ingest_node_and_two_workers_deliver_every_event_answered_200(
     tmp_path, kafka_broker, postgres_url, sink
 ):
-    bus = f"kafka://{kafka_broker}/t{uuid.uuid4().hex[:8]}"
+    bus = f"kafka://{kafka_broker}/t{uuid.uuid4().hex[:8]}?{QUICK_GROUP}"
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus), worker(root, bus):
         batches = [[f"b{b}-e{e}" for e in range(25)] for b in range(40)]
         accepted = post_concurrently(ingest.url, batches)
         assert len(accepted) == 1000
         wait_for(lambda: set(accepted) <= set(sink.received), what="every event at the sink")
+
+        # The workers measure their group's lag and write it to the store for `status`:
+        # every partition of the topic, and what the group committed is every event.
+        location = BusLocation.parse(bus)
+        committed = "SELECT sum(committed) FROM source_lag WHERE source = 'bus:%s'"
+        wait_for(lambda: store_rows(postgres_url, committed % location.group) == [(1000,)],
+                 what="the bus lag recorded")  # fmt: skip
+        lags = status_json(root)["bus_lag"]
+        assert {(g["group"], g["topic"]) for g in lags} == {(location.group, location.topic("web"))}
+        assert {g["lag"] for g in lags} == {0} and len(lags) == 4  # Tansu's four partitions
     rows = recorded(postgres_url)
     assert len(rows) == 1000 and {count for _, count in rows} == {1}  # recorded once each
 
@@ -140,7 +185,7 @@ def test_the_broker_restarted_under_load_loses_nothing_answered_200(
     (docs/scale-out.md)."""
     broker, address = start_tansu(object_store=object_store)
     port = int(address.rpartition(":")[2])
-    bus = {"url": f"kafka://{address}/restart", "timeout": 1}  # bus: in streamctl.yaml
+    bus = {"url": f"kafka://{address}/restart", "timeout": 1, "session_timeout": 3}  # bus:
     root = write_project(tmp_path / "project", postgres_url, sink.url, bus)
     try:
         with ListenerProcess(root) as ingest, worker(root, None) as first:
@@ -180,7 +225,7 @@ def test_the_broker_restarted_under_load_loses_nothing_answered_200(
 def test_a_worker_killed_under_load_loses_nothing_answered_200(
     tmp_path, kafka_broker, postgres_url, sink
 ):
-    bus = f"kafka://{kafka_broker}/k{uuid.uuid4().hex[:8]}"
+    bus = f"kafka://{kafka_broker}/k{uuid.uuid4().hex[:8]}?{QUICK_GROUP}"
     root = write_project(tmp_path / "project", postgres_url + "?lease=2s", sink.url)
     sink.hold()  # the doomed worker's sends are under way when it dies
     with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as survivor:
@@ -213,7 +258,7 @@ def test_a_worker_killed_under_load_loses_nothing_answered_200(
 def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
     tmp_path, kafka_broker, postgres_url, sink
 ):
-    bus = f"kafka://{kafka_broker}/i{uuid.uuid4().hex[:8]}"
+    bus = f"kafka://{kafka_broker}/i{uuid.uuid4().hex[:8]}?{QUICK_GROUP}"
     root = write_project(tmp_path / "project", postgres_url, sink.url)
     accepted: list[str] = []
     with worker(root, bus):
@@ -240,19 +285,35 @@ def test_an_ingest_node_killed_under_load_loses_nothing_answered_200(
 def test_a_worker_waits_while_the_database_is_away_and_loses_nothing(
     tmp_path, kafka_broker, postgres, postgres_url, sink
 ):
-    bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}"
+    """The outage outlasts the worker's max poll interval (2 s here, 5 minutes by
+    default): the group drops it meanwhile, and it rejoins and loses nothing."""
+    bus = f"kafka://{kafka_broker}/d{uuid.uuid4().hex[:8]}?{QUICK_GROUP}&max_poll_interval=2"
     root = write_project(tmp_path / "project", postgres_url, sink.url)
-    with ListenerProcess(root, "--bus", bus) as ingest, worker(root, bus) as consumer:
+    topic = BusLocation.parse(bus).topic("web")
+    with (
+        ListenerProcess(root, "--bus", bus) as ingest,
+        worker(root, bus, "--metrics-port", "0") as consumer,
+    ):
+        metrics = metrics_url(consumer)
         assert post_batch(ingest.url, ["before-1"]) == 200
         wait_for(lambda: "before-1" in sink.received, what="the first event delivered")
         postgres.stop()
         try:
-            during = [f"during-{i}" for i in range(50)]
-            assert post_batch(ingest.url, during) == 200  # an ingest node needs no database
-            time.sleep(1)  # the worker polls them and finds the store away (no condition to poll)
+            # One event a request: Tansu's high watermark is right after each (see
+            # docs/scale-out.md), so the lag the worker measures is exact.
+            during = [f"during-{i}" for i in range(20)]
+            for message_id in during:  # an ingest node needs no database
+                assert post_batch(ingest.url, [message_id]) == 200
+            # The worker polled them and waits for the store; its lag shows them.
+            wait_for(lambda: sum(bus_lags(metrics, topic).values()) == 20, what="lag of 20")
+            away_until = time.monotonic() + 5  # past the max poll interval, twice over
+            while time.monotonic() < away_until:  # ingest goes on meanwhile
+                during.append(f"during-{len(during)}")
+                assert post_batch(ingest.url, [during[-1]]) == 200
         finally:
             postgres.start()
         wait_for(lambda: set(during) <= set(sink.received), what="every event delivered")
+        wait_for(lambda: set(bus_lags(metrics, topic).values()) == {0}, what="no lag")
         assert consumer.poll() is None  # it waited; it did not exit
     rows = recorded(postgres_url)
-    assert len(rows) == 51 and {count for _, count in rows} == {1}
+    assert len(rows) == 1 + len(during) and {count for _, count in rows} == {1}

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from streamctl.cli.main import app
 from streamctl.cli.top import render_top
+from streamctl.core.rows import PartitionLag, bus_lag_name
 from streamctl.monitoring.top import Snapshot, TopSampler, top_rows
 from streamctl.store import SqliteStore
 from streamctl.store.metrics import SyncCounters
@@ -258,3 +259,19 @@ def test_top_follows_a_live_streamctl_run(tmp_path: Path) -> None:
 
     assert exit_code == 0
     assert_rates_moved(seen, screen)
+
+
+def test_the_kafka_sources_lag_and_the_bus_groups_lag_are_two_tables() -> None:
+    rows = top_rows(Snapshot(T0, {"to-file": SyncCounters("to-file")}), None)
+    lags = [
+        PartitionLag("orders", "orders", 0, 10, 4, T0 - 3),
+        PartitionLag(bus_lag_name("shop.workers"), "shop.web", 1, 254, 240, T0 - 1),
+    ]
+
+    text = screen_text(rows, since=T0 - 60, now=T0, lags=lags)
+
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    assert lines[-4][:5] == ["kafka", "source", "topic", "partition", "lag"]
+    assert lines[-3] == ["orders", "orders", "0", "6", "4", "10", "3s", "ago"]
+    assert lines[-2][:5] == ["bus", "group", "topic", "partition", "lag"]
+    assert lines[-1] == ["shop.workers", "shop.web", "1", "14", "240", "254", "1s", "ago"]

@@ -85,16 +85,24 @@ PY
 done
 
 # 5. Wait until the workers wrote every event to the warehouse table, then show the record.
+#    One process polls (a python and a connection per poll cost the workers' CPU).
 total=$((EVENTS * $(wc -w <<<"$INGEST_PORTS")))
-count_rows() {
-  python3 - "$total" <<'PY'
-import os, sys, psycopg
-with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
-    rows = conn.execute("SELECT count(*) FROM analytics.tracks").fetchone()[0]
-sys.exit(0 if rows >= int(sys.argv[1]) else 1)
+python3 - "$total" <<'PY'
+import os, sys, time, psycopg
+
+def rows(conn):
+    try:
+        return conn.execute("SELECT count(*) FROM analytics.tracks").fetchone()[0]
+    except psycopg.errors.UndefinedTable:  # the first delivery creates it
+        return 0
+
+total, deadline = int(sys.argv[1]), time.monotonic() + 120
+with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+    while rows(conn) < total:
+        if time.monotonic() > deadline:
+            sys.exit(f"run.sh: timed out waiting for {total} rows in analytics.tracks")
+        time.sleep(0.2)
 PY
-}
-wait_until 120 "$total rows in analytics.tracks" count_rows
 echo "all $total events are rows of analytics.tracks"
 streamctl status --project "$here"
 if [ -n "${KEEP_RUNNING:-}" ]; then

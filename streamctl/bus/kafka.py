@@ -43,11 +43,13 @@ import orjson
 from streamctl.core.errors import StoreError, UsageError
 from streamctl.core.events import Event
 from streamctl.core.kafka import SECURITY_KEYS, client_security, message_key
+from streamctl.core.model import DEFAULT_SESSION_TIMEOUT
 from streamctl.store.queue import Overloaded
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0  # seconds the listener waits for the brokers' acknowledgement
+DEFAULT_MAX_POLL_INTERVAL = 300.0  # seconds: aiokafka's (and Kafka's) max.poll.interval.ms
 DEFAULT_MAX_IN_FLIGHT = 200_000  # events produced and not yet acknowledged, at most
 TOPIC_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -66,12 +68,15 @@ class BusLocation:
     security: Mapping[str, Any] = field(default_factory=dict)  # aiokafka's keyword arguments
     idempotent: bool = False
     timeout: float = DEFAULT_TIMEOUT
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT  # the workers' consumer group
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL  # seconds a worker may take per poll
 
     @classmethod
     def parse(cls, url: str, options: Mapping[str, Any] | None = None) -> BusLocation:
         """`kafka://HOST:PORT[,HOST:PORT...]/PREFIX[?OPTION=VALUE&...]`; `options`: the
         same as a mapping (security_protocol, sasl_mechanism, sasl_plain_username,
-        sasl_plain_password, ssl_cafile, idempotent, timeout)."""
+        sasl_plain_password, ssl_cafile, idempotent, timeout, session_timeout,
+        max_poll_interval)."""
         found = re.fullmatch(r"kafka://([^/]+)/([^/?#]+)(?:\?(.*))?", url.strip())
         if found is None:
             msg = f"bus {url!r}: expected kafka://HOST:PORT[,HOST:PORT...]/PREFIX"
@@ -85,8 +90,10 @@ class BusLocation:
         settings.update(options or {})
         idempotent = str(settings.pop("idempotent", False)).lower() in ("true", "1", "yes")
         timeout = float(settings.pop("timeout", DEFAULT_TIMEOUT))
+        session_timeout = float(settings.pop("session_timeout", DEFAULT_SESSION_TIMEOUT))
+        max_poll = float(settings.pop("max_poll_interval", DEFAULT_MAX_POLL_INTERVAL))
         security = _security(settings)
-        return cls(brokers, prefix, security, idempotent, timeout)
+        return cls(brokers, prefix, security, idempotent, timeout, session_timeout, max_poll)
 
     @classmethod
     def chosen(cls, url: str | None, config: Mapping[str, Any] | None) -> BusLocation | None:
@@ -115,7 +122,7 @@ class BusLocation:
 def _security(settings: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(SECURITY_KEYS))
     if unknown:
-        msg = f"bus: unknown option {unknown[0]!r}; known: idempotent, timeout, {', '.join(sorted(SECURITY_KEYS))}"
+        msg = f"bus: unknown option {unknown[0]!r}; known: idempotent, timeout, session_timeout, max_poll_interval, {', '.join(sorted(SECURITY_KEYS))}"
         raise UsageError(msg)
     return client_security(settings)
 

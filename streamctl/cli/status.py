@@ -18,7 +18,7 @@ from rich.text import Text
 from streamctl.cli.errors import parse_since
 from streamctl.cli.options import JsonOption, ProjectOption, SyncOption, since_flag
 from streamctl.cli.output import natural_width, stdout
-from streamctl.cli.top import lag_table
+from streamctl.cli.top import lag_tables
 from streamctl.config.loader import load_project
 from streamctl.config.secrets import redact
 from streamctl.core.rows import PartitionLag
@@ -77,22 +77,25 @@ def status(
     if syncs:
         rows = [r for r in rows if r["sync"] in set(syncs)]
     if as_json:
-        document = {"since": since, "syncs": rows, "kafka_lag": [lag_json(g) for g in lags],
+        document = {"since": since, "syncs": rows,
+                    "kafka_lag": [lag_json(g) for g in lags if g.bus_group is None],
+                    "bus_lag": [lag_json(g) for g in lags if g.bus_group is not None],
                     "rejected_input": rejected}  # fmt: skip
         typer.echo(redact(orjson.dumps(document).decode(), project.secrets))
         return
     stdout.print(status_table(rows, title=f"streamctl status, last {since}", trends=trends))
-    if lags:
-        stdout.print(Text("\nkafka source lag (messages not yet stored)", style="bold"))
-        stdout.print(lag_table(lags, time.time()))
+    for what, table in lag_tables(lags, time.time()):
+        stdout.print(Text(f"\n{what}", style="bold"))
+        stdout.print(table)
     if rejected:
         counts = ", ".join(f"{source} {count:,}" for source, count in rejected.items())
         stdout.print(f"\nrejected input (`streamctl errors --stage source`): {counts}")
 
 
 def lag_json(lag: PartitionLag) -> dict[str, Any]:
+    consumer = {"group": lag.bus_group} if lag.bus_group is not None else {"source": lag.source}
     return {
-        "source": lag.source, "topic": lag.topic, "partition": lag.partition, "lag": lag.lag,
+        **consumer, "topic": lag.topic, "partition": lag.partition, "lag": lag.lag,
         "committed": lag.committed, "high_watermark": lag.end_offset,
         "measured_at": iso(lag.updated_at),
     }  # fmt: skip

@@ -171,22 +171,37 @@ def render_top(
         table = _top_table(rows, stacked, hidden)
         if natural_width(table) <= width:
             break
-    if not lags:
-        return Group(title, Text(""), table)
-    return Group(title, Text(""), table, Text(""), lag_table(lags, now))
+    below = [part for _, lag in lag_tables(lags, now) for part in (Text(""), lag)]
+    return Group(title, Text(""), table, *below)
 
 
-def lag_table(lags: Sequence[PartitionLag], now: float) -> Table:
-    """Kafka sources' consumer lag per partition (`status` shows it too)."""
+def lag_tables(lags: Sequence[PartitionLag], now: float) -> list[tuple[str, Table]]:
+    """(what, table) of the kafka sources' lag, then of the bus workers' group's lag
+    (`status` shows them too, with `what` above each)."""
+    sources = [g for g in lags if g.bus_group is None]
+    bus = [g for g in lags if g.bus_group is not None]
+    return [
+        (what, lag_table(rows, now, heading))
+        for rows, heading, what in (
+            (sources, "kafka source", "kafka source lag (messages not yet stored)"),
+            (bus, "bus group", "bus lag (messages the workers have not yet processed)"),
+        )
+        if rows
+    ]
+
+
+def lag_table(lags: Sequence[PartitionLag], now: float, heading: str = "kafka source") -> Table:
+    """Consumer lag per partition: of kafka sources, or of the bus's workers (`heading`:
+    "bus group")."""
     table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
-    for heading in ("kafka source", "topic", "partition"):
-        table.add_column(heading, no_wrap=True)
+    for name in (heading, "topic", "partition"):
+        table.add_column(name, no_wrap=True)
     for heading in ("lag", "committed", "high watermark", "measured"):
         table.add_column(heading, justify="right", no_wrap=True)
     for lag in lags:
         style = "yellow" if lag.lag else ""
         table.add_row(
-            lag.source, lag.topic, str(lag.partition), Text(f"{lag.lag:,}", style),
+            lag.bus_group or lag.source, lag.topic, str(lag.partition), Text(f"{lag.lag:,}", style),
             f"{lag.committed:,}", f"{lag.end_offset:,}", f"{max(0.0, now - lag.updated_at):.0f}s ago",
         )  # fmt: skip
     return table

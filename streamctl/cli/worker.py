@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import start_http_server
 
 from streamctl.bus.kafka import BusLocation
 from streamctl.cli.options import ProjectOption
@@ -17,6 +18,7 @@ from streamctl.core.errors import UsageError
 from streamctl.core.heap import tune_garbage_collector
 from streamctl.core.model import Project
 from streamctl.delivery.bus_worker import consume
+from streamctl.monitoring import metrics
 from streamctl.store.backend import open_store
 
 app = typer.Typer()
@@ -32,6 +34,17 @@ def worker_command(
             "(default: bus: of streamctl.yaml).",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve this worker's Prometheus metrics (its delivery counters, the bus "
+            "group's lag) at http://127.0.0.1:PORT/metrics; 0 picks a free port.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address --metrics-port listens on.")
+    ] = "127.0.0.1",
     project: ProjectOption = Path("."),
 ) -> None:
     """Join the workers' consumer group on the bus: run the pipeline on each event, record
@@ -43,7 +56,22 @@ def worker_command(
         msg = "say which bus to consume with --bus kafka://HOST:PORT/PREFIX (or bus: in streamctl.yaml)"
         raise UsageError(msg)
     tune_garbage_collector()
+    if metrics_port is not None:
+        serve_metrics(metrics_host, metrics_port)
     asyncio.run(_work(loaded, location))
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """/metrics on a thread of its own (prometheus_client's server): a worker has no
+    listener, and scraping must not wait for its event loop."""
+    try:
+        server, _ = start_http_server(port, addr=host, registry=metrics.REGISTRY)
+    except OSError as exc:
+        msg = f"cannot serve metrics on {host}:{port}: {exc.strerror}"
+        raise UsageError(msg) from None
+    stderr.print(
+        f"streamctl: worker metrics at http://{host}:{server.server_port}/metrics", markup=False
+    )
 
 
 async def _work(project: Project, bus: BusLocation) -> None:

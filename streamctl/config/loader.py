@@ -41,6 +41,7 @@ from streamctl.contracts import Contract, compile_contract
 from streamctl.core.errors import ConfigError, Problem, SpecError, suggest
 from streamctl.core.kafka import SECRET_SECURITY_KEYS, SECURITY_KEYS
 from streamctl.core.model import (
+    DEFAULT_SESSION_TIMEOUT,
     AlertChannel,
     AlertRule,
     AlertsConfig,
@@ -64,7 +65,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 WEBHOOK_ONLY_KEYS = ("secret", "signature_header")
 KAFKA_ONLY_KEYS = (
     "brokers", "topics", "topic_pattern", "group", "start_offset", "format", "max_poll_records",
-    *SECURITY_KEYS,
+    "session_timeout", *SECURITY_KEYS,
 )  # fmt: skip
 ARRAY_BODY = "array_body"  # webhook: send a JSON array even for one payload
 
@@ -340,7 +341,9 @@ class _ProjectLoader:
                 self.problems.append(doc.problem((*path, "topic_pattern"), message))
         protocol = str(spec.get("security_protocol", "PLAINTEXT"))
         if protocol.startswith("SASL") and not spec.get("sasl_plain_username"):
-            message = f"security_protocol {protocol} needs sasl_plain_username and sasl_plain_password"
+            message = (
+                f"security_protocol {protocol} needs sasl_plain_username and sasl_plain_password"
+            )
             self.problems.append(doc.problem((*path, "security_protocol"), message))
         return KafkaSourceConfig(
             brokers=tuple(spec["brokers"]),
@@ -350,6 +353,7 @@ class _ProjectLoader:
             start_offset=spec.get("start_offset", "earliest"),
             format=spec["format"],
             max_poll_records=int(spec.get("max_poll_records", 500)),
+            session_timeout=float(spec.get("session_timeout", DEFAULT_SESSION_TIMEOUT)),
             security={k: spec[k] for k in SECURITY_KEYS if k in spec},
         )
 

@@ -4,6 +4,7 @@
     AIOKafkaConsumer(*topics, **options)          # the kafka source
     AIOKafkaProducer(**options, acks="all")       # the bus's ingest node, the kafka destination
     await producer.send(topic, value, key=message_key(event))
+    lags = await partition_lags("orders", consumer, consumer.assignment())  # consumer lag
 
 Three clients read Kafka settings from a user's YAML: the bus (`bus:`), the kafka
 source (`type: kafka`) and the kafka destination. They take one naming of the
@@ -19,10 +20,15 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from streamctl.core.events import Event, user_key
+from streamctl.core.rows import PartitionLag
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -51,6 +57,14 @@ def client_security(settings: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+def group_timing(session_timeout: float) -> dict[str, int]:
+    """A consumer's session timeout (seconds) as aiokafka's options, with the heartbeat
+    a third of it at most (aiokafka's default 3 s, which must stay below it). The
+    broker bounds it (Apache Kafka: group.min.session.timeout.ms, 6 s by default)."""
+    session_ms = int(session_timeout * 1000)
+    return {"session_timeout_ms": session_ms, "heartbeat_interval_ms": min(3000, session_ms // 3)}
+
+
 def message_key(event: Event) -> bytes | None:
     """The partitioning key: the user (userId, else anonymousId), so one user's events
     land on one partition, in order; None for an event without either."""
@@ -67,3 +81,39 @@ def quiet_client_logs() -> None:
 
 
 _NULL_HANDLER = logging.NullHandler()
+log = logging.getLogger(__name__)
+
+
+async def partition_lags(
+    name: str,
+    consumer: AIOKafkaConsumer,
+    partitions: Iterable[Any],
+    committed: Mapping[Any, int] | None = None,
+    start_offset: str = "earliest",
+) -> list[PartitionLag]:
+    """The consumer group's lag on each of `partitions` (TopicPartitions: those the
+    consumer holds, or any of its topics'): high watermark minus committed offset
+    (`committed`, this process's last commits, else the group's; a partition the
+    group never committed counts from where it starts, `start_offset`: the oldest
+    message or the end); rows named `name`. Empty while no broker answers."""
+    ordered = sorted(partitions, key=lambda p: (p.topic, p.partition))
+    if not ordered:
+        return []
+    try:
+        ends = await consumer.end_offsets(ordered)
+        done = {p: (committed or {}).get(p) or await consumer.committed(p) for p in ordered}
+        never = [p for p, offset in done.items() if offset is None]
+        if never and start_offset == "earliest":
+            done.update(await consumer.beginning_offsets(never))
+    except Exception as exc:  # a broker away: no figure this time, not a stop
+        log.debug("%s: no lag measured: %s", name, exc)
+        return []
+    now = time.time()
+    return [
+        PartitionLag(name, p.topic, p.partition, ends.get(p, 0), _or(done[p], ends.get(p, 0)), now)
+        for p in ordered
+    ]
+
+
+def _or(offset: int | None, default: int) -> int:
+    return default if offset is None else offset

@@ -67,6 +67,9 @@ class ListenConfig:
     port: int = 8080
 
 
+DEFAULT_SESSION_TIMEOUT = 10.0  # seconds: aiokafka's default session.timeout.ms
+
+
 @dataclass(frozen=True)
 class KafkaSourceConfig:
     """`type: kafka` of a source: the topics it reads and how (docs/sources/kafka.md)."""
@@ -78,6 +81,7 @@ class KafkaSourceConfig:
     start_offset: Literal["earliest", "latest"] = "earliest"  # for a group with no offsets yet
     format: Literal["segment", "json"] = "segment"
     max_poll_records: int = 500
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT  # seconds a silent member stays in the group
     # The SASL/TLS settings as written (streamctl.core.kafka.SECURITY_KEYS): never print.
     security: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 

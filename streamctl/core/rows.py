@@ -319,3 +319,15 @@ class PartitionLag:
     @property
     def lag(self) -> int:
         return max(0, self.end_offset - self.committed)
+
+    @property
+    def bus_group(self) -> str | None:
+        """The consumer group, for a row of the bus workers' lag (named `bus:GROUP`)."""
+        return self.source.removeprefix(BUS_LAG) if self.source.startswith(BUS_LAG) else None
+
+
+BUS_LAG = "bus:"  # the name of the bus workers' lag rows: bus:GROUP (a source's: its name)
+
+
+def bus_lag_name(group: str) -> str:
+    return BUS_LAG + group

@@ -26,6 +26,7 @@ Exported series (all prefixed `streamctl_`):
 | `delivery_latency_seconds` | histogram | sync | end to end: event received -> delivered |
 | `queue_depth` | gauge | | events stored and not yet processed |
 | `kafka_source_lag` | gauge | source, topic, partition | a Kafka source's messages not yet stored and committed: the partition's high watermark minus the group's committed offset |
+| `bus_lag` | gauge | topic, partition | `streamctl worker --bus` (at `--metrics-port`): messages of a bus topic's partition the workers' group has not yet processed and committed |
 
 Per-sync `delivered`, `failed` (failed attempts), `retried` and `archived` are
 `sync_events_total{status="delivered"|"retrying"|"archived"}` and
@@ -65,6 +66,7 @@ __all__ = [
     "record_received",
     "record_rejected",
     "render",
+    "set_bus_lags",
     "set_partition_lags",
     "set_queue_depth",
 ]
@@ -186,6 +188,12 @@ KAFKA_SOURCE_LAG = Gauge(
     "Messages of a Kafka source's partition not yet stored: high watermark minus committed.",
     ["source", "topic", "partition"], registry=REGISTRY,
 )  # fmt: skip
+BUS_LAG = Gauge(
+    "streamctl_bus_lag",
+    "Messages of a bus topic's partition the workers' group has not yet processed and"
+    " committed: high watermark minus committed.",
+    ["topic", "partition"], registry=REGISTRY,
+)  # fmt: skip
 QUEUE_DEPTH = Gauge(
     "streamctl_queue_depth", "Events stored and not yet processed.", registry=REGISTRY
 )
@@ -215,6 +223,18 @@ def set_partition_lags(
             KAFKA_SOURCE_LAG.remove(source, topic, str(partition))
     for topic, partition, lag in lags:
         KAFKA_SOURCE_LAG.labels(source, topic, str(partition)).set(lag)
+
+
+def set_bus_lags(
+    lags: Iterable[tuple[str, int, int]], gone: Iterable[tuple[str, int]] = ()
+) -> None:
+    """The bus workers' group lag now: (topic, partition, lag); `gone`: partitions no
+    longer measured."""
+    for topic, partition in gone:
+        with contextlib.suppress(KeyError):
+            BUS_LAG.remove(topic, str(partition))
+    for topic, partition, lag in lags:
+        BUS_LAG.labels(topic, str(partition)).set(lag)
 
 
 def record_outcomes(sync: str, status: str, events: int = 1) -> None:

@@ -25,17 +25,30 @@ the partitions, and Kafka moves a stopped node's partitions to the others. A pol
 4. only then are the offsets committed (at least once: a process killed between
    3 and 4 reads the messages again, and dedupe makes that harmless).
 
+Steps 3 and 4 of one poll run as a task while the next poll is read and parsed
+(1 and 2): two polls in hand at most, and a poll is handed over only once the one
+before it is stored and committed, so each partition's order and the commit order
+hold. Measured (benchmarks/kafka_source.py against main, alternating rounds on the
+loaded 2-core machine): no gain that stands out of the noise, `run` delivering at
+1.03x of the one-poll-at-a-time code with its default worker processes (0.79-1.16)
+and 0.70x and 1.21x in two runs with `--workers 0`: py-spy shows the listener,
+where the source runs, using about a fifth of the CPU and the worker processes
+(queue claim, pipeline, record in SQLite) the rest. The overlap stays: it takes
+the broker's commit round trip and the parsing off the store's path for when the
+workers keep up (more cores, PostgreSQL), at no cost measured here.
+
 Backpressure: while the ingest refuses (the queue is full: `Overloaded`, the store
-or the bus is unavailable) the source pauses its partitions and offers the same
-poll again until it is taken, polling the paused consumer meanwhile so the group
-keeps it as a member; nothing is dropped, and nothing more is read. Memory per
-source is one poll of messages plus aiokafka's fetch buffer (`fetch_max_bytes`).
+or the bus is unavailable) the source offers the same poll again until it is
+taken; the poll read meanwhile waits, nothing more is read, and after a second the
+partitions are paused and the consumer polled each second so the group keeps it as
+a member; nothing is dropped. Memory per source is two polls of messages plus
+aiokafka's fetch buffer (`fetch_max_bytes`).
 
 Lag: every `LAG_EVERY` seconds each source asks the brokers for its partitions'
 high watermarks (`end_offsets`); the lag of a partition is that minus the committed
-offset. It is exported in /metrics (`streamctl_kafka_source_lag`) and written to
-the store (`Store.record_lag`), where `streamctl status` and `top`, other processes,
-read it.
+offset (`streamctl.core.kafka.partition_lags`, which the bus workers use too). It
+is exported in /metrics (`streamctl_kafka_source_lag`) and written to the store
+(`Store.record_lag`), where `streamctl status` and `top`, other processes, read it.
 """
 
 from __future__ import annotations
@@ -54,7 +67,12 @@ import orjson
 
 from streamctl.core.errors import EventError, StoreError
 from streamctl.core.events import Event
-from streamctl.core.kafka import client_security, quiet_client_logs
+from streamctl.core.kafka import (
+    client_security,
+    group_timing,
+    partition_lags,
+    quiet_client_logs,
+)
 from streamctl.core.model import KafkaSourceConfig, Project, SourceConfig
 from streamctl.core.rows import REJECTED_EXCERPT, PartitionLag, RejectedInput
 from streamctl.core.timestamps import format_timestamp
@@ -71,6 +89,7 @@ log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
 LAG_EVERY = 2.0  # seconds between lag measurements
 RETRY_EVERY = 1.0  # seconds between offers of a refused poll, and between connection attempts
+PAUSED_POLL_EVERY = 1.0  # seconds between polls of a paused consumer (a poll waits)
 FETCH_MAX_BYTES = 16 * 1024 * 1024  # aiokafka's fetch buffer per consumer (its default: 50 MiB)
 
 
@@ -199,6 +218,7 @@ class KafkaSource:
             auto_offset_reset=config.start_offset,
             max_poll_records=config.max_poll_records,
             fetch_max_bytes=FETCH_MAX_BYTES,
+            **group_timing(config.session_timeout),
             **client_security(config.security),
         )
 
@@ -214,21 +234,54 @@ class KafkaSource:
                 await self._wait(RETRY_EVERY)
 
     async def _consume(self) -> None:
-        """Consume until `stopping` is set; then commit what is stored and leave the group."""
+        """Consume until `stopping` is set; then commit what is stored and leave the group.
+
+        Two polls at most are in hand: one being stored and committed (`storing`, a
+        task), and the next, read meanwhile (`waiting`). A poll is handed over only
+        once the one before it is stored and committed, so the partitions' order and
+        the commit order hold; while a poll waits, nothing more is read."""
         consumer = await self._started()
         if consumer is None:
             return
+        storing: asyncio.Task[None] | None = None
+        waiting: Poll | None = None
         try:
             while not self.stopping.is_set():
-                polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-                if polled:
-                    await self._take(consumer, read_poll(self.source, polled))
+                if waiting is None:
+                    polled = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                    if polled:
+                        waiting = read_poll(self.source, polled)
+                elif storing is not None:
+                    await self._until_stored(consumer, storing)
+                if storing is not None and storing.done():
+                    storing.result()  # a failure of the ingest path: `run` starts afresh
+                    storing = None
+                if storing is None and waiting is not None:
+                    storing = asyncio.create_task(self._take(consumer, waiting))
+                    waiting = None
                 if time.monotonic() - self._lag_at >= LAG_EVERY:
                     await self._report_lag(consumer)
         finally:
+            if storing is not None:  # stopping: it finishes (stored, committed) or gives up
+                await asyncio.wait({storing})
             with contextlib.suppress(Exception):
                 await self._report_lag(consumer)
             await consumer.stop()  # leaves the group: its partitions move on at once
+
+    async def _until_stored(self, consumer: AIOKafkaConsumer, storing: asyncio.Task[None]) -> None:
+        """Wait while the poll before the waiting one is stored. Past a second of it (the
+        ingest refuses) the partitions are paused and the consumer polled each second, so
+        the group keeps this member and nothing more is fetched."""
+        paused = False
+        try:
+            while not storing.done():
+                done, _ = await asyncio.wait({storing}, timeout=PAUSED_POLL_EVERY)
+                if not done:
+                    paused = True
+                    await self._poll_paused(consumer)
+        finally:
+            if paused:
+                consumer.resume(*consumer.assignment())
 
     async def _started(self) -> AIOKafkaConsumer | None:
         """A started consumer, trying again while no broker answers (warned once)."""
@@ -257,42 +310,42 @@ class KafkaSource:
         metrics.record_received(name, len(poll.events) + len(poll.rejected))
         if poll.rejected:
             metrics.record_rejected(name, "invalid", len(poll.rejected))
-            if not await self._until_taken(consumer, self.ingest.record_rejected, poll.rejected):
+            if not await self._until_taken(self.ingest.record_rejected, poll.rejected):
                 return  # stopped first: nothing of the poll committed, read again on start
         if poll.events:
             started = time.monotonic()
-            if not await self._until_taken(consumer, self.ingest.submit, name, poll.events):
+            if not await self._until_taken(self.ingest.submit, name, poll.events):
                 return  # stopped while refused: nothing stored, nothing committed
             metrics.record_accepted(name, len(poll.events), time.monotonic() - started)
         await self._commit(consumer, poll.next_offsets)
 
-    async def _until_taken(self, consumer: AIOKafkaConsumer, hand: Any, *args: Any) -> bool:
-        """`await hand(*args)`, offered again while the ingest refuses; False if stopped first."""
-        paused = False
-        try:
-            while True:
-                try:
-                    await hand(*args)
-                    return True
-                except (Overloaded, StoreError) as exc:
-                    wait = exc.retry_after if isinstance(exc, Overloaded) else RETRY_EVERY
-                    if not paused:
-                        log.warning("kafka source %r paused: %s", self.source.name, exc)
-                    paused = True
-                await self._poll_paused(consumer, wait)
-                if self.stopping.is_set():
-                    return False
-        finally:
-            if paused:
-                consumer.resume(*consumer.assignment())
+    async def _until_taken(self, hand: Any, *args: Any) -> bool:
+        """`await hand(*args)`, offered again while the ingest refuses; False if stopped first.
+        Meanwhile the consume loop reads nothing more (a poll waits) and keeps the
+        partitions paused (`_until_stored`)."""
+        refused = False
+        while True:
+            try:
+                await hand(*args)
+                if refused:
+                    log.warning("kafka source %r resumed", self.source.name)
+                return True
+            except (Overloaded, StoreError) as exc:
+                wait = exc.retry_after if isinstance(exc, Overloaded) else RETRY_EVERY
+                if not refused:
+                    log.warning("kafka source %r paused: %s", self.source.name, exc)
+                refused = True
+            await self._wait(wait)
+            if self.stopping.is_set():
+                return False
 
     @staticmethod
-    async def _poll_paused(consumer: AIOKafkaConsumer, seconds: float) -> None:
-        """Wait, polling with every partition paused (those a rebalance just assigned
-        too): the group keeps this member, and nothing more is read. Whatever a poll
-        returns anyway is read again after the pause (seek), never dropped."""
+    async def _poll_paused(consumer: AIOKafkaConsumer) -> None:
+        """Poll with every partition paused (those a rebalance just assigned too): the
+        group keeps this member, and nothing more is read. Whatever the poll returns
+        anyway is read again after the pause (seek), never dropped."""
         consumer.pause(*consumer.assignment())
-        polled = await consumer.getmany(timeout_ms=int(seconds * 1000))
+        polled = await consumer.getmany(timeout_ms=0)
         for partition, records in polled.items():
             if records:
                 consumer.seek(partition, records[0].offset)
@@ -311,7 +364,10 @@ class KafkaSource:
 
     async def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
         self._lag_at = time.monotonic()
-        lags = await partition_lags(self.source.name, consumer, self._committed)
+        partitions = consumer.assignment()
+        lags = await partition_lags(
+            self.source.name, consumer, partitions, self._committed, self.config.start_offset
+        )
         now_reported = {(g.topic, g.partition) for g in lags}
         metrics.set_partition_lags(
             self.source.name,
@@ -325,34 +381,6 @@ class KafkaSource:
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-
-
-async def partition_lags(
-    source: str, consumer: AIOKafkaConsumer, committed: dict[Any, int]
-) -> list[PartitionLag]:
-    """The lag of each partition the consumer has: high watermark minus committed offset
-    (this process's last commit, else the group's, else where the consumer starts)."""
-    partitions = sorted(consumer.assignment(), key=lambda p: (p.topic, p.partition))
-    if not partitions:
-        return []
-    try:
-        ends = await consumer.end_offsets(partitions)
-    except Exception as exc:  # a broker away: no figure this time, not a stop
-        log.debug("kafka source %r: no end offsets: %s", source, exc)
-        return []
-    now = time.time()
-    lags = []
-    for partition in partitions:
-        done = committed.get(partition)
-        if done is None:
-            done = await consumer.committed(partition)
-        if done is None:
-            with contextlib.suppress(Exception):
-                done = await consumer.position(partition)
-        end = ends.get(partition, 0)
-        lags.append(PartitionLag(source, partition.topic, partition.partition, end,
-                                 end if done is None else done, now))  # fmt: skip
-    return lags
 
 
 @dataclass

@@ -79,15 +79,32 @@ class CommonOperations:
         return deleted
 
     def record_lag(self: SqlReader, source: str, lags: Sequence[PartitionLag]) -> None:
+        """The rows of `source` become `lags`. Several processes may write the same rows
+        at once (bus workers each measure the group's lag): an upsert, in one order,
+        then the rows of partitions not among `lags` deleted."""
+        rows = sorted((g.topic, g.partition, g.end_offset, g.committed, g.updated_at)
+                      for g in lags)  # fmt: skip
+        kept = {(topic, partition) for topic, partition, *_ in rows}
         with self.transaction() as db:
-            db.execute("DELETE FROM source_lag WHERE source = ?", [source])
-            db.executemany(
-                "INSERT INTO source_lag"
-                " (source, topic, partition_id, end_offset, committed, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(source, g.topic, g.partition, g.end_offset, g.committed, g.updated_at)
-                 for g in lags],
-            )  # fmt: skip
+            if rows:
+                db.executemany(
+                    "INSERT INTO source_lag"
+                    " (source, topic, partition_id, end_offset, committed, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (source, topic, partition_id) DO UPDATE SET"
+                    " end_offset = excluded.end_offset, committed = excluded.committed,"
+                    " updated_at = excluded.updated_at",
+                    [(source, *row) for row in rows],
+                )
+            held = db.execute(
+                "SELECT topic, partition_id FROM source_lag WHERE source = ?", [source]
+            ).fetchall()
+            gone = [(source, t, p) for t, p in held if (t, p) not in kept]
+            if gone:
+                db.executemany(
+                    "DELETE FROM source_lag WHERE source = ? AND topic = ? AND partition_id = ?",
+                    gone,
+                )
 
     def partition_lags(self: SqlReader) -> list[PartitionLag]:
         return queries.partition_lags(self)
