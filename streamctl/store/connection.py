@@ -47,14 +47,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 # WAL and copy back at checkpoints (replay of 100,000 events: median 6-10% faster over
 # three runs of 9-11 alternating rounds; 32 KiB was no better).
 PAGE_SIZE = 16 * 1024
-# Seconds, at most, between checkpoints of a writer. A checkpoint copies the newest
-# version of each page the WAL holds, and under `run --workers N` the same pages are
-# written over and over between two (queue rows appended then deleted, deliveries
-# inserted then updated, the right edge of every index): every 2 s rather than every
-# 0.5 s, the listener wrote 1.6 KB an event instead of 2.5 KB and used 18 instead of
-# 21 us of CPU an event (benchmarks/scale.py's load, 2 workers, alternating runs);
-# every 5 s was no better.
-CHECKPOINT_EVERY = 2.0
+CHECKPOINT_EVERY = 0.5  # seconds, at most, between checkpoints of a writer
 WAL_RESTART_BYTES = 64 * 1024 * 1024  # a WAL this large is checkpointed to its end
 LOCK_PATIENCE = 10.0  # seconds a writer waits for the file lock before relying on SQLite's
 
