@@ -49,16 +49,15 @@ class TimedConnection:
         self._conn = conn
 
     def execute(self, sql: str, *args: Any) -> Any:
-        started = time.process_time()
-        try:
-            return self._conn.execute(sql, *args)
-        finally:
-            spent[sql[:50]] += time.process_time() - started
+        return self._timed(self._conn.execute, sql, args)
 
     def executemany(self, sql: str, *args: Any) -> Any:
+        return self._timed(self._conn.executemany, sql, args)
+
+    def _timed(self, method: Any, sql: str, args: tuple[Any, ...]) -> Any:
         started = time.process_time()
         try:
-            return self._conn.executemany(sql, *args)
+            return method(sql, *args)
         finally:
             spent[sql[:50]] += time.process_time() - started
 
