@@ -10,8 +10,10 @@ figure is sustained end-to-end throughput: events answered 200, divided by the t
 from the first request to the last of them arriving at the sink (the load phase plus
 the drain after it). Worker counts alternate within each round, and the medians and
 the ratio to the first count are printed: the machine's speed drifts, ratios
-measured in one run hold. Also printed: the largest resident memory of the listener
-and of any worker process, sampled every second.
+measured in one run hold. Also printed: the CPU time (user + system) the listener and
+its workers spent per event delivered, and the listener's part of it (the rest is the
+workers'), and the largest resident memory of the listener and of any worker process,
+sampled every second.
 
 A bus round (`--bus 1,2`: one round with 1 worker, one with 2; `--bus ''`: none) runs
 the same load against an ingest node, `streamctl run --bus kafka://...`, with N
@@ -78,13 +80,16 @@ class MemoryWatch:
         self._thread.join()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants alive now (Linux /proc)."""
+def cpu_seconds(pid: int, descendants: bool = True) -> float:
+    """User + system CPU of a process and (unless told not to) its descendants alive
+    now (Linux /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not descendants:
+        return own
     return own + sum(cpu_seconds(child) for child in children(pid))
 
 
@@ -102,9 +107,9 @@ def warm_up(bench: Bench) -> None:
 
 def one_round(
     workers: int, seconds: float, connections: int, pythonpath: str | None = None
-) -> tuple[float, float, float, int, int, float]:
+) -> tuple[float, float, float, int, int, float, float]:
     """(sustained events/s, accepted events/s, delivered events/s once the load stopped,
-    listener MiB, worker MiB, CPU ms per event) of one fresh run."""
+    listener MiB, worker MiB, CPU ms per event, of which the listener's) of one fresh run."""
     with tempfile.TemporaryDirectory(prefix="streamctl-scale-bench-") as tmp:
         bench = Bench(
             Path(tmp), seconds, connections, pythonpath, run_args=("--workers", str(workers))
@@ -114,6 +119,7 @@ def one_round(
         try:
             warm_up(bench)
             cpu_before = cpu_seconds(bench.processes[-1].pid)
+            listener_before = cpu_seconds(bench.processes[-1].pid, descendants=False)
             started = time.monotonic()
             load_seconds, ok, _, _ = bench.wrk(
                 "/v1/batch", {"batch": [sample_event(i) for i in range(100)]}
@@ -130,6 +136,8 @@ def one_round(
             elapsed = time.monotonic() - started
             drain = (delivered - at_load_end) / max(1e-9, time.monotonic() - loaded_at)
             cpu = cpu_seconds(bench.processes[-1].pid) - cpu_before
+            listener_cpu = cpu_seconds(bench.processes[-1].pid, descendants=False)
+            listener_cpu -= listener_before
         finally:
             watch.stop()
             bench.stop()
@@ -138,6 +146,7 @@ def one_round(
         return (
             (delivered - 1) / elapsed, accepted / load_seconds, drain,
             watch.listener // 1024, watch.worker // 1024, cpu * 1000 / max(1, delivered - 1),
+            listener_cpu * 1000 / max(1, delivered - 1),
         )  # fmt: skip
 
 
@@ -306,7 +315,7 @@ def main() -> None:
                     flush=True,
                 )
                 continue
-            sustained, accepted, drain, listener, worker, cpu = one_round(
+            sustained, accepted, drain, listener, worker, cpu, listener_cpu = one_round(
                 n, args.seconds, args.connections, baseline
             )
             rates[(n, baseline)].append(sustained)
@@ -314,7 +323,8 @@ def main() -> None:
             print(
                 f"round {round_ + 1} --workers {n}{' (baseline)' if baseline else ''}: "
                 f"{sustained:,.0f} events/s end to end ({accepted:,.0f}/s accepted, "
-                f"{drain:,.0f}/s delivered after the load; {cpu:.3f} CPU ms an event; "
+                f"{drain:,.0f}/s delivered after the load; {cpu:.3f} CPU ms an event, "
+                f"{listener_cpu:.3f} of it the listener's; "
                 f"max RSS listener {listener} MiB, worker {worker} MiB)",
                 flush=True,
             )

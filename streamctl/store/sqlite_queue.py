@@ -115,8 +115,9 @@ class SqliteEventQueue:
                 cursor.close()
             if rows:
                 self._claimed_up_to = rows[-1][0]
+        new = tuple.__new__
         return [
-            QueuedEvent(row_id, source, event)
+            new(QueuedEvent, (row_id, source, event))
             for row_id, source, text in rows
             for event in _events_of(text)
         ]

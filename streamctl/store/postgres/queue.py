@@ -117,8 +117,9 @@ class PostgresEventQueue:
                 {**params, "ids": chosen},
             ).fetchall()
         rows.sort(key=lambda r: r[0])
+        new = tuple.__new__
         return [
-            QueuedEvent(row_id, source, event)
+            new(QueuedEvent, (row_id, source, event))
             for row_id, source, text in rows
             for event in _events_of(text)
         ]
