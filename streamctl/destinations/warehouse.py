@@ -44,7 +44,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -99,10 +99,13 @@ USER_COLUMNS: dict[str, ColumnType] = {"id": "text", "received_at": "timestamp"}
 _CAMEL_RUN = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NOT_WORD = re.compile(r"[\W_]+")
-_ISO_DATETIME = re.compile(
+# An ISO 8601 date-time (`is_timestamp`); in RE2's syntax too, for the databases' own
+# regular expressions (`\d` is ASCII there, any Unicode digit in Python's `re`).
+ISO_DATETIME_PATTERN = (
     r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
     r"(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?"
 )
+_ISO_DATETIME = re.compile(ISO_DATETIME_PATTERN)
 
 
 # -- names ----------------------------------------------------------------------------
@@ -845,7 +848,7 @@ def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]
 # -- the backends ---------------------------------------------------------------------------
 
 
-class WarehouseBackend(Protocol):
+class SchemaBackend(Protocol):
     """One database's specifics. Called from one thread at a time per connection;
     `evolve` must be safe with another process doing the same at once."""
 
@@ -857,9 +860,42 @@ class WarehouseBackend(Protocol):
         """Create the missing tables and columns, widen columns; the schema after."""
         ...
 
+    def close(self) -> None: ...
+
+
+class WarehouseBackend(SchemaBackend, Protocol):
+    """A backend that loads rows planned in Python (`plan_load`)."""
+
     def load(self, plan: LoadPlan) -> None:
         """Write the plan's rows in one transaction: a row whose key is already stored
         is skipped, `users` rows are merged into theirs. Committed on return."""
         ...
 
     def close(self) -> None: ...
+
+
+class StagedRows(Protocol):
+    """A batch held by the database (`StagingBackend.stage`), summarized there."""
+
+    carried_discards: bool  # whether its payloads carry discards
+
+    def summary(self, schema: Mapping[str, TableSchema]) -> list[ColumnSummary]:
+        """`plan_summary`'s input; strings need not be told from ISO date-times in
+        columns `schema` has as text (the plan is the same)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StagingBackend(SchemaBackend, Protocol):
+    """A backend that takes a batch's payloads as they are (their JSON text) and
+    loads them by SQL, planned by `plan_summary` from the batch's summary."""
+
+    def stage(self, payloads: Sequence[Any]) -> Any:
+        """The payloads in the database (a `StagedRows`); closed by the caller."""
+        ...
+
+    def load_staged(self, batch: Any, plan: SummaryPlan) -> int:
+        """Write a staged batch as `plan` says, in one transaction, committed on return."""
+        ...
