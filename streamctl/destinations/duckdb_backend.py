@@ -206,7 +206,7 @@ class DuckDBBackend:
             verb = "INSERT OR IGNORE"
         else:
             verb = "INSERT"
-            conditions.append(self._not_stored_in(con, batch, table))
+            conditions.append(self._not_stored_in(batch, table))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         listed = ", ".join(map(quote, names))
         written = con.execute(
@@ -214,13 +214,12 @@ class DuckDBBackend:
         ).fetchall()
         return int(written[0][0]) if written else 0
 
-    def _not_stored_in(self, con: duckdb.DuckDBPyConnection, batch: StagedBatch, table: str) -> str:
-        """`_not_stored` for a staged table's rows."""
-        low, high = con.execute(
-            "SELECT min(TRY_CAST(received_at AS TIMESTAMPTZ))::VARCHAR,"
-            f" max(TRY_CAST(received_at AS TIMESTAMPTZ))::VARCHAR FROM {batch.rows_table(table)}"
-        ).fetchall()[0]
-        if low is None:
+    def _not_stored_in(self, batch: StagedBatch, table: str) -> str:
+        """The rows whose id the table lacks, looked for among the rows received in the
+        batch's time span only: a retried event keeps its `received_at`, and DuckDB's
+        per-row-group min/max of that column skip the rest of the table."""
+        low, high = batch.received_span()
+        if low is None or high is None:
             return f"s.id NOT IN (SELECT id FROM {self.table(table)})"
         span = f"{_literal(low)}::TIMESTAMPTZ AND {_literal(high)}::TIMESTAMPTZ"
         return (

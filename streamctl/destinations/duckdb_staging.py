@@ -61,6 +61,14 @@ SQL_TYPES: dict[ColumnType, str] = {
 # (`json_group_structure`'s name); any other (DOUBLE, JSON for mixed types, objects)
 # is read as JSON.
 LEAF_TYPES = {"VARCHAR": "VARCHAR", "BOOLEAN": "BOOLEAN", "BIGINT": "BIGINT", "UBIGINT": "UBIGINT"}
+# The kind a column's type takes as it is (a known column whose values all fit).
+_TYPE_KINDS: dict[ColumnType, ValueKind] = {
+    "boolean": "boolean",
+    "bigint": "bigint",
+    "double": "double",
+    "timestamp": "timestamp",
+    "text": "string",
+}
 _ISO = "'" + ISO_DATETIME_PATTERN.replace("'", "''") + "'"
 
 
@@ -112,6 +120,36 @@ class Value:
             return "string"
         return {"BOOLEAN": "boolean", "BIGINT": "bigint"}.get(self.leaf)  # type: ignore[return-value]
 
+    def stray(self, target: ColumnType) -> str | None:
+        """An SQL condition true for a value a column of type `target` does not take
+        as it is (`plan_summary` has more to decide then); None when every value
+        this column was read as fits, "true" when none does."""
+        v = self.sql
+        fitting: dict[str, tuple[ColumnType, ...]] = {
+            "VARCHAR": ("text",),
+            "BOOLEAN": ("boolean", "text"),
+            "BIGINT": ("bigint", "double", "text"),
+            "UBIGINT": ("text",),
+            "JSON": ("text",),
+        }
+        if target in fitting[self.leaf]:
+            return None
+        small = f"{v}::UBIGINT <= {INT64_MAX}"
+        if self.leaf == "VARCHAR" and target == "timestamp":
+            return f"NOT regexp_full_match({v}, {_ISO})"
+        if self.leaf == "UBIGINT" and target in ("bigint", "double"):
+            return f"{v} > {INT64_MAX}"
+        if self.leaf != "JSON":
+            return "true"
+        integer = f"(json_type({v}) = 'BIGINT' OR (json_type({v}) = 'UBIGINT' AND {small}))"
+        if target == "double":
+            return f"NOT (json_type({v}) = 'DOUBLE' OR {integer})"
+        if target == "bigint":
+            return f"NOT {integer}"
+        if target == "boolean":
+            return f"json_type({v}) <> 'BOOLEAN'"
+        return f"(json_type({v}) <> 'VARCHAR' OR NOT regexp_full_match({v} ->> '$', {_ISO}))"
+
     def text(self) -> str:
         """The value as `warehouse.as_text` makes it: a string as it is, else its JSON."""
         if self.leaf == "VARCHAR":
@@ -139,14 +177,18 @@ class StagedBatch:
         self.con = con
         self.file = folder / f"streamctl-{os.getpid()}-{id(self)}.ndjson"
         self.file.write_bytes(_ndjson(payloads))
-        self.tables: dict[str, dict[str, Value]] = {}
-        self.row_counts: dict[str, int] = {}
+        self.raw: dict[str, dict[str, Value]] = {}  # each table's columns in `batch`
+        self.tables: dict[str, dict[str, Value]] = {}  # ... in its view (`rows_table`)
+        self.unique: set[str] = set()  # the tables whose keys are unique in the batch
+        self.sources: dict[str, str] = {}  # each table's rows: a subquery of `batch`
+        self._span: tuple[str | None, str | None] | None = None
+        self.bases: dict[str, list[str]] = {}  # an event table's base tables (`tracks`)
+        self.own: dict[str, set[str]] = {}  # the columns an event table's own rows hold
         self._stage()
 
     def close(self) -> None:
         self.file.unlink(missing_ok=True)
-        for table in ("batch", *(f"rows_{i}" for i in range(len(self.tables)))):
-            self.con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        self.con.execute("DROP TABLE IF EXISTS temp.batch")
 
     # -- reading the file ---------------------------------------------------------------
 
@@ -183,11 +225,11 @@ class StagedBatch:
             "CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM read_json("
             f"{path}, format = 'newline_delimited', columns = {{{spec}}})"
         )
-        bases = self._bases(extends)
+        bases = self.bases = self._bases(extends)
         for table, own in leaves.items():
-            self.tables[table] = self._values(table, own, leaves, bases.get(table, []))
-        for number, (table, values) in enumerate(self.tables.items()):
-            self._rows(number, table, values)
+            self.raw[table] = self._values(table, own, leaves, bases.get(table, []))
+            self.own[table] = set(own)
+        self._views()
 
     def _bases(self, extends: Mapping[str, Any]) -> dict[str, list[str]]:
         """Each event table's base tables (`tracks`) in this batch."""
@@ -233,63 +275,153 @@ class StagedBatch:
                 values[column] = Value(f"coalesce({', '.join(parts)})", "JSON")
         return values
 
-    def _rows(self, number: int, table: str, values: Mapping[str, Value]) -> None:
-        """A table's rows of the batch, one row per key (`users`: all of them)."""
-        selected = ", ".join(f"{v.sql} AS {quote(c)}" for c, v in values.items())
-        unique = ""
-        if table != USERS:
-            key = ", ".join(quote(c) for c in table_key(table))
-            unique = f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY n) = 1"
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE rows_{number} AS SELECT n, message_id, received_at"
-            f" AS batch_received_at, {selected} FROM batch WHERE rows.{quote(table)} IS NOT NULL"
-            f"{unique}"
-        )
-        self.tables[table] = {c: Value(quote(c), v.leaf) for c, v in values.items()}
+    def _views(self) -> None:
+        """Each table's rows, one row per key (`users`: all of them), as a subquery
+        of `batch` (`rows_table`): a table whose keys are unique in the batch (the
+        usual case: each row's id is its event's messageId, and those are unique) is
+        read as it is; another keeps each key's first row."""
+        duplicates = self._duplicates()
+        for table, values in self.raw.items():
+            selected = ", ".join(f"{v.sql} AS {quote(c)}" for c, v in values.items())
+            one_per_key = ""
+            if table in duplicates:
+                key = ", ".join(quote(c) for c in table_key(table))
+                one_per_key = f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY n) = 1"
+            self.sources[table] = (
+                f"(SELECT n, message_id, received_at AS batch_received_at, {selected}"
+                f" FROM batch WHERE rows.{quote(table)} IS NOT NULL{one_per_key})"
+            )
+            self.tables[table] = {c: Value(quote(c), v.leaf) for c, v in values.items()}
+        self.unique = set(self.raw).difference(duplicates)
+
+    def _duplicates(self) -> set[str]:
+        """The tables with a key twice in the batch (`users` aside): first whether
+        messageIds are unique and each row's id is its messageId, then, for a table
+        where not, whether its ids are unique."""
+        keyed = {t: v["id"].sql for t, v in self.raw.items() if t != USERS and "id" in v}
+        if not keyed:
+            return set()
+        checks = ", ".join(f"bool_and({id_sql} = message_id)" for id_sql in keyed.values())
+        row = self.con.execute(
+            f"SELECT count(DISTINCT message_id) = count(*), {checks} FROM batch"
+        ).fetchall()[0]
+        unique_messages, same_ids = row[0], row[1:]
+        doubtful = [
+            t
+            for t, same in zip(keyed, same_ids, strict=True)
+            if not (unique_messages and same is not False)
+        ]
+        if not doubtful:
+            return set()
+        counts = ", ".join(f"count(DISTINCT {keyed[t]}) = count({keyed[t]})" for t in doubtful)
+        found = self.con.execute(f"SELECT {counts} FROM batch").fetchall()[0]
+        return {t for t, unique in zip(doubtful, found, strict=True) if not unique}
 
     def rows_table(self, table: str) -> str:
-        return f"temp.rows_{list(self.tables).index(table)}"
+        """A subquery of the table's rows: `n`, `message_id`, `batch_received_at`
+        (the payload's) and its columns."""
+        return self.sources[table]
+
+    def received_span(self) -> tuple[str | None, str | None]:
+        """The batch's earliest and latest `received_at` (every row's is its event's)."""
+        if self._span is not None:
+            return self._span
+        low, high = self.con.execute(
+            "SELECT min(TRY_CAST(received_at AS TIMESTAMPTZ))::VARCHAR,"
+            " max(TRY_CAST(received_at AS TIMESTAMPTZ))::VARCHAR FROM batch"
+        ).fetchall()[0]
+        self._span = (low, high)
+        return self._span
 
     # -- the summary ----------------------------------------------------------------------
 
     def summary(self, schema: Mapping[str, TableSchema]) -> list[ColumnSummary]:
         """Per table and column, the kinds of its values and the first one's, in the
-        order the columns first appear (`plan_summary`'s input)."""
+        order the columns first appear (`plan_summary`'s input).
+
+        As `plan_load` does, a known column is first checked for a value its type
+        does not take (`Value.stray`: none to check for a string into a text column,
+        a pattern match for a timestamp column); only a new column, or one with such
+        a value, has its values' kinds counted, in a second query. A known column
+        whose values all fit is summarized as its type's kind (the plan is the same)."""
         out: list[ColumnSummary] = []
-        for table, values in self.tables.items():
+        checked: dict[tuple[str, str], int] = {}  # (table, column) -> its values that do not fit
+        # Base tables first: an event table's column that only its base rows hold
+        # (`received_at`, say) was checked there already when of the same type.
+        for table in sorted(self.tables, key=lambda t: bool(self.bases.get(t))):
+            values = self.tables[table]
             known = schema.get(table, {})
-            aggregates: list[str] = []
+            checks = {}
+            strays: dict[str, int] = {}
             for column, value in values.items():
-                timestamps = known.get(column) in (None, "timestamp")
-                if value.constant_kind(timestamps) is not None:
-                    aggregates += [
-                        f"count({value.sql})",
-                        "NULL",
-                        f"min(n) FILTER ({value.sql} IS NOT NULL)",
-                    ]
+                target = known.get(column)
+                stray = None if target is None else value.stray(target)
+                if stray is None or stray == "true":
                     continue
+                bases = self.bases.get(table, [])
+                if (
+                    column not in self.own.get(table, ())
+                    and all(
+                        schema.get(b, {}).get(column) == target and checked.get((b, column)) == 0
+                        for b in bases
+                    )
+                    and bases
+                ):
+                    strays[column] = 0
+                    continue
+                checks[column] = f"count(*) FILTER ({value.sql} IS NOT NULL AND {stray})"
+            if checks:
+                found = self.con.execute(
+                    f"SELECT {', '.join(checks.values())} FROM {self.rows_table(table)}"
+                ).fetchall()[0]
+                strays.update(zip(checks, found, strict=True))
+            checked.update({(table, c): n for c, n in strays.items()})
+            detailed = [
+                c
+                for c, v in values.items()
+                if c not in known or strays.get(c) or v.stray(known[c]) == "true"
+            ]
+            counted = self._kinds(table, {c: values[c] for c in detailed}, known)
+            found_columns = []
+            for column in values:
+                if column in counted:
+                    found_columns.append(counted[column])
+                elif column not in detailed:
+                    kind = _TYPE_KINDS[known[column]]
+                    found_columns.append((-1, ColumnSummary(table, column, {kind: 1}, kind)))
+            out += [s for _, s in sorted(found_columns, key=lambda p: p[0])]
+        return out
+
+    def _kinds(
+        self, table: str, values: Mapping[str, Value], known: TableSchema
+    ) -> dict[str, tuple[int, ColumnSummary]]:
+        """Columns' kinds counted, with the first value's and the first row's `n`."""
+        if not values:
+            return {}
+        aggregates: list[str] = []
+        for column, value in values.items():
+            present = f"FILTER ({value.sql} IS NOT NULL)"
+            timestamps = known.get(column) in (None, "timestamp")
+            if value.constant_kind(timestamps) is None:
                 kind = value.kind(timestamps)
-                aggregates += [
-                    f"histogram({kind}) FILTER ({value.sql} IS NOT NULL)",
-                    f"arg_min({kind}, n) FILTER ({value.sql} IS NOT NULL)",
-                    f"min(n) FILTER ({value.sql} IS NOT NULL)",
-                ]
-            result = self.con.execute(
-                f"SELECT count(*), {', '.join(aggregates)} FROM {self.rows_table(table)}"
-            ).fetchall()[0]
-            self.row_counts[table] = result[0]
-            found: list[tuple[int, ColumnSummary]] = []
-            for i, (column, value) in enumerate(values.items()):
-                counts, first, position = result[1 + 3 * i : 4 + 3 * i]
-                if position is None:
-                    continue  # no value in any row
-                constant = value.constant_kind(known.get(column) in (None, "timestamp"))
-                if constant is not None:
-                    summary = ColumnSummary(table, column, {constant: counts}, constant)
-                else:
-                    summary = ColumnSummary(table, column, dict(counts), first)
-                found.append((position, summary))
-            out += [s for _, s in sorted(found, key=lambda p: p[0])]
+                aggregates += [f"histogram({kind}) {present}", f"arg_min({kind}, n) {present}"]
+            else:
+                aggregates += [f"count({value.sql})", "NULL"]
+            aggregates.append(f"min(n) {present}")
+        result = self.con.execute(
+            f"SELECT {', '.join(aggregates)} FROM {self.rows_table(table)}"
+        ).fetchall()[0]
+        out: dict[str, tuple[int, ColumnSummary]] = {}
+        for i, (column, value) in enumerate(values.items()):
+            counts, first, position = result[3 * i : 3 * i + 3]
+            if position is None:
+                continue  # no value in any row
+            constant = value.constant_kind(known.get(column) in (None, "timestamp"))
+            if constant is not None:
+                summary = ColumnSummary(table, column, {constant: counts}, constant)
+            else:
+                summary = ColumnSummary(table, column, dict(counts), first)
+            out[column] = (position, summary)
         return out
 
     # -- loading ----------------------------------------------------------------------------
