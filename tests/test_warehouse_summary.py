@@ -1,15 +1,20 @@
 """`plan_summary` (a batch planned from a summary of its values) against `plan_load`
 (the same batch planned value by value): the same schema changes, column types and
-discards on the same batches, schema known or not, with and without `widen_to_text`."""
+discards on the same batches, schema known or not, with and without `widen_to_text`;
+the summary made in Python (`summarize`, the reference) and by DuckDB's SQL from the
+payloads' text (`duckdb_staging`), whose discards rows are compared too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
+from streamctl.destinations.duckdb_staging import StagedBatch
 from streamctl.destinations.warehouse import (
     DISCARDS,
     INT64,
@@ -20,6 +25,7 @@ from streamctl.destinations.warehouse import (
     TableSchema,
     ValueKind,
     as_text,
+    by_table,
     is_timestamp,
     layout_event,
     layout_mapped,
@@ -81,6 +87,16 @@ def summary_discards(plan: SummaryPlan, batch: TableRows) -> list[tuple[Any, ...
     return rows
 
 
+@pytest.fixture(autouse=True)
+def staging(tmp_path: Path) -> Iterator[None]:
+    global _staging_folder
+    _staging_folder = tmp_path
+    yield
+
+
+_staging_folder = Path(".")
+
+
 def compare(
     payloads: Sequence[dict[str, Any]],
     schema: dict[str, TableSchema] | None = None,
@@ -90,10 +106,24 @@ def compare(
     schema = {} if schema is None else {t: dict(c) for t, c in schema.items()}
     summary = summarize(collect(payloads))
     carried = bool(collect(payloads).discards)
+    texts = [orjson.dumps(p).decode() for p in payloads]
+    con = duckdb.connect()
     for _ in range(5):
         expected: LoadPlan = plan_load(collect(payloads), schema, widen_to_text=widen_to_text)
         got = plan_summary(summary, schema, widen_to_text=widen_to_text, carried_discards=carried)
         assert got.changes == expected.changes
+        staged = StagedBatch(con, _staging_folder, texts)
+        in_sql = plan_summary(
+            staged.summary(schema),
+            schema,
+            widen_to_text=widen_to_text,
+            carried_discards=staged.carried_discards,
+        )
+        # Tables in another order (their columns' in the same).
+        assert by_table(in_sql.changes) == by_table(expected.changes)
+        if not expected.changes:
+            assert_same_discards(staged, in_sql, got, collect(payloads))
+        staged.close()
         if not expected.changes:
             break
         merge_schema(schema, expected.changes)
@@ -107,6 +137,20 @@ def compare(
     assert sorted(summary_discards(got, collect(payloads))) == expected_discards
     assert got.discards == bool(expected_discards)
     return got
+
+
+def assert_same_discards(
+    staged: StagedBatch, in_sql: SummaryPlan, reference: SummaryPlan, batch: TableRows
+) -> None:
+    """The types DuckDB's summary plans and the discards rows its SQL selects are the
+    reference's."""
+    assert {
+        t: {(c.name, c.type, c.discard) for c in cols} for t, cols in in_sql.tables.items()
+    } == {t: {(c.name, c.type, c.discard) for c in cols} for t, cols in reference.tables.items()}
+    select = staged.discards(in_sql.tables) if in_sql.discards else None
+    rows = staged.con.execute(select).fetchall() if select else []
+    expected = summary_discards(reference, batch)
+    assert sorted(r[:5] for r in rows) == sorted(tuple(d[:5]) for d in expected)
 
 
 def track(message_id: str, name: str = "Order Completed", **properties: Any) -> dict[str, Any]:
@@ -185,6 +229,7 @@ def test_collisions_and_reserved_names_carry_their_discards() -> None:
     payloads = [
         track("m1", orderId="a", order_id="b", id="not-the-id", select=1, **{"from": "x"}),
         track("m2", **{"Ünïcode Kéy": "ü", "order": 2.5, "loaded_at": "x"}),
+        track("m3", note="é" * 15_000 + "x" * 1_000, order="🙂"),  # 31 KB; a conflict
     ]
     assert compare(payloads).discards
     first = plan_summary(summarize(collect(payloads)), {}, carried_discards=True)

@@ -96,6 +96,11 @@ class DuckDBBackend:
         self.namespace = schema
         self.con = duckdb.connect(str(path))
         self.con.execute("SET TimeZone = 'UTC'")
+        # One thread per query: a batch's queries are small (10,000 rows), batches load
+        # side by side (the lane's concurrency), and beside the replay's worker
+        # processes a second thread cost ~15% more CPU an event for no gain in time
+        # (docs/destinations/duckdb.md#throughput).
+        self.con.execute("SET threads = 1")
         # Every backend of this file in this process takes the same lock: DuckDB lets
         # one process write a file, and inside it loads go one at a time, so the key
         # checks of one never miss the rows of another.
@@ -164,7 +169,7 @@ class DuckDBBackend:
     def stage(self, payloads: Sequence[Any]) -> StagedBatch:
         """The batch's payloads read into temporary tables of a connection of its own
         (outside the file's lock: another batch may be loading meanwhile)."""
-        return StagedBatch(self.con.cursor(), self.path.parent, payloads)
+        return StagedBatch(self.con.cursor(), self.path.parent, payloads, owns_connection=True)
 
     def load_staged(self, batch: StagedBatch, plan: SummaryPlan) -> int:
         """Write a staged batch as `plan` says, in one transaction; the rows written

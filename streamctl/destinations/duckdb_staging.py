@@ -40,6 +40,7 @@ from streamctl.destinations.warehouse import (
     DISCARDS,
     INT64,
     ISO_DATETIME_PATTERN,
+    STANDARD_COLUMNS,
     USERS,
     ColumnPlan,
     ColumnSummary,
@@ -109,7 +110,7 @@ class Value:
         return (
             f"CASE json_type({v}) WHEN 'VARCHAR' THEN {unquoted}"
             f" WHEN 'BIGINT' THEN 'bigint'"
-            f" WHEN 'UBIGINT' THEN CASE WHEN {v}::UBIGINT > {INT64_MAX} THEN 'bignum' ELSE 'bigint' END"
+            f" WHEN 'UBIGINT' THEN CASE WHEN TRY_CAST({v} AS UBIGINT) > {INT64_MAX} THEN 'bignum' ELSE 'bigint' END"
             f" WHEN 'DOUBLE' THEN 'double' WHEN 'BOOLEAN' THEN 'boolean'"
             f" WHEN 'NULL' THEN NULL ELSE 'json' END"
         )
@@ -134,7 +135,7 @@ class Value:
         }
         if target in fitting[self.leaf]:
             return None
-        small = f"{v}::UBIGINT <= {INT64_MAX}"
+        small = f"TRY_CAST({v} AS UBIGINT) <= {INT64_MAX}"
         if self.leaf == "VARCHAR" and target == "timestamp":
             return f"NOT regexp_full_match({v}, {_ISO})"
         if self.leaf == "UBIGINT" and target in ("bigint", "double"):
@@ -173,8 +174,16 @@ def _struct(fields: Mapping[str, str]) -> str:
 class StagedBatch:
     """A batch read into temporary tables of `con` (see the module docstring)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path, payloads: Sequence[Any]):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        folder: Path,
+        payloads: Sequence[Any],
+        *,
+        owns_connection: bool = False,
+    ):
         self.con = con
+        self.owns_connection = owns_connection
         self.file = folder / f"streamctl-{os.getpid()}-{id(self)}.ndjson"
         self.file.write_bytes(_ndjson(payloads))
         self.raw: dict[str, dict[str, Value]] = {}  # each table's columns in `batch`
@@ -187,8 +196,13 @@ class StagedBatch:
         self._stage()
 
     def close(self) -> None:
+        """Delete the file and the staged rows (with the connection, when it is the
+        batch's own)."""
         self.file.unlink(missing_ok=True)
-        self.con.execute("DROP TABLE IF EXISTS temp.batch")
+        if self.owns_connection:
+            self.con.close()
+        else:
+            self.con.execute("DROP TABLE IF EXISTS temp.batch")
 
     # -- reading the file ---------------------------------------------------------------
 
@@ -286,9 +300,9 @@ class StagedBatch:
             one_per_key = ""
             if table in duplicates:
                 key = ", ".join(quote(c) for c in table_key(table))
-                one_per_key = f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY n) = 1"
+                one_per_key = f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY __n) = 1"
             self.sources[table] = (
-                f"(SELECT n, message_id, received_at AS batch_received_at, {selected}"
+                f"(SELECT n AS __n, message_id AS __message_id, received_at AS __received_at, {selected}"
                 f" FROM batch WHERE rows.{quote(table)} IS NOT NULL{one_per_key})"
             )
             self.tables[table] = {c: Value(quote(c), v.leaf) for c, v in values.items()}
@@ -318,8 +332,9 @@ class StagedBatch:
         return {t for t, unique in zip(doubtful, found, strict=True) if not unique}
 
     def rows_table(self, table: str) -> str:
-        """A subquery of the table's rows: `n`, `message_id`, `batch_received_at`
-        (the payload's) and its columns."""
+        """A subquery of the table's rows: its payload's `__n`, `__message_id` and
+        `__received_at` (no column's name starts with `_`: `snake_case` strips it) and
+        its columns."""
         return self.sources[table]
 
     def received_span(self) -> tuple[str | None, str | None]:
@@ -395,34 +410,70 @@ class StagedBatch:
     def _kinds(
         self, table: str, values: Mapping[str, Value], known: TableSchema
     ) -> dict[str, tuple[int, ColumnSummary]]:
-        """Columns' kinds counted, with the first value's and the first row's `n`."""
+        """Columns' kinds counted, with the first value's and the first row's `n`.
+
+        A new column of strings is matched against the date-time pattern only when
+        its first value is a date-time (or it is a standard timestamp column): else
+        it is a text column, which takes every string, and whether the others are
+        date-times changes nothing (one pattern match per column, not per value)."""
         if not values:
             return {}
         aggregates: list[str] = []
         for column, value in values.items():
             present = f"FILTER ({value.sql} IS NOT NULL)"
-            timestamps = known.get(column) in (None, "timestamp")
-            if value.constant_kind(timestamps) is None:
-                kind = value.kind(timestamps)
-                aggregates += [f"histogram({kind}) {present}", f"arg_min({kind}, n) {present}"]
+            if value.leaf == "VARCHAR" and known.get(column) is None:
+                first = f"arg_min({value.sql}, __n) {present}"
+                aggregates += [f"count({value.sql})", f"regexp_full_match({first}, {_ISO})"]
+            elif value.constant_kind(known.get(column) in (None, "timestamp")) is None:
+                kind = value.kind(True)
+                aggregates += [f"histogram({kind}) {present}", f"arg_min({kind}, __n) {present}"]
             else:
                 aggregates += [f"count({value.sql})", "NULL"]
-            aggregates.append(f"min(n) {present}")
+            aggregates.append(f"min(__n) {present}")
         result = self.con.execute(
             f"SELECT {', '.join(aggregates)} FROM {self.rows_table(table)}"
         ).fetchall()[0]
         out: dict[str, tuple[int, ColumnSummary]] = {}
+        dated: dict[str, int] = {}  # new string columns that may be timestamp columns
         for i, (column, value) in enumerate(values.items()):
             counts, first, position = result[3 * i : 3 * i + 3]
             if position is None:
                 continue  # no value in any row
-            constant = value.constant_kind(known.get(column) in (None, "timestamp"))
-            if constant is not None:
+            if value.leaf == "VARCHAR" and known.get(column) is None:
+                if first or STANDARD_COLUMNS.get(column) == "timestamp":
+                    dated[column] = counts
+                summary = ColumnSummary(table, column, {"string": counts}, "string")
+            elif constant := value.constant_kind(known.get(column) in (None, "timestamp")):
                 summary = ColumnSummary(table, column, {constant: counts}, constant)
             else:
                 summary = ColumnSummary(table, column, dict(counts), first)
             out[column] = (position, summary)
+        if dated:
+            self._date_times(table, values, dated, out)
         return out
+
+    def _date_times(
+        self,
+        table: str,
+        values: Mapping[str, Value],
+        dated: Mapping[str, int],
+        out: dict[str, tuple[int, ColumnSummary]],
+    ) -> None:
+        """New string columns' values counted as date-times or other strings."""
+        aggregates = [
+            f"count(*) FILTER (regexp_full_match({values[c].sql}, {_ISO}))"
+            f", arg_min(regexp_full_match({values[c].sql}, {_ISO}), __n)"
+            f" FILTER ({values[c].sql} IS NOT NULL)"
+            for c in dated
+        ]
+        result = self.con.execute(
+            f"SELECT {', '.join(aggregates)} FROM {self.rows_table(table)}"
+        ).fetchall()[0]
+        for i, (column, count) in enumerate(dated.items()):
+            timestamps, first_is_one = result[2 * i : 2 * i + 2]
+            kinds: dict[ValueKind, int] = {"timestamp": timestamps, "string": count - timestamps}
+            first: ValueKind = "timestamp" if first_is_one else "string"
+            out[column] = (out[column][0], ColumnSummary(table, column, kinds, first))
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -459,8 +510,8 @@ class StagedBatch:
                 parts.append(
                     f"SELECT {literal(table)}, {literal(plan.name)}, {value.text()},"
                     f" 'incompatible schema conversion from ' || {_kind_type(kind)}"
-                    f" || ' to {plan.type}', message_id,"
-                    f" {received.format('batch_received_at')}"
+                    f" || ' to {plan.type}', __message_id,"
+                    f" {received.format('__received_at')}"
                     f" FROM {self.rows_table(table)} WHERE {kind} IN ({kinds})"
                 )
         if not parts:
@@ -473,9 +524,9 @@ class StagedBatch:
         `received_at` (then batch order), as `warehouse.merge_users` does."""
         values = self.tables[USERS]
         sort = f"coalesce({values['received_at'].text()}, '')" if "received_at" in values else "''"
-        ranked = self.select(USERS, plans, f"row_number() OVER (ORDER BY {sort}, n) AS rank")
+        ranked = self.select(USERS, plans, f"row_number() OVER (ORDER BY {sort}, __n) AS __rank")
         merged = [
-            f"arg_max({quote(p.name)}, rank) FILTER ({quote(p.name)} IS NOT NULL) AS {quote(p.name)}"
+            f"arg_max({quote(p.name)}, __rank) FILTER ({quote(p.name)} IS NOT NULL) AS {quote(p.name)}"
             for p in plans
             if p.name != "id"
         ]
