@@ -2,13 +2,14 @@
 
 The layout, types and discards are `warehouse`'s; this module holds DuckDB's part:
 
-- A batch is one transaction: per table one `INSERT OR IGNORE ... SELECT ... FROM
-  read_json(FILE)` of the rows written as NDJSON (orjson) to a temporary file beside
-  the database (the key is the table's primary key, so a retried batch adds nothing);
-  `users` is `INSERT ... ON CONFLICT DO UPDATE`. DuckDB's Python API has no appender,
-  executemany costs ~10 ms a row, and a Python list per column (`unnest($1)`) goes
-  through a conversion of every value: 12-19 us a row of 13 columns against 4 us for
-  the file, measured on 8,000 `tracks` rows.
+- A batch is staged by `duckdb_staging` (the payloads' JSON text read by DuckDB,
+  summarized in SQL, planned by `warehouse.plan_summary`) on a connection of its own,
+  then written in one transaction: per table one `INSERT ... SELECT` from the staged
+  rows, skipping a row whose id the table holds (`_not_stored_in`: a retried batch adds
+  nothing); `discards` is `INSERT OR IGNORE` (its primary key), `users` `INSERT ... ON
+  CONFLICT DO UPDATE`. DuckDB's Python API has no appender, executemany costs ~10 ms a
+  row, and Python lists go through a conversion of every value: DuckDB reading JSON
+  text itself is the fastest way in (docs/destinations/duckdb.md#throughput).
 - DuckDB lets one process write a file at a time (its own file lock): the delivering
   process opens it on the first batch; another process's lock is a retry. Inside one
   process, two destinations on one file share DuckDB's database instance; their
@@ -25,7 +26,8 @@ from typing import Any
 
 import duckdb
 
-from streamctl.destinations.duckdb_staging import StagedBatch
+from streamctl.destinations.duckdb_staging import SQL_TYPES, StagedBatch, quote
+from streamctl.destinations.duckdb_staging import literal as _literal
 from streamctl.destinations.warehouse import (
     DISCARD_COLUMNS,
     DISCARDS,
@@ -42,13 +44,6 @@ from streamctl.destinations.warehouse import (
 )
 
 EVOLVE_TRIES = 5
-SQL_TYPES: dict[ColumnType, str] = {
-    "boolean": "BOOLEAN",
-    "bigint": "BIGINT",
-    "double": "DOUBLE",
-    "timestamp": "TIMESTAMPTZ",
-    "text": "VARCHAR",
-}
 FROM_SQL: dict[str, ColumnType] = {
     "BOOLEAN": "boolean",
     "BIGINT": "bigint",
@@ -76,15 +71,6 @@ def transient(exc: BaseException) -> bool:
     """IOException: another process holds the file's lock, or the disk is full;
     TransactionException: a concurrent writer of this process won a conflict."""
     return isinstance(exc, duckdb.IOException | duckdb.TransactionException)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quote(name: str) -> str:
-    """A DuckDB identifier: reserved words, unicode and capitals stay as they are."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBBackend:

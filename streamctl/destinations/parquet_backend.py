@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from streamctl.destinations.duckdb_backend import DuckDBBackend, quote
-from streamctl.destinations.duckdb_staging import StagedBatch
+from streamctl.destinations.duckdb_backend import DuckDBBackend
+from streamctl.destinations.duckdb_staging import StagedBatch, quote
 from streamctl.destinations.duckdb_staging import literal as _literal
 from streamctl.destinations.warehouse import DISCARDS, USERS, SummaryPlan, table_key
 
