@@ -306,6 +306,18 @@ def test_a_retried_batch_writes_nothing_twice(warehouse: Warehouse):
     assert warehouse.query("SELECT plan FROM {t:users}") == [("pro",)]
 
 
+def test_an_event_twice_in_one_batch_is_stored_once_as_first_sent(warehouse: Warehouse):
+    first = event("m1", event="Paid", properties={"amount": 3})
+    again = event("m1", event="Paid", properties={"amount": "three", "note": "late"})
+    assert delivered(warehouse.store([first, again, event("m2", event="Paid")]))
+    assert warehouse.query("SELECT id, amount FROM {t:paid} ORDER BY id") == [
+        ("m1", 3),
+        ("m2", None),
+    ]
+    assert warehouse.query("SELECT count(*) FROM {t:tracks}") == [(2,)]
+    assert "note" not in warehouse.columns("paid")
+
+
 def test_long_strings_unicode_and_reserved_words(warehouse: Warehouse):
     long_text = "é" * 15_000 + "x" * 1_000  # 31 KB of UTF-8: near the 32 KB event limit
     properties = {"select": 1, "from": "here", "order": True, "Größe": "groß 🙂", "note": long_text}
