@@ -9,6 +9,11 @@ modules holds only its database's specifics, behind `WarehouseBackend`.
     plan.changes                                   # columns to add / widen first
     plan.tables["order_completed"].columns         # then load these rows
 
+    # or, the batch held by the database (duckdb, parquet): the same rules from a
+    # summary of each column's value kinds (`ColumnSummary`), made by its SQL
+    plan = plan_summary(summary, schema, widen_to_text=False, carried_discards=True)
+    plan.tables["order_completed"]                 # [ColumnPlan(name, type, discard)]
+
 The layout (docs/destinations/postgres.md has the whole table, against Segment's
 warehouse schema docs):
 
@@ -871,8 +876,6 @@ class WarehouseBackend(SchemaBackend, Protocol):
         is skipped, `users` rows are merged into theirs. Committed on return."""
         ...
 
-    def close(self) -> None: ...
-
 
 class StagedRows(Protocol):
     """A batch held by the database (`StagingBackend.stage`), summarized there."""
@@ -880,8 +883,9 @@ class StagedRows(Protocol):
     carried_discards: bool  # whether its payloads carry discards
 
     def summary(self, schema: Mapping[str, TableSchema]) -> list[ColumnSummary]:
-        """`plan_summary`'s input; strings need not be told from ISO date-times in
-        columns `schema` has as text (the plan is the same)."""
+        """`plan_summary`'s input. A column `schema` knows whose values its type all
+        takes may be summarized as that type's kind (a string as `string` in a text
+        column, whether a date-time or not): the plan is the same."""
         ...
 
     def close(self) -> None: ...
