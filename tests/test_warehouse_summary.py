@@ -6,6 +6,7 @@ payloads' text (`duckdb_staging`), whose discards rows are compared too."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,13 @@ def test_known_schema_plans_without_changes() -> None:
     plan = compare(payloads, schema)
     assert plan.changes == []
     assert not plan.discards
+
+
+def test_payload_texts_of_another_encoder_are_staged_too(tmp_path: Path) -> None:
+    pretty = json.dumps(track("m1", note="line one\nline two", total=1), indent=2)
+    payloads = [pretty, orjson.dumps(track("m2", total=2)).decode(), track("m3", total=3)]
+    staged = StagedBatch(duckdb.connect(), tmp_path, payloads)
+    summary = {(s.table, s.column): s for s in staged.summary({})}
+    assert summary[("order_completed", "total")].kinds == {"bigint": 3}
+    assert summary[("order_completed", "note")].kinds == {"string": 1}
+    staged.close()

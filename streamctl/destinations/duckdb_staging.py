@@ -552,6 +552,8 @@ def _ndjson(payloads: Sequence[Any]) -> bytes:
     lines = []
     for n, payload in enumerate(payloads):
         text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
+        if not text.startswith("{") or "\n" in text:  # not orjson's: one line it must be
+            text = orjson.dumps(orjson.loads(text)).decode()
         lines.append(f'{{"n":{n},{text[1:]}' if text != "{}" else f'{{"n":{n}}}')
     return "\n".join(lines).encode()
 
