@@ -257,7 +257,7 @@ def insert_into_duckdb(tables: list[object], path: Path) -> float:
     import duckdb
     import orjson
 
-    from streamctl.destinations.duckdb_backend import SQL_TYPES, quote
+    from streamctl.destinations.duckdb_staging import SQL_TYPES, quote
 
     con = duckdb.connect(str(path))
     for table in tables:
