@@ -23,17 +23,13 @@ from streamctl.destinations import postgres_backend
 from streamctl.destinations.base import MappedEvent
 from streamctl.destinations.postgres import PostgresDestination
 from streamctl.destinations.warehouse import layout_event
-from tests.test_dest_storage import Warehouse, event
+from tests.test_dest_storage import Warehouse, event, stored
 
 START = datetime(2026, 12, 3, 10, tzinfo=UTC)
 
 
 def payloads(destination: PostgresDestination, events: Sequence[dict[str, Any]]) -> list[Any]:
-    # Through JSON, as the store keeps payloads between the pipeline and delivery.
-    return [
-        orjson.loads(orjson.dumps(destination.build_payload("event", MappedEvent({}), e)))
-        for e in events
-    ]
+    return [stored(destination.build_payload("event", MappedEvent({}), e)) for e in events]
 
 
 def identifies(prefix: str, users: Sequence[int], plan: str) -> list[dict[str, Any]]:
