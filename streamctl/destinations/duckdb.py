@@ -22,7 +22,7 @@ from streamctl.destinations.storage import (
 )
 
 if TYPE_CHECKING:
-    from streamctl.destinations.warehouse import WarehouseBackend
+    from streamctl.destinations.warehouse import StagingBackend
 
 
 class DuckDBDestination(StorageDestination):
@@ -52,7 +52,7 @@ class DuckDBDestination(StorageDestination):
     def target(self) -> str:
         return f"{Path(str(self.config['path'])).as_uri()}#{self.config['schema']}"
 
-    def open_backend(self) -> WarehouseBackend:
+    def open_backend(self) -> StagingBackend:
         from streamctl.destinations.duckdb_backend import DuckDBBackend
 
         return DuckDBBackend(Path(str(self.config["path"])), str(self.config["schema"]))

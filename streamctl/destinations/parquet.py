@@ -44,7 +44,7 @@ from streamctl.destinations.storage import (
 )
 
 if TYPE_CHECKING:
-    from streamctl.destinations.warehouse import WarehouseBackend
+    from streamctl.destinations.warehouse import StagingBackend
 
 ROLL_ROWS = 100_000
 ROLL_INTERVAL = 300.0  # seconds
@@ -89,7 +89,7 @@ class ParquetDestination(StorageDestination):
     def target(self) -> str:
         return Path(str(self.config["path"])).as_uri()
 
-    def open_backend(self) -> WarehouseBackend:
+    def open_backend(self) -> StagingBackend:
         from streamctl.destinations.parquet_backend import ParquetBackend
 
         return ParquetBackend(

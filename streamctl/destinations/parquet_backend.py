@@ -10,13 +10,9 @@ import time
 from pathlib import Path
 
 from streamctl.destinations.duckdb_backend import DuckDBBackend, quote
-from streamctl.destinations.warehouse import (
-    DISCARDS,
-    USERS,
-    LoadPlan,
-    TableLoad,
-    table_key,
-)
+from streamctl.destinations.duckdb_staging import StagedBatch
+from streamctl.destinations.duckdb_staging import literal as _literal
+from streamctl.destinations.warehouse import DISCARDS, USERS, SummaryPlan, table_key
 
 STAGING_FILE = "_staging.duckdb"
 DEDUPE_DAYS = 7  # longer than any delivery.max_age: a retry comes back within it
@@ -41,15 +37,14 @@ class ParquetBackend(DuckDBBackend):
         self.staged = self._staged_rows()
         self.staged_since = time.monotonic() if self.staged else None
 
-    def only_new(self, load: TableLoad) -> list[str]:
+    def only_new_in(self, table: str) -> list[str]:
         return [
             "NOT EXISTS (SELECT 1 FROM _streamctl.rolled r"
-            f" WHERE r.table_name = '{load.name}' AND r.key = {_key_sql(load.name, 's')})"
+            f" WHERE r.table_name = {_literal(table)} AND r.key = {_key_sql(table, 's')})"
         ]
 
-    def load(self, plan: LoadPlan) -> None:
-        super().load(plan)
-        rows = sum(len(t.rows) for t in plan.tables.values())
+    def load_staged(self, batch: StagedBatch, plan: SummaryPlan) -> int:
+        rows = super().load_staged(batch, plan)
         with self.lock:
             self.staged += rows
             if self.staged_since is None and rows:
@@ -60,6 +55,7 @@ class ParquetBackend(DuckDBBackend):
             )
         if due:
             self.roll()
+        return rows
 
     def roll(self) -> None:
         """Write every staged row to Parquet files, then forget them (keys kept)."""

@@ -45,6 +45,8 @@ from streamctl.destinations.base import (
     Payload,
 )
 from streamctl.destinations.warehouse import (
+    SchemaBackend,
+    StagingBackend,
     TableRows,
     TableSchema,
     WarehouseBackend,
@@ -52,6 +54,7 @@ from streamctl.destinations.warehouse import (
     layout_mapped,
     layout_violations,
     plan_load,
+    plan_summary,
 )
 
 MAX_PLANS = 5  # plan, evolve, plan again: more rounds means another writer keeps changing it
@@ -98,12 +101,12 @@ class StorageDestination(Destination):
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name, config)
         self.widen_to_text = bool(self.config.get("widen_to_text"))
-        self._backend: WarehouseBackend | None = None
+        self._backend: WarehouseBackend | StagingBackend | None = None
         self._schema: dict[str, TableSchema] | None = None
         self._lock = threading.Lock()  # the backend's creation and the schema's updates
 
     @abstractmethod
-    def open_backend(self) -> WarehouseBackend:
+    def open_backend(self) -> WarehouseBackend | StagingBackend:
         """Connect (called on the first batch, in the delivering process only)."""
 
     @abstractmethod
@@ -153,6 +156,9 @@ class StorageDestination(Destination):
     def load(self, payloads: Sequence[Payload]) -> None:
         """Store a batch; committed when this returns (blocking: call it off the loop)."""
         backend = self.backend()
+        if isinstance(backend, StagingBackend):
+            self._load_staged(backend, payloads)
+            return
         batch = TableRows.collect(map(decoded, payloads))
         for _ in range(MAX_PLANS):
             schema = self._known_schema(backend)
@@ -166,13 +172,37 @@ class StorageDestination(Destination):
         msg = f"the schema kept changing under {MAX_PLANS} plans of one batch"
         raise RuntimeError(msg)
 
-    def backend(self) -> WarehouseBackend:
+    def _load_staged(self, backend: StagingBackend, payloads: Sequence[Payload]) -> None:
+        """`load` by a backend that takes the payloads as they are and plans from a
+        summary of their values (`plan_summary`)."""
+        batch = backend.stage(payloads)
+        try:
+            summary = batch.summary(self._known_schema(backend))
+            for _ in range(MAX_PLANS):
+                plan = plan_summary(
+                    summary,
+                    self._known_schema(backend),
+                    widen_to_text=self.widen_to_text,
+                    carried_discards=batch.carried_discards,
+                )
+                if not plan.changes:
+                    backend.load_staged(batch, plan)
+                    return
+                evolved = backend.evolve(plan.changes)
+                with self._lock:
+                    self._schema = evolved
+        finally:
+            batch.close()
+        msg = f"the schema kept changing under {MAX_PLANS} plans of one batch"
+        raise RuntimeError(msg)
+
+    def backend(self) -> WarehouseBackend | StagingBackend:
         with self._lock:
             if self._backend is None:
                 self._backend = self.open_backend()
             return self._backend
 
-    def _known_schema(self, backend: WarehouseBackend) -> dict[str, TableSchema]:
+    def _known_schema(self, backend: SchemaBackend) -> dict[str, TableSchema]:
         with self._lock:
             if self._schema is None:
                 self._schema = backend.schema()

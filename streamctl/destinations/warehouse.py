@@ -44,7 +44,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -99,10 +99,13 @@ USER_COLUMNS: dict[str, ColumnType] = {"id": "text", "received_at": "timestamp"}
 _CAMEL_RUN = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _NOT_WORD = re.compile(r"[\W_]+")
-_ISO_DATETIME = re.compile(
+# An ISO 8601 date-time (`is_timestamp`); in RE2's syntax too, for the databases' own
+# regular expressions (`\d` is ASCII there, any Unicode digit in Python's `re`).
+ISO_DATETIME_PATTERN = (
     r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
     r"(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?"
 )
+_ISO_DATETIME = re.compile(ISO_DATETIME_PATTERN)
 
 
 # -- names ----------------------------------------------------------------------------
@@ -540,6 +543,147 @@ def plan_load(
     return LoadPlan([], tables, None if users is None else merge_users(users), discard_load)
 
 
+# -- a batch's load plan from a summary of its values ---------------------------------------
+
+# What a JSON value is, as a column sees it: `timestamp` is a string that is an ISO 8601
+# date-time (`_ISO_DATETIME`), `string` any other string, `bignum` an integer beyond
+# int64 (JSON has up to uint64), `json` an object or an array (stored as JSON text).
+ValueKind = Literal["boolean", "bigint", "double", "timestamp", "string", "bignum", "json"]
+VALUE_KINDS: tuple[ValueKind, ...] = (
+    "boolean",
+    "bigint",
+    "double",
+    "timestamp",
+    "string",
+    "bignum",
+    "json",
+)
+# The column type each kind asks for (`value_type`'s answer for such a value).
+KIND_TYPES: dict[ValueKind, ColumnType] = {
+    "boolean": "boolean",
+    "bigint": "bigint",
+    "double": "double",
+    "timestamp": "timestamp",
+    "string": "text",
+    "bignum": "text",
+    "json": "text",
+}
+
+
+@dataclass(frozen=True)
+class ColumnSummary:
+    """One column of one table in a batch: how many of its values (nulls and absent
+    values aside) are of each kind, and the kind of its first value in the batch's
+    order (rows after one row per key, `users` rows all kept; `extends` rows joined)."""
+
+    table: str
+    column: str
+    kinds: Mapping[ValueKind, int]
+    first: ValueKind
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one column of a batch is loaded: every value cast to `type` (an integer to a
+    double, anything to text as its JSON text, a string as it is), except the values
+    of the `discard` kinds, which are left out of the row and go to `discards`."""
+
+    name: str
+    type: ColumnType
+    discard: frozenset[ValueKind] = frozenset()
+
+    def reason(self, kind: ValueKind) -> str:
+        """The `discards` row's reason for a value of `kind` (as `plan_load` gives it)."""
+        return f"incompatible schema conversion from {KIND_TYPES[kind]} to {self.type}"
+
+
+@dataclass
+class SummaryPlan:
+    """What to change in the schema, then how to load each table's columns (the table's
+    key first, then in the order the summary gave). `discards`: whether the batch
+    writes to the `discards` table (carried discards or values of `discard` kinds)."""
+
+    changes: list[SchemaChange]
+    tables: dict[str, list[ColumnPlan]]
+    discards: bool
+
+
+def plan_summary(
+    summary: Iterable[ColumnSummary],
+    schema: Mapping[str, TableSchema],
+    *,
+    widen_to_text: bool = False,
+    carried_discards: bool = False,
+) -> SummaryPlan:
+    """`plan_load`'s rules for a batch the database holds, from a summary of its values
+    (one query) rather than the values themselves: the same schema changes and the
+    same column types and discards. `summary` lists each table's columns in the order
+    they first appear in the batch; `carried_discards`: the payloads carry discards.
+
+    A plan with `changes` is for applying them and planning again (with the same
+    summary) against the schema the database then has; a plan without is ready."""
+    changes: list[SchemaChange] = []
+    tables: dict[str, list[ColumnPlan]] = {}
+    by_table_column: dict[str, dict[str, ColumnSummary]] = {}
+    for summarized in summary:
+        by_table_column.setdefault(summarized.table, {})[summarized.column] = summarized
+    for table, columns in by_table_column.items():
+        known = schema.get(table)
+        planned = dict(table_columns(table) if known is None else known)
+        if known is None:
+            changes.extend(SchemaChange(table, c, t) for c, t in planned.items())
+        plans: list[ColumnPlan] = []
+        names = [*table_key(table), *(c for c in columns if c not in table_key(table))]
+        for name in names:
+            column = columns.get(name)
+            kinds = {k for k, n in column.kinds.items() if n} if column else set()
+            target = planned.get(name)
+            if target is None:
+                assert column is not None  # a key column is always planned
+                planned[name] = target = _summary_new_type(name, kinds, column.first)
+                changes.append(SchemaChange(table, name, target))
+            stray = {k for k in kinds if not _kind_fits(k, target)}
+            if stray:
+                widened = _widened(target, {KIND_TYPES[k] for k in kinds}, widen_to_text)
+                if widened != planned[name]:
+                    planned[name] = widened
+                    changes.append(SchemaChange(table, name, widened, widen=True))
+                target = widened
+                stray = {k for k in kinds if not _kind_fits(k, target)}
+            plans.append(ColumnPlan(name, target, frozenset(stray)))
+        tables[table] = plans
+    discards = carried_discards or any(c.discard for plans in tables.values() for c in plans)
+    if discards and DISCARDS not in schema:
+        changes.extend(SchemaChange(DISCARDS, c, t) for c, t in DISCARD_COLUMNS.items())
+    return SummaryPlan(_unique(changes), tables, discards)
+
+
+def _kind_fits(kind: ValueKind, target: ColumnType) -> bool:
+    """Whether a value of `kind` is stored in a column of type `target` (as it is or
+    converted without loss: an integer as a double, anything as its text)."""
+    return fits(KIND_TYPES[kind], target)
+
+
+def _summary_new_type(column: str, kinds: set[ValueKind], first: ValueKind) -> ColumnType:
+    """`_new_column_type` from a column's kinds and its first value's."""
+    types = {KIND_TYPES[k] for k in kinds}
+    standard = STANDARD_COLUMNS.get(column)
+    if standard is not None and all(fits(t, standard) for t in types):
+        return standard
+    if types == {"bigint", "double"}:
+        return "double"
+    return KIND_TYPES[first]
+
+
+def _widened(target: ColumnType, types: set[ColumnType], widen_to_text: bool) -> ColumnType:
+    """`_column_values`' widening of a column with values of other types than its own."""
+    if target == "bigint" and "double" in types:
+        target = "double"
+    if widen_to_text and any(not fits(t, target) for t in types):
+        target = "text"
+    return target
+
+
 # The Python types a column of each type takes as they are (None aside).
 _TAKES: dict[ColumnType, frozenset[type]] = {
     "boolean": frozenset({bool, type(None)}),
@@ -704,7 +848,7 @@ def merge_schema(schema: dict[str, TableSchema], changes: Iterable[SchemaChange]
 # -- the backends ---------------------------------------------------------------------------
 
 
-class WarehouseBackend(Protocol):
+class SchemaBackend(Protocol):
     """One database's specifics. Called from one thread at a time per connection;
     `evolve` must be safe with another process doing the same at once."""
 
@@ -716,9 +860,42 @@ class WarehouseBackend(Protocol):
         """Create the missing tables and columns, widen columns; the schema after."""
         ...
 
+    def close(self) -> None: ...
+
+
+class WarehouseBackend(SchemaBackend, Protocol):
+    """A backend that loads rows planned in Python (`plan_load`)."""
+
     def load(self, plan: LoadPlan) -> None:
         """Write the plan's rows in one transaction: a row whose key is already stored
         is skipped, `users` rows are merged into theirs. Committed on return."""
         ...
 
     def close(self) -> None: ...
+
+
+class StagedRows(Protocol):
+    """A batch held by the database (`StagingBackend.stage`), summarized there."""
+
+    carried_discards: bool  # whether its payloads carry discards
+
+    def summary(self, schema: Mapping[str, TableSchema]) -> list[ColumnSummary]:
+        """`plan_summary`'s input; strings need not be told from ISO date-times in
+        columns `schema` has as text (the plan is the same)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StagingBackend(SchemaBackend, Protocol):
+    """A backend that takes a batch's payloads as they are (their JSON text) and
+    loads them by SQL, planned by `plan_summary` from the batch's summary."""
+
+    def stage(self, payloads: Sequence[Any]) -> Any:
+        """The payloads in the database (a `StagedRows`); closed by the caller."""
+        ...
+
+    def load_staged(self, batch: Any, plan: SummaryPlan) -> int:
+        """Write a staged batch as `plan` says, in one transaction, committed on return."""
+        ...
