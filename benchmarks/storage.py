@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -87,6 +88,8 @@ KINDS = ("file", "postgres", "duckdb", "parquet")
 # CPU seconds per event of each replay (process and workers): steadier than events/s
 # on a loaded machine, where the wall clock mostly measures the other processes.
 CPU: dict[str, list[float]] = defaultdict(list)
+# CPU seconds per event of the PostgreSQL server during each postgres replay.
+SERVER_CPU: dict[str, list[float]] = defaultdict(list)
 
 
 def main() -> None:
@@ -172,8 +175,15 @@ def replay(
     if workers is not None:
         command += ["--workers", str(workers)]
     before = _children_cpu()
+    server_before = _server_cpu(url) if kind == "postgres" else 0.0
+    # In the checkout's folder: `python -m` puts the current folder ahead of PYTHONPATH,
+    # so from another checkout's folder every replay would run that checkout's code.
     out = subprocess.run(
-        command, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(code)}
+        command,
+        capture_output=True,
+        text=True,
+        cwd=code,
+        env={**_env(), "PYTHONPATH": str(code)},
     )
     if out.returncode != 0:
         raise SystemExit(f"replay into {kind} failed ({out.returncode}):\n{out.stderr[-3000:]}")
@@ -181,7 +191,10 @@ def replay(
     delivered = summary["syncs"][0].get("delivered", 0)
     if delivered != summary["events"]:
         raise SystemExit(f"{kind}: {delivered} of {summary['events']} events delivered")
-    CPU[root.name.rsplit("-", 1)[0]].append((_children_cpu() - before) / summary["events"])
+    label = root.name.rsplit("-", 1)[0]
+    CPU[label].append((_children_cpu() - before) / summary["events"])
+    if kind == "postgres":
+        SERVER_CPU[label].append((_server_cpu(url) - server_before) / summary["events"])
     return float(summary["events"]) / float(summary["seconds"])
 
 
@@ -191,9 +204,32 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _env() -> dict[str, str]:
-    import os
+def _server_cpu(url: str) -> float:
+    """CPU seconds of the PostgreSQL server so far: the postmaster with the backends it
+    has reaped (cutime, cstime) and those still running. Linux's /proc only."""
+    from urllib.parse import parse_qs, urlparse
 
+    host = parse_qs(urlparse(url).query).get("host", [""])[0]
+    pid_file = Path(host) / "postmaster.pid"
+    if not pid_file.exists():
+        return 0.0
+    postmaster = int(pid_file.read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a backend that just exited: its time is in the postmaster's cutime
+        pid, parent = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(map(int, fields[11:15]))  # utime stime cutime cstime
+        elif parent == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
@@ -307,6 +343,13 @@ def report(figures: dict[str, list[float]], events: int) -> None:
         median = statistics.median(values)
         rounds = ", ".join(f"{v * 1e6:,.0f}" for v in values)
         print(f"{kind:28} {median * 1e6:10,.0f} {file_cpu / median:7.2f}   {rounds}")
+    if SERVER_CPU:
+        print("\nCPU of the PostgreSQL server during each replay, us/event (+ the replay's: total)")
+    for kind, values in SERVER_CPU.items():
+        median = statistics.median(values)
+        rounds = ", ".join(f"{v * 1e6:,.0f}" for v in values)
+        total = median + statistics.median(CPU[kind])
+        print(f"{kind:28} {median * 1e6:10,.0f} {total * 1e6:7,.0f}   {rounds}")
     floors = {"postgres": 0.6, "duckdb": 0.8}
     for kind in figures:
         floor = floors.get(kind.split("@")[0])

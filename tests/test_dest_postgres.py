@@ -23,17 +23,13 @@ from streamctl.destinations import postgres_backend
 from streamctl.destinations.base import MappedEvent
 from streamctl.destinations.postgres import PostgresDestination
 from streamctl.destinations.warehouse import layout_event
-from tests.test_dest_storage import Warehouse, event
+from tests.test_dest_storage import Warehouse, event, stored
 
 START = datetime(2026, 12, 3, 10, tzinfo=UTC)
 
 
 def payloads(destination: PostgresDestination, events: Sequence[dict[str, Any]]) -> list[Any]:
-    # Through JSON, as the store keeps payloads between the pipeline and delivery.
-    return [
-        orjson.loads(orjson.dumps(destination.build_payload("event", MappedEvent({}), e)))
-        for e in events
-    ]
+    return [stored(destination.build_payload("event", MappedEvent({}), e)) for e in events]
 
 
 def identifies(prefix: str, users: Sequence[int], plan: str) -> list[dict[str, Any]]:
@@ -123,3 +119,27 @@ def test_a_batch_larger_than_a_statement_goes_in_parts_and_retries_alike(
     for table in ("tracks", "order_completed", "identifies", "users"):
         assert warehouse.query(f"SELECT count(*) FROM {{t:{table}}}") == [(20,)], table
     assert warehouse.query("SELECT DISTINCT nul FROM {t:order_completed}") == [("ab",)]
+
+
+def test_a_large_batch_is_cut_into_parts_serialized_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres_backend, "MAX_STATEMENT_BYTES", 20_000)
+    serialized: list[int] = []
+    json = postgres_backend._json
+
+    def counting(rows: list[dict[str, Any]]) -> bytes:
+        serialized.append(len(rows))
+        return json(rows)
+
+    monkeypatch.setattr(postgres_backend, "_json", counting)
+    # Rows that grow along the batch: the sample (the first rows) underestimates the rest.
+    rows = [{"id": f"m{n}", "note": "é" * (n // 3)} for n in range(1_000)]
+    parts = postgres_backend._json_parts(rows)
+    decoded = [orjson.loads(part.obj) for part in parts]
+    assert [row for part in decoded for row in part] == rows
+    assert len(parts) > 2 and all(len(part.obj) <= 20_000 for part in parts)
+    # Each row once, the sample once more, and what a too-large part's halves took again.
+    assert sum(serialized) < len(rows) * 1.5
+    # A batch of usual size: one part, one serialization beside the sample's.
+    serialized.clear()
+    assert len(postgres_backend._json_parts(rows[:200])) == 1
+    assert serialized == [postgres_backend.SAMPLE_ROWS, 200]

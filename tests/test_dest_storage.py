@@ -142,13 +142,16 @@ class _Files(dict[str, str]):
         return f"read_parquet('{self.lake}/{key}/*/*.parquet', union_by_name = true)"
 
 
+def stored(payload: Any) -> str:
+    """A payload as the delivery lane hands it to a storage destination: the JSON text
+    the store keeps (`takes_payload_text`)."""
+    return orjson.dumps(payload).decode()
+
+
 async def send(destination: StorageDestination, events: Sequence[dict[str, Any]]) -> BatchResult:
-    # As JSON text, as the lane hands over the payloads the store keeps
-    # (`takes_payload_text`); every other one as a dict (one never stored).
-    payloads = [
-        orjson.dumps(destination.build_payload("event", MappedEvent({}), e)).decode()
-        for e in events
-    ]
+    # As JSON text, as the lane hands over the payloads the store keeps; every other
+    # one as a dict (one never stored).
+    payloads = [stored(destination.build_payload("event", MappedEvent({}), e)) for e in events]
     mixed = [p if i % 2 == 0 else orjson.loads(p) for i, p in enumerate(payloads)]
     return await destination.send(None, "event", mixed)  # type: ignore[arg-type]
 
@@ -320,14 +323,20 @@ def test_an_event_twice_in_one_batch_is_stored_once_as_first_sent(warehouse: War
 
 def test_long_strings_unicode_and_reserved_words(warehouse: Warehouse):
     long_text = "é" * 15_000 + "x" * 1_000  # 31 KB of UTF-8: near the 32 KB event limit
-    properties = {"select": 1, "from": "here", "order": True, "Größe": "groß 🙂", "note": long_text}
+    quoted = 'a "quoted" \\ back\\slash, a tab\t, a line\u2028break'
+    properties = {"select": 1, "from": "here", "order": True, "Größe": "groß 🙂", "note": long_text,
+                  "orderId": "camel", "order_id": quoted}  # fmt: skip
     assert delivered(
         warehouse.store([event("m1", event="Bestellung Abgeschlossen", properties=properties)])
     )
     rows = warehouse.query(
-        'SELECT "select", "from", "order", "größe", note FROM {t:bestellung_abgeschlossen}'
+        'SELECT "select", "from", "order", "größe", note, order_id FROM {t:bestellung_abgeschlossen}'
     )
-    assert rows == [(1, "here", True, "groß 🙂", long_text)]
+    assert rows == [(1, "here", True, "groß 🙂", long_text, quoted)]
+    # The colliding key's value is kept in discards.
+    assert warehouse.query("SELECT column_name, column_value, row_id FROM {t:discards}") == [
+        ("order_id", "camel", "m1")
+    ]
 
 
 def test_a_duckdb_file_locked_by_another_process_is_a_retry(tmp_path: Path):
@@ -373,7 +382,7 @@ def test_two_writers_create_the_same_tables_and_columns_at_once(
             event(f"w{n}-{i}", event="Order Completed", properties={f"p{i}": i, "shared": n})
             for i in range(5)
         ]
-        payloads = [orjson.loads(orjson.dumps(layout_event(e))) for e in batch]
+        payloads = [stored(layout_event(e)) for e in batch]
         start.wait()
         for _ in range(3):  # a transient conflict is retried, as the engine would
             result = asyncio.run(writers[n].send(None, "event", payloads))  # type: ignore[arg-type]
@@ -580,6 +589,23 @@ def test_a_property_named_date_and_mixed_numbers_in_one_batch(warehouse: Warehou
     rows = warehouse.query(f"SELECT id, {date}, seats FROM {{t:booked}} ORDER BY id")
     assert rows == [("m1", "next week", 2.0), ("m2", None, 2.5), ("m3", None, None)]
     assert warehouse.query("SELECT row_id, column_value FROM {t:discards}") == [("m3", "many")]
+
+
+def test_payloads_as_objects_and_as_text_in_one_batch(warehouse: Warehouse):
+    # A payload that never went through the store arrives as the object itself.
+    destination = warehouse.destination()
+    laid = [destination.build_payload("event", MappedEvent({}), e) for e in EVERY_CALL[:4]]
+    batch = [laid[0], stored(laid[1]), laid[2], stored(laid[3])]
+
+    async def go() -> BatchResult:
+        try:
+            return await destination.send(None, "event", batch)  # type: ignore[arg-type]
+        finally:
+            await destination.aclose()
+
+    assert delivered([asyncio.run(go())])
+    assert warehouse.query("SELECT count(*) FROM {t:tracks}") == [(2,)]
+    assert warehouse.query("SELECT plan FROM {t:users}") == [("pro",)]
 
 
 def test_a_nul_character_in_a_string(warehouse: Warehouse):

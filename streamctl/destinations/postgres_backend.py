@@ -26,7 +26,6 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -230,15 +229,36 @@ class PostgresBackend:
         self.pool.close()
 
 
+SAMPLE_ROWS = 64  # rows serialized first to tell a batch's bytes per row
+
+
 def _json_parts(rows: list[Row]) -> list[Json]:
-    """Rows as JSON arrays of at most ~`MAX_STATEMENT_BYTES` each (a batch of 10,000
-    events near the 32 KB limit would otherwise be one 320 MB value)."""
-    data = _json(rows)
-    if len(data) <= MAX_STATEMENT_BYTES:
-        return [Json(data, dumps=bytes)]
-    parts = math.ceil(len(data) / MAX_STATEMENT_BYTES)
-    step = math.ceil(len(rows) / parts)
-    return [Json(_json(rows[i : i + step]), dumps=bytes) for i in range(0, len(rows), step)]
+    """Rows as JSON arrays of at most `MAX_STATEMENT_BYTES` each (a batch of 10,000
+    events near the 32 KB limit would otherwise be one 320 MB value).
+
+    Each part's rows are as many as half the limit takes at the bytes per row seen
+    last (first in a sample of `SAMPLE_ROWS` rows): a batch of usual size is one part,
+    one `orjson.dumps` beside the sample's, and only a part whose rows come out larger
+    than that is serialized again, cut to its own bytes per row. (Serializing the whole
+    batch first to learn its size, as this did before, serialized every large batch
+    twice.)"""
+    if not rows:
+        return []
+    sample = _json(rows[:SAMPLE_ROWS])
+    if len(rows) <= SAMPLE_ROWS and len(sample) <= MAX_STATEMENT_BYTES:
+        return [Json(sample, dumps=bytes)]
+    per_row = len(sample) / min(len(rows), SAMPLE_ROWS)
+    parts: list[Json] = []
+    start = 0
+    while start < len(rows):
+        part = rows[start : start + max(1, int(MAX_STATEMENT_BYTES / 2 / per_row))]
+        data = _json(part)
+        per_row = len(data) / len(part)
+        if len(data) > MAX_STATEMENT_BYTES and len(part) > 1:
+            continue  # again, as many rows as these rows' size allows
+        parts.append(Json(data, dumps=bytes))  # (one row alone: PostgreSQL takes up to 1 GB)
+        start += len(part)
+    return parts
 
 
 def _json(rows: list[Row]) -> bytes:
