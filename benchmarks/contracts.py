@@ -57,7 +57,9 @@ def rate(run: Callable[[], object], count: int, rounds: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -80,18 +82,26 @@ def main() -> int:
         for p in valid:
             fast(p)
 
-    print(f"{len(events):,} events ({len(valid):,} valid orders), best of {args.rounds} rounds, per core")
+    print(
+        f"{len(events):,} events ({len(valid):,} valid orders), best of {args.rounds} rounds, per core"
+    )
     print("validators, pass path (Order Completed properties):")
-    print(f"  jsonschema is_valid        {rate(lambda: [detailed.is_valid(p) for p in valid], len(valid), args.rounds):>10,.0f} /s")
+    print(
+        f"  jsonschema is_valid        {rate(lambda: [detailed.is_valid(p) for p in valid], len(valid), args.rounds):>10,.0f} /s"
+    )
     print(f"  fastjsonschema             {rate(fast_all, len(valid), args.rounds):>10,.0f} /s")
     print("fail path (full error report, only for rejected values):")
-    print(f"  jsonschema iter_errors     {rate(lambda: [list(detailed.iter_errors(p)) for p in invalid], len(invalid), args.rounds):>10,.0f} /s")
+    print(
+        f"  jsonschema iter_errors     {rate(lambda: [list(detailed.iter_errors(p)) for p in invalid], len(invalid), args.rounds):>10,.0f} /s"
+    )
 
     contract = compile_contract(spec, "web")
     check_rate = rate(lambda: [contract.check(e) for e in events], len(events), args.rounds)
     print(f"Contract.check, event mix      {check_rate:>10,.0f} events/s  (target 50,000)")
     normalised = [normalise(e) for e in events]
-    print(f"normalise, event mix           {rate(lambda: [normalise(e) for e in events], len(events), args.rounds):>10,.0f} events/s")
+    print(
+        f"normalise, event mix           {rate(lambda: [normalise(e) for e in events], len(events), args.rounds):>10,.0f} events/s"
+    )
 
     project = load(ROOT)
     pipeline = pipeline_for(project)
@@ -100,7 +110,9 @@ def main() -> int:
         for start in range(0, len(normalised), BATCH):
             pipeline.process("web", normalised[start : start + BATCH], syncs=["events-to-file"])
 
-    print(f"Pipeline.process events-to-file {rate(process_all, len(events), args.rounds):>9,.0f} events/s")
+    print(
+        f"Pipeline.process events-to-file {rate(process_all, len(events), args.rounds):>9,.0f} events/s"
+    )
     return 0
 
 

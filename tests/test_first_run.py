@@ -47,7 +47,9 @@ def tour_requests() -> list[list[str]]:
     readme = (REPOSITORY / "README.md").read_text()
     tour = readme.split("## A tour", 1)[1].split("```", 2)[1]
     joined = tour.replace("\\\n", " ")
-    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.startswith("curl")]
+    return [
+        shlex.split(line, comments=True) for line in joined.splitlines() if line.startswith("curl")
+    ]
 
 
 def as_request(words: list[str], base_url: str) -> httpx.Request:
@@ -104,11 +106,26 @@ def test_ctrl_c_stops_run_cleanly_with_130(bundled_project):
 
 def test_top_prints_plain_tables_when_piped_and_ctrl_c_exits_130(bundled_project):
     replay = CliRunner().invoke(
-        app, ["replay", str(REPOSITORY / "examples" / "events.ndjson"), "--project", str(bundled_project)]
+        app,
+        [
+            "replay",
+            str(REPOSITORY / "examples" / "events.ndjson"),
+            "--project",
+            str(bundled_project),
+        ],
     )
     assert replay.exit_code == 0, replay.output
     top = subprocess.Popen(
-        [sys.executable, "-m", "streamctl", "top", "--project", str(bundled_project), "--interval", "0.05"],
+        [
+            sys.executable,
+            "-m",
+            "streamctl",
+            "top",
+            "--project",
+            str(bundled_project),
+            "--interval",
+            "0.05",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -166,7 +183,8 @@ def test_errors_fit_80_columns_and_show_message_ids_whole():
             "status": "archived",
             "attempts": 37,
             "status_code": 400,
-            "error": "HTTP 400: " + "the field 'external_id' must be a string of at most 512 characters " * 3,
+            "error": "HTTP 400: "
+            + "the field 'external_id' must be a string of at most 512 characters " * 3,
             "first_attempt_at": "2026-12-03T13:00:00.000Z",
             "last_attempt_at": "2026-12-03T13:32:00.414Z",
             "next_attempt_at": None,
@@ -207,7 +225,10 @@ def test_explain_shows_no_http_for_a_file_and_a_reason_for_a_drop(bundled_projec
     events = tmp_path / "one.ndjson"
     events.write_text('{"type":"page","name":"Pricing","userId":"u1","messageId":"m-page"}\n')
     runner = CliRunner()
-    assert runner.invoke(app, ["replay", str(events), "--project", str(bundled_project)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["replay", str(events), "--project", str(bundled_project)]).exit_code
+        == 0
+    )
     result = runner.invoke(app, ["explain", "m-page", "--project", str(bundled_project)])
     assert result.exit_code == 0, result.output
     assert "HTTP" not in result.stdout  # a file destination answers no HTTP status

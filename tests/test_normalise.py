@@ -48,8 +48,13 @@ def test_timestamp_is_original_timestamp_without_sent_at():
 
 
 def test_bad_sent_at_is_refused_naming_the_field():
-    with pytest.raises(EventError, match="sentAt is not an ISO 8601 timestamp of years 1-9999: 'yesterday'"):
-        normalise(track(originalTimestamp="2026-01-02T12:05:00Z", sentAt="yesterday"), received_at=RECEIVED)
+    with pytest.raises(
+        EventError, match="sentAt is not an ISO 8601 timestamp of years 1-9999: 'yesterday'"
+    ):
+        normalise(
+            track(originalTimestamp="2026-01-02T12:05:00Z", sentAt="yesterday"),
+            received_at=RECEIVED,
+        )
 
 
 @pytest.mark.parametrize(
@@ -79,7 +84,10 @@ def test_message_id_of_exactly_100_characters_is_kept():
 
 
 def test_batch_context_and_integrations_merge_with_event_keys_winning():
-    batch = {"context": {"library": {"name": "analytics-python"}, "ip": "1.2.3.4"}, "integrations": {"All": True}}
+    batch = {
+        "context": {"library": {"name": "analytics-python"}, "ip": "1.2.3.4"},
+        "integrations": {"All": True},
+    }
     event = normalise(track(context={"ip": "5.6.7.8"}), batch=batch)
     assert event["context"] == {"library": {"name": "analytics-python"}, "ip": "5.6.7.8"}
     assert event["integrations"] == {"All": True}
@@ -87,7 +95,10 @@ def test_batch_context_and_integrations_merge_with_event_keys_winning():
 
 def test_too_large_event_names_message_id_index_and_size():
     event = track(messageId="big-1", properties={"blob": "x" * MAX_EVENT_BYTES})
-    with pytest.raises(EventError, match=r"event 7 messageId 'big-1': event is \d+ bytes, over the 32768 byte limit"):
+    with pytest.raises(
+        EventError,
+        match=r"event 7 messageId 'big-1': event is \d+ bytes, over the 32768 byte limit",
+    ):
         normalise(event, index=7)
 
 
@@ -129,7 +140,12 @@ def test_values_json_cannot_hold_are_refused():
 def test_batch_level_sent_at_corrects_the_clock_skew_as_sdks_send_it():
     received = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
     # The device's clock is 1 h behind; it queued the event 5 s before sending the batch.
-    event = {"type": "track", "userId": "u1", "event": "E", "originalTimestamp": "2026-01-01T11:00:00.000Z"}
+    event = {
+        "type": "track",
+        "userId": "u1",
+        "event": "E",
+        "originalTimestamp": "2026-01-01T11:00:00.000Z",
+    }
     out = normalise(event, received_at=received, batch={"sentAt": "2026-01-01T11:00:05.000Z"})
     assert out["timestamp"] == "2026-01-01T12:00:05.000Z"
     # Without sentAt anywhere, the device's own clock is all there is.

@@ -177,7 +177,9 @@ def describe_record(detail: dict[str, Any]) -> list[str]:
     """A delivery or violation record as lines of text, for people."""
     lines: list[str] = []
     if detail.get("stage") == "source":
-        lines.append(f"rejected input {detail['id']} of source {detail['source']} at {detail['at']}")
+        lines.append(
+            f"rejected input {detail['id']} of source {detail['source']} at {detail['at']}"
+        )
         lines.append(f"  read at {detail['origin']}: {detail['reason']}")
         lines.append(f"  input: {detail['excerpt']}")
         return lines
