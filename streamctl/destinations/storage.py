@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -46,6 +46,7 @@ from streamctl.destinations.base import (
 )
 from streamctl.destinations.warehouse import (
     SchemaBackend,
+    SchemaChange,
     StagingBackend,
     TableRows,
     TableSchema,
@@ -57,6 +58,13 @@ from streamctl.destinations.warehouse import (
     plan_summary,
 )
 
+
+class _Changes(Protocol):
+    @property
+    def changes(self) -> Sequence[SchemaChange]: ...
+
+
+_Plan = TypeVar("_Plan", bound=_Changes)
 MAX_PLANS = 5  # plan, evolve, plan again: more rounds means another writer keeps changing it
 
 STORE_EVENT = EventTypeSpec(
@@ -160,17 +168,11 @@ class StorageDestination(Destination):
             self._load_staged(backend, payloads)
             return
         batch = TableRows.collect(map(decoded, payloads))
-        for _ in range(MAX_PLANS):
-            schema = self._known_schema(backend)
-            plan = plan_load(batch, schema, widen_to_text=self.widen_to_text)
-            if not plan.changes:
-                backend.load(plan)
-                return
-            evolved = backend.evolve(plan.changes)
-            with self._lock:
-                self._schema = evolved
-        msg = f"the schema kept changing under {MAX_PLANS} plans of one batch"
-        raise RuntimeError(msg)
+        self._plan_and_load(
+            backend,
+            lambda schema: plan_load(batch, schema, widen_to_text=self.widen_to_text),
+            backend.load,
+        )
 
     def _load_staged(self, backend: StagingBackend, payloads: Sequence[Payload]) -> None:
         """`load` by a backend that takes the payloads as they are and plans from a
@@ -178,21 +180,35 @@ class StorageDestination(Destination):
         batch = backend.stage(payloads)
         try:
             summary = batch.summary(self._known_schema(backend))
-            for _ in range(MAX_PLANS):
-                plan = plan_summary(
+            self._plan_and_load(
+                backend,
+                lambda schema: plan_summary(
                     summary,
-                    self._known_schema(backend),
+                    schema,
                     widen_to_text=self.widen_to_text,
                     carried_discards=batch.carried_discards,
-                )
-                if not plan.changes:
-                    backend.load_staged(batch, plan)
-                    return
-                evolved = backend.evolve(plan.changes)
-                with self._lock:
-                    self._schema = evolved
+                ),
+                lambda plan: backend.load_staged(batch, plan),
+            )
         finally:
             batch.close()
+
+    def _plan_and_load(
+        self,
+        backend: WarehouseBackend | StagingBackend,
+        plan_against: Callable[[dict[str, TableSchema]], _Plan],
+        load: Callable[[_Plan], object],
+    ) -> None:
+        """Plan against the schema known, let the backend add or widen columns, plan
+        again, until a plan needs no change: then load it."""
+        for _ in range(MAX_PLANS):
+            plan = plan_against(self._known_schema(backend))
+            if not plan.changes:
+                load(plan)
+                return
+            evolved = backend.evolve(plan.changes)
+            with self._lock:
+                self._schema = evolved
         msg = f"the schema kept changing under {MAX_PLANS} plans of one batch"
         raise RuntimeError(msg)
 
