@@ -218,11 +218,7 @@ def set_partition_lags(
 ) -> None:
     """A Kafka source's lag now: (topic, partition, lag) of each partition it reads;
     `gone`: (topic, partition) it read before and no longer does (a rebalance)."""
-    for topic, partition in gone:
-        with contextlib.suppress(KeyError):
-            KAFKA_SOURCE_LAG.remove(source, topic, str(partition))
-    for topic, partition, lag in lags:
-        KAFKA_SOURCE_LAG.labels(source, topic, str(partition)).set(lag)
+    _set_lags(KAFKA_SOURCE_LAG, (source,), lags, gone)
 
 
 def set_bus_lags(
@@ -230,11 +226,21 @@ def set_bus_lags(
 ) -> None:
     """The bus workers' group lag now: (topic, partition, lag); `gone`: partitions no
     longer measured."""
+    _set_lags(BUS_LAG, (), lags, gone)
+
+
+def _set_lags(
+    gauge: Gauge,
+    labels: tuple[str, ...],
+    lags: Iterable[tuple[str, int, int]],
+    gone: Iterable[tuple[str, int]],
+) -> None:
+    """A per-partition lag gauge: the partitions `gone` removed, the others set."""
     for topic, partition in gone:
         with contextlib.suppress(KeyError):
-            BUS_LAG.remove(topic, str(partition))
+            gauge.remove(*labels, topic, str(partition))
     for topic, partition, lag in lags:
-        BUS_LAG.labels(topic, str(partition)).set(lag)
+        gauge.labels(*labels, topic, str(partition)).set(lag)
 
 
 def record_outcomes(sync: str, status: str, events: int = 1) -> None:
