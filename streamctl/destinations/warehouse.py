@@ -47,7 +47,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -141,15 +141,55 @@ def event_table(event_name: str) -> str:
 
 # -- one event's rows (pipeline side) ---------------------------------------------------
 
+# Column names of the keys seen, per prefix (`context_`, `context_page_`, `` for
+# properties): a dict lookup instead of `snake_case`'s cache and a concatenation per
+# key. Bounded: a cache past its size is emptied (keys are the events' own).
+_NAMES: dict[str, dict[str, str]] = {}
+_MAX_PREFIXES = 256
+_MAX_NAMES = 2048
 
-@dataclass
+
+def _names_under(prefix: str) -> dict[str, str]:
+    names = _NAMES.get(prefix)
+    if names is None:
+        if len(_NAMES) >= _MAX_PREFIXES:
+            _NAMES.clear()
+        names = _NAMES[prefix] = {}
+    return names
+
+
+def _new_name(names: dict[str, str], prefix: str, key: str) -> str:
+    """A key's column under `prefix` ("" when the key gives no name), now cached."""
+    if len(names) >= _MAX_NAMES:
+        names.clear()
+    name = snake_case(key)
+    column = names[key] = prefix + name if name else ""
+    return column
+
+
+_NO_COLUMNS: dict[str, Any] = {}
+
+
 class _Columns:
-    """Flattened columns of one row, with who claimed each name (for collisions)."""
+    """Flattened columns of one row, with the key path each came from (for collisions;
+    "" for a standard column, which no key takes).
 
-    table: str
-    values: Row = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # column -> the key path it came from
-    discards: list[list[str]] = field(default_factory=list)  # [table, column, value, reason]
+    `base`: a row this one's is joined to at delivery (a track's `tracks` row, under
+    its event table's): its columns count as this row's for collisions, without a
+    copy of them. `discards` may be shared by the rows of one event."""
+
+    __slots__ = ("_base_sources", "_base_values", "discards", "sources", "table", "values")
+
+    def __init__(
+        self, table: str, discards: list[list[str]] | None = None, base: _Columns | None = None
+    ) -> None:
+        self.table = table
+        self.values: Row = {}
+        self.sources: dict[str, str] = {}  # column -> the key path it came from
+        # [table, column, value, reason]
+        self.discards: list[list[str]] = [] if discards is None else discards
+        self._base_values = _NO_COLUMNS if base is None else base.values
+        self._base_sources = _NO_COLUMNS if base is None else base.sources
 
     def put(self, column: str, path: str, value: Any) -> None:
         if value is None:
@@ -162,7 +202,9 @@ class _Columns:
             return
         if isinstance(value, list):
             value = orjson.dumps(value).decode()
-        holder = self.sources.get(column)
+        holder, held = self.sources.get(column), self.values
+        if holder is None:
+            holder, held = self._base_sources.get(column), self._base_values
         if holder is None:
             self.values[column] = value
             self.sources[column] = path
@@ -171,11 +213,9 @@ class _Columns:
             self.discard(column, value, f"{path!r} would overwrite the standard column {column!r}")
             return
         if _claim_rank(column, path) < _claim_rank(column, holder):
-            loser_value, self.values[column], self.sources[column] = (
-                self.values[column],
-                value,
-                path,
-            )
+            loser_value = held[column]
+            self.values[column] = value
+            self.sources[column] = path
             self.discard(column, loser_value, f"column {column!r} is taken by key {path!r}", holder)
         else:
             self.discard(column, value, f"column {column!r} is taken by key {holder!r}", path)
@@ -188,25 +228,30 @@ class _Columns:
         self.sources[column] = ""
 
     def flatten(self, obj: Mapping[str, Any], prefix: str = "", path: str = "") -> None:
-        values, sources = self.values, self.sources
+        """An object's keys as columns named `prefix` + their snake_case, nested objects
+        flattened (`path`: the object's key path, `context.page`)."""
+        values, sources, base = self.values, self.sources, self._base_sources
+        names = _names_under(prefix)
+        dotted = path + "." if path else ""
         for key, value in obj.items():
             if value is None:
                 continue
-            key_path = f"{path}.{key}" if path else key
-            name = snake_case(key)
-            column = f"{prefix}{name}" if name else ""
+            column = names.get(key)
+            if column is None:
+                column = _new_name(names, prefix, key)
             if isinstance(value, dict) and column:
-                self.flatten(value, column + "_", key_path)
+                self.flatten(value, column + "_", dotted + key)
             elif (
                 column in sources
+                or column in base
                 or isinstance(value, list)
                 or not column
                 or column in LOAD_TIME_COLUMNS
             ):
-                self.put(column, key_path, value)
-            else:  # `put`'s usual case inline: half of a replay worker's layout time
+                self.put(column, dotted + key, value)
+            else:  # `put`'s usual case inline: most of a replay worker's layout time
                 values[column] = value
-                sources[column] = key_path
+                sources[column] = dotted + key
 
     def discard(self, column: str, value: Any, reason: str, path: str | None = None) -> None:
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
@@ -231,76 +276,78 @@ def layout_event(event: Event) -> dict[str, Any]:
     properties add to its `tracks` row (`extends`)."""
     call = str(event.get("type") or "track")
     table = CALL_TABLES.get(call, "tracks")
-    base = _Columns(table)
-    _envelope(base, event)
+    base = _envelope(table, event)
     context = event.get("context")
     if isinstance(context, dict):
         base.flatten(context, "context_", "context")
-    rows: dict[str, Row] = {}
-    extends: dict[str, str] = {}  # table -> the table whose row this one's extends
-    discards = base.discards
+    rows: dict[str, Row] = {table: base.values}
+    laid = {
+        "message_id": base.values["id"],
+        "received_at": event.get("receivedAt"),
+        "rows": rows,
+        "discards": base.discards,
+    }
     if call == "track":
         name = event.get("event")
         if isinstance(name, str) and name:
             base.standard("event", snake_case(name))
             base.standard("event_text", name)
-        rows[table] = base.values
-        if isinstance(name, str) and event_table(name):
-            own = event_table(name)
-            full = _with_object(base, own, event.get("properties"))
-            # Only what the properties add: the event table's row is `tracks`' row plus
-            # these (`TableRows.collect` joins them), which keeps the payload, its JSON
-            # in the store and its decoding at delivery about half as large.
-            rows[own] = {k: v for k, v in full.items() if base.values.get(k, _ABSENT) is not v}
-            extends[own] = table
+            own_table = event_table(name)
+            if own_table:
+                # Only what the properties add: the event table's row is `tracks`' row
+                # plus these (`TableRows.collect` joins them), which keeps the payload,
+                # its JSON in the store and its decoding at delivery about half as large.
+                own = _Columns(own_table, base.discards, base)
+                properties = event.get("properties")
+                if isinstance(properties, dict):
+                    own.flatten(properties)
+                rows[own_table] = own.values
+                laid["extends"] = {own_table: table}
     elif call in ("identify", "group"):
         traits = event.get("traits")
-        rows[table] = _with_object(base, table, traits)
+        if isinstance(traits, dict):
+            base.flatten(traits)
         if call == "identify" and event.get("userId") is not None:
-            user = _Columns(USERS)
+            user = _Columns(USERS, base.discards)
             user.standard("id", str(event["userId"]))
             user.standard("received_at", event.get("receivedAt"))
             if isinstance(traits, dict):
                 user.flatten(traits)
             rows[USERS] = user.values
-            discards.extend(user.discards)
     elif call in ("page", "screen"):
-        rows[table] = _with_object(base, table, event.get("properties"))
-    else:
-        rows[table] = base.values
-    laid = {
-        "message_id": str(event.get("messageId", "")),
-        "received_at": event.get("receivedAt"),
-        "rows": rows,
-        "discards": discards,
-    }
-    if extends:
-        laid["extends"] = extends
+        properties = event.get("properties")
+        if isinstance(properties, dict):
+            base.flatten(properties)
     return laid
 
 
-def _envelope(columns: _Columns, event: Event) -> None:
-    put = columns.standard
-    put("id", str(event.get("messageId", "")))
-    put("anonymous_id", _text(event.get("anonymousId")))
-    put("user_id", _text(event.get("userId")))
-    put("received_at", event.get("receivedAt"))
-    put("sent_at", event.get("sentAt"))
-    put("timestamp", event.get("timestamp"))
-    put("original_timestamp", event.get("originalTimestamp"))
-    put("name", _text(event.get("name")))
-    put("category", _text(event.get("category")))
-    put("group_id", _text(event.get("groupId")))
-    put("previous_id", _text(event.get("previousId")))
+# The envelope's standard columns after `id`, in the order of the table's columns:
+# (column, the event's key, whether stored as text).
+_ENVELOPE = (
+    ("anonymous_id", "anonymousId", True),
+    ("user_id", "userId", True),
+    ("received_at", "receivedAt", False),
+    ("sent_at", "sentAt", False),
+    ("timestamp", "timestamp", False),
+    ("original_timestamp", "originalTimestamp", False),
+    ("name", "name", True),
+    ("category", "category", True),
+    ("group_id", "groupId", True),
+    ("previous_id", "previousId", True),
+)
 
 
-def _with_object(base: _Columns, table: str, obj: Any) -> Row:
-    """The base row plus an object's keys as top-level columns (properties, traits)."""
-    columns = _Columns(table, dict(base.values), dict(base.sources))
-    if isinstance(obj, dict):
-        columns.flatten(obj)
-    base.discards.extend(columns.discards)
-    return columns.values
+def _envelope(table: str, event: Event) -> _Columns:
+    """A call table's row with its standard columns (what the event has of them)."""
+    columns = _Columns(table)
+    values = columns.values
+    values["id"] = str(event.get("messageId", ""))
+    for column, key, text in _ENVELOPE:
+        value = event.get(key)
+        if value is not None:
+            values[column] = str(value) if text and type(value) is not str else value
+    columns.sources = dict.fromkeys(values, "")
+    return columns
 
 
 def _text(value: Any) -> str | None:
