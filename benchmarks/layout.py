@@ -6,7 +6,9 @@
 What the pipeline side of a `type: event` storage sync costs per event, before any
 database: the bench kit's events (../shared/bench, `gen_events.py`), normalised as
 the HTTP source does, laid out by `layout_event` (the storage destinations'
-`build_payload`), then the payload encoded as the store keeps it (`orjson.dumps`).
+`build_payload`) in chunks of 5,000 kept until the chunk is done, with the cyclic
+collector tuned as in a replay worker (`core.heap`), then (second column) each payload
+encoded as the store keeps it (`orjson.dumps`).
 
 `--baseline DIR`: another checkout's `streamctl/destinations/warehouse.py` (a `git
 archive` of main, say), timed over the same events in alternating rounds (the order
@@ -37,7 +39,10 @@ KIT = Path(__file__).resolve().parents[2] / "shared" / "bench"
 if not KIT.exists():
     KIT = Path("/work/shared/bench")
 
+from streamctl.core.heap import tune_garbage_collector  # noqa: E402
 from streamctl.sources.normalise import normalise  # noqa: E402
+
+CHUNK = 5000  # events a replay worker decides (and keeps) at once
 
 
 def main() -> None:
@@ -47,6 +52,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout to time beside")
     args = parser.parse_args()
     events = bench_events(args.events)
+    tune_garbage_collector()  # as a replay worker runs
     versions = {"this": warehouse_of(ROOT, "warehouse_this")}
     if args.baseline is not None:
         versions[args.baseline.name] = warehouse_of(args.baseline.resolve(), "warehouse_base")
@@ -96,14 +102,17 @@ def warehouse_of(checkout: Path, name: str) -> ModuleType:
 
 
 def each(lay: Callable[[Any], object], events: list[dict[str, Any]]) -> None:
-    for event in events:  # nothing kept: the collector has no more to walk than in a worker
-        lay(event)
+    for start in range(0, len(events), CHUNK):  # kept per chunk, as a worker does
+        [lay(event) for event in events[start : start + CHUNK]]
 
 
 def encode_each(lay: Callable[[Any], object], events: list[dict[str, Any]]) -> None:
     dumps = orjson.dumps
-    for event in events:
-        dumps(lay(event))
+    for start in range(0, len(events), CHUNK):
+        [
+            dumps(payload).decode()
+            for payload in [lay(event) for event in events[start : start + CHUNK]]
+        ]
 
 
 def cpu_per_event(
