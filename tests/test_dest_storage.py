@@ -647,13 +647,14 @@ def test_a_nul_character_in_a_string(warehouse: Warehouse):
 
 
 def test_payloads_of_the_previous_version_load_beside_todays(warehouse: Warehouse):
-    # Deliveries still pending from before an upgrade: their payloads carry
-    # `"discards": []` where today's leave it out (every other one here).
+    # Deliveries still pending from before an upgrade (every other one here): their
+    # payloads name their event, carry `"discards": []` and say which row an event
+    # table's extends, where today's leave all of that to their rows.
     destination = warehouse.destination()
     batch = [*EVERY_CALL, event("m9", event="X", properties={"orderId": 1, "order_id": 2})]
     laid = [destination.build_payload("event", MappedEvent({}), e) for e in batch]
-    assert "discards" not in laid[0] and len(laid[-1]["discards"]) == 1
-    payloads = [stored({"discards": [], **p} if i % 2 else p) for i, p in enumerate(laid)]
+    assert set(laid[0]) == {"rows"} and len(laid[-1]["discards"]) == 1
+    payloads = [stored(previous_version(p) if i % 2 else p) for i, p in enumerate(laid)]
 
     async def go() -> BatchResult:
         try:
@@ -662,7 +663,24 @@ def test_payloads_of_the_previous_version_load_beside_todays(warehouse: Warehous
             await destination.aclose()
 
     assert delivered([asyncio.run(go())])
-    assert warehouse.query("SELECT count(*) FROM {t:tracks}") == [(3,)]
+    assert warehouse.query("SELECT id, event, total FROM {t:order_completed}") == [
+        ("m1", "order_completed", 30)
+    ]
+    assert warehouse.query("SELECT id, event, plan FROM {t:signed_up}") == [
+        ("m2", "signed_up", "pro")
+    ]
     assert warehouse.query("SELECT count(*) FROM {t:identifies}") == [(2,)]
-    assert warehouse.query("SELECT order_id FROM {t:x}") == [(2,)]
+    assert warehouse.query("SELECT plan FROM {t:users}") == [("pro",)]
+    assert warehouse.query("SELECT order_id, user_id FROM {t:x}") == [(2, "u1")]
     assert warehouse.query("SELECT row_id, column_value FROM {t:discards}") == [("m9", "1")]
+
+
+def previous_version(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload as `layout_event` made it before 2026-12-04."""
+    rows = payload["rows"]
+    first = next(iter(rows.values()))
+    old = {"message_id": first["id"], "received_at": first.get("received_at"), "rows": rows}
+    old["discards"] = payload.get("discards", [])
+    if "tracks" in rows and len(rows) > 1:
+        old["extends"] = {table: "tracks" for table in rows if table != "tracks"}
+    return old

@@ -40,6 +40,25 @@ Why the work is split this way: the pipeline (`layout_event`, run by replay's wo
 processes) does the per-event flattening and naming, once per event; delivery (the one
 process that owns the database connection) only checks each value's type against its
 column and builds the rows, which keeps the delivering process's share small.
+
+The payload (a delivery's, stored as JSON text in the store, read by `TableRows.collect`
+and by DuckDB's SQL in `duckdb_staging`):
+
+    {"rows": {"tracks": {"id": MESSAGE_ID, "received_at": ..., ...},
+              "order_completed": {"total": 30, ...}},
+     "discards": [[table, column, value, reason], ...]}
+
+- `layout_event`'s first row is its call table's: its `id` and `received_at` are the
+  event's messageId and receivedAt (`payload_event`). In a payload with a `tracks` row
+  every other row is its event table's and holds only what the properties add to
+  `tracks`' row: the event table's row is `{**tracks, **own}`.
+- A mapped row's or a violation's payload names its event: `message_id` and
+  `received_at` beside `rows` (a mapped row's `id` may be another field).
+- `discards` only when there are some (most events have none).
+- Payloads stored before 2026-12-04 (pending deliveries when streamctl is upgraded)
+  carry `message_id`, `received_at`, `"discards": []` and `"extends": {table:
+  "tracks"}` too: they load alike. Leaving those out made a bench track's payload 687
+  -> 558 bytes (docs/destinations/postgres.md, "The pipeline's share").
 """
 
 from __future__ import annotations
@@ -63,6 +82,7 @@ _ABSENT = object()
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; the same names in every backend
 DISCARDS = "discards"
 USERS = "users"
+TRACKS = "tracks"
 CALL_TABLES = {
     "track": "tracks",
     "identify": "identifies",
@@ -270,10 +290,10 @@ def snake_key(path: str) -> str:
 
 
 def layout_event(event: Event) -> dict[str, Any]:
-    """One event's rows in the warehouse layout: `{"message_id", "received_at",
-    "rows": {table: {column: value}}, "discards": [[table, column, value, reason]],
-    "extends": {table: base table}}`: a track's event-table row holds only what its
-    properties add to its `tracks` row (`extends`); no `discards` when there are none."""
+    """One event's rows in the warehouse layout: `{"rows": {table: {column: value}},
+    "discards": [[table, column, value, reason]]}` (see "The payload" above): its call
+    table's row first, then a track's event-table row (what its properties add to the
+    `tracks` row) or an identify's `users` row."""
     call = str(event.get("type") or "track")
     table = CALL_TABLES.get(call, "tracks")
     base = _envelope(table, event)
@@ -281,7 +301,7 @@ def layout_event(event: Event) -> dict[str, Any]:
     if isinstance(context, dict):
         base.flatten(context, "context_", "context.")
     rows: dict[str, Row] = {table: base.values}
-    extends: dict[str, str] | None = None  # table -> the table whose row this one's extends
+    laid: dict[str, Any] = {"rows": rows}
     if call == "track":
         name = event.get("event")
         if isinstance(name, str) and name:
@@ -297,7 +317,6 @@ def layout_event(event: Event) -> dict[str, Any]:
                 if isinstance(properties, dict):
                     own.flatten(properties)
                 rows[own_table] = own.values
-                extends = {own_table: table}
     elif call in ("identify", "group"):
         traits = event.get("traits")
         if isinstance(traits, dict):
@@ -313,15 +332,13 @@ def layout_event(event: Event) -> dict[str, Any]:
         properties = event.get("properties")
         if isinstance(properties, dict):
             base.flatten(properties)
-    laid = _payload(event, rows, base.discards)
-    if extends is not None:
-        laid["extends"] = extends
+    if base.discards:
+        laid["discards"] = base.discards
     return laid
 
 
 def _payload(event: Event, rows: dict[str, Row], discards: list[list[str]]) -> dict[str, Any]:
-    """A storage payload; `discards` left out when there are none (most events): 15
-    bytes fewer and a list fewer per stored payload."""
+    """A payload that names its event (a row whose `id` may be another field's)."""
     laid = {
         "message_id": str(event.get("messageId", "")),
         "received_at": event.get("receivedAt"),
@@ -330,6 +347,16 @@ def _payload(event: Event, rows: dict[str, Row], discards: list[list[str]]) -> d
     if discards:
         laid["discards"] = discards
     return laid
+
+
+def payload_event(payload: Mapping[str, Any]) -> tuple[str, str | None]:
+    """A payload's event: its messageId and receivedAt, which `layout_event`'s leave to
+    its first row (the call table's `id` and `received_at`)."""
+    message_id = payload.get("message_id")
+    if message_id is not None:
+        return message_id, payload.get("received_at")
+    first = next(iter(payload["rows"].values()))
+    return first["id"], first.get("received_at")
 
 
 # The envelope's standard columns after `id`, in the order of the table's columns:
@@ -494,14 +521,14 @@ class TableRows:
         tables: dict[str, list[tuple[str, str | None, Row]]] = {}
         discards: list[tuple[str, str | None, list[str]]] = []
         for payload in payloads:
-            message_id = payload["message_id"]
-            received = payload.get("received_at")
+            message_id, received = payload_event(payload)
             rows = payload["rows"]
-            extends = payload.get("extends") or {}
+            # Every other row of a payload with a `tracks` row is an event table's,
+            # which holds only what its properties add to it.
+            tracks = rows.get(TRACKS) if len(rows) > 1 else None
             for table, row in rows.items():
-                base = extends.get(table)
-                if base is not None:
-                    row = {**rows[base], **row}
+                if tracks is not None and table != TRACKS:
+                    row = {**tracks, **row}
                 tables.setdefault(table, []).append((message_id, received, row))
             for discard in payload.get("discards") or ():
                 discards.append((message_id, received, discard))
@@ -627,7 +654,8 @@ KIND_TYPES: dict[ValueKind, ColumnType] = {
 class ColumnSummary:
     """One column of one table in a batch: how many of its values (nulls and absent
     values aside) are of each kind, and the kind of its first value in the batch's
-    order (rows after one row per key, `users` rows all kept; `extends` rows joined)."""
+    order (rows after one row per key, `users` rows all kept; event tables' rows joined
+    with their `tracks` rows)."""
 
     table: str
     column: str
