@@ -255,7 +255,8 @@ class StagedBatch:
         joined = self.con.execute(
             "SELECT "
             + ", ".join(
-                f"bool_or(rows.{quote(t)} IS NOT NULL AND rows.tracks IS NOT NULL)" for t in others
+                f"bool_or(rows.{quote(t)} IS NOT NULL AND rows.{quote(TRACKS)} IS NOT NULL)"
+                for t in others
             )
             + " FROM batch"
         ).fetchall()[0]
