@@ -78,13 +78,12 @@ ColumnType = Literal["boolean", "bigint", "double", "timestamp", "text"]
 TableSchema = dict[str, ColumnType]  # column name -> type
 Row = dict[str, Any]
 
-_ABSENT = object()
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; the same names in every backend
 DISCARDS = "discards"
 USERS = "users"
 TRACKS = "tracks"
 CALL_TABLES = {
-    "track": "tracks",
+    "track": TRACKS,
     "identify": "identifies",
     "page": "pages",
     "screen": "screens",
@@ -295,7 +294,7 @@ def layout_event(event: Event) -> dict[str, Any]:
     table's row first, then a track's event-table row (what its properties add to the
     `tracks` row) or an identify's `users` row."""
     call = str(event.get("type") or "track")
-    table = CALL_TABLES.get(call, "tracks")
+    table = CALL_TABLES.get(call, TRACKS)
     base = _envelope(table, event)
     context = event.get("context")
     if isinstance(context, dict):
