@@ -226,6 +226,10 @@ def test_colliding_names_keep_the_key_that_is_the_column_name_whatever_the_order
             "column 'context_page_url' is taken by key 'context_page_url'",
         ]
     ]
+    # More keys than the column names' cache holds, and a key too long for it.
+    properties = {f"key{n}": n for n in range(3000)} | {"Long" + "x" * 100: 1}
+    laid = layout_event(event("m1", event="X", properties=properties))
+    assert laid["rows"]["x"] == {f"key{n}": n for n in range(3000)} | {"long" + "x" * 59: 1}
     # Most events have nothing to discard: their payloads carry no `discards`.
     assert "discards" not in layout_event(event("m1", event="X", properties={"a": 1}))
 

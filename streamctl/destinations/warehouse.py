@@ -162,10 +162,13 @@ def event_table(event_name: str) -> str:
 
 # Column names of the keys seen, per prefix (`context_`, `context_page_`, `` for
 # properties): a dict lookup instead of `snake_case`'s cache and a concatenation per
-# key. Bounded: a cache past its size is emptied (keys are the events' own).
+# key. Bounded (keys are the events' own): a cache past its size is emptied, and keys
+# longer than `_MAX_KEY` (rare) are named each time, so it holds at most ~64 x 1,024
+# short names (~20 MB, where a usual project has a few dozen prefixes and keys each).
 _NAMES: dict[str, dict[str, str]] = {}
-_MAX_PREFIXES = 256
-_MAX_NAMES = 2048
+_MAX_PREFIXES = 64
+_MAX_NAMES = 1024
+_MAX_KEY = 64
 
 
 def _names_under(prefix: str) -> dict[str, str]:
@@ -178,11 +181,13 @@ def _names_under(prefix: str) -> dict[str, str]:
 
 
 def _new_name(names: dict[str, str], prefix: str, key: str) -> str:
-    """A key's column under `prefix` ("" when the key gives no name), now cached."""
-    if len(names) >= _MAX_NAMES:
-        names.clear()
+    """A key's column under `prefix` ("" when the key gives no name), cached in `names`."""
     name = snake_case(key)
-    column = names[key] = prefix + name if name else ""
+    column = prefix + name if name else ""
+    if len(key) <= _MAX_KEY:
+        if len(names) >= _MAX_NAMES:
+            names.clear()
+        names[key] = column
     return column
 
 
