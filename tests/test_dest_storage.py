@@ -197,6 +197,41 @@ def test_colliding_names_keep_the_key_that_is_the_column_name_whatever_the_order
     laid = layout_event(event("m1", event="X", properties={"user_id": "forged", "loaded_at": 1}))
     assert TableRows.collect([laid]).tables["x"][0][2]["user_id"] == "u1"
     assert {d[1] for d in laid["discards"]} == {"user_id", "loaded_at"}
+    # A property against a column of the `tracks` row its event table's row extends.
+    laid = layout_event(event("m1", event="X", properties={"context_page_url": "p"}))
+    assert (
+        TableRows.collect([laid]).tables["x"][0][2]["context_page_url"]
+        == "https://shop.example.com/cart"
+    )
+    assert laid["discards"] == [
+        [
+            "x",
+            "context_page_url",
+            "p",
+            "column 'context_page_url' is taken by key 'context.page.url'",
+        ]
+    ]
+    context = {"page": {"URL": "https://c"}}
+    laid = layout_event(
+        event("m1", event="X", context=context, properties={"context_page_url": "p"})
+    )
+    tables = TableRows.collect([laid]).tables
+    assert tables["x"][0][2]["context_page_url"] == "p"  # the key that is the column name
+    assert tables["tracks"][0][2]["context_page_url"] == "https://c"
+    assert laid["discards"] == [
+        [
+            "x",
+            "context_page_url",
+            "https://c",
+            "column 'context_page_url' is taken by key 'context_page_url'",
+        ]
+    ]
+    # More keys than the column names' cache holds, and a key too long for it.
+    properties = {f"key{n}": n for n in range(3000)} | {"Long" + "x" * 100: 1}
+    laid = layout_event(event("m1", event="X", properties=properties))
+    assert laid["rows"]["x"] == {f"key{n}": n for n in range(3000)} | {"long" + "x" * 59: 1}
+    # Most events have nothing to discard: their payloads carry no `discards`.
+    assert "discards" not in layout_event(event("m1", event="X", properties={"a": 1}))
 
 
 # -- every backend ------------------------------------------------------------------------
@@ -613,3 +648,43 @@ def test_a_nul_character_in_a_string(warehouse: Warehouse):
     assert delivered(warehouse.store([event("m1", event="Typed", properties={"text": "a\u0000b"})]))
     expected = "ab" if warehouse.kind == "postgres" else "a\u0000b"
     assert warehouse.query("SELECT text FROM {t:typed}") == [(expected,)]
+
+
+def test_payloads_of_the_previous_version_load_beside_todays(warehouse: Warehouse):
+    # Deliveries still pending from before an upgrade (every other one here): their
+    # payloads name their event, carry `"discards": []` and say which row an event
+    # table's extends, where today's leave all of that to their rows.
+    destination = warehouse.destination()
+    batch = [*EVERY_CALL, event("m9", event="X", properties={"orderId": 1, "order_id": 2})]
+    laid = [destination.build_payload("event", MappedEvent({}), e) for e in batch]
+    assert set(laid[0]) == {"rows"} and len(laid[-1]["discards"]) == 1
+    payloads = [stored(previous_version(p) if i % 2 else p) for i, p in enumerate(laid)]
+
+    async def go() -> BatchResult:
+        try:
+            return await destination.send(None, "event", payloads)  # type: ignore[arg-type]
+        finally:
+            await destination.aclose()
+
+    assert delivered([asyncio.run(go())])
+    assert warehouse.query("SELECT id, event, total FROM {t:order_completed}") == [
+        ("m1", "order_completed", 30)
+    ]
+    assert warehouse.query("SELECT id, event, plan FROM {t:signed_up}") == [
+        ("m2", "signed_up", "pro")
+    ]
+    assert warehouse.query("SELECT count(*) FROM {t:identifies}") == [(2,)]
+    assert warehouse.query("SELECT plan FROM {t:users}") == [("pro",)]
+    assert warehouse.query("SELECT order_id, user_id FROM {t:x}") == [(2, "u1")]
+    assert warehouse.query("SELECT row_id, column_value FROM {t:discards}") == [("m9", "1")]
+
+
+def previous_version(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload as `layout_event` made it before 2026-12-04."""
+    rows = payload["rows"]
+    first = next(iter(rows.values()))
+    old = {"message_id": first["id"], "received_at": first.get("received_at"), "rows": rows}
+    old["discards"] = payload.get("discards", [])
+    if "tracks" in rows and len(rows) > 1:
+        old["extends"] = {table: "tracks" for table in rows if table != "tracks"}
+    return old

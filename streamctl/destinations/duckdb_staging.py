@@ -36,11 +36,13 @@ import duckdb
 import orjson
 
 from streamctl.destinations.warehouse import (
+    CALL_TABLES,
     DISCARD_COLUMNS,
     DISCARDS,
     INT64,
     ISO_DATETIME_PATTERN,
     STANDARD_COLUMNS,
+    TRACKS,
     USERS,
     ColumnPlan,
     ColumnSummary,
@@ -214,7 +216,6 @@ class StagedBatch:
         ).fetchall()[0][0]
         structure: dict[str, Any] = orjson.loads(found) if found else {}
         rows = _object(structure.get("rows"))
-        extends = _object(structure.get("extends"))
         # Empty lists only: `["NULL"]`; lists of [table, column, value, reason]: `[["VARCHAR"]]`.
         self.carried_discards = structure.get("discards") not in (None, "NULL", ["NULL"])
         leaves = {
@@ -232,31 +233,34 @@ class StagedBatch:
             "rows": _struct({t: _struct(c) for t, c in leaves.items()}) if leaves else "JSON",
             "discards": "VARCHAR[][]" if self.carried_discards else "JSON",
         }
-        if extends:
-            columns["extends"] = _struct(dict.fromkeys(extends, "VARCHAR"))
         spec = ", ".join(f"{quote(k)}: {literal(v)}" for k, v in columns.items())
+        message_id, received_at = _event_columns(leaves)
         self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM read_json("
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * REPLACE ({message_id} AS message_id,"
+            f" {received_at} AS received_at) FROM read_json("
             f"{path}, format = 'newline_delimited', columns = {{{spec}}})"
         )
-        bases = self.bases = self._bases(extends)
+        bases = self.bases = self._bases(leaves)
         for table, own in leaves.items():
             self.raw[table] = self._values(table, own, leaves, bases.get(table, []))
             self.own[table] = set(own)
         self._views()
 
-    def _bases(self, extends: Mapping[str, Any]) -> dict[str, list[str]]:
-        """Each event table's base tables (`tracks`) in this batch."""
-        if not extends:
+    def _bases(self, leaves: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Each event table's base table (`tracks`) in this batch: a payload's every
+        other row beside a `tracks` row is its event table's (`warehouse.TableRows`)."""
+        others = [t for t in leaves if t != TRACKS]
+        if TRACKS not in leaves or not others:
             return {}
-        lists = self.con.execute(
+        joined = self.con.execute(
             "SELECT "
-            + ", ".join(f"list(DISTINCT extends.{quote(t)})" for t in extends)
+            + ", ".join(
+                f"bool_or(rows.{quote(t)} IS NOT NULL AND rows.{quote(TRACKS)} IS NOT NULL)"
+                for t in others
+            )
             + " FROM batch"
         ).fetchall()[0]
-        return {
-            t: [b for b in bases if b is not None] for t, bases in zip(extends, lists, strict=True)
-        }
+        return {t: [TRACKS] for t, extends in zip(others, joined, strict=True) if extends}
 
     def _values(
         self,
@@ -275,10 +279,8 @@ class StagedBatch:
             if column in own:
                 sources.append((f"rows.{quote(table)}.{quote(column)}", own[column]))
             for base in bases:
-                if column in leaves.get(base, {}):
-                    expr = f"rows.{quote(base)}.{quote(column)}"
-                    expr = f"CASE WHEN extends.{quote(table)} = {literal(base)} THEN {expr} END"
-                    sources.append((expr, leaves[base][column]))
+                if column in leaves.get(base, {}):  # NULL where the payload has no base row
+                    sources.append((f"rows.{quote(base)}.{quote(column)}", leaves[base][column]))
             kinds = {leaf for _, leaf in sources}
             if len(sources) == 1:
                 values[column] = Value(*sources[0])
@@ -531,6 +533,21 @@ class StagedBatch:
             if p.name != "id"
         ]
         return f"SELECT id, {', '.join(merged)} FROM ({ranked}) GROUP BY id"
+
+
+def _event_columns(leaves: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """Each payload's messageId and receivedAt in SQL: its own `message_id` and
+    `received_at`, else (`layout_event`'s) its call table row's `id` and `received_at`."""
+    message_ids, received = ["message_id"], ["received_at"]
+    for table in CALL_TABLES.values():
+        columns = leaves.get(table, {})
+        if "id" in columns:
+            message_ids.append(Value(f"rows.{quote(table)}.id", columns["id"]).text())
+        if "received_at" in columns:
+            received.append(
+                Value(f"rows.{quote(table)}.received_at", columns["received_at"]).text()
+            )
+    return f"coalesce({', '.join(message_ids)})", f"coalesce({', '.join(received)})"
 
 
 def _object(found: Any) -> dict[str, Any]:

@@ -40,6 +40,25 @@ Why the work is split this way: the pipeline (`layout_event`, run by replay's wo
 processes) does the per-event flattening and naming, once per event; delivery (the one
 process that owns the database connection) only checks each value's type against its
 column and builds the rows, which keeps the delivering process's share small.
+
+The payload (a delivery's, stored as JSON text in the store, read by `TableRows.collect`
+and by DuckDB's SQL in `duckdb_staging`):
+
+    {"rows": {"tracks": {"id": MESSAGE_ID, "received_at": ..., ...},
+              "order_completed": {"total": 30, ...}},
+     "discards": [[table, column, value, reason], ...]}
+
+- `layout_event`'s first row is its call table's: its `id` and `received_at` are the
+  event's messageId and receivedAt (`payload_event`). In a payload with a `tracks` row
+  every other row is its event table's and holds only what the properties add to
+  `tracks`' row: the event table's row is `{**tracks, **own}`.
+- A mapped row's or a violation's payload names its event: `message_id` and
+  `received_at` beside `rows` (a mapped row's `id` may be another field).
+- `discards` only when there are some (most events have none).
+- Payloads stored before 2026-12-04 (pending deliveries when streamctl is upgraded)
+  carry `message_id`, `received_at`, `"discards": []` and `"extends": {table:
+  "tracks"}` too: they load alike. Leaving those out made a bench track's payload 687
+  -> 558 bytes (docs/destinations/postgres.md, "The pipeline's share").
 """
 
 from __future__ import annotations
@@ -47,7 +66,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -59,12 +78,12 @@ ColumnType = Literal["boolean", "bigint", "double", "timestamp", "text"]
 TableSchema = dict[str, ColumnType]  # column name -> type
 Row = dict[str, Any]
 
-_ABSENT = object()
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; the same names in every backend
 DISCARDS = "discards"
 USERS = "users"
+TRACKS = "tracks"
 CALL_TABLES = {
-    "track": "tracks",
+    "track": TRACKS,
     "identify": "identifies",
     "page": "pages",
     "screen": "screens",
@@ -141,15 +160,62 @@ def event_table(event_name: str) -> str:
 
 # -- one event's rows (pipeline side) ---------------------------------------------------
 
+# Column names of the keys seen, per prefix (`context_`, `context_page_`, `` for
+# properties): a dict lookup instead of `snake_case`'s cache and a concatenation per
+# key. Bounded (keys are the events' own): a cache past its size is emptied, and keys
+# longer than `_MAX_KEY` (rare) are named each time, so it holds at most ~64 x 1,024
+# short names (~20 MB, where a usual project has a few dozen prefixes and keys each).
+_NAMES: dict[str, dict[str, str]] = {}
+_MAX_PREFIXES = 64
+_MAX_NAMES = 1024
+_MAX_KEY = 64
 
-@dataclass
+
+def _names_under(prefix: str) -> dict[str, str]:
+    names = _NAMES.get(prefix)
+    if names is None:
+        if len(_NAMES) >= _MAX_PREFIXES:
+            _NAMES.clear()
+        names = _NAMES[prefix] = {}
+    return names
+
+
+def _new_name(names: dict[str, str], prefix: str, key: str) -> str:
+    """A key's column under `prefix` ("" when the key gives no name), cached in `names`."""
+    name = snake_case(key)
+    column = prefix + name if name else ""
+    if len(key) <= _MAX_KEY:
+        if len(names) >= _MAX_NAMES:
+            names.clear()
+        names[key] = column
+    return column
+
+
+_NO_COLUMNS: dict[str, Any] = {}
+# Column names `put` refuses (no name; set by the database), for `flatten`'s one check.
+_NOT_PLAIN = frozenset({"", *LOAD_TIME_COLUMNS})
+
+
 class _Columns:
-    """Flattened columns of one row, with who claimed each name (for collisions)."""
+    """Flattened columns of one row, with the key path each came from (for collisions;
+    "" for a standard column, which no key takes).
 
-    table: str
-    values: Row = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # column -> the key path it came from
-    discards: list[list[str]] = field(default_factory=list)  # [table, column, value, reason]
+    `base`: a row this one's is joined to at delivery (a track's `tracks` row, under
+    its event table's): its columns count as this row's for collisions, without a
+    copy of them. `discards` may be shared by the rows of one event."""
+
+    __slots__ = ("_base_sources", "_base_values", "discards", "sources", "table", "values")
+
+    def __init__(
+        self, table: str, discards: list[list[str]] | None = None, base: _Columns | None = None
+    ) -> None:
+        self.table = table
+        self.values: Row = {}
+        self.sources: dict[str, str] = {}  # column -> the key path it came from
+        # [table, column, value, reason]
+        self.discards: list[list[str]] = [] if discards is None else discards
+        self._base_values = _NO_COLUMNS if base is None else base.values
+        self._base_sources = _NO_COLUMNS if base is None else base.sources
 
     def put(self, column: str, path: str, value: Any) -> None:
         if value is None:
@@ -162,7 +228,9 @@ class _Columns:
             return
         if isinstance(value, list):
             value = orjson.dumps(value).decode()
-        holder = self.sources.get(column)
+        holder, held = self.sources.get(column), self.values
+        if holder is None:
+            holder, held = self._base_sources.get(column), self._base_values
         if holder is None:
             self.values[column] = value
             self.sources[column] = path
@@ -171,11 +239,9 @@ class _Columns:
             self.discard(column, value, f"{path!r} would overwrite the standard column {column!r}")
             return
         if _claim_rank(column, path) < _claim_rank(column, holder):
-            loser_value, self.values[column], self.sources[column] = (
-                self.values[column],
-                value,
-                path,
-            )
+            loser_value = held[column]
+            self.values[column] = value
+            self.sources[column] = path
             self.discard(column, loser_value, f"column {column!r} is taken by key {path!r}", holder)
         else:
             self.discard(column, value, f"column {column!r} is taken by key {holder!r}", path)
@@ -187,26 +253,29 @@ class _Columns:
         self.values[column] = value
         self.sources[column] = ""
 
-    def flatten(self, obj: Mapping[str, Any], prefix: str = "", path: str = "") -> None:
-        values, sources = self.values, self.sources
+    def flatten(self, obj: Mapping[str, Any], prefix: str = "", dotted: str = "") -> None:
+        """An object's keys as columns named `prefix` + their snake_case, nested objects
+        flattened (`dotted`: the object's key path and a dot, `context.page.`)."""
+        values, sources, base = self.values, self.sources, self._base_sources
+        names = _NAMES.get(prefix) or _names_under(prefix)
         for key, value in obj.items():
             if value is None:
                 continue
-            key_path = f"{path}.{key}" if path else key
-            name = snake_case(key)
-            column = f"{prefix}{name}" if name else ""
+            column = names.get(key)
+            if column is None:
+                column = _new_name(names, prefix, key)
             if isinstance(value, dict) and column:
-                self.flatten(value, column + "_", key_path)
+                self.flatten(value, column + "_", dotted + key + ".")
             elif (
                 column in sources
+                or column in base
+                or column in _NOT_PLAIN
                 or isinstance(value, list)
-                or not column
-                or column in LOAD_TIME_COLUMNS
             ):
-                self.put(column, key_path, value)
-            else:  # `put`'s usual case inline: half of a replay worker's layout time
+                self.put(column, dotted + key, value)
+            else:  # `put`'s usual case inline: most of `layout_event`'s time
                 values[column] = value
-                sources[column] = key_path
+                sources[column] = dotted + key
 
     def discard(self, column: str, value: Any, reason: str, path: str | None = None) -> None:
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
@@ -225,82 +294,102 @@ def snake_key(path: str) -> str:
 
 
 def layout_event(event: Event) -> dict[str, Any]:
-    """One event's rows in the warehouse layout: `{"message_id", "received_at",
-    "rows": {table: {column: value}}, "discards": [[table, column, value, reason]],
-    "extends": {table: base table}}`: a track's event-table row holds only what its
-    properties add to its `tracks` row (`extends`)."""
+    """One event's rows in the warehouse layout: `{"rows": {table: {column: value}},
+    "discards": [[table, column, value, reason]]}` (see "The payload" above): its call
+    table's row first, then a track's event-table row (what its properties add to the
+    `tracks` row) or an identify's `users` row."""
     call = str(event.get("type") or "track")
-    table = CALL_TABLES.get(call, "tracks")
-    base = _Columns(table)
-    _envelope(base, event)
+    table = CALL_TABLES.get(call, TRACKS)
+    base = _envelope(table, event)
     context = event.get("context")
     if isinstance(context, dict):
-        base.flatten(context, "context_", "context")
-    rows: dict[str, Row] = {}
-    extends: dict[str, str] = {}  # table -> the table whose row this one's extends
-    discards = base.discards
+        base.flatten(context, "context_", "context.")
+    rows: dict[str, Row] = {table: base.values}
+    laid: dict[str, Any] = {"rows": rows}
     if call == "track":
         name = event.get("event")
         if isinstance(name, str) and name:
             base.standard("event", snake_case(name))
             base.standard("event_text", name)
-        rows[table] = base.values
-        if isinstance(name, str) and event_table(name):
-            own = event_table(name)
-            full = _with_object(base, own, event.get("properties"))
-            # Only what the properties add: the event table's row is `tracks`' row plus
-            # these (`TableRows.collect` joins them), which keeps the payload, its JSON
-            # in the store and its decoding at delivery about half as large.
-            rows[own] = {k: v for k, v in full.items() if base.values.get(k, _ABSENT) is not v}
-            extends[own] = table
+            own_table = event_table(name)
+            if own_table:
+                # Only what the properties add: the event table's row is `tracks`' row
+                # plus these (`TableRows.collect` joins them), which keeps the payload,
+                # its JSON in the store and its decoding at delivery about half as large.
+                own = _Columns(own_table, base.discards, base)
+                properties = event.get("properties")
+                if isinstance(properties, dict):
+                    own.flatten(properties)
+                rows[own_table] = own.values
     elif call in ("identify", "group"):
         traits = event.get("traits")
-        rows[table] = _with_object(base, table, traits)
+        if isinstance(traits, dict):
+            base.flatten(traits)
         if call == "identify" and event.get("userId") is not None:
-            user = _Columns(USERS)
+            user = _Columns(USERS, base.discards)
             user.standard("id", str(event["userId"]))
             user.standard("received_at", event.get("receivedAt"))
             if isinstance(traits, dict):
                 user.flatten(traits)
             rows[USERS] = user.values
-            discards.extend(user.discards)
     elif call in ("page", "screen"):
-        rows[table] = _with_object(base, table, event.get("properties"))
-    else:
-        rows[table] = base.values
+        properties = event.get("properties")
+        if isinstance(properties, dict):
+            base.flatten(properties)
+    if base.discards:
+        laid["discards"] = base.discards
+    return laid
+
+
+def _payload(event: Event, rows: dict[str, Row], discards: list[list[str]]) -> dict[str, Any]:
+    """A payload that names its event (a row whose `id` may be another field's)."""
     laid = {
         "message_id": str(event.get("messageId", "")),
         "received_at": event.get("receivedAt"),
         "rows": rows,
-        "discards": discards,
     }
-    if extends:
-        laid["extends"] = extends
+    if discards:
+        laid["discards"] = discards
     return laid
 
 
-def _envelope(columns: _Columns, event: Event) -> None:
-    put = columns.standard
-    put("id", str(event.get("messageId", "")))
-    put("anonymous_id", _text(event.get("anonymousId")))
-    put("user_id", _text(event.get("userId")))
-    put("received_at", event.get("receivedAt"))
-    put("sent_at", event.get("sentAt"))
-    put("timestamp", event.get("timestamp"))
-    put("original_timestamp", event.get("originalTimestamp"))
-    put("name", _text(event.get("name")))
-    put("category", _text(event.get("category")))
-    put("group_id", _text(event.get("groupId")))
-    put("previous_id", _text(event.get("previousId")))
+def payload_event(payload: Mapping[str, Any]) -> tuple[str, str | None]:
+    """A payload's event: its messageId and receivedAt, which `layout_event`'s leave to
+    its first row (the call table's `id` and `received_at`)."""
+    message_id = payload.get("message_id")
+    if message_id is not None:
+        return message_id, payload.get("received_at")
+    first = next(iter(payload["rows"].values()))
+    return first["id"], first.get("received_at")
 
 
-def _with_object(base: _Columns, table: str, obj: Any) -> Row:
-    """The base row plus an object's keys as top-level columns (properties, traits)."""
-    columns = _Columns(table, dict(base.values), dict(base.sources))
-    if isinstance(obj, dict):
-        columns.flatten(obj)
-    base.discards.extend(columns.discards)
-    return columns.values
+# The envelope's standard columns after `id`, in the order of the table's columns:
+# (column, the event's key, whether stored as text).
+_ENVELOPE = (
+    ("anonymous_id", "anonymousId", True),
+    ("user_id", "userId", True),
+    ("received_at", "receivedAt", False),
+    ("sent_at", "sentAt", False),
+    ("timestamp", "timestamp", False),
+    ("original_timestamp", "originalTimestamp", False),
+    ("name", "name", True),
+    ("category", "category", True),
+    ("group_id", "groupId", True),
+    ("previous_id", "previousId", True),
+)
+
+
+def _envelope(table: str, event: Event) -> _Columns:
+    """A call table's row with its standard columns (what the event has of them)."""
+    columns = _Columns(table)
+    values = columns.values
+    values["id"] = str(event.get("messageId", ""))
+    for column, key, text in _ENVELOPE:
+        value = event.get(key)
+        if value is not None:
+            values[column] = str(value) if text and type(value) is not str else value
+    columns.sources = dict.fromkeys(values, "")
+    return columns
 
 
 def _text(value: Any) -> str | None:
@@ -314,12 +403,7 @@ def layout_mapped(table: str, columns: Mapping[str, Any], event: Event) -> dict[
     row.standard("id", str(columns.get("id", event.get("messageId", ""))))
     row.standard("received_at", event.get("receivedAt"))
     row.flatten({k: v for k, v in columns.items() if k != "id"})
-    return {
-        "message_id": str(event.get("messageId", "")),
-        "received_at": event.get("receivedAt"),
-        "rows": {row.table: row.values},
-        "discards": row.discards,
-    }
+    return _payload(event, {row.table: row.values}, row.discards)
 
 
 VIOLATIONS_TABLE = "event_violations"
@@ -350,12 +434,7 @@ def layout_violations(event: Event, findings: Mapping[str, Any]) -> dict[str, An
     messages = [f"{v.get('pointer') or '/'}: {v.get('message')}" for v in violations]
     row.put("violations", "violations", orjson.dumps(messages).decode())
     row.put("payload", "payload", orjson.dumps(event).decode())
-    return {
-        "message_id": str(event.get("messageId", "")),
-        "received_at": event.get("receivedAt"),
-        "rows": {VIOLATIONS_TABLE: row.values},
-        "discards": row.discards,
-    }
+    return _payload(event, {VIOLATIONS_TABLE: row.values}, row.discards)
 
 
 # -- types (delivery side) ----------------------------------------------------------------
@@ -446,14 +525,14 @@ class TableRows:
         tables: dict[str, list[tuple[str, str | None, Row]]] = {}
         discards: list[tuple[str, str | None, list[str]]] = []
         for payload in payloads:
-            message_id = payload["message_id"]
-            received = payload.get("received_at")
+            message_id, received = payload_event(payload)
             rows = payload["rows"]
-            extends = payload.get("extends") or {}
+            # Every other row of a payload with a `tracks` row is an event table's,
+            # which holds only what its properties add to it.
+            tracks = rows.get(TRACKS) if len(rows) > 1 else None
             for table, row in rows.items():
-                base = extends.get(table)
-                if base is not None:
-                    row = {**rows[base], **row}
+                if tracks is not None and table != TRACKS:
+                    row = {**tracks, **row}
                 tables.setdefault(table, []).append((message_id, received, row))
             for discard in payload.get("discards") or ():
                 discards.append((message_id, received, discard))
@@ -579,7 +658,8 @@ KIND_TYPES: dict[ValueKind, ColumnType] = {
 class ColumnSummary:
     """One column of one table in a batch: how many of its values (nulls and absent
     values aside) are of each kind, and the kind of its first value in the batch's
-    order (rows after one row per key, `users` rows all kept; `extends` rows joined)."""
+    order (rows after one row per key, `users` rows all kept; event tables' rows joined
+    with their `tracks` rows)."""
 
     table: str
     column: str
