@@ -26,6 +26,7 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -170,30 +171,62 @@ class PostgresBackend:
 
     def load(self, plan: LoadPlan) -> None:
         try:
-            self._load(plan, retried=False)
+            self._copy(plan)
+            return
         except psycopg.errors.UniqueViolation:
-            self._load(plan, retried=True)
+            pass  # a retried batch: some of its rows' keys are taken
+        except psycopg.DataError as exc:
+            if exc.sqlstate is not None:
+                raise  # the server refused a value (Feb 30): the engine splits the batch
+            # psycopg's own: a string holds U+0000, which COPY cannot carry
+        self._insert_skipping_taken(plan)
 
-    def _load(self, plan: LoadPlan, *, retried: bool) -> None:
+    def _copy(self, plan: LoadPlan) -> None:
+        """The batch as one transaction: a COPY per table, then the `users` upsert."""
         loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
-        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        with self._transaction() as conn:
+            cursor = conn.cursor()
             for load in loads:
-                for part in _json_parts(load.rows):
-                    conn.execute(self._insert(load, retried), [part])
+                self._copy_table(cursor, load)
             if plan.users is not None:
                 for part in _json_parts(plan.users.rows):
                     conn.execute(self._upsert_users(plan.users), [part])
 
-    def _insert(self, load: TableLoad, retried: bool) -> sql.Composed:
+    def _copy_table(self, cursor: psycopg.Cursor[Any], load: TableLoad) -> None:
+        table, names = self._table(load.name), _names(load.columns)
+        rows = load.tuples()
+        parts = [_csv(rows[n : n + CSV_ROWS]) for n in range(0, len(rows), CSV_ROWS)]
+        if all(part is not None for part in parts):
+            statement = sql.SQL(
+                "COPY {} ({}) FROM STDIN (FORMAT csv, NULL 'null', ESCAPE '\\')"
+            ).format(table, names)
+            with cursor.copy(statement) as copy:
+                for part in parts:
+                    copy.write(part)  # type: ignore[arg-type]
+            return
+        # A string with a control character: psycopg formats each row.
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _insert_skipping_taken(self, plan: LoadPlan) -> None:
+        """The batch again, a row whose key is taken skipped (`ON CONFLICT DO NOTHING`,
+        which COPY lacks), as JSON arrays in one pipelined transaction."""
+        loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            for load in loads:
+                for part in _json_parts(load.rows):
+                    conn.execute(self._insert(load), [part])
+            if plan.users is not None:
+                for part in _json_parts(plan.users.rows):
+                    conn.execute(self._upsert_users(plan.users), [part])
+
+    def _insert(self, load: TableLoad) -> sql.Composed:
         names = _names(load.columns)
         return sql.SQL(
             "INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset("
-            "NULL::{table}, %s){skip}"
-        ).format(
-            table=self._table(load.name),
-            names=names,
-            skip=sql.SQL(" ON CONFLICT DO NOTHING" if retried else ""),
-        )
+            "NULL::{table}, %s) ON CONFLICT DO NOTHING"
+        ).format(table=self._table(load.name), names=names)
 
     def _upsert_users(self, load: TableLoad) -> sql.Composed:
         """Each trait's latest non-null value: a later identify overwrites, an earlier
@@ -230,6 +263,25 @@ class PostgresBackend:
 
 
 SAMPLE_ROWS = 64  # rows serialized first to tell a batch's bytes per row
+
+
+CSV_ROWS = 1000  # rows per `_csv` part: a few MB at most, even near the 32 KB event limit
+_ESCAPE = re.compile(rb"\\[bfnrtu]")  # a JSON escape of a control character, or `\\` + letter
+
+
+def _csv(rows: list[tuple[Any, ...]]) -> bytes | None:
+    """Rows of scalars (str, int, float, bool, None) as the CSV that `COPY ... (FORMAT
+    csv, NULL 'null', ESCAPE '\\')` reads, made by orjson; None when a string holds a
+    control character (JSON writes it as `\n`, which CSV would read as two characters).
+
+    Each row is a JSON array on a line of its own (a JSON text holds no line break):
+    taking the brackets off makes it a CSV line, `"a\\"b",1,null` (CSV's quoted
+    strings with `\\` escaping `"` and itself, as JSON's; `null` unquoted is NULL,
+    `"null"` a string). Measured on 5,000 bench events (see the module docstring)."""
+    data = b"\n".join(map(orjson.dumps, rows))
+    if _ESCAPE.search(data) and _ESCAPE.search(data.replace(b"\\\\", b"")):
+        return None  # (the second look: `\\` + letter is an escaped backslash, not a control)
+    return data.replace(b"]\n[", b"\n")[1:-1] + b"\n"
 
 
 def _json_parts(rows: list[Row]) -> list[Json]:
