@@ -2,20 +2,23 @@
 
 The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's part:
 
-- A batch is one transaction of one `INSERT ... SELECT ... FROM
-  json_populate_recordset(%s)` per table, the table's rows as one JSON array (one
-  `orjson.dumps`), sent in pipeline mode: one round trip. A retried batch finds its
-  rows' keys taken (a unique violation): the transaction is rolled back and the batch
-  loaded again with `ON CONFLICT DO NOTHING` (which costs the server ~30% more per
-  row, so only a retry pays it). `users` is upserted with `ON CONFLICT DO UPDATE`,
-  keeping each trait's latest non-null value, in `id` order.
-  Why not COPY (what this module did first): formatting rows for COPY in Python
-  (`write_row`) held the delivering process's GIL for ~0.3 s per 20,000 bench events,
-  where the JSON arrays take ~0.1 s; the server parses JSON at about twice COPY's cost
-  (~0.35 vs ~0.2 s), but in its own process. COPY with savepoints also took ~30
-  round trips a batch, each a wait for the server to be scheduled on a loaded machine.
-  (py-spy --gil over a 50,000-event replay: the backend's load 10% -> 5% of the
-  delivering process's GIL time; docs/destinations/postgres.md has the replays.)
+- A batch is one transaction of one `COPY ... FROM STDIN (FORMAT csv)` per table and
+  the `users` upsert. The CSV is made by orjson (`_csv`: each row a JSON array on a
+  line of its own, brackets taken off), so no Python runs per value. A retried batch
+  finds its rows' keys taken (a unique violation): the transaction is rolled back and
+  the batch loaded again as JSON arrays, `INSERT ... SELECT FROM
+  json_populate_recordset(%s) ON CONFLICT DO NOTHING` (COPY has no ON CONFLICT), one
+  pipelined round trip. `users` is upserted that way every time (`ON CONFLICT DO
+  UPDATE`), keeping each trait's latest non-null value, in `id` order.
+  Why COPY in CSV (measured in-process on 20,000 bench events, one connection, and in
+  replays of 50,000 beside the JSON load in alternating rounds): PostgreSQL parses
+  COPY's rows at about half the CPU of `json_populate_recordset`'s (5.5 against 10.5
+  us an event; in replays 10 against 15 us an event of server CPU); psycopg's
+  `write_row` per row cost the delivering process 2 us an event more than the JSON,
+  the CSV by orjson about 1 more (`tuples` and `_csv`). A string with a control
+  character (JSON writes `\n`, CSV would read two characters) sends its table's
+  rows through `write_row`, and one with U+0000 (which COPY cannot carry) the batch
+  through the JSON path, which drops that character.
 - Schema changes run in their own transaction under a transaction-level advisory
   lock on the schema's name: two processes adding the same table or column wait for
   each other, and the second finds the work done (`CREATE TABLE IF NOT EXISTS` alone
