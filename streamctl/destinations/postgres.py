@@ -46,11 +46,7 @@ class PostgresDestination(StorageDestination):
             WIDEN_TO_TEXT,
         ),
         event_types=STORAGE_EVENT_TYPES,
-        # 4 batches in flight (delivery.concurrency) fit a lane's 20,000 deliveries with
-        # room to spare: at 5,000 they filled it, and every event arriving meanwhile was
-        # spilled to the store and read back (0.1-0.2 s of the delivering process's CPU
-        # per 50,000-event replay, measured beside 5,000 in alternating rounds).
-        batch_size=4000,
+        batch_size=5000,
         max_batch_size=10_000,
         identity="messageId (every table's key)",
     )
