@@ -14,8 +14,8 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
   replays of 50,000 beside the JSON load in alternating rounds): PostgreSQL parses
   COPY's rows at about half the CPU of `json_populate_recordset`'s (5.5 against 10.5
   us an event; in replays 10 against 15 us an event of server CPU); psycopg's
-  `write_row` per row cost the delivering process 2 us an event more than the JSON,
-  the CSV by orjson about 1 more (`tuples` and `_csv`). A string with a control
+  `write_row` per row cost the delivering process 2.5-3 us an event more than the
+  JSON, the CSV by orjson 1.5-2 more (`tuples` and `_csv`). A string with a control
   character (JSON writes `\n`, CSV would read two characters) sends its table's
   rows through `write_row`, and one with U+0000 (which COPY cannot carry) the batch
   through the JSON path, which drops that character.

@@ -425,7 +425,7 @@ class TableLoad:
         """The rows as tuples in `columns` order (None where a row has no value), in no
         particular order: first the rows whose keys are `columns` in that order (most,
         in a batch of one source's events), taken as they are without a Python step
-        per row (~1 us an event less to load 5,000 bench events), then the others."""
+        per row (a COPY of 5,000 bench events: 5.4 -> 5.0 us an event), then the others."""
         columns = tuple(self.columns)
         whole = list(map(columns.__eq__, map(tuple, self.rows)))
         rows = list(map(tuple, map(dict.values, compress(self.rows, whole))))
