@@ -143,3 +143,34 @@ def test_a_large_batch_is_cut_into_parts_serialized_once(monkeypatch: pytest.Mon
     serialized.clear()
     assert len(postgres_backend._json_parts(rows[:200])) == 1
     assert serialized == [postgres_backend.SAMPLE_ROWS, 200]
+
+
+# Strings CSV and JSON quote differently, and the values CSV's `null` could be taken for.
+AWKWARD = [
+    'a,b', 'say "hi"', "back\\slash", "ends\\", '\\"', '"', "", "null", "NULL", " pad ",
+    "é漢字🙂", "\\.", "[[1,2],[3,4]]", "],[", "\u2028", "it's", "C:\\new",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("control", ["", "line\nbreak", "tab\there"])
+def test_strings_reach_their_columns_as_they_were_sent(
+    tmp_path: Path, postgres_url: str, control: str
+) -> None:
+    """Every string comes back as sent, with the batch's other values (numbers, booleans,
+    timestamps); a control character in one (JSON writes `\\n`, which CSV would read as
+    two characters) sends its table's rows the other way, with the same result."""
+    warehouse = Warehouse("postgres", tmp_path, postgres_url)
+    texts = [*AWKWARD, control] if control else AWKWARD
+    batch = [
+        event(f"m{n}", event="Typed", properties={"text": text, "n": n, "ok": n % 2 == 0})
+        for n, text in enumerate(texts)
+    ]
+    if control:  # with and without a control character, so both ways are taken
+        assert postgres_backend._csv([(text,) for text in texts]) is None
+    assert postgres_backend._csv([(text,) for text in AWKWARD]) is not None
+    destination = warehouse.destination()
+    destination.load(payloads(destination, batch))
+    asyncio.run(destination.aclose())
+    rows = warehouse.query("SELECT id, text, n, ok, received_at FROM {t:typed} ORDER BY n")
+    assert [(r[1], r[2], r[3]) for r in rows] == [(t, n, n % 2 == 0) for n, t in enumerate(texts)]
+    assert all(isinstance(r[4], datetime) for r in rows)

@@ -2,20 +2,23 @@
 
 The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's part:
 
-- A batch is one transaction of one `INSERT ... SELECT ... FROM
-  json_populate_recordset(%s)` per table, the table's rows as one JSON array (one
-  `orjson.dumps`), sent in pipeline mode: one round trip. A retried batch finds its
-  rows' keys taken (a unique violation): the transaction is rolled back and the batch
-  loaded again with `ON CONFLICT DO NOTHING` (which costs the server ~30% more per
-  row, so only a retry pays it). `users` is upserted with `ON CONFLICT DO UPDATE`,
-  keeping each trait's latest non-null value, in `id` order.
-  Why not COPY (what this module did first): formatting rows for COPY in Python
-  (`write_row`) held the delivering process's GIL for ~0.3 s per 20,000 bench events,
-  where the JSON arrays take ~0.1 s; the server parses JSON at about twice COPY's cost
-  (~0.35 vs ~0.2 s), but in its own process. COPY with savepoints also took ~30
-  round trips a batch, each a wait for the server to be scheduled on a loaded machine.
-  (py-spy --gil over a 50,000-event replay: the backend's load 10% -> 5% of the
-  delivering process's GIL time; docs/destinations/postgres.md has the replays.)
+- A batch is one transaction of one `COPY ... FROM STDIN (FORMAT csv)` per table and
+  the `users` upsert. The CSV is made by orjson (`_csv`: each row a JSON array on a
+  line of its own, brackets taken off), so no Python runs per value. A retried batch
+  finds its rows' keys taken (a unique violation): the transaction is rolled back and
+  the batch loaded again as JSON arrays, `INSERT ... SELECT FROM
+  json_populate_recordset(%s) ON CONFLICT DO NOTHING` (COPY has no ON CONFLICT), one
+  pipelined round trip. `users` is upserted that way every time (`ON CONFLICT DO
+  UPDATE`), keeping each trait's latest non-null value, in `id` order.
+  Why COPY in CSV (measured in-process on 20,000 bench events, one connection, and in
+  replays of 50,000 beside the JSON load in alternating rounds): PostgreSQL parses
+  COPY's rows at about half the CPU of `json_populate_recordset`'s (5.5 against 10.5
+  us an event; in replays 10 against 15 us an event of server CPU); psycopg's
+  `write_row` per row cost the delivering process 2.5-3 us an event more than the
+  JSON, the CSV by orjson 1.5-2 more (`tuples` and `_csv`). A string with a control
+  character (JSON writes `\n`, CSV would read two characters) sends its table's
+  rows through `write_row`, and one with U+0000 (which COPY cannot carry) the batch
+  through the JSON path, which drops that character.
 - Schema changes run in their own transaction under a transaction-level advisory
   lock on the schema's name: two processes adding the same table or column wait for
   each other, and the second finds the work done (`CREATE TABLE IF NOT EXISTS` alone
@@ -26,6 +29,7 @@ The layout, types and discards are `warehouse`'s; this module holds PostgreSQL's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -170,30 +174,62 @@ class PostgresBackend:
 
     def load(self, plan: LoadPlan) -> None:
         try:
-            self._load(plan, retried=False)
+            self._copy(plan)
+            return
         except psycopg.errors.UniqueViolation:
-            self._load(plan, retried=True)
+            pass  # a retried batch: some of its rows' keys are taken
+        except psycopg.DataError as exc:
+            if exc.sqlstate is not None:
+                raise  # the server refused a value (Feb 30): the engine splits the batch
+            # psycopg's own: a string holds U+0000, which COPY cannot carry
+        self._insert_skipping_taken(plan)
 
-    def _load(self, plan: LoadPlan, *, retried: bool) -> None:
+    def _copy(self, plan: LoadPlan) -> None:
+        """The batch as one transaction: a COPY per table, then the `users` upsert."""
         loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
-        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        with self._transaction() as conn:
+            cursor = conn.cursor()
             for load in loads:
-                for part in _json_parts(load.rows):
-                    conn.execute(self._insert(load, retried), [part])
+                self._copy_table(cursor, load)
             if plan.users is not None:
                 for part in _json_parts(plan.users.rows):
                     conn.execute(self._upsert_users(plan.users), [part])
 
-    def _insert(self, load: TableLoad, retried: bool) -> sql.Composed:
+    def _copy_table(self, cursor: psycopg.Cursor[Any], load: TableLoad) -> None:
+        table, names = self._table(load.name), _names(load.columns)
+        rows = load.tuples()
+        parts = [_csv(rows[n : n + CSV_ROWS]) for n in range(0, len(rows), CSV_ROWS)]
+        if all(part is not None for part in parts):
+            statement = sql.SQL(
+                "COPY {} ({}) FROM STDIN (FORMAT csv, NULL 'null', ESCAPE '\\')"
+            ).format(table, names)
+            with cursor.copy(statement) as copy:
+                for part in parts:
+                    copy.write(part)  # type: ignore[arg-type]
+            return
+        # A string with a control character: psycopg formats each row.
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def _insert_skipping_taken(self, plan: LoadPlan) -> None:
+        """The batch again, a row whose key is taken skipped (`ON CONFLICT DO NOTHING`,
+        which COPY lacks), as JSON arrays in one pipelined transaction."""
+        loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
+        with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            for load in loads:
+                for part in _json_parts(load.rows):
+                    conn.execute(self._insert(load), [part])
+            if plan.users is not None:
+                for part in _json_parts(plan.users.rows):
+                    conn.execute(self._upsert_users(plan.users), [part])
+
+    def _insert(self, load: TableLoad) -> sql.Composed:
         names = _names(load.columns)
         return sql.SQL(
             "INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset("
-            "NULL::{table}, %s){skip}"
-        ).format(
-            table=self._table(load.name),
-            names=names,
-            skip=sql.SQL(" ON CONFLICT DO NOTHING" if retried else ""),
-        )
+            "NULL::{table}, %s) ON CONFLICT DO NOTHING"
+        ).format(table=self._table(load.name), names=names)
 
     def _upsert_users(self, load: TableLoad) -> sql.Composed:
         """Each trait's latest non-null value: a later identify overwrites, an earlier
@@ -230,6 +266,25 @@ class PostgresBackend:
 
 
 SAMPLE_ROWS = 64  # rows serialized first to tell a batch's bytes per row
+
+
+CSV_ROWS = 1000  # rows per `_csv` part: a few MB at most, even near the 32 KB event limit
+_ESCAPE = re.compile(rb"\\[bfnrtu]")  # a JSON escape of a control character, or `\\` + letter
+
+
+def _csv(rows: list[tuple[Any, ...]]) -> bytes | None:
+    """Rows of scalars (str, int, float, bool, None) as the CSV that `COPY ... (FORMAT
+    csv, NULL 'null', ESCAPE '\\')` reads, made by orjson; None when a string holds a
+    control character (JSON writes it as `\n`, which CSV would read as two characters).
+
+    Each row is a JSON array on a line of its own (a JSON text holds no line break):
+    taking the brackets off makes it a CSV line, `"a\\"b",1,null` (CSV's quoted
+    strings with `\\` escaping `"` and itself, as JSON's; `null` unquoted is NULL,
+    `"null"` a string). Measured on 5,000 bench events (see the module docstring)."""
+    data = b"\n".join(map(orjson.dumps, rows))
+    if _ESCAPE.search(data) and _ESCAPE.search(data.replace(b"\\\\", b"")):
+        return None  # (the second look: `\\` + letter is an escaped backslash, not a control)
+    return data.replace(b"]\n[", b"\n")[1:-1] + b"\n"
 
 
 def _json_parts(rows: list[Row]) -> list[Json]:

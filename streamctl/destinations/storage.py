@@ -112,6 +112,7 @@ class StorageDestination(Destination):
         self._backend: WarehouseBackend | StagingBackend | None = None
         self._schema: dict[str, TableSchema] | None = None
         self._lock = threading.Lock()  # the backend's creation and the schema's updates
+        self._planning = threading.Lock()  # see `_plan_and_load`
 
     @abstractmethod
     def open_backend(self) -> WarehouseBackend | StagingBackend:
@@ -200,15 +201,22 @@ class StorageDestination(Destination):
         load: Callable[[_Plan], object],
     ) -> None:
         """Plan against the schema known, let the backend add or widen columns, plan
-        again, until a plan needs no change: then load it."""
+        again, until a plan needs no change: then load it.
+
+        One batch plans at a time (planning holds the GIL anyway): the batches that
+        wait for the first ones of a new schema plan once against the schema those
+        made, instead of each planning every column as new, changing the schema
+        again and planning twice (a replay's first four batches did)."""
         for _ in range(MAX_PLANS):
-            plan = plan_against(self._known_schema(backend))
-            if not plan.changes:
-                load(plan)
-                return
-            evolved = backend.evolve(plan.changes)
-            with self._lock:
-                self._schema = evolved
+            with self._planning:
+                plan = plan_against(self._known_schema(backend))
+                if plan.changes:
+                    evolved = backend.evolve(plan.changes)
+                    with self._lock:
+                        self._schema = evolved
+                    continue
+            load(plan)
+            return
         msg = f"the schema kept changing under {MAX_PLANS} plans of one batch"
         raise RuntimeError(msg)
 

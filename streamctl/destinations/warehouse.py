@@ -67,7 +67,8 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import compress, repeat
+from operator import not_
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
@@ -500,9 +501,15 @@ class TableLoad:
     rows: list[Row]
 
     def tuples(self) -> list[tuple[Any, ...]]:
-        """The rows as tuples in `columns` order (None where a row has no value)."""
-        columns = self.columns
-        return [tuple(map(row.get, columns)) for row in self.rows]
+        """The rows as tuples in `columns` order (None where a row has no value), in no
+        particular order: first the rows whose keys are `columns` in that order (most,
+        in a batch of one source's events), taken as they are without a Python step
+        per row (a COPY of 5,000 bench events: 5.4 -> 5.0 us an event), then the others."""
+        columns = tuple(self.columns)
+        whole = list(map(columns.__eq__, map(tuple, self.rows)))
+        rows = list(map(tuple, map(dict.values, compress(self.rows, whole))))
+        rows += [tuple(map(row.get, columns)) for row in compress(self.rows, map(not_, whole))]
+        return rows
 
 
 @dataclass
@@ -568,6 +575,7 @@ def plan_load(
     tables: dict[str, TableLoad] = {}
     users: TableLoad | None = None
     patches: list[tuple[list[Row], str, list[Any]]] = []  # rows, column, its new values
+    timestamps: set[str] = set()  # date-time strings checked, for the tables that repeat them
     discards: list[tuple[Any, ...]] = [
         (*discard, message_id, received) for message_id, received, discard in batch.discards
     ]
@@ -582,14 +590,14 @@ def plan_load(
         types: list[ColumnType] = []
         for column, kinds in present.items():
             target = planned.get(column)
-            if target is not None and _TAKES[target].issuperset(kinds) and target in _ANY_VALUE:
+            if target is None:
+                planned[column] = target = _new_column_type(column, rows, kinds, timestamps)
+                changes.append(SchemaChange(table, column, target))
+            if target in _ANY_VALUE and _TAKES[target].issuperset(kinds):
                 types.append(target)  # every value fits: no need to look at each
                 continue
             column_values = list(map(dict.get, rows, repeat(column)))  # no Python frame per row
-            if target is None:
-                planned[column] = target = _new_column_type(column, column_values)
-                changes.append(SchemaChange(table, column, target))
-            if not _all_fit(column_values, target):
+            if not _all_fit(column_values, target, timestamps):
                 target, replaced = _column_values(
                     table, column, target, column_values, entries, discards, widen_to_text
                 )
@@ -798,29 +806,46 @@ def _value_types(table: str, rows: Sequence[Row]) -> dict[str, set[type]]:
     return present  # (a row without a column holds None there, which every column takes)
 
 
-def _all_fit(values: list[Any], target: ColumnType) -> bool:
+def _all_fit(values: list[Any], target: ColumnType, timestamps: set[str]) -> bool:
+    """Whether every value is of a type `target` takes as it is; a timestamp column's
+    strings must be date-times, each distinct one matched once (a replay's
+    `received_at` repeats across a batch, an event table's rows repeat their `tracks`
+    rows' timestamps), those seen added to `timestamps`."""
     if not _TAKES[target].issuperset(map(type, values)):
         return False
     if target == "timestamp":
-        # Each distinct value once: a replay's `received_at` repeats across a batch.
-        return all(map(_ISO_DATETIME.fullmatch, set(values).difference((None,))))
+        unseen = set(values).difference((None,), timestamps)
+        if not all(map(_ISO_DATETIME.fullmatch, unseen)):
+            return False
+        timestamps |= unseen
+        return True
     if target == "bigint":
         present = [v for v in values if v is not None]
         return not present or (INT64[0] <= min(present) and max(present) <= INT64[1])
     return True
 
 
-def _new_column_type(column: str, values: list[Any]) -> ColumnType:
+def _new_column_type(
+    column: str, rows: list[Row], types: set[type], timestamps: set[str]
+) -> ColumnType:
     """A new column's type: a standard column's own, else its first value's (a double
-    when the batch holds both integers and doubles)."""
+    when the batch holds both integers and doubles); `types`: its values' Python types.
+
+    From the types, looking at the values only where they decide: a batch that
+    creates a schema has every column new, and typing each string (a date-time or
+    not) cost as much as the rest of the plan (5,000 bench events: 10.5 against 3.7 us
+    an event)."""
     standard = STANDARD_COLUMNS.get(column)
-    kinds = {value_type(v) for v in values if v is not None}
-    if standard is not None and all(fits(k, standard) for k in kinds):
+    if standard == "text":
         return standard
-    if kinds == {"bigint", "double"}:
-        return "double"
-    first = next((v for v in values if v is not None), None)
-    return value_type(first)
+    both_numbers = types - {type(None)} == {int, float}
+    if standard is not None or both_numbers:
+        values = list(map(dict.get, rows, repeat(column)))
+        if standard is not None and _all_fit(values, standard, timestamps):
+            return standard
+        if both_numbers and _all_fit([v for v in values if type(v) is int], "bigint", timestamps):
+            return "double"
+    return value_type(next((v for row in rows if (v := row.get(column)) is not None), None))
 
 
 def _column_values(
