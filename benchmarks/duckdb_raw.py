@@ -484,10 +484,13 @@ def _as_text(sql: str, read: str) -> str:
 
 
 class Clock:
-    """CPU seconds per step of the loads since `reset`."""
+    """CPU seconds per step of the loads since `reset`: the process's (in-process, where
+    only the load runs) or the calling thread's (in a replay, beside the other threads;
+    DuckDB runs a query in the thread that calls it with `threads = 1`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Any = time.process_time) -> None:
         self.steps: dict[str, float] = defaultdict(float)
+        self.timer = timer
 
     def reset(self) -> None:
         self.steps = defaultdict(float)
@@ -500,11 +503,12 @@ class TimedCursor:
         self._con, self._clock, self._schema = con, clock, quote(schema)
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        started = time.process_time()
+        timer = self._clock.timer
+        started = timer()
         try:
             return self._con.execute(sql, params) if params is not None else self._con.execute(sql)
         finally:
-            self._clock.steps[self._step(sql)] += time.process_time() - started
+            self._clock.steps[self._step(sql)] += timer() - started
 
     def _step(self, sql: str) -> str:
         if sql.startswith("SELECT json_group_structure"):
@@ -845,68 +849,14 @@ def check_rules(work: Path) -> None:
 
 # -- whole replays ------------------------------------------------------------------------------
 
-# A replay in a subprocess with the storage destination changed by `patch(MODE)` before
-# the workers fork (so they run it too); duckdb itself is still imported on the first
-# batch, inside the replay's clock, as in the product.
-REPLAY = """
-import sys
-sys.path.insert(0, {here!r})
-from duckdb_raw import patch
-patch({mode!r})
-from streamctl.cli.main import main
-sys.argv = ["streamctl", *sys.argv[1:]]
-main()
-"""
 # label: (destination type, patch mode)
 REPLAYS = {
     "file": ("file", ""),
-    "duckdb today": ("duckdb", ""),
+    "duckdb today": ("duckdb", "today"),
     "duckdb raw": ("duckdb", "raw"),
     "no-op load, raw payload": ("duckdb", "noop-raw"),
     "no-op load, today's payload": ("duckdb", "noop"),
 }
-
-
-def patch(mode: str) -> None:
-    """`raw`: the payload is the event itself (stored as its JSON text) and the duckdb
-    backend stages it as a `RawBatch`; `noop-raw`: that payload, and a load that does
-    nothing; `noop`: today's payload, a load that does nothing."""
-    import atexit
-    import types
-
-    from streamctl.destinations.duckdb import DuckDBDestination as Destination
-    from streamctl.destinations.storage import StorageDestination
-
-    if mode in ("raw", "noop-raw"):
-        StorageDestination.build_payload = lambda self, event_type, mapped, event: event  # type: ignore[method-assign,assignment,misc]
-    if mode in ("noop", "noop-raw"):
-        StorageDestination.load = lambda self, payloads: None  # type: ignore[method-assign]
-    # The CPU of the threads that run `load` (DuckDB runs a query in the calling thread
-    # with `threads = 1`), written to stderr at exit: the load's share of the replay.
-    load, spent = StorageDestination.load, [0.0]
-
-    def timed_load(self: StorageDestination, payloads: Sequence[Any]) -> None:
-        started = time.thread_time()
-        try:
-            load(self, payloads)
-        finally:
-            spent[0] += time.thread_time() - started
-
-    StorageDestination.load = timed_load  # type: ignore[method-assign]
-    atexit.register(lambda: print(f"load-thread-cpu {spent[0]}", file=sys.stderr))
-    if mode == "raw":
-        opened = Destination.open_backend
-
-        def open_backend(self: Destination) -> Any:
-            backend = opened(self)
-
-            def stage(b: Any, payloads: Sequence[Any]) -> StagedBatch:
-                return RawBatch(b.con.cursor(), b.path.parent, payloads, owns_connection=True)
-
-            backend.stage = types.MethodType(stage, backend)  # type: ignore[method-assign]
-            return backend
-
-        Destination.open_backend = open_backend  # type: ignore[method-assign]
 
 
 def replays(events: int, rounds: int) -> None:
@@ -928,6 +878,7 @@ def replays(events: int, rounds: int) -> None:
         cpu: dict[str, list[float]] = defaultdict(list)
         fixed: dict[str, list[float]] = defaultdict(list)
         loads: dict[str, list[float]] = defaultdict(list)  # the load threads' CPU
+        steps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         labels = list(REPLAYS)
         for n in range(rounds):
             for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
@@ -943,12 +894,11 @@ def replays(events: int, rounds: int) -> None:
                         FILE_SYNC if kind == "file" else STORE_SYNC
                     )
                     before = _children_cpu()
-                    code = REPLAY.format(here=str(Path(__file__).parent), mode=mode)
                     out = subprocess.run(
                         [
                             sys.executable,
-                            "-c",
-                            code,
+                            str(Path(__file__).with_name("duckdb_raw_replay.py")),
+                            mode,
                             "replay",
                             str(file),
                             "-p",
@@ -974,6 +924,14 @@ def replays(events: int, rounds: int) -> None:
                         for line in out.stderr.splitlines():
                             if line.startswith("load-thread-cpu "):
                                 loads[label].append(float(line.split()[1]) / count)
+                            if line.startswith("load-steps "):
+                                timed = orjson.loads(line.split(" ", 1)[1])
+                                for step, spent in timed.items():
+                                    steps[label][step].append(spent / count)
+                                rest = -sum(timed.values()) / count
+                                steps[label]["python"].append(rest)
+                        if steps[label].get("python"):  # the load's CPU outside statements
+                            steps[label]["python"][-1] += loads[label][-1]
                 print(
                     f"round {n + 1} {label:28} {rates[label][-1]:9,.0f} events/s"
                     f" {cpu[label][-1] * 1e6:5.0f} us/event, fixed {fixed[label][-1]:.2f} s",
@@ -999,6 +957,17 @@ def replays(events: int, rounds: int) -> None:
                 f" {base:8.2f} {(used - base / events) * 1e6:9.1f} {load}"
             )
         print("load us: the CPU of the threads running the destination's load, per event")
+        print("\nthe load's steps in the replays (CPU us an event of the thread running each)")
+        names = sorted({n for label in steps.values() for n in label}, key=_step_order)
+        print(f"{'step':28} " + " ".join(f"{label:>14}" for label in steps))
+        for name in names:
+            cells = [
+                f"{statistics.median(steps[label][name]) * 1e6:14.2f}"
+                if steps[label].get(name)
+                else f"{'-':>14}"
+                for label in steps
+            ]
+            print(f"{name:28} {' '.join(cells)}")
         for label in labels[1:]:
             ratios = [r / f for r, f in zip(rates[label], rates["file"], strict=True)]
             print(f"{label} / file per round: {', '.join(f'{r:.2f}' for r in ratios)}")
