@@ -97,6 +97,7 @@ from streamctl.destinations.warehouse import (  # noqa: E402
     snake_case,
 )
 from streamctl.sources.normalise import normalise  # noqa: E402
+from tests.test_dest_storage import event  # noqa: E402
 
 BATCH = 10_000
 # The envelope's standard columns: (column, the event's key, read as text like `_text`).
@@ -139,11 +140,7 @@ class RawBatch(StagedBatch):
 
     def _stage(self) -> None:
         path = literal(self.file.as_posix())
-        found = self.con.execute(
-            f"SELECT json_group_structure(json) FROM read_json_objects({path},"
-            " format = 'newline_delimited')"
-        ).fetchall()[0][0]
-        structure: dict[str, Any] = orjson.loads(found) if found else {}
+        structure = self.structure()
         columns = {"n": "BIGINT"}
         for key, kind in structure.items():
             if key != "n" and (
@@ -776,56 +773,40 @@ def check_retry(file: Path, texts: Sequence[str], clock: Clock) -> None:
     print(f"the raw path's first batch loaded again writes nothing: {counts() == before}")
 
 
-def _event(message_id: str, call: str = "track", **fields: Any) -> dict[str, Any]:
-    base = {
-        "type": call,
-        "messageId": message_id,
-        "userId": "u1",
-        "anonymousId": "a1",
-        "receivedAt": "2026-12-03T10:00:00.000Z",
-        "sentAt": "2026-12-03T10:00:00.000Z",
-        "timestamp": "2026-12-03T09:59:59.500Z",
-        "context": {"library": {"name": "analytics.js"}, "page": {"url": "https://x.example/"}},
-    }
-    return {**base, **fields}
-
-
 # The layout's rules, a batch each (as tests/test_dest_storage.py has them).
 RULES = [
     [
-        _event("m1", event="Order Completed", properties={"total": 30, "products": [{"id": "p1"}]}),
-        _event("m2", "identify", traits={"email": "a@x.example", "plan": "free", "name": "A"}),
-        _event("m3", "identify", receivedAt="2026-12-03T11:00:00.000Z", traits={"plan": "pro"}),
-        _event("m4", "page", name="Home", properties={"title": "Home", "name": "forged"}),
-        _event("m5", "group", groupId="g1", traits={"seats": 12, "name": "Acme"}),
-        _event("m6", "alias", previousId="a1"),
-        _event("m7", "screen", name="Main", properties={"orientation": "portrait"}),
+        event("m1", event="Order Completed", properties={"total": 30, "products": [{"id": "p1"}]}),
+        event("m2", "identify", traits={"email": "a@x.example", "plan": "free", "name": "A"}),
+        event("m3", "identify", receivedAt="2026-12-03T11:00:00.000Z", traits={"plan": "pro"}),
+        event("m4", "page", name="Home", properties={"title": "Home", "name": "forged"}),
+        event("m5", "group", groupId="g1", traits={"seats": 12, "name": "Acme"}),
+        event("m6", "alias", previousId="a1"),
+        event("m7", "screen", name="Main", properties={"orientation": "portrait"}),
     ],
     [
-        _event(
+        event(
             "m8",
             event="Paid",
             properties={"amount": 3, "ok": True, "orderId": "c", "order_id": "s"},
         ),
-        _event("m9", event="Paid", properties={"user_id": "forged", "loaded_at": 1, "€": 2}),
-        _event(
+        event("m9", event="Paid", properties={"user_id": "forged", "loaded_at": 1, "€": 2}),
+        event(
             "m10",
             event="paid",
             properties={"Order Id": 1, "OrderId": 2, "when": "2026-12-03T10:00:00Z"},
         ),
     ],
     [
-        _event("m11", event="Paid", properties={"amount": 3.5, "when": "soon"}),  # widen; discard
-        _event("m12", event="Paid", properties={"amount": "lots", "ok": "yes"}),  # discards
-        _event(
-            "m13", event="Bestellung", properties={"select": 1, "from": "h", "Größe": "groß 🙂"}
-        ),
-        _event("m14", event="Booked", properties={"date": "next week", "seats": 2}),
-        _event(
+        event("m11", event="Paid", properties={"amount": 3.5, "when": "soon"}),  # widen; discard
+        event("m12", event="Paid", properties={"amount": "lots", "ok": "yes"}),  # discards
+        event("m13", event="Bestellung", properties={"select": 1, "from": "h", "Größe": "groß 🙂"}),
+        event("m14", event="Booked", properties={"date": "next week", "seats": 2}),
+        event(
             "m15", event="Booked", properties={"seats": 2.5, "nested": {"deep": {"x": [1, 2.5]}}}
         ),
-        _event("m16", event="Booked", properties={"seats": "many", "big": 2**63 + 1}),
-        _event("m17", "identify", userId="u2", traits={"id": "x", "received_at": "y"}),
+        event("m16", event="Booked", properties={"seats": "many", "big": 2**63 + 1}),
+        event("m17", "identify", userId="u2", traits={"id": "x", "received_at": "y"}),
     ],
 ]
 
