@@ -859,6 +859,7 @@ def replays(events: int, rounds: int) -> None:
         cpu: dict[str, list[float]] = defaultdict(list)
         fixed: dict[str, list[float]] = defaultdict(list)
         loads: dict[str, list[float]] = defaultdict(list)  # the load threads' CPU
+        batches: dict[str, list[float]] = defaultdict(list)  # events a batch, on average
         steps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         labels = list(REPLAYS)
         for n in range(rounds):
@@ -904,7 +905,10 @@ def replays(events: int, rounds: int) -> None:
                         cpu[label].append(used / count)
                         for line in out.stderr.splitlines():
                             if line.startswith("load-thread-cpu "):
-                                loads[label].append(float(line.split()[1]) / count)
+                                _, seconds, calls = line.split()
+                                loads[label].append(float(seconds) / count)
+                                if int(calls):
+                                    batches[label].append(count / int(calls))
                             if line.startswith("load-steps "):
                                 timed = orjson.loads(line.split(" ", 1)[1])
                                 for step, spent in timed.items():
@@ -938,6 +942,9 @@ def replays(events: int, rounds: int) -> None:
                 f" {base:8.2f} {(used - base / events) * 1e6:9.1f} {load}"
             )
         print("load us: the CPU of the threads running the destination's load, per event")
+        for label, sizes in batches.items():
+            rounds = ", ".join(f"{size:,.0f}" for size in sizes)
+            print(f"{label}: events a batch on average, per round: {rounds}")
         print("\nthe load's steps in the replays (CPU us an event of the thread running each)")
         names = sorted({n for label in steps.values() for n in label}, key=_step_order)
         print(f"{'step':28} " + " ".join(f"{label:>14}" for label in steps))

@@ -9,8 +9,8 @@ its statements timed; `noop-raw`: the raw payload and a load that does nothing;
 replay forks its workers (they run it too). DuckDB, and `duckdb_raw` with it, are
 imported on the first batch, inside the replay's clock, as the product imports them.
 
-At exit, to stderr: `load-thread-cpu SECONDS`, the CPU of the threads that ran the
-destination's `load` (DuckDB runs a query in the thread that calls it, `threads = 1`),
+At exit, to stderr: `load-thread-cpu SECONDS BATCHES`, the CPU of the threads that ran
+the destination's `load` and how many batches it loaded (DuckDB runs a query in the thread that calls it, `threads = 1`),
 and `load-steps {step: seconds}`, that CPU per statement (`duckdb_raw.TimedCursor`).
 """
 
@@ -39,7 +39,7 @@ def patch(mode: str) -> None:
         StorageDestination.build_payload = lambda self, event_type, mapped, event: event  # type: ignore[method-assign,assignment,misc]
     if mode in ("noop", "noop-raw"):
         StorageDestination.load = lambda self, payloads: None  # type: ignore[method-assign]
-    load, spent = StorageDestination.load, [0.0]
+    load, spent = StorageDestination.load, [0.0, 0]
 
     def timed_load(self: StorageDestination, payloads: Sequence[Any]) -> None:
         started = time.thread_time()
@@ -47,9 +47,10 @@ def patch(mode: str) -> None:
             load(self, payloads)
         finally:
             spent[0] += time.thread_time() - started
+            spent[1] += 1
 
     StorageDestination.load = timed_load  # type: ignore[method-assign]
-    atexit.register(lambda: print(f"load-thread-cpu {spent[0]}", file=sys.stderr))
+    atexit.register(lambda: print(f"load-thread-cpu {spent[0]} {spent[1]}", file=sys.stderr))
     if mode not in ("raw", "today"):
         return
     opened = DuckDBDestination.open_backend
