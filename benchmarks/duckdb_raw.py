@@ -49,8 +49,9 @@ Keys differing only in case in one object are handled: DuckDB's STRUCT fields ar
 case-insensitive, so such an object is read as JSON and its leaves taken with `->`.
 
 Figures and the conclusion: docs/destinations/duckdb.md#raw-events-laid-out-by-duckdb-a-measurement
-(in short: 16 us an event steady, ~20 over a replay's batches, in-process; the floor
-of 0.8 needs all of DuckDB's work in a replay at ~13-14: not reachable this way).
+(in short: 16-18 us an event steady in-process, ~20 over all of a replay's batches,
+28-35 inside the replays; the floor of 0.8 leaves all of DuckDB's work in a replay
+~11-14: not reachable this way).
 """
 
 from __future__ import annotations
