@@ -210,11 +210,7 @@ class StagedBatch:
 
     def _stage(self) -> None:
         path = literal(self.file.as_posix())
-        found = self.con.execute(
-            f"SELECT json_group_structure(json) FROM read_json_objects({path},"
-            " format = 'newline_delimited')"
-        ).fetchall()[0][0]
-        structure: dict[str, Any] = orjson.loads(found) if found else {}
+        structure = self.structure()
         rows = _object(structure.get("rows"))
         # Empty lists only: `["NULL"]`; lists of [table, column, value, reason]: `[["VARCHAR"]]`.
         self.carried_discards = structure.get("discards") not in (None, "NULL", ["NULL"])
@@ -245,6 +241,16 @@ class StagedBatch:
             self.raw[table] = self._values(table, own, leaves, bases.get(table, []))
             self.own[table] = set(own)
         self._views()
+
+    def structure(self) -> dict[str, Any]:
+        """Every key of the file's objects and its JSON type in the batch
+        (`json_group_structure`: a nested object as an object, a list as a list of
+        its items' structure, a key with several types as `JSON`)."""
+        found = self.con.execute(
+            "SELECT json_group_structure(json) FROM read_json_objects("
+            f"{literal(self.file.as_posix())}, format = 'newline_delimited')"
+        ).fetchall()[0][0]
+        return orjson.loads(found) if found else {}
 
     def _bases(self, leaves: Mapping[str, Any]) -> dict[str, list[str]]:
         """Each event table's base table (`tracks`) in this batch: a payload's every
