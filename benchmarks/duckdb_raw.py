@@ -88,6 +88,7 @@ from streamctl.destinations.duckdb_staging import (  # noqa: E402
     quote,
 )
 from streamctl.destinations.warehouse import (  # noqa: E402
+    _ENVELOPE,
     CALL_TABLES,
     DISCARD_COLUMNS,
     LOAD_TIME_COLUMNS,
@@ -102,19 +103,7 @@ from tests.test_dest_storage import event  # noqa: E402
 
 BATCH = 10_000
 # The envelope's standard columns: (column, the event's key, read as text like `_text`).
-ENVELOPE = (
-    ("id", "messageId", True),
-    ("anonymous_id", "anonymousId", True),
-    ("user_id", "userId", True),
-    ("received_at", "receivedAt", False),
-    ("sent_at", "sentAt", False),
-    ("timestamp", "timestamp", False),
-    ("original_timestamp", "originalTimestamp", False),
-    ("name", "name", True),
-    ("category", "category", True),
-    ("group_id", "groupId", True),
-    ("previous_id", "previousId", True),
-)
+ENVELOPE = (("id", "messageId", True), *_ENVELOPE)
 OBJECTS = ("context", "properties", "traits")
 
 # -- the layout in DuckDB ------------------------------------------------------------------
