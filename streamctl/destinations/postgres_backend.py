@@ -186,14 +186,11 @@ class PostgresBackend:
 
     def _copy(self, plan: LoadPlan) -> None:
         """The batch as one transaction: a COPY per table, then the `users` upsert."""
-        loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
         with self._transaction() as conn:
             cursor = conn.cursor()
-            for load in loads:
+            for load in plan.inserted():
                 self._copy_table(cursor, load)
-            if plan.users is not None:
-                for part in _json_parts(plan.users.rows):
-                    conn.execute(self._upsert_users(plan.users), [part])
+            self._merge_users(conn, plan.users)
 
     def _copy_table(self, cursor: psycopg.Cursor[Any], load: TableLoad) -> None:
         table, names = self._table(load.name), _names(load.columns)
@@ -215,14 +212,18 @@ class PostgresBackend:
     def _insert_skipping_taken(self, plan: LoadPlan) -> None:
         """The batch again, a row whose key is taken skipped (`ON CONFLICT DO NOTHING`,
         which COPY lacks), as JSON arrays in one pipelined transaction."""
-        loads = [*plan.tables.values(), *([plan.discards] if plan.discards else [])]
         with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            for load in loads:
+            for load in plan.inserted():
                 for part in _json_parts(load.rows):
                     conn.execute(self._insert(load), [part])
-            if plan.users is not None:
-                for part in _json_parts(plan.users.rows):
-                    conn.execute(self._upsert_users(plan.users), [part])
+            self._merge_users(conn, plan.users)
+
+    def _merge_users(self, conn: psycopg.Connection[Any], users: TableLoad | None) -> None:
+        """Both load paths' last step: `users` upserted as JSON arrays (no COPY: each
+        row is merged into the one stored)."""
+        if users is not None:
+            for part in _json_parts(users.rows):
+                conn.execute(self._upsert_users(users), [part])
 
     def _insert(self, load: TableLoad) -> sql.Composed:
         names = _names(load.columns)

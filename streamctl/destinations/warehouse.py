@@ -519,6 +519,11 @@ class LoadPlan:
     users: TableLoad | None
     discards: TableLoad | None
 
+    def inserted(self) -> list[TableLoad]:
+        """The loads whose rows are inserted as they are: the tables, then `discards`
+        (`users` is merged into the rows stored instead)."""
+        return [*self.tables.values(), *([self.discards] if self.discards else [])]
+
 
 @dataclass
 class TableRows:
